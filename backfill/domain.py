@@ -1,0 +1,218 @@
+"""Pure value types: symbols, days, months, request windows and coverage records."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+UTC = timezone.utc
+MINUTE = timedelta(minutes=1)
+DAY = timedelta(days=1)
+MINUTES_PER_DAY = 1440
+
+SOURCE = "ibkr"
+MARKET = "crypto"
+TIMEFRAME = "M1"
+EXCHANGE = "PAXOS"
+WHAT_TO_SHOW = "AGGTRADES"
+
+_SYMBOL_RE = re.compile(r"^([A-Z0-9]{1,12})-([A-Z]{3,5})$")
+
+
+class BadInput(ValueError):
+    """Input from the user that cannot be acted on (exit code 2, nothing written)."""
+
+
+@dataclass(frozen=True, order=True)
+class Symbol:
+    """A lake symbol such as ``BTC-USD``: base asset and quote currency."""
+
+    base: str
+    quote: str
+
+    @classmethod
+    def parse(cls, text: str) -> Symbol:
+        match = _SYMBOL_RE.match(text.strip().upper())
+        if not match:
+            raise BadInput(f"malformed symbol {text!r}: expected BASE-QUOTE such as BTC-USD")
+        return cls(match.group(1), match.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.base}-{self.quote}"
+
+
+def parse_symbols(text: str) -> list[Symbol]:
+    """Parse a comma-separated symbol list, keeping order and dropping repeats."""
+    symbols: list[Symbol] = []
+    for chunk in text.split(","):
+        if chunk.strip():
+            symbol = Symbol.parse(chunk)
+            if symbol not in symbols:
+                symbols.append(symbol)
+    if not symbols:
+        raise BadInput("no symbols given")
+    return symbols
+
+
+def parse_day(text: str, flag: str = "date") -> date:
+    """Parse a UTC calendar day written YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(f"{flag}: {text!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def check_range(first: date, last: date) -> None:
+    if first > last:
+        raise BadInput(f"--from {first} is after --to {last}")
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, both inclusive."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    year: int
+    month: int
+
+    @classmethod
+    def of(cls, when: date | datetime) -> Month:
+        return cls(when.year, when.month)
+
+    @property
+    def first_day(self) -> date:
+        return date(self.year, self.month, 1)
+
+    @property
+    def next(self) -> Month:
+        return Month(self.year + 1, 1) if self.month == 12 else Month(self.year, self.month + 1)
+
+    @property
+    def last_day(self) -> date:
+        return self.next.first_day - DAY
+
+    def days(self) -> list[date]:
+        return days_between(self.first_day, self.last_day)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+def months_between(first: date, last: date) -> list[Month]:
+    months = []
+    month = Month.of(first)
+    while month.first_day <= last:
+        months.append(month)
+        month = month.next
+    return months
+
+
+def bar_end(bar_start: datetime) -> datetime:
+    """IB stamps a bar with its start; the lake stamps it with its end."""
+    return bar_start + MINUTE
+
+
+@dataclass(frozen=True)
+class Window:
+    """One IB request: ``days`` consecutive whole UTC days ending with ``last_day``.
+
+    Day D holds bars whose END is in [D 00:00, D+1 00:00), so bars whose START is in
+    [D-1 23:59, D 23:59): the request ends at ``last_day 23:59:00 UTC``.
+    """
+
+    first_day: date
+    last_day: date
+
+    @classmethod
+    def single(cls, day: date) -> Window:
+        return cls(day, day)
+
+    @property
+    def n_days(self) -> int:
+        return (self.last_day - self.first_day).days + 1
+
+    @property
+    def days(self) -> list[date]:
+        return days_between(self.first_day, self.last_day)
+
+    @property
+    def end_datetime(self) -> datetime:
+        return day_start(self.last_day) + DAY - MINUTE
+
+    @property
+    def duration_str(self) -> str:
+        return "86400 S" if self.n_days == 1 else f"{self.n_days} D"
+
+    @property
+    def first_bar_end(self) -> datetime:
+        """Earliest bar end (exclusive lower bound is this minus one minute)."""
+        return day_start(self.first_day) + MINUTE
+
+    @property
+    def ts_start(self) -> datetime:
+        """Inclusive lower bound of bar-end timestamps in this window."""
+        return day_start(self.first_day)
+
+    @property
+    def ts_stop(self) -> datetime:
+        """Exclusive upper bound of bar-end timestamps in this window."""
+        return day_start(self.last_day) + DAY
+
+    def split(self) -> list[Window]:
+        """Halve a window (for a gateway that refuses its duration)."""
+        if self.n_days == 1:
+            return [self]
+        mid = self.first_day + timedelta(days=self.n_days // 2 - 1)
+        return [Window(self.first_day, mid), Window(mid + DAY, self.last_day)]
+
+    def __str__(self) -> str:
+        if self.n_days == 1:
+            return str(self.first_day)
+        return f"{self.first_day}..{self.last_day}"
+
+
+def group_windows(days: Iterable[date], window_days: int) -> list[Window]:
+    """Cut sorted days into windows of at most ``window_days`` consecutive days."""
+    windows: list[Window] = []
+    run: list[date] = []
+    for day in sorted(set(days)):
+        if run and (day - run[-1] != DAY or len(run) == window_days):
+            windows.append(Window(run[0], run[-1]))
+            run = []
+        run.append(day)
+    if run:
+        windows.append(Window(run[0], run[-1]))
+    return windows
+
+
+def day_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Collapse days into inclusive (first, last) runs of consecutive days."""
+    return [(w.first_day, w.last_day) for w in group_windows(days, 10**9)]
+
+
+@dataclass(frozen=True)
+class DayCoverage:
+    """What the lake knows about one fetched day of one symbol (from a part's footer).
+
+    ``complete`` is False for a day that ended after the fetch (today): fetch it again.
+    """
+
+    day: date
+    rows: int
+    fetched_at: datetime
+    complete: bool
+
+
+def iter_minutes(start: datetime, stop: datetime) -> Iterator[datetime]:
+    current = start
+    while current < stop:
+        yield current
+        current += MINUTE

@@ -1,0 +1,74 @@
+"""The lake's data contract: column order and types, and the coverage record in a footer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import date, datetime
+
+import pyarrow as pa
+
+from backfill.domain import UTC, DayCoverage
+
+TS_TYPE = pa.timestamp("us", tz="UTC")
+
+BAR_SCHEMA = pa.schema(
+    [
+        pa.field("ts", TS_TYPE, nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("market", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("exchange", pa.string(), nullable=False),
+        pa.field("what_to_show", pa.string(), nullable=False),
+        pa.field("wap", pa.float64(), nullable=False),
+        pa.field("bar_count", pa.int64(), nullable=False),
+    ]
+)
+
+COLUMNS = tuple(BAR_SCHEMA.names)
+CONSTANT_COLUMNS = ("source", "market", "symbol", "exchange", "what_to_show")
+
+COVERAGE_KEY = b"backfill.coverage"
+COVERAGE_VERSION = 1
+
+
+def empty_bars() -> pa.Table:
+    return BAR_SCHEMA.empty_table()
+
+
+def encode_coverage(days: Iterable[DayCoverage]) -> bytes:
+    """The coverage record as stored in a part's key-value metadata (JSON, sorted by day)."""
+    record = {
+        "version": COVERAGE_VERSION,
+        "days": {
+            d.day.isoformat(): {
+                "rows": d.rows,
+                "fetched_at": d.fetched_at.astimezone(UTC).isoformat(),
+                "complete": d.complete,
+            }
+            for d in sorted(days, key=lambda d: d.day)
+        },
+    }
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def decode_coverage(raw: bytes) -> dict[date, DayCoverage]:
+    """Parse a coverage record; raises ValueError on a malformed one."""
+    record = json.loads(raw)
+    if not isinstance(record, dict) or record.get("version") != COVERAGE_VERSION:
+        raise ValueError("unknown coverage record version")
+    out: dict[date, DayCoverage] = {}
+    for key, value in record["days"].items():
+        day = date.fromisoformat(key)
+        out[day] = DayCoverage(
+            day=day,
+            rows=int(value["rows"]),
+            fetched_at=datetime.fromisoformat(value["fetched_at"]),
+            complete=bool(value["complete"]),
+        )
+    return out

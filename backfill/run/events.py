@@ -1,0 +1,144 @@
+"""Events a worker emits; the dashboard, plain lines, --json and the run log render them.
+
+Events are frozen dataclasses so they pickle across a multiprocessing queue and serialise
+to one JSON object each (``to_json``), with ``event`` naming the type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+
+class Status(str, Enum):
+    QUEUED = "queued"
+    CONNECTING = "connecting"
+    FETCHING = "fetching"
+    PACED = "paced"
+    RETRYING = "retrying"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Event:
+    symbol: str
+    at: float = field(default=0.0, kw_only=True)  # wall clock (time.time()) when emitted
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": EVENT_NAMES[type(self)]}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (date, datetime)):
+                value = value.isoformat()
+            elif isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            out[f.name] = value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class WorkerQueued(Event):
+    days_total: int
+
+
+@dataclass(frozen=True)
+class WorkerStarted(Event):
+    client_id: int
+    days_total: int
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class StatusChanged(Event):
+    status: Status
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DayFetched(Event):
+    day: date
+    rows: int
+    latency_s: float
+    complete: bool = True
+    no_data: bool = False
+
+
+@dataclass(frozen=True)
+class Retry(Event):
+    reason: str
+    attempt: int
+    delay_s: float
+    day: date | None = None
+
+
+@dataclass(frozen=True)
+class GapFound(Event):
+    day: date
+    missing_minutes: int
+    ranges: tuple[tuple[str, str], ...] = ()  # (first missing bar end, last), ISO strings
+
+
+@dataclass(frozen=True)
+class Paced(Event):
+    wait_s: float
+    rule: str = "rate"
+
+
+@dataclass(frozen=True)
+class PacingViolation(Event):
+    """IB (or the simulator) answered 162 pacing: every worker backs off."""
+
+    backoff_s: float
+
+
+@dataclass(frozen=True)
+class PartWritten(Event):
+    month: str
+    rows: int
+    path: str
+
+
+@dataclass(frozen=True)
+class DayFailed(Event):
+    day: date
+    reason: str
+
+
+@dataclass(frozen=True)
+class WorkerFailed(Event):
+    reason: str
+    days_failed: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerFinished(Event):
+    days_fetched: int
+    rows: int
+    days_failed: int = 0
+
+
+EVENT_NAMES: dict[type, str] = {
+    WorkerQueued: "queued",
+    WorkerStarted: "started",
+    StatusChanged: "status",
+    DayFetched: "day_fetched",
+    Retry: "retry",
+    GapFound: "gap",
+    Paced: "paced",
+    PacingViolation: "pacing_violation",
+    PartWritten: "part_written",
+    DayFailed: "day_failed",
+    WorkerFailed: "failed",
+    WorkerFinished: "finished",
+}
