@@ -75,6 +75,15 @@ class DayFetched(Event):
 
 
 @dataclass(frozen=True)
+class RequestDone(Event):
+    """One historical-data request answered (or not): every request sent emits one."""
+
+    window: str
+    outcome: str  # "bars", "no_data", "pacing", "timeout", "disconnect", "error"
+    latency_s: float
+
+
+@dataclass(frozen=True)
 class Retry(Event):
     reason: str
     attempt: int
@@ -133,6 +142,7 @@ EVENT_NAMES: dict[type, str] = {
     WorkerStarted: "started",
     StatusChanged: "status",
     DayFetched: "day_fetched",
+    RequestDone: "request",
     Retry: "retry",
     GapFound: "gap",
     Paced: "paced",
