@@ -216,3 +216,25 @@ def iter_minutes(start: datetime, stop: datetime) -> Iterator[datetime]:
     while current < stop:
         yield current
         current += MINUTE
+
+
+def missing_minute_ranges(
+    bar_ends_us: list[int], start_us: int, stop_us: int
+) -> list[tuple[int, int]]:
+    """Minutes in [start_us, stop_us) with no bar, as inclusive (first, last) bar-end runs.
+
+    ``bar_ends_us`` are sorted, minute-aligned bar ends in microseconds since the epoch.
+    """
+    step = 60_000_000
+    gaps: list[tuple[int, int]] = []
+    expected = start_us
+    for ts in bar_ends_us:
+        if ts < start_us or ts >= stop_us:
+            continue
+        if ts > expected:
+            gaps.append((expected, ts - step))
+        expected = ts + step
+    last = stop_us - step
+    if expected <= last:
+        gaps.append((expected, last))
+    return gaps
