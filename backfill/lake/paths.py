@@ -1,0 +1,138 @@
+"""Where things live in the lake: part paths, and the names of lock, temp and quarantine files.
+
+Every file that is not a part starts with '.' or '_', so ``pyarrow.dataset`` (and Spark,
+DuckDB, Polars) skip it when they read the lake with hive partitioning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from backfill.domain import MARKET, SOURCE, TIMEFRAME, UTC, BadInput, Month, Symbol
+
+DATA_DIR = "data"
+PART_SUFFIX = ".parquet"
+TEMP_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
+QUARANTINE_PREFIX = "_corrupt-"
+
+_SYMBOL_DIR_RE = re.compile(r"^symbol=(.+)$")
+_YEAR_DIR_RE = re.compile(r"^year=(\d{4})$")
+_MONTH_DIR_RE = re.compile(r"^month=(\d{2})$")
+
+
+def dataset_root(lake: Path) -> Path:
+    """The folder to hand to ``pyarrow.dataset.dataset(..., partitioning='hive')``."""
+    return lake / DATA_DIR
+
+
+def market_dir(lake: Path) -> Path:
+    """The folder holding one ``symbol=...`` folder per symbol."""
+    return dataset_root(lake) / f"source={SOURCE}" / f"market={MARKET}" / f"timeframe={TIMEFRAME}"
+
+
+def symbol_dir(lake: Path, symbol: Symbol) -> Path:
+    return market_dir(lake) / f"symbol={symbol}"
+
+
+def part_name(month: Month) -> str:
+    return f"part-{month}{PART_SUFFIX}"
+
+
+def part_path(lake: Path, symbol: Symbol, month: Month) -> Path:
+    """``<lake>/data/source=ibkr/market=crypto/timeframe=M1/symbol=X/year=Y/month=MM/part-Y-MM.parquet``."""
+    return (
+        symbol_dir(lake, symbol)
+        / f"year={month.year:04d}"
+        / f"month={month.month:02d}"
+        / part_name(month)
+    )
+
+
+def lock_path(part: Path) -> Path:
+    return part.with_name(f".{part.name}{LOCK_SUFFIX}")
+
+
+def temp_path(part: Path) -> Path:
+    """A temp file per writing process, so a stale one can be told from a live one."""
+    return part.with_name(f".{part.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def temp_glob(part: Path) -> str:
+    return f".{part.name}.*{TEMP_SUFFIX}"
+
+
+def quarantine_path(part: Path, now: datetime) -> Path:
+    """A name for a corrupt part moved aside; it never collides with an existing file."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    candidate = part.with_name(f"{QUARANTINE_PREFIX}{part.stem}.{stamp}{PART_SUFFIX}")
+    counter = 1
+    while candidate.exists():
+        candidate = part.with_name(f"{QUARANTINE_PREFIX}{part.stem}.{stamp}-{counter}{PART_SUFFIX}")
+        counter += 1
+    return candidate
+
+
+def is_quarantined(path: Path) -> bool:
+    return path.name.startswith(QUARANTINE_PREFIX) and path.name.endswith(PART_SUFFIX)
+
+
+def is_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
+
+
+def is_lock(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(LOCK_SUFFIX)
+
+
+def lake_symbols(lake: Path) -> list[Symbol]:
+    """Symbols that have a folder in the lake, sorted; folders with malformed names are skipped."""
+    root = market_dir(lake)
+    if not root.is_dir():
+        return []
+    symbols = []
+    for child in root.iterdir():
+        match = _SYMBOL_DIR_RE.match(child.name)
+        if not (child.is_dir() and match):
+            continue
+        try:
+            symbol = Symbol.parse(match.group(1))
+        except BadInput:
+            continue
+        if str(symbol) == match.group(1):
+            symbols.append(symbol)
+    return sorted(symbols)
+
+
+def month_dirs(lake: Path, symbol: Symbol) -> Iterator[tuple[Month, Path]]:
+    """The ``year=Y/month=MM`` folders of one symbol, in month order."""
+    root = symbol_dir(lake, symbol)
+    if not root.is_dir():
+        return
+    found = []
+    for year_dir in root.iterdir():
+        year_match = _YEAR_DIR_RE.match(year_dir.name)
+        if not (year_dir.is_dir() and year_match):
+            continue
+        for month_dir in year_dir.iterdir():
+            month_match = _MONTH_DIR_RE.match(month_dir.name)
+            if month_dir.is_dir() and month_match and 1 <= int(month_match.group(1)) <= 12:
+                found.append(
+                    (Month(int(year_match.group(1)), int(month_match.group(1))), month_dir)
+                )
+    yield from sorted(found)
+
+
+def iter_parts(
+    lake: Path, symbols: Iterable[Symbol] | None = None
+) -> Iterator[tuple[Symbol, Month, Path]]:
+    """Every existing part of the given symbols (default: all in the lake), by symbol then month."""
+    for symbol in lake_symbols(lake) if symbols is None else symbols:
+        for month, folder in month_dirs(lake, symbol):
+            path = folder / part_name(month)
+            if path.is_file():
+                yield symbol, month, path

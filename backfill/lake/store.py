@@ -1,0 +1,345 @@
+"""The lake store: the only module that writes Parquet.
+
+A write merges a batch into its monthly parts under a per-part file lock, deduplicates on
+``ts`` (newest batch wins), sorts, writes a temp file, fsyncs it and ``os.replace``s the part,
+so a reader never sees a half-written file and a killed writer leaves the old part intact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from filelock import FileLock
+
+from backfill.domain import (
+    MARKET,
+    SOURCE,
+    UTC,
+    DayCoverage,
+    Month,
+    Symbol,
+    day_start,
+    months_between,
+)
+from backfill.lake.paths import lock_path, part_path, quarantine_path, temp_glob, temp_path
+from backfill.lake.schema import (
+    BAR_SCHEMA,
+    COLUMNS,
+    COVERAGE_KEY,
+    TS_TYPE,
+    decode_coverage,
+    empty_bars,
+    encode_coverage,
+)
+
+COMPRESSION = "zstd"
+_SHOWN_OFFENDERS = 5
+
+# Test seam: crash-safety tests pause a writer here (temp file complete, part not yet
+# replaced) so a SIGKILL lands exactly in the window that matters. None in production.
+_before_replace: Callable[[Path], None] | None = None
+
+
+class StoreError(Exception):
+    """Base of the lake store's errors."""
+
+
+class BadBars(StoreError, ValueError):
+    """A batch that breaks the data contract: a bug upstream, never written."""
+
+
+class OutOfWindowRows(BadBars):
+    """Rows whose ``ts`` lies outside the batch's declared days."""
+
+    def __init__(self, symbol: Symbol, offending: Sequence[datetime], count: int) -> None:
+        self.symbol = symbol
+        self.offending = tuple(offending)
+        self.count = count
+        shown = ", ".join(ts.isoformat() for ts in self.offending)
+        more = f" (and {count - len(self.offending)} more)" if count > len(self.offending) else ""
+        super().__init__(f"{symbol}: {count} row(s) outside the declared days: {shown}{more}")
+
+
+class CorruptPart(StoreError):
+    """A part that cannot be read, or breaks the data contract."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class PartWrite:
+    """One monthly part written by ``write_batch``."""
+
+    path: Path
+    month: Month
+    rows: int
+    days: tuple[date, ...]
+    quarantined: Path | None
+    size_bytes: int = 0
+
+
+def write_batch(
+    lake: Path,
+    symbol: Symbol,
+    bars: pa.Table,
+    days: Sequence[date],
+    *,
+    fetched_at: datetime,
+    partial_days: Collection[date] = (),
+) -> list[PartWrite]:
+    """Merge one fetched batch of ``symbol`` into its monthly parts; one ``PartWrite`` per month.
+
+    Every day in ``days`` is recorded in coverage (a day with no rows is a fetched no-data
+    day); rows outside ``days`` raise ``OutOfWindowRows`` before anything is touched.
+    """
+    if fetched_at.tzinfo is None:
+        raise ValueError("fetched_at must be timezone-aware")
+    declared = sorted(set(days))
+    partial = set(partial_days)
+    if not partial <= set(declared):
+        raise ValueError(
+            f"partial days not among the batch's days: {sorted(partial - set(declared))}"
+        )
+    table = _conform(bars, symbol)
+    _refuse_out_of_window(table, symbol, declared)
+    writes = []
+    for month in sorted({Month.of(day) for day in declared}):
+        month_days = [day for day in declared if Month.of(day) == month]
+        month_rows = table.filter(_in_month(table["ts"], month))
+        writes.append(
+            _write_month(lake, symbol, month, month_rows, month_days, fetched_at, partial)
+        )
+    return writes
+
+
+def read_part(path: Path) -> pa.Table:
+    """A part's rows and footer metadata; raises ``CorruptPart`` if it breaks the contract."""
+    table, _ = _read_checked(path)
+    return table
+
+
+def read_part_coverage(path: Path) -> dict[date, DayCoverage]:
+    """A part's coverage record, from its footer only; raises ``CorruptPart``."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CorruptPart(path, f"unreadable footer: {exc}") from exc
+    return _coverage_of(path, schema)
+
+
+def read_coverage(
+    lake: Path, symbols: Iterable[Symbol], first: date, last: date
+) -> dict[Symbol, dict[date, DayCoverage]]:
+    """Coverage of each symbol's days in ``[first, last]``, read from part footers only.
+
+    A part whose footer cannot be read counts as no coverage: its days will be fetched again.
+    """
+    months = months_between(first, last)
+    out: dict[Symbol, dict[date, DayCoverage]] = {}
+    for symbol in symbols:
+        found: dict[date, DayCoverage] = {}
+        for month in months:
+            path = part_path(lake, symbol, month)
+            if not path.is_file():
+                continue
+            try:
+                coverage = read_part_coverage(path)
+            except CorruptPart:
+                continue
+            found.update({d: c for d, c in coverage.items() if first <= d <= last})
+        out[symbol] = dict(sorted(found.items()))
+    return out
+
+
+def _conform(bars: pa.Table, symbol: Symbol) -> pa.Table:
+    missing = [name for name in COLUMNS if name not in bars.column_names]
+    if missing:
+        raise BadBars(f"{symbol}: batch lacks columns {missing}")
+    try:
+        table = bars.select(list(COLUMNS)).cast(BAR_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise BadBars(f"{symbol}: batch does not fit the bar schema: {exc}") from exc
+    for name in COLUMNS:
+        if table[name].null_count:
+            raise BadBars(f"{symbol}: column {name!r} has nulls")
+    for name, expected in (("source", SOURCE), ("market", MARKET), ("symbol", str(symbol))):
+        if table.num_rows and not pc.all(pc.equal(table[name], expected)).as_py():
+            raise BadBars(f"{symbol}: column {name!r} is not {expected!r} on every row")
+    if (
+        table.num_rows
+        and not pc.all(pc.equal(pc.floor_temporal(table["ts"], unit="minute"), table["ts"])).as_py()
+    ):
+        raise BadBars(f"{symbol}: ts not on a whole minute")
+    return table.combine_chunks()
+
+
+def _refuse_out_of_window(table: pa.Table, symbol: Symbol, days: list[date]) -> None:
+    if not table.num_rows:
+        return
+    row_days = pc.cast(table["ts"], pa.date32())  # ts is UTC, so this is the UTC day
+    outside = pc.invert(pc.is_in(row_days, value_set=pa.array(days, pa.date32())))
+    count = pc.sum(outside).as_py() or 0
+    if count:
+        offending = table["ts"].filter(outside)[:_SHOWN_OFFENDERS].to_pylist()
+        raise OutOfWindowRows(symbol, offending, count)
+
+
+def _ts_scalar(when: datetime) -> pa.Scalar:
+    return pa.scalar(when, type=TS_TYPE)
+
+
+def _in_month(ts: pa.ChunkedArray | pa.Array, month: Month) -> pa.Array:
+    start = _ts_scalar(day_start(month.first_day))
+    stop = _ts_scalar(day_start(month.next.first_day))
+    return pc.and_(pc.greater_equal(ts, start), pc.less(ts, stop))
+
+
+def _write_month(
+    lake: Path,
+    symbol: Symbol,
+    month: Month,
+    rows: pa.Table,
+    days: list[date],
+    fetched_at: datetime,
+    partial: set[date],
+) -> PartWrite:
+    path = part_path(lake, symbol, month)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(path)):
+        # Under the lock no other writer is mid-write on this part: any temp file is stale.
+        for stale in path.parent.glob(temp_glob(path)):
+            stale.unlink(missing_ok=True)
+        old, coverage, quarantined = _load_for_merge(path)
+        merged = _merge(old, _dedupe_keep_last(rows))
+        for day in days:
+            coverage[day] = DayCoverage(day, 0, fetched_at.astimezone(UTC), day not in partial)
+        counts = rows_per_day(merged)
+        coverage = {
+            day: DayCoverage(day, counts.get(day, 0), c.fetched_at, c.complete)
+            for day, c in coverage.items()
+        }
+        size = _replace_atomically(path, merged, coverage)
+    return PartWrite(path, month, merged.num_rows, tuple(days), quarantined, size)
+
+
+def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path | None]:
+    if not path.exists():
+        return empty_bars(), {}, None
+    try:
+        table, coverage = _read_checked(path)
+    except CorruptPart:
+        # Never overwrite what we cannot read: keep it aside for a human, start the part afresh.
+        destination = quarantine_path(path, datetime.now(UTC))
+        os.rename(path, destination)
+        _fsync_dir(path.parent)
+        return empty_bars(), {}, destination
+    return table.replace_schema_metadata(None), coverage, None
+
+
+def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
+    try:
+        table = pq.ParquetFile(path).read()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CorruptPart(path, f"unreadable: {exc}") from exc
+    coverage = _coverage_of(path, table.schema)
+    return table, coverage
+
+
+def _coverage_of(path: Path, schema: pa.Schema) -> dict[date, DayCoverage]:
+    if schema.names != list(COLUMNS) or not schema.equals(BAR_SCHEMA):
+        raise CorruptPart(path, "schema differs from the bar schema")
+    raw = (schema.metadata or {}).get(COVERAGE_KEY)
+    if raw is None:
+        raise CorruptPart(path, "no coverage record in the footer")
+    try:
+        return decode_coverage(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptPart(path, f"malformed coverage record: {exc}") from exc
+
+
+def _strictly_increasing(ts: pa.Array) -> bool:
+    if len(ts) < 2:
+        return True
+    steps = pc.pairwise_diff(ts.cast(pa.int64()))
+    return bool(pc.all(pc.greater(steps[1:], 0)).as_py())
+
+
+def _dedupe_keep_last(table: pa.Table) -> pa.Table:
+    """Sort by ts and keep the last row of each ts: within one batch, later rows are newer."""
+    table = table.combine_chunks()
+    if _strictly_increasing(table["ts"].combine_chunks()):
+        return table
+    order = pa.array(range(table.num_rows), pa.int64())
+    ranked = table.append_column("_order", order).sort_by(
+        [("ts", "ascending"), ("_order", "descending")]
+    )
+    ts = ranked["ts"].combine_chunks().cast(pa.int64())
+    first_of_ts = pc.fill_null(pc.not_equal(pc.pairwise_diff(ts), 0), True)
+    return ranked.filter(first_of_ts).drop_columns(["_order"])
+
+
+def _merge(old: pa.Table, new: pa.Table) -> pa.Table:
+    """Old rows whose ts the new batch also has are dropped: the newest fetch wins."""
+    if not old.num_rows:
+        return new
+    if not new.num_rows:
+        return old
+    kept = old.filter(pc.invert(pc.is_in(old["ts"], value_set=new["ts"].combine_chunks())))
+    return pa.concat_tables([kept, new]).sort_by("ts").combine_chunks()
+
+
+def rows_per_day(table: pa.Table) -> dict[date, int]:
+    """Row count per UTC day of ``ts``."""
+    if not table.num_rows:
+        return {}
+    counts = pc.value_counts(pc.cast(table["ts"], pa.date32()).combine_chunks())
+    return dict(
+        zip(
+            counts.field("values").to_pylist(),
+            counts.field("counts").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCoverage]) -> int:
+    table = table.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage.values())})
+    tmp = temp_path(path)
+    try:
+        pq.write_table(table, tmp, compression=COMPRESSION, write_statistics=True)
+        _fsync_file(tmp)  # the bytes must be on disk before the rename makes them the part
+        size = tmp.stat().st_size
+        if _before_replace is not None:
+            _before_replace(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)  # and the rename itself must survive a power cut
+    return size
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
