@@ -1,0 +1,450 @@
+"""Pacing: token buckets, IB's per-contract rules, backoff and the global rate budget.
+
+Pure: no sleeps and no I/O. Every class takes ``clock`` (monotonic seconds) and answers
+"how long until I may send"; the caller does the waiting. See design.md, "Pacing model".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Set
+from enum import Enum
+from typing import TypeVar
+
+Clock = Callable[[], float]
+Slot = TypeVar("Slot", bound=Hashable)
+
+DEFAULT_RATE = 0.7  # requests/s across all workers: the figure IB users know as safe for M1
+INF = math.inf
+# Float slack: after waiting exactly delay(), the refill may land a hair under one token.
+_EPS = 1e-9
+
+
+class Rule(str, Enum):
+    """Which limit a wait is for (``NONE`` when there is nothing to wait for)."""
+
+    NONE = "none"
+    RATE = "rate"  # the worker's share of the global rate (inf when paused)
+    IDENTICAL = "identical"  # IB: no identical request within 15 s
+    CONTRACT = "contract"  # IB: at most 5 requests for one contract in any 2 s
+    STRICT = "strict"  # IB: at most 60 requests in any 10 minutes (strict mode only)
+    BACKOFF = "backoff"  # pausing after a pacing violation
+
+
+def _check_rate(rate: float) -> float:
+    if not rate >= 0 or rate == INF:  # also refuses NaN
+        raise ValueError(f"rate must be a finite number >= 0, not {rate!r}")
+    return float(rate)
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved; one token per request.
+
+    Tokens held never exceed ``burst``, so whatever the rate changes, the grants in any
+    interval of T seconds are at most ``burst + ∫ rate dt`` over it. Rate 0 pauses.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.0,
+        *,
+        clock: Clock,
+        initial: float | None = None,
+    ) -> None:
+        if not burst >= 1:
+            raise ValueError(f"burst must be >= 1 token, not {burst!r}")
+        self._rate = _check_rate(rate)
+        self._burst = float(burst)
+        self._clock = clock
+        # A bucket that starts empty adds no burst of its own to the global sum (new workers).
+        self._tokens = self._burst if initial is None else min(float(initial), self._burst)
+        self._last = clock()
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        return self._burst
+
+    @property
+    def tokens(self) -> float:
+        self._refill()
+        return self._tokens
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = max(0.0, now - self._last)  # a clock that steps back earns nothing
+        self._last = max(self._last, now)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on; time already elapsed is credited at the old rate."""
+        rate = _check_rate(rate)
+        self._refill()
+        self._rate = rate
+        # Saved tokens never exceed one burst: a lowered rate gets no backlog from the old one.
+        self._tokens = min(self._tokens, self._burst)
+
+    def delay(self) -> float:
+        """Seconds until a token is available: 0 now, ``inf`` while paused."""
+        self._refill()
+        if self._tokens >= 1 - _EPS:
+            return 0.0
+        if self._rate == 0:
+            return INF
+        return (1 - self._tokens) / self._rate
+
+    def try_take(self) -> bool:
+        """Take a token if one is available now."""
+        if self.delay() > 0:
+            return False
+        self._tokens -= 1
+        return True
+
+    def take(self) -> None:
+        """Take a token at send time, going into debt if none is there (the caller sent)."""
+        self._refill()
+        self._tokens -= 1
+
+
+class SlidingWindow:
+    """At most ``max_count`` events in any ``window_s`` seconds (inclusive), plus a margin."""
+
+    def __init__(self, max_count: int, window_s: float, *, margin_s: float = 0.0) -> None:
+        if max_count < 1 or window_s <= 0 or margin_s < 0:
+            raise ValueError("need max_count >= 1, window_s > 0, margin_s >= 0")
+        self.max_count = max_count
+        self.window_s = window_s
+        self.margin_s = margin_s
+        self._sent: deque[float] = deque(maxlen=max_count)
+
+    def delay(self, now: float) -> float:
+        """Seconds until one more event keeps every window within the limit."""
+        if len(self._sent) < self.max_count:
+            return 0.0
+        # The max_count-th most recent send must be more than window_s (+ margin) old.
+        return max(0.0, self._sent[0] + self.window_s + self.margin_s - now)
+
+    def record(self, now: float) -> None:
+        self._sent.append(now)
+
+
+class ContractRules:
+    """IB's per-contract pacing rules for one worker (a worker owns one contract).
+
+    No identical request within ``identical_s``; at most ``max_per_window`` requests in any
+    ``window_s``; with ``strict``, at most ``strict_max`` in any ``strict_window_s``. The
+    gateway times requests on arrival, so every limit gets ``margin_s`` of slack.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        identical_s: float = 15.0,
+        max_per_window: int = 5,
+        window_s: float = 2.0,
+        strict: bool = False,
+        strict_max: int = 60,
+        strict_window_s: float = 600.0,
+        margin_s: float = 0.05,
+    ) -> None:
+        self._clock = clock
+        self.identical_s = identical_s
+        self.margin_s = margin_s
+        self._last_sent: dict[Hashable, float] = {}
+        self._contract = SlidingWindow(max_per_window, window_s, margin_s=margin_s)
+        self._strict = (
+            SlidingWindow(strict_max, strict_window_s, margin_s=margin_s) if strict else None
+        )
+
+    def wait(self, request_key: Hashable) -> tuple[float, Rule]:
+        """Seconds until sending ``request_key`` breaks no rule, and the rule that binds."""
+        now = self._clock()
+        waits = [(0.0, Rule.NONE), (self._contract.delay(now), Rule.CONTRACT)]
+        if self._strict is not None:
+            waits.append((self._strict.delay(now), Rule.STRICT))
+        last = self._last_sent.get(request_key)
+        if last is not None:
+            waits.append((max(0.0, last + self.identical_s + self.margin_s - now), Rule.IDENTICAL))
+        return max(waits, key=lambda w: w[0])
+
+    def delay(self, request_key: Hashable) -> float:
+        """Seconds until sending ``request_key`` breaks no rule."""
+        return self.wait(request_key)[0]
+
+    def record(self, request_key: Hashable) -> None:
+        """Note a request sent now."""
+        now = self._clock()
+        self._contract.record(now)
+        if self._strict is not None:
+            self._strict.record(now)
+        self._last_sent[request_key] = now
+        # Forget keys that can no longer bind, so a years-long run stays small.
+        horizon = now - self.identical_s - self.margin_s
+        if len(self._last_sent) > 64:
+            self._last_sent = {k: t for k, t in self._last_sent.items() if t > horizon}
+
+
+class Backoff:
+    """Exponential backoff with jitter after pacing violations, reset after a quiet period.
+
+    The n-th consecutive pause lies in ``[b*(1-jitter), b]`` with ``b = min(max_s,
+    base_s*factor**(n-1))``; with ``jitter <= 0.5`` and ``factor >= 2`` pauses never shrink
+    before reaching ``max_s``. After ``quiet_s`` with no violation past the last pause, n resets.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        base_s: float = 1.0,
+        max_s: float = 60.0,
+        factor: float = 2.0,
+        jitter: float = 0.5,
+        quiet_s: float = 300.0,
+    ) -> None:
+        if not (0 < base_s <= max_s and factor >= 1 and 0 <= jitter < 1 and quiet_s >= 0):
+            raise ValueError("need 0 < base_s <= max_s, factor >= 1, 0 <= jitter < 1")
+        self._clock = clock
+        self._rng = rng
+        self.base_s, self.max_s, self.factor = base_s, max_s, factor
+        self.jitter, self.quiet_s = jitter, quiet_s
+        self.attempt = 0
+        self._until = -INF
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest pause of the ``attempt``-th consecutive violation (1-based)."""
+        # Compare exponents rather than compute factor**n, which overflows for long streaks.
+        if self.factor == 1 or (attempt - 1) * math.log(self.factor) >= math.log(
+            self.max_s / self.base_s
+        ):
+            return self.max_s if self.factor > 1 else self.base_s
+        return min(self.max_s, self.base_s * self.factor ** (attempt - 1))
+
+    def violation(self) -> float:
+        """Record a violation now; return the pause (seconds) it calls for."""
+        now = self._clock()
+        if now - self._until > self.quiet_s:
+            self.attempt = 0
+        self.attempt += 1
+        ceiling = self.ceiling(self.attempt)
+        pause = ceiling * (1 - self.jitter * self._rng.random())
+        self.pause(pause)
+        return pause
+
+    def pause(self, seconds: float) -> None:
+        """Pause at least ``seconds`` from now (a violation seen by another worker)."""
+        self._until = max(self._until, self._clock() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - self._clock())
+
+
+class Pacer:
+    """One worker's pacing: its share of the global rate, IB's contract rules and backoff.
+
+    The worker loops: ``wait, rule = pacer.delay(key)``; sleep ``wait`` if positive and
+    ask again; when it is 0, send and ``record(key)``.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        burst: float = 1.0,
+        initial_tokens: float | None = None,
+        rules: ContractRules | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._clock = clock
+        self.bucket = TokenBucket(rate, burst, clock=clock, initial=initial_tokens)
+        self.rules = rules if rules is not None else ContractRules(clock=clock)
+        self.backoff = backoff if backoff is not None else Backoff(clock=clock, rng=rng)
+
+    @property
+    def rate(self) -> float:
+        return self.bucket.rate
+
+    def delay(self, request_key: Hashable) -> tuple[float, Rule]:
+        """Seconds until ``request_key`` may be sent, and the rule that binds."""
+        waits = [
+            (0.0, Rule.NONE),
+            (self.backoff.remaining(), Rule.BACKOFF),
+            (self.bucket.delay(), Rule.RATE),
+            self.rules.wait(request_key),
+        ]
+        return max(waits, key=lambda w: w[0])
+
+    def record(self, request_key: Hashable) -> None:
+        """Note ``request_key`` sent now."""
+        self.bucket.take()
+        self.rules.record(request_key)
+
+    def set_rate(self, rate: float) -> None:
+        self.bucket.set_rate(rate)
+
+    def violation(self) -> float:
+        """A 162 pacing answer: back off (every later ``delay`` includes it); the pause."""
+        return self.backoff.violation()
+
+    def pause(self, seconds: float) -> None:
+        """Pause-all: another worker's violation stops this one too."""
+        self.backoff.pause(seconds)
+
+
+# --- global budget -------------------------------------------------------------------
+
+
+def split_rate(global_rate: float, n_workers: int) -> float:
+    """Each worker's equal share of the global rate (0 with no worker)."""
+    _check_rate(global_rate)
+    if n_workers < 0:
+        raise ValueError(f"n_workers must be >= 0, not {n_workers}")
+    return global_rate / n_workers if n_workers else 0.0
+
+
+def strict_global_rate(
+    n_workers: int, burst: float = 1.0, max_count: int = 60, window_s: float = 600.0
+) -> float:
+    """Highest global rate keeping IB's 60-in-10-minutes rule across ``n_workers`` buckets.
+
+    Per-worker buckets allow at most ``global*T + n*burst`` grants in T seconds, so the rate
+    leaves room for every worker's burst. Use it as a cap on ``--rate`` in strict mode.
+    """
+    room = max_count - 1 - n_workers * burst  # -1: IB counts "more than 60" on arrival
+    if room <= 0:
+        raise ValueError(f"{n_workers} workers with burst {burst} leave no strict budget")
+    return room / window_s
+
+
+def rebalance(
+    old: Mapping[Slot, float], active: Set[Slot], global_rate: float
+) -> list[tuple[Slot, float]]:
+    """The rate changes to apply, in order, to share ``global_rate`` among ``active`` slots.
+
+    Decreases (finished slots go to 0) come before increases, so applying them one by one,
+    the sum of shares never exceeds ``max(sum(old), global_rate)``. Across processes the
+    orchestrator must see each decrease applied before it sends any increase.
+    """
+    share = split_rate(global_rate, len(active))
+    target = {slot: share for slot in active}
+    target.update({slot: 0.0 for slot in old if slot not in active})
+    # A new slot always gets an entry, even 0 (paused), so its worker knows its rate.
+    changes = [(slot, rate) for slot, rate in target.items() if old.get(slot) != rate]
+    # Biggest cuts first, then smallest raises: a stable, readable order for the dashboard.
+    changes.sort(key=lambda c: c[1] - old.get(c[0], 0.0))
+    return changes
+
+
+class Budget:
+    """The global rate split among active worker slots, rebalanced as they come and go.
+
+    Each method returns the ordered ``(slot, rate)`` changes to apply (see ``rebalance``);
+    a new slot's own entry comes last, so its worker can start once the others are lowered.
+    """
+
+    def __init__(self, global_rate: float) -> None:
+        self._global = _check_rate(global_rate)
+        self._shares: dict[Hashable, float] = {}
+
+    @property
+    def global_rate(self) -> float:
+        return self._global
+
+    @property
+    def shares(self) -> dict[Hashable, float]:
+        return dict(self._shares)
+
+    def _apply(self, active: set[Hashable]) -> list[tuple[Hashable, float]]:
+        changes = rebalance(self._shares, active, self._global)
+        for slot, rate in changes:
+            self._shares[slot] = rate
+        self._shares = {slot: rate for slot, rate in self._shares.items() if slot in active}
+        return changes
+
+    def start(self, slot: Hashable) -> list[tuple[Hashable, float]]:
+        """A worker starts on ``slot``."""
+        if slot in self._shares:
+            raise ValueError(f"slot {slot!r} is already active")
+        return self._apply({*self._shares, slot})
+
+    def finish(self, slot: Hashable) -> list[tuple[Hashable, float]]:
+        """The worker on ``slot`` ended (finished, failed or crashed)."""
+        return self._apply({s for s in self._shares if s != slot})
+
+    def set_global(self, global_rate: float) -> list[tuple[Hashable, float]]:
+        """The global rate changed (a violation, or the climb back)."""
+        self._global = _check_rate(global_rate)
+        return self._apply(set(self._shares))
+
+
+class GlobalRateController:
+    """The session-wide rate: steps down after a violation, holds, then climbs back.
+
+    A violation sets the rate to ``max(floor, current * step_down)`` (violations within
+    ``debounce_s`` of the previous one count once: one burst draws several 162s). After
+    ``hold_s`` the rate climbs back to the target in ``climb_steps`` equal steps, one every
+    ``climb_every_s``, so it is piecewise constant and the orchestrator rebalances rarely.
+    """
+
+    def __init__(
+        self,
+        rate: float = DEFAULT_RATE,
+        *,
+        clock: Clock,
+        step_down: float = 0.5,
+        floor: float = 0.05,
+        hold_s: float = 120.0,
+        climb_steps: int = 4,
+        climb_every_s: float = 60.0,
+        debounce_s: float = 5.0,
+    ) -> None:
+        if not (0 < step_down < 1 and floor > 0 and climb_steps >= 1):
+            raise ValueError("need 0 < step_down < 1, floor > 0, climb_steps >= 1")
+        self._target = _check_rate(rate)
+        self._clock = clock
+        self.step_down, self.floor = step_down, floor
+        self.hold_s, self.climb_steps, self.climb_every_s = hold_s, climb_steps, climb_every_s
+        self.debounce_s = debounce_s
+        self._low = self._target
+        self._since = -INF  # time of the last step down
+        self.violations = 0
+
+    @property
+    def target(self) -> float:
+        return self._target
+
+    def set_target(self, rate: float) -> None:
+        self._target = _check_rate(rate)
+        self._low = min(self._low, self._target)
+
+    def current_rate(self) -> float:
+        """The rate now: the stepped-down rate during the hold, then climbing to the target."""
+        if self._since == -INF:
+            return self._target
+        elapsed = self._clock() - self._since - self.hold_s
+        if elapsed < 0:
+            return min(self._low, self._target)
+        steps = min(self.climb_steps, int(elapsed // self.climb_every_s) + 1)
+        if steps >= self.climb_steps:
+            return self._target
+        return min(self._target, self._low + (self._target - self._low) * steps / self.climb_steps)
+
+    def violation(self) -> float:
+        """A pacing violation anywhere: step down (unless debounced); the new rate."""
+        now = self._clock()
+        self.violations += 1
+        if now - self._since >= self.debounce_s:
+            current = self.current_rate()
+            self._low = min(current, max(self.floor, current * self.step_down))
+            self._since = now
+        return self.current_rate()
