@@ -56,6 +56,24 @@ def parse_symbols(text: str) -> list[Symbol]:
     return symbols
 
 
+def read_symbols_file(text: str) -> list[Symbol]:
+    """Parse a symbols file: one symbol a line, ``#`` starts a comment, repeats dropped."""
+    symbols: list[Symbol] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        content = line.split("#", 1)[0].strip()
+        if not content:
+            continue
+        try:
+            symbol = Symbol.parse(content)
+        except BadInput as exc:
+            raise BadInput(f"line {number}: {exc}") from None
+        if symbol not in symbols:
+            symbols.append(symbol)
+    if not symbols:
+        raise BadInput("no symbols in the file")
+    return symbols
+
+
 def parse_day(text: str, flag: str = "date") -> date:
     """Parse a UTC calendar day written YYYY-MM-DD."""
     try:

@@ -1,0 +1,252 @@
+"""Pure planning: asked symbols and days + lake coverage → missing windows, counts, ETA.
+
+Nothing here reads the lake or talks to IB: coverage (from part footers) and the optional
+listing dates (from IB's head timestamp) come in as values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any
+
+from backfill.domain import (
+    BadInput,
+    DayCoverage,
+    Month,
+    Symbol,
+    Window,
+    check_range,
+    day_ranges,
+    days_between,
+    group_windows,
+    months_between,
+)
+from backfill.pacing import DEFAULT_RATE
+
+DEFAULT_WORKERS = 4
+DEFAULT_LATENCY_S = 0.3
+# IB's per-contract rule (5 requests in any 2 s, plus the pacer's 50 ms margin) caps one
+# worker at one request every 0.41 s on average, however fast the gateway answers.
+CONTRACT_GAP_S = (2.0 + 0.05) / 5
+
+
+@dataclass(frozen=True)
+class SymbolPlan:
+    """What one symbol lacks in ``[first, last]`` (the asked range clipped to listing/today)."""
+
+    symbol: Symbol
+    first: date | None  # None when nothing of the asked range can be requested
+    last: date | None
+    days_total: int
+    days_done: int
+    days_missing: tuple[date, ...]
+    missing_ranges: tuple[tuple[date, date], ...]
+    months_complete: int
+    months_total: int
+    windows: tuple[Window, ...]
+    eta_seconds: float  # its worker's time running alongside the others (see ``plan``)
+
+    @property
+    def requests(self) -> int:
+        return len(self.windows)
+
+    @property
+    def done(self) -> bool:
+        return not self.days_missing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": str(self.symbol),
+            "first": _iso(self.first),
+            "last": _iso(self.last),
+            "days_total": self.days_total,
+            "days_done": self.days_done,
+            "days_missing": len(self.days_missing),
+            "missing_ranges": [[a.isoformat(), b.isoformat()] for a, b in self.missing_ranges],
+            "months_complete": self.months_complete,
+            "months_total": self.months_total,
+            "requests": self.requests,
+            "eta_seconds": round(self.eta_seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plan for every asked symbol, the settings it assumed, and the overall ETA."""
+
+    symbols: tuple[SymbolPlan, ...]
+    first: date
+    last: date
+    today: date
+    window_days: int
+    rate: float
+    workers: int
+    latency_s: float
+    eta_seconds: float
+
+    @property
+    def days_total(self) -> int:
+        return sum(s.days_total for s in self.symbols)
+
+    @property
+    def days_done(self) -> int:
+        return sum(s.days_done for s in self.symbols)
+
+    @property
+    def days_missing(self) -> int:
+        return sum(len(s.days_missing) for s in self.symbols)
+
+    @property
+    def months_total(self) -> int:
+        return sum(s.months_total for s in self.symbols)
+
+    @property
+    def months_complete(self) -> int:
+        return sum(s.months_complete for s in self.symbols)
+
+    @property
+    def requests(self) -> int:
+        return sum(s.requests for s in self.symbols)
+
+    @property
+    def windows(self) -> list[tuple[Symbol, Window]]:
+        """Every request to send, symbol by symbol."""
+        return [(s.symbol, w) for s in self.symbols for w in s.windows]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document (shape documented on the CLI's ``plan`` command)."""
+        return {
+            "first": self.first.isoformat(),
+            "last": self.last.isoformat(),
+            "today": self.today.isoformat(),
+            "window_days": self.window_days,
+            "rate": self.rate,
+            "workers": self.workers,
+            "latency_ms": round(self.latency_s * 1000, 3),
+            "totals": {
+                "symbols": len(self.symbols),
+                "days_total": self.days_total,
+                "days_done": self.days_done,
+                "days_missing": self.days_missing,
+                "months_complete": self.months_complete,
+                "months_total": self.months_total,
+                "requests": self.requests,
+                "eta_seconds": round(self.eta_seconds, 3),
+            },
+            "symbols": [s.to_dict() for s in self.symbols],
+        }
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _check(rate: float, workers: int, window_days: int, latency_s: float) -> None:
+    if not (rate > 0 and math.isfinite(rate)):
+        raise BadInput(f"--rate must be a number of requests/s above 0, not {rate}")
+    if workers < 1:
+        raise BadInput(f"--workers must be at least 1, not {workers}")
+    if window_days < 1:
+        raise BadInput(f"--window-days must be at least 1, not {window_days}")
+    if not (latency_s >= 0 and math.isfinite(latency_s)):
+        raise BadInput(f"--latency-ms must be 0 or more, not {latency_s * 1000}")
+
+
+def missing_days(days: Iterable[date], coverage: Mapping[date, DayCoverage]) -> list[date]:
+    """Days with no coverage record, or only a partial one (fetched before the day ended)."""
+    return [d for d in days if not (d in coverage and coverage[d].complete)]
+
+
+def plan_symbol(
+    symbol: Symbol,
+    first: date,
+    last: date,
+    coverage: Mapping[date, DayCoverage],
+    *,
+    window_days: int,
+    listing: date | None = None,
+) -> SymbolPlan:
+    """One symbol's plan over ``[max(first, listing), last]``; ``eta_seconds`` is left 0."""
+    if listing is not None:
+        first = max(first, listing)
+    days = days_between(first, last) if first <= last else []
+    missing = missing_days(days, coverage)
+    months = months_between(days[0], days[-1]) if days else []
+    # A month counts as complete when none of its days within the range is missing.
+    months_complete = len(months) - len({Month.of(d) for d in missing})
+    return SymbolPlan(
+        symbol=symbol,
+        first=days[0] if days else None,
+        last=days[-1] if days else None,
+        days_total=len(days),
+        days_done=len(days) - len(missing),
+        days_missing=tuple(missing),
+        missing_ranges=tuple(day_ranges(missing)),
+        months_complete=months_complete,
+        months_total=len(months),
+        windows=tuple(group_windows(missing, window_days)),
+        eta_seconds=0.0,
+    )
+
+
+def plan(
+    symbols: Iterable[Symbol],
+    first: date,
+    last: date,
+    coverage: Mapping[Symbol, Mapping[date, DayCoverage]],
+    *,
+    today: date,
+    window_days: int = 1,
+    rate: float = DEFAULT_RATE,
+    workers: int = DEFAULT_WORKERS,
+    latency_s: float = DEFAULT_LATENCY_S,
+    listing: Mapping[Symbol, date] | None = None,
+) -> Plan:
+    """What to fetch for ``symbols`` over ``[first, last]``, and how long it should take.
+
+    Days after ``today`` are not planned (today is, as a partial day); with ``listing``
+    (earliest bar day per symbol, from ``--head``) nothing before it is requested.
+    ETA (seconds) for R requests, r_s per symbol, c = min(workers, symbols with requests):
+    ``max(R / rate, R * latency / c, max(r_s) * max(latency, 1 / rate, CONTRACT_GAP_S))``:
+    the global rate, one request in flight per worker, and one symbol's worker sending
+    its requests one after another. A lower bound: retries and backoffs are not counted.
+    """
+    _check(rate, workers, window_days, latency_s)
+    check_range(first, last)
+    listing = listing or {}
+    last_planned = min(last, today)
+    plans = [
+        plan_symbol(
+            symbol,
+            first,
+            last_planned,
+            coverage.get(symbol, {}),
+            window_days=window_days,
+            listing=listing.get(symbol),
+        )
+        for symbol in dict.fromkeys(symbols)
+    ]
+    requests = [p.requests for p in plans]
+    busy = min(workers, sum(1 for r in requests if r)) or 1
+    one_at_a_time = max(latency_s, 1 / rate, CONTRACT_GAP_S)
+    # A symbol's worker runs at its share of the rate while ``busy`` workers share it.
+    alongside = max(latency_s, busy / rate, CONTRACT_GAP_S)
+    eta = max(
+        sum(requests) / rate,
+        sum(requests) * latency_s / busy,
+        max(requests, default=0) * one_at_a_time,
+    )
+    return Plan(
+        symbols=tuple(replace(p, eta_seconds=p.requests * alongside) for p in plans),
+        first=first,
+        last=last,
+        today=today,
+        window_days=window_days,
+        rate=rate,
+        workers=workers,
+        latency_s=latency_s,
+        eta_seconds=eta,
+    )
