@@ -1,0 +1,87 @@
+"""Bars to write and child-process bodies for the lake tests (importable by spawned children)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+import pyarrow as pa
+
+from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, day_start
+from backfill.lake import store
+from backfill.lake.schema import BAR_SCHEMA
+
+BTC = Symbol("BTC", "USD")
+ETH = Symbol("ETH", "USD")
+FETCHED = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
+
+
+def bars_at(symbol: Symbol, ends: Iterable[datetime], price: float = 100.0) -> pa.Table:
+    """One well-formed bar per bar-end timestamp, all at ``price``."""
+    ts = list(ends)
+    n = len(ts)
+    return pa.table(
+        {
+            "ts": ts,
+            "open": [price] * n,
+            "high": [price + 1] * n,
+            "low": [price - 1] * n,
+            "close": [price + 0.5] * n,
+            "volume": [1.5] * n,
+            "source": [SOURCE] * n,
+            "market": [MARKET] * n,
+            "symbol": [str(symbol)] * n,
+            "exchange": [EXCHANGE] * n,
+            "what_to_show": [WHAT_TO_SHOW] * n,
+            "wap": [price + 0.25] * n,
+            "bar_count": [3] * n,
+        },
+        schema=BAR_SCHEMA,
+    )
+
+
+def day_bars(symbol: Symbol, day: date, price: float = 100.0, skip: Iterable[int] = ()) -> pa.Table:
+    """A whole day of bars (1440 minutes), minus the minute indexes in ``skip``."""
+    skipped = set(skip)
+    start = day_start(day)
+    ends = (start + timedelta(minutes=i) for i in range(1440) if i not in skipped)
+    return bars_at(symbol, ends, price)
+
+
+def days_bars(symbol: Symbol, days: Iterable[date], price: float = 100.0) -> pa.Table:
+    return pa.concat_tables([day_bars(symbol, d, price) for d in days])
+
+
+def write_days_child(lake: Path, days: list[date], minutes: list[int], start: Event) -> None:
+    """Child body: write each of ``days`` as its own batch, after ``start`` fires."""
+    start.wait()
+    for day in days:
+        base = day_start(day)
+        ends = [base + timedelta(minutes=m) for m in minutes]
+        store.write_batch(lake, BTC, bars_at(BTC, ends), [day], fetched_at=FETCHED)
+
+
+def pause_before_replace_child(lake: Path, days: list[date], paused: Event) -> None:
+    """Child body: write a batch but freeze between the complete temp file and os.replace."""
+
+    def freeze(_tmp: Path) -> None:
+        paused.set()
+        threading.Event().wait()  # until the parent's SIGKILL
+
+    store._before_replace = freeze
+    store.write_batch(lake, BTC, days_bars(BTC, days, price=200.0), days, fetched_at=FETCHED)
+
+
+def rewrite_forever_child(
+    lake: Path, days: list[date], prices: list[float], written: Event
+) -> None:
+    """Child body: rewrite the same days again and again, alternating prices, until killed."""
+    tables = [days_bars(BTC, days, price) for price in prices]
+    turn = 0
+    while True:
+        store.write_batch(lake, BTC, tables[turn % len(tables)], days, fetched_at=FETCHED)
+        written.set()
+        turn += 1

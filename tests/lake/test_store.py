@@ -1,0 +1,233 @@
+"""The lake store against real files: merge, dedup, month split, coverage, quarantine."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from backfill.domain import UTC, Month, day_start
+from backfill.lake import store
+from backfill.lake.paths import iter_parts, lock_path, part_path
+from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
+from tests.lake.helpers import BTC, ETH, FETCHED, bars_at, day_bars, days_bars
+
+JULY = Month(2025, 7)
+AUGUST = Month(2025, 8)
+D1, D2, D3 = date(2025, 7, 1), date(2025, 7, 2), date(2025, 7, 3)
+
+
+def at(day: date, minute: int) -> datetime:
+    return day_start(day) + timedelta(minutes=minute)
+
+
+def coverage_of(path: Path) -> dict:
+    return decode_coverage(pq.read_schema(path).metadata[COVERAGE_KEY])
+
+
+def test_same_batch_twice_gives_an_identical_part(tmp_path: Path) -> None:
+    batch = days_bars(BTC, [D1, D2])
+    [first] = store.write_batch(tmp_path, BTC, batch, [D1, D2], fetched_at=FETCHED)
+    before = first.path.read_bytes()
+    [second] = store.write_batch(tmp_path, BTC, batch, [D1, D2], fetched_at=FETCHED)
+    assert second.path.read_bytes() == before
+    assert second.rows == first.rows == 2 * 1440
+    assert second.size_bytes == len(before)
+
+
+def test_written_part_follows_the_data_contract(tmp_path: Path) -> None:
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    assert write.path == part_path(tmp_path, BTC, JULY)
+    assert write.path.as_posix().endswith(
+        "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025/month=07/"
+        "part-2025-07.parquet"
+    )
+    meta = pq.read_metadata(write.path)
+    column = meta.row_group(0).column(0)
+    assert column.compression == "ZSTD"
+    assert column.is_stats_set
+    table = store.read_part(write.path)
+    assert table.schema.names == list(COLUMNS)
+    assert table.schema.equals(BAR_SCHEMA)
+    assert table["ts"].type == pa.timestamp("us", tz="UTC")
+    assert table["ts"][0].as_py() == at(D1, 0)
+    assert table["ts"][-1].as_py() == at(D1, 1439)
+
+
+def test_overlapping_batches_merge(tmp_path: Path) -> None:
+    store.write_batch(tmp_path, BTC, days_bars(BTC, [D1, D2]), [D1, D2], fetched_at=FETCHED)
+    later = FETCHED + timedelta(hours=1)
+    [write] = store.write_batch(tmp_path, BTC, days_bars(BTC, [D2, D3]), [D2, D3], fetched_at=later)
+    table = store.read_part(write.path)
+    assert write.rows == table.num_rows == 3 * 1440
+    stamps = table["ts"].to_pylist()
+    assert stamps == sorted(set(stamps))
+    coverage = coverage_of(write.path)
+    assert sorted(coverage) == [D1, D2, D3]
+    assert coverage[D1].fetched_at == FETCHED
+    assert coverage[D2].fetched_at == coverage[D3].fetched_at == later
+    assert all(c.rows == 1440 and c.complete for c in coverage.values())
+
+
+def test_newest_batch_wins_on_conflicting_minutes(tmp_path: Path) -> None:
+    store.write_batch(tmp_path, BTC, day_bars(BTC, D1, price=100), [D1], fetched_at=FETCHED)
+    fixes = bars_at(BTC, [at(D1, 10), at(D1, 11)], price=300)
+    [write] = store.write_batch(tmp_path, BTC, fixes, [D1], fetched_at=FETCHED)
+    table = store.read_part(write.path)
+    assert table.num_rows == 1440
+    opens = dict(zip(table["ts"].to_pylist(), table["open"].to_pylist(), strict=True))
+    assert opens[at(D1, 10)] == opens[at(D1, 11)] == 300
+    assert opens[at(D1, 9)] == opens[at(D1, 12)] == 100
+
+
+def test_within_a_batch_the_last_duplicate_wins(tmp_path: Path) -> None:
+    batch = pa.concat_tables(
+        [bars_at(BTC, [at(D1, 5), at(D1, 1)], 100), bars_at(BTC, [at(D1, 5)], 200)]
+    )
+    [write] = store.write_batch(tmp_path, BTC, batch, [D1], fetched_at=FETCHED)
+    table = store.read_part(write.path)
+    assert table["ts"].to_pylist() == [at(D1, 1), at(D1, 5)]
+    assert table["open"].to_pylist() == [100, 200]
+    assert coverage_of(write.path)[D1].rows == 2
+
+
+def test_a_batch_across_a_month_boundary_goes_to_two_parts(tmp_path: Path) -> None:
+    last_july, first_august = date(2025, 7, 31), date(2025, 8, 1)
+    ends = [datetime(2025, 7, 31, 23, 59, tzinfo=UTC), datetime(2025, 8, 1, 0, 0, tzinfo=UTC)]
+    writes = store.write_batch(
+        tmp_path, BTC, bars_at(BTC, ends), [last_july, first_august], fetched_at=FETCHED
+    )
+    assert [(w.month, w.rows, w.days) for w in writes] == [
+        (JULY, 1, (last_july,)),
+        (AUGUST, 1, (first_august,)),
+    ]
+    assert store.read_part(part_path(tmp_path, BTC, JULY))["ts"].to_pylist() == [ends[0]]
+    assert store.read_part(part_path(tmp_path, BTC, AUGUST))["ts"].to_pylist() == [ends[1]]
+    assert list(coverage_of(writes[0].path)) == [last_july]
+    assert list(coverage_of(writes[1].path)) == [first_august]
+
+
+def test_rows_outside_the_declared_days_are_refused_before_anything_is_touched(
+    tmp_path: Path,
+) -> None:
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    before = write.path.read_bytes()
+    stray = at(D3, 7)
+    batch = pa.concat_tables([day_bars(BTC, D2), bars_at(BTC, [stray])])
+    with pytest.raises(store.OutOfWindowRows) as raised:
+        store.write_batch(tmp_path, BTC, batch, [D1, D2], fetched_at=FETCHED)
+    assert raised.value.offending == (stray,)
+    assert raised.value.count == 1
+    assert stray.isoformat() in str(raised.value)
+    assert write.path.read_bytes() == before
+    # A bar ending at midnight belongs to the next day, never to the day before.
+    with pytest.raises(store.OutOfWindowRows):
+        store.write_batch(tmp_path, ETH, bars_at(ETH, [at(D2, 0)]), [D1], fetched_at=FETCHED)
+    assert not part_path(tmp_path, ETH, JULY).parent.exists()
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda t: t.set_column(
+            t.schema.get_field_index("symbol"), "symbol", pa.array(["ETH-USD"] * t.num_rows)
+        ),
+        lambda t: t.drop_columns(["wap"]),
+        lambda t: t.set_column(0, "ts", pc.add(t["ts"], pa.scalar(timedelta(seconds=1)))),
+        lambda t: t.set_column(1, "open", pa.array([None] * t.num_rows, pa.float64())),
+    ],
+    ids=["wrong-symbol", "missing-column", "not-minute-aligned", "nulls"],
+)
+def test_batches_that_break_the_contract_are_refused(tmp_path: Path, spoil) -> None:
+    with pytest.raises(store.BadBars):
+        store.write_batch(tmp_path, BTC, spoil(day_bars(BTC, D1)), [D1], fetched_at=FETCHED)
+    assert list(iter_parts(tmp_path)) == []
+
+
+def test_coverage_records_every_declared_day_with_counted_rows(tmp_path: Path) -> None:
+    batch = pa.concat_tables([day_bars(BTC, D1, skip=range(100)), bars_at(BTC, [at(D3, 0)])])
+    [write] = store.write_batch(
+        tmp_path, BTC, batch, [D1, D2, D3], fetched_at=FETCHED, partial_days=[D3]
+    )
+    coverage = coverage_of(write.path)
+    assert {d: (c.rows, c.complete) for d, c in coverage.items()} == {
+        D1: (1340, True),
+        D2: (0, True),  # fetched, no data: never asked again
+        D3: (1, False),  # the day was not over yet: fetch again
+    }
+    assert store.read_coverage(tmp_path, [BTC], D1, D3)[BTC] == coverage
+
+
+def test_a_batch_of_only_no_data_days_still_writes_coverage(tmp_path: Path) -> None:
+    empty = bars_at(BTC, [])
+    [write] = store.write_batch(tmp_path, BTC, empty, [D1, D2], fetched_at=FETCHED)
+    assert write.rows == 0
+    assert {d: c.rows for d, c in coverage_of(write.path).items()} == {D1: 0, D2: 0}
+
+
+def test_read_coverage_reads_only_the_months_asked_and_survives_bad_footers(
+    tmp_path: Path,
+) -> None:
+    store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    august_day = date(2025, 8, 5)
+    [august] = store.write_batch(
+        tmp_path, BTC, day_bars(BTC, august_day), [august_day], fetched_at=FETCHED
+    )
+    assert list(store.read_coverage(tmp_path, [BTC], D2, date(2025, 8, 31))[BTC]) == [august_day]
+    assert list(store.read_coverage(tmp_path, [BTC, ETH], D1, D1)[BTC]) == [D1]
+    assert store.read_coverage(tmp_path, [BTC, ETH], D1, D1)[ETH] == {}
+    august.path.write_bytes(b"PAR1 not a parquet file")
+    assert list(store.read_coverage(tmp_path, [BTC], D1, date(2025, 8, 31))[BTC]) == [D1]
+
+
+def test_an_unreadable_part_is_moved_aside_never_overwritten(tmp_path: Path) -> None:
+    path = part_path(tmp_path, BTC, JULY)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage one")
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    assert write.quarantined is not None
+    assert write.quarantined.name.startswith("_corrupt-part-2025-07.")
+    assert write.quarantined.read_bytes() == b"garbage one"
+    assert store.read_part(path).num_rows == 1440
+    assert list(coverage_of(path)) == [D1]
+
+    path.write_bytes(b"garbage two")
+    [again] = store.write_batch(tmp_path, BTC, day_bars(BTC, D2), [D2], fetched_at=FETCHED)
+    assert again.quarantined not in (None, write.quarantined)
+    assert write.quarantined.read_bytes() == b"garbage one"
+    assert again.quarantined.read_bytes() == b"garbage two"
+    with pytest.raises(store.CorruptPart):
+        store.read_part(again.quarantined)
+
+
+def test_a_part_without_coverage_is_corrupt(tmp_path: Path) -> None:
+    path = part_path(tmp_path, BTC, JULY)
+    path.parent.mkdir(parents=True)
+    pq.write_table(day_bars(BTC, D1), path)
+    with pytest.raises(store.CorruptPart, match="no coverage"):
+        store.read_part(path)
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D2), [D2], fetched_at=FETCHED)
+    assert write.quarantined is not None
+    assert write.rows == 1440
+
+
+def test_naive_fetched_at_and_stray_partial_days_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=datetime(2025, 9, 1))
+    with pytest.raises(ValueError, match="partial"):
+        store.write_batch(
+            tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED, partial_days=[D2]
+        )
+
+
+def test_stale_temp_files_are_cleared_by_the_next_writer(tmp_path: Path) -> None:
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    stale = write.path.with_name(f".{write.path.name}.999999.tmp")
+    stale.write_bytes(b"half a file")
+    store.write_batch(tmp_path, BTC, day_bars(BTC, D2), [D2], fetched_at=FETCHED)
+    assert not stale.exists()
+    assert lock_path(write.path).exists()
