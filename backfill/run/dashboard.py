@@ -1,0 +1,408 @@
+"""How a run looks: the Rich live dashboard, plain lines, NDJSON, and the closing summary.
+
+Renderables follow rich's own habit, one small ``__rich_console__`` per concept (a symbol
+row, the symbol table, the footer) composed by ``Dashboard``; they read a frozen
+``RunSnapshot`` so a refresh never sees a half-applied event.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Protocol, TextIO
+
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from backfill.run import events as ev
+from backfill.run.events import Status
+from backfill.run.state import TERMINAL, Clock, RunSnapshot, RunState, SymbolProgress
+
+STATUS_STYLES: dict[Status, str] = {
+    Status.QUEUED: "dim",
+    Status.CONNECTING: "cyan",
+    Status.FETCHING: "green",
+    Status.PACED: "yellow",
+    Status.RETRYING: "magenta",
+    Status.DONE: "bold green",
+    Status.FAILED: "bold red",
+    Status.SKIPPED: "dim",
+}
+# When rows must be cut to fit the screen, what the operator most needs to see comes first.
+_ROW_PRIORITY: dict[Status, int] = {
+    Status.FAILED: 0,
+    Status.RETRYING: 1,
+    Status.PACED: 1,
+    Status.FETCHING: 1,
+    Status.CONNECTING: 1,
+    Status.QUEUED: 2,
+    Status.DONE: 3,
+    Status.SKIPPED: 3,
+}
+_FOOTER_LINES = 3  # two footer lines and the blank line between table and footer
+_TABLE_CHROME = 3  # header, its rule and the "… more" line
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1:02:03`` for durations; ``--:--`` when unknown."""
+    if seconds is None:
+        return "--:--"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _latency(progress: SymbolProgress) -> str:
+    if progress.last_latency_s is None:
+        return "-"
+    return f"{progress.last_latency_s:.2f}/{progress.avg_latency_s or 0:.2f}s"
+
+
+class SymbolRow:
+    """One symbol's line of the dashboard, as table cells."""
+
+    def __init__(self, progress: SymbolProgress, bar_width: int = 16) -> None:
+        self.progress = progress
+        self.bar_width = bar_width
+
+    def status_text(self) -> Text:
+        """The status word, coloured by what it means."""
+        return Text(self.progress.status.value, style=STATUS_STYLES[self.progress.status])
+
+    def cells(self) -> list[RenderableType]:
+        """Cells in ``SymbolTable.COLUMNS`` order."""
+        p = self.progress
+        percent = int(p.fraction * 100)  # floor: 1439 of 1440 days is not 100%
+        gaps = f"{p.gaps} ({p.missing_minutes}m)" if p.gaps else "0"
+        note = p.failed_reason if p.status is Status.FAILED else p.detail
+        return [
+            Text(p.symbol, style="bold"),
+            self.status_text(),
+            str(p.client_id) if p.client_id is not None else "-",
+            ProgressBar(
+                total=max(p.days_total, 1),
+                completed=p.fraction * max(p.days_total, 1),
+                width=self.bar_width,
+            ),
+            f"{percent}%",
+            f"{p.days_done}/{p.days_total}",
+            f"{p.rows:,}",
+            p.current_day.isoformat() if p.current_day else "-",
+            _latency(p),
+            str(p.retries),
+            gaps,
+            Text(str(p.days_failed), style="red" if p.days_failed else ""),
+            Text(note, style="red" if p.status is Status.FAILED else "dim"),
+        ]
+
+
+class SymbolTable:
+    """The per-symbol table; cut to ``max_rows`` with the most urgent rows kept."""
+
+    COLUMNS: tuple[tuple[str, str], ...] = (
+        ("Symbol", "left"),
+        ("Status", "left"),
+        ("Client", "right"),
+        ("Progress", "left"),
+        ("%", "right"),
+        ("Days", "right"),
+        ("Rows", "right"),
+        ("Day", "left"),
+        ("Latency", "right"),
+        ("Retries", "right"),
+        ("Gaps", "right"),
+        ("Failed", "right"),
+        ("Note", "left"),
+    )
+
+    def __init__(self, symbols: Sequence[SymbolProgress], max_rows: int | None = None) -> None:
+        self.symbols = symbols
+        self.max_rows = max_rows
+
+    def visible(self) -> tuple[list[SymbolProgress], list[SymbolProgress]]:
+        """(shown, hidden) rows: all of them when they fit."""
+        if self.max_rows is None or len(self.symbols) <= self.max_rows:
+            return list(self.symbols), []
+        ranked = sorted(
+            range(len(self.symbols)),
+            key=lambda i: (_ROW_PRIORITY[self.symbols[i].status], i),
+        )
+        keep = set(ranked[: max(self.max_rows, 1)])
+        shown = [s for i, s in enumerate(self.symbols) if i in keep]
+        hidden = [s for i, s in enumerate(self.symbols) if i not in keep]
+        return shown, hidden
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
+        for name, justify in self.COLUMNS:
+            table.add_column(
+                name,
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=True,
+                overflow="ellipsis",
+                max_width=40 if name == "Note" else None,
+            )
+        shown, hidden = self.visible()
+        for progress in shown:
+            table.add_row(*SymbolRow(progress).cells())
+        yield table
+        if hidden:
+            counts: dict[str, int] = {}
+            for p in hidden:
+                counts[p.status.value] = counts.get(p.status.value, 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+            yield Text(f"… and {len(hidden)} more: {summary}", style="dim")
+
+
+class Footer:
+    """Global pacing and progress: rate against budget, requests, time, trouble."""
+
+    def __init__(self, snapshot: RunSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        s = self.snapshot
+        # A little slack: the window count is discrete, so a run exactly on budget wobbles.
+        over = s.budget > 0 and s.rate > s.budget * 1.05
+        yield Text.assemble(
+            ("rate ", "bold"),
+            (f"{s.rate:.2f}", "bold red" if over else "green"),
+            f"/{s.budget:.2f} req/s   ",
+            ("requests ", "bold"),
+            f"{s.requests_done}/{s.requests_total}   ",
+            ("elapsed ", "bold"),
+            f"{format_duration(s.elapsed_s)}   ",
+            ("ETA ", "bold"),
+            format_duration(s.eta_s),
+        )
+        statuses = [
+            Text(f"{s.count(st)} {st.value}", style=STATUS_STYLES[st])
+            for st in Status
+            if s.count(st)
+        ]
+        yield Text.assemble(
+            ("violations ", "bold"),
+            (str(s.violations), "bold red" if s.violations else ""),
+            "   ",
+            ("errors ", "bold"),
+            (str(s.errors), "bold red" if s.errors else ""),
+            "   ",
+            ("workers ", "bold"),
+            Text(" · ").join(statuses),
+        )
+
+
+class Dashboard:
+    """The live view: symbol table over footer, rendered from a fresh snapshot each time."""
+
+    def __init__(self, state: RunState, max_rows: int | None = None) -> None:
+        self.state = state
+        self.max_rows = max_rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        snapshot = self.state.snapshot()
+        max_rows = self.max_rows
+        if max_rows is None and options.height is None:
+            # Live crops what does not fit; better to choose which rows go than lose the footer.
+            max_rows = max(options.max_height - _FOOTER_LINES - _TABLE_CHROME, 1)
+        yield SymbolTable(snapshot.symbols, max_rows=max_rows)
+        yield Text("")
+        yield Footer(snapshot)
+
+
+class Renderer(Protocol):
+    """What the orchestrator feeds: one call per event, then ``close``."""
+
+    def on_event(self, event: ev.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _ClosingContext:
+    """``with renderer:`` closes it, even on Ctrl-C."""
+
+    def close(self) -> None:
+        """Release whatever the renderer holds."""
+
+    def __enter__(self) -> _ClosingContext:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LiveDashboard(_ClosingContext):
+    """Owns the Rich ``Live`` showing ``Dashboard(state)``; the caller applies events to state.
+
+    The Live refreshes itself ``refresh_per_second`` times from the shared state, so
+    ``on_event`` has nothing to draw; it starts the display if ``__enter__`` was skipped.
+    """
+
+    def __init__(
+        self, state: RunState, console: Console | None = None, refresh_per_second: float = 4
+    ) -> None:
+        self.state = state
+        self.dashboard = Dashboard(state)
+        self.live = Live(self.dashboard, console=console, refresh_per_second=refresh_per_second)
+        self._started = False
+
+    def start(self) -> None:
+        """Show the dashboard."""
+        if not self._started:
+            self.live.start()
+            self._started = True
+
+    def on_event(self, event: ev.Event) -> None:
+        """Make sure the display runs; the next refresh shows the event."""
+        self.start()
+
+    def close(self) -> None:
+        """Stop the display, leaving its last frame on screen."""
+        if self._started:
+            self.live.stop()
+            self._started = False
+
+    def __enter__(self) -> LiveDashboard:
+        self.start()
+        return self
+
+
+def describe(event: ev.Event) -> str:
+    """One human sentence for an event, starting with its symbol."""
+    s = event.symbol
+    if isinstance(event, ev.WorkerQueued):
+        return f"{s} queued, {_days(event.days_total)}"
+    if isinstance(event, ev.WorkerStarted):
+        return f"{s} started with clientId {event.client_id}, {_days(event.days_total)}"
+    if isinstance(event, ev.StatusChanged):
+        return f"{s} {event.status.value}" + (f": {event.detail}" if event.detail else "")
+    if isinstance(event, ev.DayFetched):
+        what = "no data" if event.no_data else f"fetched {event.rows} rows"
+        partial = "" if event.complete else " (partial day)"
+        return f"{s} day {event.day.isoformat()} {what} in {event.latency_s:.2f}s{partial}"
+    if isinstance(event, ev.RequestDone):
+        return f"{s} request {event.window}: {event.outcome} in {event.latency_s:.2f}s"
+    if isinstance(event, ev.Retry):
+        day = f" day {event.day.isoformat()}" if event.day else ""
+        return f"{s} retry #{event.attempt}{day} in {event.delay_s:.1f}s: {event.reason}"
+    if isinstance(event, ev.GapFound):
+        ranges = ", ".join(f"{a}..{b}" for a, b in event.ranges[:3])
+        more = ", ..." if len(event.ranges) > 3 else ""
+        where = f" ({ranges}{more})" if ranges else ""
+        return f"{s} day {event.day.isoformat()} gap: {event.missing_minutes} min missing{where}"
+    if isinstance(event, ev.Paced):
+        return f"{s} paced {event.wait_s:.1f}s ({event.rule})"
+    if isinstance(event, ev.PacingViolation):
+        return f"{s} pacing violation (162), backing off {event.backoff_s:.0f}s"
+    if isinstance(event, ev.PartWritten):
+        return f"{s} wrote {event.month}: {event.rows} rows to {event.path}"
+    if isinstance(event, ev.DayFailed):
+        return f"{s} day {event.day.isoformat()} failed: {event.reason}"
+    if isinstance(event, ev.WorkerFailed):
+        return f"{s} failed: {event.reason} ({_days(event.days_failed)} failed)"
+    if isinstance(event, ev.WorkerFinished):
+        failed = f", {_days(event.days_failed)} failed" if event.days_failed else ""
+        return f"{s} finished: {_days(event.days_fetched)}, {event.rows} rows{failed}"
+    return f"{s} {ev.EVENT_NAMES.get(type(event), type(event).__name__)}"
+
+
+class PlainRenderer(_ClosingContext):
+    """One line per event, ``HH:MM:SS`` UTC first: for logs, pipes and dumb terminals."""
+
+    def __init__(self, console: Console, clock: Clock = time.time) -> None:
+        self.console = console
+        self.clock = clock
+
+    def on_event(self, event: ev.Event) -> None:
+        """Print the event's line."""
+        at = datetime.fromtimestamp(event.at or self.clock(), timezone.utc)
+        # markup off: reasons quote IB error text, which may hold square brackets.
+        self.console.print(
+            f"{at:%H:%M:%S} {describe(event)}", markup=False, highlight=False, soft_wrap=True
+        )
+
+
+class JsonRenderer(_ClosingContext):
+    """NDJSON: each event's ``to_json`` on its own line, flushed, for machines."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self.file = file or sys.stdout
+
+    def on_event(self, event: ev.Event) -> None:
+        """Write the event's JSON line."""
+        self.file.write(event.to_json() + "\n")
+        self.file.flush()
+
+
+def make_renderer(console: Console, state: RunState, json: bool = False) -> Renderer:
+    """NDJSON when asked, the live dashboard on a terminal, plain lines otherwise."""
+    if json:
+        return JsonRenderer(console.file)
+    if console.is_terminal and not console.is_dumb_terminal:
+        return LiveDashboard(state, console)
+    return PlainRenderer(console)
+
+
+def summary_table(state: RunState | RunSnapshot) -> Table:
+    """The closing table: per symbol days fetched, rows, gaps, retries, failures, status."""
+    snapshot = state.snapshot() if isinstance(state, RunState) else state
+    table = Table(title="Run summary", header_style="bold")
+    for name in ("Symbol", "Status", "Days fetched", "Rows", "Gaps", "Retries", "Failed"):
+        table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right")
+    table.add_column("Reason", overflow="fold")
+    for p in snapshot.symbols:
+        status = p.status.value if p.status in TERMINAL else f"{p.status.value} (unfinished)"
+        table.add_row(
+            p.symbol,
+            Text(status, style=STATUS_STYLES[p.status]),
+            f"{p.days_done}/{p.days_total}",
+            f"{p.rows:,}",
+            f"{p.gaps} ({p.missing_minutes}m)" if p.gaps else "0",
+            str(p.retries),
+            Text(str(p.days_failed), style="red" if p.days_failed else ""),
+            Text(p.failed_reason if p.needs_rerun else ""),  # Text: IB reasons hold [brackets]
+        )
+    return table
+
+
+def rerun_hint(state: RunState | RunSnapshot, command: Sequence[str]) -> str | None:
+    """What failed and the command to run again (it resumes from the lake); None if nothing.
+
+    ``command`` is the command line as the user would type it, e.g.
+    ``["backfill", *sys.argv[1:]]``. Unfinished workers (an interrupted run) count too.
+    """
+    snapshot = state.snapshot() if isinstance(state, RunState) else state
+    todo = [p for p in snapshot.symbols if p.needs_rerun or p.status not in TERMINAL]
+    if not todo:
+        return None
+    parts = []
+    for p in todo:
+        reason = p.failed_reason or "unknown reason"
+        if p.days_failed:
+            parts.append(f"{p.symbol} ({_days(p.days_failed)} failed: {reason})")
+        elif p.status is Status.FAILED:
+            parts.append(f"{p.symbol} (failed: {reason})")
+        else:
+            parts.append(f"{p.symbol} (unfinished)")
+    return (
+        f"Incomplete: {', '.join(parts)}.\n"
+        f"Rerun the same command; it fetches only what is still missing:\n"
+        f"  {shlex.join(command)}"
+    )
