@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from backfill.domain import BadInput
+from backfill import __version__
+from backfill.domain import BadInput, Symbol, check_range, parse_day, parse_symbols
+from backfill.settings import DEFAULT_GATEWAY, GatewayAddress, resolve_lake
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     help="Backfill 1-minute crypto bars from Interactive Brokers into a Parquet lake.",
 )
@@ -49,10 +52,128 @@ ToOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"backfill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Backfill 1-minute crypto bars from Interactive Brokers into a Parquet lake."""
+
+
 def fail_bad_input(message: str) -> None:
     """One line on stderr and exit code 2: the documented answer to bad input."""
     typer.echo(f"backfill: error: {message}", err=True)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command()
+def run(
+    symbols: SymbolsOpt = None,
+    symbols_file: SymbolsFileOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    lake: LakeOpt = None,
+    gateway: Annotated[
+        str,
+        typer.Option(
+            "--gateway",
+            help="IB Gateway/TWS as HOST:PORT, or 'sim' to start the embedded simulator.",
+        ),
+    ] = DEFAULT_GATEWAY,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Worker processes at once. Default: one per "
+                     "symbol, at most 8 (one gateway serves only so many clients)."),
+    ] = None,
+    client_id_base: Annotated[
+        int, typer.Option("--client-id-base", min=1,
+                          help="Worker N connects with clientId BASE+N; a taken id moves on.")
+    ] = 100,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0.01,
+                            help="Requests per second across all workers (0.7 is IB-safe).")
+    ] = 0.7,
+    window_days: Annotated[
+        int, typer.Option("--window-days", min=1, max=30,
+                          help="Whole days per request; too long for the gateway → halved.")
+    ] = 1,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", min=1, max=50,
+                          help="Requests one worker keeps open at once (pipelining).")
+    ] = 4,
+    request_timeout: Annotated[
+        float, typer.Option("--request-timeout", min=1.0,
+                            help="Seconds before an unanswered request is cancelled, retried.")
+    ] = 30.0,
+    strict_pacing: Annotated[
+        bool, typer.Option("--strict-pacing",
+                           help="Also keep IB's 60-requests-in-10-minutes rule globally.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Fetch the missing days of each symbol into the lake, with a live dashboard.
+
+    One worker process per symbol under one global request rate. Safe to stop (Ctrl-C) and
+    rerun at any time: only what is missing is fetched. Exit 0 all done, 1 something failed
+    after retries (rerun resumes), 2 bad input (nothing written), 130 interrupted.
+    """
+    from rich.console import Console
+
+    from backfill.pacing import strict_global_rate
+    from backfill.run.launch import RunRequest, execute_run
+
+    try:
+        symbol_list = resolve_symbols(symbols, symbols_file)
+        first, last = resolve_range(from_, to)
+        address = GatewayAddress.parse(gateway)
+        n_workers = workers or min(len(symbol_list), 8)
+        if strict_pacing:
+            rate = min(rate, strict_global_rate(n_workers))
+        request = RunRequest(
+            lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
+            gateway=address, workers=n_workers, client_id_base=client_id_base, rate=rate,
+            window_days=window_days, strict_pacing=strict_pacing, max_in_flight=max_in_flight,
+            request_timeout_s=request_timeout, json=json,
+            command=("backfill", *sys.argv[1:]),
+        )
+        code = execute_run(request, Console(), Console(stderr=True))
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+    raise typer.Exit(code)
+
+
+def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symbol]:
+    """Symbols from --symbols and/or --symbols-file (one a line, # comments)."""
+    found: list[Symbol] = []
+    if symbols_file is not None:
+        try:
+            text = symbols_file.read_text()
+        except OSError as exc:
+            raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        found += parse_symbols(",".join(line for line in lines if line))
+    if symbols:
+        found += [s for s in parse_symbols(symbols) if s not in found]
+    if not found:
+        raise BadInput("give --symbols or --symbols-file")
+    return found
+
+
+def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
+    if first is None or last is None:
+        raise BadInput("give both --from and --to (UTC days, YYYY-MM-DD, inclusive)")
+    first_day, last_day = parse_day(first, "--from"), parse_day(last, "--to")
+    check_range(first_day, last_day)
+    return first_day, last_day
 
 
 def main() -> None:

@@ -1,0 +1,254 @@
+"""Glue for ``backfill run``: the embedded gateway, the pre-flight check, the plan.
+
+Everything here happens before the first byte is written, so that bad input (an unknown
+symbol, an unreachable gateway) ends the run with exit code 2 and an untouched lake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from backfill.domain import UTC, BadInput, DayCoverage, Symbol, days_between, group_windows
+from backfill.ib.session import ClientIdInUse, IBSession, IBSessionError, UnknownSymbol
+from backfill.lake.store import read_coverage
+from backfill.run import events as ev
+from backfill.run.dashboard import make_renderer, rerun_hint, summary_table
+from backfill.run.orchestrator import (
+    Orchestrator,
+    RunConfig,
+    SymbolJob,
+    install_parent_stop,
+    restore_signals,
+)
+from backfill.run.runlog import RunLog
+from backfill.run.state import RunState
+from backfill.run.worker import WorkerConfig
+from backfill.settings import GatewayAddress
+
+_READY = re.compile(r"listening on (\S+):(\d+)")
+
+
+@dataclass(frozen=True)
+class GatewayProcess:
+    host: str
+    port: int
+    process: subprocess.Popen[str]
+
+
+class EmbeddedGateway:
+    """``backfill gateway`` in a child process on a free port, for ``--gateway sim``."""
+
+    def __init__(self, extra_args: Sequence[str] = (), log_path: Path | None = None) -> None:
+        self.args = [sys.executable, "-m", "backfill", "gateway", "--port", "0", *extra_args]
+        if log_path is not None:
+            self.args += ["--log", str(log_path)]
+        self.running: GatewayProcess | None = None
+
+    def __enter__(self) -> GatewayProcess:
+        process = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = _READY.search(line)
+        if not match:
+            process.kill()
+            error = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"embedded gateway did not start: {line.strip()} {error.strip()}")
+        # Keep draining its output so a chatty gateway can never block on a full pipe.
+        for stream in (process.stdout, process.stderr):
+            threading.Thread(target=stream.read, daemon=True).start()
+        self.running = GatewayProcess(match.group(1), int(match.group(2)), process)
+        return self.running
+
+    def __exit__(self, *exc: object) -> None:
+        if self.running is not None:
+            self.running.process.terminate()
+            try:
+                self.running.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.running.process.kill()
+
+
+def preflight(
+    host: str, port: int, client_id: int, symbols: Sequence[Symbol], timeout_s: float = 10.0
+) -> None:
+    """Connect once and qualify every symbol; raise BadInput on what no worker could fix."""
+
+    async def check() -> None:
+        session_id = client_id
+        for _ in range(32):
+            session = IBSession(host, port, session_id, timeout_s=timeout_s)
+            try:
+                await session.connect()
+                break
+            except ClientIdInUse:
+                session_id += 1
+        else:
+            raise BadInput(f"no free client id from {client_id} at {host}:{port}")
+        try:
+            unknown = []
+            for symbol in symbols:
+                try:
+                    await session.qualify(symbol)
+                except UnknownSymbol:
+                    unknown.append(str(symbol))
+            if unknown:
+                raise BadInput(
+                    f"unknown symbol{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                    f"the gateway has no CRYPTO contract on PAXOS for "
+                    f"{'them' if len(unknown) > 1 else 'it'}"
+                )
+        finally:
+            session.disconnect()
+
+    try:
+        asyncio.run(check())
+    except IBSessionError as exc:
+        raise BadInput(f"gateway {host}:{port}: {exc}") from None
+
+
+def earliest_days(
+    host: str, port: int, client_id: int, symbols: Sequence[Symbol], timeout_s: float = 10.0
+) -> dict[Symbol, date]:
+    """Each symbol's first day with data at the gateway (reqHeadTimeStamp)."""
+
+    async def ask() -> dict[Symbol, date]:
+        session = IBSession(host, port, client_id, timeout_s=timeout_s)
+        await session.connect()
+        try:
+            return {s: (await session.earliest_bar(s)).date() for s in symbols}
+        finally:
+            session.disconnect()
+
+    try:
+        return asyncio.run(ask())
+    except UnknownSymbol as exc:
+        raise BadInput(str(exc)) from None
+    except IBSessionError as exc:
+        raise BadInput(f"gateway {host}:{port}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """``backfill run`` as the user asked for it, validated."""
+
+    lake: Path
+    symbols: tuple[Symbol, ...]
+    first: date
+    last: date
+    gateway: GatewayAddress
+    workers: int
+    client_id_base: int
+    rate: float
+    window_days: int = 1
+    strict_pacing: bool = False
+    max_in_flight: int = 4
+    request_timeout_s: float = 30.0
+    max_restarts: int = 3
+    json: bool = False
+    command: tuple[str, ...] = ()
+
+
+def missing_days(
+    coverage: Mapping[date, DayCoverage], first: date, last: date, today: date
+) -> tuple[date, ...]:
+    """Days of ``[first, last]`` up to today that are not recorded complete in the lake."""
+    return tuple(
+        day for day in days_between(first, min(last, today))
+        if not (day in coverage and coverage[day].complete)
+    )
+
+
+def plan_jobs(request: RunRequest, today: date) -> list[SymbolJob]:
+    coverage = read_coverage(request.lake, request.symbols, request.first, request.last)
+    return [
+        SymbolJob(s, missing_days(coverage[s], request.first, request.last, today))
+        for s in request.symbols
+    ]
+
+
+def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
+    """Run the backfill end to end; the exit code (0, 1, 2 or 130) as the design says."""
+    if request.lake.exists() and not request.lake.is_dir():
+        raise BadInput(f"--lake {request.lake} is not a folder")
+    with contextlib.ExitStack() as stack:
+        if request.gateway.embedded:
+            gateway = stack.enter_context(EmbeddedGateway())
+            host, port = gateway.host, gateway.port
+        else:
+            host, port = request.gateway.host, request.gateway.port
+        preflight_id = request.client_id_base + request.workers
+        preflight(host, port, preflight_id, request.symbols)
+        # Nothing has been written so far: from here on the lake is touched.
+        request.lake.mkdir(parents=True, exist_ok=True)
+        today = datetime.now(UTC).date()
+        jobs = plan_jobs(request, today)
+        return _orchestrate(request, jobs, host, port, console, err_console, stack, today)
+    raise AssertionError("unreachable")
+
+
+def _orchestrate(
+    request: RunRequest,
+    jobs: list[SymbolJob],
+    host: str,
+    port: int,
+    console: Console,
+    err_console: Console,
+    stack: contextlib.ExitStack,
+    today: date,
+) -> int:
+    requests_total = sum(len(group_windows(j.days, request.window_days)) for j in jobs)
+    state = RunState([str(j.symbol) for j in jobs], requests_total, request.rate)
+    run_log = stack.enter_context(RunLog(request.lake))
+    renderer = make_renderer(console, state, json=request.json)
+
+    def emit(event: ev.Event) -> None:
+        state.apply(event)
+        run_log.on_event(event)
+        renderer.on_event(event)
+
+    template = WorkerConfig(
+        lake=request.lake, symbol=jobs[0].symbol, days=(), host=host, port=port,
+        client_id=request.client_id_base, window_days=request.window_days,
+        max_in_flight=request.max_in_flight, request_timeout_s=request.request_timeout_s,
+        strict_pacing=request.strict_pacing,
+    )
+    config = RunConfig(
+        lake=request.lake, host=host, port=port, workers=request.workers,
+        client_id_base=request.client_id_base, rate=request.rate,
+        worker_template=template, max_restarts=request.max_restarts,
+    )
+
+    def resume(symbol: Symbol) -> tuple[date, ...]:
+        coverage = read_coverage(request.lake, [symbol], request.first, request.last)
+        return missing_days(coverage[symbol], request.first, request.last, today)
+
+    orchestrator = Orchestrator(config, jobs, emit, resume=resume, on_budget=state.set_budget)
+    previous = install_parent_stop(orchestrator)
+    try:
+        with renderer:
+            result = orchestrator.run()
+    finally:
+        restore_signals(previous)
+    out = err_console if request.json else console
+    out.print(summary_table(state))
+    hint = rerun_hint(state, request.command or ("backfill", "run"))
+    if hint:
+        out.print(hint, markup=False, highlight=False)
+    out.print(f"Run log: {run_log.path}", markup=False, highlight=False)
+    if result.interrupted:
+        return 130
+    return 1 if result.failed or hint else 0

@@ -1,0 +1,342 @@
+"""The orchestrator: one worker process per symbol under one global request budget.
+
+It owns what is global: the rate (split into per-worker shares, rebalanced as workers come
+and go, stepped down after any pacing violation), the pause-all signal, client ids, the
+run lock of each symbol, and supervision (a crashed worker restarts and resumes from the
+lake). Workers talk back through one pipe each, so a worker killed mid-message can only
+break its own channel.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+from multiprocessing.connection import Connection, wait
+from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
+from pathlib import Path
+
+import filelock
+
+from backfill.domain import Symbol
+from backfill.pacing import Budget, GlobalRateController
+from backfill.run import events as ev
+from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
+
+EventSink = Callable[[ev.Event], None]
+
+
+@dataclass(frozen=True)
+class SymbolJob:
+    """One symbol to backfill and the days it is missing (from the plan)."""
+
+    symbol: Symbol
+    days: tuple[date, ...]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    lake: Path
+    host: str
+    port: int
+    workers: int
+    client_id_base: int
+    rate: float
+    worker_template: WorkerConfig  # symbol, days, client_id and port are filled per worker
+    max_restarts: int = 3
+    restart_backoff_s: float = 1.0
+    rate_hold_s: float = 60.0
+    rate_climb_every_s: float = 30.0
+
+
+@dataclass
+class SymbolResult:
+    symbol: Symbol
+    status: ev.Status = ev.Status.QUEUED
+    days_fetched: int = 0
+    days_failed: tuple[date, ...] = ()
+    rows: int = 0
+    restarts: int = 0
+    reason: str = ""
+
+
+@dataclass
+class RunResult:
+    symbols: dict[Symbol, SymbolResult]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[Symbol]:
+        return [s for s, r in self.symbols.items() if r.status == ev.Status.FAILED]
+
+
+class SharedControls:
+    """A worker's view of what the orchestrator steers: its rate, pause-all, stop.
+
+    Only the orchestrator writes these (no locks: a worker killed while holding a lock
+    would freeze every other worker).
+    """
+
+    def __init__(
+        self, rates: SynchronizedArray, slot: int, pause: Synchronized, stop: Synchronized
+    ) -> None:
+        self.rates, self.slot, self.pause, self.stop = rates, slot, pause, stop
+
+    def rate(self) -> float:
+        return float(self.rates[self.slot])
+
+    def paused_until(self) -> float:
+        return float(self.pause.value)
+
+    def report_violation(self, backoff_s: float) -> None:
+        """The orchestrator hears of it through the PacingViolation event."""
+
+    def stop_requested(self) -> bool:
+        return bool(self.stop.value)
+
+
+def _worker_main(
+    config: WorkerConfig,
+    conn: Connection,
+    rates: SynchronizedArray,
+    slot: int,
+    pause: Synchronized,
+    stop: Synchronized,
+) -> None:
+    """Entry point of a worker process."""
+    controls = SharedControls(rates, slot, pause, stop)
+    local_stop = {"set": False}
+
+    def request_stop(signum: int, frame: object) -> None:
+        local_stop["set"] = True
+
+    # Ctrl-C at the terminal reaches every process of the group: stop sending, flush, exit.
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    controls.stop_requested = lambda: bool(stop.value) or local_stop["set"]  # type: ignore[method-assign]
+
+    def emit(event: ev.Event) -> None:
+        conn.send(event)
+
+    outcome = run_worker(config, emit, controls)
+    conn.send(outcome)
+    conn.close()
+
+
+@dataclass
+class _Active:
+    job: SymbolJob
+    slot: int
+    process: mp.process.BaseProcess
+    conn: Connection
+    lock: filelock.BaseFileLock
+    outcome: WorkerOutcome | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Orchestrator:
+    """Run the jobs to the end; see the module docstring."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        jobs: Sequence[SymbolJob],
+        emit: EventSink,
+        *,
+        resume: Callable[[Symbol], tuple[date, ...]],
+        on_budget: Callable[[float], None] = lambda rate: None,
+    ) -> None:
+        self.config = config
+        self.jobs = list(jobs)
+        self.emit = emit
+        self.resume = resume
+        self.on_budget = on_budget
+        self.ctx = mp.get_context("spawn")
+        n = max(1, config.workers)
+        self.rates = self.ctx.Array("d", n, lock=False)
+        self.pause = self.ctx.Value("d", 0.0, lock=False)
+        self.stop = self.ctx.Value("b", 0, lock=False)
+        self.budget = Budget(config.rate)
+        self.controller = GlobalRateController(
+            config.rate, clock=time.monotonic, hold_s=config.rate_hold_s,
+            climb_every_s=config.rate_climb_every_s,
+        )
+        self.results = {job.symbol: SymbolResult(job.symbol) for job in self.jobs}
+        self.interrupted = False
+        self.rng = random.Random(0)
+
+    def request_stop(self) -> None:
+        """Ctrl-C / SIGTERM in the parent: every worker stops sending, flushes and exits."""
+        self.interrupted = True
+        self.stop.value = 1
+
+    def run(self) -> RunResult:
+        queue: deque[tuple[SymbolJob, float]] = deque()
+        for job in self.jobs:
+            self.emit(ev.WorkerQueued(str(job.symbol), at=time.time(),
+                                      days_total=len(job.days)))
+            queue.append((job, 0.0))
+        active: dict[int, _Active] = {}
+        free_slots = list(range(max(1, self.config.workers)))
+        self.on_budget(self.controller.current_rate())
+        global_rate = self.controller.current_rate()
+        while (queue or active) and not (self.interrupted and not active):
+            now = time.monotonic()
+            if not self.interrupted:
+                self._start_ready(queue, active, free_slots, now)
+            rate = self.controller.current_rate()
+            if rate != global_rate:
+                global_rate = rate
+                self._apply(self.budget.set_global(rate))
+                self.on_budget(rate)
+            conns = [a.conn for a in active.values()]
+            if not conns:
+                time.sleep(0.05)
+                continue
+            for conn in wait(conns, timeout=0.1):
+                slot = next(s for s, a in active.items() if a.conn is conn)
+                self._receive(active[slot])
+            for slot, worker in list(active.items()):
+                if worker.process.is_alive():
+                    continue
+                self._receive(worker)  # what it sent before it ended is still in the pipe
+                worker.process.join()
+                worker.conn.close()
+                worker.lock.release()
+                del active[slot]
+                free_slots.append(slot)
+                self._apply(self.budget.finish(slot))
+                self._settle(worker, queue)
+        return RunResult(self.results, self.interrupted)
+
+    # -- starting and ending workers ----------------------------------------------------
+
+    def _start_ready(
+        self,
+        queue: deque[tuple[SymbolJob, float]],
+        active: dict[int, _Active],
+        free_slots: list[int],
+        now: float,
+    ) -> None:
+        for _ in range(len(queue)):
+            if not free_slots:
+                return
+            job, not_before = queue.popleft()
+            if not_before > now:
+                queue.append((job, not_before))
+                continue
+            lock = filelock.FileLock(
+                self.config.lake / "_locks" / f"{job.symbol}.run.lock", timeout=0
+            )
+            try:
+                lock.acquire()
+            except filelock.Timeout:
+                result = self.results[job.symbol]
+                result.status = ev.Status.SKIPPED
+                result.reason = "another backfill run is fetching this symbol"
+                self.emit(ev.StatusChanged(str(job.symbol), at=time.time(),
+                                           status=ev.Status.SKIPPED, detail=result.reason))
+                continue
+            # Whatever an earlier attempt flushed is in the lake: ask only for the rest.
+            days = self.resume(job.symbol) if self.results[job.symbol].restarts else job.days
+            if not days:
+                lock.release()
+                self.results[job.symbol].status = ev.Status.DONE
+                continue
+            slot = free_slots.pop(0)
+            self._apply(self.budget.start(slot))
+            active[slot] = self._spawn(SymbolJob(job.symbol, days), slot, lock)
+
+    def _spawn(self, job: SymbolJob, slot: int, lock: filelock.BaseFileLock) -> _Active:
+        config = replace(
+            self.config.worker_template,
+            symbol=job.symbol,
+            days=job.days,
+            host=self.config.host,
+            port=self.config.port,
+            client_id=self.config.client_id_base + slot,
+            seed=self.rng.randrange(1 << 30),
+        )
+        parent_conn, child_conn = self.ctx.Pipe(duplex=False)
+        process = self.ctx.Process(
+            target=_worker_main,
+            args=(config, child_conn, self.rates, slot, self.pause, self.stop),
+            name=f"backfill-{job.symbol}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        return _Active(job, slot, process, parent_conn, lock)
+
+    def _receive(self, worker: _Active) -> None:
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if isinstance(message, WorkerOutcome):
+                    worker.outcome = message
+                elif isinstance(message, ev.Event):
+                    self._on_event(message)
+        except (EOFError, OSError):
+            pass  # the worker is gone; supervision below decides what that means
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.PacingViolation):
+            # One worker's 162 means the session is unhappy: everyone pauses, the rate drops.
+            self.pause.value = max(self.pause.value, time.time() + event.backoff_s)
+            self.controller.violation()
+        self.emit(event)
+
+    def _settle(self, worker: _Active, queue: deque[tuple[SymbolJob, float]]) -> None:
+        result = self.results[worker.job.symbol]
+        outcome = worker.outcome
+        if outcome is not None:
+            result.days_fetched += outcome.days_fetched
+            result.rows += outcome.rows
+            result.days_failed = outcome.days_failed
+            result.reason = outcome.failure
+            if outcome.interrupted:
+                result.status = ev.Status.QUEUED
+            else:
+                result.status = ev.Status.FAILED if (outcome.failure or outcome.days_failed) \
+                    else ev.Status.DONE
+            return
+        code = worker.process.exitcode
+        reason = f"worker process died (exit code {code})"
+        if self.interrupted:
+            result.status = ev.Status.QUEUED
+            return
+        result.restarts += 1
+        if result.restarts > self.config.max_restarts:
+            result.status = ev.Status.FAILED
+            result.reason = f"{reason}; gave up after {self.config.max_restarts} restarts"
+            self.emit(ev.WorkerFailed(str(worker.job.symbol), at=time.time(),
+                                      reason=result.reason, days_failed=len(worker.job.days)))
+            return
+        delay = self.config.restart_backoff_s * 2 ** (result.restarts - 1)
+        self.emit(ev.Retry(str(worker.job.symbol), at=time.time(),
+                           reason=f"{reason}, restarting", attempt=result.restarts,
+                           delay_s=delay))
+        queue.append((worker.job, time.monotonic() + delay))
+
+    def _apply(self, changes: list[tuple[object, float]]) -> None:
+        for slot, rate in changes:
+            self.rates[int(slot)] = rate  # type: ignore[call-overload]
+
+
+def install_parent_stop(orchestrator: Orchestrator) -> dict[int, object]:
+    """Route Ctrl-C / SIGTERM of the parent to ``request_stop``; the handlers replaced."""
+
+    def handler(signum: int, frame: object) -> None:
+        orchestrator.request_stop()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signals(previous: dict[int, object]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -1,0 +1,500 @@
+"""The per-symbol worker: connect, qualify, then pace → fetch → retry → buffer → flush.
+
+A worker owns one symbol and one IB clientId. It runs several requests in flight when its
+budget allows, so one symbol alone can use a large rate. Every day it was given ends either
+fetched (recorded in the lake's coverage, no-data days included) or reported failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from backfill.domain import (
+    UTC,
+    Month,
+    Symbol,
+    Window,
+    day_start,
+    group_windows,
+    missing_minute_ranges,
+)
+from backfill.ib.session import (
+    ClientIdInUse,
+    Disconnected,
+    DurationTooLong,
+    EmptyAnswer,
+    GatewayUnreachable,
+    IBSession,
+    IBSessionError,
+    PacingViolation,
+    RequestTimeout,
+    UnknownSymbol,
+    WindowBars,
+)
+from backfill.lake.schema import empty_bars
+from backfill.lake.store import write_batch
+from backfill.pacing import ContractRules, Pacer
+from backfill.run import events as ev
+
+EventSink = Callable[[ev.Event], None]
+
+
+class Controls(Protocol):
+    """What the orchestrator steers while a worker runs (shared memory across processes)."""
+
+    def rate(self) -> float: ...
+    def paused_until(self) -> float: ...
+    def report_violation(self, backoff_s: float) -> None: ...
+    def stop_requested(self) -> bool: ...
+
+
+@dataclass
+class LocalControls:
+    """Controls for a worker run in-process (the single-symbol path and tests)."""
+
+    fixed_rate: float
+    pause_until: float = 0.0
+    stop: bool = False
+
+    def rate(self) -> float:
+        return self.fixed_rate
+
+    def paused_until(self) -> float:
+        return self.pause_until
+
+    def report_violation(self, backoff_s: float) -> None:
+        self.pause_until = max(self.pause_until, time.time() + backoff_s)
+
+    def stop_requested(self) -> bool:
+        return self.stop
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    lake: Path
+    symbol: Symbol
+    days: tuple[date, ...]
+    host: str
+    port: int
+    client_id: int
+    window_days: int = 1
+    max_in_flight: int = 4
+    max_attempts: int = 6
+    request_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    flush_interval_s: float = 60.0
+    max_reconnects: int = 8
+    client_id_tries: int = 16
+    identical_s: float = 15.0
+    contract_max: int = 5
+    contract_window_s: float = 2.0
+    strict_pacing: bool = False
+    retry_base_s: float = 0.5
+    retry_cap_s: float = 30.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    symbol: Symbol
+    days_fetched: int
+    days_failed: tuple[date, ...]
+    rows: int
+    client_id: int
+    interrupted: bool = False
+    failure: str = ""
+
+
+@dataclass
+class _Job:
+    window: Window
+    attempt: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class _MonthBuffer:
+    tables: list[pa.Table] = field(default_factory=list)
+    days: list[date] = field(default_factory=list)
+    partial: list[date] = field(default_factory=list)
+    fetched_at: datetime | None = None
+
+
+class Worker:
+    """Fetch every given day of one symbol; see the module docstring."""
+
+    def __init__(self, config: WorkerConfig, emit: EventSink, controls: Controls) -> None:
+        self.config = config
+        self.emit_event = emit
+        self.controls = controls
+        self.symbol = config.symbol
+        self.name = str(config.symbol)
+        self.client_id = config.client_id
+        self.rng = random.Random(config.seed ^ hash(self.name) & 0xFFFF)
+        self.pacer = Pacer(
+            controls.rate(),
+            clock=time.monotonic,
+            rng=self.rng,
+            rules=ContractRules(
+                clock=time.monotonic,
+                identical_s=config.identical_s,
+                max_per_window=config.contract_max,
+                window_s=config.contract_window_s,
+                strict=config.strict_pacing,
+            ),
+        )
+        self.window_days = config.window_days
+        self.pending: deque[_Job] = deque(
+            _Job(w) for w in group_windows(config.days, config.window_days)
+        )
+        self.days_left_in_month: dict[Month, int] = {}
+        for day in config.days:
+            month = Month.of(day)
+            self.days_left_in_month[month] = self.days_left_in_month.get(month, 0) + 1
+        self.buffers: dict[Month, _MonthBuffer] = {}
+        self.last_flush = time.monotonic()
+        self.days_fetched = 0
+        self.days_failed: list[date] = []
+        self.rows_written = 0
+        self.session: IBSession | None = None
+        self.reconnects = 0
+        self.status = ev.Status.QUEUED
+
+    # -- events -------------------------------------------------------------------------
+
+    def emit(self, event_type: type[ev.Event], **fields: object) -> None:
+        self.emit_event(event_type(self.name, at=time.time(), **fields))
+
+    def set_status(self, status: ev.Status, detail: str = "") -> None:
+        if status != self.status:
+            self.status = status
+            self.emit(ev.StatusChanged, status=status, detail=detail)
+
+    # -- main loop ----------------------------------------------------------------------
+
+    async def run(self) -> WorkerOutcome:
+        days_total = len(self.config.days)
+        self.emit(ev.WorkerStarted, client_id=self.client_id, days_total=days_total,
+                  pid=os.getpid())
+        failure = ""
+        try:
+            if self.pending:
+                await self._connect()
+                await self._fetch_all()
+        except UnknownSymbol as exc:
+            failure = str(exc)
+        except (GatewayUnreachable, ClientIdInUse) as exc:
+            failure = f"gave up connecting: {exc}"
+        finally:
+            self._flush_all()
+            if self.session is not None:
+                self.session.disconnect()
+        interrupted = self.controls.stop_requested()
+        if failure or (self.pending and not interrupted):
+            self._fail_remaining(failure or "not fetched")
+        if failure:
+            self.set_status(ev.Status.FAILED, failure)
+            self.emit(ev.WorkerFailed, reason=failure, days_failed=len(self.days_failed))
+        else:
+            self.set_status(ev.Status.FAILED if self.days_failed else ev.Status.DONE)
+            self.emit(ev.WorkerFinished, days_fetched=self.days_fetched,
+                      rows=self.rows_written, days_failed=len(self.days_failed))
+        return WorkerOutcome(
+            self.symbol, self.days_fetched, tuple(sorted(self.days_failed)),
+            self.rows_written, self.client_id, interrupted, failure,
+        )
+
+    async def _connect(self) -> None:
+        """Connect with backoff; a taken clientId moves to the next one."""
+        self.set_status(ev.Status.CONNECTING, f"client id {self.client_id}")
+        id_tries = 0
+        attempt = 0
+        while True:
+            session = IBSession(self.config.host, self.config.port, self.client_id,
+                                timeout_s=self.config.connect_timeout_s)
+            try:
+                await session.connect()
+                await session.qualify(self.symbol)
+                self.session = session
+                return
+            except ClientIdInUse:
+                session.disconnect()
+                id_tries += 1
+                if id_tries >= self.config.client_id_tries:
+                    raise
+                self.client_id += 1
+                self.emit(ev.Retry, reason=f"client id in use, trying {self.client_id}",
+                          attempt=id_tries, delay_s=0.0)
+                continue
+            except UnknownSymbol:
+                session.disconnect()
+                raise
+            except IBSessionError as exc:
+                session.disconnect()
+                attempt += 1
+                if attempt > self.config.max_reconnects or self.controls.stop_requested():
+                    raise GatewayUnreachable(str(exc)) from exc
+                delay = self._backoff(attempt)
+                self.set_status(ev.Status.RETRYING, "reconnecting")
+                self.emit(ev.Retry, reason=f"connect: {exc}", attempt=attempt, delay_s=delay)
+                await self._sleep(delay)
+
+    async def _fetch_all(self) -> None:
+        in_flight: dict[asyncio.Task[WindowBars], _Job] = {}
+        while (self.pending or in_flight) and not self.controls.stop_requested():
+            if self.session is None or not self.session.connected:
+                await self._drain(in_flight)
+                self.session = None
+                self.reconnects += 1
+                if self.reconnects > self.config.max_reconnects:
+                    raise GatewayUnreachable("too many disconnects")
+                delay = self._backoff(self.reconnects)
+                self.set_status(ev.Status.RETRYING, "reconnecting")
+                self.emit(ev.Retry, reason="disconnected", attempt=self.reconnects,
+                          delay_s=delay)
+                await self._sleep(delay)
+                await self._connect()
+                continue
+            wait = self._dispatch_wait(len(in_flight))
+            if wait == 0.0:
+                job = self.pending.popleft()
+                self._send(job, in_flight)
+                continue
+            if in_flight:
+                done, _ = await asyncio.wait(
+                    in_flight, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    self._settle(task, in_flight.pop(task))
+            else:
+                await self._sleep(wait)
+            self._maybe_flush()
+        if self.controls.stop_requested() and in_flight:
+            # Ctrl-C: give the requests in flight a moment, then drop them; their days
+            # stay missing in the lake and the next run asks for them again.
+            done, _ = await asyncio.wait(in_flight, timeout=2.0)
+            for task in done:
+                self._settle(task, in_flight.pop(task))
+            for task in in_flight:
+                task.cancel()
+
+    def _dispatch_wait(self, n_in_flight: int) -> float:
+        """Seconds until the next request may go out (inf: wait for one in flight)."""
+        if not self.pending or n_in_flight >= self.config.max_in_flight:
+            return float("inf")
+        job = self.pending[0]
+        if job.window.n_days > self.window_days:
+            self.pending.popleft()
+            self.pending.extendleft(reversed([_Job(w, job.attempt, job.not_before)
+                                              for w in job.window.split()]))
+            job = self.pending[0]
+        self.pacer.set_rate(self.controls.rate())
+        now_wall = time.time()
+        pause = max(0.0, self.controls.paused_until() - now_wall)
+        not_before = max(0.0, job.not_before - time.monotonic())
+        pace, rule = self.pacer.delay(self._key(job.window))
+        wait = max(pause, not_before, pace)
+        if wait > 0 and pace >= wait and pace > 0.05:
+            self.set_status(ev.Status.PACED, rule.value)
+            if pace > 1.0:
+                self.emit(ev.Paced, wait_s=round(pace, 3), rule=rule.value)
+        return 0.0 if wait <= 0 else min(wait, 5.0)
+
+    def _send(self, job: _Job, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
+        assert self.session is not None
+        self.pacer.record(self._key(job.window))
+        self.set_status(ev.Status.FETCHING, str(job.window))
+        task = asyncio.ensure_future(
+            self.session.fetch_window(self.symbol, job.window,
+                                      timeout_s=self.config.request_timeout_s)
+        )
+        task.sent_at = time.monotonic()  # type: ignore[attr-defined]
+        in_flight[task] = job
+
+    def _settle(self, task: asyncio.Task[WindowBars], job: _Job) -> None:
+        latency = time.monotonic() - task.sent_at  # type: ignore[attr-defined]
+        try:
+            result = task.result()
+        except asyncio.CancelledError:
+            self.pending.appendleft(job)
+            return
+        except IBSessionError as exc:
+            self.emit(ev.RequestDone, window=str(job.window), outcome=_outcome(exc),
+                      latency_s=round(latency, 4))
+            self._on_error(job, exc)
+            return
+        self.emit(ev.RequestDone, window=str(job.window),
+                  outcome="no_data" if result.no_data else "bars",
+                  latency_s=round(result.latency_s, 4))
+        self._accept(result)
+
+    def _on_error(self, job: _Job, exc: IBSessionError) -> None:
+        if isinstance(exc, UnknownSymbol):
+            raise exc
+        if isinstance(exc, DurationTooLong) and job.window.n_days > 1:
+            # The gateway refuses this duration: every later window is cut shorter too.
+            self.window_days = max(1, job.window.n_days // 2)
+            self.emit(ev.Retry, reason=f"duration too long, windows of {self.window_days} "
+                      "day(s)", attempt=job.attempt, delay_s=0.0, day=job.window.first_day)
+            self.pending.extendleft(reversed([_Job(w, job.attempt) for w in job.window.split()]))
+            return
+        if isinstance(exc, PacingViolation):
+            backoff = self.pacer.violation()
+            self.controls.report_violation(backoff)
+            self.emit(ev.PacingViolation, backoff_s=round(backoff, 3))
+        if isinstance(exc, Disconnected) and self.session is not None:
+            # The whole session is gone: reconnect once, not once per request in flight.
+            self.session.disconnect()
+        job.attempt += 1
+        if not exc.retryable or job.attempt >= self.config.max_attempts:
+            for day in job.window.days:
+                self.days_failed.append(day)
+                self.emit(ev.DayFailed, day=day, reason=f"{_outcome(exc)}: {exc}")
+            self._resolve_days(job.window.days)
+            return
+        delay = self._backoff(job.attempt)
+        job.not_before = time.monotonic() + delay
+        self.set_status(ev.Status.RETRYING, _outcome(exc))
+        self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
+                  delay_s=round(delay, 3), day=job.window.first_day)
+        self.pending.appendleft(job)
+
+    def _accept(self, result: WindowBars) -> None:
+        now = datetime.now(UTC)
+        bars = result.bars
+        ts_us = bars.column("ts").cast(pa.int64()).to_pylist() if bars.num_rows else []
+        for day in result.window.days:
+            start_us = int(day_start(day).timestamp()) * 1_000_000
+            stop_us = start_us + 86_400_000_000
+            day_ts = [t for t in ts_us if start_us <= t < stop_us]
+            complete = day_start(day).timestamp() + 86_400 <= now.timestamp()
+            buffer = self.buffers.setdefault(Month.of(day), _MonthBuffer())
+            buffer.days.append(day)
+            if not complete:
+                buffer.partial.append(day)
+            buffer.fetched_at = now
+            self.days_fetched += 1
+            self.emit(ev.DayFetched, day=day, rows=len(day_ts),
+                      latency_s=round(result.latency_s, 4), complete=complete,
+                      no_data=result.no_data)
+            if not result.no_data:
+                horizon_us = stop_us if complete else int(now.timestamp()) // 60 * 60_000_000
+                gaps = missing_minute_ranges(day_ts, start_us, horizon_us)
+                missing = sum((b - a) // 60_000_000 + 1 for a, b in gaps)
+                if missing:
+                    self.emit(ev.GapFound, day=day, missing_minutes=missing,
+                              ranges=tuple((_iso(a), _iso(b)) for a, b in gaps[:20]))
+        if bars.num_rows:
+            months = pc.strftime(bars.column("ts"), format="%Y-%m")
+            for month in {Month.of(d) for d in result.window.days}:
+                mask = pc.equal(months, str(month))
+                self.buffers[month].tables.append(bars.filter(mask))
+        self._resolve_days(result.window.days)
+
+    def _resolve_days(self, days: list[date]) -> None:
+        for day in days:
+            month = Month.of(day)
+            self.days_left_in_month[month] -= 1
+            if self.days_left_in_month[month] == 0:
+                self._flush(month)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self.last_flush >= self.config.flush_interval_s:
+            self._flush_all()
+
+    def _flush_all(self) -> None:
+        for month in list(self.buffers):
+            self._flush(month)
+        self.last_flush = time.monotonic()
+
+    def _flush(self, month: Month) -> None:
+        buffer = self.buffers.pop(month, None)
+        if buffer is None or not buffer.days:
+            return
+        bars = pa.concat_tables(buffer.tables) if buffer.tables else empty_bars()
+        assert buffer.fetched_at is not None
+        writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
+                             fetched_at=buffer.fetched_at, partial_days=buffer.partial)
+        self.rows_written += bars.num_rows
+        for write in writes:
+            self.emit(ev.PartWritten, month=str(write.month), rows=write.rows,
+                      path=str(write.path))
+            if write.quarantined is not None:
+                self.emit(ev.Retry, reason=f"corrupt part moved aside to {write.quarantined}",
+                          attempt=0, delay_s=0.0)
+
+    def _fail_remaining(self, reason: str) -> None:
+        for job in self.pending:
+            for day in job.window.days:
+                self.days_failed.append(day)
+                self.emit(ev.DayFailed, day=day, reason=reason)
+        self.pending.clear()
+
+    async def _drain(self, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
+        if in_flight:
+            done, _ = await asyncio.wait(in_flight)
+            for task in done:
+                self._settle(task, in_flight.pop(task))
+
+    async def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.controls.stop_requested():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.2))
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.config.retry_cap_s, self.config.retry_base_s * 2 ** (attempt - 1))
+        return base * (0.5 + self.rng.random() / 2)
+
+    def _key(self, window: Window) -> str:
+        return f"{self.name}|{window.end_datetime.isoformat()}|{window.duration_str}"
+
+
+_OUTCOMES: tuple[tuple[type[IBSessionError], str], ...] = (
+    (PacingViolation, "pacing"),
+    (RequestTimeout, "timeout"),
+    (Disconnected, "disconnect"),
+    (EmptyAnswer, "empty"),
+    (DurationTooLong, "duration"),
+    (UnknownSymbol, "unknown_symbol"),
+)
+
+
+def _outcome(exc: IBSessionError) -> str:
+    return next((name for cls, name in _OUTCOMES if isinstance(exc, cls)), "error")
+
+
+def _iso(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+
+
+def run_worker(config: WorkerConfig, emit: EventSink, controls: Controls) -> WorkerOutcome:
+    """Run one worker to the end in this process (its own event loop)."""
+    return asyncio.run(Worker(config, emit, controls).run())
+
+
+def install_stop_handlers(controls: LocalControls) -> None:
+    """Ctrl-C / SIGTERM: stop sending, flush what was fetched, then return."""
+
+    def request_stop(signum: int, frame: object) -> None:
+        controls.stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
