@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Protocol, TextIO
+from typing import Protocol, TextIO, TypeVar
 
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
@@ -223,11 +223,23 @@ class Dashboard:
 
 
 class Renderer(Protocol):
-    """What the orchestrator feeds: one call per event, then ``close``."""
+    """What the orchestrator feeds: one call per event, then ``close`` (or use ``with``)."""
 
     def on_event(self, event: ev.Event) -> None: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Renderer: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+_R = TypeVar("_R", bound="_ClosingContext")
 
 
 class _ClosingContext:
@@ -236,7 +248,7 @@ class _ClosingContext:
     def close(self) -> None:
         """Release whatever the renderer holds."""
 
-    def __enter__(self) -> _ClosingContext:
+    def __enter__(self: _R) -> _R:
         return self
 
     def __exit__(
