@@ -1,0 +1,645 @@
+"""The IB Gateway simulator: an asyncio TCP server speaking the TWS API wire protocol.
+
+``SimGateway`` runs it in a daemon thread for tests and ``backfill run --gateway sim``;
+``serve`` runs it in the foreground for ``backfill gateway``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
+from types import TracebackType
+from zoneinfo import ZoneInfo
+
+from backfill.sim import protocol as p
+from backfill.sim.config import SimConfig
+from backfill.sim.contracts import Catalogue, ContractQuery, SimContract
+from backfill.sim.faults import NO_FAULT, FaultConfig, FaultDecision, decide
+from backfill.sim.market import Market, SimBar, days_touching
+from backfill.sim.pacing import PACING_TEXT, PacingConfig, PacingRules, RequestKey, Rule
+from backfill.sim.records import RequestLog, RequestRecord
+
+UTC = timezone.utc
+HMDS = "Historical Market Data Service error message:"
+TEXT_NO_SECURITY = "No security definition has been found for the request"
+TEXT_AGGTRADES = "Expected what to show is AGGTRADES, please use that instead of TRADES."
+TEXT_CLIENT_ID = (
+    "Unable to connect as the client id is already in use. Retry with a unique client id."
+)
+TEXT_TOO_LONG = HMDS + "Time length exceed max."
+FARM_MESSAGES = (
+    (2104, "Market data farm connection is OK:usfarm"),
+    (2106, "HMDS data farm connection is OK:ushmds"),
+    (2158, "Sec-def data farm connection is OK:secdefnj"),
+)
+# Where a request id sits in messages the simulator refuses, so the refusal ends the
+# client's request instead of leaving it to time out.
+_REQ_ID_FIELD = {1: 2, 10: 2, 50: 2, 62: 2, 88: 1, 96: 1, 97: 1, 98: 1, 19: 2, 22: 1}
+_SILENT = {p.In.REQ_AUTO_OPEN_ORDERS, p.In.CANCEL_POSITIONS, p.In.CANCEL_ACCOUNT_UPDATES_MULTI,
+           p.In.CANCEL_HEAD_TIMESTAMP}
+_CLIENT_ID_GRACE_S = 0.25
+
+
+@dataclass
+class _Open:
+    """A data request not yet answered (pending latency, or hung)."""
+
+    req_id: int
+    task: asyncio.Task[None] | None
+    base: RequestRecord
+
+
+class _Refused(Exception):
+    """A request answered with an IB error."""
+
+    def __init__(self, code: int, text: str, detail: str | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.detail = detail
+
+
+class _Server:
+    """Gateway state shared by every connection of one session; lives on one event loop."""
+
+    def __init__(self, config: SimConfig, log: RequestLog) -> None:
+        self.config = config
+        self.log = log
+        self.market = Market(config.seed, no_trade_share=config.no_trade_share,
+                             listings=dict(config.listings))
+        self.catalogue = Catalogue(config.symbols, config.currency)
+        self.faults = config.faults
+        self.pacing = PacingRules(config.pacing)
+        self.zone = UTC if config.timezone.upper() == "UTC" else ZoneInfo(config.timezone)
+        self.clients: dict[int, _Connection] = {}
+        self.connections: set[_Connection] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self._encoded: dict[tuple[str, date, int], list[str]] = {}
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(
+            self._accept, self.config.host, self.config.port, limit=1 << 20
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.close()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(self, reader, writer)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            conn.close()
+
+    def open_count(self) -> int:
+        return sum(len(c.open) for c in self.connections)
+
+    def encoded_bars(self, symbol: str, day: date, fmt: int) -> list[str]:
+        """Wire text of each bar of a day, cached: encoding is the hot path of a request."""
+        key = (symbol, day, fmt)
+        cached = self._encoded.get(key)
+        if cached is None:
+            cached = [self._encode_bar(b, fmt) for b in self.market.day(symbol, day)]
+            if len(self._encoded) > 4096:
+                self._encoded.clear()
+            self._encoded[key] = cached
+        return cached
+
+    def _encode_bar(self, bar: SimBar, fmt: int) -> str:
+        f = p.fmt_float
+        return (
+            f"{self.format_time(bar.start, fmt)}\0{f(bar.open)}\0{f(bar.high)}\0{f(bar.low)}\0"
+            f"{f(bar.close)}\0{f(bar.volume)}\0{f(bar.wap)}\0{bar.bar_count}\0"
+        )
+
+    def format_time(self, when: datetime, fmt: int) -> str:
+        """formatDate 2: epoch seconds; 1: ``yyyymmdd  hh:mm:ss`` in the session zone."""
+        if fmt == 2:
+            return str(int(when.timestamp()))
+        return when.astimezone(self.zone).strftime("%Y%m%d  %H:%M:%S")
+
+
+class _Connection:
+    """One client socket: handshake, then a read loop dispatching on message id."""
+
+    def __init__(
+        self, server: _Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.client_id = -1
+        self.open: dict[int, _Open] = {}
+        self.data_requests = 0
+        self.closed = asyncio.Event()
+        self._msg_times: deque[float] = deque()
+        self._registered = False
+
+    # --- plumbing --------------------------------------------------------------------
+    def send(self, fields: list[object]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(p.frame(fields))
+
+    def send_error(self, req_id: int, code: int, text: str) -> None:
+        self.send(p.error_fields(req_id, code, text))
+
+    def close(self) -> None:
+        for item in self.open.values():
+            if item.task is not None:
+                item.task.cancel()
+        self.open.clear()
+        if self._registered and self.server.clients.get(self.client_id) is self:
+            del self.server.clients[self.client_id]
+        self._registered = False
+        if not self.writer.is_closing():
+            self.writer.close()
+        self.closed.set()
+
+    async def _read(self) -> list[str]:
+        header = await self.reader.readexactly(4)
+        size = p.HEADER.unpack(header)[0]
+        if size > p.MAX_MESSAGE_BYTES:
+            raise p.ProtocolError(f"message of {size} bytes")
+        return p.split_fields(await self.reader.readexactly(size))
+
+    def _record(self, **fields: object) -> None:
+        now = time.time()
+        fields.setdefault("received", now)
+        fields.setdefault("answered", now)
+        fields.setdefault("client_id", self.client_id)
+        fields.setdefault("req_id", -1)
+        self.server.log.add(RequestRecord(**fields))  # type: ignore[arg-type]
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            if not await self._handshake():
+                return
+            while True:
+                fields = await self._read()
+                if fields:
+                    await self._dispatch(fields)
+        except (asyncio.IncompleteReadError, ConnectionError, p.ProtocolError, OSError):
+            pass
+
+    async def _handshake(self) -> bool:
+        prefix = await self.reader.readexactly(len(p.API_PREFIX))
+        if prefix != p.API_PREFIX:
+            return False
+        _low, high = p.parse_version_range((await self._read())[0])
+        version = min(high, p.MAX_SERVER_VERSION)
+        if version < p.MIN_SERVER_VERSION:
+            return False
+        now = datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")
+        self.send([version, now])
+        fields = await self._read()
+        if int(fields[0]) != p.In.START_API:
+            return False
+        self.client_id = int(fields[2])
+        received = time.time()
+        other = self.server.clients.get(self.client_id)
+        if other is not None:
+            # A client that just disconnected may not have been reaped yet: give it a moment.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(other.closed.wait(), _CLIENT_ID_GRACE_S)
+        if self.client_id in self.server.clients:
+            self._record(received=received, kind="connect", outcome="error", error_code=326)
+            self.send_error(-1, 326, TEXT_CLIENT_ID)
+            await self._drain()
+            return False
+        self.server.clients[self.client_id] = self
+        self._registered = True
+        self.send([p.Out.NEXT_VALID_ID, 1, 1])
+        self.send([p.Out.MANAGED_ACCTS, 1, self.server.config.account])
+        if self.server.config.farm_messages:
+            for code, text in FARM_MESSAGES:
+                self.send_error(-1, code, text)
+        self._record(received=received, kind="connect", outcome="connected")
+        return True
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.drain()
+
+    def _over_message_rate(self) -> bool:
+        pacing = self.server.pacing.config
+        if not pacing.enabled:
+            return False
+        now = time.monotonic()
+        times = self._msg_times
+        while times and times[0] <= now - 1.0:
+            times.popleft()
+        times.append(now)
+        return len(times) > pacing.max_msg_rate
+
+    # --- dispatch ----------------------------------------------------------------------
+    async def _dispatch(self, fields: list[str]) -> None:
+        msg_id = int(fields[0])
+        if self._over_message_rate():
+            pos = 1 if msg_id in (p.In.REQ_HISTORICAL_DATA, p.In.REQ_HEAD_TIMESTAMP) else (
+                2 if msg_id in (p.In.REQ_CONTRACT_DETAILS, 1) else None
+            )
+            req_id = int(fields[pos]) if pos is not None and len(fields) > pos else -1
+            limit = self.server.pacing.config.max_msg_rate
+            self.send_error(req_id, 100, f"Max rate of messages per second has been exceeded:"
+                            f"max={limit} rec={len(self._msg_times)} (1)")
+            self._record(kind="rate_limit", req_id=req_id, outcome="error", error_code=100)
+            return
+        handler = self._handlers().get(msg_id)
+        if handler is not None:
+            await handler(fields)
+        elif msg_id not in _SILENT:
+            pos = _REQ_ID_FIELD.get(msg_id)
+            req_id = int(fields[pos]) if pos is not None and len(fields) > pos else -1
+            self.send_error(req_id, 321, f"Error validating request.-'bS' : cause - "
+                                         f"message id {msg_id} is not supported by the simulator")
+            self._record(kind="unsupported", req_id=req_id, outcome="error", error_code=321,
+                         detail=f"msg_id={msg_id}")
+        await self._drain()
+
+    def _handlers(self) -> dict[int, Callable[[list[str]], Awaitable[None]]]:
+        return {
+            p.In.REQ_HISTORICAL_DATA: self._historical,
+            p.In.CANCEL_HISTORICAL_DATA: self._cancel_historical,
+            p.In.REQ_HEAD_TIMESTAMP: self._head_timestamp,
+            p.In.REQ_CONTRACT_DETAILS: self._contract_details,
+            p.In.REQ_POSITIONS: self._simple(p.Out.POSITION_END, 1),
+            p.In.REQ_OPEN_ORDERS: self._simple(p.Out.OPEN_ORDER_END, 1),
+            p.In.REQ_COMPLETED_ORDERS: self._simple(p.Out.COMPLETED_ORDERS_END),
+            p.In.REQ_ACCOUNT_UPDATES: self._account_updates,
+            p.In.REQ_ACCOUNT_UPDATES_MULTI: self._with_req_id(p.Out.ACCOUNT_UPDATE_MULTI_END),
+            p.In.REQ_EXECUTIONS: self._with_req_id(p.Out.EXECUTION_DATA_END),
+            p.In.REQ_CURRENT_TIME: self._current_time,
+            p.In.REQ_IDS: self._simple(p.Out.NEXT_VALID_ID, 1, 1),
+        }
+
+    def _simple(self, *answer: object) -> Callable[[list[str]], Awaitable[None]]:
+        async def handler(_fields: list[str]) -> None:
+            self.send(list(answer))
+
+        return handler
+
+    def _with_req_id(self, out: int) -> Callable[[list[str]], Awaitable[None]]:
+        async def handler(fields: list[str]) -> None:
+            self.send([out, 1, int(fields[2])])
+
+        return handler
+
+    async def _account_updates(self, fields: list[str]) -> None:
+        if fields[2] in ("1", "True"):
+            self.send([p.Out.ACCT_DOWNLOAD_END, 1, fields[3] or self.server.config.account])
+
+    async def _current_time(self, _fields: list[str]) -> None:
+        self.send([p.Out.CURRENT_TIME, 1, int(self.server.config.clock())])
+
+    async def _contract_details(self, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        query = ContractQuery.from_fields(fields[3:15])
+        found = self.server.catalogue.match(query)
+        symbol = query.symbol or query.local_symbol or str(query.con_id)
+        if not found:
+            self.send_error(req_id, 200, TEXT_NO_SECURITY)
+            self._record(kind="contract_details", req_id=req_id, symbol=symbol,
+                         outcome="error", error_code=200)
+            return
+        self._record(kind="contract_details", req_id=req_id, symbol=symbol, outcome="ok",
+                     detail=",".join(c.symbol for c in found))
+        for contract in found:
+            self.send(Catalogue.details_fields(req_id, contract))
+        self.send([p.Out.CONTRACT_DATA_END, 1, req_id])
+
+    # --- historical data -----------------------------------------------------------------
+    async def _historical(self, fields: list[str]) -> None:
+        received = time.time()
+        req_id = int(fields[1])
+        query = ContractQuery.from_fields(fields[2:14])
+        end_text, bar_size, duration, _rth, what, fmt_text, keep = fields[15:22]
+        base = RequestRecord(
+            received=received, answered=None, client_id=self.client_id, req_id=req_id,
+            kind="historical", outcome="", symbol=query.symbol or query.local_symbol,
+            end=end_text, duration=duration, bar_size=bar_size, what_to_show=what,
+        )
+        try:
+            contract, start, stop, fmt = self._check_historical(
+                req_id, query, end_text, bar_size, duration, what, fmt_text, keep
+            )
+        except _Refused as refused:
+            self._refuse(base, refused)
+            return
+        base = replace(base, symbol=contract.symbol, window_start=start.isoformat(),
+                       window_end=stop.isoformat())
+        soft_delay = self._pace(base, contract, end_text, bar_size, duration, what, fmt_text)
+        if soft_delay is None:
+            return
+        if p.BAR_SIZES[bar_size] != 60:
+            self._refuse(base, _Refused(321, "Error validating request.-'bS' : cause - "
+                                        f"bar size {bar_size!r} is not served by the simulator"))
+            return
+        if stop - start > timedelta(days=self.server.config.max_duration_days):
+            self._refuse(base, _Refused(162, TEXT_TOO_LONG))
+            return
+
+        def answer() -> None:
+            self._answer_bars(base, contract, start, stop, fmt)
+
+        self._run_with_faults(base, answer, soft_delay)
+
+    def _check_historical(
+        self, req_id: int, query: ContractQuery, end_text: str, bar_size: str, duration: str,
+        what: str, fmt_text: str, keep: str,
+    ) -> tuple[SimContract, datetime, datetime, int]:
+        """Validate in IB's order; returns the contract, bar-start window and formatDate."""
+        if req_id in self.open:
+            raise _Refused(322, f"Error processing request.-'bX' : cause - "
+                                f"Duplicate ticker id {req_id}")
+        contract = self.server.catalogue.resolve(query)
+        if contract is None:
+            raise _Refused(200, TEXT_NO_SECURITY)
+        try:
+            p.parse_bar_size(bar_size)
+            length = p.parse_duration(duration)
+            now = datetime.fromtimestamp(self.server.config.clock(), UTC)
+            end = p.parse_end_datetime(end_text, now, self.server.config.timezone)
+            fmt = int(fmt_text or 1)
+            if fmt not in (1, 2):
+                raise p.ProtocolError(f"formatDate {fmt_text!r} is invalid")
+            if keep in ("1", "True"):
+                raise p.ProtocolError("keepUpToDate is not supported by the simulator")
+        except (p.ProtocolError, ValueError) as exc:
+            raise _Refused(321, f"Error validating request.-'bS' : cause - {exc}") from None
+        if what.upper() != "AGGTRADES":
+            raise _Refused(10299, TEXT_AGGTRADES)
+        pacing = self.server.pacing.config
+        if pacing.enabled and self.server.open_count() >= pacing.max_open:
+            raise _Refused(322, "Error processing request.-'bX' : cause - Maximum number of "
+                           f"simultaneous historical data requests exceeded ({pacing.max_open})")
+        return contract, end - length, end, fmt
+
+    def _pace(
+        self, base: RequestRecord, contract: SimContract, *identity: str
+    ) -> float | None:
+        """Apply the session's pacing rules: the soft delay, or None when refused (162)."""
+        key = RequestKey(
+            contract=f"{contract.con_id}|AGGTRADES",
+            identity=f"{contract.con_id}|" + "|".join(identity),
+            bar_seconds=p.BAR_SIZES[identity[1]],
+        )
+        verdict = self.server.pacing.check(time.monotonic(), key)
+        if not verdict.allowed:
+            rule = verdict.rule.value if isinstance(verdict.rule, Rule) else None
+            self._refuse(base, _Refused(162, PACING_TEXT, detail=rule))
+            return None
+        return verdict.delay_s
+
+    def _refuse(self, base: RequestRecord, refused: _Refused, outcome: str = "error") -> None:
+        self.server.log.add(replace(base, answered=time.time(), outcome=outcome,
+                                    error_code=refused.code, detail=refused.detail))
+        self.send_error(base.req_id, refused.code, refused.text)
+
+    def _run_with_faults(
+        self, base: RequestRecord, answer: Callable[[], None], extra_delay: float = 0.0
+    ) -> None:
+        """Answer now, later, never, or by dropping the connection, as the faults decide."""
+        self.data_requests += 1
+        faults: FaultConfig = self.server.faults
+        fate: FaultDecision = (
+            decide(faults, self.client_id, self.data_requests) if faults.active else NO_FAULT
+        )
+        if fate.drop:
+            self.server.log.add(replace(base, outcome="dropped", detail="fault"))
+            self.close()
+            return
+        if fate.hang:
+            self.open[base.req_id] = _Open(base.req_id, None, base)
+            self.server.log.add(replace(base, outcome="hung", detail="fault"))
+            return
+        if fate.error:
+            def answer_error() -> None:
+                code = faults.error_code
+                self._refuse(base, _Refused(code, faults.error_text.format(req_id=base.req_id),
+                                            detail="fault"))
+
+            answer = answer_error
+        delay = fate.latency_s + extra_delay
+        if delay <= 0:
+            answer()
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self.open.pop(base.req_id, None)
+            answer()
+            await self._drain()
+
+        task = asyncio.get_running_loop().create_task(later())
+        self.open[base.req_id] = _Open(base.req_id, task, base)
+
+    def _answer_bars(
+        self, base: RequestRecord, contract: SimContract, start: datetime, stop: datetime,
+        fmt: int,
+    ) -> None:
+        server = self.server
+        now = datetime.fromtimestamp(server.config.clock(), UTC)
+        # Only completed minutes exist yet: a bar is a pure function of its minute.
+        served_stop = min(stop, now - timedelta(minutes=1) + timedelta(microseconds=1))
+        chunks: list[str] = []
+        count = 0
+        listing = server.market.listing(contract.symbol)
+        for day in days_touching(max(start, listing), served_stop):
+            encoded = server.encoded_bars(contract.symbol, day, fmt)
+            span = server.market.day_slice(contract.symbol, day, start, served_stop)
+            chunks.append("".join(encoded[span.start:span.stop]))
+            count += len(span)
+        if count == 0:
+            text = f"{HMDS}HMDS query returned no data: {contract.description}"
+            self._refuse(base, _Refused(162, text), outcome="no_data")
+            return
+        server.log.add(replace(base, answered=time.time(), outcome="bars", bars=count))
+        head = (
+            f"{p.Out.HISTORICAL_DATA:d}\0{base.req_id}\0{server.format_time(start, fmt)}\0"
+            f"{server.format_time(stop, fmt)}\0{count}\0"
+        )
+        if not self.writer.is_closing():
+            self.writer.write(p.frame_text(head + "".join(chunks)))
+
+    async def _cancel_historical(self, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        item = self.open.pop(req_id, None)
+        if item is None:
+            self.send_error(req_id, 366, f"No historical data query found for ticker id:{req_id}")
+            self._record(kind="cancel", req_id=req_id, outcome="error", error_code=366)
+            return
+        if item.task is not None:
+            item.task.cancel()
+            self.server.log.add(replace(item.base, answered=time.time(), outcome="cancelled",
+                                        error_code=162))
+        else:
+            self._record(kind="cancel", req_id=req_id, symbol=item.base.symbol,
+                         outcome="cancelled", error_code=162)
+        self.send_error(req_id, 162, f"{HMDS}API historical data query cancelled: {req_id}")
+
+    # --- head timestamp --------------------------------------------------------------------
+    async def _head_timestamp(self, fields: list[str]) -> None:
+        received = time.time()
+        req_id = int(fields[1])
+        query = ContractQuery.from_fields(fields[2:14])
+        _expired, _rth, what, fmt_text = fields[14:18]
+        base = RequestRecord(received=received, answered=None, client_id=self.client_id,
+                             req_id=req_id, kind="head_timestamp", outcome="",
+                             symbol=query.symbol or query.local_symbol, what_to_show=what)
+        contract = self.server.catalogue.resolve(query)
+        if contract is None:
+            self._refuse(base, _Refused(200, TEXT_NO_SECURITY))
+            return
+        if what.upper() != "AGGTRADES":
+            self._refuse(base, _Refused(10299, TEXT_AGGTRADES))
+            return
+        fmt = 2 if fmt_text == "2" else 1
+
+        def answer() -> None:
+            first = self.server.market.first_bar(contract.symbol)
+            self.server.log.add(replace(base, answered=time.time(), outcome="ok",
+                                        window_start=first.isoformat()))
+            self.send([p.Out.HEAD_TIMESTAMP, req_id, self.server.format_time(first, fmt)])
+
+        self._run_with_faults(base, answer)
+
+
+class SimGateway:
+    """The simulator in a daemon thread with its own event loop; a context manager."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.log = RequestLog(self.config.log_path)
+        self._server: _Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("gateway not started")
+        return self._server.port
+
+    @property
+    def market(self) -> Market:
+        """The bar oracle the gateway serves from."""
+        if self._server is None:
+            return Market(self.config.seed, no_trade_share=self.config.no_trade_share,
+                          listings=dict(self.config.listings))
+        return self._server.market
+
+    def start(self) -> SimGateway:
+        """Start listening; returns once the port is bound."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+        server = _Server(self.config, self.log)
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(server.start())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(server.close())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="sim-gateway", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread = None
+            raise failure[0]
+        self._server, self._loop = server, loop
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the listening socket."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
+        self._thread = None
+        self.log.close()
+
+    def requests(self) -> list[RequestRecord]:
+        """The request log so far, in the order requests were settled."""
+        return self.log.records()
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        """Swap the fault config at runtime (takes effect for the next request)."""
+        self._call(lambda server: setattr(server, "faults", faults))
+
+    def set_pacing(self, pacing: PacingConfig) -> None:
+        """Replace the pacing rules (and forget their history)."""
+        self._call(lambda server: setattr(server, "pacing", PacingRules(pacing)))
+
+    def drop_connections(self) -> None:
+        """Close every client connection now, as a gateway restart would."""
+        self._call(lambda server: [conn.close() for conn in list(server.connections)])
+
+    def _call(self, action: Callable[[_Server], object]) -> None:
+        if self._server is None or self._loop is None:
+            raise RuntimeError("gateway not started")
+        done = threading.Event()
+        server = self._server
+
+        def run() -> None:
+            try:
+                action(server)
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        done.wait(5.0)
+
+    def __enter__(self) -> SimGateway:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def serve(
+    config: SimConfig, ready: Callable[[str, int], None], stop: asyncio.Event
+) -> None:
+    """Run the gateway on the current loop until ``stop`` is set (the CLI's foreground mode)."""
+    log = RequestLog(config.log_path)
+    server = _Server(config, log)
+    await server.start()
+    ready(config.host, server.port)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        log.close()
