@@ -247,6 +247,8 @@ class Orchestrator:
             if not days:
                 lock.release()
                 self.results[job.symbol].status = ev.Status.DONE
+                self.emit(ev.WorkerFinished(str(job.symbol), at=time.time(),
+                                            days_fetched=0, rows=0))
                 continue
             slot = free_slots.pop(0)
             self._apply(self.budget.start(slot))

@@ -1,0 +1,201 @@
+"""The IB session against the simulator: real ib_insync over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date, datetime, timezone
+
+import pytest
+
+from backfill.domain import Symbol, Window
+from backfill.ib.session import (
+    ClientIdInUse,
+    Disconnected,
+    DurationTooLong,
+    GatewayUnreachable,
+    IBError,
+    IBSession,
+    PacingViolation,
+    RequestTimeout,
+    UnknownSymbol,
+)
+from backfill.sim import FaultConfig, PacingConfig
+from tests.oracle import expected_bars
+
+BTC = Symbol("BTC", "USD")
+JULY_1 = date(2025, 7, 1)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def connected(gateway, client_id: int = 1, timeout_s: float = 5.0) -> IBSession:
+    session = IBSession(gateway.host, gateway.port, client_id, timeout_s=timeout_s)
+    await session.connect()
+    return session
+
+
+def rows(result) -> list[tuple]:
+    cols = ["ts", "open", "high", "low", "close", "volume", "wap", "bar_count"]
+    return list(zip(*(result.bars.column(c).to_pylist() for c in cols), strict=True))
+
+
+def test_one_day_is_exactly_the_simulators_bars_stamped_by_end(sim):
+    async def go():
+        session = await connected(sim)
+        try:
+            return await session.fetch_window(BTC, Window.single(JULY_1))
+        finally:
+            session.disconnect()
+
+    result = run(go())
+    assert not result.no_data
+    assert 1300 < result.bars.num_rows <= 1440
+    assert rows(result) == expected_bars(sim.market, BTC, JULY_1, JULY_1)
+    ts = result.bars.column("ts").to_pylist()
+    assert ts[0] >= datetime(2025, 7, 1, 0, 0, tzinfo=timezone.utc)
+    assert ts[-1] < datetime(2025, 7, 2, tzinfo=timezone.utc)
+    assert set(result.bars.column("symbol").to_pylist()) == {"BTC-USD"}
+    assert set(result.bars.column("what_to_show").to_pylist()) == {"AGGTRADES"}
+    assert sim.requests()[-1].duration == "86400 S"
+    assert sim.requests()[-1].end == "20250701 23:59:00 UTC"
+
+
+def test_multi_day_window_is_sent_in_days_and_equals_the_days(sim):
+    async def go():
+        session = await connected(sim)
+        try:
+            return await session.fetch_window(BTC, Window(JULY_1, date(2025, 7, 3)))
+        finally:
+            session.disconnect()
+
+    result = run(go())
+    assert rows(result) == expected_bars(sim.market, BTC, JULY_1, date(2025, 7, 3))
+    assert sim.requests()[-1].duration == "3 D"
+
+
+def test_days_before_listing_are_ibs_explicit_no_data(sim):
+    async def go():
+        session = await connected(sim)
+        try:
+            head = await session.earliest_bar(Symbol("SOL", "USD"))
+            before = await session.fetch_window(Symbol("SOL", "USD"), Window.single(date(2020, 1, 5)))
+            return head, before
+        finally:
+            session.disconnect()
+
+    head, before = run(go())
+    assert head == sim.market.first_bar("SOL")
+    assert before.no_data and before.bars.num_rows == 0
+
+
+def test_unknown_symbol_is_typed_and_names_the_symbol(sim):
+    async def go():
+        session = await connected(sim)
+        try:
+            await session.qualify(Symbol("NOPE", "USD"))
+        finally:
+            session.disconnect()
+
+    with pytest.raises(UnknownSymbol, match="NOPE-USD"):
+        run(go())
+
+
+def test_client_id_in_use_is_reported_fast(sim):
+    async def go():
+        first = await connected(sim, client_id=5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ClientIdInUse):
+                await connected(sim, client_id=5, timeout_s=10.0)
+            return time.monotonic() - started
+        finally:
+            first.disconnect()
+
+    assert run(go()) < 3.0
+
+
+def test_unreachable_gateway_is_typed():
+    async def go():
+        await IBSession("127.0.0.1", 1, 1, timeout_s=2.0).connect()
+
+    with pytest.raises(GatewayUnreachable):
+        run(go())
+
+
+def test_hung_request_times_out_and_is_cancelled(sim):
+    sim.set_faults(FaultConfig(hang_share=1.0))
+
+    async def go():
+        session = await connected(sim)
+        try:
+            await session.fetch_window(BTC, Window.single(JULY_1), timeout_s=0.5)
+        finally:
+            await asyncio.sleep(0.2)
+            session.disconnect()
+
+    with pytest.raises(RequestTimeout):
+        run(go())
+    assert any(r.kind == "cancel" for r in sim.requests())
+
+
+def test_transient_error_is_a_retryable_ib_error(sim):
+    sim.set_faults(FaultConfig(error_share=1.0))
+
+    async def go():
+        session = await connected(sim)
+        try:
+            await session.fetch_window(BTC, Window.single(JULY_1))
+        finally:
+            session.disconnect()
+
+    with pytest.raises(IBError) as caught:
+        run(go())
+    assert caught.value.code == 162 and caught.value.retryable
+
+
+def test_pacing_violation_is_typed(make_sim):
+    gateway = make_sim(pacing=PacingConfig(contract_window_s=5.0, contract_max=2,
+                                           soft_rate=None, max_rate=None))
+
+    async def go():
+        session = await connected(gateway)
+        try:
+            for i in range(3):
+                await session.fetch_window(BTC, Window.single(date(2025, 7, 1 + i)))
+        finally:
+            session.disconnect()
+
+    with pytest.raises(PacingViolation):
+        run(go())
+
+
+def test_duration_over_the_gateway_maximum_is_typed(make_sim):
+    gateway = make_sim(max_duration_days=2)
+
+    async def go():
+        session = await connected(gateway)
+        try:
+            await session.fetch_window(BTC, Window(JULY_1, date(2025, 7, 5)))
+        finally:
+            session.disconnect()
+
+    with pytest.raises(DurationTooLong):
+        run(go())
+
+
+def test_dropped_connection_is_typed(sim):
+    sim.set_faults(FaultConfig(drop_after=1))
+
+    async def go():
+        session = await connected(sim)
+        try:
+            await session.fetch_window(BTC, Window.single(JULY_1))
+            await session.fetch_window(BTC, Window.single(date(2025, 7, 2)))
+        finally:
+            session.disconnect()
+
+    with pytest.raises(Disconnected):
+        run(go())
