@@ -176,6 +176,77 @@ def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
     return first_day, last_day
 
 
+@app.command()
+def plan(
+    symbols: SymbolsOpt = None,
+    symbols_file: SymbolsFileOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    lake: LakeOpt = None,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Requests per second across all workers.")
+    ] = 0.7,
+    window_days: Annotated[
+        int, typer.Option("--window-days", help="Whole days per request.")
+    ] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Worker processes at once. Default: as run's."),
+    ] = None,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", help="Requests one worker keeps open at once.")
+    ] = 4,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", help="Expected gateway latency per request.")
+    ] = 300.0,
+    json: JsonOpt = False,
+) -> None:
+    """Show what is missing in the lake, how many requests that is and how long it takes.
+
+    Reads only Parquet footers. --json prints one document: {first, last, today, window_days,
+    rate, workers, max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
+    months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
+    days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
+    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive).
+    """
+    import json as jsonlib
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+
+    from backfill import plan as planning
+    from backfill.lake.store import read_coverage
+    from backfill.plan_view import plan_lines, plan_table
+
+    try:
+        symbol_list = resolve_symbols(symbols, symbols_file)
+        first, last = resolve_range(from_, to)
+        root = resolve_lake(lake)
+        if root.exists() and not root.is_dir():
+            raise BadInput(f"--lake {root} is not a folder")
+        today = datetime.now(timezone.utc).date()
+        # A missing lake is an empty one: everything is missing, nothing is created.
+        coverage = read_coverage(root, symbol_list, first, min(last, today))
+        result = planning.plan(
+            symbol_list, first, last, coverage, today=today, window_days=window_days,
+            rate=rate,
+            workers=min(len(symbol_list), planning.DEFAULT_WORKERS) if workers is None else workers,
+            in_flight=max_in_flight, latency_s=latency_ms / 1000,
+            listing=None,  # --head (earliest bar per symbol, from the gateway) plugs in here
+        )
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+    if json:
+        typer.echo(jsonlib.dumps(result.to_dict(), indent=2))
+        return
+    console = Console()
+    if console.is_terminal:
+        console.print(plan_table(result))
+    else:
+        for line in plan_lines(result):
+            typer.echo(line)
+
+
 def main() -> None:
     try:
         app()

@@ -26,8 +26,10 @@ from backfill.domain import (
 )
 from backfill.pacing import DEFAULT_RATE
 
-DEFAULT_WORKERS = 4
+DEFAULT_WORKERS = 8  # ``run``'s default: one worker per symbol, at most this many
+DEFAULT_IN_FLIGHT = 4  # ``run``'s default --max-in-flight: requests one worker keeps open
 DEFAULT_LATENCY_S = 0.3
+MAX_OPEN_REQUESTS = 50  # IB: at most 50 historical requests open at once
 # IB's per-contract rule (5 requests in any 2 s, plus the pacer's 50 ms margin) caps one
 # worker at one request every 0.41 s on average, however fast the gateway answers.
 CONTRACT_GAP_S = (2.0 + 0.05) / 5
@@ -84,6 +86,7 @@ class Plan:
     window_days: int
     rate: float
     workers: int
+    in_flight: int
     latency_s: float
     eta_seconds: float
 
@@ -125,6 +128,7 @@ class Plan:
             "window_days": self.window_days,
             "rate": self.rate,
             "workers": self.workers,
+            "max_in_flight": self.in_flight,
             "latency_ms": round(self.latency_s * 1000, 3),
             "totals": {
                 "symbols": len(self.symbols),
@@ -144,11 +148,13 @@ def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
 
 
-def _check(rate: float, workers: int, window_days: int, latency_s: float) -> None:
+def _check(rate: float, workers: int, in_flight: int, window_days: int, latency_s: float) -> None:
     if not (rate > 0 and math.isfinite(rate)):
         raise BadInput(f"--rate must be a number of requests/s above 0, not {rate}")
     if workers < 1:
         raise BadInput(f"--workers must be at least 1, not {workers}")
+    if in_flight < 1:
+        raise BadInput(f"--max-in-flight must be at least 1, not {in_flight}")
     if window_days < 1:
         raise BadInput(f"--window-days must be at least 1, not {window_days}")
     if not (latency_s >= 0 and math.isfinite(latency_s)):
@@ -202,6 +208,7 @@ def plan(
     window_days: int = 1,
     rate: float = DEFAULT_RATE,
     workers: int = DEFAULT_WORKERS,
+    in_flight: int = DEFAULT_IN_FLIGHT,
     latency_s: float = DEFAULT_LATENCY_S,
     listing: Mapping[Symbol, date] | None = None,
 ) -> Plan:
@@ -209,12 +216,12 @@ def plan(
 
     Days after ``today`` are not planned (today is, as a partial day); with ``listing``
     (earliest bar day per symbol, from ``--head``) nothing before it is requested.
-    ETA (seconds) for R requests, r_s per symbol, c = min(workers, symbols with requests):
-    ``max(R / rate, R * latency / c, max(r_s) * max(latency, 1 / rate, CONTRACT_GAP_S))``:
-    the global rate, one request in flight per worker, and one symbol's worker sending
-    its requests one after another. A lower bound: retries and backoffs are not counted.
+    ETA for R requests (r_s per symbol), b = min(workers, symbols with requests), open
+    requests o = min(b * in_flight, 50): ``max(R / rate, R * latency / o, max(r_s) *
+    max(latency / in_flight, 1 / rate, CONTRACT_GAP_S))``, the global rate, the requests
+    open at once, and the longest symbol's worker. A lower bound: retries are not counted.
     """
-    _check(rate, workers, window_days, latency_s)
+    _check(rate, workers, in_flight, window_days, latency_s)
     check_range(first, last)
     listing = listing or {}
     last_planned = min(last, today)
@@ -231,13 +238,15 @@ def plan(
     ]
     requests = [p.requests for p in plans]
     busy = min(workers, sum(1 for r in requests if r)) or 1
-    one_at_a_time = max(latency_s, 1 / rate, CONTRACT_GAP_S)
-    # A symbol's worker runs at its share of the rate while ``busy`` workers share it.
-    alongside = max(latency_s, busy / rate, CONTRACT_GAP_S)
+    open_at_once = min(busy * in_flight, MAX_OPEN_REQUESTS)
+    per_request = latency_s / min(in_flight, MAX_OPEN_REQUESTS)
+    alone = max(per_request, 1 / rate, CONTRACT_GAP_S)
+    # A symbol's own ETA: its worker at its share of the rate while ``busy`` workers run.
+    alongside = max(per_request, busy / rate, CONTRACT_GAP_S)
     eta = max(
         sum(requests) / rate,
-        sum(requests) * latency_s / busy,
-        max(requests, default=0) * one_at_a_time,
+        sum(requests) * latency_s / open_at_once,
+        max(requests, default=0) * alone,
     )
     return Plan(
         symbols=tuple(replace(p, eta_seconds=p.requests * alongside) for p in plans),
@@ -247,6 +256,7 @@ def plan(
         window_days=window_days,
         rate=rate,
         workers=workers,
+        in_flight=in_flight,
         latency_s=latency_s,
         eta_seconds=eta,
     )

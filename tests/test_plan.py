@@ -119,19 +119,25 @@ def test_eta_is_bound_by_the_global_rate() -> None:
     assert p.eta_seconds == pytest.approx(70 / 0.7)
 
 
-def test_eta_is_bound_by_latency_with_one_request_in_flight_per_worker() -> None:
+def test_eta_is_bound_by_latency_and_the_requests_open_at_once() -> None:
     symbols = [Symbol(f"C{i}", "USD") for i in range(8)]
-    p = plan(
-        symbols,
-        d("2025-07-01"),
-        d("2025-07-10"),
-        {},
-        today=TODAY,
-        rate=100.0,
-        workers=2,
-        latency_s=3.0,
-    )
-    assert p.eta_seconds == pytest.approx(80 * 3.0 / 2)
+
+    def eta(**kwargs: int) -> float:
+        return plan(
+            symbols,
+            d("2025-07-01"),
+            d("2025-07-10"),
+            {},
+            today=TODAY,
+            rate=100.0,
+            latency_s=3.0,
+            **kwargs,
+        ).eta_seconds
+
+    assert eta(workers=2, in_flight=1) == pytest.approx(80 * 3.0 / 2)
+    assert eta(workers=2, in_flight=4) == pytest.approx(80 * 3.0 / 8)
+    # IB keeps at most 50 requests open, whatever workers * in_flight says.
+    assert eta(workers=8, in_flight=50) == pytest.approx(80 * 3.0 / 50)
 
 
 def test_eta_is_bound_by_the_longest_symbol() -> None:
@@ -166,6 +172,7 @@ def test_per_symbol_eta_uses_its_share_of_the_rate() -> None:
         {"rate": math.nan},
         {"rate": math.inf},
         {"workers": 0},
+        {"in_flight": 0},
         {"window_days": 0},
         {"latency_s": -0.1},
     ],

@@ -1,0 +1,95 @@
+"""How ``backfill plan`` shows a Plan: a Rich table on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from rich.table import Table
+
+from backfill.plan import Plan, SymbolPlan
+
+MAX_RANGES_SHOWN = 3
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: ``45s``, ``12m03s``, ``3h05m``, ``2d04h``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s" if 0 < seconds < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def format_ranges(ranges: Sequence[tuple[date, date]], limit: int = MAX_RANGES_SHOWN) -> str:
+    """Missing ranges, abbreviated: years of gaps must still fit on one line."""
+    if not ranges:
+        return "-"
+    shown = [str(a) if a == b else f"{a}..{b}" for a, b in ranges[:limit]]
+    if len(ranges) > limit:
+        shown.append(f"+{len(ranges) - limit} more")
+    return ", ".join(shown)
+
+
+def _settings_line(plan: Plan) -> str:
+    return (
+        f"{plan.requests} requests at {plan.rate:g} req/s, {plan.workers} workers "
+        f"({plan.in_flight} in flight each), {plan.window_days}-day windows, "
+        f"{plan.latency_s * 1000:g} ms latency: "
+        f"ETA {format_duration(plan.eta_seconds)} (retries not counted)"
+    )
+
+
+def plan_table(plan: Plan) -> Table:
+    """The plan as a Rich table, one row a symbol and a totals footer."""
+    table = Table(
+        title=f"backfill plan {plan.first} → {plan.last}",
+        caption=_settings_line(plan),
+        show_footer=True,
+    )
+    table.add_column("symbol", footer="total")
+    table.add_column("days done", justify="right", footer=f"{plan.days_done}/{plan.days_total}")
+    table.add_column(
+        "months complete",
+        justify="right",
+        footer=f"{plan.months_complete}/{plan.months_total}",
+    )
+    table.add_column("missing", overflow="fold")
+    table.add_column("requests", justify="right", footer=str(plan.requests))
+    table.add_column("ETA", justify="right", footer=format_duration(plan.eta_seconds))
+    for s in plan.symbols:
+        table.add_row(
+            str(s.symbol),
+            f"{s.days_done}/{s.days_total}",
+            f"{s.months_complete}/{s.months_total}",
+            format_ranges(s.missing_ranges),
+            str(s.requests),
+            format_duration(s.eta_seconds),
+            style="green" if s.done else None,
+        )
+    return table
+
+
+def _symbol_line(s: SymbolPlan) -> str:
+    return (
+        f"{s.symbol}  days {s.days_done}/{s.days_total}  "
+        f"months {s.months_complete}/{s.months_total}  "
+        f"missing {format_ranges(s.missing_ranges)}  "
+        f"requests {s.requests}  eta {format_duration(s.eta_seconds)}"
+    )
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """The plan as plain lines (not a terminal): one a symbol, then the totals."""
+    lines = [_symbol_line(s) for s in plan.symbols]
+    lines.append(
+        f"total  days {plan.days_done}/{plan.days_total}  "
+        f"months {plan.months_complete}/{plan.months_total}  "
+        f"missing days {plan.days_missing}  requests {plan.requests}  "
+        f"eta {format_duration(plan.eta_seconds)}"
+    )
+    lines.append(_settings_line(plan))
+    return lines

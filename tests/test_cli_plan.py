@@ -1,0 +1,180 @@
+"""``backfill plan`` against a real lake written by the store."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from backfill.cli import app
+from backfill.domain import Symbol
+from backfill.lake import store
+from backfill.plan import plan
+from backfill.plan_view import format_duration, format_ranges, plan_table
+from tests.lake.helpers import BTC, FETCHED, day_bars, days_bars
+
+JULY = [date(2025, 7, i) for i in range(1, 4)]
+GOOD = "--symbols BTC-USD --from 2025-07-01 --to 2025-07-02"
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Path:
+    """BTC-USD: 1-3 July complete, 4 July partial; nothing else."""
+    root = tmp_path / "lake"
+    store.write_batch(root, BTC, days_bars(BTC, JULY), JULY, fetched_at=FETCHED)
+    partial = date(2025, 7, 4)
+    evening_missing = day_bars(BTC, partial, skip=range(600, 1440))
+    store.write_batch(
+        root, BTC, evening_missing, [partial], fetched_at=FETCHED, partial_days=[partial]
+    )
+    return root
+
+
+def invoke(args: str, *paths: str | Path, env: dict[str, str] | None = None):
+    """Run ``backfill plan ARGS PATHS…``; ARGS is split on spaces (paths are kept whole)."""
+    return CliRunner(env=env).invoke(app, ["plan", *args.split(), *map(str, paths)])
+
+
+def files_under(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*")} if root.exists() else {}
+
+
+def test_json_plan_from_a_real_lake(lake: Path) -> None:
+    before = files_under(lake)
+    result = invoke(
+        "--symbols BTC-USD,ETH-USD --from 2025-07-01 --to 2025-07-06 --json --lake", lake
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    btc, eth = doc["symbols"]
+    assert btc["symbol"] == "BTC-USD"
+    assert (btc["days_done"], btc["days_total"], btc["days_missing"]) == (3, 6, 3)
+    assert btc["missing_ranges"] == [["2025-07-04", "2025-07-06"]]  # the partial day again
+    assert (eth["days_done"], eth["requests"]) == (0, 6)
+    assert doc["totals"]["requests"] == 9
+    assert doc["totals"]["eta_seconds"] == pytest.approx(9 / 0.7, abs=1e-3)
+    assert files_under(lake) == before  # footers read, nothing written
+
+
+def test_plain_text_when_not_a_terminal(lake: Path) -> None:
+    result = invoke("--symbols BTC-USD --from 2025-07-01 --to 2025-07-04 --window-days 2 --lake",
+                    lake)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("BTC-USD  days 3/4  months 0/1  missing 2025-07-04  requests 1")
+    assert lines[1].startswith("total  days 3/4")
+    assert "2-day windows" in lines[2]
+
+
+def test_settings_reach_the_plan(lake: Path) -> None:
+    result = invoke(
+        "--symbols ETH-USD --from 2025-07-01 --to 2025-07-10 --json --rate 2 --window-days 3 "
+        "--workers 1 --max-in-flight 1 --latency-ms 1000 --lake",
+        lake,
+    )
+    doc = json.loads(result.stdout)
+    settings = ("rate", "window_days", "workers", "max_in_flight", "latency_ms")
+    assert [doc[k] for k in settings] == [2, 3, 1, 1, 1000]
+    assert doc["totals"]["requests"] == 4
+    assert doc["totals"]["eta_seconds"] == pytest.approx(4 * 1.0)  # latency-bound
+
+
+def test_workers_default_like_run(tmp_path: Path) -> None:
+    result = invoke("--symbols BTC-USD,ETH-USD --from 2025-07-01 --to 2025-07-01 --json --lake",
+                    tmp_path)
+    assert json.loads(result.stdout)["workers"] == 2
+
+
+def test_symbols_file_and_lake_root_from_the_environment(lake: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "symbols.txt"
+    listing.write_text("# what we trade\nBTC-USD\neth-usd  # lower case is fine\n")
+    result = invoke(
+        "--from 2025-07-01 --to 2025-07-03 --json --symbols-file", listing,
+        env={"LAKE_ROOT": str(lake)},
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [s["symbol"] for s in doc["symbols"]] == ["BTC-USD", "ETH-USD"]
+    assert doc["symbols"][0]["days_done"] == 3
+
+
+def test_a_missing_lake_means_everything_is_missing_and_is_not_created(tmp_path: Path) -> None:
+    root = tmp_path / "nowhere"
+    result = invoke("--symbols BTC-USD --from 2025-07-01 --to 2025-07-31 --json --lake", root)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["totals"]["days_missing"] == 31
+    assert not root.exists()
+
+
+def test_days_after_today_are_not_planned(tmp_path: Path) -> None:
+    today = datetime.now(timezone.utc).date()
+    result = invoke(f"--symbols BTC-USD --from {today} --to 2999-12-31 --json --lake", tmp_path)
+    assert result.exit_code == 0, result.output
+    (sym,) = json.loads(result.stdout)["symbols"]
+    # Around midnight UTC the command may see the next day: either is right.
+    assert sym["last"] >= str(today) and sym["days_total"] in (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("--symbols BTC-USD --from 2025-07-1x --to 2025-07-02", "--from"),
+        ("--symbols BTC-USD --from 2025-07-01 --to July", "--to"),
+        ("--symbols BTC/USD --from 2025-07-01 --to 2025-07-02", "malformed"),
+        ("--symbols BTC-USD --from 2025-07-03 --to 2025-07-02", "after"),
+        ("--from 2025-07-01 --to 2025-07-02", "symbols"),
+        ("--symbols BTC-USD --to 2025-07-02", "--from"),
+        (f"{GOOD} --rate 0", "--rate"),
+        (f"{GOOD} --workers 0", "--workers"),
+        (f"{GOOD} --max-in-flight 0", "--max-in-flight"),
+        (f"{GOOD} --window-days 0", "--window-days"),
+        (f"{GOOD} --latency-ms -5", "--latency-ms"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: str, message: str) -> None:
+    result = invoke(f"{args} --lake", tmp_path / "lake")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("backfill: error:") and message in lines[0]
+    assert not (tmp_path / "lake").exists()
+
+
+def test_unreadable_symbols_file_is_bad_input(tmp_path: Path) -> None:
+    result = invoke(
+        "--from 2025-07-01 --to 2025-07-02 --symbols-file", tmp_path / "absent.txt",
+        "--lake", tmp_path,
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("backfill: error: --symbols-file")
+
+
+def test_a_lake_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "lake.txt"
+    not_a_folder.write_text("x")
+    result = invoke(f"{GOOD} --lake", not_a_folder)
+    assert result.exit_code == 2
+    assert "not a folder" in result.stderr
+    assert not_a_folder.read_text() == "x"
+
+
+def test_the_terminal_table_shows_symbols_and_totals() -> None:
+    symbols = [BTC, Symbol("ETH", "USD")]
+    p = plan(symbols, date(2025, 7, 1), date(2025, 7, 3), {}, today=date(2025, 9, 1))
+    console = Console(record=True, width=140, force_terminal=True)
+    console.print(plan_table(p))
+    text = console.export_text()
+    assert "BTC-USD" in text and "ETH-USD" in text and "total" in text
+    assert "2025-07-01..2025-07-03" in text and "0/3" in text and "0/6" in text
+
+
+def test_formatting_helpers() -> None:
+    durations = [format_duration(s) for s in (0, 4.25, 45, 723, 11_100, 187_200)]
+    assert durations == ["0s", "4.2s", "45s", "12m03s", "3h05m", "2d04h"]
+    ranges = [(date(2025, 7, i), date(2025, 7, i)) for i in (1, 3, 5, 7, 9)]
+    assert format_ranges(ranges) == "2025-07-01, 2025-07-03, 2025-07-05, +2 more"
+    assert format_ranges([]) == "-"
