@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 
 from backfill import __version__
-from backfill.domain import BadInput, Symbol, check_range, parse_day, parse_symbols
+from backfill.domain import (
+    BadInput,
+    Symbol,
+    check_range,
+    parse_day,
+    parse_symbols,
+    read_symbols_file,
+)
 from backfill.settings import DEFAULT_GATEWAY, GatewayAddress, resolve_lake
 
 app = typer.Typer(
@@ -119,6 +126,22 @@ def run(
                            help="Also keep IB's 60-requests-in-10-minutes rule globally.")
     ] = False,
     json: JsonOpt = False,
+    ib_identical_s: Annotated[
+        float, typer.Option("--ib-identical-s", hidden=True,
+                            help="IB's identical-request interval (scaled gateways).")
+    ] = 15.0,
+    ib_contract_max: Annotated[
+        int, typer.Option("--ib-contract-max", hidden=True,
+                          help="IB's most requests per contract per window.")
+    ] = 5,
+    ib_contract_window_s: Annotated[
+        float, typer.Option("--ib-contract-window-s", hidden=True,
+                            help="IB's per-contract window in seconds.")
+    ] = 2.0,
+    max_restarts: Annotated[
+        int, typer.Option("--max-restarts", min=0,
+                          help="Times a crashed worker is restarted before its symbol fails.")
+    ] = 3,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -142,7 +165,8 @@ def run(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, workers=n_workers, client_id_base=client_id_base, rate=rate,
             window_days=window_days, strict_pacing=strict_pacing, max_in_flight=max_in_flight,
-            request_timeout_s=request_timeout, json=json,
+            request_timeout_s=request_timeout, json=json, max_restarts=max_restarts,
+            ib_rules=(ib_identical_s, ib_contract_max, ib_contract_window_s),
             command=("backfill", *sys.argv[1:]),
         )
         code = execute_run(request, Console(), Console(stderr=True))
@@ -159,8 +183,10 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
             text = symbols_file.read_text()
         except OSError as exc:
             raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
-        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-        found += parse_symbols(",".join(line for line in lines if line))
+        try:
+            found += read_symbols_file(text)
+        except BadInput as exc:
+            raise BadInput(f"--symbols-file {symbols_file}: {exc}") from None
     if symbols:
         found += [s for s in parse_symbols(symbols) if s not in found]
     if not found:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from backfill import plan as planning
 from backfill.domain import UTC, BadInput, DayCoverage, Symbol, days_between, group_windows
 from backfill.ib.session import ClientIdInUse, IBSession, IBSessionError, UnknownSymbol
 from backfill.lake.store import read_coverage
@@ -160,16 +161,16 @@ class RunRequest:
     max_restarts: int = 3
     json: bool = False
     command: tuple[str, ...] = ()
+    # IB's per-contract rules (identical_s, max per window, window_s): scaled only for
+    # simulators that scale their own.
+    ib_rules: tuple[float, int, float] = (15.0, 5, 2.0)
 
 
 def missing_days(
     coverage: Mapping[date, DayCoverage], first: date, last: date, today: date
 ) -> tuple[date, ...]:
     """Days of ``[first, last]`` up to today that are not recorded complete in the lake."""
-    return tuple(
-        day for day in days_between(first, min(last, today))
-        if not (day in coverage and coverage[day].complete)
-    )
+    return tuple(planning.missing_days(days_between(first, min(last, today)), coverage))
 
 
 def plan_jobs(request: RunRequest, today: date) -> list[SymbolJob]:
@@ -184,18 +185,21 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     """Run the backfill end to end; the exit code (0, 1, 2 or 130) as the design says."""
     if request.lake.exists() and not request.lake.is_dir():
         raise BadInput(f"--lake {request.lake} is not a folder")
+    today = datetime.now(UTC).date()
+    # Footers only: a lake that already holds everything asks the gateway nothing at all.
+    jobs = plan_jobs(request, today) if request.lake.is_dir() else [
+        SymbolJob(s, missing_days({}, request.first, request.last, today))
+        for s in request.symbols
+    ]
     with contextlib.ExitStack() as stack:
-        if request.gateway.embedded:
-            gateway = stack.enter_context(EmbeddedGateway())
-            host, port = gateway.host, gateway.port
-        else:
-            host, port = request.gateway.host, request.gateway.port
-        preflight_id = request.client_id_base + request.workers
-        preflight(host, port, preflight_id, request.symbols)
+        host, port = request.gateway.host, request.gateway.port
+        if any(job.days for job in jobs):
+            if request.gateway.embedded:
+                gateway = stack.enter_context(EmbeddedGateway())
+                host, port = gateway.host, gateway.port
+            preflight(host, port, request.client_id_base + request.workers, request.symbols)
         # Nothing has been written so far: from here on the lake is touched.
         request.lake.mkdir(parents=True, exist_ok=True)
-        today = datetime.now(UTC).date()
-        jobs = plan_jobs(request, today)
         return _orchestrate(request, jobs, host, port, console, err_console, stack, today)
     raise AssertionError("unreachable")
 
@@ -224,7 +228,8 @@ def _orchestrate(
         lake=request.lake, symbol=jobs[0].symbol, days=(), host=host, port=port,
         client_id=request.client_id_base, window_days=request.window_days,
         max_in_flight=request.max_in_flight, request_timeout_s=request.request_timeout_s,
-        strict_pacing=request.strict_pacing,
+        strict_pacing=request.strict_pacing, identical_s=request.ib_rules[0],
+        contract_max=request.ib_rules[1], contract_window_s=request.ib_rules[2],
     )
     config = RunConfig(
         lake=request.lake, host=host, port=port, workers=request.workers,

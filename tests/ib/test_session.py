@@ -80,8 +80,9 @@ def test_days_before_listing_are_ibs_explicit_no_data(sim):
     async def go():
         session = await connected(sim)
         try:
-            head = await session.earliest_bar(Symbol("SOL", "USD"))
-            before = await session.fetch_window(Symbol("SOL", "USD"), Window.single(date(2020, 1, 5)))
+            sol = Symbol("SOL", "USD")
+            head = await session.earliest_bar(sol)
+            before = await session.fetch_window(sol, Window.single(date(2020, 1, 5)))
             return head, before
         finally:
             session.disconnect()
