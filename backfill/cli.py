@@ -273,6 +273,47 @@ def plan(
             typer.echo(line)
 
 
+@app.command()
+def verify(
+    lake: LakeOpt = None,
+    symbols: SymbolsOpt = None,
+    symbols_file: SymbolsFileOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check the lake: schema, order, duplicates, OHLC, partitions, coverage, gaps, bad files.
+
+    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error,
+    1 an error was found, 2 bad input. --json prints one document, documented in
+    backfill/lake/verify.py and README.md.
+    """
+    import json as jsonlib
+
+    from rich.console import Console
+
+    from backfill.lake.verify import verify_lake
+    from backfill.lake.verify_view import verify_lines, verify_renderable
+
+    try:
+        symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
+        first = None if from_ is None else parse_day(from_, "--from")
+        last = None if to is None else parse_day(to, "--to")
+        report = verify_lake(resolve_lake(lake), symbol_list, first, last)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+    if json:
+        typer.echo(jsonlib.dumps(report.to_json(), indent=2))
+    else:
+        console = Console()
+        if console.is_terminal:
+            console.print(verify_renderable(report))
+        else:
+            for line in verify_lines(report):
+                typer.echo(line)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
 def main() -> None:
     try:
         app()
