@@ -344,6 +344,9 @@ class _Connection:
             return
         base = replace(base, symbol=contract.symbol, window_start=start.isoformat(),
                        window_end=stop.isoformat())
+        fate = self._fate(base)
+        if fate is None:
+            return
         soft_delay = self._pace(base, contract, end_text, bar_size, duration, what, fmt_text)
         if soft_delay is None:
             return
@@ -358,7 +361,7 @@ class _Connection:
         def answer() -> None:
             self._answer_bars(base, contract, start, stop, fmt)
 
-        self._run_with_faults(base, answer, soft_delay)
+        self._run_with_faults(base, fate, answer, soft_delay)
 
     def _check_historical(
         self, req_id: int, query: ContractQuery, end_text: str, bar_size: str, duration: str,
@@ -412,19 +415,29 @@ class _Connection:
                                     error_code=refused.code, detail=refused.detail))
         self.send_error(base.req_id, refused.code, refused.text)
 
-    def _run_with_faults(
-        self, base: RequestRecord, answer: Callable[[], None], extra_delay: float = 0.0
-    ) -> None:
-        """Answer now, later, never, or by dropping the connection, as the faults decide."""
+    def _fate(self, base: RequestRecord) -> FaultDecision | None:
+        """Decide this data request's faults; None when it drops the connection.
+
+        Decided before pacing: a request lost with its connection never reached HMDS, so it
+        must not count against the client's retry.
+        """
         self.data_requests += 1
         faults: FaultConfig = self.server.faults
-        fate: FaultDecision = (
-            decide(faults, self.client_id, self.data_requests) if faults.active else NO_FAULT
-        )
+        if not faults.active:
+            return NO_FAULT
+        fate = decide(faults, self.client_id, self.data_requests)
         if fate.drop:
             self.server.log.add(replace(base, outcome="dropped", detail="fault"))
             self.close()
-            return
+            return None
+        return fate
+
+    def _run_with_faults(
+        self, base: RequestRecord, fate: FaultDecision, answer: Callable[[], None],
+        extra_delay: float = 0.0,
+    ) -> None:
+        """Answer now, later, never, or with a transient error, as the faults decide."""
+        faults: FaultConfig = self.server.faults
         if fate.hang:
             self.open[base.req_id] = _Open(base.req_id, None, base)
             self.server.log.add(replace(base, outcome="hung", detail="fault"))
@@ -518,7 +531,9 @@ class _Connection:
                                         window_start=first.isoformat()))
             self.send([p.Out.HEAD_TIMESTAMP, req_id, self.server.format_time(first, fmt)])
 
-        self._run_with_faults(base, answer)
+        fate = self._fate(base)
+        if fate is not None:
+            self._run_with_faults(base, fate, answer)
 
 
 class SimGateway:
