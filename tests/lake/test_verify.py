@@ -1,0 +1,381 @@
+"""verify: a clean lake passes; each defect planted in a copy is found and named."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from backfill.domain import UTC, BadInput, DayCoverage, Month, day_start
+from backfill.lake import store
+from backfill.lake.paths import part_path, temp_path
+from backfill.lake.schema import COVERAGE_KEY, decode_coverage, encode_coverage
+from backfill.lake.verify import (
+    Finding,
+    Kind,
+    Severity,
+    check_part,
+    minute_runs_by_day,
+    missing_in,
+    unfetched_runs,
+    verify_lake,
+)
+from tests.lake.conftest import BTC_DAYS
+from tests.lake.helpers import BTC, ETH, FETCHED, bars_at, day_bars
+
+JULY = Month(2025, 7)
+D1, D2, D3 = BTC_DAYS
+
+
+def at(day: date, hour: int, minute: int = 0) -> datetime:
+    return day_start(day) + timedelta(hours=hour, minutes=minute)
+
+
+def rewrite(path: Path, spoil: Callable[[pa.Table], pa.Table], metadata=None) -> None:
+    """Plant a defect: rewrite a part's rows, keeping its footer unless told otherwise."""
+    table = pq.read_table(path)
+    kept = table.schema.metadata if metadata is None else metadata
+    pq.write_table(spoil(table.replace_schema_metadata(None)).replace_schema_metadata(kept), path)
+
+
+def set_rows(table: pa.Table, column: str, rows: dict[int, object]) -> pa.Table:
+    values = table[column].to_pylist()
+    for index, value in rows.items():
+        values[index] = value
+    field = table.schema.field(column).with_nullable(None in values)
+    return table.set_column(
+        table.schema.get_field_index(column), field, pa.array(values, field.type)
+    )
+
+
+def row_of(table: pa.Table, when: datetime) -> int:
+    return table["ts"].to_pylist().index(when)
+
+
+def errors(report) -> list[Finding]:
+    return [f for f in report.findings if f.severity is Severity.ERROR]
+
+
+def only_error(report, kind: Kind) -> Finding:
+    found = [f for f in errors(report) if f.kind is kind]
+    assert found, f"no {kind.value} in {[f.kind.value for f in report.findings]}"
+    return found[0]
+
+
+def btc_part(lake: Path) -> Path:
+    return part_path(lake, BTC, JULY)
+
+
+# ------------------------------------------------------------------ the clean lake
+
+
+def test_a_clean_lake_passes_with_its_gaps_as_warnings(clean_lake: Path) -> None:
+    report = verify_lake(clean_lake)
+    assert report.ok and errors(report) == []
+    assert report.parts == 3
+    [gap] = [f for f in report.findings if f.kind is Kind.GAP]
+    assert gap.severity is Severity.WARNING
+    assert (gap.symbol, gap.day, gap.path) == (BTC, D2, btc_part(clean_lake))
+    assert gap.minutes == ((at(D2, 10, 0), at(D2, 10, 4)), (at(D2, 23, 59), at(D2, 23, 59)))
+    btc, eth = report.symbols
+    assert (btc.symbol, btc.first, btc.last) == (BTC, D1, D3)
+    assert (btc.days, btc.days_complete, btc.days_missing) == (3, 3, 0)
+    assert (btc.rows, btc.gaps, btc.gap_minutes) == (3 * 1440 - 6, 2, 6)
+    assert (eth.symbol, eth.first, eth.last, eth.parts) == (
+        ETH,
+        date(2025, 7, 31),
+        date(2025, 8, 1),
+        2,
+    )
+
+
+def test_scope_by_symbols_and_range(clean_lake: Path) -> None:
+    report = verify_lake(clean_lake, [ETH], date(2025, 8, 1), date(2025, 8, 1))
+    assert [s.symbol for s in report.symbols] == [ETH]
+    assert report.parts == 1  # the July part is outside the range
+    assert report.symbols[0].rows == 1440
+
+
+def test_bad_input_is_refused(tmp_path: Path, clean_lake: Path) -> None:
+    with pytest.raises(BadInput, match="does not exist"):
+        verify_lake(tmp_path / "nowhere")
+    with pytest.raises(BadInput, match="after"):
+        verify_lake(clean_lake, None, D3, D1)
+
+
+# ------------------------------------------------------------------ planted defects
+
+
+def test_an_unreadable_part(clean_lake: Path) -> None:
+    path = btc_part(clean_lake)
+    path.write_bytes(path.read_bytes()[:1000])
+    report = verify_lake(clean_lake)
+    finding = only_error(report, Kind.UNREADABLE)
+    assert finding.path == path
+    # Its days are unknown now: for the asked range they are never fetched.
+    ranged = verify_lake(clean_lake, [BTC], D1, D3)
+    assert only_error(ranged, Kind.NOT_FETCHED).minutes == ((at(D1, 0), at(D3, 23, 59)),)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
+        lambda t: t.drop_columns(["wap"]),
+        lambda t: t.set_column(5, "volume", pc.cast(t["volume"], pa.int64(), safe=False)),
+    ],
+    ids=["column-order", "missing-column", "column-type"],
+)
+def test_schema_drift(clean_lake: Path, spoil) -> None:
+    rewrite(btc_part(clean_lake), spoil)
+    finding = only_error(verify_lake(clean_lake), Kind.SCHEMA)
+    assert finding.path == btc_part(clean_lake)
+
+
+def test_rows_out_of_order(clean_lake: Path) -> None:
+    def swap(t: pa.Table) -> pa.Table:
+        i, j = row_of(t, at(D3, 8, 0)), row_of(t, at(D3, 8, 1))
+        order = list(range(t.num_rows))
+        order[i], order[j] = j, i
+        return t.take(order)
+
+    rewrite(btc_part(clean_lake), swap)
+    finding = only_error(verify_lake(clean_lake), Kind.TS_UNSORTED)
+    assert (finding.day, finding.minutes) == (D3, ((at(D3, 8, 0), at(D3, 8, 0)),))
+
+
+def test_duplicate_ts(clean_lake: Path) -> None:
+    def duplicate(t: pa.Table) -> pa.Table:
+        i = row_of(t, at(D1, 12, 30))
+        return pa.concat_tables([t, t.slice(i, 2)]).sort_by("ts")
+
+    rewrite(btc_part(clean_lake), duplicate)
+    report = verify_lake(clean_lake)
+    finding = only_error(report, Kind.TS_DUPLICATE)
+    assert (finding.day, finding.minutes) == (D1, ((at(D1, 12, 30), at(D1, 12, 31)),))
+    rows = only_error(report, Kind.COVERAGE_ROWS)
+    assert rows.day == D1 and "1440" in rows.detail and "1442" in rows.detail
+
+
+def test_ts_outside_the_month(clean_lake: Path) -> None:
+    stray = bars_at(BTC, [datetime(2025, 8, 1, 0, 0, tzinfo=UTC)])
+    rewrite(btc_part(clean_lake), lambda t: pa.concat_tables([t, stray]))
+    finding = only_error(verify_lake(clean_lake), Kind.TS_OUTSIDE_MONTH)
+    assert finding.day == date(2025, 8, 1)
+    assert finding.path == btc_part(clean_lake)
+
+
+def test_ts_not_on_a_minute(clean_lake: Path) -> None:
+    def shift(t: pa.Table) -> pa.Table:
+        return set_rows(t, "ts", {row_of(t, at(D2, 3, 0)): at(D2, 3, 0) + timedelta(seconds=30)})
+
+    rewrite(btc_part(clean_lake), shift)
+    finding = only_error(verify_lake(clean_lake), Kind.TS_NOT_MINUTE)
+    assert (finding.day, finding.minutes) == (D2, ((at(D2, 3, 0), at(D2, 3, 0)),))
+
+
+def test_ohlc_insanity(clean_lake: Path) -> None:
+    def spoil(t: pa.Table) -> pa.Table:
+        first = row_of(t, at(D1, 10, 0))
+        t = set_rows(t, "low", {first + k: 1e9 for k in range(3)})  # low above open
+        return set_rows(t, "close", {row_of(t, at(D3, 0, 0)): float("nan")})
+
+    rewrite(btc_part(clean_lake), spoil)
+    found = [f for f in errors(verify_lake(clean_lake)) if f.kind is Kind.OHLC]
+    assert [(f.day, f.minutes) for f in found] == [
+        (D1, ((at(D1, 10, 0), at(D1, 10, 2)),)),
+        (D3, ((at(D3, 0, 0), at(D3, 0, 0)),)),
+    ]
+
+
+def test_negative_volume(clean_lake: Path) -> None:
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "volume", {row_of(t, at(D1, 5)): -1.0}))
+    finding = only_error(verify_lake(clean_lake), Kind.NEGATIVE_VOLUME)
+    assert (finding.day, finding.minutes) == (D1, ((at(D1, 5), at(D1, 5)),))
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("symbol", "ETH-USD"), ("source", "binance"), ("market", "stocks")]
+)
+def test_columns_that_disagree_with_the_path(clean_lake: Path, column: str, value: str) -> None:
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, column, {row_of(t, at(D2, 7)): value}))
+    finding = only_error(verify_lake(clean_lake), Kind.PARTITION)
+    assert (finding.day, finding.minutes) == (D2, ((at(D2, 7), at(D2, 7)),))
+    assert column in finding.detail and value in finding.detail
+
+
+def test_a_column_that_should_be_constant(clean_lake: Path) -> None:
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "exchange", {0: "BINANCE"}))
+    assert "exchange" in only_error(verify_lake(clean_lake), Kind.NOT_CONSTANT).detail
+
+
+def test_nulls(clean_lake: Path) -> None:
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "wap", {3: None}))
+    assert "wap: 1" in only_error(verify_lake(clean_lake), Kind.NULLS).detail
+
+
+def test_missing_and_malformed_coverage(clean_lake: Path) -> None:
+    path = btc_part(clean_lake)
+    rewrite(path, lambda t: t, metadata={b"other": b"x"})
+    assert only_error(verify_lake(clean_lake), Kind.COVERAGE_MISSING).path == path
+    rewrite(path, lambda t: t, metadata={COVERAGE_KEY: b"{not json"})
+    assert only_error(verify_lake(clean_lake), Kind.COVERAGE_MALFORMED).path == path
+
+
+def edit_coverage(path: Path, edit: Callable[[dict[date, DayCoverage]], None]) -> None:
+    coverage = decode_coverage(pq.read_schema(path).metadata[COVERAGE_KEY])
+    edit(coverage)
+    rewrite(path, lambda t: t, metadata={COVERAGE_KEY: encode_coverage(coverage.values())})
+
+
+def test_coverage_row_counts_that_disagree_with_the_rows(clean_lake: Path) -> None:
+    edit_coverage(btc_part(clean_lake), lambda c: c.update({D2: replace(c[D2], rows=1440)}))
+    finding = only_error(verify_lake(clean_lake), Kind.COVERAGE_ROWS)
+    assert finding.day == D2
+    assert "1440" in finding.detail and "1434" in finding.detail
+
+
+def test_rows_on_a_day_the_coverage_omits(clean_lake: Path) -> None:
+    edit_coverage(btc_part(clean_lake), lambda c: c.pop(D3))
+    report = verify_lake(clean_lake, [BTC], D1, D3)
+    finding = only_error(report, Kind.UNCOVERED_ROWS)
+    assert (finding.day, finding.minutes) == (D3, ((at(D3, 0), at(D3, 23, 59)),))
+    assert only_error(report, Kind.NOT_FETCHED).day == D3
+
+
+def test_a_coverage_day_outside_the_month(clean_lake: Path) -> None:
+    august = date(2025, 8, 2)
+    edit_coverage(
+        btc_part(clean_lake), lambda c: c.update({august: DayCoverage(august, 0, FETCHED, True)})
+    )
+    assert only_error(verify_lake(clean_lake), Kind.COVERAGE_OUTSIDE_MONTH).day == august
+
+
+def test_days_never_fetched_in_the_asked_range(clean_lake: Path) -> None:
+    report = verify_lake(clean_lake, [BTC], date(2025, 6, 29), date(2025, 7, 5))
+    found = [f for f in errors(report) if f.kind is Kind.NOT_FETCHED]
+    assert [(f.day, f.minutes) for f in found] == [
+        (date(2025, 6, 29), ((at(date(2025, 6, 29), 0), at(date(2025, 6, 30), 23, 59)),)),
+        (date(2025, 7, 4), ((at(date(2025, 7, 4), 0), at(date(2025, 7, 5), 23, 59)),)),
+    ]
+    assert (report.symbols[0].days, report.symbols[0].days_missing) == (7, 4)
+
+
+def test_an_asked_symbol_with_no_parts(clean_lake: Path) -> None:
+    sol = BTC.parse("SOL-USD")
+    assert only_error(verify_lake(clean_lake, [sol]), Kind.NO_DATA).symbol == sol
+    ranged = verify_lake(clean_lake, [sol], D1, D2)
+    assert only_error(ranged, Kind.NOT_FETCHED).day == D1
+
+
+# ------------------------------------------------------------------ warnings
+
+
+def test_partial_and_empty_days_are_warnings(clean_lake: Path) -> None:
+    today = date(2025, 7, 10)
+    fetched = at(today, 6, 30)
+    batch = bars_at(BTC, [at(today, 0, m) for m in range(0, 390) if m != 100])
+    empty = [date(2025, 7, d) for d in range(4, 10)]  # fetched, no bars (a listing gap)
+    store.write_batch(
+        clean_lake, BTC, batch, [*empty, today], fetched_at=fetched, partial_days=[today]
+    )
+    report = verify_lake(clean_lake, [BTC], D1, today)
+    kinds = {(f.kind, f.day) for f in report.findings if f.severity is Severity.WARNING}
+    assert {(Kind.PARTIAL_DAY, today), *((Kind.EMPTY_DAY, d) for d in empty)} <= kinds
+    [gap] = [f for f in report.findings if f.kind is Kind.GAP and f.day == today]
+    # Only the minutes before the fetch are expected: 01:40 is missing, 06:30 on is not yet due.
+    assert gap.minutes == ((at(today, 1, 40), at(today, 1, 40)),)
+    assert report.symbols[0].days_partial == 1
+    assert report.ok
+
+
+def test_leftovers_of_crashes_are_warnings(clean_lake: Path) -> None:
+    path = btc_part(clean_lake)
+    temp_path(path).write_bytes(b"half")
+    quarantined = path.with_name("_corrupt-part-2025-07.20250801T000000000000Z.parquet")
+    quarantined.write_bytes(b"junk")
+    report = verify_lake(clean_lake)
+    assert report.ok
+    kinds = {(f.kind, f.path) for f in report.findings}
+    assert (Kind.STALE_TEMP, temp_path(path)) in kinds
+    assert (Kind.QUARANTINED, quarantined) in kinds
+
+
+# ------------------------------------------------------------------ JSON shape
+
+FINDING_KEYS = {"severity", "kind", "symbol", "path", "day", "detail", "minutes"}
+SYMBOL_KEYS = {
+    "symbol", "from", "to", "parts", "days", "days_complete", "days_partial", "days_missing",
+    "rows", "gaps", "gap_minutes", "errors", "warnings",
+}  # fmt: skip
+TOP_KEYS = {
+    "version", "lake", "from", "to", "ok", "errors", "warnings", "parts", "symbols", "findings",
+}  # fmt: skip
+
+
+def test_json_document_has_the_documented_shape(clean_lake: Path) -> None:
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "volume", {0: -1.0}))
+    document = json.loads(json.dumps(verify_lake(clean_lake, [BTC], D1, D3).to_json()))
+    assert set(document) == TOP_KEYS
+    assert (document["version"], document["from"], document["to"]) == (
+        1,
+        "2025-07-01",
+        "2025-07-03",
+    )
+    assert document["ok"] is False and document["errors"] == 1
+    assert all(set(s) == SYMBOL_KEYS for s in document["symbols"])
+    assert all(set(f) == FINDING_KEYS for f in document["findings"])
+    [volume] = [f for f in document["findings"] if f["kind"] == "negative_volume"]
+    assert volume == {
+        "severity": "error",
+        "kind": "negative_volume",
+        "symbol": "BTC-USD",
+        "path": "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025/month=07/"
+        "part-2025-07.parquet",
+        "day": "2025-07-01",
+        "detail": volume["detail"],
+        "minutes": [["2025-07-01T00:00:00+00:00", "2025-07-01T00:00:00+00:00"]],
+    }
+
+
+# ------------------------------------------------------------------ pure pieces
+
+
+def test_check_part_is_pure_and_names_the_path_it_is_given() -> None:
+    table = day_bars(BTC, D1, skip=[0]).replace_schema_metadata(
+        {COVERAGE_KEY: encode_coverage([DayCoverage(D1, 1439, FETCHED, True)])}
+    )
+    result = check_part(table, BTC, JULY, Path("anywhere.parquet"))
+    [gap] = result.findings
+    assert (gap.kind, gap.path, gap.minutes) == (
+        Kind.GAP,
+        Path("anywhere.parquet"),
+        ((at(D1, 0), at(D1, 0)),),
+    )
+    assert result.rows_per_day == {D1: 1439}
+
+
+def test_minute_runs_split_at_midnight() -> None:
+    base = int(day_start(D1).timestamp()) // 60
+    runs = minute_runs_by_day([base - 2, base - 1, base, base + 1, base + 5])
+    assert runs == {
+        date(2025, 6, 30): [(base - 2, base - 1)],
+        D1: [(base, base + 1), (base + 5, base + 5)],
+    }
+
+
+def test_missing_in_between_runs() -> None:
+    assert missing_in([5, 10], [7, 12], 0, 20) == [(0, 4), (8, 9), (13, 20)]
+    assert missing_in([5], [7], 5, 7) == []
+    assert missing_in([], [], 3, 4) == [(3, 4)]
+
+
+def test_unfetched_runs() -> None:
+    assert unfetched_runs([D2], D1, date(2025, 7, 5)) == [(D1, D1), (D3, date(2025, 7, 5))]
