@@ -183,6 +183,8 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
             text = symbols_file.read_text()
         except OSError as exc:
             raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"--symbols-file {symbols_file}: not a text file") from None
         try:
             found += read_symbols_file(text)
         except BadInput as exc:
@@ -312,6 +314,87 @@ def verify(
             for line in verify_lines(report):
                 typer.echo(line)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@app.command()
+def gateway(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[str, typer.Option("--port", help="TCP port; 0 picks a free one.")] = "7497",
+    seed: Annotated[str, typer.Option("--seed", help="Seed of bars and faults.")] = "0",
+    latency_ms: Annotated[
+        str, typer.Option("--latency-ms", help="Answer latency MIN-MAX ms (uniform).")
+    ] = "0",
+    no_pacing: Annotated[bool, typer.Option("--no-pacing", help="Disable every limit.")] = False,
+    strict_pacing: Annotated[
+        bool, typer.Option("--strict-pacing", help="60 requests/10 min for every bar size.")
+    ] = False,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="Append the request log here (JSON lines).")
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option("--symbols", help="Base assets quoted in USD, e.g. BTC,ETH.")
+    ] = None,
+    soft_rate: Annotated[
+        str, typer.Option("--soft-rate", help="Req/s above which answers slow (0 = off).")
+    ] = "1.0",
+    max_rate: Annotated[
+        str, typer.Option("--max-rate", help="Req/s over 10 s above which: 162 (0 = off).")
+    ] = "5.0",
+    identical_window: Annotated[
+        str, typer.Option("--identical-window", help="Seconds an identical request is paced.")
+    ] = "15",
+    contract_window: Annotated[
+        str, typer.Option("--contract-window", help="Seconds of the 6-per-contract rule.")
+    ] = "2",
+    max_open: Annotated[
+        str, typer.Option("--max-open", help="Open historical requests allowed.")
+    ] = "50",
+    hang_share: Annotated[
+        str, typer.Option("--hang-share", help="Share of requests never answered.")
+    ] = "0",
+    error_share: Annotated[
+        str, typer.Option("--error-share", help="Share answered with a transient 162.")
+    ] = "0",
+    drop_after: Annotated[
+        str | None,
+        typer.Option("--drop-after", help="Drop a connection after N data requests."),
+    ] = None,
+    drop_share: Annotated[
+        str, typer.Option("--drop-share", help="Share of requests that drop the connection.")
+    ] = "0",
+    max_duration_days: Annotated[
+        str, typer.Option("--max-duration-days", help="Longest 1-min request, in days.")
+    ] = "10",
+    no_trade_share: Annotated[
+        str, typer.Option("--no-trade-share", help="Share of minutes without a bar.")
+    ] = "0.02",
+) -> None:
+    """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
+    from backfill.sim.flags import GatewayFlags
+    from backfill.sim.gateway import run_forever
+
+    try:
+        config = GatewayFlags(
+            host=host, port=port, seed=seed, latency_ms=latency_ms, no_pacing=no_pacing,
+            strict_pacing=strict_pacing, log=log, symbols=symbols, soft_rate=soft_rate,
+            max_rate=max_rate, identical_window=identical_window,
+            contract_window=contract_window, max_open=max_open, hang_share=hang_share,
+            error_share=error_share, drop_after=drop_after, drop_share=drop_share,
+            max_duration_days=max_duration_days, no_trade_share=no_trade_share,
+        ).to_config()
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+
+    def announce(bound_host: str, bound_port: int) -> None:
+        # The orchestrator parses this exact line to learn the port.
+        typer.echo(f"gateway listening on {bound_host}:{bound_port}")
+        sys.stdout.flush()
+
+    try:
+        run_forever(config, announce)
+    except OSError as exc:  # e.g. the port is taken
+        typer.echo(f"backfill: error: cannot listen on {host}:{port}: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 def main() -> None:

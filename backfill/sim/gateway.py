@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 import time
 from collections import deque
@@ -658,3 +659,24 @@ async def serve(
     finally:
         await server.close()
         log.close()
+
+
+def run_forever(config: SimConfig, announce: Callable[[str, int], None]) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM, then close cleanly."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def request_stop(_signum: int, _frame: object) -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        previous = {sig: signal.signal(sig, request_stop)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            await serve(config, announce, stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    asyncio.run(main())

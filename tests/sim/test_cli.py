@@ -1,0 +1,61 @@
+"""``backfill gateway`` as another process runs it: one ready line, SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from ib_insync import IB
+
+from backfill.sim import read_log
+from tests.sim.helpers import DAY_END, crypto
+
+
+def start(*flags: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backfill", "gateway", "--port", "0", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.fullmatch(r"gateway listening on 127\.0\.0\.1:(\d+)\n", line)
+    assert match, line
+    return proc, int(match.group(1))
+
+
+def test_gateway_command_serves_and_stops_on_sigterm(tmp_path) -> None:
+    log = tmp_path / "requests.jsonl"
+    proc, port = start("--seed", "5", "--latency-ms", "1-3", "--no-pacing", "--log", str(log),
+                       "--symbols", "BTC,ETH-USD")
+    try:
+        ib = IB()
+        ib.connect("127.0.0.1", port, clientId=9, timeout=5)
+        assert ib.qualifyContracts(crypto("ETH"))
+        assert not ib.qualifyContracts(crypto("LTC"))
+        bars = ib.reqHistoricalData(crypto("BTC"), DAY_END, "86400 S", "1 min", "AGGTRADES",
+                                    False, 2)
+        ib.disconnect()
+        assert bars
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    records = read_log(log)
+    hist = [r for r in records if r.kind == "historical"]
+    assert [(r.client_id, r.symbol, r.bars) for r in hist] == [(9, "BTC", len(bars))]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--latency-ms", "9-3"], ["--seed", "x"], ["--hang-share", "2"], ["--port", "70000"],
+     ["--symbols", ","]],
+)
+def test_bad_flags_exit_2_with_one_line(flags: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "backfill", "gateway", *flags],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("backfill: error: ")
