@@ -295,6 +295,11 @@ def _merge(old: pa.Table, new: pa.Table) -> pa.Table:
     if not new.num_rows:
         return old
     kept = old.filter(pc.invert(pc.is_in(old["ts"], value_set=new["ts"].combine_chunks())))
+    # A backfill mostly adds days after (or before) what is there: skip the sort then.
+    if not kept.num_rows or kept["ts"][-1].value < new["ts"][0].value:
+        return pa.concat_tables([kept, new]).combine_chunks()
+    if new["ts"][-1].value < kept["ts"][0].value:
+        return pa.concat_tables([new, kept]).combine_chunks()
     return pa.concat_tables([kept, new]).sort_by("ts").combine_chunks()
 
 

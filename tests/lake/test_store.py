@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backfill.domain import UTC, Month, day_start
 from backfill.lake import store
@@ -231,3 +233,35 @@ def test_stale_temp_files_are_cleared_by_the_next_writer(tmp_path: Path) -> None
     store.write_batch(tmp_path, BTC, day_bars(BTC, D2), [D2], fetched_at=FETCHED)
     assert not stale.exists()
     assert lock_path(write.path).exists()
+
+
+def test_an_earlier_batch_lands_before_the_rows_already_there(tmp_path: Path) -> None:
+    store.write_batch(tmp_path, BTC, day_bars(BTC, D3), [D3], fetched_at=FETCHED)
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    stamps = store.read_part(write.path)["ts"].to_pylist()
+    assert stamps == sorted(stamps) and len(stamps) == 2 * 1440
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 3 * 1440 - 1), st.integers(1, 9)), max_size=40),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_any_sequence_of_batches_equals_a_last_write_wins_model(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[int, int]]]
+) -> None:
+    lake = tmp_path_factory.mktemp("model")
+    model: dict[datetime, float] = {}
+    for batch in batches:
+        rows = [bars_at(BTC, [at(D1, minute)], float(price)) for minute, price in batch]
+        table = pa.concat_tables([bars_at(BTC, []), *rows])
+        store.write_batch(lake, BTC, table, [D1, D2, D3], fetched_at=FETCHED)
+        model.update({at(D1, minute): float(price) for minute, price in batch})
+    table = store.read_part(part_path(lake, BTC, JULY))
+    assert dict(zip(table["ts"].to_pylist(), table["open"].to_pylist(), strict=True)) == model
+    assert table["ts"].to_pylist() == sorted(model)
+    counts = {d: c.rows for d, c in coverage_of(part_path(lake, BTC, JULY)).items()}
+    assert counts == {d: sum(1 for ts in model if ts.date() == d) for d in (D1, D2, D3)}
