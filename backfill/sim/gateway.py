@@ -22,7 +22,7 @@ from backfill.sim import protocol as p
 from backfill.sim.config import SimConfig
 from backfill.sim.contracts import Catalogue, ContractQuery, SimContract
 from backfill.sim.faults import NO_FAULT, FaultConfig, FaultDecision, decide
-from backfill.sim.market import Market, SimBar, days_touching
+from backfill.sim.market import Market, base_price, days_touching, price_decimals
 from backfill.sim.pacing import PACING_TEXT, PacingConfig, PacingRules, RequestKey, Rule
 from backfill.sim.records import RequestLog, RequestRecord
 
@@ -116,18 +116,23 @@ class _Server:
         key = (symbol, day, fmt)
         cached = self._encoded.get(key)
         if cached is None:
-            cached = [self._encode_bar(b, fmt) for b in self.market.day(symbol, day)]
-            if len(self._encoded) > 4096:
+            rows = self.market.rows(symbol, day)
+            decimals = price_decimals(base_price(symbol))
+            # Values are already rounded to these decimals, so this text parses back to
+            # exactly the same floats (and is 3x cheaper than repr() per field).
+            template = "\0".join([f"%.{decimals}f"] * 4 + ["%.8f", f"%.{decimals}f", "%d\0"])
+            if fmt == 2:
+                cached = [f"{row[0]}\0" + template % row[1:] for row in rows]
+            else:
+                cached = [
+                    self.format_time(datetime.fromtimestamp(row[0], UTC), fmt) + "\0"
+                    + template % row[1:]
+                    for row in rows
+                ]
+            if len(self._encoded) > 8192:
                 self._encoded.clear()
             self._encoded[key] = cached
         return cached
-
-    def _encode_bar(self, bar: SimBar, fmt: int) -> str:
-        f = p.fmt_float
-        return (
-            f"{self.format_time(bar.start, fmt)}\0{f(bar.open)}\0{f(bar.high)}\0{f(bar.low)}\0"
-            f"{f(bar.close)}\0{f(bar.volume)}\0{f(bar.wap)}\0{bar.bar_count}\0"
-        )
 
     def format_time(self, when: datetime, fmt: int) -> str:
         """formatDate 2: epoch seconds; 1: ``yyyymmdd  hh:mm:ss`` in the session zone."""
@@ -477,7 +482,7 @@ class _Connection:
         listing = server.market.listing(contract.symbol)
         for day in days_touching(max(start, listing), served_stop):
             encoded = server.encoded_bars(contract.symbol, day, fmt)
-            span = server.market.day_slice(contract.symbol, day, start, served_stop)
+            span = server.market.row_slice(contract.symbol, day, start, served_stop)
             chunks.append("".join(encoded[span.start:span.stop]))
             count += len(span)
         if count == 0:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 import random
+import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,42 +91,81 @@ def _anchor_log_price(seed: int, symbol: str, day_index: int) -> float:
     return level + noise
 
 
-def day_bars(
-    seed: int, symbol: str, day: date, *, no_trade_share: float
-) -> tuple[SimBar, ...]:
-    """Every bar of one UTC day, ignoring listing: the unit of generation and caching."""
+# One generated bar: (start epoch seconds, open, high, low, close, volume, wap, bar_count).
+Row = tuple[int, float, float, float, float, float, float, int]
+_U53 = 2.0**-53
+_U16 = 1.0 / 65536.0
+
+
+def day_rows(seed: int, symbol: str, day: date, *, no_trade_share: float) -> tuple[Row, ...]:
+    """Every bar of one UTC day as plain tuples, ignoring listing: the unit of generation.
+
+    Random numbers come in bulk from one seeded stream (two 64-bit words per minute for the
+    walk and one for the bar's shape), so the day costs a few milliseconds in pure Python.
+    """
+    n = MINUTES_PER_DAY
     day_index = (day - _EPOCH_DAY).days
     a0 = _anchor_log_price(seed, symbol, day_index)
     a1 = _anchor_log_price(seed, symbol, day_index + 1)
     rng = random.Random(_seed_int(seed, symbol, day_index, "day"))
-    gauss, uniform = rng.gauss, rng.random
-    sigma = DAILY_VOL / math.sqrt(MINUTES_PER_DAY)
-    walk = [0.0]
-    for _ in range(MINUTES_PER_DAY):
-        walk.append(walk[-1] + gauss(0.0, sigma))
-    drift = (a1 - a0 - walk[-1]) / MINUTES_PER_DAY
+    words = struct.unpack(f"<{3 * n}Q", rng.randbytes(24 * n))
+    sigma = DAILY_VOL / math.sqrt(n)
+    log, sqrt, cos, tau = math.log, math.sqrt, math.cos, 2 * math.pi
+    # Box-Muller on the first 2n words: one normal step per minute.
+    steps = [
+        sigma * sqrt(-2.0 * log(((words[2 * i] >> 11) + 1) * _U53))
+        * cos(tau * (words[2 * i + 1] >> 11) * _U53)
+        for i in range(n)
+    ]
+    walk = [0.0, *itertools.accumulate(steps)]
+    drift = (a1 - a0 - walk[-1]) / n
     decimals = price_decimals(base_price(symbol))
-    prices = [round(math.exp(a0 + w + drift * k), decimals) for k, w in enumerate(walk)]
-    start0 = datetime(day.year, day.month, day.day, tzinfo=UTC)
     exp = math.exp
-    bars = []
-    for i in range(MINUTES_PER_DAY):
-        # Draw every number for every minute so a no-trade minute never shifts the stream.
-        skip = uniform() < no_trade_share
-        wick_hi, wick_lo, wap_u = abs(gauss(0.0, sigma)), abs(gauss(0.0, sigma)), uniform()
-        volume = round(exp(gauss(0.0, 1.0)) * 1000.0 / prices[i] ** 0.5, 8)
-        if skip:
+    # int(x * scale + 0.5) / scale is round(x, decimals) for positive x, at half the cost:
+    # the quotient is the double nearest the decimal, so "%.{decimals}f" prints it back.
+    scale = 10.0**decimals
+    prices = [int(exp(a0 + w + drift * k) * scale + 0.5) / scale for k, w in enumerate(walk)]
+    volume_scale = 1000.0 / prices[0] ** 0.5
+    skip_below = int(no_trade_share * 65536)
+    epoch0 = day_index * 86400
+    rows: list[Row] = []
+    append_row = rows.append
+    for i, word in enumerate(words[2 * n:]):
+        if word & 0xFFFF < skip_below:
             continue
         open_, close = prices[i], prices[i + 1]
-        high = max(round(max(open_, close) * (1 + wick_hi / 2), decimals), open_, close)
-        low = min(round(min(open_, close) * (1 - wick_lo / 2), decimals), open_, close)
-        wap = min(high, max(low, round(low + wap_u * (high - low), decimals)))
-        bar_count = 1 + int(wap_u * 40 + volume**0.5)
-        bars.append(
-            SimBar(start0 + i * MINUTE, open_, high, low, close, max(volume, 1e-8), wap,
-                   bar_count)
+        top, bottom = (open_, close) if open_ > close else (close, open_)
+        wick_hi = ((word >> 16) & 0xFFFF) * _U16
+        wick_lo = ((word >> 32) & 0xFFFF) * _U16
+        wap_u = ((word >> 48) & 0x3FF) / 1024.0
+        vol_u = ((word >> 58) + wick_hi) / 64.0
+        high = int(top * (1.0 + sigma * wick_hi * wick_hi * 2.0) * scale + 0.5) / scale
+        low = int(bottom * (1.0 - sigma * wick_lo * wick_lo * 2.0) * scale + 0.5) / scale
+        if high < top:
+            high = top
+        if low > bottom:
+            low = bottom
+        wap = int((low + wap_u * (high - low)) * scale + 0.5) / scale
+        if wap > high:
+            wap = high
+        elif wap < low:
+            wap = low
+        volume = int(volume_scale * exp(3.0 * vol_u - 1.5) * 1e8 + 1.5) / 1e8
+        append_row(
+            (epoch0 + 60 * i, open_, high, low, close, volume, wap, 1 + int(40.0 * vol_u * wap_u))
         )
-    return tuple(bars)
+    return tuple(rows)
+
+
+def to_bar(row: Row) -> SimBar:
+    return SimBar(datetime.fromtimestamp(row[0], UTC), *row[1:])
+
+
+def day_bars(
+    seed: int, symbol: str, day: date, *, no_trade_share: float
+) -> tuple[SimBar, ...]:
+    """Every bar of one UTC day as ``SimBar`` values, ignoring listing."""
+    return tuple(map(to_bar, day_rows(seed, symbol, day, no_trade_share=no_trade_share)))
 
 
 class Market:
@@ -136,13 +177,15 @@ class Market:
         *,
         no_trade_share: float = 0.02,
         listings: dict[str, datetime] | None = None,
-        cache_days: int = 4096,
+        cache_days: int = 8192,
     ) -> None:
         self.seed = seed
         self.no_trade_share = no_trade_share
         self.listings = dict(DEFAULT_LISTINGS if listings is None else listings)
-        self._cache: OrderedDict[tuple[str, date], tuple[SimBar, ...]] = OrderedDict()
-        self._starts: dict[tuple[str, date], list[datetime]] = {}
+        self._cache: OrderedDict[tuple[str, date], tuple[tuple[Row, ...], list[int]]] = (
+            OrderedDict()
+        )
+        self._bars: dict[tuple[str, date], tuple[SimBar, ...]] = {}
         self._cache_days = cache_days
         self._lock = threading.Lock()
 
@@ -150,52 +193,61 @@ class Market:
         """The first minute at which the symbol can trade."""
         return self.listings.get(base_of(symbol), DEFAULT_LISTING)
 
-    def day(self, symbol: str, day: date) -> tuple[SimBar, ...]:
-        """All bars of one day (listing applied), cached."""
-        symbol = base_of(symbol)
-        key = (symbol, day)
+    def _day(self, symbol: str, day: date) -> tuple[tuple[Row, ...], list[int]]:
+        key = (base_of(symbol), day)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        bars = day_bars(self.seed, symbol, day, no_trade_share=self.no_trade_share)
-        listing = self.listing(symbol)
-        if bars and bars[0].start < listing:
-            bars = tuple(b for b in bars if b.start >= listing)
+        rows = day_rows(self.seed, key[0], day, no_trade_share=self.no_trade_share)
+        listed = self.listing(key[0]).timestamp()
+        if rows and rows[0][0] < listed:
+            rows = tuple(r for r in rows if r[0] >= listed)
+        entry = (rows, [r[0] for r in rows])
         with self._lock:
-            self._cache[key] = bars
-            self._starts[key] = [b.start for b in bars]
+            self._cache[key] = entry
             while len(self._cache) > self._cache_days:
                 old, _ = self._cache.popitem(last=False)
-                self._starts.pop(old, None)
-        return bars
+                self._bars.pop(old, None)
+        return entry
 
-    def day_slice(self, symbol: str, day: date, start: datetime, stop: datetime) -> range:
-        """Indices into ``day(symbol, day)`` of the bars whose start is in [start, stop)."""
-        self.day(symbol, day)
-        starts = self._starts[(base_of(symbol), day)]
-        return range(bisect.bisect_left(starts, start), bisect.bisect_left(starts, stop))
+    def rows(self, symbol: str, day: date) -> tuple[Row, ...]:
+        """All bars of one day as plain tuples (listing applied), cached: the fast path."""
+        return self._day(symbol, day)[0]
+
+    def row_slice(self, symbol: str, day: date, start: datetime, stop: datetime) -> range:
+        """Indices into ``rows(symbol, day)`` of the bars whose start is in [start, stop)."""
+        starts = self._day(symbol, day)[1]
+        return range(bisect.bisect_left(starts, start.timestamp()),
+                     bisect.bisect_left(starts, stop.timestamp()))
+
+    def day(self, symbol: str, day: date) -> tuple[SimBar, ...]:
+        """All bars of one day (listing applied) as ``SimBar`` values, cached."""
+        key = (base_of(symbol), day)
+        bars = self._bars.get(key)
+        if bars is None:
+            bars = tuple(map(to_bar, self.rows(symbol, day)))
+            with self._lock:
+                if key in self._cache:
+                    self._bars[key] = bars
+        return bars
 
     def bars(self, symbol: str, start: datetime, stop: datetime) -> list[SimBar]:
         """Bars whose START is in [start, stop), in time order."""
         result: list[SimBar] = []
-        for day in days_touching(start, stop):
-            if datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) <= (
-                self.listing(symbol)
-            ):
-                continue
-            bars = self.day(symbol, day)
-            result.extend(bars[i] for i in self.day_slice(symbol, day, start, stop))
+        for day in days_touching(max(start, self.listing(symbol)), stop):
+            span = self.row_slice(symbol, day, start, stop)
+            result.extend(self.day(symbol, day)[span.start:span.stop])
         return result
 
     def first_bar(self, symbol: str) -> datetime:
         """Start of the earliest bar (what reqHeadTimeStamp reports)."""
         day = self.listing(symbol).date()
         while True:
-            bars = self.day(symbol, day)
-            if bars:
-                return bars[0].start
+            rows = self.rows(symbol, day)
+            if rows:
+                return to_bar(rows[0]).start
             day += timedelta(days=1)
 
 
@@ -218,6 +270,6 @@ def bars_between(
     listing: datetime | None = None,
 ) -> list[SimBar]:
     """The oracle: bars whose START is in [start, stop), exactly as the gateway serves them."""
-    listings = {symbol: listing} if listing is not None else None
+    listings = {base_of(symbol): listing} if listing is not None else None
     market = Market(seed, no_trade_share=no_trade_share, listings=listings)
     return market.bars(symbol, start, stop)
