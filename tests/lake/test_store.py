@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -144,7 +145,9 @@ def test_rows_outside_the_declared_days_are_refused_before_anything_is_touched(
     ],
     ids=["wrong-symbol", "missing-column", "not-minute-aligned", "nulls"],
 )
-def test_batches_that_break_the_contract_are_refused(tmp_path: Path, spoil) -> None:
+def test_batches_that_break_the_contract_are_refused(
+    tmp_path: Path, spoil: Callable[[pa.Table], pa.Table]
+) -> None:
     with pytest.raises(store.BadBars):
         store.write_batch(tmp_path, BTC, spoil(day_bars(BTC, D1)), [D1], fetched_at=FETCHED)
     assert list(iter_parts(tmp_path)) == []

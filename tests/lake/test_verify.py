@@ -21,6 +21,7 @@ from backfill.lake.verify import (
     Finding,
     Kind,
     Severity,
+    VerifyReport,
     check_part,
     minute_runs_by_day,
     missing_in,
@@ -38,7 +39,9 @@ def at(day: date, hour: int, minute: int = 0) -> datetime:
     return day_start(day) + timedelta(hours=hour, minutes=minute)
 
 
-def rewrite(path: Path, spoil: Callable[[pa.Table], pa.Table], metadata=None) -> None:
+def rewrite(
+    path: Path, spoil: Callable[[pa.Table], pa.Table], metadata: dict[bytes, bytes] | None = None
+) -> None:
     """Plant a defect: rewrite a part's rows, keeping its footer unless told otherwise."""
     table = pq.read_table(path)
     kept = table.schema.metadata if metadata is None else metadata
@@ -59,11 +62,11 @@ def row_of(table: pa.Table, when: datetime) -> int:
     return table["ts"].to_pylist().index(when)
 
 
-def errors(report) -> list[Finding]:
+def errors(report: VerifyReport) -> list[Finding]:
     return [f for f in report.findings if f.severity is Severity.ERROR]
 
 
-def only_error(report, kind: Kind) -> Finding:
+def only_error(report: VerifyReport, kind: Kind) -> Finding:
     found = [f for f in errors(report) if f.kind is kind]
     assert found, f"no {kind.value} in {[f.kind.value for f in report.findings]}"
     return found[0]
@@ -133,7 +136,7 @@ def test_an_unreadable_part(clean_lake: Path) -> None:
     ],
     ids=["column-order", "missing-column", "column-type"],
 )
-def test_schema_drift(clean_lake: Path, spoil) -> None:
+def test_schema_drift(clean_lake: Path, spoil: Callable[[pa.Table], pa.Table]) -> None:
     rewrite(btc_part(clean_lake), spoil)
     finding = only_error(verify_lake(clean_lake), Kind.SCHEMA)
     assert finding.path == btc_part(clean_lake)
