@@ -242,8 +242,9 @@ class Orchestrator:
                 self.emit(ev.StatusChanged(str(job.symbol), at=time.time(),
                                            status=ev.Status.SKIPPED, detail=result.reason))
                 continue
-            # Whatever an earlier attempt flushed is in the lake: ask only for the rest.
-            days = self.resume(job.symbol) if self.results[job.symbol].restarts else job.days
+            # Under the run lock, the lake is the truth: a crashed attempt or another run
+            # may have fetched some of these days since the plan was made.
+            days = self.resume(job.symbol)
             if not days:
                 lock.release()
                 self.results[job.symbol].status = ev.Status.DONE

@@ -1,0 +1,295 @@
+"""``backfill run`` end to end: the real CLI in real processes against the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from backfill.domain import Symbol, days_between
+from backfill.lake.store import read_coverage
+from backfill.sim import FAST_PACING, FaultConfig, PacingConfig
+from tests.oracle import expected_bars, lake_rows
+from tests.run.conftest import backfill, run_args, run_backfill
+
+pytestmark = pytest.mark.e2e
+
+JULY = ("2025-07-01", "2025-07-31")
+
+
+def assert_lake_equals_simulator(lake: Path, gateway, symbols, first: str, last: str) -> None:
+    """Bar for bar what the simulator serves, and every day recorded with its true count."""
+    f, l_ = date.fromisoformat(first), date.fromisoformat(last)
+    for name in symbols:
+        symbol = Symbol.parse(name)
+        expected = expected_bars(gateway.market, symbol, f, l_)
+        assert lake_rows(lake, symbol) == expected, f"{name} differs from the simulator"
+        coverage = read_coverage(lake, [symbol], f, l_)[symbol]
+        assert sorted(coverage) == days_between(f, l_), f"{name}: days not all recorded"
+        per_day = Counter(row[0].date() for row in expected)  # ts is the bar END
+        for day, record in coverage.items():
+            assert record.complete
+            # A day recorded with fewer rows than the simulator has would be a silent hole.
+            assert record.rows == per_day.get(day, 0), (name, day)
+
+
+def historical(gateway) -> list:
+    return [r for r in gateway.requests() if r.kind == "historical"]
+
+
+def successes(gateway) -> list:
+    return [r for r in historical(gateway) if r.outcome in ("bars", "no_data")]
+
+
+def test_month_for_one_symbol_lands_complete_and_a_rerun_asks_nothing(sim, lake):
+    done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-08-01", "--rate", "50")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD"], "2025-07-01", "2025-08-01")
+    july = lake / "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025/month=07"
+    import pyarrow.parquet as pq
+
+    ts = pq.read_table(july / "part-2025-07.parquet").column("ts").to_pylist()
+    assert str(ts[-1]) <= "2025-07-31 23:59:00+00:00" and str(ts[0]) >= "2025-07-01 00:00"
+    asked = len(sim.requests())
+    again = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-08-01", "--rate", "50")
+    assert again.returncode == 0, again.stderr
+    assert len(sim.requests()) == asked, "a rerun over a complete lake must ask nothing"
+    plan = subprocess.run(
+        backfill("plan", "--lake", str(lake), "--symbols", "BTC-USD", "--from", "2025-07-01",
+                 "--to", "2025-08-01", "--json"), capture_output=True, text=True)
+    assert json.loads(plan.stdout)["totals"]["days_missing"] == 0
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        FaultConfig(hang_share=0.2, seed=3),
+        FaultConfig(error_share=0.3, seed=4),
+        FaultConfig(drop_after=4, seed=5),
+        FaultConfig(latency_ms=(0, 80), hang_share=0.05, error_share=0.1, seed=6),
+    ],
+    ids=["hung", "transient", "dropped", "mixed"],
+)
+def test_each_fault_class_ends_with_every_day_fetched(sim, lake, faults):
+    sim.set_faults(faults)
+    done = run_backfill(sim, lake, ["ETH-USD"], "2025-07-01", "2025-07-12", "--rate", "50",
+                        "--request-timeout", "1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert_lake_equals_simulator(lake, sim, ["ETH-USD"], "2025-07-01", "2025-07-12")
+    outcomes = Counter(r.outcome for r in historical(sim))
+    assert sum(v for k, v in outcomes.items() if k not in ("bars", "no_data")) > 0, outcomes
+
+
+def test_pacing_violations_are_retried_and_slow_everyone(make_sim, lake):
+    # The gateway is stricter than the workers believe: they trip its contract rule.
+    gateway = make_sim(pacing=PacingConfig(contract_window_s=0.5, contract_max=3,
+                                           identical_window_s=1.5, soft_rate=None,
+                                           max_rate=None))
+    done = run_backfill(gateway, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-10",
+                        "--rate", "50")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    refused = [r for r in historical(gateway) if r.error_code == 162 and r.outcome == "error"]
+    assert refused, "the test must actually trip the gateway's pacing"
+    assert "pacing violation" in done.stdout
+    assert_lake_equals_simulator(lake, gateway, ["BTC-USD", "ETH-USD"], "2025-07-01",
+                                 "2025-07-10")
+
+
+def test_days_before_listing_are_recorded_as_no_data_not_asked_again(sim, lake):
+    # SOL lists on 2020-09-01 in the simulator.
+    done = run_backfill(sim, lake, ["SOL-USD"], "2020-08-29", "2020-09-02", "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    coverage = read_coverage(lake, [Symbol("SOL", "USD")], date(2020, 8, 29),
+                             date(2020, 9, 2))[Symbol("SOL", "USD")]
+    assert [coverage[date(2020, 8, d)].rows for d in (29, 30, 31)] == [0, 0, 0]
+    assert coverage[date(2020, 9, 1)].rows > 1000
+    no_data = [r for r in historical(sim) if r.outcome == "no_data"]
+    assert len(no_data) == 3
+    asked = len(sim.requests())
+    assert run_backfill(sim, lake, ["SOL-USD"], "2020-08-29", "2020-09-02").returncode == 0
+    assert len(sim.requests()) == asked
+
+
+def test_client_id_in_use_moves_to_the_next_id(sim, lake):
+    from ib_insync import IB
+
+    squatter = IB()
+    squatter.connect(sim.host, sim.port, clientId=100, readonly=True, timeout=5)
+    try:
+        done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-03", "--rate", "50")
+    finally:
+        squatter.disconnect()
+    assert done.returncode == 0, done.stderr
+    assert "client id in use" in done.stdout
+    used = {r.client_id for r in historical(sim)}
+    assert 100 not in used and used
+
+
+def test_bad_input_exits_2_and_writes_nothing(sim, tmp_path):
+    lake = tmp_path / "lake"
+    cases = [
+        (["--symbols", "NOPE-USD", "--from", "2025-07-01", "--to", "2025-07-02"], "NOPE-USD"),
+        (["--symbols", "BTC-USD", "--from", "2025-07-03", "--to", "2025-07-02"], "after"),
+        (["--symbols", "BTC-USD", "--from", "2025-13-01", "--to", "2025-07-02"], "not a date"),
+        (["--symbols", "BTC", "--from", "2025-07-01", "--to", "2025-07-02"], "malformed"),
+    ]
+    for args, words in cases:
+        done = subprocess.run(
+            backfill("run", "--gateway", f"{sim.host}:{sim.port}", "--lake", str(lake), *args),
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert not lake.exists()
+    unreachable = subprocess.run(
+        backfill("run", "--gateway", "127.0.0.1:1", "--lake", str(lake), "--symbols", "BTC-USD",
+                 "--from", "2025-07-01", "--to", "2025-07-02"),
+        capture_output=True, text=True, timeout=60)
+    assert unreachable.returncode == 2 and "127.0.0.1:1" in unreachable.stderr
+    assert not lake.exists()
+
+
+def _wait_for_lines(process: subprocess.Popen, predicate, timeout: float = 60) -> list[str]:
+    """Read the child's stdout until a line matches; returns the lines read."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if predicate(line, lines):
+            return lines
+    raise AssertionError("expected output never came:\n" + "".join(lines[-30:]))
+
+
+def test_sigkill_of_the_whole_run_then_rerun_gives_the_undisturbed_lake(sim, lake):
+    sim.set_faults(FaultConfig(latency_ms=(40, 80)))
+    symbols = ["BTC-USD", "ETH-USD"]
+    process = subprocess.Popen(
+        run_args(sim, lake, symbols, *JULY, "--rate", "20", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        _wait_for_lines(process, lambda line, lines: sum('"day_fetched"' in x for x in lines) > 12)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    done = run_backfill(sim, lake, symbols, *JULY, "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    assert_lake_equals_simulator(lake, sim, symbols, *JULY)
+
+
+def test_sigint_flushes_exits_130_and_a_rerun_completes(sim, lake):
+    sim.set_faults(FaultConfig(latency_ms=(40, 80)))
+    symbols = ["BTC-USD", "LTC-USD"]
+    process = subprocess.Popen(
+        run_args(sim, lake, symbols, *JULY, "--rate", "20", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fetched: dict[str, set[str]] = defaultdict(set)
+
+    def enough(line: str, lines: list[str]) -> bool:
+        if '"day_fetched"' in line:
+            event = json.loads(line)
+            fetched[event["symbol"]].add(event["day"])
+        return sum(len(v) for v in fetched.values()) >= 10
+
+    _wait_for_lines(process, enough)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    for line in out.splitlines():
+        if '"day_fetched"' in line:
+            event = json.loads(line)
+            fetched[event["symbol"]].add(event["day"])
+    # Every day reported fetched before the stop is in the lake: the workers flushed.
+    for name, days in fetched.items():
+        symbol = Symbol.parse(name)
+        coverage = read_coverage(lake, [symbol], date(2025, 7, 1), date(2025, 7, 31))[symbol]
+        assert {d.isoformat() for d in coverage} >= days
+    done = run_backfill(sim, lake, symbols, *JULY, "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    assert_lake_equals_simulator(lake, sim, symbols, *JULY)
+
+
+def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(sim, lake):
+    sim.set_faults(FaultConfig(latency_ms=(40, 80)))
+    symbols = ["BTC-USD", "ETH-USD"]
+    process = subprocess.Popen(
+        run_args(sim, lake, symbols, *JULY, "--rate", "16", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids: dict[str, int] = {}
+
+    def started(line: str, lines: list[str]) -> bool:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "started":
+            pids[event["symbol"]] = event["pid"]
+        return "ETH-USD" in pids and sum('"day_fetched"' in x and "ETH-USD" in x
+                                         for x in lines) >= 4
+
+    _wait_for_lines(process, started)
+    os.kill(pids["ETH-USD"], signal.SIGKILL)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "worker process died" in out
+    assert_lake_equals_simulator(lake, sim, symbols, *JULY)
+
+
+def test_two_concurrent_runs_over_overlapping_symbols_fetch_each_day_once(sim, lake):
+    sim.set_faults(FaultConfig(latency_ms=(20, 60)))
+    first = subprocess.Popen(run_args(sim, lake, ["BTC-USD", "ETH-USD"], *JULY, "--rate", "20"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(run_args(sim, lake, ["ETH-USD", "SOL-USD"], *JULY, "--rate", "20"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err1 = first.communicate(timeout=120)
+    _, err2 = second.communicate(timeout=120)
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    asked = Counter((r.symbol, r.end) for r in successes(sim))
+    assert asked and max(asked.values()) == 1, "a day was fetched twice"
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD", "SOL-USD"], *JULY)
+
+
+def test_eight_symbols_with_faults_complete_within_the_rules(make_sim, lake):
+    gateway = make_sim(pacing=FAST_PACING, faults=FaultConfig(
+        latency_ms=(0, 120), hang_share=0.02, error_share=0.04, drop_after=25, seed=11))
+    symbols = ["BTC-USD", "ETH-USD", "LTC-USD", "BCH-USD", "SOL-USD", "AVAX-USD", "LINK-USD",
+               "DOGE-USD"]
+    rate = 40.0
+    done = run_backfill(gateway, lake, symbols, *JULY, "--rate", str(rate),
+                        "--request-timeout", "3", timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
+    verify = subprocess.run(backfill("verify", "--lake", str(lake), "--from", JULY[0],
+                                     "--to", JULY[1]), capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    records = historical(gateway)
+    # IB's rules: none refused for pacing, and none broken as seen on arrival.
+    assert not [r for r in records if r.error_code == 162 and "pacing" in (r.detail or "")]
+    by_symbol = defaultdict(list)
+    for r in records:
+        by_symbol[r.symbol].append(r.received)
+    for times in by_symbol.values():
+        times.sort()
+        for i in range(len(times) - 5):
+            assert times[i + 5] - times[i] >= FAST_PACING.contract_window_s * 0.9
+    # The global rate: no 1 s window holds more than rate + one token per worker.
+    times = sorted(r.received for r in records)
+    for i, t in enumerate(times):
+        in_window = sum(1 for u in times[i:i + int(rate) + 20] if u - t < 1.0)
+        assert in_window <= rate + len(symbols)
+    # No window asked again once the client had its answer (a request the client gave up
+    # on and cancelled, as ib_insync does on its timeout, may be asked again).
+    cancelled = {(r.client_id, r.req_id) for r in gateway.requests() if r.kind == "cancel"}
+    answered: set = set()
+    for r in sorted(records, key=lambda r: r.received):
+        key = (r.symbol, r.end, r.duration)
+        assert key not in answered, f"{key} asked again after success"
+        if r.outcome in ("bars", "no_data") and (r.client_id, r.req_id) not in cancelled:
+            answered.add(key)
