@@ -167,12 +167,12 @@ class IBSession:
             await asyncio.wait({connecting, in_use}, return_when=asyncio.FIRST_COMPLETED)
             if id_in_use.is_set():
                 connecting.cancel()
-                self._ib.disconnect()
+                self.disconnect()
                 raise ClientIdInUse(self.client_id)
             try:
                 connecting.result()
             except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
-                self._ib.disconnect()
+                self.disconnect()
                 raise GatewayUnreachable(
                     f"cannot connect to IB gateway at {self.host}:{self.port}: "
                     f"{exc or type(exc).__name__}"
@@ -182,7 +182,12 @@ class IBSession:
             self._ib.errorEvent -= on_error
 
     def disconnect(self) -> None:
-        self._ib.disconnect()
+        """Close the connection, whatever state the handshake reached."""
+        try:
+            self._ib.disconnect()
+        except ConnectionError:
+            # ib_insync's disconnect reads stats that exist only after the API handshake.
+            self._ib.client.disconnect()
 
     async def qualify(self, symbol: Symbol) -> Contract:
         """The symbol's CRYPTO/PAXOS contract as the gateway knows it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from ib_insync import IB
 
 from backfill.domain import Symbol, days_between
 from backfill.lake.store import read_coverage
@@ -118,8 +120,7 @@ def test_days_before_listing_are_recorded_as_no_data_not_asked_again(sim, lake):
 
 
 def test_client_id_in_use_moves_to_the_next_id(sim, lake):
-    from ib_insync import IB
-
+    asyncio.set_event_loop(asyncio.new_event_loop())  # an earlier test may have closed it
     squatter = IB()
     squatter.connect(sim.host, sim.port, clientId=100, readonly=True, timeout=5)
     try:
