@@ -128,6 +128,16 @@ def _worker_main(
     conn.close()
 
 
+def _worker_context() -> mp.context.BaseContext:
+    """Workers fork from a server process that imported them once: a fast start without
+    forking the orchestrator itself (its dashboard thread makes a plain fork unsafe)."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["backfill.run.worker"])
+    return ctx
+
+
 @dataclass
 class _Active:
     job: SymbolJob
@@ -156,7 +166,7 @@ class Orchestrator:
         self.emit = emit
         self.resume = resume
         self.on_budget = on_budget
-        self.ctx = mp.get_context("spawn")
+        self.ctx = _worker_context()
         n = max(1, config.workers)
         self.rates = self.ctx.Array("d", n, lock=False)
         self.pause = self.ctx.Value("d", 0.0, lock=False)
