@@ -56,6 +56,19 @@ FromOpt = Annotated[
 ToOpt = Annotated[
     str | None, typer.Option("--to", help="Last UTC day, YYYY-MM-DD (inclusive).")
 ]
+GatewayOpt = Annotated[
+    str,
+    typer.Option(
+        "--gateway", help="IB Gateway/TWS as HOST:PORT, or 'sim' to start the embedded simulator."
+    ),
+]
+ClientIdBaseOpt = Annotated[
+    int,
+    typer.Option(
+        "--client-id-base", min=1,
+        help="Worker N connects with clientId BASE+N; a taken id moves to the next free one.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
@@ -89,22 +102,13 @@ def run(
     from_: FromOpt = None,
     to: ToOpt = None,
     lake: LakeOpt = None,
-    gateway: Annotated[
-        str,
-        typer.Option(
-            "--gateway",
-            help="IB Gateway/TWS as HOST:PORT, or 'sim' to start the embedded simulator.",
-        ),
-    ] = DEFAULT_GATEWAY,
+    gateway: GatewayOpt = DEFAULT_GATEWAY,
     workers: Annotated[
         int | None,
         typer.Option("--workers", min=1, help="Worker processes at once. Default: one per "
                      "symbol, at most 8 (one gateway serves only so many clients)."),
     ] = None,
-    client_id_base: Annotated[
-        int, typer.Option("--client-id-base", min=1,
-                          help="Worker N connects with clientId BASE+N; a taken id moves on.")
-    ] = 100,
+    client_id_base: ClientIdBaseOpt = 100,
     rate: Annotated[
         float, typer.Option("--rate", min=0.01,
                             help="Requests per second across all workers (0.7 is IB-safe).")
@@ -227,12 +231,19 @@ def plan(
     latency_ms: Annotated[
         float, typer.Option("--latency-ms", help="Expected gateway latency per request.")
     ] = 300.0,
+    head: Annotated[
+        bool, typer.Option("--head", help="Ask the gateway for each symbol's earliest bar "
+                           "and clip the range to it (the only time plan talks to IB).")
+    ] = False,
+    gateway: GatewayOpt = DEFAULT_GATEWAY,
+    client_id_base: ClientIdBaseOpt = 100,
     json: JsonOpt = False,
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
-    Reads only Parquet footers. --json prints one document: {first, last, today, window_days,
-    rate, workers, max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
+    Reads only Parquet footers (and, with --head, asks the gateway for earliest bars).
+    --json prints one document: {first, last, today, window_days, rate, workers,
+    max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
     days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
     months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive).
@@ -252,6 +263,11 @@ def plan(
         root = resolve_lake(lake)
         if root.exists() and not root.is_dir():
             raise BadInput(f"--lake {root} is not a folder")
+        listing = None
+        if head:
+            from backfill.run.launch import earliest_days
+
+            listing = earliest_days(GatewayAddress.parse(gateway), client_id_base, symbol_list)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
         coverage = read_coverage(root, symbol_list, first, min(last, today))
@@ -260,7 +276,7 @@ def plan(
             rate=rate,
             workers=min(len(symbol_list), planning.DEFAULT_WORKERS) if workers is None else workers,
             in_flight=max_in_flight, latency_s=latency_ms / 1000,
-            listing=None,  # --head (earliest bar per symbol, from the gateway) plugs in here
+            listing=listing,
         )
     except BadInput as exc:
         fail_bad_input(str(exc))

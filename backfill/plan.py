@@ -249,7 +249,8 @@ def plan(
         max(requests, default=0) * alone,
     )
     return Plan(
-        symbols=tuple(replace(p, eta_seconds=p.requests * alongside) for p in plans),
+        # Once others finish, a symbol's share grows: it never takes longer than the run.
+        symbols=tuple(replace(p, eta_seconds=min(eta, p.requests * alongside)) for p in plans),
         first=first,
         last=last,
         today=today,

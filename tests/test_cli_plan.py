@@ -178,3 +178,28 @@ def test_formatting_helpers() -> None:
     ranges = [(date(2025, 7, i), date(2025, 7, i)) for i in (1, 3, 5, 7, 9)]
     assert format_ranges(ranges) == "2025-07-01, 2025-07-03, 2025-07-05, +2 more"
     assert format_ranges([]) == "-"
+
+
+def test_head_clips_each_symbol_to_its_earliest_bar_at_the_gateway(make_sim, tmp_path):
+    gateway = make_sim()  # SOL lists on 2020-09-01 in the simulator; BTC long before
+    result = invoke(
+        f"--head --gateway {gateway.host}:{gateway.port} --symbols SOL-USD,BTC-USD "
+        "--from 2020-08-25 --to 2020-09-03 --json --lake", tmp_path / "lake",
+    )
+    assert result.exit_code == 0, result.output
+    by_symbol = {s["symbol"]: s for s in json.loads(result.output)["symbols"]}
+    assert by_symbol["SOL-USD"]["first"] == "2020-09-01"
+    assert by_symbol["SOL-USD"]["days_missing"] == 3
+    assert by_symbol["BTC-USD"]["days_missing"] == 10
+    assert [r.kind for r in gateway.requests()].count("head_timestamp") == 2
+    assert not [r for r in gateway.requests() if r.kind == "historical"]
+
+
+def test_head_with_an_unknown_symbol_is_bad_input(make_sim, tmp_path):
+    gateway = make_sim()
+    result = invoke(
+        f"--head --gateway {gateway.host}:{gateway.port} --symbols NOPE-USD "
+        "--from 2020-08-25 --to 2020-09-03 --lake", tmp_path / "lake",
+    )
+    assert result.exit_code == 2
+    assert "NOPE-USD" in result.output

@@ -89,16 +89,7 @@ def preflight(
     """Connect once and qualify every symbol; raise BadInput on what no worker could fix."""
 
     async def check() -> None:
-        session_id = client_id
-        for _ in range(32):
-            session = IBSession(host, port, session_id, timeout_s=timeout_s)
-            try:
-                await session.connect()
-                break
-            except ClientIdInUse:
-                session_id += 1
-        else:
-            raise BadInput(f"no free client id from {client_id} at {host}:{port}")
+        session = await _connect_any_id(host, port, client_id, timeout_s)
         try:
             unknown = []
             for symbol in symbols:
@@ -122,24 +113,41 @@ def preflight(
 
 
 def earliest_days(
-    host: str, port: int, client_id: int, symbols: Sequence[Symbol], timeout_s: float = 10.0
+    gateway: GatewayAddress, client_id: int, symbols: Sequence[Symbol], timeout_s: float = 10.0
 ) -> dict[Symbol, date]:
-    """Each symbol's first day with data at the gateway (reqHeadTimeStamp)."""
+    """Each symbol's first day with data at the gateway (reqHeadTimeStamp), for plan --head."""
 
-    async def ask() -> dict[Symbol, date]:
-        session = IBSession(host, port, client_id, timeout_s=timeout_s)
-        await session.connect()
+    async def ask(host: str, port: int) -> dict[Symbol, date]:
+        session = await _connect_any_id(host, port, client_id, timeout_s)
         try:
             return {s: (await session.earliest_bar(s)).date() for s in symbols}
         finally:
             session.disconnect()
 
-    try:
-        return asyncio.run(ask())
-    except UnknownSymbol as exc:
-        raise BadInput(str(exc)) from None
-    except IBSessionError as exc:
-        raise BadInput(f"gateway {host}:{port}: {exc}") from None
+    with contextlib.ExitStack() as stack:
+        host, port = gateway.host, gateway.port
+        if gateway.embedded:
+            running = stack.enter_context(EmbeddedGateway())
+            host, port = running.host, running.port
+        try:
+            return asyncio.run(ask(host, port))
+        except UnknownSymbol as exc:
+            raise BadInput(str(exc)) from None
+        except IBSessionError as exc:
+            raise BadInput(f"gateway {host}:{port}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+async def _connect_any_id(host: str, port: int, client_id: int, timeout_s: float) -> IBSession:
+    """A session on ``client_id`` or, if taken, the next free id."""
+    for session_id in range(client_id, client_id + 32):
+        session = IBSession(host, port, session_id, timeout_s=timeout_s)
+        try:
+            await session.connect()
+            return session
+        except ClientIdInUse:
+            continue
+    raise BadInput(f"no free client id from {client_id} at {host}:{port}")
 
 
 @dataclass(frozen=True)
