@@ -11,7 +11,7 @@ from rich.text import Text
 from backfill.lake.verify import Finding, MinuteRange, Severity, SymbolSummary, VerifyReport
 
 SHOWN_RANGES = 6
-SHOWN_WARNINGS = 30  # on a terminal; plain text and --json list every finding
+SHOWN_WARNINGS = 10  # on a terminal; plain text and --json list every finding
 
 
 def format_ranges(minutes: tuple[MinuteRange, ...], shown: int = SHOWN_RANGES) -> str:

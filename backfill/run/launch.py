@@ -38,6 +38,9 @@ from backfill.run.worker import WorkerConfig
 from backfill.settings import GatewayAddress
 
 _READY = re.compile(r"listening on (\S+):(\d+)")
+# The embedded simulator keeps IB's per-contract rules but not the soft throttle IB applies
+# to a whole session, so a demo can show a high --rate; latency makes it look like IB.
+EMBEDDED_SIM_ARGS = ("--soft-rate", "0", "--max-rate", "0", "--latency-ms", "30-150")
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
         host, port = request.gateway.host, request.gateway.port
         if any(job.days for job in jobs):
             if request.gateway.embedded:
-                gateway = stack.enter_context(EmbeddedGateway())
+                gateway = stack.enter_context(EmbeddedGateway(EMBEDDED_SIM_ARGS))
                 host, port = gateway.host, gateway.port
             preflight(host, port, request.client_id_base + request.workers, request.symbols)
         # Nothing has been written so far: from here on the lake is touched.
