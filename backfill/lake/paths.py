@@ -19,6 +19,7 @@ PART_SUFFIX = ".parquet"
 TEMP_SUFFIX = ".tmp"
 LOCK_SUFFIX = ".lock"
 QUARANTINE_PREFIX = "_corrupt-"
+QUARANTINE_SUFFIX = ".bad"
 
 _SYMBOL_DIR_RE = re.compile(r"^symbol=(.+)$")
 _YEAR_DIR_RE = re.compile(r"^year=(\d{4})$")
@@ -69,16 +70,19 @@ def temp_glob(part: Path) -> str:
 def quarantine_path(part: Path, now: datetime) -> Path:
     """A name for a corrupt part moved aside; it never collides with an existing file."""
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    candidate = part.with_name(f"{QUARANTINE_PREFIX}{part.stem}.{stamp}{PART_SUFFIX}")
+    # Not ending in .parquet: DuckDB's and Polars' '**/*.parquet' globs must not pick it up.
+    candidate = part.with_name(f"{QUARANTINE_PREFIX}{part.name}.{stamp}{QUARANTINE_SUFFIX}")
     counter = 1
     while candidate.exists():
-        candidate = part.with_name(f"{QUARANTINE_PREFIX}{part.stem}.{stamp}-{counter}{PART_SUFFIX}")
+        candidate = part.with_name(
+            f"{QUARANTINE_PREFIX}{part.name}.{stamp}-{counter}{QUARANTINE_SUFFIX}"
+        )
         counter += 1
     return candidate
 
 
 def is_quarantined(path: Path) -> bool:
-    return path.name.startswith(QUARANTINE_PREFIX) and path.name.endswith(PART_SUFFIX)
+    return path.name.startswith(QUARANTINE_PREFIX) and path.name.endswith(QUARANTINE_SUFFIX)
 
 
 def is_temp(path: Path) -> bool:

@@ -26,7 +26,7 @@ def write_lake(lake: Path) -> None:
     # Leave behind every kind of non-part file the store can create.
     july = part_path(lake, BTC, Month(2025, 7))
     temp_path(july).write_bytes(b"half written")
-    july.with_name("_corrupt-part-2025-07.20250801T000000000000Z.parquet").write_bytes(b"junk")
+    july.with_name("_corrupt-part-2025-07.parquet.20250801T000000000000Z.bad").write_bytes(b"junk")
 
 
 def test_pandas_reads_a_part(tmp_path: Path) -> None:
@@ -51,3 +51,33 @@ def test_pyarrow_dataset_reads_the_lake_with_hive_partitioning(tmp_path: Path) -
     )
     assert august_btc.num_rows == 1440
     assert pq.read_table(dataset.files[0]).num_rows == 1440
+
+
+def test_duckdb_reads_the_lake_with_a_glob(tmp_path: Path) -> None:
+    import duckdb
+
+    write_lake(tmp_path)
+    glob = f"{dataset_root(tmp_path)}/**/*.parquet"
+    rows = duckdb.sql(
+        f"select symbol, count(*), min(ts), max(ts) from read_parquet('{glob}', "
+        "hive_partitioning=true) group by symbol order by symbol"
+    ).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("BTC-USD", 2880), ("ETH-USD", 2880)]
+    first, last = rows[0][2], rows[0][3]
+    assert (first.isoformat(), last.isoformat()) == (
+        "2025-07-31T00:00:00+00:00", "2025-08-01T23:59:00+00:00"
+    )
+
+
+def test_polars_scans_the_lake(tmp_path: Path) -> None:
+    import polars as pl
+
+    write_lake(tmp_path)
+    frame = (
+        pl.scan_parquet(f"{dataset_root(tmp_path)}/**/*.parquet", hive_partitioning=True)
+        .filter(pl.col("symbol") == "ETH-USD")
+        .collect()
+    )
+    assert frame.height == 2880
+    assert str(frame.schema["ts"]) == "Datetime(time_unit='us', time_zone='UTC')"
+    assert frame["ts"].is_sorted()

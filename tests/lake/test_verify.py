@@ -302,7 +302,7 @@ def test_partial_and_empty_days_are_warnings(clean_lake: Path) -> None:
 def test_leftovers_of_crashes_are_warnings(clean_lake: Path) -> None:
     path = btc_part(clean_lake)
     temp_path(path).write_bytes(b"half")
-    quarantined = path.with_name("_corrupt-part-2025-07.20250801T000000000000Z.parquet")
+    quarantined = path.with_name("_corrupt-part-2025-07.parquet.20250801T000000000000Z.bad")
     quarantined.write_bytes(b"junk")
     report = verify_lake(clean_lake)
     assert report.ok
