@@ -294,3 +294,24 @@ def test_eight_symbols_with_faults_complete_within_the_rules(make_sim, lake):
         assert key not in answered, f"{key} asked again after success"
         if r.outcome in ("bars", "no_data") and (r.client_id, r.req_id) not in cancelled:
             answered.add(key)
+
+
+def test_a_corrupt_part_is_moved_aside_and_its_days_fetched_again(sim, lake):
+    first, last = "2025-07-30", "2025-08-02"
+    assert run_backfill(sim, lake, ["BTC-USD"], first, last, "--rate", "50").returncode == 0
+    july = next(lake.rglob("part-2025-07.parquet"))
+    july.write_bytes(july.read_bytes()[: july.stat().st_size // 2])  # a torn copy, say
+    torn = july.read_bytes()
+    answered = len(successes(sim))
+    done = run_backfill(sim, lake, ["BTC-USD"], first, last, "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    assert len(successes(sim)) == answered + 2, "only July's two days are fetched again"
+    moved = list(july.parent.glob("_corrupt-part-2025-07.parquet.*.bad"))
+    assert [m.read_bytes() for m in moved] == [torn], "the corrupt part is kept, untouched"
+    assert "moved aside" in done.stdout
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD"], first, last)
+    verify = subprocess.run(backfill("verify", "--lake", str(lake), "--json"),
+                            capture_output=True, text=True)
+    report = json.loads(verify.stdout)
+    assert verify.returncode == 0 and report["ok"]
+    assert any(f["kind"] == "quarantined" for f in report["findings"])
