@@ -70,6 +70,25 @@ ClientIdBaseOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+RateOpt = Annotated[
+    float,
+    typer.Option("--rate", help="Requests per second across all workers (0.7 is IB-safe)."),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", help="Worker processes at once. Default: one per symbol, at "
+                 "most 8 (one gateway serves only so many clients).", show_default=False),
+]
+WindowDaysOpt = Annotated[
+    int,
+    typer.Option("--window-days", help="Whole days per request; a gateway that refuses the "
+                 "duration makes workers halve it."),
+]
+MaxInFlightOpt = Annotated[
+    int,
+    typer.Option("--max-in-flight", help="Requests one worker keeps open at once (pipelining; "
+                 "all workers together stay within IB's 50)."),
+]
 
 
 def _show_version(value: bool) -> None:
@@ -103,24 +122,11 @@ def run(
     to: ToOpt = None,
     lake: LakeOpt = None,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", min=1, help="Worker processes at once. Default: one per "
-                     "symbol, at most 8 (one gateway serves only so many clients)."),
-    ] = None,
+    workers: WorkersOpt = None,
     client_id_base: ClientIdBaseOpt = 100,
-    rate: Annotated[
-        float, typer.Option("--rate", min=0.01,
-                            help="Requests per second across all workers (0.7 is IB-safe).")
-    ] = 0.7,
-    window_days: Annotated[
-        int, typer.Option("--window-days", min=1, max=30,
-                          help="Whole days per request; too long for the gateway → halved.")
-    ] = 1,
-    max_in_flight: Annotated[
-        int, typer.Option("--max-in-flight", min=1, max=50,
-                          help="Requests one worker keeps open at once (pipelining).")
-    ] = 4,
+    rate: RateOpt = 0.7,
+    window_days: WindowDaysOpt = 1,
+    max_in_flight: MaxInFlightOpt = 4,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=1.0,
                             help="Seconds before an unanswered request is cancelled, retried.")
@@ -156,19 +162,23 @@ def run(
     from rich.console import Console
 
     from backfill.pacing import strict_global_rate
+    from backfill.plan import DEFAULT_WORKERS, MAX_OPEN_REQUESTS, check_settings
     from backfill.run.launch import RunRequest, execute_run
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
         address = GatewayAddress.parse(gateway)
-        n_workers = workers or min(len(symbol_list), 8)
+        n_workers = min(len(symbol_list), DEFAULT_WORKERS) if workers is None else workers
+        check_settings(rate, n_workers, max_in_flight, window_days)
         if strict_pacing:
             rate = min(rate, strict_global_rate(n_workers))
         request = RunRequest(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, workers=n_workers, client_id_base=client_id_base, rate=rate,
-            window_days=window_days, strict_pacing=strict_pacing, max_in_flight=max_in_flight,
+            window_days=window_days, strict_pacing=strict_pacing,
+            # IB refuses more than 50 open requests per session: share them out.
+            max_in_flight=max(1, min(max_in_flight, MAX_OPEN_REQUESTS // n_workers)),
             request_timeout_s=request_timeout, json=json, max_restarts=max_restarts,
             ib_rules=(ib_identical_s, ib_contract_max, ib_contract_window_s),
             command=("backfill", *sys.argv[1:]),
@@ -215,19 +225,10 @@ def plan(
     from_: FromOpt = None,
     to: ToOpt = None,
     lake: LakeOpt = None,
-    rate: Annotated[
-        float, typer.Option("--rate", help="Requests per second across all workers.")
-    ] = 0.7,
-    window_days: Annotated[
-        int, typer.Option("--window-days", help="Whole days per request.")
-    ] = 1,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Worker processes at once. Default: as run's."),
-    ] = None,
-    max_in_flight: Annotated[
-        int, typer.Option("--max-in-flight", help="Requests one worker keeps open at once.")
-    ] = 4,
+    rate: RateOpt = 0.7,
+    window_days: WindowDaysOpt = 1,
+    workers: WorkersOpt = None,
+    max_in_flight: MaxInFlightOpt = 4,
     latency_ms: Annotated[
         float, typer.Option("--latency-ms", help="Expected gateway latency per request.")
     ] = 300.0,

@@ -148,13 +148,19 @@ def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
 
 
-def _check(rate: float, workers: int, in_flight: int, window_days: int, latency_s: float) -> None:
+def check_settings(
+    rate: float, workers: int, in_flight: int, window_days: int, latency_s: float = 0.0
+) -> None:
+    """Refuse settings no run could honour (BadInput: exit 2, one line)."""
     if not (rate > 0 and math.isfinite(rate)):
         raise BadInput(f"--rate must be a number of requests/s above 0, not {rate}")
     if workers < 1:
         raise BadInput(f"--workers must be at least 1, not {workers}")
-    if in_flight < 1:
-        raise BadInput(f"--max-in-flight must be at least 1, not {in_flight}")
+    if not 1 <= in_flight <= MAX_OPEN_REQUESTS:
+        raise BadInput(
+            f"--max-in-flight must be from 1 to {MAX_OPEN_REQUESTS} (IB's open requests), "
+            f"not {in_flight}"
+        )
     if window_days < 1:
         raise BadInput(f"--window-days must be at least 1, not {window_days}")
     if not (latency_s >= 0 and math.isfinite(latency_s)):
@@ -221,7 +227,7 @@ def plan(
     max(latency / in_flight, 1 / rate, CONTRACT_GAP_S))``, the global rate, the requests
     open at once, and the longest symbol's worker. A lower bound: retries are not counted.
     """
-    _check(rate, workers, in_flight, window_days, latency_s)
+    check_settings(rate, workers, in_flight, window_days, latency_s)
     check_range(first, last)
     listing = listing or {}
     last_planned = min(last, today)
