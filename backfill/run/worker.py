@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,7 +123,10 @@ class WorkerOutcome:
 class _Job:
     window: Window
     attempt: int = 0
+    pacing_refusals: int = 0
     not_before: float = 0.0
+    sent_mono: float = 0.0
+    sent_wall: float = 0.0
 
 
 @dataclass
@@ -143,7 +147,7 @@ class Worker:
         self.symbol = config.symbol
         self.name = str(config.symbol)
         self.client_id = config.client_id
-        self.rng = random.Random(config.seed ^ hash(self.name) & 0xFFFF)
+        self.rng = random.Random(config.seed ^ zlib.crc32(self.name.encode()))
         self.pacer = Pacer(
             controls.rate(),
             clock=time.monotonic,
@@ -321,11 +325,11 @@ class Worker:
             self.session.fetch_window(self.symbol, job.window,
                                       timeout_s=self.config.request_timeout_s)
         )
-        task.sent_at = time.monotonic()  # type: ignore[attr-defined]
+        job.sent_mono, job.sent_wall = time.monotonic(), time.time()
         in_flight[task] = job
 
     def _settle(self, task: asyncio.Task[WindowBars], job: _Job) -> None:
-        latency = time.monotonic() - task.sent_at  # type: ignore[attr-defined]
+        latency = time.monotonic() - job.sent_mono
         try:
             result = task.result()
         except asyncio.CancelledError:
@@ -339,7 +343,7 @@ class Worker:
         self.emit(ev.RequestDone, window=str(job.window),
                   outcome="no_data" if result.no_data else "bars",
                   latency_s=round(result.latency_s, 4))
-        self._accept(result)
+        self._accept(result, job.sent_wall)
 
     def _on_error(self, job: _Job, exc: IBSessionError) -> None:
         if isinstance(exc, UnknownSymbol):
@@ -358,21 +362,28 @@ class Worker:
         if isinstance(exc, Disconnected) and self.session is not None:
             # The whole session is gone: reconnect once, not once per request in flight.
             self.session.disconnect()
-        job.attempt += 1
-        if not exc.retryable or job.attempt >= self.config.max_attempts:
+        if isinstance(exc, PacingViolation):
+            # Not the request's fault: the session was asked too much. Everyone backs off;
+            # this request keeps its attempts, within a bound of its own.
+            job.pacing_refusals += 1
+            exhausted = job.pacing_refusals >= 3 * self.config.max_attempts
+        else:
+            job.attempt += 1
+            exhausted = job.attempt >= self.config.max_attempts
+        if not exc.retryable or exhausted:
             for day in job.window.days:
                 self.days_failed.append(day)
                 self.emit(ev.DayFailed, day=day, reason=f"{_outcome(exc)}: {exc}")
             self._resolve_days(job.window.days)
             return
-        delay = self._backoff(job.attempt)
+        delay = self._backoff(max(1, job.attempt + job.pacing_refusals))
         job.not_before = time.monotonic() + delay
         self.set_status(ev.Status.RETRYING, _outcome(exc))
         self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
                   delay_s=round(delay, 3), day=job.window.first_day)
         self.pending.appendleft(job)
 
-    def _accept(self, result: WindowBars) -> None:
+    def _accept(self, result: WindowBars, asked_at: float) -> None:
         now = datetime.now(UTC)
         bars = result.bars
         ts_us = bars.column("ts").cast(pa.int64()).to_pylist() if bars.num_rows else []
@@ -380,7 +391,8 @@ class Worker:
             start_us = int(day_start(day).timestamp()) * 1_000_000
             stop_us = start_us + 86_400_000_000
             day_ts = [t for t in ts_us if start_us <= t < stop_us]
-            complete = day_start(day).timestamp() + 86_400 <= now.timestamp()
+            # Whole only if the day had ended when the gateway was asked, not when it answered.
+            complete = day_start(day).timestamp() + 86_400 <= asked_at
             buffer = self.buffers.setdefault(Month.of(day), _MonthBuffer())
             buffer.days.append(day)
             if not complete:

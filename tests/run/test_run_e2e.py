@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -315,3 +315,21 @@ def test_a_corrupt_part_is_moved_aside_and_its_days_fetched_again(sim, lake):
     report = json.loads(verify.stdout)
     assert verify.returncode == 0 and report["ok"]
     assert any(f["kind"] == "quarantined" for f in report["findings"])
+
+
+def test_today_is_fetched_as_a_partial_day_and_fetched_again_next_run(sim, lake):
+    now = datetime.now(timezone.utc)
+    if (now.hour == 23 and now.minute >= 55) or (now.hour == 0 and now.minute < 5):
+        pytest.skip("too close to midnight UTC for 'today' to stay today")
+    today = now.date().isoformat()
+    done = run_backfill(sim, lake, ["BTC-USD"], today, today, "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    symbol = Symbol("BTC", "USD")
+    record = read_coverage(lake, [symbol], now.date(), now.date())[symbol][now.date()]
+    assert not record.complete
+    # Only the minutes that had ended: nothing from the future.
+    assert 0 < record.rows <= now.hour * 60 + now.minute
+    assert max(row[0] for row in lake_rows(lake, symbol)) <= datetime.now(timezone.utc)
+    answered = len(successes(sim))
+    assert run_backfill(sim, lake, ["BTC-USD"], today, today, "--rate", "50").returncode == 0
+    assert len(successes(sim)) == answered + 1, "a partial day is asked again"
