@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections import Counter, defaultdict
 from datetime import date, datetime, timezone
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,14 @@ def test_eight_symbols_with_faults_complete_within_the_rules(make_sim, lake):
     for i, t in enumerate(times):
         in_window = sum(1 for u in times[i:i + int(rate) + 20] if u - t < 1.0)
         assert in_window <= rate + len(symbols)
+    # IB's identical-request rule: the same window never twice within its interval.
+    asked_at = defaultdict(list)
+    for r in records:
+        asked_at[(r.symbol, r.end, r.duration)].append(r.received)
+    for times in asked_at.values():
+        times.sort()
+        assert all(b - a >= FAST_PACING.identical_window_s * 0.9
+                   for a, b in pairwise(times))
     # No window asked again once the client had its answer (a request the client gave up
     # on and cancelled, as ib_insync does on its timeout, may be asked again).
     cancelled = {(r.client_id, r.req_id) for r in gateway.requests() if r.kind == "cancel"}
@@ -333,3 +342,38 @@ def test_today_is_fetched_as_a_partial_day_and_fetched_again_next_run(sim, lake)
     answered = len(successes(sim))
     assert run_backfill(sim, lake, ["BTC-USD"], today, today, "--rate", "50").returncode == 0
     assert len(successes(sim)) == answered + 1, "a partial day is asked again"
+
+
+def test_windows_too_long_for_the_gateway_are_halved_by_the_worker(make_sim, lake):
+    gateway = make_sim(max_duration_days=2)
+    done = run_backfill(gateway, lake, ["ETH-USD"], "2025-07-01", "2025-07-16", "--rate", "50",
+                        "--window-days", "8")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "duration too long" in done.stdout
+    durations = Counter(r.duration for r in successes(gateway))
+    assert set(durations) <= {"2 D", "86400 S"} and durations
+    assert_lake_equals_simulator(lake, gateway, ["ETH-USD"], "2025-07-01", "2025-07-16")
+
+
+def test_a_worker_that_keeps_dying_fails_its_symbol_and_the_others_finish(sim, lake):
+    sim.set_faults(FaultConfig(latency_ms=(40, 80)))
+    process = subprocess.Popen(
+        run_args(sim, lake, ["BTC-USD", "ETH-USD"], *JULY, "--rate", "10", "--json",
+                 "--max-restarts", "0"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids: dict[str, int] = {}
+
+    def started(line: str, lines: list[str]) -> bool:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "started":
+            pids[event["symbol"]] = event["pid"]
+        return "ETH-USD" in pids
+
+    _wait_for_lines(process, started)
+    os.kill(pids["ETH-USD"], signal.SIGKILL)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    failed = [json.loads(x) for x in out.splitlines() if '"event":"failed"' in x]
+    assert [e["symbol"] for e in failed] == ["ETH-USD"]
+    assert "Rerun the same command" in err + out
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD"], *JULY)
