@@ -8,6 +8,7 @@ fetched (recorded in the lake's coverage, no-data days included) or reported fai
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
@@ -299,11 +300,13 @@ class Worker:
         """Seconds until the next request may go out (inf: wait for one in flight)."""
         if not self.pending or n_in_flight >= self.config.max_in_flight:
             return float("inf")
+        self._next_ready_first()
         job = self.pending[0]
         if job.window.n_days > self.window_days:
             self.pending.popleft()
-            self.pending.extendleft(reversed([_Job(w, job.attempt, job.not_before)
-                                              for w in job.window.split()]))
+            self.pending.extendleft(reversed([
+                replace(job, window=w) for w in job.window.split()
+            ]))
             job = self.pending[0]
         self.pacer.set_rate(self.controls.rate())
         now_wall = time.time()
@@ -316,6 +319,19 @@ class Worker:
             if pace > 1.0:
                 self.emit(ev.Paced, wait_s=round(pace, 3), rule=rule.value)
         return 0.0 if wait <= 0 else min(wait, 5.0)
+
+    def _next_ready_first(self, look_ahead: int = 16) -> None:
+        """Move the first job whose retry backoff has passed to the front of the queue.
+
+        A retry waiting out its backoff must not hold back the days queued behind it.
+        """
+        now = time.monotonic()
+        for index, job in enumerate(itertools.islice(self.pending, look_ahead)):
+            if job.not_before <= now:
+                if index:
+                    del self.pending[index]
+                    self.pending.appendleft(job)
+                return
 
     def _send(self, job: _Job, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         assert self.session is not None
@@ -353,7 +369,8 @@ class Worker:
             self.window_days = max(1, job.window.n_days // 2)
             self.emit(ev.Retry, reason=f"duration too long, windows of {self.window_days} "
                       "day(s)", attempt=job.attempt, delay_s=0.0, day=job.window.first_day)
-            self.pending.extendleft(reversed([_Job(w, job.attempt) for w in job.window.split()]))
+            self.pending.extendleft(reversed([replace(job, window=w)
+                                              for w in job.window.split()]))
             return
         if isinstance(exc, PacingViolation):
             backoff = self.pacer.violation()
