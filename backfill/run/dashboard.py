@@ -34,6 +34,7 @@ STATUS_STYLES: dict[Status, str] = {
     Status.DONE: "bold green",
     Status.FAILED: "bold red",
     Status.SKIPPED: "dim",
+    Status.STOPPED: "bold yellow",
 }
 # When rows must be cut to fit the screen, what the operator most needs to see comes first.
 _ROW_PRIORITY: dict[Status, int] = {
@@ -45,6 +46,7 @@ _ROW_PRIORITY: dict[Status, int] = {
     Status.QUEUED: 2,
     Status.DONE: 3,
     Status.SKIPPED: 3,
+    Status.STOPPED: 1,
 }
 _FOOTER_LINES = 3  # two footer lines and the blank line between table and footer
 _TABLE_CHROME = 3  # header, its rule and the "… more" line
@@ -152,7 +154,8 @@ class SymbolTable:
                 justify=justify,  # type: ignore[arg-type]
                 no_wrap=True,
                 overflow="ellipsis",
-                max_width=40 if name == "Note" else None,
+                max_width=28 if name == "Note" else None,
+                min_width=None if name == "Note" else len(name),
             )
         shown, hidden = self.visible()
         for progress in shown:

@@ -23,6 +23,7 @@ class Status(str, Enum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    STOPPED = "stopped"  # interrupted (Ctrl-C): what was fetched is flushed, the rest is not
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,9 @@ class Worker:
         if failure:
             self.set_status(ev.Status.FAILED, failure)
             self.emit(ev.WorkerFailed, reason=failure, days_failed=len(self.days_failed))
+        elif interrupted and self.pending:
+            left = sum(job.window.n_days for job in self.pending)
+            self.set_status(ev.Status.STOPPED, f"interrupted, {left} days left")
         else:
             self.set_status(ev.Status.FAILED if self.days_failed else ev.Status.DONE)
             self.emit(ev.WorkerFinished, days_fetched=self.days_fetched,
@@ -293,8 +296,9 @@ class Worker:
             done, _ = await asyncio.wait(in_flight, timeout=2.0)
             for task in done:
                 self._settle(task, in_flight.pop(task))
-            for task in in_flight:
+            for task, job in in_flight.items():
                 task.cancel()
+                self.pending.appendleft(job)
 
     def _dispatch_wait(self, n_in_flight: int) -> float:
         """Seconds until the next request may go out (inf: wait for one in flight)."""

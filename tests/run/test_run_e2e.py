@@ -204,8 +204,10 @@ def test_sigint_flushes_exits_130_and_a_rerun_completes(sim, lake):
 
     _wait_for_lines(process, enough)
     process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=60)
     assert process.returncode == 130
+    assert '"status":"stopped"' in out, "the dashboard must show the workers stopped"
+    assert "Rerun the same command" in err
     for line in out.splitlines():
         if '"day_fetched"' in line:
             event = json.loads(line)
