@@ -190,6 +190,11 @@ class ContractRules:
         if len(self._last_sent) > 64:
             self._last_sent = {k: t for k, t in self._last_sent.items() if t > horizon}
 
+    def forget(self, request_key: Hashable) -> None:
+        """The gateway refused this request for pacing: it does not count as asked, so its
+        retry need not wait out the identical-request interval."""
+        self._last_sent.pop(request_key, None)
+
 
 class Backoff:
     """Exponential backoff with jitter after pacing violations, reset after a quiet period.
@@ -292,8 +297,13 @@ class Pacer:
     def set_rate(self, rate: float) -> None:
         self.bucket.set_rate(rate)
 
-    def violation(self) -> float:
-        """A 162 pacing answer: back off (every later ``delay`` includes it); the pause."""
+    def violation(self, request_key: Hashable | None = None) -> float:
+        """A 162 pacing answer (to ``request_key``): back off; the pause.
+
+        Every later ``delay`` includes the pause; the refused request is not counted as asked.
+        """
+        if request_key is not None:
+            self.rules.forget(request_key)
         return self.backoff.violation()
 
     def pause(self, seconds: float) -> None:

@@ -198,6 +198,16 @@ def test_identical_request_waits_fifteen_seconds() -> None:
     assert rules.delay("2025-07-02") == 0
 
 
+def test_a_request_refused_for_pacing_is_not_counted_as_asked() -> None:
+    clock = FakeClock()
+    pacer = Pacer(100.0, clock=clock, rng=random.Random(1), burst=10)
+    pacer.record("2025-07-01")
+    pause = pacer.violation("2025-07-01")
+    clock.advance(pause)
+    # Its retry waits out the backoff, not the 15 s identical-request interval.
+    assert pacer.delay("2025-07-01") == (0.0, Rule.NONE)
+
+
 def test_strict_rule_only_when_asked() -> None:
     clock = FakeClock()
     loose = ContractRules(clock=clock, max_per_window=100)

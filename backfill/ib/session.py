@@ -102,6 +102,18 @@ class WindowBars:
     latency_s: float
 
 
+@dataclass(frozen=True)
+class SentWindow:
+    """A window request on the wire, waiting for its answer."""
+
+    symbol: Symbol
+    window: Window
+    req_id: int
+    future: asyncio.Future
+    bars: BarDataList
+    sent_at: float  # monotonic
+
+
 def crypto_contract(symbol: Symbol) -> Contract:
     return Contract(
         secType="CRYPTO", symbol=symbol.base, currency=symbol.quote, exchange=EXCHANGE
@@ -234,7 +246,18 @@ class IBSession:
         self, symbol: Symbol, window: Window, *, timeout_s: float | None = None
     ) -> WindowBars:
         """Fetch one window of 1-minute AGGTRADES bars exactly as the data contract says."""
-        contract = await self.qualify(symbol)
+        await self.qualify(symbol)
+        return await self.await_window(self.send_window(symbol, window), timeout_s=timeout_s)
+
+    def send_window(self, symbol: Symbol, window: Window) -> SentWindow:
+        """Send the request for one window now (the symbol must be qualified already).
+
+        Sending is synchronous so that a pacer can note the request at the very moment its
+        bytes leave: IB times its pacing rules on arrival.
+        """
+        contract = self._contracts.get(symbol)
+        if contract is None:
+            raise IBError(0, f"{symbol} is not qualified on this session")
         self._require_connection()
         ib = self._ib
         # ib_insync's own reqHistoricalDataAsync turns a timeout into an empty list, which is
@@ -246,28 +269,33 @@ class IBSession:
         # After our timeout the gateway may still end the request (162 cancelled); consume
         # that late outcome so asyncio does not log it as never retrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        started = time.monotonic()
         ib.client.reqHistoricalData(
             req_id, contract, window.end_datetime.strftime("%Y%m%d %H:%M:%S UTC"),
             window.duration_str, "1 min", WHAT_TO_SHOW, False, 2, False, [],
         )
+        return SentWindow(symbol, window, req_id, future, container, time.monotonic())
+
+    async def await_window(self, sent: SentWindow, *, timeout_s: float | None = None) -> WindowBars:
+        """The typed outcome of a sent window; cancels it at the gateway on timeout."""
+        symbol, window = sent.symbol, sent.window
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout_s or self.timeout_s)
+            await asyncio.wait_for(asyncio.shield(sent.future), timeout_s or self.timeout_s)
         except asyncio.TimeoutError:
-            if ib.isConnected():
-                ib.client.cancelHistoricalData(req_id)
+            if self._ib.isConnected():
+                self._ib.client.cancelHistoricalData(sent.req_id)
             raise RequestTimeout(f"no answer for {symbol} {window} in time") from None
         except RequestError as exc:
             error = classify_error(exc.code, exc.message)
             if error is not None:
                 raise error from None
-            return WindowBars(window, BAR_SCHEMA.empty_table(), True, time.monotonic() - started)
+            latency = time.monotonic() - sent.sent_at
+            return WindowBars(window, BAR_SCHEMA.empty_table(), True, latency)
         except ConnectionError as exc:
             raise Disconnected(f"connection lost during {symbol} {window}: {exc}") from None
-        latency = time.monotonic() - started
-        if not container:
+        latency = time.monotonic() - sent.sent_at
+        if not sent.bars:
             raise EmptyAnswer(f"empty answer for {symbol} {window} without IB's no-data")
-        return WindowBars(window, bars_to_table(symbol, window, container), False, latency)
+        return WindowBars(window, bars_to_table(symbol, window, sent.bars), False, latency)
 
     def _require_connection(self) -> None:
         if not self._ib.isConnected():

@@ -31,6 +31,7 @@ from backfill.run.orchestrator import (
     SymbolJob,
     install_parent_stop,
     restore_signals,
+    start_worker_server,
 )
 from backfill.run.runlog import RunLog
 from backfill.run.state import RunState
@@ -205,6 +206,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     with contextlib.ExitStack() as stack:
         host, port = request.gateway.host, request.gateway.port
         if any(job.days for job in jobs):
+            start_worker_server()
             if request.gateway.embedded:
                 gateway = stack.enter_context(EmbeddedGateway(EMBEDDED_SIM_ARGS))
                 host, port = gateway.host, gateway.port

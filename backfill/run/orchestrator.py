@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from pathlib import Path
@@ -50,8 +51,9 @@ class RunConfig:
     worker_template: WorkerConfig  # symbol, days, client_id and port are filled per worker
     max_restarts: int = 3
     restart_backoff_s: float = 1.0
-    rate_hold_s: float = 60.0
-    rate_climb_every_s: float = 30.0
+    # After a violation: half the rate for 20 s, then back to full in four 10 s steps.
+    rate_hold_s: float = 20.0
+    rate_climb_every_s: float = 10.0
 
 
 @dataclass
@@ -134,8 +136,14 @@ def _worker_context() -> mp.context.BaseContext:
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["backfill.run.worker"])
+    ctx.set_forkserver_preload(["backfill.run.worker", "backfill.run.warmup"])
     return ctx
+
+
+def start_worker_server() -> None:
+    """Start the workers' forkserver now, so its imports overlap the gateway check."""
+    if _worker_context().get_start_method() == "forkserver":
+        forkserver.ensure_running()
 
 
 @dataclass

@@ -339,13 +339,18 @@ class Worker:
 
     def _send(self, job: _Job, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         assert self.session is not None
+        try:
+            sent = self.session.send_window(self.symbol, job.window)
+        except IBSessionError as exc:
+            self._on_error(job, exc)
+            return
+        # Noted the moment the bytes leave: the gateway times its rules on arrival.
         self.pacer.record(self._key(job.window))
+        job.sent_mono, job.sent_wall = time.monotonic(), time.time()
         self.set_status(ev.Status.FETCHING, str(job.window))
         task = asyncio.ensure_future(
-            self.session.fetch_window(self.symbol, job.window,
-                                      timeout_s=self.config.request_timeout_s)
+            self.session.await_window(sent, timeout_s=self.config.request_timeout_s)
         )
-        job.sent_mono, job.sent_wall = time.monotonic(), time.time()
         in_flight[task] = job
 
     def _settle(self, task: asyncio.Task[WindowBars], job: _Job) -> None:
@@ -377,7 +382,7 @@ class Worker:
                                               for w in job.window.split()]))
             return
         if isinstance(exc, PacingViolation):
-            backoff = self.pacer.violation()
+            backoff = self.pacer.violation(self._key(job.window))
             self.controls.report_violation(backoff)
             self.emit(ev.PacingViolation, backoff_s=round(backoff, 3))
         if isinstance(exc, Disconnected) and self.session is not None:
