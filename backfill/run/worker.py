@@ -103,6 +103,9 @@ class WorkerConfig:
     identical_s: float = 15.0
     contract_max: int = 5
     contract_window_s: float = 2.0
+    # IB times its rules on arrival: network and gateway jitter of tens of ms can squeeze
+    # six sends spaced just over 2 s into 2 s, so every limit keeps this much slack.
+    pacing_margin_s: float = 0.1
     strict_pacing: bool = False
     retry_base_s: float = 0.5
     retry_cap_s: float = 30.0
@@ -159,6 +162,7 @@ class Worker:
                 max_per_window=config.contract_max,
                 window_s=config.contract_window_s,
                 strict=config.strict_pacing,
+                margin_s=config.pacing_margin_s,
             ),
         )
         self.window_days = config.window_days
