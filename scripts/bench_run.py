@@ -36,8 +36,10 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from pathlib import Path
 
+from backfill.run.worker import WorkerConfig
 from backfill.sim import FaultConfig, PacingConfig, RequestRecord, SimConfig, SimGateway
 
+MARGIN_S = WorkerConfig.pacing_margin_s  # the worker's slack on IB's rules
 BASES = ("BTC", "ETH", "LTC", "BCH", "SOL", "AVAX", "LINK", "DOGE")
 PACING_RULES = {"identical", "contract", "session", "max_rate"}
 DATA_OUTCOMES = {"bars", "no_data"}
@@ -326,8 +328,8 @@ def main() -> None:
 
     print()
     print(f"ideal wall = {windows} windows / {args.rate:g} req/s = {ideal:.2f} s; per-worker "
-          f"budget {args.rate / len(BASES):.2f} req/s, per-contract cap 5/(2 s + 0.05 s) = "
-          f"{5 / 2.05:.2f} req/s")
+          f"budget {args.rate / len(BASES):.2f} req/s, per-contract cap 5/(2 s + {MARGIN_S} s) "
+          f"= {5 / (2 + MARGIN_S):.2f} req/s")
     header = (f"{'run':>3} {'wall s':>7} {'phase s':>7} {'eff e2e':>7} {'eff phs':>7} "
               f"{'ans/s':>6} {'reqs':>5} {'162 pace':>8} {'other':>5} {'verify':>6}   "
               f"{'start>q':>7} {'q>wkrs':>7} {'>1st req':>8} {'tail':>6}")

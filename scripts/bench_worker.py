@@ -5,7 +5,7 @@ throttle or session ceiling) and runs ``python -m backfill run --symbols BTC-USD
 against it as a subprocess, into a temp lake. Scenarios:
 
 - ``ib``      IB's real per-contract rules (5 per 2 s, identical 15 s), 1-day windows: the
-              worker cannot beat 5 / (2 s + its 0.05 s margin) = 2.44 req/s, whatever --rate;
+              worker cannot beat 5 / (2 s + its 0.1 s margin) = 2.38 req/s, whatever --rate;
               spans ``--ib-days`` (default 60: the rate is steady state, a year is 150 s).
 - ``ib-w5``   IB's rules, ``--window-days 5``: fewer, bigger requests.
 - ``scaled``  sim and worker rules divided by ten (window 0.2 s, identical 1.5 s).
@@ -48,13 +48,14 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+from backfill.run.worker import WorkerConfig
 from backfill.sim import FaultConfig, PacingConfig, RequestRecord, SimConfig, SimGateway
 
 PR_SET_CHILD_SUBREAPER = 36
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FIRST_DAY = date(2024, 1, 1)
 RATE = 50.0
-CONTRACT_MARGIN_S = 0.05  # backfill.pacing.ContractRules' default slack on every window
+CONTRACT_MARGIN_S = WorkerConfig.pacing_margin_s  # the worker's slack on IB's rules
 DATA_OUTCOMES = {"bars", "no_data"}
 
 
@@ -365,8 +366,8 @@ def main() -> None:
     print()
     print("req/s = data answers / (first request received .. last answered), sim log; "
           "e2e = answers / whole `backfill run` process life; cap = min(rate, per-contract "
-          "5/(window+0.05 s margin), in-flight/latency); wkr CPU = the worker process's "
-          "user+sys; ms/req = that / requests; run CPU = whole process tree of the run; "
+          f"5/(window+{CONTRACT_MARGIN_S} s margin), in-flight/latency); "
+          "wkr CPU = the worker process's user+sys; ms/req = that / requests; run CPU = whole process tree of the run; "
           "sim CPU = this process (the in-process simulator + 10 ms sampling); wkr RSS = worker "
           "VmHWM; largest = largest VmHWM in the run's process tree (sampled every 10 ms; "
           "not ru_maxrss, which on Linux keeps the forking parent's RSS across exec).")
