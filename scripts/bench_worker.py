@@ -367,7 +367,8 @@ def main() -> None:
     print("req/s = data answers / (first request received .. last answered), sim log; "
           "e2e = answers / whole `backfill run` process life; cap = min(rate, per-contract "
           f"5/(window+{CONTRACT_MARGIN_S} s margin), in-flight/latency); "
-          "wkr CPU = the worker process's user+sys; ms/req = that / requests; run CPU = whole process tree of the run; "
+          "wkr CPU = the worker process's user+sys; ms/req = that / requests; "
+          "run CPU = whole process tree of the run; "
           "sim CPU = this process (the in-process simulator + 10 ms sampling); wkr RSS = worker "
           "VmHWM; largest = largest VmHWM in the run's process tree (sampled every 10 ms; "
           "not ru_maxrss, which on Linux keeps the forking parent's RSS across exec).")
