@@ -88,6 +88,7 @@ class SharedControls:
         self, rates: SynchronizedArray, slot: int, pause: Synchronized, stop: Synchronized
     ) -> None:
         self.rates, self.slot, self.pause, self.stop = rates, slot, pause, stop
+        self.signalled = False  # this process got SIGINT/SIGTERM itself
 
     def rate(self) -> float:
         return float(self.rates[self.slot])
@@ -99,7 +100,7 @@ class SharedControls:
         """The orchestrator hears of it through the PacingViolation event."""
 
     def stop_requested(self) -> bool:
-        return bool(self.stop.value)
+        return self.signalled or bool(self.stop.value)
 
 
 def _worker_main(
@@ -112,20 +113,14 @@ def _worker_main(
 ) -> None:
     """Entry point of a worker process."""
     controls = SharedControls(rates, slot, pause, stop)
-    local_stop = {"set": False}
 
     def request_stop(signum: int, frame: object) -> None:
-        local_stop["set"] = True
+        controls.signalled = True
 
     # Ctrl-C at the terminal reaches every process of the group: stop sending, flush, exit.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    controls.stop_requested = lambda: bool(stop.value) or local_stop["set"]  # type: ignore[method-assign]
-
-    def emit(event: ev.Event) -> None:
-        conn.send(event)
-
-    outcome = run_worker(config, emit, controls)
+    outcome = run_worker(config, conn.send, controls)
     conn.send(outcome)
     conn.close()
 

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import os
 import random
-import signal
 import time
 import zlib
 from collections import deque
@@ -530,13 +529,3 @@ def _iso(micros: int) -> str:
 def run_worker(config: WorkerConfig, emit: EventSink, controls: Controls) -> WorkerOutcome:
     """Run one worker to the end in this process (its own event loop)."""
     return asyncio.run(Worker(config, emit, controls).run())
-
-
-def install_stop_handlers(controls: LocalControls) -> None:
-    """Ctrl-C / SIGTERM: stop sending, flush what was fetched, then return."""
-
-    def request_stop(signum: int, frame: object) -> None:
-        controls.stop = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)

@@ -1,0 +1,70 @@
+"""The worker in-process (its own event loop) against the simulator: its event contract."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+from backfill.domain import Symbol, days_between
+from backfill.run import events as ev
+from backfill.run.worker import LocalControls, WorkerConfig, run_worker
+from backfill.sim import FaultConfig
+from tests.oracle import expected_bars, lake_rows
+
+ETH = Symbol("ETH", "USD")
+
+
+def config(gateway, lake: Path, days: list[date], **overrides) -> WorkerConfig:
+    # The simulator's FAST_PACING: IB's limits divided by ten.
+    return WorkerConfig(lake=lake, symbol=ETH, days=tuple(days), host=gateway.host,
+                        port=gateway.port, client_id=7, identical_s=1.5,
+                        contract_window_s=0.2, **overrides)
+
+
+def test_events_tell_the_whole_story_of_a_month_boundary(sim, tmp_path):
+    days = days_between(date(2025, 7, 30), date(2025, 8, 2))
+    events: list[ev.Event] = []
+    outcome = run_worker(config(sim, tmp_path, days), events.append, LocalControls(50.0))
+    assert outcome.days_fetched == 4 and not outcome.days_failed and not outcome.failure
+    kinds = [type(e) for e in events]
+    assert kinds[0] is ev.WorkerStarted and kinds[-1] is ev.WorkerFinished
+    assert sorted(e.day for e in events if isinstance(e, ev.DayFetched)) == days
+    assert Counter(e.outcome for e in events if isinstance(e, ev.RequestDone)) == {"bars": 4}
+    assert sorted(e.month for e in events if isinstance(e, ev.PartWritten)) == [
+        "2025-07", "2025-08"]
+    rows = sum(e.rows for e in events if isinstance(e, ev.DayFetched))
+    assert rows == outcome.rows == len(expected_bars(sim.market, ETH, days[0], days[-1]))
+    assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[-1])
+
+
+def test_retries_are_events_with_their_reason(sim, tmp_path):
+    sim.set_faults(FaultConfig(error_share=0.5, seed=2))
+    days = days_between(date(2025, 7, 1), date(2025, 7, 8))
+    events: list[ev.Event] = []
+    outcome = run_worker(config(sim, tmp_path, days, retry_base_s=0.05), events.append,
+                         LocalControls(50.0))
+    assert outcome.days_fetched == 8 and not outcome.days_failed
+    retries = [e for e in events if isinstance(e, ev.Retry)]
+    assert retries and all("162" in e.reason and e.attempt >= 1 for e in retries)
+    errors = sum(1 for e in events if isinstance(e, ev.RequestDone) and e.outcome == "error")
+    assert errors == len(retries)
+
+
+def test_a_stop_request_ends_the_worker_without_failing_days(sim, tmp_path):
+    controls = LocalControls(2.0)
+    events: list[ev.Event] = []
+
+    def stop_after_three_days(event: ev.Event) -> None:
+        events.append(event)
+        if sum(isinstance(e, ev.DayFetched) for e in events) == 3:
+            controls.stop = True
+
+    days = days_between(date(2025, 7, 1), date(2025, 7, 31))
+    outcome = run_worker(config(sim, tmp_path, days), stop_after_three_days, controls)
+    assert outcome.interrupted and not outcome.days_failed
+    assert 3 <= outcome.days_fetched < 31
+    stopped = [e for e in events if isinstance(e, ev.StatusChanged)
+               and e.status is ev.Status.STOPPED]
+    assert stopped and f"{31 - outcome.days_fetched} days left" in stopped[-1].detail
+    assert len({r[0].date() for r in lake_rows(tmp_path, ETH)}) == outcome.days_fetched
