@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -68,3 +69,11 @@ def test_a_stop_request_ends_the_worker_without_failing_days(sim, tmp_path):
                and e.status is ev.Status.STOPPED]
     assert stopped and f"{31 - outcome.days_fetched} days left" in stopped[-1].detail
     assert len({r[0].date() for r in lake_rows(tmp_path, ETH)}) == outcome.days_fetched
+
+
+def test_pause_all_holds_back_every_request(sim, tmp_path):
+    # Another worker's 162: the orchestrator sets pause-all; this worker sends nothing until.
+    controls = LocalControls(50.0, pause_until=time.time() + 1.0)
+    run_worker(config(sim, tmp_path, [date(2025, 7, 1)]), lambda e: None, controls)
+    first = min(r.received for r in sim.requests() if r.kind == "historical")
+    assert first >= controls.pause_until

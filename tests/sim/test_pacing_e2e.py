@@ -103,9 +103,10 @@ def test_soft_throttle_delays_answers(make_sim, connect) -> None:
     assert all(ib.run(burst()))
     answered = sorted(r.answered for r in sim.requests() if r.kind == "historical")
     first = min(r.received for r in sim.requests() if r.kind == "historical")
-    # two pass at once, the other three queue at 10 requests/s behind them
-    assert answered[1] - first < 0.05
+    # two pass at once, the other three queue at 10 requests/s behind them (load on the
+    # machine can only add to these delays, so only lower bounds are asserted)
     assert answered[4] - first >= 0.28
+    assert sum(1 for t in answered if t - first < 0.09) <= 2
 
 
 def test_more_than_max_open_requests_refused(make_sim, connect) -> None:

@@ -1,0 +1,56 @@
+"""The orchestrator's pure reactions, without starting a process."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+
+from backfill.domain import Symbol
+from backfill.run import events as ev
+from backfill.run.orchestrator import Orchestrator, RunConfig, SymbolJob
+from backfill.run.worker import WorkerConfig
+
+BTC, ETH = Symbol("BTC", "USD"), Symbol("ETH", "USD")
+
+
+def orchestrator(tmp_path: Path, rate: float = 8.0) -> tuple[Orchestrator, list[ev.Event]]:
+    template = WorkerConfig(lake=tmp_path, symbol=BTC, days=(), host="127.0.0.1", port=1,
+                            client_id=100)
+    config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, workers=2, client_id_base=100,
+                       rate=rate, worker_template=template)
+    seen: list[ev.Event] = []
+    jobs = [SymbolJob(BTC, (date(2025, 7, 1),)), SymbolJob(ETH, (date(2025, 7, 1),))]
+    return Orchestrator(config, jobs, seen.append, resume=lambda s: ()), seen
+
+
+def test_a_violation_anywhere_pauses_everyone_and_steps_the_rate_down(tmp_path):
+    orch, seen = orchestrator(tmp_path)
+    for slot in (0, 1):
+        orch._apply(orch.budget.start(slot))
+    assert list(orch.rates) == [4.0, 4.0]
+    before = time.time()
+    orch._on_event(ev.PacingViolation("BTC-USD", backoff_s=2.0))
+    assert orch.pause.value >= before + 2.0, "every worker reads this pause"
+    assert orch.controller.current_rate() == 4.0
+    orch._apply(orch.budget.set_global(orch.controller.current_rate()))
+    assert list(orch.rates) == [2.0, 2.0]
+    assert isinstance(seen[-1], ev.PacingViolation)
+
+
+def test_shares_never_sum_above_the_budget_as_workers_come_and_go(tmp_path):
+    orch, _ = orchestrator(tmp_path, rate=6.0)
+    orch._apply(orch.budget.start(0))
+    assert sum(orch.rates) == 6.0
+    orch._apply(orch.budget.start(1))
+    assert list(orch.rates) == [3.0, 3.0]
+    orch._apply(orch.budget.finish(0))
+    assert list(orch.rates) == [0.0, 6.0]
+
+
+def test_a_symbol_with_nothing_left_finishes_without_a_process(tmp_path):
+    orch, seen = orchestrator(tmp_path)
+    result = orch.run()  # resume() says nothing is missing for either symbol
+    assert {s: r.status for s, r in result.symbols.items()} == {
+        BTC: ev.Status.DONE, ETH: ev.Status.DONE}
+    assert [type(e) for e in seen].count(ev.WorkerFinished) == 2
