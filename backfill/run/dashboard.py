@@ -346,7 +346,9 @@ class PlainRenderer(_ClosingContext):
         self.clock = clock
 
     def on_event(self, event: ev.Event) -> None:
-        """Print the event's line."""
+        """Print the event's line (an answered request is told by its day's line)."""
+        if isinstance(event, ev.RequestDone) and event.outcome in ("bars", "no_data"):
+            return
         at = datetime.fromtimestamp(event.at or self.clock(), timezone.utc)
         # markup off: reasons quote IB error text, which may hold square brackets.
         self.console.print(

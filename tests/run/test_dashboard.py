@@ -301,13 +301,19 @@ def test_live_dashboard_leaves_the_last_frame(clock: FakeClock) -> None:
 # -- plain lines and NDJSON -------------------------------------------------------------
 
 
-def test_plain_renderer_prints_one_line_per_event() -> None:
+def test_plain_renderer_prints_a_line_per_event_but_answered_requests() -> None:
     out = io.StringIO()
     renderer = PlainRenderer(Console(file=out, width=80))
     for event in scripted_events():
         renderer.on_event(event)
     lines = out.getvalue().splitlines()
-    assert len(lines) == len(scripted_events())
+    told_by_day_lines = [
+        e for e in scripted_events()
+        if isinstance(e, ev.RequestDone) and e.outcome in ("bars", "no_data")
+    ]
+    assert len(lines) == len(scripted_events()) - len(told_by_day_lines)
+    assert not [line for line in lines if ": bars in" in line]
+    assert "12:00:07 ETH-USD request 2025-07-01: timeout in 5.00s" in lines
     assert lines[0] == "12:00:00 BTC-USD queued, 4 days"
     assert lines[3] == "12:00:01 BTC-USD started with clientId 11, 4 days"
     assert "12:00:02 BTC-USD day 2025-07-01 fetched 1437 rows in 0.20s" in lines
