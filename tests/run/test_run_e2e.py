@@ -172,28 +172,36 @@ def _wait_for_lines(process: subprocess.Popen, predicate, timeout: float = 60) -
     raise AssertionError("expected output never came:\n" + "".join(lines[-30:]))
 
 
+def start_json_run(gateway, lake: Path, symbols, *extra: str, **popen) -> subprocess.Popen:
+    """A ``backfill run --json`` over July in the background, its NDJSON on a pipe."""
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(run_args(gateway, lake, symbols, *JULY, "--json", *extra),
+                            stdout=subprocess.PIPE, text=True, **popen)
+
+
+def assert_a_rerun_completes_the_lake(gateway, lake: Path, symbols) -> None:
+    done = run_backfill(gateway, lake, symbols, *JULY, "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
+
+
 def test_sigkill_of_the_whole_run_then_rerun_gives_the_undisturbed_lake(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
     symbols = ["BTC-USD", "ETH-USD"]
-    process = subprocess.Popen(
-        run_args(sim, lake, symbols, *JULY, "--rate", "20", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    process = start_json_run(sim, lake, symbols, "--rate", "20", stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     try:
         _wait_for_lines(process, lambda line, lines: sum('"day_fetched"' in x for x in lines) > 12)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    done = run_backfill(sim, lake, symbols, *JULY, "--rate", "50")
-    assert done.returncode == 0, done.stderr
-    assert_lake_equals_simulator(lake, sim, symbols, *JULY)
+    assert_a_rerun_completes_the_lake(sim, lake, symbols)
 
 
 def test_sigint_flushes_exits_130_and_a_rerun_completes(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
     symbols = ["BTC-USD", "LTC-USD"]
-    process = subprocess.Popen(
-        run_args(sim, lake, symbols, *JULY, "--rate", "20", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_json_run(sim, lake, symbols, "--rate", "20")
     fetched: dict[str, set[str]] = defaultdict(set)
 
     def enough(line: str, lines: list[str]) -> bool:
@@ -217,17 +225,13 @@ def test_sigint_flushes_exits_130_and_a_rerun_completes(sim, lake):
         symbol = Symbol.parse(name)
         coverage = read_coverage(lake, [symbol], date(2025, 7, 1), date(2025, 7, 31))[symbol]
         assert {d.isoformat() for d in coverage} >= days
-    done = run_backfill(sim, lake, symbols, *JULY, "--rate", "50")
-    assert done.returncode == 0, done.stderr
-    assert_lake_equals_simulator(lake, sim, symbols, *JULY)
+    assert_a_rerun_completes_the_lake(sim, lake, symbols)
 
 
 def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
     symbols = ["BTC-USD", "ETH-USD"]
-    process = subprocess.Popen(
-        run_args(sim, lake, symbols, *JULY, "--rate", "16", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_json_run(sim, lake, symbols, "--rate", "16")
     pids: dict[str, int] = {}
 
     def started(line: str, lines: list[str]) -> bool:
@@ -359,10 +363,8 @@ def test_windows_too_long_for_the_gateway_are_halved_by_the_worker(make_sim, lak
 
 def test_a_worker_that_keeps_dying_fails_its_symbol_and_the_others_finish(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
-    process = subprocess.Popen(
-        run_args(sim, lake, ["BTC-USD", "ETH-USD"], *JULY, "--rate", "10", "--json",
-                 "--max-restarts", "0"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_json_run(sim, lake, ["BTC-USD", "ETH-USD"], "--rate", "10",
+                             "--max-restarts", "0")
     pids: dict[str, int] = {}
 
     def started(line: str, lines: list[str]) -> bool:
