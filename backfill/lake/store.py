@@ -241,7 +241,7 @@ def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path
         # Never overwrite what we cannot read: keep it aside for a human, start the part afresh.
         destination = quarantine_path(path, datetime.now(UTC))
         os.rename(path, destination)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
         return empty_bars(), {}, destination
     return table.replace_schema_metadata(None), coverage, None
 
@@ -322,7 +322,7 @@ def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCov
     tmp = temp_path(path)
     try:
         pq.write_table(table, tmp, compression=COMPRESSION, write_statistics=True)
-        _fsync_file(tmp)  # the bytes must be on disk before the rename makes them the part
+        _fsync(tmp)  # the bytes must be on disk before the rename makes them the part
         size = tmp.stat().st_size
         if _before_replace is not None:
             _before_replace(tmp)
@@ -330,20 +330,13 @@ def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCov
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)  # and the rename itself must survive a power cut
+    _fsync(path.parent)  # and the rename itself must survive a power cut
     return size
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (so a replace survives a power cut)."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
