@@ -65,7 +65,8 @@ def test_duckdb_reads_the_lake_with_a_glob(tmp_path: Path) -> None:
     assert [(r[0], r[1]) for r in rows] == [("BTC-USD", 2880), ("ETH-USD", 2880)]
     first, last = rows[0][2], rows[0][3]
     assert (first.isoformat(), last.isoformat()) == (
-        "2025-07-31T00:00:00+00:00", "2025-08-01T23:59:00+00:00"
+        "2025-07-31T00:00:00+00:00",
+        "2025-08-01T23:59:00+00:00",
     )
 
 

@@ -88,23 +88,32 @@ def test_a_writer_killed_between_temp_file_and_replace_leaves_the_old_part(
     assert list(path.parent.glob(temp_glob(path))) == []
 
 
+def kill_when_a_temp_file_shows(process: multiprocessing.Process, path: Path) -> None:
+    """Kill the writer the moment its temp file is seen: aims the kill inside the write window."""
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and not list(path.parent.glob(temp_glob(path))):
+        time.sleep(0.0005)
+    kill(process)
+
+
 def test_writers_killed_at_random_moments_always_leave_a_whole_part(tmp_path: Path) -> None:
     rng = random.Random(20250701)
     days = [date(2025, 7, 1) + timedelta(days=i) for i in range(20)]
     prices = [100.0, 200.0]
     path = part_path(tmp_path, BTC, JULY)
-    kills, mid_write = 0, 0
-    # Kill until two kills have landed inside the write window (a temp file left behind).
-    while mid_write < 2:
-        assert kills < 15, "no randomized kill ever landed mid-write"
+    mid_write = 0
+    # Half the kills land at a random moment, half are aimed at the write window; a blind
+    # random delay alone lands mid-write too rarely on a loaded machine to prove anything.
+    for attempt in range(12):
         written = CTX.Event()
         child = CTX.Process(target=rewrite_forever_child, args=(tmp_path, days, prices, written))
         child.start()
         assert written.wait(WAIT)
-        # Each rewrite takes tens of ms, about half of it between temp file and replace.
-        time.sleep(rng.uniform(0.0, 0.1))
-        kill(child)
-        kills += 1
+        if attempt % 2:
+            kill_when_a_temp_file_shows(child, path)
+        else:
+            time.sleep(rng.uniform(0.0, 0.1))
+            kill(child)
         mid_write += bool(list(path.parent.glob(temp_glob(path))))
         table = store.read_part(path)
         assert table.num_rows == len(days) * 1440
@@ -114,3 +123,7 @@ def test_writers_killed_at_random_moments_always_leave_a_whole_part(tmp_path: Pa
         coverage = store.read_part_coverage(path)
         assert sorted(coverage) == days
         assert all(c.rows == 1440 for c in coverage.values())
+    assert mid_write >= 1, "no kill landed inside the write window"
+    # The next writer clears whatever temp file a killed one left.
+    store.write_batch(tmp_path, BTC, days_bars(BTC, days, price=300.0), days, fetched_at=FETCHED)
+    assert list(path.parent.glob(temp_glob(path))) == []
