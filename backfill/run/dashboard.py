@@ -300,7 +300,7 @@ class LiveDashboard(_ClosingContext):
 
 
 def describe(event: ev.Event) -> str:
-    """One human sentence for an event, starting with its symbol."""
+    """One human sentence for an event, starting with its symbol (if it has one)."""
     s = event.symbol
     if isinstance(event, ev.WorkerQueued):
         return f"{s} queued, {_days(event.days_total)}"
@@ -326,6 +326,9 @@ def describe(event: ev.Event) -> str:
         return f"{s} paced {event.wait_s:.1f}s ({event.rule})"
     if isinstance(event, ev.PacingViolation):
         return f"{s} pacing violation (162), backing off {event.backoff_s:.0f}s"
+    if isinstance(event, ev.BudgetChanged):
+        why = f" ({event.reason})" if event.reason else ""
+        return f"budget {event.rate:g} req/s{why}"
     if isinstance(event, ev.PartWritten):
         return f"{s} wrote {event.month}: {event.rows} rows to {event.path}"
     if isinstance(event, ev.DayFailed):

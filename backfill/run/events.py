@@ -113,6 +113,14 @@ class PacingViolation(Event):
 
 
 @dataclass(frozen=True)
+class BudgetChanged(Event):
+    """The global request budget changed (run-wide: ``symbol`` is empty)."""
+
+    rate: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class PartWritten(Event):
     month: str
     rows: int
@@ -148,6 +156,7 @@ EVENT_NAMES: dict[type, str] = {
     GapFound: "gap",
     Paced: "paced",
     PacingViolation: "pacing_violation",
+    BudgetChanged: "budget",
     PartWritten: "part_written",
     DayFailed: "day_failed",
     WorkerFailed: "failed",

@@ -254,7 +254,7 @@ def _orchestrate(
         coverage = read_coverage(request.lake, [symbol], request.first, request.last)
         return missing_days(coverage[symbol], request.first, request.last, today)
 
-    orchestrator = Orchestrator(config, jobs, emit, resume=resume, on_budget=state.set_budget)
+    orchestrator = Orchestrator(config, jobs, emit, resume=resume)
     previous = install_parent_stop(orchestrator)
     try:
         with renderer:

@@ -162,13 +162,11 @@ class Orchestrator:
         emit: EventSink,
         *,
         resume: Callable[[Symbol], tuple[date, ...]],
-        on_budget: Callable[[float], None] = lambda rate: None,
     ) -> None:
         self.config = config
         self.jobs = list(jobs)
         self.emit = emit
         self.resume = resume
-        self.on_budget = on_budget
         self.ctx = _worker_context()
         n = max(1, config.workers)
         self.rates = self.ctx.Array("d", n, lock=False)
@@ -196,17 +194,19 @@ class Orchestrator:
             queue.append((job, 0.0))
         active: dict[int, _Active] = {}
         free_slots = list(range(max(1, self.config.workers)))
-        self.on_budget(self.controller.current_rate())
         global_rate = self.controller.current_rate()
+        self.emit(ev.BudgetChanged("", at=time.time(), rate=global_rate, reason="start"))
         while (queue or active) and not (self.interrupted and not active):
             now = time.monotonic()
             if not self.interrupted:
                 self._start_ready(queue, active, free_slots, now)
             rate = self.controller.current_rate()
             if rate != global_rate:
+                reason = "stepped down after a pacing violation" if rate < global_rate \
+                    else "climbing back"
                 global_rate = rate
                 self._apply(self.budget.set_global(rate))
-                self.on_budget(rate)
+                self.emit(ev.BudgetChanged("", at=time.time(), rate=rate, reason=reason))
             conns = [a.conn for a in active.values()]
             if not conns:
                 time.sleep(0.05)

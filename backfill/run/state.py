@@ -251,14 +251,12 @@ class RunState:
         self.violations = 0
         self.errors = 0
 
-    def set_budget(self, rate: float) -> None:
-        """The global request budget (requests/s) changed, e.g. stepped down after a 162."""
-        with self._lock:
-            self.budget = rate
-
     def apply(self, event: ev.Event) -> None:
         """Fold one event into the state."""
         with self._lock:
+            if isinstance(event, ev.BudgetChanged):
+                self.budget = event.rate  # run-wide: no symbol row
+                return
             progress = self._symbols.get(event.symbol) or SymbolProgress(event.symbol)
             self._symbols[event.symbol] = progress.apply(event)
             if isinstance(event, ev.RequestDone):

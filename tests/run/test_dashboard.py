@@ -18,6 +18,7 @@ from backfill.run.dashboard import (
     LiveDashboard,
     PlainRenderer,
     SymbolTable,
+    describe,
     make_renderer,
     rerun_hint,
     summary_table,
@@ -131,7 +132,7 @@ def test_snapshot_rate_eta_and_counts(state: RunState) -> None:
 
 
 def test_eta_never_beats_the_budget(state: RunState) -> None:
-    state.set_budget(0.2)
+    state.apply(ev.BudgetChanged("", at=T0 + 14, rate=0.2))
     assert state.snapshot().eta_s == pytest.approx(45.0)  # 9 left at 0.2 req/s
 
 
@@ -256,10 +257,14 @@ def test_footer_shows_rate_against_budget_requests_time_and_trouble(state: RunSt
 
 
 def test_budget_change_shows_in_the_footer(state: RunState) -> None:
-    state.set_budget(0.2)
+    rows = len(state.snapshot().symbols)
+    state.apply(ev.BudgetChanged("", at=T0 + 14, rate=0.2, reason="stepped down"))
     text = render(Dashboard(state))
     assert "rate 0.30/0.20 req/s" in text
     assert "ETA 0:00:45" in text
+    assert len(state.snapshot().symbols) == rows  # run-wide: no row for it
+    assert describe(ev.BudgetChanged("", rate=0.2, reason="stepped down")) == (
+        "budget 0.2 req/s (stepped down)")
 
 
 def test_long_table_keeps_urgent_rows_and_counts_the_rest(state: RunState) -> None:

@@ -101,6 +101,12 @@ def test_pacing_violations_are_retried_and_slow_everyone(make_sim, lake):
     refused = [r for r in historical(gateway) if r.error_code == 162 and r.outcome == "error"]
     assert refused, "the test must actually trip the gateway's pacing"
     assert "pacing violation" in done.stdout
+    # The run log tells when and why the global budget moved.
+    [log] = (lake / "_runs").glob("*.jsonl")
+    budgets = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "budget"]
+    assert budgets[0]["rate"] == 50.0
+    assert any(b["rate"] == 25.0 and "pacing violation" in b["reason"] for b in budgets)
+    assert "budget 25 req/s (stepped down after a pacing violation)" in done.stdout
     assert_lake_equals_simulator(lake, gateway, ["BTC-USD", "ETH-USD"], "2025-07-01",
                                  "2025-07-10")
 
