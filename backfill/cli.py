@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +55,10 @@ FromOpt = Annotated[
 ]
 ToOpt = Annotated[
     str | None, typer.Option("--to", help="Last UTC day, YYYY-MM-DD (inclusive).")
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option("--to", help="Last UTC day, YYYY-MM-DD (inclusive). Default: today (UTC)."),
 ]
 GatewayOpt = Annotated[
     str,
@@ -119,7 +123,7 @@ def run(
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
-    to: ToOpt = None,
+    to: UntilOpt = None,
     lake: LakeOpt = None,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     workers: WorkersOpt = None,
@@ -158,6 +162,11 @@ def run(
     One worker process per symbol under one global request rate. Safe to stop (Ctrl-C) and
     rerun at any time: only what is missing is fetched. Exit 0 all done, 1 something failed
     after retries (rerun resumes), 2 bad input (nothing written), 130 interrupted.
+
+    Examples: `backfill run --gateway sim --symbols BTC-USD,ETH-USD --from 2025-07-01
+    --to 2025-07-31 --rate 10 --lake ./lake` (embedded simulator);
+    `backfill run --symbols-file symbols.txt --from 2020-01-01 --lake /data/lake`
+    (IB Gateway on 127.0.0.1:7497, IB-safe 0.7 req/s, up to today).
     """
     from rich.console import Console
 
@@ -211,9 +220,11 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
 
 
 def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
-    if first is None or last is None:
-        raise BadInput("give both --from and --to (UTC days, YYYY-MM-DD, inclusive)")
-    first_day, last_day = parse_day(first, "--from"), parse_day(last, "--to")
+    """``--from`` (required) and ``--to`` (default: today, UTC) as days."""
+    if first is None:
+        raise BadInput("give --from (the first UTC day, YYYY-MM-DD)")
+    first_day = parse_day(first, "--from")
+    last_day = datetime.now(timezone.utc).date() if last is None else parse_day(last, "--to")
     check_range(first_day, last_day)
     return first_day, last_day
 
@@ -223,7 +234,7 @@ def plan(
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
-    to: ToOpt = None,
+    to: UntilOpt = None,
     lake: LakeOpt = None,
     rate: RateOpt = 0.7,
     window_days: WindowDaysOpt = 1,
@@ -250,7 +261,6 @@ def plan(
     months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive).
     """
     import json as jsonlib
-    from datetime import datetime, timezone
 
     from rich.console import Console
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -117,6 +117,16 @@ def test_days_after_today_are_not_planned(tmp_path: Path) -> None:
     (sym,) = json.loads(result.stdout)["symbols"]
     # Around midnight UTC the command may see the next day: either is right.
     assert sym["last"] >= str(today) and sym["days_total"] in (1, 2)
+
+
+def test_to_defaults_to_today(tmp_path: Path) -> None:
+    today = datetime.now(timezone.utc).date()
+    result = invoke(f"--symbols BTC-USD --from {today - timedelta(days=2)} --json --lake", tmp_path)
+    assert result.exit_code == 0, result.output
+    (sym,) = json.loads(result.stdout)["symbols"]
+    assert sym["days_missing"] == sym["days_total"]
+    # Around midnight UTC the command may see the next day: either is right.
+    assert sym["last"] >= str(today) and sym["days_total"] in (3, 4)
 
 
 @pytest.mark.parametrize(
