@@ -137,7 +137,8 @@ def run(
     ] = 30.0,
     strict_pacing: Annotated[
         bool, typer.Option("--strict-pacing",
-                           help="Also keep IB's 60-requests-in-10-minutes rule globally.")
+                           help="Also keep IB's 60-requests-in-10-minutes rule across all "
+                           "workers (documented for small bars; slow).")
     ] = False,
     json: JsonOpt = False,
     ib_identical_s: Annotated[
@@ -152,6 +153,14 @@ def run(
         float, typer.Option("--ib-contract-window-s", hidden=True,
                             help="IB's per-contract window in seconds.")
     ] = 2.0,
+    ib_session_max: Annotated[
+        int, typer.Option("--ib-session-max", hidden=True, min=1,
+                          help="IB's most requests per session window (strict mode).")
+    ] = 60,
+    ib_session_window_s: Annotated[
+        float, typer.Option("--ib-session-window-s", hidden=True,
+                            help="IB's session window in seconds (strict mode).")
+    ] = 600.0,
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
@@ -170,9 +179,9 @@ def run(
     """
     from rich.console import Console
 
-    from backfill.pacing import strict_global_rate
     from backfill.plan import DEFAULT_WORKERS, MAX_OPEN_REQUESTS, check_settings
     from backfill.run.launch import RunRequest, execute_run
+    from backfill.run.orchestrator import SessionRule
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file)
@@ -180,8 +189,6 @@ def run(
         address = GatewayAddress.parse(gateway)
         n_workers = min(len(symbol_list), DEFAULT_WORKERS) if workers is None else workers
         check_settings(rate, n_workers, max_in_flight, window_days)
-        if strict_pacing:
-            rate = min(rate, strict_global_rate(n_workers))
         request = RunRequest(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, workers=n_workers, client_id_base=client_id_base, rate=rate,
@@ -190,6 +197,7 @@ def run(
             max_in_flight=max(1, min(max_in_flight, MAX_OPEN_REQUESTS // n_workers)),
             request_timeout_s=request_timeout, json=json, max_restarts=max_restarts,
             ib_rules=(ib_identical_s, ib_contract_max, ib_contract_window_s),
+            session_rule=SessionRule(ib_session_max, ib_session_window_s),
             command=("backfill", *sys.argv[1:]),
         )
         code = execute_run(request, Console(), Console(stderr=True))

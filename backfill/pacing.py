@@ -322,18 +322,65 @@ def split_rate(global_rate: float, n_workers: int) -> float:
     return global_rate / n_workers if n_workers else 0.0
 
 
-def strict_global_rate(
-    n_workers: int, burst: float = 1.0, max_count: int = 60, window_s: float = 600.0
-) -> float:
-    """Highest global rate keeping IB's 60-in-10-minutes rule across ``n_workers`` buckets.
+class SessionGrants:
+    """IB's "at most ``max_count`` requests in any ``window_s``" across a whole session.
 
-    Per-worker buckets allow at most ``global*T + n*burst`` grants in T seconds, so the rate
-    leaves room for every worker's burst. Use it as a cap on ``--rate`` in strict mode.
+    Strict mode only; the orchestrator owns it. Workers send only with a grant, and each
+    slot holds at most one unused grant. A grant counts from when it is issued; once its
+    worker is seen to have used it (``used``), it counts from then instead: the send happened
+    at or before that moment, so this window never forgets a send before IB does. A grant
+    left unused by a worker that died counts as used when the death is seen (``release``).
     """
-    room = max_count - 1 - n_workers * burst  # -1: IB counts "more than 60" on arrival
-    if room <= 0:
-        raise ValueError(f"{n_workers} workers with burst {burst} leave no strict budget")
-    return room / window_s
+
+    def __init__(
+        self, max_count: int, window_s: float, *, clock: Clock, margin_s: float = 0.1
+    ) -> None:
+        if max_count < 1 or window_s <= 0 or margin_s < 0:
+            raise ValueError("need max_count >= 1, window_s > 0, margin_s >= 0")
+        self.max_count, self.window_s, self.margin_s = max_count, window_s, margin_s
+        self._clock = clock
+        self._used: deque[float] = deque()  # when each used grant was seen used, ascending
+        self._open: dict[Hashable, float] = {}  # slot -> when its unused grant was issued
+
+    def _trim(self, now: float) -> None:
+        while self._used and self._used[0] + self.window_s + self.margin_s <= now:
+            self._used.popleft()
+
+    def in_window(self) -> int:
+        """Grants that still count: used ones inside the window, and every unused one."""
+        self._trim(self._clock())
+        return len(self._used) + len(self._open)
+
+    def delay(self) -> float:
+        """Seconds until one more grant fits (inf while only unused grants block it)."""
+        now = self._clock()
+        self._trim(now)
+        excess = len(self._used) + len(self._open) - self.max_count + 1
+        if excess <= 0:
+            return 0.0
+        if excess > len(self._used):
+            return INF
+        return max(0.0, self._used[excess - 1] + self.window_s + self.margin_s - now)
+
+    def holds(self, slot: Hashable) -> bool:
+        """Whether ``slot`` has an unused grant."""
+        return slot in self._open
+
+    def grant(self, slot: Hashable) -> bool:
+        """Give ``slot`` one send if it holds none and the window has room; whether it did."""
+        if slot in self._open or self.delay() > 0:
+            return False
+        self._open[slot] = self._clock()
+        return True
+
+    def used(self, slot: Hashable) -> None:
+        """``slot``'s worker has sent with its grant (seen now)."""
+        if self._open.pop(slot, None) is not None:
+            self._used.append(self._clock())
+
+    def release(self, slot: Hashable) -> None:
+        """``slot``'s worker is gone: its unused grant may have been sent; count it now."""
+        self.used(slot)
 
 
 def rebalance(

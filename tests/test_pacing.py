@@ -17,11 +17,11 @@ from backfill.pacing import (
     GlobalRateController,
     Pacer,
     Rule,
+    SessionGrants,
     SlidingWindow,
     TokenBucket,
     rebalance,
     split_rate,
-    strict_global_rate,
 )
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -367,11 +367,69 @@ def test_split_rate() -> None:
         split_rate(0.7, -1)
 
 
-def test_strict_global_rate_leaves_room_for_bursts() -> None:
-    rate = strict_global_rate(4, burst=1)
-    assert rate * 600 + 4 * 1 < 60
-    with pytest.raises(ValueError):
-        strict_global_rate(60)
+def test_session_grants_one_unused_grant_per_slot_and_refill_as_sends_age() -> None:
+    clock = FakeClock()
+    grants = SessionGrants(3, 10.0, clock=clock, margin_s=0.5)
+    assert grants.grant("a") and not grants.grant("a"), "one unused grant per slot"
+    assert grants.grant("b") and grants.grant("c")
+    assert not grants.grant("d") and grants.delay() == math.inf, "unused grants never age"
+    clock.advance(1.0)
+    grants.used("a")  # seen used at t+1: counts from then, not from its issue
+    assert grants.delay() == pytest.approx(10.5)
+    clock.advance(10.5)
+    assert grants.grant("d") and grants.in_window() == 3
+
+
+def test_a_dead_workers_grant_counts_as_sent_when_its_death_is_seen() -> None:
+    clock = FakeClock()
+    grants = SessionGrants(1, 10.0, clock=clock, margin_s=0.0)
+    assert grants.grant(0)
+    clock.advance(4.0)
+    grants.release(0)  # it may have sent just before dying
+    assert not grants.holds(0)
+    clock.advance(9.9)
+    assert not grants.grant(1)
+    clock.advance(0.1)
+    assert grants.grant(1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_count=st.integers(1, 4),
+    program=st.lists(
+        st.tuples(
+            st.sampled_from(["want", "send", "die", "idle"]),
+            st.integers(0, 2),  # slot
+            # idle seconds, or how long before the send is seen; a few values, so that
+            # sends land on window edges.
+            st.sampled_from([0.0, 0.1, 1.0, 4.0, 6.0, 9.9, 10.0]),
+            st.sampled_from([0.0, 0.5, 1.0]),  # where between grant and sighting it was sent
+        ),
+        max_size=80,
+    ),
+)
+def test_no_window_ever_holds_more_sends_than_the_session_allows(
+    max_count: int, program: list
+) -> None:
+    # Workers send at any moment between their grant and when the orchestrator sees it.
+    clock = FakeClock()
+    window_s = 10.0
+    grants = SessionGrants(max_count, window_s, clock=clock, margin_s=0.0)
+    issued: dict[int, float] = {}
+    sends: list[float] = []
+    for op, slot, seconds, when in program:
+        if op == "want" and grants.grant(slot):
+            issued[slot] = clock.now
+        elif op in ("send", "die") and slot in issued:
+            clock.advance(seconds)  # the orchestrator sees the send (or the death) now
+            granted = issued.pop(slot)
+            sends.append(granted + when * (clock.now - granted))
+            grants.used(slot) if op == "send" else grants.release(slot)
+        elif op == "idle":
+            clock.advance(seconds)
+    sends.sort()
+    for i in range(len(sends) - max_count):
+        assert sends[i + max_count] - sends[i] >= window_s - TOL
 
 
 def apply_in_order(shares: dict, changes: list) -> list[float]:

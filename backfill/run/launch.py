@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from backfill.run.dashboard import make_renderer, rerun_hint, summary_table
 from backfill.run.orchestrator import (
     Orchestrator,
     RunConfig,
+    SessionRule,
     SymbolJob,
     install_parent_stop,
     restore_signals,
@@ -176,6 +177,8 @@ class RunRequest:
     # IB's per-contract rules (identical_s, max per window, window_s): scaled only for
     # simulators that scale their own.
     ib_rules: tuple[float, int, float] = (15.0, 5, 2.0)
+    # IB's session rule (max requests, window_s), kept in strict mode; scaled likewise.
+    session_rule: SessionRule = field(default_factory=SessionRule)
 
 
 def missing_days(
@@ -241,13 +244,15 @@ def _orchestrate(
         lake=request.lake, symbol=jobs[0].symbol, days=(), host=host, port=port,
         client_id=request.client_id_base, window_days=request.window_days,
         max_in_flight=request.max_in_flight, request_timeout_s=request.request_timeout_s,
-        strict_pacing=request.strict_pacing, identical_s=request.ib_rules[0],
+        # In strict mode the orchestrator grants every send within the session window.
+        strict_pacing=False, identical_s=request.ib_rules[0],
         contract_max=request.ib_rules[1], contract_window_s=request.ib_rules[2],
     )
     config = RunConfig(
         lake=request.lake, host=host, port=port, workers=request.workers,
         client_id_base=request.client_id_base, rate=request.rate,
         worker_template=template, max_restarts=request.max_restarts,
+        session_rule=request.session_rule if request.strict_pacing else None,
     )
 
     def resume(symbol: Symbol) -> tuple[date, ...]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import filelock
 
 from backfill.domain import Symbol
-from backfill.pacing import Budget, GlobalRateController
+from backfill.pacing import Budget, GlobalRateController, SessionGrants
 from backfill.run import events as ev
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
 
@@ -38,6 +38,14 @@ class SymbolJob:
 
     symbol: Symbol
     days: tuple[date, ...]
+
+
+@dataclass(frozen=True)
+class SessionRule:
+    """IB's "at most ``max_count`` requests in any ``window_s``" for a gateway session."""
+
+    max_count: int = 60
+    window_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class RunConfig:
     # After a violation: half the rate for 20 s, then back to full in four 10 s steps.
     rate_hold_s: float = 20.0
     rate_climb_every_s: float = 10.0
+    # Strict mode: every send needs a grant from the orchestrator's session window.
+    session_rule: SessionRule | None = None
 
 
 @dataclass
@@ -77,17 +87,36 @@ class RunResult:
         return [s for s, r in self.symbols.items() if r.status == ev.Status.FAILED]
 
 
-class SharedControls:
-    """A worker's view of what the orchestrator steers: its rate, pause-all, stop.
+@dataclass(frozen=True)
+class GrantArrays:
+    """Strict mode's shared counters, one entry per slot, each with a single writer.
 
-    Only the orchestrator writes these (no locks: a worker killed while holding a lock
-    would freeze every other worker).
+    The orchestrator adds to ``granted``; the slot's worker adds to ``sent`` and sets
+    ``wanted`` while it waits for a grant. A worker may send while ``sent < granted``.
+    """
+
+    granted: SynchronizedArray
+    sent: SynchronizedArray
+    wanted: SynchronizedArray
+
+
+class SharedControls:
+    """A worker's view of what the orchestrator steers: its rate, pause-all, stop, grants.
+
+    Every value has one writer and no lock guards them: a worker killed while holding a
+    lock would freeze every other worker.
     """
 
     def __init__(
-        self, rates: SynchronizedArray, slot: int, pause: Synchronized, stop: Synchronized
+        self,
+        rates: SynchronizedArray,
+        slot: int,
+        pause: Synchronized,
+        stop: Synchronized,
+        grants: GrantArrays | None = None,
     ) -> None:
         self.rates, self.slot, self.pause, self.stop = rates, slot, pause, stop
+        self.grants = grants
         self.signalled = False  # this process got SIGINT/SIGTERM itself
 
     def rate(self) -> float:
@@ -102,6 +131,19 @@ class SharedControls:
     def stop_requested(self) -> bool:
         return self.signalled or bool(self.stop.value)
 
+    def may_send(self) -> bool:
+        grants = self.grants
+        if grants is None or grants.sent[self.slot] < grants.granted[self.slot]:
+            return True
+        grants.wanted[self.slot] = 1
+        return False
+
+    def note_sent(self) -> None:
+        grants = self.grants
+        if grants is not None:
+            grants.sent[self.slot] += 1
+            grants.wanted[self.slot] = 0
+
 
 def _worker_main(
     config: WorkerConfig,
@@ -110,9 +152,10 @@ def _worker_main(
     slot: int,
     pause: Synchronized,
     stop: Synchronized,
+    grants: GrantArrays | None,
 ) -> None:
     """Entry point of a worker process."""
-    controls = SharedControls(rates, slot, pause, stop)
+    controls = SharedControls(rates, slot, pause, stop, grants)
 
     def request_stop(signum: int, frame: object) -> None:
         controls.signalled = True
@@ -172,6 +215,15 @@ class Orchestrator:
         self.rates = self.ctx.Array("d", n, lock=False)
         self.pause = self.ctx.Value("d", 0.0, lock=False)
         self.stop = self.ctx.Value("b", 0, lock=False)
+        self.grants: GrantArrays | None = None
+        self.session: SessionGrants | None = None
+        if config.session_rule is not None:
+            self.grants = GrantArrays(*(self.ctx.Array("q", n, lock=False) for _ in range(3)))
+            self.session = SessionGrants(
+                config.session_rule.max_count, config.session_rule.window_s,
+                clock=time.monotonic, margin_s=config.worker_template.pacing_margin_s,
+            )
+            self._seen_sent = [0] * n
         self.budget = Budget(config.rate)
         self.controller = GlobalRateController(
             config.rate, clock=time.monotonic, hold_s=config.rate_hold_s,
@@ -180,6 +232,7 @@ class Orchestrator:
         self.results = {job.symbol: SymbolResult(job.symbol) for job in self.jobs}
         self.interrupted = False
         self.rng = random.Random(0)
+        self._grant_turn = 0
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM in the parent: every worker stops sending, flushes and exits."""
@@ -207,6 +260,7 @@ class Orchestrator:
                 global_rate = rate
                 self._apply(self.budget.set_global(rate))
                 self.emit(ev.BudgetChanged("", at=time.time(), rate=rate, reason=reason))
+            self._grant_sends(active)
             conns = [a.conn for a in active.values()]
             if not conns:
                 time.sleep(0.05)
@@ -224,6 +278,7 @@ class Orchestrator:
                 del active[slot]
                 free_slots.append(slot)
                 self._apply(self.budget.finish(slot))
+                self._release_grant(slot)
                 self._settle(worker, queue)
         return RunResult(self.results, self.interrupted)
 
@@ -281,7 +336,7 @@ class Orchestrator:
         parent_conn, child_conn = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(
             target=_worker_main,
-            args=(config, child_conn, self.rates, slot, self.pause, self.stop),
+            args=(config, child_conn, self.rates, slot, self.pause, self.stop, self.grants),
             name=f"backfill-{job.symbol}",
             daemon=True,
         )
@@ -338,6 +393,34 @@ class Orchestrator:
                            reason=f"{reason}, restarting", attempt=result.restarts,
                            delay_s=delay))
         queue.append((worker.job, time.monotonic() + delay))
+
+    # -- strict mode: IB's session window, one grant per send ------------------------------
+
+    def _grant_sends(self, active: dict[int, _Active]) -> None:
+        """Note the grants workers used, then grant those waiting, while the window has room."""
+        if self.grants is None or self.session is None:
+            return
+        for slot in active:
+            if self.grants.sent[slot] > self._seen_sent[slot]:
+                self._seen_sent[slot] = self.grants.sent[slot]
+                self.session.used(slot)
+        # Longest-waiting first would need timestamps; rotating the start is fair enough.
+        slots = sorted(active)
+        if slots:
+            turn = self._grant_turn % len(slots)
+            self._grant_turn += 1
+            for slot in slots[turn:] + slots[:turn]:
+                if self.grants.wanted[slot] and self.session.grant(slot):
+                    self.grants.granted[slot] += 1
+
+    def _release_grant(self, slot: int) -> None:
+        """A worker ended: count its unused grant as sent, so its successor starts even."""
+        if self.grants is None or self.session is None:
+            return
+        self.session.release(slot)
+        self.grants.sent[slot] = self.grants.granted[slot]
+        self.grants.wanted[slot] = 0
+        self._seen_sent[slot] = self.grants.granted[slot]
 
     def _apply(self, changes: list[tuple[object, float]]) -> None:
         for slot, rate in changes:

@@ -47,7 +47,7 @@ from backfill.ib.session import (
 )
 from backfill.lake.schema import empty_bars
 from backfill.lake.store import write_batch
-from backfill.pacing import ContractRules, Pacer
+from backfill.pacing import ContractRules, Pacer, Rule
 from backfill.run import events as ev
 
 EventSink = Callable[[ev.Event], None]
@@ -60,6 +60,12 @@ class Controls(Protocol):
     def paused_until(self) -> float: ...
     def report_violation(self, backoff_s: float) -> None: ...
     def stop_requested(self) -> bool: ...
+    def may_send(self) -> bool:
+        """Strict mode: whether the session window grants one more send (asks if not)."""
+        ...
+    def note_sent(self) -> None:
+        """A request left: it used the grant ``may_send`` gave."""
+        ...
 
 
 @dataclass
@@ -81,6 +87,12 @@ class LocalControls:
 
     def stop_requested(self) -> bool:
         return self.stop
+
+    def may_send(self) -> bool:
+        return True  # alone, the worker's own strict rule (WorkerConfig) is the session's
+
+    def note_sent(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -325,6 +337,10 @@ class Worker:
             self.set_status(ev.Status.PACED, rule.value)
             if pace > 1.0:
                 self.emit(ev.Paced, wait_s=round(pace, 3), rule=rule.value)
+        if wait <= 0 and not self.controls.may_send():
+            # Strict mode: the orchestrator grants sends within IB's session window.
+            self.set_status(ev.Status.PACED, Rule.STRICT.value)
+            return 0.05
         return 0.0 if wait <= 0 else min(wait, 5.0)
 
     def _next_ready_first(self, look_ahead: int = 16) -> None:
@@ -349,6 +365,7 @@ class Worker:
             return
         # Noted the moment the bytes leave: the gateway times its rules on arrival.
         self.pacer.record(self._key(job.window))
+        self.controls.note_sent()
         job.sent_mono, job.sent_wall = time.monotonic(), time.time()
         self.set_status(ev.Status.FETCHING, str(job.window))
         task = asyncio.ensure_future(

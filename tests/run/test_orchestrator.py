@@ -8,17 +8,25 @@ from pathlib import Path
 
 from backfill.domain import Symbol
 from backfill.run import events as ev
-from backfill.run.orchestrator import Orchestrator, RunConfig, SymbolJob
+from backfill.run.orchestrator import (
+    Orchestrator,
+    RunConfig,
+    SessionRule,
+    SharedControls,
+    SymbolJob,
+)
 from backfill.run.worker import WorkerConfig
 
 BTC, ETH = Symbol("BTC", "USD"), Symbol("ETH", "USD")
 
 
-def orchestrator(tmp_path: Path, rate: float = 8.0) -> tuple[Orchestrator, list[ev.Event]]:
+def orchestrator(
+    tmp_path: Path, rate: float = 8.0, session_rule: SessionRule | None = None
+) -> tuple[Orchestrator, list[ev.Event]]:
     template = WorkerConfig(lake=tmp_path, symbol=BTC, days=(), host="127.0.0.1", port=1,
                             client_id=100)
     config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, workers=2, client_id_base=100,
-                       rate=rate, worker_template=template)
+                       rate=rate, worker_template=template, session_rule=session_rule)
     seen: list[ev.Event] = []
     jobs = [SymbolJob(BTC, (date(2025, 7, 1),)), SymbolJob(ETH, (date(2025, 7, 1),))]
     return Orchestrator(config, jobs, seen.append, resume=lambda s: ()), seen
@@ -54,3 +62,32 @@ def test_a_symbol_with_nothing_left_finishes_without_a_process(tmp_path):
     assert {s: r.status for s, r in result.symbols.items()} == {
         BTC: ev.Status.DONE, ETH: ev.Status.DONE}
     assert [type(e) for e in seen].count(ev.WorkerFinished) == 2
+
+
+def test_strict_mode_grants_sends_across_workers_within_the_session_window(tmp_path):
+    orch, _ = orchestrator(tmp_path, session_rule=SessionRule(max_count=3, window_s=600.0))
+    workers = [SharedControls(orch.rates, slot, orch.pause, orch.stop, orch.grants)
+               for slot in (0, 1)]
+    active = dict.fromkeys((0, 1))
+    sent = 0
+    for _ in range(5):  # both workers keep asking; the window allows three sends in all
+        for worker in workers:
+            if worker.may_send():
+                worker.note_sent()
+                sent += 1
+        orch._grant_sends(active)  # type: ignore[arg-type]
+    assert sent == 3
+    assert not any(worker.may_send() for worker in workers)
+
+
+def test_strict_mode_a_dead_workers_grant_is_not_inherited(tmp_path):
+    orch, _ = orchestrator(tmp_path, session_rule=SessionRule(max_count=1, window_s=600.0))
+    dying = SharedControls(orch.rates, 0, orch.pause, orch.stop, orch.grants)
+    assert not dying.may_send()  # asks
+    orch._grant_sends({0: None})  # type: ignore[dict-item]
+    assert dying.may_send()  # granted, then killed before it could say whether it sent
+    orch._release_grant(0)
+    successor = SharedControls(orch.rates, 0, orch.pause, orch.stop, orch.grants)
+    assert not successor.may_send(), "the grant may have been used: it counts as sent"
+    orch._grant_sends({0: None})  # type: ignore[dict-item]
+    assert not successor.may_send(), "the window is full for 600 s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -109,6 +110,23 @@ def test_pacing_violations_are_retried_and_slow_everyone(make_sim, lake):
     assert "budget 25 req/s (stepped down after a pacing violation)" in done.stdout
     assert_lake_equals_simulator(lake, gateway, ["BTC-USD", "ETH-USD"], "2025-07-01",
                                  "2025-07-10")
+
+
+def test_strict_pacing_keeps_the_session_rule_across_all_workers(make_sim, lake):
+    # IB's 60-in-10-minutes scaled to 5 in 2 s, counted across every client by the gateway.
+    gateway = make_sim(pacing=dataclasses.replace(
+        FAST_PACING, strict=True, session_max=5, session_window_s=2.0))
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD"]
+    done = run_backfill(gateway, lake, symbols, "2025-07-01", "2025-07-05", "--rate", "50",
+                        "--strict-pacing", "--ib-session-max", "5",
+                        "--ib-session-window-s", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    asked = historical(gateway)
+    assert not [r for r in asked if r.error_code == 162], "the session rule was broken"
+    arrivals = sorted(r.received for r in asked)
+    assert len(arrivals) == 15
+    assert all(later - first > 2.0 for first, later in zip(arrivals, arrivals[5:], strict=False))
+    assert_lake_equals_simulator(lake, gateway, symbols, "2025-07-01", "2025-07-05")
 
 
 def test_days_before_listing_are_recorded_as_no_data_not_asked_again(sim, lake):
