@@ -88,6 +88,9 @@ class EmbeddedGateway:
                 self.running.process.kill()
 
 
+PREFLIGHT_CONCURRENCY = 16  # contract-details requests open at once during the check
+
+
 def preflight(
     host: str, port: int, client_id: int, symbols: Sequence[Symbol], timeout_s: float = 10.0
 ) -> None:
@@ -95,13 +98,21 @@ def preflight(
 
     async def check() -> None:
         session = await _connect_any_id(host, port, client_id, timeout_s)
-        try:
-            unknown = []
-            for symbol in symbols:
+        # Concurrent, so a long symbol list costs a few round trips, not one per symbol;
+        # ib_insync itself keeps the messages under the gateway's 50 per second.
+        limit = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
+
+        async def known(symbol: Symbol) -> bool:
+            async with limit:
                 try:
                     await session.qualify(symbol)
                 except UnknownSymbol:
-                    unknown.append(str(symbol))
+                    return False
+                return True
+
+        try:
+            found = await asyncio.gather(*(known(s) for s in symbols))
+            unknown = [str(s) for s, ok in zip(symbols, found, strict=True) if not ok]
             if unknown:
                 raise BadInput(
                     f"unknown symbol{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "

@@ -1,0 +1,23 @@
+"""The gateway check before a run: every symbol qualified at once, unknown ones named."""
+
+from __future__ import annotations
+
+import pytest
+
+from backfill.domain import BadInput, Symbol
+from backfill.run.launch import preflight
+
+
+def test_a_long_symbol_list_is_checked_at_once_within_the_message_rate(make_sim):
+    known = [f"C{n:02d}" for n in range(60)]
+    gateway = make_sim(symbols=tuple(known))
+    preflight(gateway.host, gateway.port, 900, [Symbol(b, "USD") for b in known])
+    asked = [r for r in gateway.requests() if r.kind == "contract_details"]
+    assert len(asked) == 60 and all(r.outcome == "ok" for r in asked)
+    assert not [r for r in gateway.requests() if r.error_code == 100], "over 50 messages/s"
+
+
+def test_every_unknown_symbol_is_named_in_order(sim):
+    symbols = [Symbol("NOPE", "USD"), Symbol("BTC", "USD"), Symbol("ZZZ", "USD")]
+    with pytest.raises(BadInput, match="unknown symbols NOPE-USD, ZZZ-USD"):
+        preflight(sim.host, sim.port, 900, symbols)
