@@ -60,6 +60,11 @@ UntilOpt = Annotated[
     str | None,
     typer.Option("--to", help="Last UTC day, YYYY-MM-DD (inclusive). Default: today (UTC)."),
 ]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict-pacing", help="Also keep IB's 60-requests-in-10-minutes rule "
+                 "across all workers (documented for small bars; slow: 0.1 req/s sustained)."),
+]
 GatewayOpt = Annotated[
     str,
     typer.Option(
@@ -135,11 +140,7 @@ def run(
         float, typer.Option("--request-timeout", min=1.0,
                             help="Seconds before an unanswered request is cancelled, retried.")
     ] = 30.0,
-    strict_pacing: Annotated[
-        bool, typer.Option("--strict-pacing",
-                           help="Also keep IB's 60-requests-in-10-minutes rule across all "
-                           "workers (documented for small bars; slow).")
-    ] = False,
+    strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
     ib_identical_s: Annotated[
         float, typer.Option("--ib-identical-s", hidden=True,
@@ -257,6 +258,7 @@ def plan(
     ] = False,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     client_id_base: ClientIdBaseOpt = 100,
+    strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
@@ -292,7 +294,7 @@ def plan(
         coverage = read_coverage(root, symbol_list, first, min(last, today))
         result = planning.plan(
             symbol_list, first, last, coverage, today=today, window_days=window_days,
-            rate=rate,
+            rate=min(rate, planning.STRICT_SESSION_RATE) if strict_pacing else rate,
             workers=min(len(symbol_list), planning.DEFAULT_WORKERS) if workers is None else workers,
             in_flight=max_in_flight, latency_s=latency_ms / 1000,
             listing=listing,

@@ -29,6 +29,8 @@ from backfill.pacing import DEFAULT_RATE
 DEFAULT_WORKERS = 8  # ``run``'s default: one worker per symbol, at most this many
 DEFAULT_IN_FLIGHT = 4  # ``run``'s default --max-in-flight: requests one worker keeps open
 DEFAULT_LATENCY_S = 0.3
+# --strict-pacing: IB's 60 requests in any 10 minutes, sustained (a first burst is faster).
+STRICT_SESSION_RATE = 60 / 600
 MAX_OPEN_REQUESTS = 50  # IB: at most 50 historical requests open at once
 # IB's per-contract rule (5 requests in any 2 s, plus the pacer's 50 ms margin) caps one
 # worker at one request every 0.41 s on average, however fast the gateway answers.

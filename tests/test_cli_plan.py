@@ -119,6 +119,15 @@ def test_days_after_today_are_not_planned(tmp_path: Path) -> None:
     assert sym["last"] >= str(today) and sym["days_total"] in (1, 2)
 
 
+def test_strict_pacing_plans_at_the_session_rate(tmp_path: Path) -> None:
+    args = "--symbols BTC-USD,ETH-USD --from 2025-07-01 --to 2025-07-30 --rate 10 --json --lake"
+    fast = json.loads(invoke(args, tmp_path).stdout)["totals"]["eta_seconds"]
+    strict = invoke(f"--strict-pacing {args}", tmp_path)
+    assert strict.exit_code == 0, strict.output
+    assert json.loads(strict.stdout)["totals"]["eta_seconds"] == pytest.approx(60 / 0.1)
+    assert fast < 60 / 0.1 / 10
+
+
 def test_to_defaults_to_today(tmp_path: Path) -> None:
     today = datetime.now(timezone.utc).date()
     result = invoke(f"--symbols BTC-USD --from {today - timedelta(days=2)} --json --lake", tmp_path)
