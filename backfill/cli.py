@@ -141,6 +141,11 @@ def run(
                             help="Seconds before an unanswered request is cancelled, retried.")
     ] = 30.0,
     strict_pacing: StrictOpt = False,
+    reconnect_for: Annotated[
+        float, typer.Option("--reconnect-for", min=1.0,
+                            help="Seconds a worker keeps reconnecting to a gateway that went "
+                            "away (IB Gateway restarts daily) before its symbol fails.")
+    ] = 600.0,
     json: JsonOpt = False,
     ib_identical_s: Annotated[
         float, typer.Option("--ib-identical-s", hidden=True,
@@ -197,6 +202,7 @@ def run(
             # IB refuses more than 50 open requests per session: share them out.
             max_in_flight=max(1, min(max_in_flight, MAX_OPEN_REQUESTS // n_workers)),
             request_timeout_s=request_timeout, json=json, max_restarts=max_restarts,
+            reconnect_for_s=reconnect_for,
             ib_rules=(ib_identical_s, ib_contract_max, ib_contract_window_s),
             session_rule=SessionRule(ib_session_max, ib_session_window_s),
             command=("backfill", *sys.argv[1:]),

@@ -169,14 +169,19 @@ class ContractRules:
         waits = [(0.0, Rule.NONE), (self._contract.delay(now), Rule.CONTRACT)]
         if self._strict is not None:
             waits.append((self._strict.delay(now), Rule.STRICT))
-        last = self._last_sent.get(request_key)
-        if last is not None:
-            waits.append((max(0.0, last + self.identical_s + self.margin_s - now), Rule.IDENTICAL))
+        waits.append((self.identical_wait(request_key), Rule.IDENTICAL))
         return max(waits, key=lambda w: w[0])
 
     def delay(self, request_key: Hashable) -> float:
         """Seconds until sending ``request_key`` breaks no rule."""
         return self.wait(request_key)[0]
+
+    def identical_wait(self, request_key: Hashable) -> float:
+        """Seconds until ``request_key`` is no longer a repeat within ``identical_s``."""
+        last = self._last_sent.get(request_key)
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.identical_s + self.margin_s - self._clock())
 
     def record(self, request_key: Hashable) -> None:
         """Note a request sent now."""

@@ -88,7 +88,7 @@ class EmbeddedGateway:
                 self.running.process.kill()
 
 
-PREFLIGHT_CONCURRENCY = 16  # contract-details requests open at once during the check
+PREFLIGHT_RATE = 25.0  # contract-details requests per second during the gateway check
 
 
 def preflight(
@@ -98,20 +98,21 @@ def preflight(
 
     async def check() -> None:
         session = await _connect_any_id(host, port, client_id, timeout_s)
-        # Concurrent, so a long symbol list costs a few round trips, not one per symbol;
-        # ib_insync itself keeps the messages under the gateway's 50 per second.
-        limit = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
 
-        async def known(symbol: Symbol) -> bool:
-            async with limit:
-                try:
-                    await session.qualify(symbol)
-                except UnknownSymbol:
-                    return False
-                return True
+        async def known(symbol: Symbol, start_s: float) -> bool:
+            await asyncio.sleep(start_s)
+            try:
+                await session.qualify(symbol)
+            except UnknownSymbol:
+                return False
+            return True
 
         try:
-            found = await asyncio.gather(*(known(s) for s in symbols))
+            # Overlapping, so a long list costs its send time, not a round trip per symbol;
+            # spaced well under the gateway's 50 messages/s, which it counts on arrival.
+            found = await asyncio.gather(
+                *(known(s, n / PREFLIGHT_RATE) for n, s in enumerate(symbols))
+            )
             unknown = [str(s) for s, ok in zip(symbols, found, strict=True) if not ok]
             if unknown:
                 raise BadInput(
@@ -183,6 +184,7 @@ class RunRequest:
     max_in_flight: int = 4
     request_timeout_s: float = 30.0
     max_restarts: int = 3
+    reconnect_for_s: float = 600.0
     json: bool = False
     command: tuple[str, ...] = ()
     # IB's per-contract rules (identical_s, max per window, window_s): scaled only for
@@ -255,6 +257,7 @@ def _orchestrate(
         lake=request.lake, symbol=jobs[0].symbol, days=(), host=host, port=port,
         client_id=request.client_id_base, window_days=request.window_days,
         max_in_flight=request.max_in_flight, request_timeout_s=request.request_timeout_s,
+        reconnect_for_s=request.reconnect_for_s,
         # In strict mode the orchestrator grants every send within the session window.
         strict_pacing=False, identical_s=request.ib_rules[0],
         contract_max=request.ib_rules[1], contract_window_s=request.ib_rules[2],

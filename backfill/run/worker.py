@@ -109,7 +109,9 @@ class WorkerConfig:
     request_timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
     flush_interval_s: float = 60.0
-    max_reconnects: int = 8
+    # How long one outage (no answer since the connection was lost) is ridden out before
+    # the worker gives up: IB Gateway restarts daily and takes a minute or two.
+    reconnect_for_s: float = 600.0
     client_id_tries: int = 16
     identical_s: float = 15.0
     contract_max: int = 5
@@ -190,7 +192,8 @@ class Worker:
         self.days_failed: list[date] = []
         self.rows_written = 0
         self.session: IBSession | None = None
-        self.reconnects = 0
+        self.reconnects = 0  # in the current outage
+        self.outage_since: float | None = None  # monotonic; cleared by the next answer
         self.status = ev.Status.QUEUED
 
     # -- events -------------------------------------------------------------------------
@@ -268,9 +271,10 @@ class Worker:
             except IBSessionError as exc:
                 session.disconnect()
                 attempt += 1
-                if attempt > self.config.max_reconnects or self.controls.stop_requested():
-                    raise GatewayUnreachable(str(exc)) from exc
                 delay = self._backoff(attempt)
+                if self.controls.stop_requested():
+                    raise GatewayUnreachable(str(exc)) from exc
+                self._check_outage(delay, str(exc))
                 self.set_status(ev.Status.RETRYING, "reconnecting")
                 self.emit(ev.Retry, reason=f"connect: {exc}", attempt=attempt, delay_s=delay)
                 await self._sleep(delay)
@@ -282,9 +286,8 @@ class Worker:
                 await self._drain(in_flight)
                 self.session = None
                 self.reconnects += 1
-                if self.reconnects > self.config.max_reconnects:
-                    raise GatewayUnreachable("too many disconnects")
                 delay = self._backoff(self.reconnects)
+                self._check_outage(delay, "the connection keeps dropping")
                 self.set_status(ev.Status.RETRYING, "reconnecting")
                 self.emit(ev.Retry, reason="disconnected", attempt=self.reconnects,
                           delay_s=delay)
@@ -344,13 +347,16 @@ class Worker:
         return 0.0 if wait <= 0 else min(wait, 5.0)
 
     def _next_ready_first(self, look_ahead: int = 16) -> None:
-        """Move the first job whose retry backoff has passed to the front of the queue.
+        """Move the first job that may go now to the front of the queue.
 
-        A retry waiting out its backoff must not hold back the days queued behind it.
+        A retry waiting out its backoff, or IB's identical-request interval (a request lost
+        with its connection), must not hold back the days queued behind it.
         """
         now = time.monotonic()
         for index, job in enumerate(itertools.islice(self.pending, look_ahead)):
-            if job.not_before <= now:
+            if job.not_before <= now and not self.pacer.rules.identical_wait(
+                self._key(job.window)
+            ):
                 if index:
                     del self.pending[index]
                     self.pending.appendleft(job)
@@ -388,6 +394,7 @@ class Worker:
         self.emit(ev.RequestDone, window=str(job.window),
                   outcome="no_data" if result.no_data else "bars",
                   latency_s=round(result.latency_s, 4))
+        self.outage_since, self.reconnects = None, 0  # the gateway answers: any outage is over
         self._accept(result, job.sent_wall)
 
     def _on_error(self, job: _Job, exc: IBSessionError) -> None:
@@ -514,6 +521,15 @@ class Worker:
             if left <= 0:
                 return
             await asyncio.sleep(min(left, 0.2))
+
+    def _check_outage(self, next_delay: float, why: str) -> None:
+        """Give up once the current outage would outlast ``reconnect_for_s``."""
+        now = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since = now
+        down = now - self.outage_since
+        if down + next_delay > self.config.reconnect_for_s:
+            raise GatewayUnreachable(f"{why}; no answer for {down:.0f}s, giving up")
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.config.retry_cap_s, self.config.retry_base_s * 2 ** (attempt - 1))

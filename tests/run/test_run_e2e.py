@@ -209,6 +209,23 @@ def assert_a_rerun_completes_the_lake(gateway, lake: Path, symbols) -> None:
     assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
 
 
+def test_a_gateway_restart_mid_run_is_ridden_out(make_sim, lake):
+    # IB Gateway restarts daily: every connection drops and for a while nothing listens.
+    faults = FaultConfig(latency_ms=(40, 80))
+    first = make_sim(faults=faults)
+    symbols = ["BTC-USD", "ETH-USD"]
+    process = start_json_run(first, lake, symbols, "--rate", "10")
+    _wait_for_lines(process, lambda line, lines: sum('"day_fetched"' in x for x in lines) >= 6)
+    first.stop()
+    time.sleep(3.0)
+    second = make_sim(port=first.port, faults=faults)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-3000:]
+    assert '"reason":"disconnected"' in out
+    assert successes(second), "the run went on against the restarted gateway"
+    assert_lake_equals_simulator(lake, second, symbols, *JULY)
+
+
 def test_sigkill_of_the_whole_run_then_rerun_gives_the_undisturbed_lake(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
     symbols = ["BTC-USD", "ETH-USD"]

@@ -77,3 +77,40 @@ def test_pause_all_holds_back_every_request(sim, tmp_path):
     run_worker(config(sim, tmp_path, [date(2025, 7, 1)]), lambda e: None, controls)
     first = min(r.received for r in sim.requests() if r.kind == "historical")
     assert first >= controls.pause_until
+
+
+def test_many_disconnects_over_a_long_run_do_not_fail_it(make_sim, tmp_path):
+    # Every connection is dropped after 3 answers: a month takes ten reconnects, each
+    # outage short. Only an outage that lasts, not their number, may fail a worker.
+    gateway = make_sim(faults=FaultConfig(drop_after=3))
+    days = days_between(date(2025, 7, 1), date(2025, 7, 31))
+    events: list[ev.Event] = []
+    outcome = run_worker(config(gateway, tmp_path, days, retry_base_s=0.02), events.append,
+                         LocalControls(50.0))
+    assert not outcome.failure and outcome.days_fetched == 31
+    assert sum(isinstance(e, ev.Retry) and e.reason == "disconnected" for e in events) >= 9
+    assert lake_rows(tmp_path, ETH) == expected_bars(gateway.market, ETH, days[0], days[-1])
+
+
+def test_a_gateway_gone_for_good_fails_the_worker_after_the_reconnect_window(
+    make_sim, tmp_path
+):
+    gateway = make_sim()
+    days = days_between(date(2025, 7, 1), date(2025, 7, 10))
+    fetched = 0
+
+    def stop_the_gateway_after_two_days(event: ev.Event) -> None:
+        nonlocal fetched
+        fetched += isinstance(event, ev.DayFetched)
+        if fetched == 2 and isinstance(event, ev.DayFetched):
+            gateway.stop()
+
+    started = time.monotonic()
+    outcome = run_worker(config(gateway, tmp_path, days, retry_base_s=0.2, reconnect_for_s=2.0),
+                         stop_the_gateway_after_two_days, LocalControls(50.0))
+    assert "giving up" in outcome.failure
+    assert time.monotonic() - started < 30
+    assert 2 <= outcome.days_fetched < 10
+    assert len(outcome.days_failed) == 10 - outcome.days_fetched  # reported, not dropped
+    # What was fetched before the gateway went away is in the lake.
+    assert len({row[0].date() for row in lake_rows(tmp_path, ETH)}) == outcome.days_fetched
