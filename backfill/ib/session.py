@@ -27,6 +27,8 @@ _ib_logger.addHandler(logging.NullHandler())
 _ib_logger.propagate = False
 
 _MICROS_PER_MINUTE = 60_000_000
+UPSTREAM_LOST = 1100  # connectivity between IB and the gateway lost
+UPSTREAM_RESTORED = (1101, 1102)  # restored, data lost / data maintained
 
 
 class IBSessionError(Exception):
@@ -151,11 +153,34 @@ class IBSession:
         self.timeout_s = timeout_s
         self._ib = IB()
         self._ib.RaiseRequestErrors = True
+        # IB's link from the gateway to its servers (1100 lost, 1101/1102 back): while it is
+        # down requests go unanswered, so the worker holds them rather than burn attempts.
+        self.upstream_lost_since: float | None = None
+        self.upstream_last_lost: float | None = None
+        self._ib.errorEvent += self._on_session_message
         self._contracts: dict[Symbol, Contract] = {}
 
     @property
     def connected(self) -> bool:
         return self._ib.isConnected()
+
+    @property
+    def upstream_ok(self) -> bool:
+        """False between IB's 1100 (connectivity lost) and its 1101/1102 (restored)."""
+        return self.upstream_lost_since is None
+
+    def upstream_lost_after(self, moment: float) -> bool:
+        """Whether IB reported its connectivity lost at or after ``moment`` (monotonic)."""
+        return self.upstream_last_lost is not None and self.upstream_last_lost >= moment
+
+    def _on_session_message(self, req_id: int, code: int, text: str, contract: object) -> None:
+        if code == UPSTREAM_LOST:
+            now = time.monotonic()
+            self.upstream_last_lost = now
+            if self.upstream_lost_since is None:
+                self.upstream_lost_since = now
+        elif code in UPSTREAM_RESTORED:
+            self.upstream_lost_since = None
 
     async def connect(self) -> None:
         """Connect read-only; raises ClientIdInUse on 326, GatewayUnreachable otherwise."""

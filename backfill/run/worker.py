@@ -140,7 +140,7 @@ class WorkerOutcome:
 class _Job:
     window: Window
     attempt: int = 0
-    pacing_refusals: int = 0
+    excused_failures: int = 0  # pacing refusals, timeouts while IB had lost connectivity
     not_before: float = 0.0
     sent_mono: float = 0.0
     sent_wall: float = 0.0
@@ -195,15 +195,17 @@ class Worker:
         self.reconnects = 0  # in the current outage
         self.outage_since: float | None = None  # monotonic; cleared by the next answer
         self.status = ev.Status.QUEUED
+        self.status_detail = ""
 
     # -- events -------------------------------------------------------------------------
 
     def emit(self, event_type: type[ev.Event], **fields: object) -> None:
         self.emit_event(event_type(self.name, at=time.time(), **fields))
 
-    def set_status(self, status: ev.Status, detail: str = "") -> None:
-        if status != self.status:
-            self.status = status
+    def set_status(self, status: ev.Status, detail: str = "", *, tell: bool = False) -> None:
+        """Emit a status change (``tell``: even if only the detail is new)."""
+        if status != self.status or tell:
+            self.status, self.status_detail = status, detail
             self.emit(ev.StatusChanged, status=status, detail=detail)
 
     # -- main loop ----------------------------------------------------------------------
@@ -322,6 +324,9 @@ class Worker:
         """Seconds until the next request may go out (inf: wait for one in flight)."""
         if not self.pending or n_in_flight >= self.config.max_in_flight:
             return float("inf")
+        hold = self._upstream_hold()
+        if hold:
+            return hold
         self._next_ready_first()
         job = self.pending[0]
         if job.window.n_days > self.window_days:
@@ -345,6 +350,21 @@ class Worker:
             self.set_status(ev.Status.PACED, Rule.STRICT.value)
             return 0.05
         return 0.0 if wait <= 0 else min(wait, 5.0)
+
+    def _upstream_hold(self) -> float:
+        """Seconds to hold requests while IB reports its connectivity lost (1100), else 0.
+
+        Nothing would be answered meanwhile. Past ``reconnect_for_s`` of it, give up as for
+        any outage.
+        """
+        if self.session is None or self.session.upstream_lost_since is None:
+            return 0.0
+        down = time.monotonic() - self.session.upstream_lost_since
+        if down > self.config.reconnect_for_s:
+            raise GatewayUnreachable(f"IB reports its connectivity lost (1100) for {down:.0f}s")
+        detail = "IB connectivity lost (1100): holding requests"
+        self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
+        return 0.25
 
     def _next_ready_first(self, look_ahead: int = 16) -> None:
         """Move the first job that may go now to the front of the queue.
@@ -415,11 +435,17 @@ class Worker:
         if isinstance(exc, Disconnected) and self.session is not None:
             # The whole session is gone: reconnect once, not once per request in flight.
             self.session.disconnect()
-        if isinstance(exc, PacingViolation):
-            # Not the request's fault: the session was asked too much. Everyone backs off;
-            # this request keeps its attempts, within a bound of its own.
-            job.pacing_refusals += 1
-            exhausted = job.pacing_refusals >= 3 * self.config.max_attempts
+        lost_upstream = (
+            isinstance(exc, RequestTimeout)
+            and self.session is not None
+            and self.session.upstream_lost_after(job.sent_mono)
+        )
+        if isinstance(exc, PacingViolation) or lost_upstream:
+            # Not the request's fault: the session was asked too much (everyone backs off),
+            # or IB lost its own connectivity while the request was out. The request keeps
+            # its attempts, within a bound of its own.
+            job.excused_failures += 1
+            exhausted = job.excused_failures >= 3 * self.config.max_attempts
         else:
             job.attempt += 1
             exhausted = job.attempt >= self.config.max_attempts
@@ -429,7 +455,7 @@ class Worker:
                 self.emit(ev.DayFailed, day=day, reason=f"{_outcome(exc)}: {exc}")
             self._resolve_days(job.window.days)
             return
-        delay = self._backoff(max(1, job.attempt + job.pacing_refusals))
+        delay = self._backoff(max(1, job.attempt + job.excused_failures))
         job.not_before = time.monotonic() + delay
         self.set_status(ev.Status.RETRYING, _outcome(exc))
         self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,

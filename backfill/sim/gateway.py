@@ -34,6 +34,10 @@ TEXT_CLIENT_ID = (
     "Unable to connect as the client id is already in use. Retry with a unique client id."
 )
 TEXT_TOO_LONG = HMDS + "Time length exceed max."
+TEXT_UPSTREAM_LOST = "Connectivity between IB and Trader Workstation has been lost."
+TEXT_UPSTREAM_RESTORED = (
+    "Connectivity between IB and Trader Workstation has been restored - data maintained."
+)
 FARM_MESSAGES = (
     (2104, "Market data farm connection is OK:usfarm"),
     (2106, "HMDS data farm connection is OK:ushmds"),
@@ -82,6 +86,8 @@ class _Server:
         self.connections: set[_Connection] = set()
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+        # IB's own servers unreachable from the gateway (1100): data requests go unanswered.
+        self.upstream_lost = False
         self._encoded: dict[tuple[str, date, int], list[str]] = {}
 
     async def start(self) -> None:
@@ -107,6 +113,15 @@ class _Server:
         finally:
             self.connections.discard(conn)
             conn.close()
+
+    def set_upstream(self, *, lost: bool) -> None:
+        """Tell every client, as IB does, that its link to IB's servers is lost or back."""
+        if lost == self.upstream_lost:
+            return
+        self.upstream_lost = lost
+        code, text = (1100, TEXT_UPSTREAM_LOST) if lost else (1102, TEXT_UPSTREAM_RESTORED)
+        for conn in list(self.connections):
+            conn.send_error(-1, code, text)
 
     def open_count(self) -> int:
         return sum(len(c.open) for c in self.connections)
@@ -236,6 +251,8 @@ class _Connection:
         if self.server.config.farm_messages:
             for code, text in FARM_MESSAGES:
                 self.send_error(-1, code, text)
+        if self.server.upstream_lost:
+            self.send_error(-1, 1100, TEXT_UPSTREAM_LOST)
         self._record(received=received, kind="connect", outcome="connected")
         return True
 
@@ -352,6 +369,11 @@ class _Connection:
                        window_end=stop.isoformat())
         fate = self._fate(base)
         if fate is None:
+            return
+        if self.server.upstream_lost:
+            # As IB does while it cannot reach its servers: the request is never answered.
+            self.open[req_id] = _Open(req_id, None, base)
+            self.server.log.add(replace(base, outcome="hung", detail="upstream lost"))
             return
         soft_delay = self._pace(base, contract, end_text, bar_size, duration, what, fmt_text)
         if soft_delay is None:
@@ -625,6 +647,14 @@ class SimGateway:
     def drop_connections(self) -> None:
         """Close every client connection now, as a gateway restart would."""
         self._call(lambda server: [conn.close() for conn in list(server.connections)])
+
+    def lose_upstream(self) -> None:
+        """IB's servers become unreachable: error 1100 to every client, data requests hang."""
+        self._call(lambda server: server.set_upstream(lost=True))
+
+    def restore_upstream(self) -> None:
+        """IB's servers are back: error 1102 to every client; new requests are answered."""
+        self._call(lambda server: server.set_upstream(lost=False))
 
     def _call(self, action: Callable[[_Server], object]) -> None:
         if self._server is None or self._loop is None:

@@ -200,3 +200,44 @@ def test_dropped_connection_is_typed(sim):
 
     with pytest.raises(Disconnected):
         run(go())
+
+
+def test_ib_connectivity_lost_and_restored_is_tracked_and_requests_hang_meanwhile(sim):
+    # The gateway's own link to IB (1100 lost, 1102 restored): the session must see it.
+    async def go():
+        session = await connected(sim)
+        try:
+            await session.qualify(BTC)
+            assert session.upstream_ok
+            before = time.monotonic()
+            await asyncio.to_thread(sim.lose_upstream)
+            await asyncio.sleep(0.2)
+            assert not session.upstream_ok and session.upstream_lost_after(before)
+            with pytest.raises(RequestTimeout):
+                await session.fetch_window(BTC, Window.single(JULY_1), timeout_s=0.5)
+            await asyncio.to_thread(sim.restore_upstream)
+            await asyncio.sleep(0.2)
+            assert session.upstream_ok
+            assert not session.upstream_lost_after(time.monotonic())
+            return await session.fetch_window(BTC, Window.single(JULY_1))
+        finally:
+            session.disconnect()
+
+    result = run(go())
+    assert rows(result) == expected_bars(sim.market, BTC, JULY_1, JULY_1)
+    hung = [r for r in sim.requests() if r.kind == "historical" and r.outcome == "hung"]
+    assert len(hung) == 1 and hung[0].detail == "upstream lost"
+
+
+def test_a_client_connecting_while_ib_is_unreachable_is_told_at_once(sim):
+    sim.lose_upstream()
+
+    async def go():
+        session = await connected(sim)
+        try:
+            await asyncio.sleep(0.1)
+            return session.upstream_ok
+        finally:
+            session.disconnect()
+
+    assert run(go()) is False

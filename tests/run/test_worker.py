@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from datetime import date
@@ -114,3 +115,35 @@ def test_a_gateway_gone_for_good_fails_the_worker_after_the_reconnect_window(
     assert len(outcome.days_failed) == 10 - outcome.days_fetched  # reported, not dropped
     # What was fetched before the gateway went away is in the lake.
     assert len({row[0].date() for row in lake_rows(tmp_path, ETH)}) == outcome.days_fetched
+
+
+def test_ib_connectivity_loss_holds_requests_and_costs_no_attempts(sim, tmp_path):
+    # IB's nightly reset: the gateway stays connected but says 1100, then 1102 two seconds
+    # later. With a single attempt per day and a 1 s timeout, any request lost to the outage
+    # would fail its day unless the worker excuses it and holds the rest.
+    days = days_between(date(2025, 7, 1), date(2025, 7, 12))
+    outage: list[float] = []
+    events: list[ev.Event] = []
+
+    def lose_upstream_after_three_days(event: ev.Event) -> None:
+        events.append(event)
+        fetched = sum(isinstance(e, ev.DayFetched) for e in events)
+        if fetched == 3 and not outage:
+            outage.append(time.time())
+            sim.lose_upstream()
+            restore = threading.Timer(2.0, lambda: (outage.append(time.time()),
+                                                    sim.restore_upstream()))
+            restore.start()
+
+    outcome = run_worker(
+        config(sim, tmp_path, days, max_attempts=1, request_timeout_s=1.0, max_in_flight=2),
+        lose_upstream_after_three_days, LocalControls(10.0),
+    )
+    assert not outcome.failure and not outcome.days_failed
+    assert outcome.days_fetched == 12
+    assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[-1])
+    lost, restored = outage
+    during = [r for r in sim.requests() if r.kind == "historical" and lost < r.received < restored]
+    # Only what was already on the wire when the 1100 arrived: then the worker held back.
+    assert len(during) <= 2
+    assert any(isinstance(e, ev.StatusChanged) and "1100" in e.detail for e in events)
