@@ -47,7 +47,7 @@ FARM_MESSAGES = (
 # client's request instead of leaving it to time out.
 _REQ_ID_FIELD = {1: 2, 10: 2, 50: 2, 62: 2, 88: 1, 96: 1, 97: 1, 98: 1, 19: 2, 22: 1}
 _SILENT = {p.In.REQ_AUTO_OPEN_ORDERS, p.In.CANCEL_POSITIONS, p.In.CANCEL_ACCOUNT_UPDATES_MULTI,
-           p.In.CANCEL_HEAD_TIMESTAMP}
+           p.In.CANCEL_HEAD_TIMESTAMP, p.In.CANCEL_ACCOUNT_SUMMARY}
 _CLIENT_ID_GRACE_S = 0.25
 
 
@@ -308,6 +308,8 @@ class _Connection:
             p.In.REQ_ACCOUNT_UPDATES: self._account_updates,
             p.In.REQ_ACCOUNT_UPDATES_MULTI: self._with_req_id(p.Out.ACCOUNT_UPDATE_MULTI_END),
             p.In.REQ_EXECUTIONS: self._with_req_id(p.Out.EXECUTION_DATA_END),
+            # ib_insync asks for it again when IB's connectivity is restored (1102).
+            p.In.REQ_ACCOUNT_SUMMARY: self._with_req_id(p.Out.ACCOUNT_SUMMARY_END),
             p.In.REQ_CURRENT_TIME: self._current_time,
             p.In.REQ_IDS: self._simple(p.Out.NEXT_VALID_ID, 1, 1),
         }
