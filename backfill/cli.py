@@ -186,8 +186,7 @@ def run(
     from rich.console import Console
 
     from backfill.plan import DEFAULT_WORKERS, MAX_OPEN_REQUESTS, check_settings
-    from backfill.run.launch import RunRequest, execute_run
-    from backfill.run.orchestrator import SessionRule
+    from backfill.run.processes import start_worker_server
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file)
@@ -195,6 +194,11 @@ def run(
         address = GatewayAddress.parse(gateway)
         n_workers = min(len(symbol_list), DEFAULT_WORKERS) if workers is None else workers
         check_settings(rate, n_workers, max_in_flight, window_days)
+        # The workers' server imports ib_insync and pyarrow while this process does too.
+        start_worker_server()
+        from backfill.run.launch import RunRequest, execute_run
+        from backfill.run.orchestrator import SessionRule
+
         request = RunRequest(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, workers=n_workers, client_id_base=client_id_base, rate=rate,

@@ -32,8 +32,8 @@ from backfill.run.orchestrator import (
     SymbolJob,
     install_parent_stop,
     restore_signals,
-    start_worker_server,
 )
+from backfill.run.processes import start_worker_server
 from backfill.run.runlog import RunLog
 from backfill.run.state import RunState
 from backfill.run.worker import WorkerConfig

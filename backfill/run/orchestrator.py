@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from pathlib import Path
@@ -27,6 +26,7 @@ import filelock
 from backfill.domain import Symbol
 from backfill.pacing import Budget, GlobalRateController, SessionGrants
 from backfill.run import events as ev
+from backfill.run.processes import worker_context
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
 
 EventSink = Callable[[ev.Event], None]
@@ -168,22 +168,6 @@ def _worker_main(
     conn.close()
 
 
-def _worker_context() -> mp.context.BaseContext:
-    """Workers fork from a server process that imported them once: a fast start without
-    forking the orchestrator itself (its dashboard thread makes a plain fork unsafe)."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["backfill.run.worker", "backfill.run.warmup"])
-    return ctx
-
-
-def start_worker_server() -> None:
-    """Start the workers' forkserver now, so its imports overlap the gateway check."""
-    if _worker_context().get_start_method() == "forkserver":
-        forkserver.ensure_running()
-
-
 @dataclass
 class _Active:
     job: SymbolJob
@@ -210,7 +194,7 @@ class Orchestrator:
         self.jobs = list(jobs)
         self.emit = emit
         self.resume = resume
-        self.ctx = _worker_context()
+        self.ctx = worker_context()
         n = max(1, config.workers)
         self.rates = self.ctx.Array("d", n, lock=False)
         self.pause = self.ctx.Value("d", 0.0, lock=False)
