@@ -208,11 +208,17 @@ class IBSession:
                 raise ClientIdInUse(self.client_id)
             try:
                 connecting.result()
-            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            except asyncio.TimeoutError as exc:
+                self.disconnect()
+                raise GatewayUnreachable(
+                    f"no API handshake from {self.host}:{self.port} within {self.timeout_s:g}s "
+                    "(is it the API port of IB Gateway/TWS, with the API enabled?)"
+                ) from exc
+            except (OSError, ConnectionError) as exc:
                 self.disconnect()
                 raise GatewayUnreachable(
                     f"cannot connect to IB gateway at {self.host}:{self.port}: "
-                    f"{exc or type(exc).__name__}"
+                    f"{str(exc) or type(exc).__name__}"
                 ) from exc
         finally:
             in_use.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from datetime import date, datetime, timezone
 
@@ -124,6 +125,18 @@ def test_unreachable_gateway_is_typed():
 
     with pytest.raises(GatewayUnreachable):
         run(go())
+
+
+def test_a_port_that_never_speaks_the_api_is_named_in_the_error():
+    # Something listens (a wrong port, or the API disabled) but no handshake ever comes.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+
+        async def go():
+            await IBSession("127.0.0.1", port, 1, timeout_s=0.5).connect()
+
+        with pytest.raises(GatewayUnreachable, match=f"no API handshake from 127.0.0.1:{port}"):
+            run(go())
 
 
 def test_hung_request_times_out_and_is_cancelled(sim):
