@@ -22,6 +22,22 @@ def resolve_lake(flag: Path | None, env: Mapping[str, str] | None = None) -> Pat
     return Path.cwd()
 
 
+def check_lake_writable(lake: Path) -> None:
+    """BadInput unless ``lake`` is (or could be created as) a folder this process can write.
+
+    Touches nothing: a missing lake is judged by its nearest existing ancestor.
+    """
+    if lake.exists() and not lake.is_dir():
+        raise BadInput(f"--lake {lake} is not a folder")
+    existing = lake
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInput(f"--lake {lake}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(f"--lake {lake}: {existing} is not writable")
+
+
 @dataclass(frozen=True)
 class GatewayAddress:
     """Where the IB Gateway listens; ``sim`` means start the embedded simulator."""

@@ -299,6 +299,12 @@ class LiveDashboard(_ClosingContext):
         return self
 
 
+def _minutes(first: str, last: str) -> str:
+    """A gap's missing bars by their end times, ``HH:MM`` or ``HH:MM..HH:MM`` (UTC)."""
+    a, b = (datetime.fromisoformat(t).strftime("%H:%M") for t in (first, last))
+    return a if a == b else f"{a}..{b}"
+
+
 def describe(event: ev.Event) -> str:
     """One human sentence for an event, starting with its symbol (if it has one)."""
     s = event.symbol
@@ -318,7 +324,7 @@ def describe(event: ev.Event) -> str:
         day = f" day {event.day.isoformat()}" if event.day else ""
         return f"{s} retry #{event.attempt}{day} in {event.delay_s:.1f}s: {event.reason}"
     if isinstance(event, ev.GapFound):
-        ranges = ", ".join(f"{a}..{b}" for a, b in event.ranges[:3])
+        ranges = ", ".join(_minutes(a, b) for a, b in event.ranges[:3])
         more = ", ..." if len(event.ranges) > 3 else ""
         where = f" ({ranges}{more})" if ranges else ""
         return f"{s} day {event.day.isoformat()} gap: {event.missing_minutes} min missing{where}"

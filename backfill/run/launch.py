@@ -34,10 +34,10 @@ from backfill.run.orchestrator import (
     restore_signals,
 )
 from backfill.run.processes import start_worker_server
-from backfill.run.runlog import RunLog
+from backfill.run.runlog import RUNS_DIR, RunLog
 from backfill.run.state import RunState
 from backfill.run.worker import WorkerConfig
-from backfill.settings import GatewayAddress
+from backfill.settings import GatewayAddress, check_lake_writable
 
 _READY = re.compile(r"listening on (\S+):(\d+)")
 # The embedded simulator keeps IB's per-contract rules but not the soft throttle IB applies
@@ -215,8 +215,7 @@ def plan_jobs(request: RunRequest, today: date) -> list[SymbolJob]:
 
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
     """Run the backfill end to end; the exit code (0, 1, 2 or 130) as the design says."""
-    if request.lake.exists() and not request.lake.is_dir():
-        raise BadInput(f"--lake {request.lake} is not a folder")
+    check_lake_writable(request.lake)
     today = datetime.now(UTC).date()
     # Footers only: a lake that already holds everything asks the gateway nothing at all.
     jobs = plan_jobs(request, today) if request.lake.is_dir() else [
@@ -232,7 +231,11 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
                 host, port = gateway.host, gateway.port
             preflight(host, port, request.client_id_base + request.workers, request.symbols)
         # Nothing has been written so far: from here on the lake is touched.
-        request.lake.mkdir(parents=True, exist_ok=True)
+        try:
+            request.lake.mkdir(parents=True, exist_ok=True)
+            (request.lake / RUNS_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--lake {request.lake}: cannot create it: {exc.strerror}") from None
         return _orchestrate(request, jobs, host, port, console, err_console, stack, today)
     raise AssertionError("unreachable")
 

@@ -323,8 +323,7 @@ def test_plain_renderer_prints_a_line_per_event_but_answered_requests() -> None:
     assert lines[3] == "12:00:01 BTC-USD started with clientId 11, 4 days"
     assert "12:00:02 BTC-USD day 2025-07-01 fetched 1437 rows in 0.20s" in lines
     assert (
-        "12:00:02 BTC-USD day 2025-07-01 gap: 3 min missing "
-        "(2025-07-01T00:10..2025-07-01T00:12)" in lines
+        "12:00:02 BTC-USD day 2025-07-01 gap: 3 min missing (00:10..00:12)" in lines
     )
     assert "12:00:07 ETH-USD retry #1 day 2025-07-01 in 2.0s: timeout" in lines
     assert "12:00:09 ETH-USD pacing violation (162), backing off 30s" in lines
@@ -403,3 +402,9 @@ def test_no_rerun_hint_when_everything_finished(clock: FakeClock) -> None:
         run.apply(ev.WorkerFinished(symbol, days_fetched=1, rows=1440, at=T0))
     assert rerun_hint(run, ["backfill", "run"]) is None
     assert "failed" not in render(summary_table(run))
+
+
+def test_a_gap_line_names_minutes_by_their_end_time() -> None:
+    one, span = ("2025-07-01T01:21:00+00:00",) * 2, ("2025-07-01T02:00", "2025-07-01T02:04")
+    gap = ev.GapFound("BTC-USD", day=date(2025, 7, 1), missing_minutes=6, ranges=(one, span))
+    assert describe(gap) == "BTC-USD day 2025-07-01 gap: 6 min missing (01:21, 02:00..02:04)"
