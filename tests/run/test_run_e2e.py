@@ -179,6 +179,16 @@ def test_bad_input_exits_2_and_writes_nothing(sim, tmp_path):
         capture_output=True, text=True, timeout=60)
     assert unreachable.returncode == 2 and "127.0.0.1:1" in unreachable.stderr
     assert not lake.exists()
+    a_file = lake.parent / "a-file"
+    a_file.write_text("not a folder")
+    under_a_file = subprocess.run(
+        backfill("run", "--gateway", f"{sim.host}:{sim.port}", "--lake", str(a_file / "lake"),
+                 "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-02"),
+        capture_output=True, text=True, timeout=60)
+    assert under_a_file.returncode == 2
+    assert under_a_file.stderr.strip() == f"backfill: error: --lake {a_file / 'lake'}: " \
+        f"{a_file} is not a folder"
+    assert not historical(sim), "bad input asks the gateway nothing"
 
 
 def _wait_for_lines(process: subprocess.Popen, predicate, timeout: float = 60) -> list[str]:
