@@ -219,6 +219,8 @@ class Worker:
             if self.pending:
                 await self._connect()
                 await self._fetch_all()
+        except _Stopped:
+            pass  # Ctrl-C while (re)connecting: an interruption like any other
         except UnknownSymbol as exc:
             failure = str(exc)
         except (GatewayUnreachable, ClientIdInUse) as exc:
@@ -275,7 +277,7 @@ class Worker:
                 attempt += 1
                 delay = self._backoff(attempt)
                 if self.controls.stop_requested():
-                    raise GatewayUnreachable(str(exc)) from exc
+                    raise _Stopped from exc
                 self._check_outage(delay, str(exc))
                 self.set_status(ev.Status.RETRYING, "reconnecting")
                 self.emit(ev.Retry, reason=f"connect: {exc}", attempt=attempt, delay_s=delay)
@@ -294,6 +296,8 @@ class Worker:
                 self.emit(ev.Retry, reason="disconnected", attempt=self.reconnects,
                           delay_s=delay)
                 await self._sleep(delay)
+                if self.controls.stop_requested():
+                    raise _Stopped
                 await self._connect()
                 continue
             wait = self._dispatch_wait(len(in_flight))
@@ -302,8 +306,9 @@ class Worker:
                 self._send(job, in_flight)
                 continue
             if in_flight:
+                # Bounded, so a stop request is seen while every request hangs.
                 done, _ = await asyncio.wait(
-                    in_flight, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    in_flight, timeout=min(wait, 0.25), return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
                     self._settle(task, in_flight.pop(task))
@@ -535,10 +540,16 @@ class Worker:
         self.pending.clear()
 
     async def _drain(self, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
-        if in_flight:
-            done, _ = await asyncio.wait(in_flight)
+        """Settle what is in flight on a lost connection; requeue what does not end soon."""
+        deadline = time.monotonic() + self.config.request_timeout_s
+        while in_flight and not self.controls.stop_requested() and time.monotonic() < deadline:
+            done, _ = await asyncio.wait(in_flight, timeout=0.25)
             for task in done:
                 self._settle(task, in_flight.pop(task))
+        for task, job in in_flight.items():
+            task.cancel()
+            self.pending.appendleft(job)
+        in_flight.clear()
 
     async def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -563,6 +574,10 @@ class Worker:
 
     def _key(self, window: Window) -> str:
         return f"{self.name}|{window.end_datetime.isoformat()}|{window.duration_str}"
+
+
+class _Stopped(Exception):
+    """Ctrl-C / SIGTERM arrived while the worker waited to (re)connect."""
 
 
 _OUTCOMES: tuple[tuple[type[IBSessionError], str], ...] = (

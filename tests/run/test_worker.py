@@ -147,3 +147,36 @@ def test_ib_connectivity_loss_holds_requests_and_costs_no_attempts(sim, tmp_path
     # Only what was already on the wire when the 1100 arrived: then the worker held back.
     assert len(during) <= 2
     assert any(isinstance(e, ev.StatusChanged) and "1100" in e.detail for e in events)
+
+
+def test_a_stop_is_heard_while_every_request_hangs(sim, tmp_path):
+    sim.set_faults(FaultConfig(hang_share=1.0))
+    controls = LocalControls(50.0)
+    threading.Timer(1.0, lambda: setattr(controls, "stop", True)).start()
+    started = time.monotonic()
+    outcome = run_worker(config(sim, tmp_path, days_between(date(2025, 7, 1), date(2025, 7, 8)),
+                                request_timeout_s=30.0), lambda e: None, controls)
+    # One second, then at most the two-second grace for requests in flight: not 30 s.
+    assert time.monotonic() - started < 6.0
+    assert outcome.interrupted and not outcome.days_failed and not outcome.failure
+
+
+def test_a_stop_while_reconnecting_is_an_interruption_not_a_failure(make_sim, tmp_path):
+    gateway = make_sim()
+    controls = LocalControls(50.0)
+    events: list[ev.Event] = []
+
+    def stop_the_gateway_then_the_worker(event: ev.Event) -> None:
+        events.append(event)
+        if sum(isinstance(e, ev.DayFetched) for e in events) == 2 and \
+                isinstance(event, ev.DayFetched):
+            gateway.stop()
+            threading.Timer(1.0, lambda: setattr(controls, "stop", True)).start()
+
+    outcome = run_worker(config(gateway, tmp_path, days_between(date(2025, 7, 1),
+                                                                date(2025, 7, 10))),
+                         stop_the_gateway_then_the_worker, controls)
+    assert outcome.interrupted and not outcome.failure and not outcome.days_failed
+    assert not [e for e in events if isinstance(e, (ev.DayFailed, ev.WorkerFailed))]
+    final = [e for e in events if isinstance(e, ev.StatusChanged)][-1]
+    assert final.status is ev.Status.STOPPED
