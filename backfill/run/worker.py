@@ -119,6 +119,9 @@ class WorkerConfig:
     # IB times its rules on arrival: network and gateway jitter of tens of ms can squeeze
     # six sends spaced just over 2 s into 2 s, so every limit keeps this much slack.
     pacing_margin_s: float = 0.1
+    # A day asked sooner than this after it ended is kept as partial and asked again by a
+    # later run: IB may not have settled the last minutes' bars yet.
+    settle_s: float = 300.0
     strict_pacing: bool = False
     retry_base_s: float = 0.5
     retry_cap_s: float = 30.0
@@ -470,34 +473,40 @@ class Worker:
     def _accept(self, result: WindowBars, asked_at: float) -> None:
         now = datetime.now(UTC)
         bars = result.bars
-        ts_us = bars.column("ts").cast(pa.int64()).to_pylist() if bars.num_rows else []
+        # The buffers take a window's days and bars together, before anything else can
+        # fail: a day in a buffer without its bars would be written as an empty, whole day.
+        if bars.num_rows:
+            months = pc.strftime(bars.column("ts"), format="%Y-%m")
+            for month in {Month.of(d) for d in result.window.days}:
+                buffer = self.buffers.setdefault(month, _MonthBuffer())
+                buffer.tables.append(bars.filter(pc.equal(months, str(month))))
+        settled: dict[date, bool] = {}
         for day in result.window.days:
+            # Whole only if the day had ended (and settled) when the gateway was asked.
+            day_end = day_start(day).timestamp() + 86_400
+            settled[day] = day_end + self.config.settle_s <= asked_at
+            buffer = self.buffers.setdefault(Month.of(day), _MonthBuffer())
+            buffer.days.append(day)
+            if not settled[day]:
+                buffer.partial.append(day)
+            buffer.fetched_at = now
+        self.days_fetched += len(result.window.days)
+        ts_us = bars.column("ts").cast(pa.int64()).to_pylist() if bars.num_rows else []
+        for day, complete in settled.items():
             start_us = int(day_start(day).timestamp()) * 1_000_000
             stop_us = start_us + 86_400_000_000
             day_ts = [t for t in ts_us if start_us <= t < stop_us]
-            # Whole only if the day had ended when the gateway was asked, not when it answered.
-            complete = day_start(day).timestamp() + 86_400 <= asked_at
-            buffer = self.buffers.setdefault(Month.of(day), _MonthBuffer())
-            buffer.days.append(day)
-            if not complete:
-                buffer.partial.append(day)
-            buffer.fetched_at = now
-            self.days_fetched += 1
             self.emit(ev.DayFetched, day=day, rows=len(day_ts),
                       latency_s=round(result.latency_s, 4), complete=complete,
                       no_data=result.no_data)
             if not result.no_data:
-                horizon_us = stop_us if complete else int(now.timestamp()) // 60 * 60_000_000
+                # Minutes that had not ended when asked cannot be missing yet.
+                horizon_us = min(stop_us, int(asked_at) // 60 * 60_000_000)
                 gaps = missing_minute_ranges(day_ts, start_us, horizon_us)
                 missing = sum((b - a) // 60_000_000 + 1 for a, b in gaps)
                 if missing:
                     self.emit(ev.GapFound, day=day, missing_minutes=missing,
                               ranges=tuple((_iso(a), _iso(b)) for a, b in gaps[:20]))
-        if bars.num_rows:
-            months = pc.strftime(bars.column("ts"), format="%Y-%m")
-            for month in {Month.of(d) for d in result.window.days}:
-                mask = pc.equal(months, str(month))
-                self.buffers[month].tables.append(bars.filter(mask))
         self._resolve_days(result.window.days)
 
     def _resolve_days(self, days: list[date]) -> None:

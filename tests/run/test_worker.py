@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from backfill.domain import Symbol, days_between
+from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.worker import LocalControls, WorkerConfig, run_worker
 from backfill.sim import FaultConfig
@@ -180,3 +183,34 @@ def test_a_stop_while_reconnecting_is_an_interruption_not_a_failure(make_sim, tm
     assert not [e for e in events if isinstance(e, (ev.DayFailed, ev.WorkerFailed))]
     final = [e for e in events if isinstance(e, ev.StatusChanged)][-1]
     assert final.status is ev.Status.STOPPED
+
+
+def test_a_dying_event_sink_never_leaves_a_day_recorded_without_its_bars(sim, tmp_path):
+    # The parent vanished (BrokenPipe) just as a 2-day window was being taken in: whatever
+    # the worker flushes on its way out must hold each recorded day's bars.
+    days = [date(2025, 7, 1), date(2025, 7, 2)]
+    fetched = 0
+
+    def sink(event: ev.Event) -> None:
+        nonlocal fetched
+        if isinstance(event, ev.DayFetched):
+            fetched += 1
+            if fetched == 2:
+                raise BrokenPipeError("the orchestrator is gone")
+
+    with pytest.raises(BrokenPipeError):
+        run_worker(config(sim, tmp_path, days, window_days=2), sink, LocalControls(50.0))
+    coverage = read_coverage(tmp_path, [ETH], days[0], days[-1])[ETH]
+    assert coverage, "the window was taken in before the sink failed"
+    for day, record in coverage.items():
+        assert record.rows == len(expected_bars(sim.market, ETH, day, day)) > 0, day
+
+
+def test_a_day_asked_right_after_it_ended_stays_partial(sim, tmp_path):
+    # A settle time longer than the time since yesterday ended stands for a run at 00:01.
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    outcome = run_worker(config(sim, tmp_path, [yesterday], settle_s=2 * 86_400),
+                         lambda e: None, LocalControls(50.0))
+    assert outcome.days_fetched == 1
+    record = read_coverage(tmp_path, [ETH], yesterday, yesterday)[ETH][yesterday]
+    assert not record.complete and record.rows > 0
