@@ -195,6 +195,24 @@ class ContractRules:
         if len(self._last_sent) > 64:
             self._last_sent = {k: t for k, t in self._last_sent.items() if t > horizon}
 
+    def recent(self) -> list[tuple[Hashable, float]]:
+        """(key, seconds ago) of the sends that still bind a successor, oldest first.
+
+        A worker that ends hands these on (see ``restore``), so a restarted worker or the
+        next run does not repeat a request IB still remembers.
+        """
+        now = self._clock()
+        horizon = max(self.identical_s, self._contract.window_s) + self.margin_s
+        sent = sorted((t, k) for k, t in self._last_sent.items() if now - t < horizon)
+        return [(key, now - t) for t, key in sent]
+
+    def restore(self, recent: list[tuple[Hashable, float]]) -> None:
+        """Take on a predecessor's ``recent`` sends (before this one sends anything)."""
+        now = self._clock()
+        for key, ago in sorted(recent, key=lambda entry: -entry[1]):
+            self._last_sent[key] = now - ago
+            self._contract.record(now - ago)
+
     def forget(self, request_key: Hashable) -> None:
         """The gateway refused this request for pacing: it does not count as asked, so its
         retry need not wait out the identical-request interval."""

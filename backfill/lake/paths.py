@@ -54,6 +54,19 @@ def part_path(lake: Path, symbol: Symbol, month: Month) -> Path:
     )
 
 
+LOCKS_DIR = "_locks"  # per-symbol run locks, and what each symbol's last worker sent
+
+
+def run_lock_path(lake: Path, symbol: object) -> Path:
+    """The lock a run holds while it fetches ``symbol``: one run per symbol at a time."""
+    return Path(lake) / LOCKS_DIR / f"{symbol}.run.lock"
+
+
+def recent_sends_path(lake: Path, symbol: object) -> Path:
+    """What the last worker for ``symbol`` sent in its final seconds (IB still counts it)."""
+    return Path(lake) / LOCKS_DIR / f"{symbol}.sends.json"
+
+
 def lock_path(part: Path) -> Path:
     return part.with_name(f".{part.name}{LOCK_SUFFIX}")
 

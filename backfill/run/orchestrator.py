@@ -24,6 +24,7 @@ from pathlib import Path
 import filelock
 
 from backfill.domain import Symbol
+from backfill.lake.paths import run_lock_path
 from backfill.pacing import Budget, GlobalRateController, SessionGrants
 from backfill.run import events as ev
 from backfill.run.processes import worker_context
@@ -282,9 +283,7 @@ class Orchestrator:
             if not_before > now:
                 queue.append((job, not_before))
                 continue
-            lock = filelock.FileLock(
-                self.config.lake / "_locks" / f"{job.symbol}.run.lock", timeout=0
-            )
+            lock = filelock.FileLock(run_lock_path(self.config.lake, job.symbol), timeout=0)
             try:
                 lock.acquire()
             except filelock.Timeout:
@@ -372,7 +371,11 @@ class Orchestrator:
             self.emit(ev.WorkerFailed(str(worker.job.symbol), at=time.time(),
                                       reason=result.reason, days_failed=len(worker.job.days)))
             return
-        delay = self.config.restart_backoff_s * 2 ** (result.restarts - 1)
+        # A killed worker could not hand on what it sent: wait until IB has forgotten it
+        # (identical requests within 15 s), or the restart repeats its requests in flight.
+        template = self.config.worker_template
+        delay = max(self.config.restart_backoff_s * 2 ** (result.restarts - 1),
+                    template.identical_s + template.pacing_margin_s)
         self.emit(ev.Retry(str(worker.job.symbol), at=time.time(),
                            reason=f"{reason}, restarting", attempt=result.restarts,
                            delay_s=delay))

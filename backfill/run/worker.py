@@ -8,6 +8,7 @@ fetched (recorded in the lake's coverage, no-data days included) or reported fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -49,6 +50,7 @@ from backfill.lake.schema import empty_bars
 from backfill.lake.store import write_batch
 from backfill.pacing import ContractRules, Pacer, Rule
 from backfill.run import events as ev
+from backfill.run.sendlog import load_recent_sends, save_recent_sends
 
 EventSink = Callable[[ev.Event], None]
 
@@ -181,6 +183,8 @@ class Worker:
                 margin_s=config.pacing_margin_s,
             ),
         )
+        # What the previous worker for this symbol sent lately still counts at IB.
+        self.pacer.rules.restore(load_recent_sends(config.lake, config.symbol, time.time()))
         self.window_days = config.window_days
         self.pending: deque[_Job] = deque(
             _Job(w) for w in group_windows(config.days, config.window_days)
@@ -229,9 +233,12 @@ class Worker:
         except (GatewayUnreachable, ClientIdInUse) as exc:
             failure = f"gave up connecting: {exc}"
         finally:
-            self._flush_all()
-            if self.session is not None:
-                self.session.disconnect()
+            try:
+                self._flush_all()
+            finally:
+                self._hand_on_recent_sends()
+                if self.session is not None:
+                    self.session.disconnect()
         interrupted = self.controls.stop_requested()
         if failure or (self.pending and not interrupted):
             self._fail_remaining(failure or "not fetched")
@@ -567,6 +574,13 @@ class Worker:
             if left <= 0:
                 return
             await asyncio.sleep(min(left, 0.2))
+
+    def _hand_on_recent_sends(self) -> None:
+        recent = self.pacer.rules.recent()
+        if recent:
+            with contextlib.suppress(OSError):  # a courtesy to the next worker, not data
+                save_recent_sends(self.config.lake, self.symbol, [(str(k), a) for k, a in recent],
+                                  time.time())
 
     def _check_outage(self, next_delay: float, why: str) -> None:
         """Give up once the current outage would outlast ``reconnect_for_s``."""

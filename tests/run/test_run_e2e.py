@@ -279,10 +279,13 @@ def test_sigint_flushes_exits_130_and_a_rerun_completes(sim, lake):
     assert_a_rerun_completes_the_lake(sim, lake, symbols)
 
 
-def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(sim, lake):
-    sim.set_faults(FaultConfig(latency_ms=(40, 80)))
+def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(make_sim, lake):
+    # IB forgets a request after 15 s (here 4 s); the killed worker's unflushed days are
+    # asked again by its successor, which must wait that long first.
+    gateway = make_sim(pacing=dataclasses.replace(FAST_PACING, identical_window_s=4.0),
+                       faults=FaultConfig(latency_ms=(40, 80)))
     symbols = ["BTC-USD", "ETH-USD"]
-    process = start_json_run(sim, lake, symbols, "--rate", "16")
+    process = start_json_run(gateway, lake, symbols, "--rate", "16", "--ib-identical-s", "4")
     pids: dict[str, int] = {}
 
     def started(line: str, lines: list[str]) -> bool:
@@ -297,7 +300,30 @@ def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(sim, lake):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert "worker process died" in out
-    assert_lake_equals_simulator(lake, sim, symbols, *JULY)
+    assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
+    assert not [r for r in historical(gateway) if r.error_code == 162], "IB said: identical"
+
+
+def test_a_rerun_right_after_ctrl_c_does_not_repeat_what_ib_remembers(make_sim, lake):
+    # IB refuses an identical request within 15 s (here 10 s). Requests still unanswered at
+    # Ctrl-C are dropped; the next run, started at once, must not repeat them yet.
+    gateway = make_sim(pacing=dataclasses.replace(FAST_PACING, identical_window_s=10.0),
+                       faults=FaultConfig(latency_ms=(40, 80)))
+    flags = ("--ib-identical-s", "10", "--rate", "20", "--request-timeout", "5")
+    symbols = ["BTC-USD"]
+    process = start_json_run(gateway, lake, symbols, *flags)
+    _wait_for_lines(process, lambda line, lines: sum('"day_fetched"' in x for x in lines) >= 5)
+    gateway.set_faults(FaultConfig(hang_share=1.0))  # what goes out now stays unanswered
+    _wait_for_lines(process, lambda line, lines: '"status":"fetching"' in line)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    hung = {r.end for r in historical(gateway) if r.outcome == "hung"}
+    assert hung, "some requests were in flight at Ctrl-C"
+    gateway.set_faults(FaultConfig(latency_ms=(40, 80)))
+    again = run_backfill(gateway, lake, symbols, *JULY, *flags)
+    assert again.returncode == 0, again.stderr
+    assert not [r for r in historical(gateway) if r.error_code == 162], "IB said: identical"
+    assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
 
 
 def test_two_concurrent_runs_over_overlapping_symbols_fetch_each_day_once(sim, lake):

@@ -1,0 +1,34 @@
+"""Hand a worker's last sends on to the next worker for its symbol, through the lake.
+
+IB remembers requests for 15 s (identical) and 2 s (per contract). A worker restarted after
+a crash, or the next run right after a Ctrl-C, would otherwise repeat the requests that
+were in flight and draw pacing violations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from backfill.lake.paths import recent_sends_path
+
+Recent = list[tuple[str, float]]  # (request key, seconds ago)
+
+
+def save_recent_sends(lake: Path, symbol: object, recent: Recent, now_wall: float) -> None:
+    """Write ``recent`` as wall-clock times, atomically (a reader never sees half a file)."""
+    path = recent_sends_path(lake, symbol)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps([[key, now_wall - ago] for key, ago in recent]))
+    os.replace(temp, path)
+
+
+def load_recent_sends(lake: Path, symbol: object, now_wall: float) -> Recent:
+    """The last worker's sends as (key, seconds ago); nothing if there is no usable record."""
+    try:
+        entries = json.loads(recent_sends_path(lake, symbol).read_text())
+        return [(str(key), max(0.0, now_wall - float(at))) for key, at in entries]
+    except (OSError, ValueError, TypeError):
+        return []  # missing or unreadable: the worker's own pacing still holds
