@@ -406,6 +406,19 @@ class SessionGrants:
         self.used(slot)
 
 
+def staggered_start(slot: int, n_workers: int, global_rate: float) -> float:
+    """The tokens worker ``slot`` starts with, so first sends together keep the global rate.
+
+    Up to one second's worth of the budget (at least one request) goes out at once; the
+    other workers' first sends follow at the global rate, one every ``1/global_rate`` s,
+    and each worker's own sends then interleave with the others' instead of bunching.
+    """
+    if n_workers < 1 or slot < 0:
+        raise ValueError("need n_workers >= 1 and slot >= 0")
+    waiting = max(0.0, slot + 1 - max(1.0, global_rate))
+    return max(0.0, 1.0 - waiting / n_workers)
+
+
 def rebalance(
     old: Mapping[Slot, float], active: Set[Slot], global_rate: float
 ) -> list[tuple[Slot, float]]:

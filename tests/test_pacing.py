@@ -22,6 +22,7 @@ from backfill.pacing import (
     TokenBucket,
     rebalance,
     split_rate,
+    staggered_start,
 )
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -610,3 +611,14 @@ def test_a_successor_takes_on_the_sends_ib_still_remembers() -> None:
     later.advance(14.3)
     assert successor.wait("d6") == (0.0, Rule.NONE)
     assert first.recent()[0] == ("d1", pytest.approx(1.0))
+
+
+def test_staggered_first_sends_keep_the_global_rate() -> None:
+    # 8 workers under 0.7 req/s: one sends at once, the others one every 1/0.7 s.
+    n, rate = 8, 0.7
+    share = rate / n
+    firsts = [(1 - staggered_start(slot, n, rate)) / share for slot in range(n)]
+    assert firsts == pytest.approx([k / rate for k in range(n)])
+    # A budget of a second's worth or more lets everyone start at once.
+    assert [staggered_start(slot, 8, 20.0) for slot in range(8)] == [1.0] * 8
+    assert [staggered_start(slot, 4, 2.0) for slot in range(4)] == [1.0, 1.0, 0.75, 0.5]

@@ -25,7 +25,7 @@ import filelock
 
 from backfill.domain import Symbol
 from backfill.lake.paths import run_lock_path
-from backfill.pacing import Budget, GlobalRateController, SessionGrants
+from backfill.pacing import Budget, GlobalRateController, SessionGrants, staggered_start
 from backfill.run import events as ev
 from backfill.run.processes import worker_context
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
@@ -315,6 +315,9 @@ class Orchestrator:
             port=self.config.port,
             client_id=self.config.client_id_base + slot,
             seed=self.rng.randrange(1 << 30),
+            initial_tokens=staggered_start(
+                slot, max(1, self.config.workers), self.controller.current_rate()
+            ),
         )
         parent_conn, child_conn = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(

@@ -124,6 +124,7 @@ class WorkerConfig:
     # A day asked sooner than this after it ended is kept as partial and asked again by a
     # later run: IB may not have settled the last minutes' bars yet.
     settle_s: float = 300.0
+    initial_tokens: float = 1.0  # of its rate bucket; the orchestrator staggers workers
     strict_pacing: bool = False
     retry_base_s: float = 0.5
     retry_cap_s: float = 30.0
@@ -174,6 +175,7 @@ class Worker:
             controls.rate(),
             clock=time.monotonic,
             rng=self.rng,
+            initial_tokens=config.initial_tokens,
             rules=ContractRules(
                 clock=time.monotonic,
                 identical_s=config.identical_s,

@@ -129,6 +129,19 @@ def test_strict_pacing_keeps_the_session_rule_across_all_workers(make_sim, lake)
     assert_lake_equals_simulator(lake, gateway, symbols, "2025-07-01", "2025-07-05")
 
 
+def test_workers_starting_together_keep_the_global_rate(sim, lake):
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "LTC-USD"]
+    done = run_backfill(sim, lake, symbols, "2025-07-01", "2025-07-02", "--rate", "2")
+    assert done.returncode == 0, done.stderr
+    times = sorted(r.received for r in historical(sim))
+    assert len(times) == 8
+    # Any stretch of T seconds holds at most 2*T requests plus one second's worth (the
+    # budget's burst), start included; 50 ms of slack for scheduling jitter.
+    for i, first in enumerate(times):
+        for j in range(i + 1, len(times)):
+            assert j - i + 1 <= 2.0 * (times[j] - first + 0.05) + 2.0, (i, j, times)
+
+
 def test_days_before_listing_are_recorded_as_no_data_not_asked_again(sim, lake):
     # SOL lists on 2020-09-01 in the simulator.
     done = run_backfill(sim, lake, ["SOL-USD"], "2020-08-29", "2020-09-02", "--rate", "50")
