@@ -297,6 +297,16 @@ class Worker:
 
     async def _fetch_all(self) -> None:
         in_flight: dict[asyncio.Task[WindowBars], _Job] = {}
+        try:
+            await self._fetch_loop(in_flight)
+        finally:
+            # Whatever ends the loop (a stop, or giving up on the gateway), a request still
+            # out is dropped and its days go back to the queue: reported, never forgotten.
+            for task, job in in_flight.items():
+                task.cancel()
+                self.pending.appendleft(job)
+
+    async def _fetch_loop(self, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         while (self.pending or in_flight) and not self.controls.stop_requested():
             if self.session is None or not self.session.connected:
                 await self._drain(in_flight)
@@ -333,17 +343,14 @@ class Worker:
             done, _ = await asyncio.wait(in_flight, timeout=2.0)
             for task in done:
                 self._settle(task, in_flight.pop(task))
-            for task, job in in_flight.items():
-                task.cancel()
-                self.pending.appendleft(job)
 
     def _dispatch_wait(self, n_in_flight: int) -> float:
         """Seconds until the next request may go out (inf: wait for one in flight)."""
-        if not self.pending or n_in_flight >= self.config.max_in_flight:
-            return float("inf")
-        hold = self._upstream_hold()
+        hold = self._upstream_hold()  # first: it also ends an outage that lasts too long
         if hold:
             return hold
+        if not self.pending or n_in_flight >= self.config.max_in_flight:
+            return float("inf")
         self._next_ready_first()
         job = self.pending[0]
         if job.window.n_days > self.window_days:

@@ -214,3 +214,24 @@ def test_a_day_asked_right_after_it_ended_stays_partial(sim, tmp_path):
     assert outcome.days_fetched == 1
     record = read_coverage(tmp_path, [ETH], yesterday, yesterday)[ETH][yesterday]
     assert not record.complete and record.rows > 0
+
+
+def test_ib_connectivity_lost_for_good_fails_every_day_left_none_forgotten(sim, tmp_path):
+    days = days_between(date(2025, 7, 1), date(2025, 7, 10))
+    fetched = 0
+
+    def lose_upstream_after_two_days(event: ev.Event) -> None:
+        nonlocal fetched
+        if isinstance(event, ev.DayFetched):
+            fetched += 1
+            if fetched == 2:
+                # Requests hang from now; IB's 1100 follows while they are out, for good.
+                sim.set_faults(FaultConfig(hang_share=1.0))
+                threading.Timer(0.3, sim.lose_upstream).start()
+
+    outcome = run_worker(config(sim, tmp_path, days, reconnect_for_s=1.0, max_in_flight=4),
+                         lose_upstream_after_two_days, LocalControls(50.0))
+    assert "1100" in outcome.failure
+    # Requests out when the worker gave up are failed with the rest, not lost track of.
+    assert outcome.days_fetched + len(outcome.days_failed) == len(days)
+    assert outcome.days_fetched >= 2
