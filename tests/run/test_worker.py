@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +26,20 @@ def config(gateway, lake: Path, days: list[date], **overrides) -> WorkerConfig:
     return WorkerConfig(lake=lake, symbol=ETH, days=tuple(days), host=gateway.host,
                         port=gateway.port, client_id=7, identical_s=1.5,
                         contract_window_s=0.2, **overrides)
+
+
+def when_days_fetched(n: int, action: Callable[[], object]) -> Callable[[ev.Event], None]:
+    """An event sink that runs ``action`` once, as the ``n``-th day fetched is told."""
+    fetched = 0
+
+    def sink(event: ev.Event) -> None:
+        nonlocal fetched
+        if isinstance(event, ev.DayFetched):
+            fetched += 1
+            if fetched == n:
+                action()
+
+    return sink
 
 
 def test_events_tell_the_whole_story_of_a_month_boundary(sim, tmp_path):
@@ -101,17 +116,9 @@ def test_a_gateway_gone_for_good_fails_the_worker_after_the_reconnect_window(
 ):
     gateway = make_sim()
     days = days_between(date(2025, 7, 1), date(2025, 7, 10))
-    fetched = 0
-
-    def stop_the_gateway_after_two_days(event: ev.Event) -> None:
-        nonlocal fetched
-        fetched += isinstance(event, ev.DayFetched)
-        if fetched == 2 and isinstance(event, ev.DayFetched):
-            gateway.stop()
-
     started = time.monotonic()
     outcome = run_worker(config(gateway, tmp_path, days, retry_base_s=0.2, reconnect_for_s=2.0),
-                         stop_the_gateway_after_two_days, LocalControls(50.0))
+                         when_days_fetched(2, gateway.stop), LocalControls(50.0))
     assert "giving up" in outcome.failure
     assert time.monotonic() - started < 30
     assert 2 <= outcome.days_fetched < 10
@@ -189,17 +196,13 @@ def test_a_dying_event_sink_never_leaves_a_day_recorded_without_its_bars(sim, tm
     # The parent vanished (BrokenPipe) just as a 2-day window was being taken in: whatever
     # the worker flushes on its way out must hold each recorded day's bars.
     days = [date(2025, 7, 1), date(2025, 7, 2)]
-    fetched = 0
 
-    def sink(event: ev.Event) -> None:
-        nonlocal fetched
-        if isinstance(event, ev.DayFetched):
-            fetched += 1
-            if fetched == 2:
-                raise BrokenPipeError("the orchestrator is gone")
+    def parent_gone() -> None:
+        raise BrokenPipeError("the orchestrator is gone")
 
     with pytest.raises(BrokenPipeError):
-        run_worker(config(sim, tmp_path, days, window_days=2), sink, LocalControls(50.0))
+        run_worker(config(sim, tmp_path, days, window_days=2), when_days_fetched(2, parent_gone),
+                   LocalControls(50.0))
     coverage = read_coverage(tmp_path, [ETH], days[0], days[-1])[ETH]
     assert coverage, "the window was taken in before the sink failed"
     for day, record in coverage.items():
@@ -218,19 +221,14 @@ def test_a_day_asked_right_after_it_ended_stays_partial(sim, tmp_path):
 
 def test_ib_connectivity_lost_for_good_fails_every_day_left_none_forgotten(sim, tmp_path):
     days = days_between(date(2025, 7, 1), date(2025, 7, 10))
-    fetched = 0
 
-    def lose_upstream_after_two_days(event: ev.Event) -> None:
-        nonlocal fetched
-        if isinstance(event, ev.DayFetched):
-            fetched += 1
-            if fetched == 2:
-                # Requests hang from now; IB's 1100 follows while they are out, for good.
-                sim.set_faults(FaultConfig(hang_share=1.0))
-                threading.Timer(0.3, sim.lose_upstream).start()
+    def hang_then_lose_upstream() -> None:
+        # Requests hang from now; IB's 1100 follows while they are out, for good.
+        sim.set_faults(FaultConfig(hang_share=1.0))
+        threading.Timer(0.3, sim.lose_upstream).start()
 
     outcome = run_worker(config(sim, tmp_path, days, reconnect_for_s=1.0, max_in_flight=4),
-                         lose_upstream_after_two_days, LocalControls(50.0))
+                         when_days_fetched(2, hang_then_lose_upstream), LocalControls(50.0))
     assert "1100" in outcome.failure
     # Requests out when the worker gave up are failed with the rest, not lost track of.
     assert outcome.days_fetched + len(outcome.days_failed) == len(days)
