@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -52,6 +53,9 @@ class GatewayProcess:
     process: subprocess.Popen[str]
 
 
+EMBEDDED_START_TIMEOUT_S = 30.0
+
+
 class EmbeddedGateway:
     """``backfill gateway`` in a child process on a free port, for ``--gateway sim``."""
 
@@ -67,7 +71,10 @@ class EmbeddedGateway:
             stdin=subprocess.DEVNULL,
         )
         assert process.stdout is not None
-        line = process.stdout.readline()
+        # It prints its address when it listens; a gateway that never does must not hang us.
+        ready, _, _ = select.select([process.stdout], [], [], EMBEDDED_START_TIMEOUT_S)
+        line = process.stdout.readline() if ready else "(nothing within "\
+            f"{EMBEDDED_START_TIMEOUT_S:g}s)"
         match = _READY.search(line)
         if not match:
             process.kill()

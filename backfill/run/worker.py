@@ -234,9 +234,13 @@ class Worker:
             failure = str(exc)
         except (GatewayUnreachable, ClientIdInUse) as exc:
             failure = f"gave up connecting: {exc}"
+        except _LakeUnwritable as exc:
+            failure = str(exc)
         finally:
             try:
                 self._flush_all()
+            except _LakeUnwritable as exc:
+                failure = failure or str(exc)
             finally:
                 self._hand_on_recent_sends()
                 if self.session is not None:
@@ -547,8 +551,13 @@ class Worker:
             return
         bars = pa.concat_tables(buffer.tables) if buffer.tables else empty_bars()
         assert buffer.fetched_at is not None
-        writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
-                             fetched_at=buffer.fetched_at, partial_days=buffer.partial)
+        try:
+            writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
+                                 fetched_at=buffer.fetched_at, partial_days=buffer.partial)
+        except OSError as exc:
+            # Disk full, permissions, a path in the way: no restart would fix it. The days
+            # stay missing in the lake (nothing half-written) and the run says why.
+            raise _LakeUnwritable(f"cannot write the lake: {exc}") from exc
         self.rows_written += bars.num_rows
         for write in writes:
             self.emit(ev.PartWritten, month=str(write.month), rows=write.rows,
@@ -606,6 +615,10 @@ class Worker:
 
     def _key(self, window: Window) -> str:
         return f"{self.name}|{window.end_datetime.isoformat()}|{window.duration_str}"
+
+
+class _LakeUnwritable(Exception):
+    """The lake store could not write a part (an OSError underneath)."""
 
 
 class _Stopped(Exception):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import pytest
 
 from backfill.domain import BadInput, Symbol
+from backfill.run import launch
 from backfill.run.launch import preflight
 
 
@@ -21,3 +25,13 @@ def test_every_unknown_symbol_is_named_in_order(sim):
     symbols = [Symbol("NOPE", "USD"), Symbol("BTC", "USD"), Symbol("ZZZ", "USD")]
     with pytest.raises(BadInput, match="unknown symbols NOPE-USD, ZZZ-USD"):
         preflight(sim.host, sim.port, 900, symbols)
+
+
+def test_an_embedded_gateway_that_never_says_ready_is_given_up_on(monkeypatch):
+    monkeypatch.setattr(launch, "EMBEDDED_START_TIMEOUT_S", 0.5)
+    silent = launch.EmbeddedGateway()
+    silent.args = [sys.executable, "-c", "import time; time.sleep(30)"]
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not start"), silent:
+        pass
+    assert time.monotonic() - started < 5

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from backfill.domain import Symbol, days_between
+from backfill.lake.paths import symbol_dir
 from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.worker import LocalControls, WorkerConfig, run_worker
@@ -233,3 +234,14 @@ def test_ib_connectivity_lost_for_good_fails_every_day_left_none_forgotten(sim, 
     # Requests out when the worker gave up are failed with the rest, not lost track of.
     assert outcome.days_fetched + len(outcome.days_failed) == len(days)
     assert outcome.days_fetched >= 2
+
+
+def test_a_lake_it_cannot_write_fails_the_worker_with_the_reason(sim, tmp_path):
+    # A file where the symbol's folder must go: every part write fails with an OSError.
+    in_the_way = symbol_dir(tmp_path, ETH)
+    in_the_way.parent.mkdir(parents=True)
+    in_the_way.write_text("not a folder")
+    outcome = run_worker(config(sim, tmp_path, [date(2025, 7, 1), date(2025, 7, 2)]),
+                         lambda e: None, LocalControls(50.0))
+    assert outcome.failure.startswith("cannot write the lake:")
+    assert in_the_way.read_text() == "not a folder"
