@@ -1,0 +1,428 @@
+"""Congestion control of the session-wide request rate, read from IB's answers.
+
+For 1-minute bars IB throttles softly: past its (undocumented) capacity answers slow down,
+then time out, then the session is dropped; a 162 is rare. So the global rate is steered
+like a TCP sender's: every congestion signal (a 162, a timeout while connected, latency
+well above the measured base) steps it down multiplicatively, and it climbs back
+additively. With ``auto`` it starts at 0.7 req/s and probes upward while latency does not
+inflate (in the spirit of TCP Vegas and BBR), never above ``max_rate``.
+
+Pure: no I/O and no sleeps; every class takes ``clock`` (seconds, one time base for the
+clock and for the ``sent_at`` of the samples fed in).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+Clock = Callable[[], float]
+Slot = TypeVar("Slot", bound=Hashable)
+
+DEFAULT_RATE = 0.7  # requests/s across all workers: the figure IB users know as safe for M1
+IB_MAX_IN_FLIGHT = 50  # IB: at most 50 historical requests open at once (a ceiling)
+
+
+class Signal(str, Enum):
+    """What a request's end says about the gateway."""
+
+    ANSWERED = "answered"  # bars or "no data": a latency sample
+    TIMEOUT = "timeout"  # no answer in time while the connection stayed up
+    PACING = "pacing"  # a 162 pacing violation
+
+
+@dataclass(frozen=True)
+class CongestionConfig:
+    """Every knob of the controller; the defaults are the run's."""
+
+    rate: float = DEFAULT_RATE  # fixed: the rate; auto: where the probing starts
+    auto: bool = False
+    max_rate: float = 10.0  # auto: never above; fixed: ``rate`` is the ceiling
+    floor: float = 0.05
+    # Multiplicative decrease: CUBIC's 0.7 for latency and timeouts; a 162 is IB saying
+    # no outright, so Reno's halving, as the run always did.
+    decrease: float = 0.7
+    pacing_decrease: float = 0.5
+    drain: float = 0.8  # a latency step-down goes at most to this share of what IB serves
+    hold_s: float = 10.0  # after a decrease, no increase for this long
+    # Fixed: back to ``rate`` in ``climb_steps`` equal steps, one every ``climb_every_s``.
+    climb_steps: int = 4
+    climb_every_s: float = 10.0
+    # Auto: one probe step at most every ``probe_every_s``, and only after ``min_samples``
+    # answers to requests sent at the current rate (a run that does not use its rate,
+    # e.g. waiting on IB's per-contract rules, learns nothing by raising it).
+    probe_every_s: float = 2.0
+    startup_gain: float = 1.25  # until the first congestion signal: multiplicative probing
+    probe_step: float = 0.05  # after it: additive, this share of the rate at the last decrease
+    min_samples: int = 5
+    # A retry never goes out faster than the pace that timed out: until the timed-out
+    # request is answered (or this long has passed: its day may have been given up on),
+    # the rate stays at or below that pace.
+    retry_hold_s: float = 600.0
+    # "Well above the base latency": the p50 of the answers of the last ``recent_s``
+    # (sent since the last decrease) exceeds max(latency_factor × base, base + slack_s),
+    # base being the smallest latency of the last ``base_window_s`` (TCP Vegas's BaseRTT,
+    # BBR's min_rtt). The slack keeps jitter on a fast gateway (50-150 ms) from reading as
+    # congestion. Halfway to that line, latency is inflating: probing stops (Vegas's beta).
+    latency_factor: float = 2.0
+    latency_slack_s: float = 0.25
+    recent_s: float = 10.0
+    base_window_s: float = 300.0
+    # In flight across all workers: Little's law (rate × base latency) with headroom,
+    # never more than ``max_in_flight`` (IB's 50 is a ceiling, not a target).
+    max_in_flight: int = IB_MAX_IN_FLIGHT
+    min_in_flight: int = 4
+    in_flight_gain: float = 4.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (math.isfinite(self.rate) and self.rate > 0, "rate must be > 0"),
+            (self.max_rate > 0, "max_rate must be > 0"),
+            (self.floor > 0, "floor must be > 0"),
+            (all(0 < f < 1 for f in (self.decrease, self.pacing_decrease, self.drain)),
+             "decreases in (0, 1)"),
+            (self.climb_steps >= 1 and self.min_samples >= 1, "steps and samples >= 1"),
+            (self.startup_gain > 1 and self.probe_step > 0, "probing must raise the rate"),
+            (self.latency_factor > 1 and self.latency_slack_s >= 0, "latency line above base"),
+            (1 <= self.min_in_flight <= self.max_in_flight, "1 <= min_in_flight <= max"),
+        ]
+        for ok, why in checks:
+            if not ok:
+                raise ValueError(why)
+
+    @property
+    def ceiling(self) -> float:
+        return self.max_rate if self.auto else self.rate
+
+    @property
+    def start(self) -> float:
+        return min(self.rate, self.ceiling)
+
+
+@dataclass(frozen=True)
+class RateChange:
+    """The global rate moved: the new rate and why (a ``budget`` event's fields)."""
+
+    rate: float
+    reason: str
+
+
+# --- rolling statistics ---------------------------------------------------------------
+
+
+class RollingLatency:
+    """Latency samples of the last ``window_s`` seconds, for p50/p95 (the footer's)."""
+
+    def __init__(self, window_s: float = 60.0, *, clock: Clock, max_samples: int = 4096):
+        if window_s <= 0 or max_samples < 1:
+            raise ValueError("need window_s > 0 and max_samples >= 1")
+        self.window_s = window_s
+        self._clock = clock
+        # Bounded whatever the rate: past max_samples the oldest go first, still a fair
+        # picture of the last minute.
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+
+    def add(self, latency_s: float) -> None:
+        self._samples.append((self._clock(), latency_s))
+
+    def values(self) -> list[float]:
+        horizon = self._clock() - self.window_s
+        while self._samples and self._samples[0][0] <= horizon:
+            self._samples.popleft()
+        return [latency for _, latency in self._samples]
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile (0 < q < 1) of the window's samples; None without any."""
+        return quantile(self.values(), q)
+
+    def p50(self) -> float | None:
+        return self.quantile(0.5)
+
+    def p95(self) -> float | None:
+        return self.quantile(0.95)
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated quantile (numpy's default); None for no values."""
+    if not 0 < q < 1:
+        raise ValueError(f"q must be in (0, 1), not {q}")
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    cuts = statistics.quantiles(values, n=1000, method="inclusive")
+    return cuts[round(q * 1000) - 1]
+
+
+class WindowedMin:
+    """The smallest value added in the last ``window_s`` seconds (a monotonic deque)."""
+
+    def __init__(self, window_s: float, *, clock: Clock) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._queue: deque[tuple[float, float]] = deque()  # values ascend, times ascend
+
+    def add(self, value: float) -> None:
+        now = self._clock()
+        while self._queue and self._queue[-1][1] >= value:
+            self._queue.pop()
+        self._queue.append((now, value))
+
+    def get(self) -> float | None:
+        horizon = self._clock() - self.window_s
+        while self._queue and self._queue[0][0] <= horizon:
+            self._queue.popleft()
+        return self._queue[0][1] if self._queue else None
+
+
+# --- the controller -------------------------------------------------------------------
+
+
+class Zone(str, Enum):
+    """What the answers to requests sent at the current rate say about IB's queue."""
+
+    FLAT = "flat"  # no queue: room to probe
+    QUEUE = "queue"  # a queue is forming (TCP Vegas: more than beta queued): ease off
+    CONGESTED = "congested"  # latency well above the base: step down multiplicatively
+
+
+class RateController:
+    """The session-wide request rate, steered by what the gateway's answers say.
+
+    Feed every request's end to ``observe``; call ``tick`` every loop. Both return a
+    ``RateChange`` when the rate moved, else None. One burst of bad news is one decrease:
+    a signal from a request sent before the last decrease reports the old pace, not this
+    one (TCP's one decrease per round trip). See the module docstring.
+    """
+
+    def __init__(self, config: CongestionConfig, *, clock: Clock) -> None:
+        self.config = config
+        self._clock = clock
+        self._rate = max(config.floor, config.start)
+        self.reason = "auto: probing from the start rate" if config.auto else "start"
+        self._decreased_at = -math.inf
+        self._changed_at = clock()
+        self._low = self._rate  # the rate right after the last decrease
+        self._startup = config.auto  # multiplicative probing until the first sign of a queue
+        self._alarm_p50 = 0.0  # the p50 that triggered the last latency decrease
+        self._base = WindowedMin(config.base_window_s, clock=clock)
+        # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
+        self._recent: deque[tuple[float, float, float]] = deque()
+        self._first_answer: float | None = None
+        # key of a timed-out request -> (the pace it timed out at, when)
+        self._timed_out: dict[Hashable, tuple[float, float]] = {}
+        self.signals = 0  # congestion signals seen, decreasing or not
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def base_latency(self) -> float | None:
+        return self._base.get()
+
+    def latency_line(self) -> float | None:
+        """Above this p50 latency the gateway is congested (None until measured)."""
+        base = self._base.get()
+        if base is None:
+            return None
+        cfg = self.config
+        return max(cfg.latency_factor * base, base + cfg.latency_slack_s)
+
+    def _fresh(self) -> list[float]:
+        """Latencies of the recent answers to requests sent at the current rate."""
+        horizon = self._clock() - self.config.recent_s
+        while self._recent and self._recent[0][1] <= horizon:
+            self._recent.popleft()
+        return [lat for sent, _, lat in self._recent if sent >= self._changed_at]
+
+    def delivered(self) -> float | None:
+        """Answers per second over the last ``recent_s`` (None before ``min_samples``).
+
+        While a queue stands at IB this is what IB serves: BBR's bottleneck bandwidth.
+        """
+        self._fresh()  # trims the window
+        if self._first_answer is None or len(self._recent) < self.config.min_samples:
+            return None
+        span = min(self.config.recent_s, self._clock() - self._first_answer)
+        return len(self._recent) / span if span > 0 else None
+
+    def zone(self) -> Zone | None:
+        """What the fresh answers say; None before ``min_samples`` of them.
+
+        Congested: their p50 is above ``latency_line``. A queue: even the fastest of them
+        is a quarter of the way from the base to the line. Queueing delays every answer,
+        so it shows in the minimum (as BBR reads it), where jitter mostly does not.
+        """
+        fresh = self._fresh()
+        base, line = self._base.get(), self.latency_line()
+        if base is None or line is None or len(fresh) < self.config.min_samples:
+            return None
+        if statistics.median(fresh) > line:
+            return Zone.CONGESTED
+        if min(fresh) > base + (line - base) / 4:
+            return Zone.QUEUE
+        return Zone.FLAT
+
+    def in_flight_cap(self, workers: int = 1) -> int:
+        """Requests in flight across all workers: rate × base latency with headroom.
+
+        At least one per worker, or a worker without any could not use its rate share;
+        never above ``max_in_flight``. Bounds what waits at IB whatever the workers.
+        """
+        cfg = self.config
+        base = self._base.get()
+        wanted = 0 if base is None else math.ceil(cfg.in_flight_gain * self._rate * base)
+        return min(cfg.max_in_flight, max(cfg.min_in_flight, workers, wanted))
+
+    # -- signals ----------------------------------------------------------------------
+
+    def retry_ceiling(self) -> float:
+        """The slowest pace a request still waiting for its retry timed out at (or inf)."""
+        now = self._clock()
+        self._timed_out = {
+            key: (pace, at) for key, (pace, at) in self._timed_out.items()
+            if now - at < self.config.retry_hold_s
+        }
+        return min((pace for pace, _ in self._timed_out.values()), default=math.inf)
+
+    def observe(
+        self,
+        signal: Signal,
+        sent_at: float,
+        latency_s: float = 0.0,
+        key: Hashable | None = None,
+    ) -> RateChange | None:
+        """A request sent at ``sent_at`` (clock time) ended; the change it calls for.
+
+        ``key`` names the request (symbol and window) so its retry is recognised.
+        """
+        if key is not None:
+            if signal is Signal.TIMEOUT:
+                pace, _ = self._timed_out.get(key, (math.inf, 0.0))
+                self._timed_out[key] = (min(pace, self._rate), self._clock())
+            else:
+                self._timed_out.pop(key, None)
+        if signal is Signal.PACING:
+            return self._cut(sent_at, self.config.pacing_decrease, "pacing violation (162)")
+        if signal is Signal.TIMEOUT:
+            return self._cut(sent_at, self.config.decrease,
+                             f"request timed out after {latency_s:.0f}s")
+        now = self._clock()
+        if self._first_answer is None:
+            self._first_answer = now
+        self._base.add(latency_s)
+        self._recent.append((sent_at, now, latency_s))
+        if self.zone() is not Zone.CONGESTED:
+            return None
+        p50 = statistics.median(self._fresh())
+        if p50 <= self._alarm_p50:
+            # Still above the line but no higher than at the last decrease: the backlog
+            # from before it is draining, and a second cut for it would be one too many.
+            return None
+        line, base = self.latency_line(), self._base.get()
+        # A queue stands at IB, so it serves what it can: go below that and the queue
+        # drains, whatever rate the overshoot had reached (BBR's drain).
+        served = self.delivered()
+        factor = self.config.decrease
+        if served is not None:
+            factor = min(factor, self.config.drain * served / self._rate)
+        change = self._cut(sent_at, factor,
+                           f"latency p50 {p50:.2f}s > {line:.2f}s (base {base:.2f}s)")
+        if change is not None:
+            self._alarm_p50 = p50
+        return change
+
+    def _cut(self, sent_at: float, factor: float, why: str) -> RateChange | None:
+        self.signals += 1
+        if sent_at < self._decreased_at:
+            return None  # sent before the last decrease: that decrease answered it already
+        self._startup = False
+        self._decreased_at = self._clock()
+        self._low = max(self.config.floor, self._rate * factor)
+        return self._set(self._low, f"{why}: stepped down")
+
+    def tick(self) -> RateChange | None:
+        """Climb back (fixed) or probe (auto) when it is time; the change if any."""
+        cfg = self.config
+        now = self._clock()
+        if now - self._decreased_at < cfg.hold_s:
+            return None
+        zone = self.zone()
+        if zone in (Zone.FLAT, None):
+            self._alarm_p50 = 0.0  # the queue has drained: the next alarm starts afresh
+        if not cfg.auto:
+            if self._rate >= cfg.ceiling or now - self._changed_at < cfg.climb_every_s:
+                return None
+            if zone not in (Zone.FLAT, None):
+                return None
+            step = (cfg.ceiling - self._low) / cfg.climb_steps
+            return self._set(min(cfg.ceiling, self._rate + step), "climbing back")
+        if zone is None or now - self._changed_at < cfg.probe_every_s:
+            return None
+        step = cfg.probe_step * self._low
+        if zone is Zone.QUEUE:
+            self._startup = False
+            return self._set(max(cfg.floor, self._rate - step),
+                             "auto: a queue is forming at IB, easing off")
+        if zone is not Zone.FLAT or self._rate >= cfg.ceiling:
+            return None
+        if self._startup:
+            new, why = self._rate * cfg.startup_gain, "auto: latency flat, probing up"
+        else:
+            new, why = self._rate + step, "auto: latency flat, climbing"
+        return self._set(min(cfg.ceiling, new), why)
+
+    def _set(self, rate: float, reason: str) -> RateChange | None:
+        self._changed_at = self._clock()
+        rate = max(self.config.floor, min(rate, self.retry_ceiling()))
+        if rate == self._rate:
+            return None
+        self._rate, self.reason = rate, reason
+        return RateChange(rate, reason)
+
+
+# --- the in-flight cap across workers --------------------------------------------------
+
+
+def split_in_flight(
+    cap: int,
+    in_flight: Mapping[Slot, int],
+    old: Mapping[Slot, int],
+    *,
+    turn: int = 0,
+) -> dict[Slot, int]:
+    """Each active slot's allowance of requests in flight: equal shares of ``cap``.
+
+    ``in_flight`` has one entry per active slot (what its worker has out); ``old`` is the
+    allowance each worker may still be acting on. A worker sends only while its count is
+    under its allowance. Cuts apply at once; raises only from what no slot holds or may
+    still use (``max(in flight, old)``), so workers acting on either allowance never have
+    more than ``cap`` out between them, once what was out before a cut has come back.
+    Call it every loop with ``old`` = its last answer: it converges to the equal shares,
+    the remainder rotating with ``turn`` so a cap below the number of slots starves none.
+    """
+    if cap < 0:
+        raise ValueError(f"cap must be >= 0, not {cap}")
+    slots = sorted(in_flight, key=repr)
+    if not slots:
+        return {}
+    k = turn % len(slots)
+    slots = slots[k:] + slots[:k]
+    share, extra = divmod(cap, len(slots))
+    target = {slot: share + (i < extra) for i, slot in enumerate(slots)}
+    held = {slot: max(0, in_flight[slot], old.get(slot, 0)) for slot in slots}
+    new = {slot: min(target[slot], old.get(slot, 0)) for slot in slots}
+    room = cap - sum(held.values())
+    for slot in slots:  # raises, in rotation order, from the room nobody may be using
+        if room <= 0:
+            break
+        raise_by = min(room, target[slot] - max(new[slot], held[slot]))
+        if raise_by > 0:
+            new[slot] = held[slot] + raise_by
+            room -= raise_by
+    return new

@@ -1,0 +1,455 @@
+"""The congestion controller is pure: every test drives a fake clock, nothing sleeps."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backfill.congestion import (
+    DEFAULT_RATE,
+    CongestionConfig,
+    RateController,
+    RollingLatency,
+    Signal,
+    WindowedMin,
+    Zone,
+    quantile,
+    split_in_flight,
+)
+from tests.test_pacing import FakeClock
+
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TOL = 1e-9
+
+
+def answer(ctl: RateController, clock: FakeClock, latency: float, n: int = 1, gap: float = 0.1):
+    """``n`` requests sent now-ish, each answered after ``latency``; the changes seen."""
+    changes = []
+    for _ in range(n):
+        sent = clock.now
+        clock.advance(latency)
+        changes.append(ctl.observe(Signal.ANSWERED, sent, latency))
+        clock.advance(gap)
+    return [c for c in changes if c is not None]
+
+
+# --- rolling statistics ---------------------------------------------------------------
+
+
+@given(st.lists(st.floats(0.0, 100.0), min_size=1, max_size=60), st.floats(0.01, 0.99))
+def test_quantile_is_numpys_linear_quantile(values: list[float], q: float) -> None:
+    got = quantile(values, q)
+    assert got is not None
+    # The quantile is read off a 1/1000 grid: q within 0.0005 of the asked one.
+    lo, hi = np.quantile(values, [max(0, q - 0.0005), min(1, q + 0.0005)])
+    assert lo - 1e-9 <= got <= hi + 1e-9
+
+
+def test_footer_latency_covers_the_last_minute_only() -> None:
+    clock = FakeClock()
+    stats = RollingLatency(60.0, clock=clock)
+    assert stats.p50() is None and stats.p95() is None
+    for latency in range(1, 101):  # 1..100 s, one a second
+        stats.add(float(latency))
+        clock.advance(1.0)
+    # Now is 100 s after the first: the last minute holds 42..100 (41 is exactly 60 s old).
+    last_minute = np.arange(42, 101)
+    assert stats.p50() == pytest.approx(np.quantile(last_minute, 0.5), abs=0.06)
+    assert stats.p95() == pytest.approx(np.quantile(last_minute, 0.95), abs=0.06)
+    clock.advance(60.0)
+    assert stats.p50() is None
+
+
+@FAST
+@given(st.lists(st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 10.0)), max_size=80))
+def test_windowed_min_is_the_min_of_the_window(program: list[tuple[float, float]]) -> None:
+    clock = FakeClock()
+    wmin = WindowedMin(10.0, clock=clock)
+    seen: list[tuple[float, float]] = []
+    for gap, value in program:
+        clock.advance(gap)
+        wmin.add(value)
+        seen.append((clock.now, value))
+        inside = [v for t, v in seen if t > clock.now - 10.0]
+        assert wmin.get() == min(inside)
+
+
+# --- fixed rate: step down on a signal, climb back -------------------------------------
+
+
+def fixed(rate: float = 0.8, **kw: object) -> tuple[RateController, FakeClock]:
+    clock = FakeClock()
+    cfg = CongestionConfig(rate=rate, **kw)  # type: ignore[arg-type]
+    return RateController(cfg, clock=clock), clock
+
+
+def test_a_162_halves_the_rate_holds_then_climbs_back_in_steps() -> None:
+    ctl, clock = fixed(0.8, hold_s=100, climb_steps=4, climb_every_s=10)
+    assert ctl.rate == 0.8 and ctl.tick() is None
+    change = ctl.observe(Signal.PACING, clock.now - 0.2)
+    assert change is not None and change.rate == pytest.approx(0.4)
+    assert "pacing violation (162)" in change.reason
+    clock.advance(99)
+    assert ctl.tick() is None
+    rates = []
+    for _ in range(6):
+        clock.advance(1 if not rates else 10)
+        change = ctl.tick()
+        rates.append(change.rate if change else ctl.rate)
+    assert rates == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.8, 0.8])
+    assert ctl.reason == "climbing back"
+
+
+def test_one_burst_of_signals_is_one_decrease() -> None:
+    ctl, clock = fixed(0.8)
+    sent = [clock.now + 0.1 * i for i in range(5)]  # five requests out together
+    clock.advance(5.0)
+    changes = [ctl.observe(Signal.TIMEOUT, t, 5.0) for t in sent]
+    assert [c is not None for c in changes] == [True, False, False, False, False]
+    assert ctl.rate == pytest.approx(0.8 * 0.7)
+    assert ctl.signals == 5
+    # A request sent after that decrease and timing out says the new pace is too fast.
+    later = clock.now + 0.5
+    clock.advance(30.0)
+    change = ctl.observe(Signal.TIMEOUT, later, 29.5)
+    assert change is not None and change.rate == pytest.approx(0.8 * 0.7 * 0.7)
+    assert change.reason == "request timed out after 30s: stepped down"
+
+
+def test_the_floor_holds() -> None:
+    ctl, clock = fixed(0.8, floor=0.15)
+    for _ in range(10):
+        clock.advance(1.0)
+        ctl.observe(Signal.PACING, clock.now)
+    assert ctl.rate == pytest.approx(0.15)
+
+
+def test_jitter_on_a_fast_gateway_is_not_congestion() -> None:
+    ctl, clock = fixed(3.0)
+    rng = random.Random(1)
+    for _ in range(2000):
+        assert answer(ctl, clock, rng.uniform(0.05, 0.15)) == []
+    assert ctl.rate == 3.0
+
+
+def test_latency_well_above_the_base_steps_down_and_names_the_figures() -> None:
+    ctl, clock = fixed(3.0, min_samples=5)
+    answer(ctl, clock, 0.1, n=20)
+    assert ctl.latency_line() == pytest.approx(0.35)  # max(2 × 0.1, 0.1 + 0.25)
+    assert answer(ctl, clock, 0.34, n=20) == []  # under the line
+    changes, slow_answers = [], 0
+    while not changes and slow_answers < 20:
+        changes = answer(ctl, clock, 0.6)
+        slow_answers += 1
+    assert slow_answers > 1  # it took a p50 above the line, not one slow answer
+    assert changes[0].rate < 3.0
+    assert changes[0].reason.startswith("latency p50 0.")
+    assert "> 0.35s (base 0.10s): stepped down" in changes[0].reason
+
+
+def test_a_draining_backlog_draws_no_second_cut_a_growing_one_does() -> None:
+    ctl, clock = fixed(3.0, min_samples=3, hold_s=1000)
+    answer(ctl, clock, 0.1, n=10)
+    assert len(answer(ctl, clock, 2.0, n=6)) == 1
+    assert answer(ctl, clock, 1.5, n=6) == []  # still high, but falling: draining
+    assert len(answer(ctl, clock, 2.5, n=6)) == 1  # higher than at the cut: still too fast
+
+
+# --- auto: probe upward while latency is flat -------------------------------------------
+
+
+def auto(max_rate: float = 10.0, **kw: object) -> tuple[RateController, FakeClock]:
+    clock = FakeClock()
+    cfg = CongestionConfig(auto=True, max_rate=max_rate, **kw)  # type: ignore[arg-type]
+    return RateController(cfg, clock=clock), clock
+
+
+def test_auto_starts_at_the_default_and_probes_up_only_on_evidence() -> None:
+    ctl, clock = auto()
+    assert ctl.rate == DEFAULT_RATE == 0.7
+    clock.advance(3600)
+    assert ctl.tick() is None  # no answers at this rate: nothing learned, no probe
+    answer(ctl, clock, 0.1, n=5)
+    change = ctl.tick()
+    assert change is not None and change.rate == pytest.approx(0.7 * 1.25)
+    assert change.reason == "auto: latency flat, probing up"
+    assert ctl.tick() is None  # the answers so far were to the old rate
+
+
+def test_auto_eases_off_when_a_queue_forms_then_climbs_additively() -> None:
+    ctl, clock = auto(probe_every_s=1.0)
+    answer(ctl, clock, 0.1, n=10)
+    assert ctl.tick() is not None
+    answer(ctl, clock, 0.2, n=6)  # even the fastest answer waited 0.1 s more: a queue
+    assert ctl.zone() is Zone.QUEUE
+    eased = ctl.tick()
+    assert eased is not None and eased.rate < 0.7 * 1.25
+    assert eased.reason == "auto: a queue is forming at IB, easing off"
+    answer(ctl, clock, 0.1, n=6)
+    climbed = ctl.tick()
+    assert climbed is not None and climbed.reason == "auto: latency flat, climbing"
+    assert climbed.rate == pytest.approx(eased.rate + 0.05 * 0.7)  # additive, not × 1.25
+
+
+# --- properties ------------------------------------------------------------------------
+
+op = st.one_of(
+    st.tuples(st.just("wait"), st.floats(0.0, 60.0)),
+    st.tuples(st.just("answer"), st.floats(0.01, 20.0)),
+    st.tuples(st.just("timeout"), st.floats(1.0, 30.0)),
+    st.tuples(st.just("pacing"), st.floats(0.0, 2.0)),
+)
+configs = st.builds(
+    CongestionConfig,
+    rate=st.floats(0.1, 5.0),
+    auto=st.booleans(),
+    max_rate=st.floats(0.1, 20.0),
+    min_samples=st.integers(1, 6),
+    hold_s=st.floats(0.0, 30.0),
+)
+
+
+def run_program(ctl: RateController, clock: FakeClock, program: list, check) -> None:
+    for kind, x in program:
+        if kind == "wait":
+            clock.advance(x)
+            check(ctl.tick(), None)
+            continue
+        sent = clock.now
+        clock.advance(x)
+        before = ctl.rate
+        signal = {"answer": Signal.ANSWERED, "timeout": Signal.TIMEOUT,
+                  "pacing": Signal.PACING}[kind]
+        cut_due = signal is not Signal.ANSWERED and sent >= ctl._decreased_at
+        change = ctl.observe(signal, sent, x)
+        check(change, (before, cut_due))
+
+
+@FAST
+@given(cfg=configs, program=st.lists(op, max_size=60))
+def test_never_above_the_ceiling_and_every_fresh_signal_steps_down(
+    cfg: CongestionConfig, program: list
+) -> None:
+    clock = FakeClock()
+    ctl = RateController(cfg, clock=clock)
+
+    def check(change, signal):
+        assert cfg.floor - TOL <= ctl.rate <= max(cfg.floor, cfg.ceiling) + TOL
+        if change is not None:
+            assert change.rate == ctl.rate and change.reason
+        if signal is not None:
+            before, cut_due = signal
+            if cut_due:  # a timeout or 162 from a request sent at the current pace
+                assert change is not None or before <= cfg.floor + TOL
+                assert ctl.rate <= max(cfg.floor, before * max(cfg.decrease,
+                                                                cfg.pacing_decrease)) + TOL
+            else:  # an answer, or a signal about a pace already cut: never a raise
+                assert change is None or change.rate < before
+
+    run_program(ctl, clock, program, check)
+
+
+@FAST
+@given(cfg=configs, program=st.lists(op, max_size=40))
+def test_recovers_once_the_signals_stop(cfg: CongestionConfig, program: list) -> None:
+    clock = FakeClock()
+    ctl = RateController(cfg, clock=clock)
+    run_program(ctl, clock, program, lambda change, signal: None)
+    # Then a healthy gateway: every answer at a steady 0.1 s, for as long as it takes.
+    clock.advance(cfg.base_window_s)  # what was slow has aged out of the base too
+    for _ in range(20_000):
+        if ctl.rate >= cfg.ceiling - TOL:
+            break
+        answer(ctl, clock, 0.1, n=1, gap=0.5)
+        ctl.tick()
+    assert ctl.rate == pytest.approx(max(cfg.floor, cfg.ceiling))
+
+
+@FAST
+@given(
+    cfg=configs,
+    program=st.lists(op, max_size=40),
+    retry_after=st.floats(0.0, 120.0),
+)
+def test_a_retry_never_goes_out_faster_than_the_pace_that_timed_out(
+    cfg: CongestionConfig, program: list, retry_after: float
+) -> None:
+    clock = FakeClock()
+    ctl = RateController(cfg, clock=clock)
+    run_program(ctl, clock, program, lambda change, signal: None)
+    pace, sent = ctl.rate, clock.now
+    clock.advance(30.0)
+    ctl.observe(Signal.TIMEOUT, sent, 30.0, key="BTC-USD 2024-01-05")
+    # However the retry is delayed, and whatever else is answered meanwhile, until that
+    # request is answered the rate stays at or below the pace that timed out.
+    for _ in range(int(retry_after)):
+        answer(ctl, clock, 0.1, n=1, gap=0.9)
+        ctl.tick()
+        assert ctl.rate <= max(cfg.floor, pace) + TOL
+    retry_sent = clock.now
+    clock.advance(0.1)
+    ctl.observe(Signal.ANSWERED, retry_sent, 0.1, key="BTC-USD 2024-01-05")
+    assert ctl.retry_ceiling() == math.inf  # answered: the climb may go on
+
+
+# --- against a model of IB's soft throttle ---------------------------------------------
+
+
+@dataclass
+class SoftGateway:
+    """The simulator's soft throttle (sim/pacing.py): a token bucket, then a queue."""
+
+    capacity: float
+    burst: float = 10.0
+    tokens: float = 10.0
+    at: float = 0.0
+    free_at: float = 0.0
+
+    def delay(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.capacity)
+        self.at = now
+        if self.tokens >= 1 and self.free_at <= now:
+            self.tokens -= 1
+            return 0.0
+        self.free_at = max(now, self.free_at) + 1 / self.capacity
+        self.tokens = 0.0
+        return self.free_at - now
+
+
+def drive(cfg: CongestionConfig, capacity: float, requests: int, workers: int, seed: int):
+    """Send ``requests`` at the controller's rate under its in-flight cap; what happened."""
+    clock = FakeClock(0.0)
+    rng = random.Random(seed)
+    ctl = RateController(cfg, clock=clock)
+    gateway = SoftGateway(capacity)
+    answers: list[tuple[float, float, float]] = []  # (due, sent, latency)
+    next_send, sent, done, max_out, max_queue_s, cap_broken = 0.0, 0, 0, 0, 0.0, False
+    while done < requests:
+        cap = ctl.in_flight_cap(workers)
+        due = answers[0][0] if answers else math.inf
+        if sent < requests and len(answers) < cap and next_send <= due:
+            clock.now = next_send
+            queued = gateway.delay(clock.now)
+            max_queue_s = max(max_queue_s, queued)
+            latency = queued + rng.uniform(0.05, 0.15)
+            heapq.heappush(answers, (clock.now + latency, clock.now, latency))
+            sent += 1
+            cap_broken |= len(answers) > cap
+            max_out = max(max_out, len(answers))
+            next_send = clock.now + 1 / ctl.rate
+        else:
+            clock.now, sent_at, latency = heapq.heappop(answers)
+            ctl.observe(Signal.ANSWERED, sent_at, latency)
+            done += 1
+            next_send = max(next_send, clock.now)
+        ctl.tick()
+    return requests / clock.now / capacity, max_queue_s, cap_broken, ctl
+
+
+@pytest.mark.parametrize("capacity", [1.0, 3.0, 6.0])
+def test_auto_finds_the_hidden_capacity_of_a_soft_throttle(capacity: float) -> None:
+    cfg = CongestionConfig(auto=True, max_rate=10.0)
+    for seed in range(3):
+        share, max_queue_s, cap_broken, ctl = drive(cfg, capacity, 1500, 8, seed)
+        assert share >= 0.8, (seed, share)
+        assert not cap_broken
+        # What waits at IB stays bounded by the in-flight cap: never a minutes-long queue.
+        assert max_queue_s * capacity <= ctl.config.max_in_flight
+        assert max_queue_s < 10.0
+
+
+def test_a_fixed_rate_above_capacity_is_stepped_down_to_it() -> None:
+    cfg = CongestionConfig(rate=10.0)
+    share, max_queue_s, _, ctl = drive(cfg, 3.0, 600, 8, 0)
+    assert share >= 0.8
+    assert ctl.rate < 10.0
+    assert max_queue_s < 10.0
+
+
+# --- the in-flight cap -------------------------------------------------------------------
+
+
+def test_in_flight_cap_follows_littles_law_between_the_workers_and_ibs_ceiling() -> None:
+    ctl, clock = fixed(3.0)
+    assert ctl.in_flight_cap(workers=8) == 8  # nothing measured: one per worker
+    answer(ctl, clock, 2.0, n=3)  # a slow gateway: 3 req/s × 2 s × 4 = 24
+    assert ctl.in_flight_cap(workers=8) == 24
+    ctl_fast, clock_fast = fixed(40.0)
+    answer(ctl_fast, clock_fast, 2.0, n=1)
+    assert ctl_fast.in_flight_cap(workers=8) == 50  # IB's ceiling, never more
+    assert ctl_fast.in_flight_cap(workers=80) == 50
+
+
+def test_split_in_flight_shares_equally_and_rotates_the_remainder() -> None:
+    out = {0: 0, 1: 0, 2: 0}
+    first = split_in_flight(4, out, {}, turn=0)
+    assert sorted(first.values()) == [1, 1, 2] and sum(first.values()) == 4
+    # A cap below the number of workers: the turn decides who may send, no one starves.
+    lucky = {s for t in range(3) for s, a in split_in_flight(2, out, {}, turn=t).items() if a}
+    assert lucky == {0, 1, 2}
+
+
+def test_split_in_flight_raises_only_what_nobody_may_be_using() -> None:
+    # Slot 0 holds 4 under an allowance of 4; the cap is 4 and slot 1 arrives.
+    step1 = split_in_flight(4, {0: 4, 1: 0}, {0: 4})
+    assert step1 == {0: 2, 1: 0}  # 0 is cut at once, 1 waits for 0's requests to end
+    step2 = split_in_flight(4, {0: 2, 1: 0}, step1)
+    assert step2 == {0: 2, 1: 2}
+
+
+@FAST
+@given(
+    program=st.lists(
+        st.one_of(
+            st.tuples(st.just("send"), st.integers(0, 5)),
+            st.tuples(st.just("done"), st.integers(0, 5)),
+            st.tuples(st.just("cap"), st.integers(0, 12)),
+            st.tuples(st.just("join"), st.integers(0, 5)),
+            st.tuples(st.just("leave"), st.integers(0, 5)),
+        ),
+        max_size=120,
+    ),
+    stale=st.booleans(),
+)
+def test_the_in_flight_cap_is_never_exceeded(program: list, stale: bool) -> None:
+    """Workers send while under their allowance (``stale``: one split behind)."""
+    cap = 6
+    in_flight: dict[int, int] = {0: 0}
+    allowance: dict[int, int] = {}
+    previous: dict[int, int] = {}
+    over_since_cut = False  # the cap was lowered below what was already out
+    for turn, (kind, slot) in enumerate(program):
+        if kind == "send" and slot in in_flight:
+            visible = allowance.get(slot, 0)
+            if stale:  # the worst of both: it may not have seen the last split yet
+                visible = max(visible, previous.get(slot, 0))
+            if in_flight[slot] < visible:
+                in_flight[slot] += 1
+                if not over_since_cut:
+                    assert sum(in_flight.values()) <= cap
+        elif kind == "done" and in_flight.get(slot, 0) > 0:
+            in_flight[slot] -= 1
+        elif kind == "cap":
+            over_since_cut = over_since_cut or slot < sum(in_flight.values())
+            cap = slot
+        elif kind == "join" and slot not in in_flight:
+            in_flight[slot] = 0
+        elif kind == "leave" and slot in in_flight and len(in_flight) > 1:
+            del in_flight[slot]  # a worker that ended has nothing out any more
+            allowance.pop(slot, None)
+            previous.pop(slot, None)
+        if sum(in_flight.values()) <= cap:
+            over_since_cut = False
+        # The orchestrator's loop: a new split every turn.
+        old = {s: max(allowance.get(s, 0), previous.get(s, 0)) for s in in_flight}
+        previous, allowance = allowance, split_in_flight(cap, in_flight, old, turn=turn)
+        assert sum(max(in_flight[s], old[s], allowance[s]) for s in in_flight) <= max(
+            cap, sum(max(in_flight[s], old[s]) for s in in_flight)
+        )
