@@ -58,7 +58,7 @@ class CongestionConfig:
     # e.g. waiting on IB's per-contract rules, learns nothing by raising it).
     probe_every_s: float = 2.0
     startup_gain: float = 1.25  # until the first congestion signal: multiplicative probing
-    probe_step: float = 0.05  # after it: additive, this share of the rate at the last decrease
+    probe_step: float = 0.05  # after it: additive, this share of the rate after the last cut
     min_samples: int = 5
     # A retry never goes out faster than the pace that timed out: until the timed-out
     # request is answered (or this long has passed: its day may have been given up on),
@@ -209,6 +209,7 @@ class RateController:
         self._changed_at = clock()
         self._low = self._rate  # the rate right after the last decrease
         self._startup = config.auto  # multiplicative probing until the first sign of a queue
+        self._flat_rounds = 0  # probe rounds in a row that found latency flat
         self._alarm_p50 = 0.0  # the p50 that triggered the last latency decrease
         self._base = WindowedMin(config.base_window_s, clock=clock)
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
@@ -341,7 +342,7 @@ class RateController:
         self.signals += 1
         if sent_at < self._decreased_at:
             return None  # sent before the last decrease: that decrease answered it already
-        self._startup = False
+        self._startup, self._flat_rounds = False, 0
         self._decreased_at = self._clock()
         self._low = max(self.config.floor, self._rate * factor)
         return self._set(self._low, f"{why}: stepped down")
@@ -364,17 +365,26 @@ class RateController:
             return self._set(min(cfg.ceiling, self._rate + step), "climbing back")
         if zone is None or now - self._changed_at < cfg.probe_every_s:
             return None
-        step = cfg.probe_step * self._low
+        # A share of the rate after the last cut (never less than of the start rate), so
+        # the climb's pace is the same after a deep cut as after a small one.
+        step = cfg.probe_step * max(self._low, cfg.start)
         if zone is Zone.QUEUE:
-            self._startup = False
+            self._startup, self._flat_rounds = False, 0
             return self._set(max(cfg.floor, self._rate - step),
                              "auto: a queue is forming at IB, easing off")
-        if zone is not Zone.FLAT or self._rate >= cfg.ceiling:
+        if zone is not Zone.FLAT:
+            self._startup, self._flat_rounds = False, 0
+            return None
+        if self._rate >= cfg.ceiling:
             return None
         if self._startup:
             new, why = self._rate * cfg.startup_gain, "auto: latency flat, probing up"
         else:
+            # Small steps near the rate that was too much; each flat round in a row doubles
+            # the step (BBRv2's probe-up), never beyond the start-up's multiplicative pace.
+            step = min(step * 2 ** self._flat_rounds, self._rate * (cfg.startup_gain - 1))
             new, why = self._rate + step, "auto: latency flat, climbing"
+            self._flat_rounds += 1
         return self._set(min(cfg.ceiling, new), why)
 
     def _set(self, rate: float, reason: str) -> RateChange | None:

@@ -202,6 +202,7 @@ def test_auto_eases_off_when_a_queue_forms_then_climbs_additively() -> None:
 
 op = st.one_of(
     st.tuples(st.just("wait"), st.floats(0.0, 60.0)),
+    st.tuples(st.just("flat"), st.integers(1, 10)),
     st.tuples(st.just("answer"), st.floats(0.01, 20.0)),
     st.tuples(st.just("timeout"), st.floats(1.0, 30.0)),
     st.tuples(st.just("pacing"), st.floats(0.0, 2.0)),
@@ -220,6 +221,11 @@ def run_program(ctl: RateController, clock: FakeClock, program: list, check) -> 
     for kind, x in program:
         if kind == "wait":
             clock.advance(x)
+            check(ctl.tick(), None)
+            continue
+        if kind == "flat":  # a healthy stretch: answers at a steady 0.1 s, then a tick
+            for change in answer(ctl, clock, 0.1, n=x, gap=0.3):
+                check(change, None)
             check(ctl.tick(), None)
             continue
         sent = clock.now
@@ -264,12 +270,16 @@ def test_recovers_once_the_signals_stop(cfg: CongestionConfig, program: list) ->
     run_program(ctl, clock, program, lambda change, signal: None)
     # Then a healthy gateway: every answer at a steady 0.1 s, for as long as it takes.
     clock.advance(cfg.base_window_s)  # what was slow has aged out of the base too
-    for _ in range(20_000):
+    for _ in range(5_000):
         if ctl.rate >= cfg.ceiling - TOL:
             break
         answer(ctl, clock, 0.1, n=1, gap=0.5)
         ctl.tick()
     assert ctl.rate == pytest.approx(max(cfg.floor, cfg.ceiling))
+    for _ in range(10):  # and there it stays
+        answer(ctl, clock, 0.1, n=cfg.min_samples, gap=0.5)
+        ctl.tick()
+        assert ctl.rate == pytest.approx(max(cfg.floor, cfg.ceiling))
 
 
 @FAST
