@@ -436,3 +436,21 @@ def split_in_flight(
             new[slot] = held[slot] + raise_by
             room -= raise_by
     return new
+
+
+# --- what earlier runs measured -----------------------------------------------------------
+
+
+def held_rate(changes: list[tuple[float, float]], end: float) -> float | None:
+    """The time-weighted mean of a rate set at ``(time, rate)`` moments, up to ``end``.
+
+    What an earlier ``auto`` run held, from its ``budget`` events: the figure ``plan
+    --rate auto`` estimates with. None when no time passed.
+    """
+    points = sorted(changes)
+    if not points or end <= points[0][0]:
+        return None
+    total = 0.0
+    for (t, rate), (t_next, _) in zip(points, [*points[1:], (end, 0.0)], strict=True):
+        total += rate * max(0.0, min(t_next, end) - min(t, end))
+    return total / (end - points[0][0])

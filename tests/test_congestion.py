@@ -20,6 +20,7 @@ from backfill.congestion import (
     Signal,
     WindowedMin,
     Zone,
+    held_rate,
     quantile,
     split_in_flight,
 )
@@ -463,3 +464,15 @@ def test_the_in_flight_cap_is_never_exceeded(program: list, stale: bool) -> None
         assert sum(max(in_flight[s], old[s], allowance[s]) for s in in_flight) <= max(
             cap, sum(max(in_flight[s], old[s]) for s in in_flight)
         )
+
+
+# --- what earlier runs measured --------------------------------------------------------
+
+
+def test_held_rate_weighs_each_rate_by_how_long_it_held() -> None:
+    # 0.7 for 10 s, 2.0 for 80 s, 1.4 for 10 s: (7 + 160 + 14) / 100.
+    changes = [(1010.0, 2.0), (1000.0, 0.7), (1090.0, 1.4)]
+    assert held_rate(changes, 1100.0) == pytest.approx(1.81)
+    assert held_rate(changes, 1000.0) is None
+    assert held_rate([], 1100.0) is None
+    assert held_rate([(1000.0, 3.0)], 1060.0) == pytest.approx(3.0)
