@@ -127,8 +127,9 @@ class RollingLatency:
         # picture of the last minute.
         self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
 
-    def add(self, latency_s: float) -> None:
-        self._samples.append((self._clock(), latency_s))
+    def add(self, latency_s: float, at: float | None = None) -> None:
+        """One answer's latency, answered ``at`` (default: now; events carry their time)."""
+        self._samples.append((self._clock() if at is None else at, latency_s))
 
     def values(self) -> list[float]:
         horizon = self._clock() - self.window_s

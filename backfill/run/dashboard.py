@@ -48,7 +48,7 @@ _ROW_PRIORITY: dict[Status, int] = {
     Status.SKIPPED: 3,
     Status.STOPPED: 1,
 }
-_FOOTER_LINES = 3  # two footer lines and the blank line between table and footer
+_FOOTER_LINES = 4  # three footer lines and the blank line between table and footer
 _TABLE_CHROME = 3  # header, its rule and the "… more" line
 
 
@@ -60,6 +60,10 @@ def format_duration(seconds: float | None) -> str:
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
 
 
 def _days(n: int) -> str:
@@ -204,6 +208,12 @@ class Footer:
             "   ",
             ("workers ", "bold"),
             Text(" · ").join(statuses),
+        )
+        yield Text.assemble(
+            ("latency ", "bold"),
+            f"p50 {_seconds(s.latency_p50)} p95 {_seconds(s.latency_p95)} (last minute)   ",
+            ("budget ", "bold"),
+            s.budget_reason or "-",
         )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
+from backfill.congestion import RollingLatency
 from backfill.run import events as ev
 from backfill.run.events import Status
 
@@ -205,6 +206,9 @@ class RunSnapshot:
     eta_s: float | None
     violations: int
     errors: int
+    budget_reason: str = ""  # why the global rate last moved
+    latency_p50: float | None = None  # of the answers in the last minute
+    latency_p95: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -246,6 +250,8 @@ class RunState:
         self.started_at = clock() if started_at is None else started_at
         self.requests_total = requests_total
         self.budget = rate_budget
+        self.budget_reason = ""
+        self.latency = RollingLatency(60.0, clock=clock)
         self.requests_done = 0
         self.requests_answered = 0
         self.violations = 0
@@ -256,6 +262,7 @@ class RunState:
         with self._lock:
             if isinstance(event, ev.BudgetChanged):
                 self.budget = event.rate  # run-wide: no symbol row
+                self.budget_reason = event.reason
                 return
             progress = self._symbols.get(event.symbol) or SymbolProgress(event.symbol)
             self._symbols[event.symbol] = progress.apply(event)
@@ -270,6 +277,7 @@ class RunState:
         self.requests_done += 1
         if event.outcome in ANSWERED:
             self.requests_answered += 1
+            self.latency.add(event.latency_s, at=event.at or None)
         elif event.outcome in ERROR_OUTCOMES:
             self.errors += 1
         # Events from several workers may arrive slightly out of order: keep the list sorted.
@@ -328,6 +336,9 @@ class RunState:
                 eta_s=self._eta(now, rate),
                 violations=self.violations,
                 errors=self.errors,
+                budget_reason=self.budget_reason,
+                latency_p50=self.latency.p50(),
+                latency_p95=self.latency.p95(),
             )
 
     def symbol(self, symbol: str) -> SymbolProgress:

@@ -267,6 +267,22 @@ def test_budget_change_shows_in_the_footer(state: RunState) -> None:
         "budget 0.2 req/s (stepped down)")
 
 
+def test_footer_shows_why_the_budget_moved_and_latency_of_the_last_minute(
+    state: RunState, clock
+) -> None:
+    text = render(Dashboard(state))
+    # Answers at 2, 4 and 12 s took 0.2, 0.4 and 0.3 s; timeouts and 162s are not answers.
+    assert "latency p50 0.30s p95 0.39s (last minute)" in text
+    assert "budget -" in text
+    reason = "latency p50 0.62s > 0.35s (base 0.10s): stepped down"
+    state.apply(ev.BudgetChanged("", at=T0 + 14, rate=0.49, reason=reason))
+    assert f"budget {reason}" in render(Dashboard(state))
+    clock.now = T0 + 63  # the answer at 2 s is more than a minute old
+    assert "latency p50 0.35s p95 0.40s (last minute)" in render(Dashboard(state))
+    clock.now = T0 + 80
+    assert "latency p50 - p95 - (last minute)" in render(Dashboard(state))
+
+
 def test_long_table_keeps_urgent_rows_and_counts_the_rest(state: RunState) -> None:
     text = render(SymbolTable(state.snapshot().symbols, max_rows=2))
     assert row(text, "BTC-USD")[1] == "fetching"
@@ -282,7 +298,7 @@ def test_dashboard_fits_the_screen_height(clock: FakeClock) -> None:
     console.print(Dashboard(run))
     text = console.export_text()
     assert len(text.splitlines()) <= 20
-    assert "… and 16 more: 16 queued" in text  # 20 lines - 3 footer - 3 table chrome = 14
+    assert "… and 17 more: 17 queued" in text  # 20 lines - 4 footer - 3 table chrome = 13
     assert "requests 0/30" in text
 
 
