@@ -364,6 +364,77 @@ def verify(
 
 
 @app.command()
+def aggregate(
+    symbols: SymbolsOpt = None,
+    symbols_file: SymbolsFileOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    lake: LakeOpt = None,
+    tf: Annotated[
+        str, typer.Option("--tf", help="Timeframes to build, comma-separated, from "
+                          "M5,M15,M30,H1,H4,D1.")
+    ] = "M5,M15,M30,H1,H4,D1",
+    include_partial: Annotated[
+        bool, typer.Option("--include-partial", help="Also write buckets whose M1 days are "
+                           "not all recorded whole, with complete=false.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Build higher timeframes (M5 to D1) from the M1 lake; only what changed is rebuilt.
+
+    A bucket is (end - w, end] on a grid anchored at 00:00 UTC, stamped with its end (as M1
+    bars are); the D1 bar of day D is stamped D+1 00:00. By default only complete buckets are
+    written: every lake day their minutes belong to was recorded whole. Default: every symbol
+    in the lake, every M1 day; --from/--to pick the M1 days whose months are rebuilt.
+    Exit 0 done, 1 something failed (rerun), 2 bad input (nothing written), 130 interrupted.
+    --json prints one document, documented in backfill/aggregate/view.py and README.md.
+    """
+    import json as jsonlib
+
+    from rich.console import Console
+
+    from backfill.aggregate import view
+    from backfill.aggregate.build import AggregateRequest, aggregate_lake, check_request
+    from backfill.aggregate.timeframes import parse_timeframes
+
+    try:
+        request = AggregateRequest(
+            lake=resolve_lake(lake),
+            timeframes=parse_timeframes(tf),
+            symbols=(
+                tuple(resolve_symbols(symbols, symbols_file)) if symbols or symbols_file
+                else None
+            ),
+            first=None if from_ is None else parse_day(from_, "--from"),
+            last=None if to is None else parse_day(to, "--to"),
+            include_partial=include_partial,
+        )
+        check_request(request)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+    now = datetime.now(timezone.utc)
+    console = Console()
+    try:
+        if json:
+            result = aggregate_lake(request, now=now)
+            typer.echo(jsonlib.dumps(view.to_json(request, result), indent=2))
+        elif console.is_terminal:
+            with view.ProgressView(Console(stderr=True)) as progress:
+                result = aggregate_lake(request, now=now, on_event=progress.on_event)
+            for line in view.summary_lines(result):
+                console.print(line, markup=False)
+        else:
+            result = aggregate_lake(request, now=now, on_event=view.line_printer(typer.echo))
+            for line in view.summary_lines(result):
+                typer.echo(line)
+    except KeyboardInterrupt:
+        # Every part is replaced whole or not at all: nothing is half-written.
+        typer.echo("backfill: interrupted; rerun to finish", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@app.command()
 def gateway(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[str, typer.Option("--port", help="TCP port; 0 picks a free one.")] = "7497",
