@@ -97,7 +97,7 @@ def test_json_names_each_part_built_and_why(edge_lake: Path) -> None:
 def aggregate_tables(lake: Path) -> dict[str, list]:
     out = {}
     for path in sorted(dataset_root(lake).rglob("*.parquet")):
-        if "timeframe=M1" not in path.as_posix():
+        if "timeframe=M1/" not in path.as_posix():
             out[path.relative_to(lake).as_posix()] = pq.read_table(path).to_pylist()
     return out
 
