@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +19,15 @@ from backfill.domain import UTC, Month, day_start
 from backfill.lake import store
 from backfill.lake.paths import iter_parts, lock_path, part_path
 from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
-from tests.lake.helpers import BTC, ETH, FETCHED, bars_at, day_bars, days_bars
+from tests.lake.helpers import (
+    BTC,
+    ETH,
+    FETCHED,
+    bars_at,
+    day_bars,
+    days_bars,
+    file_permissions_enforced,
+)
 
 JULY = Month(2025, 7)
 AUGUST = Month(2025, 8)
@@ -207,6 +217,42 @@ def test_an_unreadable_part_is_moved_aside_never_overwritten(tmp_path: Path) -> 
     assert again.quarantined.read_bytes() == b"garbage two"
     with pytest.raises(store.CorruptPart):
         store.read_part(again.quarantined)
+
+
+def test_a_part_the_run_may_not_read_is_an_error_and_nothing_is_moved(tmp_path: Path) -> None:
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    before = write.path.read_bytes()
+    folder = sorted(p.name for p in write.path.parent.iterdir())
+    write.path.chmod(0)
+    try:
+        with file_permissions_enforced():
+            with pytest.raises(PermissionError):
+                write.path.open("rb")  # the OS really refuses: the test proves something
+            with pytest.raises(store.PartUnreadable) as raised:
+                store.write_batch(tmp_path, BTC, day_bars(BTC, D2), [D2], fetched_at=FETCHED)
+            with pytest.raises(store.PartUnreadable):
+                store.read_part(write.path)
+    finally:
+        write.path.chmod(0o644)
+    error = raised.value
+    assert isinstance(error, store.StoreError) and isinstance(error, OSError)
+    assert not isinstance(error, store.CorruptPart)
+    assert (error.path, error.errno) == (write.path, errno.EACCES)
+    assert error.strerror == os.strerror(errno.EACCES)
+    assert str(write.path) in str(error) and "Permission denied" in str(error)
+    assert write.path.read_bytes() == before
+    assert sorted(p.name for p in write.path.parent.iterdir()) == folder  # no _corrupt-, no temp
+    assert list(coverage_of(write.path)) == [D1]
+
+
+def test_a_folder_in_the_place_of_a_part_is_an_error_and_is_left_alone(tmp_path: Path) -> None:
+    path = part_path(tmp_path, BTC, JULY)
+    path.mkdir(parents=True)
+    with pytest.raises(store.PartUnreadable) as raised:
+        store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    assert raised.value.errno == errno.EISDIR
+    assert path.is_dir()
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith("_")] == []
 
 
 def test_a_part_without_coverage_is_corrupt(tmp_path: Path) -> None:
