@@ -34,13 +34,13 @@ from backfill.lake.schema import (
     BAR_SCHEMA,
     COLUMNS,
     COVERAGE_KEY,
+    PART_WRITE_OPTIONS,
     TS_TYPE,
     decode_coverage,
     empty_bars,
     encode_coverage,
 )
 
-COMPRESSION = "zstd"
 _SHOWN_OFFENDERS = 5
 
 # Test seam: crash-safety tests pause a writer here (temp file complete, part not yet
@@ -351,7 +351,7 @@ def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCov
     table = table.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage.values())})
     tmp = temp_path(path)
     try:
-        pq.write_table(table, tmp, compression=COMPRESSION, write_statistics=True)
+        pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
         _fsync(tmp)  # the bytes must be on disk before the rename makes them the part
         size = tmp.stat().st_size
         if _before_replace is not None:

@@ -15,10 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.domain import UTC, Month, day_start
+from backfill.domain import UTC, DayCoverage, Month, day_start
 from backfill.lake import store
 from backfill.lake.paths import iter_parts, lock_path, part_path
-from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
+from backfill.lake.schema import (
+    BAR_SCHEMA,
+    COLUMNS,
+    CONSTANT_COLUMNS,
+    COVERAGE_KEY,
+    decode_coverage,
+    encode_coverage,
+)
 from tests.lake.helpers import (
     BTC,
     ETH,
@@ -27,6 +34,7 @@ from tests.lake.helpers import (
     day_bars,
     days_bars,
     file_permissions_enforced,
+    sim_bars,
 )
 
 JULY = Month(2025, 7)
@@ -69,6 +77,35 @@ def test_written_part_follows_the_data_contract(tmp_path: Path) -> None:
     assert table["ts"].type == pa.timestamp("us", tz="UTC")
     assert table["ts"][0].as_py() == at(D1, 0)
     assert table["ts"][-1].as_py() == at(D1, 1439)
+
+
+def test_parts_dictionary_encode_only_the_constant_text_columns(tmp_path: Path) -> None:
+    days = [D1 + timedelta(days=i) for i in range(7)]
+    [write] = store.write_batch(tmp_path, BTC, sim_bars(BTC, D1, 7), days, fetched_at=FETCHED)
+    group = pq.read_metadata(write.path).row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(13)}
+    for name in COLUMNS:
+        dictionary = "RLE_DICTIONARY" in encodings[name]
+        assert dictionary == (name in CONSTANT_COLUMNS), (name, encodings[name])
+    assert "DELTA_BINARY_PACKED" in encodings["ts"]
+    # The same rows written with pyarrow's defaults (the store's options before issue 10).
+    old = tmp_path / "old.parquet"
+    pq.write_table(store.read_part(write.path), old, compression="zstd")
+    assert write.size_bytes <= 0.75 * old.stat().st_size, (write.size_bytes, old.stat().st_size)
+
+
+def test_a_part_written_with_the_old_options_reads_and_merges(tmp_path: Path) -> None:
+    path = part_path(tmp_path, BTC, JULY)
+    path.parent.mkdir(parents=True)
+    first = sim_bars(BTC, D1, 2)
+    coverage = [DayCoverage(d, n, FETCHED, True) for d, n in store.rows_per_day(first).items()]
+    old = first.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage)})
+    pq.write_table(old, path, compression="zstd", write_statistics=True)  # dictionary everywhere
+    assert store.read_part(path).equals(first)
+    [write] = store.write_batch(tmp_path, BTC, sim_bars(BTC, D3, 1), [D3], fetched_at=FETCHED)
+    assert write.quarantined is None
+    assert store.read_part(path).equals(sim_bars(BTC, D1, 3))
+    assert sorted(coverage_of(path)) == [D1, D2, D3]
 
 
 def test_overlapping_batches_merge(tmp_path: Path) -> None:
