@@ -92,6 +92,14 @@ class PartUnreadable(StoreError, OSError):
     def __str__(self) -> str:
         return f"cannot read {self.path}: {self.strerror}"
 
+    def __reduce__(self) -> tuple:
+        # OSError pickles as (errno, strerror, filename), which this __init__ does not take.
+        return (_part_unreadable, (self.path, self.errno, self.strerror))
+
+
+def _part_unreadable(path: Path, errno_: int | None, strerror: str) -> PartUnreadable:
+    return PartUnreadable(path, OSError(errno_, strerror))
+
 
 @dataclass(frozen=True)
 class PartWrite:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -236,7 +237,7 @@ def test_read_coverage_reads_only_the_months_asked_and_survives_bad_footers(
     assert list(store.read_coverage(tmp_path, [BTC], D1, date(2025, 8, 31))[BTC]) == [D1]
 
 
-def test_an_unreadable_part_is_moved_aside_never_overwritten(tmp_path: Path) -> None:
+def test_a_corrupt_part_is_moved_aside_never_overwritten(tmp_path: Path) -> None:
     path = part_path(tmp_path, BTC, JULY)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"garbage one")
@@ -277,6 +278,10 @@ def test_a_part_the_run_may_not_read_is_an_error_and_nothing_is_moved(tmp_path: 
     assert (error.path, error.errno) == (write.path, errno.EACCES)
     assert error.strerror == os.strerror(errno.EACCES)
     assert str(write.path) in str(error) and "Permission denied" in str(error)
+    copy = pickle.loads(pickle.dumps(error))  # it crosses process boundaries intact
+    assert (type(copy), copy.path, copy.errno, str(copy)) == (
+        store.PartUnreadable, error.path, error.errno, str(error)
+    )
     assert write.path.read_bytes() == before
     assert sorted(p.name for p in write.path.parent.iterdir()) == folder  # no _corrupt-, no temp
     assert list(coverage_of(write.path)) == [D1]
