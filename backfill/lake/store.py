@@ -429,9 +429,15 @@ def write_aggregate(
             stale.unlink(missing_ok=True)
         quarantined = None
         if path.exists():
-            try:
-                pq.read_metadata(path)
-            except (OSError, ValueError, pa.ArrowException):
+            # An OSError opening it is the OS refusing, not a verdict on the file: it
+            # propagates. Only a footer read and found bad makes the part corrupt.
+            with open(path, "rb") as handle:
+                try:
+                    pq.read_metadata(handle)
+                    corrupt = False
+                except (OSError, ValueError, pa.ArrowException):
+                    corrupt = True
+            if corrupt:
                 quarantined = quarantine_path(path, datetime.now(UTC))
                 os.rename(path, quarantined)
                 _fsync(path.parent)
@@ -443,7 +449,7 @@ def _write_replace(path: Path, table: pa.Table) -> int:
     """Temp file, fsync, ``os.replace``, fsync the folder: the part is old or new, never half."""
     tmp = temp_path(path)
     try:
-        pq.write_table(table, tmp, compression=COMPRESSION, write_statistics=True)
+        pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
         _fsync(tmp)
         size = tmp.stat().st_size
         if _before_replace is not None:

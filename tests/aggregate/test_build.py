@@ -238,3 +238,17 @@ def test_scope_by_symbols_and_days(edge_lake: Path) -> None:
     result = build(edge_lake, [H4], first=date(2025, 1, 31), last=date(2025, 1, 31))
     assert {str(b.plan.month) for b in result.built} == {"2025-01", "2025-02"}
     assert {b.plan.symbol for b in result.built} == {BTC}
+
+
+def test_an_unreadable_aggregate_part_is_moved_aside_and_rebuilt(edge_lake: Path) -> None:
+    build(edge_lake, [H1])
+    path = aggregate_part_path(edge_lake, BTC, "H1", Month(2025, 1))
+    good = pa.parquet.read_table(path)
+    path.write_bytes(b"not parquet")
+    result = build(edge_lake, [H1])
+    assert [(b.plan.month, b.plan.reason) for b in result.built] == [
+        (Month(2025, 1), Reason.UNREADABLE)
+    ]
+    assert pa.parquet.read_table(path).equals(good)
+    [aside] = path.parent.glob("_corrupt-*.bad")
+    assert aside.read_bytes() == b"not parquet"
