@@ -324,3 +324,23 @@ def _build_month(
             request.lake, symbol, tf.name, month, table, provenance.encode()
         )
         yield PartBuilt(plan, written.rows, written.path)
+
+
+def aggregate_status(
+    lake: Path,
+    symbols: Sequence[Symbol],
+    timeframes: Sequence[Timeframe],
+    first: date | None,
+    last: date | None,
+    now: datetime,
+) -> tuple[PartPlan, ...]:
+    """The aggregate parts that are missing, stale or unreadable (footers only; ``plan --tf``)."""
+    out: list[PartPlan] = []
+    for symbol in symbols:
+        coverage, _ = read_m1_coverage(lake, symbol)
+        existing = read_existing(lake, symbol, timeframes)
+        plans = plan_symbol(symbol, timeframes, coverage, existing, include_partial=False,
+                            now=now, first=first, last=last)
+        # Whether partial buckets are wanted is the builder's choice, not staleness.
+        out += [p for p in plans if p.builds and p.reason is not Reason.MODE]
+    return tuple(out)

@@ -17,7 +17,7 @@ fresh (built from the M1 coverage there is now) or nothing (no bucket to write).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from backfill.aggregate.build import (
     PartBuilt,
     Planned,
 )
+from backfill.aggregate.planner import PartPlan, Reason
 
 JSON_VERSION = 1
 
@@ -176,3 +177,39 @@ def line_printer(echo: Callable[[str], None]) -> Callable[[Event], None]:
             echo(line)
 
     return on_event
+
+
+def status_json(plans: Sequence[PartPlan]) -> list[dict[str, Any]]:
+    """``plan --tf``'s ``aggregates`` list: per symbol and timeframe, the months to (re)build."""
+    grouped: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for plan in sorted(plans, key=lambda p: (p.symbol, p.timeframe, p.month)):
+        entry = grouped.setdefault(
+            (str(plan.symbol), plan.timeframe.name), {"missing": [], "stale": []}
+        )
+        entry["missing" if plan.reason is Reason.MISSING else "stale"].append(str(plan.month))
+    return [
+        {"symbol": symbol, "timeframe": tf, **months}
+        for (symbol, tf), months in grouped.items()
+    ]
+
+
+def status_lines(plans: Sequence[PartPlan], timeframes: Sequence[str]) -> list[str]:
+    """``plan --tf``'s lines: one per symbol and timeframe with something to (re)build."""
+    entries = status_json(plans)
+    if not entries:
+        return [f"aggregates {','.join(timeframes)}: up to date"]
+    lines = []
+    for e in entries:
+        what = []
+        if e["missing"]:
+            what.append(f"{len(e['missing'])} missing ({_months(e['missing'])})")
+        if e["stale"]:
+            what.append(f"{len(e['stale'])} stale ({_months(e['stale'])})")
+        lines.append(f"aggregates {e['symbol']} {e['timeframe']}: {', '.join(what)}")
+    lines.append("build them: backfill aggregate --tf " + ",".join(timeframes))
+    return lines
+
+
+def _months(months: list[str], limit: int = 3) -> str:
+    shown = months[:limit]
+    return ", ".join(shown) + (f", +{len(months) - limit} more" if len(months) > limit else "")
