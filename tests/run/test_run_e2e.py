@@ -264,9 +264,11 @@ def test_a_gateway_restart_mid_run_is_ridden_out(make_sim, lake):
     process = start_json_run(first, lake, symbols, "--rate", "10")
     _wait_for_lines(process, lambda line, lines: sum('"day_fetched"' in x for x in lines) >= 6)
     first.stop()
-    time.sleep(3.0)
+    # Down until a worker has tried to reconnect and found nothing listening.
+    seen = _wait_for_lines(process, lambda line, lines: '"reason":"connect: ' in line)
     second = make_sim(port=first.port, faults=faults)
     out, err = process.communicate(timeout=120)
+    out = "".join(seen) + out
     assert process.returncode == 0, err[-3000:]
     assert '"reason":"disconnected"' in out
     assert successes(second), "the run went on against the restarted gateway"
