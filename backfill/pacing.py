@@ -1,7 +1,8 @@
 """Pacing: token buckets, IB's per-contract rules, backoff and the global rate budget.
 
 Pure: no sleeps and no I/O. Every class takes ``clock`` (monotonic seconds) and answers
-"how long until I may send"; the caller does the waiting. See design.md, "Pacing model".
+"how long until I may send"; the caller does the waiting. README.md, "run", says how the
+run uses them.
 """
 
 from __future__ import annotations
@@ -511,14 +512,6 @@ class GlobalRateController:
         self._low = self._target
         self._since = -INF  # time of the last step down
         self.violations = 0
-
-    @property
-    def target(self) -> float:
-        return self._target
-
-    def set_target(self, rate: float) -> None:
-        self._target = _check_rate(rate)
-        self._low = min(self._low, self._target)
 
     def current_rate(self) -> float:
         """The rate now: the stepped-down rate during the hold, then climbing to the target."""

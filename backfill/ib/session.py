@@ -164,11 +164,6 @@ class IBSession:
     def connected(self) -> bool:
         return self._ib.isConnected()
 
-    @property
-    def upstream_ok(self) -> bool:
-        """False between IB's 1100 (connectivity lost) and its 1101/1102 (restored)."""
-        return self.upstream_lost_since is None
-
     def upstream_lost_after(self, moment: float) -> bool:
         """Whether IB reported its connectivity lost at or after ``moment`` (monotonic)."""
         return self.upstream_last_lost is not None and self.upstream_last_lost >= moment

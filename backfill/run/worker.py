@@ -72,7 +72,7 @@ class Controls(Protocol):
 
 @dataclass
 class LocalControls:
-    """Controls for a worker run in-process (the single-symbol path and tests)."""
+    """Controls for a worker run alone in this process at a fixed rate (the tests)."""
 
     fixed_rate: float
     pause_until: float = 0.0

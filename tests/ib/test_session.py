@@ -221,16 +221,16 @@ def test_ib_connectivity_lost_and_restored_is_tracked_and_requests_hang_meanwhil
         session = await connected(sim)
         try:
             await session.qualify(BTC)
-            assert session.upstream_ok
+            assert session.upstream_lost_since is None
             before = time.monotonic()
             await asyncio.to_thread(sim.lose_upstream)
             await asyncio.sleep(0.2)
-            assert not session.upstream_ok and session.upstream_lost_after(before)
+            assert session.upstream_lost_since is not None and session.upstream_lost_after(before)
             with pytest.raises(RequestTimeout):
                 await session.fetch_window(BTC, Window.single(JULY_1), timeout_s=0.5)
             await asyncio.to_thread(sim.restore_upstream)
             await asyncio.sleep(0.2)
-            assert session.upstream_ok
+            assert session.upstream_lost_since is None
             assert not session.upstream_lost_after(time.monotonic())
             return await session.fetch_window(BTC, Window.single(JULY_1))
         finally:
@@ -251,7 +251,7 @@ def test_a_client_connecting_while_ib_is_unreachable_is_told_at_once(sim):
         session = await connected(sim)
         try:
             await asyncio.sleep(0.1)
-            return session.upstream_ok
+            return session.upstream_lost_since is None
         finally:
             session.disconnect()
 
