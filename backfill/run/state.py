@@ -216,6 +216,11 @@ class RunSnapshot:
         """Symbols a rerun would fetch more of."""
         return tuple(s for s in self.symbols if s.needs_rerun)
 
+    @property
+    def incomplete(self) -> tuple[SymbolProgress, ...]:
+        """Symbols the run did not finish: failed, gave up on days, or never ended."""
+        return tuple(s for s in self.symbols if s.needs_rerun or s.status not in TERMINAL)
+
     def count(self, status: Status) -> int:
         """How many symbols are in ``status``."""
         return sum(1 for s in self.symbols if s.status is status)

@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
-from backfill.domain import Symbol
+from backfill.domain import UTC, DayCoverage, Symbol
+from backfill.plan import plan_symbol
 from backfill.run import events as ev
-from backfill.run.orchestrator import (
-    Orchestrator,
-    RunConfig,
-    SessionRule,
-    SharedControls,
-    SymbolJob,
-)
-from backfill.run.worker import WorkerConfig
+from backfill.run.orchestrator import Orchestrator, RunConfig, SharedControls
+from backfill.run.state import RunState
+from backfill.settings import IBRules, RunSettings
 
 BTC, ETH = Symbol("BTC", "USD"), Symbol("ETH", "USD")
+JULY_1 = date(2025, 7, 1)
 
 
 def orchestrator(
-    tmp_path: Path, rate: float = 8.0, session_rule: SessionRule | None = None
+    tmp_path: Path, rate: float = 8.0, session_max: int | None = None
 ) -> tuple[Orchestrator, list[ev.Event]]:
-    template = WorkerConfig(lake=tmp_path, symbol=BTC, days=(), host="127.0.0.1", port=1,
-                            client_id=100)
-    config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, workers=2, client_id_base=100,
-                       rate=rate, worker_template=template, session_rule=session_rule)
+    strict = session_max is not None
+    settings = RunSettings(rate=rate, workers=2, strict_pacing=strict,
+                           ib=IBRules(session_max=session_max or 60))
+    config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, settings=settings)
     seen: list[ev.Event] = []
-    jobs = [SymbolJob(BTC, (date(2025, 7, 1),)), SymbolJob(ETH, (date(2025, 7, 1),))]
-    return Orchestrator(config, jobs, seen.append, resume=lambda s: ()), seen
+    jobs = [plan_symbol(s, JULY_1, JULY_1, {}, window_days=1) for s in (BTC, ETH)]
+    # resume(): the lake, as if another run had just fetched the day, lacks nothing.
+    fetched = {JULY_1: DayCoverage(JULY_1, 1440, datetime(2025, 7, 2, tzinfo=UTC), True)}
+    return Orchestrator(
+        config, jobs, seen.append,
+        resume=lambda s: plan_symbol(s, JULY_1, JULY_1, fetched, window_days=1),
+    ), seen
 
 
 def test_a_violation_anywhere_pauses_everyone_and_steps_the_rate_down(tmp_path):
@@ -58,14 +60,18 @@ def test_shares_never_sum_above_the_budget_as_workers_come_and_go(tmp_path):
 
 def test_a_symbol_with_nothing_left_finishes_without_a_process(tmp_path):
     orch, seen = orchestrator(tmp_path)
-    result = orch.run()  # resume() says nothing is missing for either symbol
-    assert {s: r.status for s, r in result.symbols.items()} == {
-        BTC: ev.Status.DONE, ETH: ev.Status.DONE}
+    orch.run()  # resume() says nothing is missing for either symbol
+    state = RunState([str(BTC), str(ETH)], 2, 8.0)
+    for event in seen:
+        state.apply(event)
+    assert [(p.symbol, p.status) for p in state.snapshot().symbols] == [
+        ("BTC-USD", ev.Status.DONE), ("ETH-USD", ev.Status.DONE)]
+    assert not state.snapshot().incomplete
     assert [type(e) for e in seen].count(ev.WorkerFinished) == 2
 
 
 def test_strict_mode_grants_sends_across_workers_within_the_session_window(tmp_path):
-    orch, _ = orchestrator(tmp_path, session_rule=SessionRule(max_count=3, window_s=600.0))
+    orch, _ = orchestrator(tmp_path, session_max=3)
     workers = [SharedControls(orch.rates, slot, orch.pause, orch.stop, orch.grants)
                for slot in (0, 1)]
     active = dict.fromkeys((0, 1))
@@ -81,7 +87,7 @@ def test_strict_mode_grants_sends_across_workers_within_the_session_window(tmp_p
 
 
 def test_strict_mode_a_dead_workers_grant_is_not_inherited(tmp_path):
-    orch, _ = orchestrator(tmp_path, session_rule=SessionRule(max_count=1, window_s=600.0))
+    orch, _ = orchestrator(tmp_path, session_max=1)
     dying = SharedControls(orch.rates, 0, orch.pause, orch.stop, orch.grants)
     assert not dying.may_send()  # asks
     orch._grant_sends({0: None})  # type: ignore[dict-item]
