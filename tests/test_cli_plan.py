@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from backfill.cli import app
 from backfill.domain import Symbol
+from backfill.durations import format_duration
 from backfill.lake import store
 from backfill.plan import plan
-from backfill.plan_view import format_duration, format_ranges, plan_table
+from backfill.plan_view import format_ranges, plan_table
 from backfill.settings import RunSettings
 from tests.lake.helpers import BTC, FETCHED, day_bars, days_bars
 
