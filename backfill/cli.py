@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import types
+import typing
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +28,8 @@ from backfill.settings import (
     IBRules,
     RunSettings,
     default_workers,
+    find_config_file,
+    read_config_file,
     resolve_lake,
 )
 
@@ -134,8 +140,89 @@ def fail_bad_input(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+# Commands whose options a backfill.toml may set: its keys are their option names.
+CONFIG_COMMANDS = ("run", "plan")
+
+
+def with_config_file(command: Callable[..., None]) -> Callable[..., None]:
+    """Options not given on the command line come from ``backfill.toml`` (the current
+    folder's, else the lake's), then from their defaults. ``LAKE_ROOT`` beats the file."""
+    hints = typing.get_type_hints(command, include_extras=True)
+
+    @functools.wraps(command)
+    def layered(ctx: typer.Context, **options: Any) -> None:
+        try:
+            options.update(_config_file_options(ctx, options, hints))
+        except BadInput as exc:
+            fail_bad_input(str(exc))
+        command(ctx, **options)
+
+    return layered
+
+
+def _config_file_options(
+    ctx: typer.Context, options: dict[str, Any], hints: dict[str, Any]
+) -> dict[str, Any]:
+    given = {name for name in options
+             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    path = find_config_file(Path.cwd(), options["lake"] if "lake" in given else None)
+    if path is None:
+        return {}
+    names = {p.opts[0][2:]: p.name for p in ctx.command.params
+             if p.name and p.opts and p.opts[0].startswith("--")}
+    group = ctx.parent.command if ctx.parent is not None else None
+    known = {opt[2:] for name in CONFIG_COMMANDS
+             for p in getattr(group, "commands", {})[name].params
+             for opt in p.opts if opt.startswith("--")}
+    found: dict[str, Any] = {}
+    for key, value in read_config_file(path).items():
+        if key not in known:
+            raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
+                           f"{' and '.join(CONFIG_COMMANDS)}, e.g. max-in-flight)")
+        if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
+            raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
+        name = names.get(key)
+        if name is None or name in given:
+            continue  # another command's setting, or given on the command line
+        if key == "lake" and resolve_lake(None) != Path.cwd():
+            continue  # LAKE_ROOT is set: the environment beats the file
+        found[name] = _config_value(path, key, value, hints[name])
+    return found
+
+
+def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the option ``key`` takes it (of type ``hint``), or BadInput."""
+    kind, info = typing.get_args(hint)[:2]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if kind is str and type(value) is date:  # TOML's own dates, e.g. from = 2024-01-01
+        value = value.isoformat()
+    if key == "symbols" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, str),
+    }[kind]
+    if not ok:
+        what = {bool: "true or false", int: "a whole number", float: "a number",
+                str: "a string", Path: "a path (a string)"}[kind]
+        raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
+    if kind is Path:
+        return path.parent / value  # relative to the file's folder
+    if kind in (int, float):
+        value = kind(value)
+        if info.min is not None and value < info.min:
+            raise BadInput(f"{path}: {key} must be at least {info.min}, not {value}")
+    return value
+
+
 @app.command()
+@with_config_file
 def run(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
@@ -259,7 +346,9 @@ def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
 
 
 @app.command()
+@with_config_file
 def plan(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,

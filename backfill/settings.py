@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from backfill.domain import BadInput
 
@@ -120,6 +127,37 @@ def resolve_lake(flag: Path | None, env: Mapping[str, str] | None = None) -> Pat
     if env.get("LAKE_ROOT"):
         return Path(env["LAKE_ROOT"])
     return Path.cwd()
+
+
+CONFIG_FILE = "backfill.toml"
+
+
+def find_config_file(
+    cwd: Path, lake_flag: Path | None, env: Mapping[str, str] | None = None
+) -> Path | None:
+    """``backfill.toml`` of the current folder, else of the lake (``--lake``, else
+    ``LAKE_ROOT``); None when neither has one."""
+    env = os.environ if env is None else env
+    here = cwd / CONFIG_FILE
+    if here.is_file():
+        return here
+    lake = lake_flag if lake_flag is not None else (
+        Path(env["LAKE_ROOT"]) if env.get("LAKE_ROOT") else None
+    )
+    if lake is not None and (lake / CONFIG_FILE).is_file():
+        return lake / CONFIG_FILE
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings a ``backfill.toml`` holds (BadInput if it cannot be read or parsed)."""
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise BadInput(f"{path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid TOML: {exc}") from None
 
 
 def check_lake_writable(lake: Path) -> None:
