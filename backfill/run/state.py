@@ -229,7 +229,8 @@ class RunSnapshot:
 class RunState:
     """Folds worker events into per-symbol progress and global rate, ETA and error counts.
 
-    Owned by the orchestrator (the one caller of ``apply``); thread-safe so a Rich Live
+    The run's one per-symbol ledger, fed every event by the run's event sink (the one caller
+    of ``apply``, in the orchestrator's thread); thread-safe so a Rich Live
     refresh thread may take snapshots while events are applied.
     """
 
