@@ -34,6 +34,7 @@ class Signal(str, Enum):
     ANSWERED = "answered"  # bars or "no data": a latency sample
     TIMEOUT = "timeout"  # no answer in time while the connection stayed up
     PACING = "pacing"  # a 162 pacing violation
+    DROPPED = "dropped"  # the gateway dropped the connection with the request out
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,10 @@ class RateController:
         if signal is Signal.TIMEOUT:
             return self._cut(sent_at, self.config.decrease,
                              f"request timed out after {latency_s:.0f}s")
+        if signal is Signal.DROPPED:
+            # IB's last word on overload ("eventually an API disconnect"); a restarting
+            # gateway costs a step down and the climb back, no more.
+            return self._cut(sent_at, self.config.decrease, "connection dropped")
         now = self._clock()
         if self._first_answer is None:
             self._first_answer = now

@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from backfill.congestion import CongestionConfig
 from backfill.domain import BadInput
 
 DEFAULT_GATEWAY = "127.0.0.1:7497"
@@ -52,6 +53,13 @@ class RunSettings:
     """How a run paces, retries and plans: one value, from the CLI down to every worker."""
 
     rate: float = 0.7  # requests/s across all workers (``--rate``), what IB users call safe
+    # ``--rate auto``: start at ``rate`` and find the fastest pace the gateway serves
+    # without its latency inflating, never above ``max_rate`` (``--max-rate``).
+    rate_auto: bool = False
+    max_rate: float = 10.0
+    # Requests open at once across all workers (``--max-in-flight-total``); None: rate ×
+    # the measured base latency with headroom (Little's law), at most IB's ``max_open``.
+    max_in_flight_total: int | None = None
     workers: int = DEFAULT_MAX_WORKERS  # worker processes at once (``--workers``)
     max_in_flight: int = 4  # requests one worker keeps open (``--max-in-flight``)
     window_days: int = 1  # whole days per request (``--window-days``)
@@ -92,6 +100,13 @@ class RunSettings:
                 f"--max-in-flight must be from 1 to {self.ib.max_open} (IB's open requests), "
                 f"not {self.max_in_flight}"
             )
+        if not (self.max_rate > 0 and math.isfinite(self.max_rate)):
+            raise BadInput(f"--max-rate must be a number of requests/s above 0, not "
+                           f"{self.max_rate}")
+        total = self.max_in_flight_total
+        if total is not None and not 1 <= total <= self.ib.max_open:
+            raise BadInput(f"--max-in-flight-total must be from 1 to {self.ib.max_open} "
+                           f"(IB's open requests), not {total}")
         if self.window_days < 1:
             raise BadInput(f"--window-days must be at least 1, not {self.window_days}")
         if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
@@ -101,6 +116,16 @@ class RunSettings:
     def paced_rate(self) -> float:
         """The rate a run sustains: ``rate``, capped by IB's session rule in strict mode."""
         return min(self.rate, self.ib.session_rate) if self.strict_pacing else self.rate
+
+    def congestion(self) -> CongestionConfig:
+        """The global rate controller's settings: fixed ``rate``, or ``auto`` from it."""
+        return CongestionConfig(
+            rate=min(self.rate, self.max_rate) if self.rate_auto else self.rate,
+            auto=self.rate_auto, max_rate=self.max_rate, hold_s=self.rate_hold_s,
+            climb_every_s=self.rate_climb_every_s,
+            max_in_flight=self.max_in_flight_total or self.ib.max_open,
+            min_in_flight=min(4, self.max_in_flight_total or self.ib.max_open),
+        )
 
     @property
     def worker_in_flight(self) -> int:

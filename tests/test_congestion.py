@@ -207,6 +207,7 @@ op = st.one_of(
     st.tuples(st.just("answer"), st.floats(0.01, 20.0)),
     st.tuples(st.just("timeout"), st.floats(1.0, 30.0)),
     st.tuples(st.just("pacing"), st.floats(0.0, 2.0)),
+    st.tuples(st.just("dropped"), st.floats(0.0, 30.0)),
 )
 configs = st.builds(
     CongestionConfig,
@@ -233,7 +234,7 @@ def run_program(ctl: RateController, clock: FakeClock, program: list, check) -> 
         clock.advance(x)
         before = ctl.rate
         signal = {"answer": Signal.ANSWERED, "timeout": Signal.TIMEOUT,
-                  "pacing": Signal.PACING}[kind]
+                  "pacing": Signal.PACING, "dropped": Signal.DROPPED}[kind]
         cut_due = signal is not Signal.ANSWERED and sent >= ctl._decreased_at
         change = ctl.observe(signal, sent, x)
         check(change, (before, cut_due))

@@ -15,7 +15,6 @@ from backfill.pacing import (
     Backoff,
     Budget,
     ContractRules,
-    GlobalRateController,
     Pacer,
     Rule,
     SessionGrants,
@@ -558,55 +557,6 @@ def test_workers_sharing_a_budget_stay_under_the_global_rate(
                 grants.append(clock.now)
     timeline = RateTimeline(0.0, global_rate)
     assert_within_rate(grants, timeline, burst=4 * 1.0)
-
-
-# --- GlobalRateController ------------------------------------------------------------
-
-
-def test_global_rate_steps_down_holds_and_climbs_back() -> None:
-    clock = FakeClock()
-    ctl = GlobalRateController(0.8, clock=clock, hold_s=100, climb_steps=4, climb_every_s=10)
-    assert ctl.current_rate() == 0.8
-    assert ctl.violation() == pytest.approx(0.4)
-    clock.advance(99)
-    assert ctl.current_rate() == pytest.approx(0.4)
-    clock.advance(1)
-    assert ctl.current_rate() == pytest.approx(0.5)
-    clock.advance(10)
-    assert ctl.current_rate() == pytest.approx(0.6)
-    clock.advance(20)
-    assert ctl.current_rate() == pytest.approx(0.8)
-    clock.advance(1000)
-    assert ctl.current_rate() == pytest.approx(0.8)
-
-
-def test_violations_in_one_burst_step_down_once_and_floor_holds() -> None:
-    clock = FakeClock()
-    ctl = GlobalRateController(0.8, clock=clock, floor=0.15, debounce_s=5)
-    assert ctl.violation() == pytest.approx(0.4)
-    clock.advance(1)
-    assert ctl.violation() == pytest.approx(0.4)
-    clock.advance(5)
-    assert ctl.violation() == pytest.approx(0.2)
-    clock.advance(5)
-    assert ctl.violation() == pytest.approx(0.15)
-    assert ctl.violations == 4
-
-
-@FAST
-@given(
-    target=st.floats(0.1, 5.0),
-    program=st.lists(st.tuples(st.booleans(), st.floats(0.0, 200.0)), max_size=30),
-)
-def test_global_rate_stays_between_floor_and_target(target: float, program: list) -> None:
-    clock = FakeClock()
-    ctl = GlobalRateController(target, clock=clock, floor=0.05)
-    for violate, gap in program:
-        before = ctl.current_rate()
-        if violate:
-            assert ctl.violation() <= before
-        clock.advance(gap)
-        assert min(0.05, target) - TOL <= ctl.current_rate() <= target + TOL
 
 
 def test_a_successor_takes_on_the_sends_ib_still_remembers() -> None:

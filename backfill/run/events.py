@@ -80,7 +80,9 @@ class RequestDone(Event):
     """One historical-data request answered (or not): every request sent emits one."""
 
     window: str
-    outcome: str  # "bars", "no_data", "pacing", "timeout", "disconnect", "error"
+    # "bars", "no_data", "pacing", "timeout", "upstream" (a timeout while IB had lost its
+    # own connectivity), "disconnect", "error", ...
+    outcome: str
     latency_s: float
 
 

@@ -22,9 +22,16 @@ from pathlib import Path
 
 import filelock
 
+from backfill.congestion import (
+    IB_MAX_IN_FLIGHT,
+    RateChange,
+    RateController,
+    Signal,
+    split_in_flight,
+)
 from backfill.domain import Symbol
 from backfill.lake.paths import run_lock_path
-from backfill.pacing import Budget, GlobalRateController, SessionGrants, staggered_start
+from backfill.pacing import Budget, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
 from backfill.run import events as ev
 from backfill.run.processes import worker_context
@@ -57,8 +64,31 @@ class GrantArrays:
     wanted: SynchronizedArray
 
 
+@dataclass(frozen=True)
+class InFlightArrays:
+    """The global in-flight cap, one entry per slot, each with a single writer.
+
+    The slot's worker writes ``counts`` (its requests open now); the orchestrator writes
+    ``allowance`` (how many it may have open), shares of the cap (``split_in_flight``).
+    """
+
+    counts: SynchronizedArray
+    allowance: SynchronizedArray
+
+
+# How each request outcome a worker reports reads as a congestion signal.
+SIGNALS = {
+    "bars": Signal.ANSWERED,
+    "no_data": Signal.ANSWERED,
+    "timeout": Signal.TIMEOUT,  # while connected and IB's own link up (else "upstream")
+    "pacing": Signal.PACING,
+    "disconnect": Signal.DROPPED,
+}
+
+
 class SharedControls:
-    """A worker's view of what the orchestrator steers: its rate, pause-all, stop, grants.
+    """A worker's view of what the orchestrator steers: its rate, pause-all, stop, grants,
+    its share of the global in-flight cap.
 
     Every value has one writer and no lock guards them: a worker killed while holding a
     lock would freeze every other worker.
@@ -71,9 +101,11 @@ class SharedControls:
         pause: Synchronized,
         stop: Synchronized,
         grants: GrantArrays | None = None,
+        in_flight: InFlightArrays | None = None,
     ) -> None:
         self.rates, self.slot, self.pause, self.stop = rates, slot, pause, stop
         self.grants = grants
+        self.in_flight = in_flight
         self.signalled = False  # this process got SIGINT/SIGTERM itself
 
     def rate(self) -> float:
@@ -101,6 +133,15 @@ class SharedControls:
             grants.sent[self.slot] += 1
             grants.wanted[self.slot] = 0
 
+    def in_flight_allowance(self) -> int:
+        if self.in_flight is None:
+            return IB_MAX_IN_FLIGHT
+        return int(self.in_flight.allowance[self.slot])
+
+    def note_in_flight(self, count: int) -> None:
+        if self.in_flight is not None:
+            self.in_flight.counts[self.slot] = count
+
 
 def _worker_main(
     config: WorkerConfig,
@@ -110,9 +151,10 @@ def _worker_main(
     pause: Synchronized,
     stop: Synchronized,
     grants: GrantArrays | None,
+    in_flight: InFlightArrays,
 ) -> None:
     """Entry point of a worker process."""
-    controls = SharedControls(rates, slot, pause, stop, grants)
+    controls = SharedControls(rates, slot, pause, stop, grants, in_flight)
 
     def request_stop(signum: int, frame: object) -> None:
         controls.signalled = True
@@ -171,11 +213,12 @@ class Orchestrator:
                 clock=time.monotonic, margin_s=settings.pacing_margin_s,
             )
             self._seen_sent = [0] * n
-        self.budget = Budget(settings.rate)
-        self.controller = GlobalRateController(
-            settings.rate, clock=time.monotonic, hold_s=settings.rate_hold_s,
-            climb_every_s=settings.rate_climb_every_s,
-        )
+        self.in_flight = InFlightArrays(self.ctx.Array("i", n, lock=False),
+                                        self.ctx.Array("i", n, lock=False))
+        self._allowance: dict[int, int] = {}
+        self._split_turn = 0
+        self.controller = RateController(settings.congestion(), clock=time.monotonic)
+        self.budget = Budget(self.controller.rate)
         self.restarts: dict[Symbol, int] = {}
         self.interrupted = False
         self.rng = random.Random(0)
@@ -195,20 +238,15 @@ class Orchestrator:
             queue.append((job, 0.0))
         active: dict[int, _Active] = {}
         free_slots = list(range(max(1, self.settings.workers)))
-        global_rate = self.controller.current_rate()
-        self.emit(ev.BudgetChanged("", at=time.time(), rate=global_rate, reason="start"))
+        self.emit(ev.BudgetChanged("", at=time.time(), rate=self.controller.rate,
+                                   reason=self.controller.reason))
         while (queue or active) and not (self.interrupted and not active):
             now = time.monotonic()
             if not self.interrupted:
                 self._start_ready(queue, active, free_slots, now)
-            rate = self.controller.current_rate()
-            if rate != global_rate:
-                reason = "stepped down after a pacing violation" if rate < global_rate \
-                    else "climbing back"
-                global_rate = rate
-                self._apply(self.budget.set_global(rate))
-                self.emit(ev.BudgetChanged("", at=time.time(), rate=rate, reason=reason))
+            self._set_rate(self.controller.tick())
             self._grant_sends(active)
+            self._split_in_flight(active)
             conns = [a.conn for a in active.values()]
             if not conns:
                 time.sleep(0.05)
@@ -227,6 +265,7 @@ class Orchestrator:
                 free_slots.append(slot)
                 self._apply(self.budget.finish(slot))
                 self._release_grant(slot)
+                self.in_flight.counts[slot] = 0  # what it had open ended with it
                 self._settle(worker, queue)
 
     # -- starting and ending workers ----------------------------------------------------
@@ -278,13 +317,14 @@ class Orchestrator:
             session_granted=self.grants is not None,
             seed=self.rng.randrange(1 << 30),
             initial_tokens=staggered_start(
-                slot, max(1, settings.workers), self.controller.current_rate()
+                slot, max(1, settings.workers), self.controller.rate
             ),
         )
         parent_conn, child_conn = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(
             target=_worker_main,
-            args=(config, child_conn, self.rates, slot, self.pause, self.stop, self.grants),
+            args=(config, child_conn, self.rates, slot, self.pause, self.stop, self.grants,
+                  self.in_flight),
             name=f"backfill-{job.symbol}",
             daemon=True,
         )
@@ -305,10 +345,34 @@ class Orchestrator:
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.PacingViolation):
-            # One worker's 162 means the session is unhappy: everyone pauses, the rate drops.
+            # One worker's 162 means the session is unhappy: everyone pauses (the rate
+            # steps down on the 162's RequestDone, below).
             self.pause.value = max(self.pause.value, time.time() + event.backoff_s)
-            self.controller.violation()
         self.emit(event)
+        if isinstance(event, ev.RequestDone) and event.outcome in SIGNALS:
+            # Events carry wall time; the controller runs on the monotonic clock.
+            sent_at = time.monotonic() - (time.time() - event.at) - event.latency_s
+            self._set_rate(self.controller.observe(
+                SIGNALS[event.outcome], sent_at, event.latency_s,
+                key=(event.symbol, event.window),
+            ))
+
+    def _set_rate(self, change: RateChange | None) -> None:
+        """Share a new global rate among the workers and say why it moved."""
+        if change is None:
+            return
+        self._apply(self.budget.set_global(change.rate))
+        self.emit(ev.BudgetChanged("", at=time.time(), rate=round(change.rate, 4),
+                                   reason=change.reason))
+
+    def _split_in_flight(self, active: dict[int, _Active]) -> None:
+        """Share the global in-flight cap among the active workers (cuts first)."""
+        counts = {slot: int(self.in_flight.counts[slot]) for slot in active}
+        cap = self.controller.in_flight_cap(workers=len(active))
+        self._split_turn += 1
+        self._allowance = split_in_flight(cap, counts, self._allowance, turn=self._split_turn)
+        for slot, allowance in self._allowance.items():
+            self.in_flight.allowance[slot] = allowance
 
     def _settle(self, worker: _Active, queue: deque[tuple[SymbolPlan, float]]) -> None:
         if worker.outcome is not None or self.interrupted:

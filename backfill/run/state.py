@@ -24,7 +24,7 @@ TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.SKIPPED})
 # Outcomes of a RequestDone that settled a window; the others are sent again.
 ANSWERED = frozenset({"bars", "no_data"})
 # Outcomes counted as errors; "pacing" is counted as a violation instead (PacingViolation).
-ERROR_OUTCOMES = frozenset({"timeout", "disconnect", "error"})
+ERROR_OUTCOMES = frozenset({"timeout", "upstream", "disconnect", "error"})
 # Weight of the newest latency in the moving average: about the last ten requests.
 LATENCY_ALPHA = 0.2
 

@@ -24,6 +24,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from backfill.congestion import IB_MAX_IN_FLIGHT
 from backfill.domain import (
     UTC,
     Month,
@@ -69,6 +70,12 @@ class Controls(Protocol):
     def note_sent(self) -> None:
         """A request left: it used the grant ``may_send`` gave."""
         ...
+    def in_flight_allowance(self) -> int:
+        """This worker's share of the global in-flight cap: send only while under it."""
+        ...
+    def note_in_flight(self, count: int) -> None:
+        """How many requests this worker has open now."""
+        ...
 
 
 @dataclass
@@ -95,6 +102,12 @@ class LocalControls:
         return True  # alone, the worker's own strict rule (WorkerConfig) is the session's
 
     def note_sent(self) -> None:
+        pass
+
+    def in_flight_allowance(self) -> int:
+        return IB_MAX_IN_FLIGHT  # alone: the worker's own limit (RunSettings) binds
+
+    def note_in_flight(self, count: int) -> None:
         pass
 
 
@@ -315,10 +328,12 @@ class Worker:
                     raise _Stopped
                 await self._connect()
                 continue
+            self.controls.note_in_flight(len(in_flight))
             wait = self._dispatch_wait(len(in_flight))
             if wait == 0.0:
                 job = self.pending.popleft()
                 self._send(job, in_flight)
+                self.controls.note_in_flight(len(in_flight))
                 continue
             if in_flight:
                 # Bounded, so a stop request is seen while every request hangs.
@@ -344,6 +359,10 @@ class Worker:
             return hold
         if not self.pending or n_in_flight >= self.settings.worker_in_flight:
             return float("inf")
+        if n_in_flight >= self.controls.in_flight_allowance():
+            # The run's in-flight cap: another worker's request must end first.
+            self.set_status(ev.Status.PACED, "in-flight cap")
+            return float("inf") if n_in_flight else 0.05
         self._next_ready_first()
         job = self.pending[0]
         if job.window.n_days > self.window_days:
@@ -424,7 +443,11 @@ class Worker:
             self.pending.appendleft(job)
             return
         except IBSessionError as exc:
-            self.emit(ev.RequestDone, window=str(job.window), outcome=_outcome(exc),
+            outcome = _outcome(exc)
+            if outcome == "timeout" and self.session is not None \
+                    and self.session.upstream_lost_after(job.sent_mono):
+                outcome = "upstream"  # IB lost its own link: not the session's congestion
+            self.emit(ev.RequestDone, window=str(job.window), outcome=outcome,
                       latency_s=round(latency, 4))
             self._on_error(job, exc)
             return

@@ -41,11 +41,15 @@ def test_a_violation_anywhere_pauses_everyone_and_steps_the_rate_down(tmp_path):
         orch._apply(orch.budget.start(slot))
     assert list(orch.rates) == [4.0, 4.0]
     before = time.time()
+    # A 162 arrives as the request's end, then as the violation that pauses everyone.
+    orch._on_event(ev.RequestDone("BTC-USD", window="2025-07-01", outcome="pacing",
+                                  latency_s=0.1, at=time.time()))
     orch._on_event(ev.PacingViolation("BTC-USD", backoff_s=2.0))
     assert orch.pause.value >= before + 2.0, "every worker reads this pause"
-    assert orch.controller.current_rate() == 4.0
-    orch._apply(orch.budget.set_global(orch.controller.current_rate()))
+    assert orch.controller.rate == 4.0
     assert list(orch.rates) == [2.0, 2.0]
+    budget = next(e for e in seen if isinstance(e, ev.BudgetChanged))
+    assert (budget.rate, budget.reason) == (4.0, "pacing violation (162): stepped down")
     assert isinstance(seen[-1], ev.PacingViolation)
 
 
