@@ -49,7 +49,10 @@ class CongestionConfig:
     # no outright, so Reno's halving, as the run always did.
     decrease: float = 0.7
     pacing_decrease: float = 0.5
-    drain: float = 0.8  # a latency step-down goes at most to this share of what IB serves
+    # A latency step-down goes at most to ``drain`` × what IB served meanwhile, so the queue
+    # drains; once it has, the rate goes back to ``cruise`` × that (BBR's drain, cruise).
+    drain: float = 0.7
+    cruise: float = 0.95
     hold_s: float = 10.0  # after a decrease, no increase for this long
     # Fixed: back to ``rate`` in ``climb_steps`` equal steps, one every ``climb_every_s``.
     climb_steps: int = 4
@@ -85,7 +88,8 @@ class CongestionConfig:
             (math.isfinite(self.rate) and self.rate > 0, "rate must be > 0"),
             (self.max_rate > 0, "max_rate must be > 0"),
             (self.floor > 0, "floor must be > 0"),
-            (all(0 < f < 1 for f in (self.decrease, self.pacing_decrease, self.drain)),
+            (all(0 < f < 1 for f in (self.decrease, self.pacing_decrease, self.drain,
+                                       self.cruise)),
              "decreases in (0, 1)"),
             (self.climb_steps >= 1 and self.min_samples >= 1, "steps and samples >= 1"),
             (self.startup_gain > 1 and self.probe_step > 0, "probing must raise the rate"),
@@ -212,6 +216,7 @@ class RateController:
         self._low = self._rate  # the rate right after the last decrease
         self._startup = config.auto  # multiplicative probing until the first sign of a queue
         self._flat_rounds = 0  # probe rounds in a row that found latency flat
+        self._served: float | None = None  # what IB served when latency last cut the rate
         self._alarm_p50 = 0.0  # the p50 that triggered the last latency decrease
         self._base = WindowedMin(config.base_window_s, clock=clock)
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
@@ -341,14 +346,14 @@ class RateController:
         change = self._cut(sent_at, factor,
                            f"latency p50 {p50:.2f}s > {line:.2f}s (base {base:.2f}s)")
         if change is not None:
-            self._alarm_p50 = p50
+            self._alarm_p50, self._served = p50, served
         return change
 
     def _cut(self, sent_at: float, factor: float, why: str) -> RateChange | None:
         self.signals += 1
         if sent_at < self._decreased_at:
             return None  # sent before the last decrease: that decrease answered it already
-        self._startup, self._flat_rounds = False, 0
+        self._startup, self._flat_rounds, self._served = False, 0, None
         self._decreased_at = self._clock()
         self._low = max(self.config.floor, self._rate * factor)
         return self._set(self._low, f"{why}: stepped down")
@@ -357,9 +362,16 @@ class RateController:
         """Climb back (fixed) or probe (auto) when it is time; the change if any."""
         cfg = self.config
         now = self._clock()
+        zone = self.zone()
+        if (cfg.auto and self._served is not None and zone is Zone.FLAT
+                and now - self._changed_at >= cfg.probe_every_s):
+            served, self._served = self._served, None
+            if self._rate < cfg.cruise * served:
+                self._low = min(cfg.ceiling, cfg.cruise * served)
+                return self._set(self._low, f"auto: IB's queue drained, back to "
+                                 f"{cfg.cruise:.0%} of the {served:.2f} req/s it served")
         if now - self._decreased_at < cfg.hold_s:
             return None
-        zone = self.zone()
         if zone in (Zone.FLAT, None):
             self._alarm_p50 = 0.0  # the queue has drained: the next alarm starts afresh
         if not cfg.auto:

@@ -199,6 +199,25 @@ def test_auto_eases_off_when_a_queue_forms_then_climbs_additively() -> None:
     assert climbed.rate == pytest.approx(eased.rate + 0.05 * 0.7)  # additive, not × 1.25
 
 
+def test_auto_drains_ibs_queue_then_cruises_just_under_what_ib_served() -> None:
+    ctl, clock = auto(max_rate=10.0, probe_every_s=1.0)
+    ctl._rate = 4.0  # probing has overshot a gateway that serves 2 req/s
+    answer(ctl, clock, 0.1, n=10, gap=0.4)  # 2 answers a second, latency flat
+    cut, served = None, None
+    for _ in range(20):  # then IB queues: answers still 2 a second, each waiting longer
+        cut = ctl.observe(Signal.ANSWERED, clock.now - 1.0, 1.0)
+        if cut:
+            served = ctl.delivered()  # what the cut saw
+            break
+        clock.advance(0.5)
+    assert cut and served is not None and 1.5 < served < 2.5
+    assert cut.rate == pytest.approx(0.7 * served)  # under what IB serves: the queue drains
+    answer(ctl, clock, 0.1, n=6, gap=0.5)  # the queue has drained
+    cruise = ctl.tick()
+    assert cruise is not None and cruise.rate == pytest.approx(0.95 * served, rel=0.05)
+    assert cruise.reason.startswith("auto: IB's queue drained, back to 95% of the ")
+
+
 # --- properties ------------------------------------------------------------------------
 
 op = st.one_of(
