@@ -30,6 +30,7 @@ from backfill.settings import (
     RunSettings,
     default_workers,
     find_config_file,
+    parse_rate,
     read_config_file,
     resolve_lake,
 )
@@ -108,8 +109,20 @@ PlanTfOpt = Annotated[
                  "M5,H1,D1) that are missing or stale."),
 ]
 RateOpt = Annotated[
+    str,
+    typer.Option("--rate", help="Requests per second across all workers (0.7 is IB-safe), "
+                 "or 'auto': start at 0.7 and find the fastest pace the gateway serves "
+                 "without its answers slowing, at most --max-rate."),
+]
+MaxRateOpt = Annotated[
     float,
-    typer.Option("--rate", help="Requests per second across all workers (0.7 is IB-safe)."),
+    typer.Option("--max-rate", help="With --rate auto: never above this many requests/s."),
+]
+MaxInFlightTotalOpt = Annotated[
+    int | None,
+    typer.Option("--max-in-flight-total", min=1, show_default=False,
+                 help="Requests open at once across all workers. Default: the rate times "
+                 "the gateway's base latency with headroom, at most IB's 50."),
 ]
 WorkersOpt = Annotated[
     int | None,
@@ -206,6 +219,13 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
     kind, info = typing.get_args(hint)[:2]
     if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if key == "rate" and type(value) in (int, float):  # rate = 2.5, or rate = "auto"
+        value = str(value)
+    if key == "rate" and isinstance(value, str):
+        try:
+            parse_rate(value)
+        except BadInput:
+            raise BadInput(f"{path}: rate = {value!r}: expected a number or 'auto'") from None
     if kind is str and type(value) is date:  # TOML's own dates, e.g. from = 2024-01-01
         value = value.isoformat()
     if key == "symbols" and isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -242,9 +262,11 @@ def run(
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     workers: WorkersOpt = None,
     client_id_base: ClientIdBaseOpt = _RUN.client_id_base,
-    rate: RateOpt = _RUN.rate,
+    rate: RateOpt = str(_RUN.rate),
+    max_rate: MaxRateOpt = _RUN.max_rate,
     window_days: WindowDaysOpt = _RUN.window_days,
     max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
+    max_in_flight_total: MaxInFlightTotalOpt = None,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=1.0,
                             help="Seconds before an unanswered request is cancelled, retried.")
@@ -302,8 +324,11 @@ def run(
         first, last = resolve_range(from_, to)
         after_run = None if aggregate_tf is None else parse_timeframes(aggregate_tf)
         address = GatewayAddress.parse(gateway)
+        rate_value, rate_auto = parse_rate(rate)
         settings = RunSettings(
-            rate=rate, workers=default_workers(len(symbol_list)) if workers is None else workers,
+            rate=rate_value, rate_auto=rate_auto, max_rate=max_rate,
+            max_in_flight_total=max_in_flight_total,
+            workers=default_workers(len(symbol_list)) if workers is None else workers,
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
             client_id_base=client_id_base, max_restarts=max_restarts,
@@ -396,7 +421,8 @@ def plan(
     from_: FromOpt = None,
     to: UntilOpt = None,
     lake: LakeOpt = None,
-    rate: RateOpt = _RUN.rate,
+    rate: RateOpt = str(_RUN.rate),
+    max_rate: MaxRateOpt = _RUN.max_rate,
     window_days: WindowDaysOpt = _RUN.window_days,
     workers: WorkersOpt = None,
     max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
@@ -430,6 +456,7 @@ def plan(
     from backfill import plan as planning
     from backfill.lake.store import read_coverage
     from backfill.plan_view import plan_lines, plan_table
+    from backfill.run.runlog import measured_rate
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file)
@@ -438,8 +465,15 @@ def plan(
         root = resolve_lake(lake)
         if root.exists() and not root.is_dir():
             raise BadInput(f"--lake {root} is not a folder")
+        rate_value, rate_auto = parse_rate(rate)
+        measured = None
+        if rate_auto:
+            # What earlier runs on this lake held; a first run's ETA assumes the start rate.
+            measured = measured_rate(root) if root.is_dir() else None
+            rate_value = min(max_rate, measured.rate) if measured else rate_value
         settings = RunSettings(
-            rate=rate, workers=default_workers(len(symbol_list)) if workers is None else workers,
+            rate=rate_value, rate_auto=rate_auto, max_rate=max_rate,
+            workers=default_workers(len(symbol_list)) if workers is None else workers,
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             latency_s=latency_ms / 1000, client_id_base=client_id_base,
         )
@@ -469,10 +503,16 @@ def plan(
                                  datetime.now(timezone.utc)) if root.is_dir() else ()
     if json:
         document = result.to_dict()
+        if rate_auto:
+            document["rate_auto"] = {"measured_by_run": measured.run_id if measured else None}
         if stale is not None:
             document["aggregates"] = status_json(stale)
         typer.echo(jsonlib.dumps(document, indent=2))
         return
+    if rate_auto:
+        typer.echo(f"--rate auto: {settings.rate:.2f} req/s, what run {measured.run_id} held"
+                   if measured else f"--rate auto: no earlier auto run on this lake, "
+                   f"{settings.rate:g} req/s (where it starts)")
     console = Console()
     if console.is_terminal:
         console.print(plan_table(result))

@@ -139,6 +139,21 @@ class RunSettings:
         return (self.ib.contract_window_s + self.pacing_margin_s) / self.ib.contract_max
 
 
+def parse_rate(text: str) -> tuple[float, bool]:
+    """``--rate``: requests/s, or ``auto`` (start at the default and find the pace); the
+    rate and whether it is ``auto`` (BadInput otherwise)."""
+    text = text.strip()
+    if text.lower() == "auto":
+        return RunSettings.rate, True
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not (rate > 0 and math.isfinite(rate)):
+        raise BadInput(f"--rate must be a number of requests/s above 0 or 'auto', not {text!r}")
+    return rate, False
+
+
 def default_workers(n_symbols: int) -> int:
     """``--workers`` when not given: one per symbol, at most ``DEFAULT_MAX_WORKERS``."""
     return max(1, min(n_symbols, DEFAULT_MAX_WORKERS))

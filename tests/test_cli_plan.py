@@ -16,6 +16,8 @@ from backfill.durations import format_duration
 from backfill.lake import store
 from backfill.plan import plan
 from backfill.plan_view import format_ranges, plan_table
+from backfill.run import events as ev
+from backfill.run.runlog import RunLog
 from backfill.settings import RunSettings
 from tests.lake.helpers import BTC, FETCHED, day_bars, days_bars
 
@@ -150,6 +152,8 @@ def test_to_defaults_to_today(tmp_path: Path) -> None:
         ("--from 2025-07-01 --to 2025-07-02", "symbols"),
         ("--symbols BTC-USD --to 2025-07-02", "--from"),
         (f"{GOOD} --rate 0", "--rate"),
+        (f"{GOOD} --rate fast", "--rate"),
+        (f"{GOOD} --rate auto --max-rate 0", "--max-rate"),
         (f"{GOOD} --workers 0", "--workers"),
         (f"{GOOD} --max-in-flight 0", "--max-in-flight"),
         (f"{GOOD} --window-days 0", "--window-days"),
@@ -163,6 +167,48 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: str, message: str
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("backfill: error:") and message in lines[0]
     assert not (tmp_path / "lake").exists()
+
+
+def write_run_log(lake: Path, run_id: str, events: list) -> None:
+    with RunLog(lake, run_id) as log:
+        for event in events:
+            log.on_event(event)
+
+
+def test_plan_rate_auto_estimates_from_what_earlier_auto_runs_held(lake: Path) -> None:
+    result = invoke(f"{GOOD} --rate auto --json --lake", lake)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["rate"] == 0.7 and doc["rate_auto"] == {"measured_by_run": None}
+    t0 = 1_750_000_000.0
+    # An auto run: 0.7 req/s for 20 s, 2.0 for 60 s, 1.4 for its last 20 s.
+    write_run_log(lake, "20250701T000000Z-aaaa", [
+        ev.BudgetChanged("", at=t0, rate=0.7, reason="auto: probing from the start rate"),
+        ev.BudgetChanged("", at=t0 + 20, rate=2.0, reason="auto: latency flat, probing up"),
+        ev.RequestDone("BTC-USD", window="2025-07-01", outcome="bars", latency_s=0.1,
+                       at=t0 + 50),
+        ev.BudgetChanged("", at=t0 + 80, rate=1.4, reason="request timed out: stepped down"),
+        ev.WorkerFinished("BTC-USD", at=t0 + 100, days_fetched=1, rows=1440),
+    ])
+    # A later fixed-rate run, and an auto run too short to say anything: both skipped.
+    write_run_log(lake, "20250702T000000Z-bbbb", [
+        ev.BudgetChanged("", at=t0 + 900, rate=9.0, reason="start"),
+        ev.WorkerFinished("BTC-USD", at=t0 + 1900, days_fetched=1, rows=1440),
+    ])
+    write_run_log(lake, "20250703T000000Z-cccc", [
+        ev.BudgetChanged("", at=t0 + 2000, rate=0.7, reason="auto: probing from the start rate"),
+        ev.WorkerFinished("BTC-USD", at=t0 + 2010, days_fetched=1, rows=1440),
+    ])
+    result = invoke(f"{GOOD} --rate auto --json --lake", lake)
+    doc = json.loads(result.stdout)
+    held = (0.7 * 20 + 2.0 * 60 + 1.4 * 20) / 100
+    assert doc["rate"] == pytest.approx(held)
+    assert doc["rate_auto"] == {"measured_by_run": "20250701T000000Z-aaaa"}
+    text = invoke(f"{GOOD} --rate auto --lake", lake).stdout
+    assert text.splitlines()[0] == (
+        f"--rate auto: {held:.2f} req/s, what run 20250701T000000Z-aaaa held")
+    capped = json.loads(invoke(f"{GOOD} --rate auto --max-rate 1 --json --lake", lake).stdout)
+    assert capped["rate"] == 1.0
 
 
 def test_unreadable_symbols_file_is_bad_input(tmp_path: Path) -> None:
