@@ -131,7 +131,7 @@ def test_pacing_violations_are_retried_and_slow_everyone(make_sim, lake):
     budgets = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "budget"]
     assert budgets[0]["rate"] == 50.0
     assert any(b["rate"] == 25.0 and "pacing violation" in b["reason"] for b in budgets)
-    assert "budget 25 req/s (stepped down after a pacing violation)" in done.stdout
+    assert "budget 25 req/s (pacing violation (162): stepped down)" in done.stdout
     assert_lake_equals_simulator(lake, gateway, ["BTC-USD", "ETH-USD"], "2025-07-01",
                                  "2025-07-10")
 
