@@ -1,0 +1,120 @@
+"""``backfill run --rate auto`` against a gateway whose capacity it must find, beside fixed rates.
+
+Each row starts a fresh ``backfill gateway --soft-rate 3 --overload disconnect --latency-ms
+50-150`` (the soft throttle's capacity, 3 req/s, is what the run must discover; past it
+answers queue, and a queue of 10 or slowed answers for 20 s drops the connection that adds
+one more), then ``backfill run`` of 8 symbols into a fresh temp lake. Figures per row:
+
+- throughput = requests answered with data / wall time of ``backfill run`` (process start to
+  exit), and its share of the hidden capacity (aim for auto: >= 0.85);
+- connections the gateway dropped for overload (aim for auto: 0), requests timed out,
+  162s; the rate the run ended at; whether ``backfill verify`` passes afterwards.
+
+Usage: python scripts/bench_throttle.py [--days 31] [--slow-days 8] [--rows auto,0.7,3,10]
+(``--slow-days``: the 0.7 row fetches fewer days, or it takes 6 minutes; said in its row.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+CAPACITY = 3.0
+SYMBOLS = "BTC-USD,ETH-USD,LTC-USD,BCH-USD,SOL-USD,AVAX-USD,LINK-USD,DOGE-USD"
+FIRST = date(2025, 7, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, deadline_s: float = 20.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"gateway did not listen on {port}")
+
+
+def backfill(*args: str) -> list[str]:
+    return [sys.executable, "-m", "backfill", *args]
+
+
+def bench_row(rate: str, days: int, work: Path) -> dict[str, object]:
+    lake, log = work / f"lake-{rate}", work / f"gateway-{rate}.jsonl"
+    port = free_port()
+    gateway = subprocess.Popen(
+        backfill("gateway", "--port", str(port), "--soft-rate", str(CAPACITY),
+                 "--overload", "disconnect", "--latency-ms", "50-150", "--log", str(log),
+                 "--symbols", ",".join(s.split("-")[0] for s in SYMBOLS.split(","))),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        last = FIRST + timedelta(days=days - 1)
+        started = time.perf_counter()
+        done = subprocess.run(
+            backfill("run", "--gateway", f"127.0.0.1:{port}", "--lake", str(lake),
+                     "--symbols", SYMBOLS, "--from", str(FIRST), "--to", str(last),
+                     "--rate", rate, "--json"),
+            capture_output=True, text=True,
+        )
+        wall = time.perf_counter() - started
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    budgets = [e for e in events if e.get("event") == "budget"]
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    historical = [r for r in records if r.get("kind") == "historical"]
+    outcomes = Counter(r.get("outcome") for r in historical)
+    answered = outcomes["bars"] + outcomes["no_data"]
+    verify = subprocess.run(backfill("verify", "--lake", str(lake)), capture_output=True)
+    return {
+        "rate": rate, "days": days, "exit": done.returncode, "wall_s": round(wall, 1),
+        "answered": answered, "throughput": round(answered / wall, 3),
+        "share_of_capacity": round(answered / wall / CAPACITY, 3),
+        "dropped_overload": sum(1 for r in historical if r.get("outcome") == "dropped"),
+        "timeouts": sum(1 for e in events if e.get("event") == "request"
+                        and e.get("outcome") == "timeout"),
+        "pacing_162": sum(1 for r in historical if r.get("error_code") == 162),
+        "rate_at_end": budgets[-1]["rate"] if budgets else None,
+        "budget_changes": len(budgets),
+        "verify_exit": verify.returncode,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--days", type=int, default=31)
+    parser.add_argument("--slow-days", type=int, default=8, help="days of the 0.7 row")
+    parser.add_argument("--rows", default="auto,0.7,3,10")
+    parser.add_argument("--keep", type=Path, help="keep lakes and gateway logs here")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-throttle-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for rate in args.rows.split(","):
+            days = args.slow_days if rate == "0.7" else args.days
+            print(json.dumps(bench_row(rate, days, work)), flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
