@@ -498,3 +498,28 @@ def test_a_worker_that_keeps_dying_fails_its_symbol_and_the_others_finish(sim, l
     assert [e["symbol"] for e in failed] == ["ETH-USD"]
     assert "Rerun the same command" in err + out
     assert_lake_equals_simulator(lake, sim, ["BTC-USD"], *JULY)
+
+
+def most_open_at_once(records) -> int:
+    """The most requests the gateway held open at one instant (received .. answered)."""
+    edges = sorted([(r.received, 1) for r in records] +
+                   [(r.answered or r.received, -1) for r in records],
+                   key=lambda edge: (edge[0], edge[1]))
+    most = open_now = 0
+    for _, step in edges:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
+def test_the_in_flight_cap_holds_across_all_workers(sim, lake):
+    # 4 workers that would keep 4 requests open each at 50 req/s; answers take 150-250 ms.
+    sim.set_faults(FaultConfig(latency_ms=(150, 250), seed=8))
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "LTC-USD"]
+    done = run_backfill(sim, lake, symbols, "2025-07-01", "2025-07-06", "--rate", "50",
+                        "--max-in-flight-total", "3")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    records = historical(sim)
+    assert most_open_at_once(records) <= 3
+    assert len({r.client_id for r in records}) == 4  # shares rotate: no worker starved
+    assert_lake_equals_simulator(lake, sim, symbols, "2025-07-01", "2025-07-06")
