@@ -329,38 +329,53 @@ def verify(
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
     to: ToOpt = None,
+    gaps: Annotated[
+        bool, typer.Option("--gaps", help="List every day's every range of minutes without a "
+                           "bar (and every range of each error). Default: minutes without a bar "
+                           "summed up per symbol; each finding names its first 5 ranges.")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Check the lake: schema, order, duplicates, OHLC, partitions, coverage, gaps, bad files.
+    """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
-    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error,
-    1 an error was found, 2 bad input. --json prints one document, documented in
-    backfill/lake/verify.py and README.md.
+    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error
+    (warnings included, such as an empty lake), 1 an error was found, 2 bad input.
+
+    --json prints one document (version 2): {version, lake, from, to, findings: [{severity,
+    kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
+    minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
+    parts, days, days_complete, days_partial, days_missing, rows, gaps, gap_minutes, gap_days,
+    errors, warnings}]}. A finding's `minutes` lists its first 5 runs of bar-end minutes
+    (every run with --gaps); `truncated` is true when it lists fewer than `ranges_total`.
+    Gap warnings come one per day. More in README.md.
     """
-    import json as jsonlib
-
-    from rich.console import Console
-
-    from backfill.lake.verify import verify_lake
-    from backfill.lake.verify_view import verify_lines, verify_renderable
+    from backfill.lake.verify import MAX_RANGES, Tally, verify_stream
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
         first = None if from_ is None else parse_day(from_, "--from")
         last = None if to is None else parse_day(to, "--to")
-        report = verify_lake(resolve_lake(lake), symbol_list, first, last)
+        root = resolve_lake(lake)
+        stream = verify_stream(root, symbol_list, first, last, None if gaps else MAX_RANGES)
     except BadInput as exc:
         fail_bad_input(str(exc))
+    tally = Tally(root, first, last)
     if json:
-        typer.echo(jsonlib.dumps(report.to_json(), indent=2))
+        from backfill.lake.verify_view import write_json
+
+        write_json(stream, tally, sys.stdout)
     else:
+        from rich.console import Console
+
+        from backfill.lake.verify_view import write_lines, write_terminal
+
         console = Console()
         if console.is_terminal:
-            console.print(verify_renderable(report))
+            write_terminal(stream, tally, console, gaps)
         else:
-            for line in verify_lines(report):
-                typer.echo(line)
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+            write_lines(stream, tally, sys.stdout, gaps)
+    sys.stdout.flush()
+    raise typer.Exit(EXIT_OK if tally.ok else EXIT_FAILED)
 
 
 @app.command()

@@ -22,6 +22,7 @@ from backfill.domain import (
     day_ranges,
     days_between,
     group_windows,
+    iso_day,
     months_between,
 )
 from backfill.pacing import DEFAULT_RATE
@@ -64,8 +65,8 @@ class SymbolPlan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "symbol": str(self.symbol),
-            "first": _iso(self.first),
-            "last": _iso(self.last),
+            "first": iso_day(self.first),
+            "last": iso_day(self.last),
             "days_total": self.days_total,
             "days_done": self.days_done,
             "days_missing": len(self.days_missing),
@@ -144,10 +145,6 @@ class Plan:
             },
             "symbols": [s.to_dict() for s in self.symbols],
         }
-
-
-def _iso(day: date | None) -> str | None:
-    return None if day is None else day.isoformat()
 
 
 def check_settings(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -94,6 +95,11 @@ def quarantine_path(part: Path, now: datetime) -> Path:
     return candidate
 
 
+def is_hidden(name: str) -> bool:
+    """Readers of the lake (pyarrow.dataset, DuckDB, Polars, Spark) skip these files and folders."""
+    return name.startswith((".", "_"))
+
+
 def is_quarantined(path: Path) -> bool:
     return path.name.startswith(QUARANTINE_PREFIX) and path.name.endswith(QUARANTINE_SUFFIX)
 
@@ -153,3 +159,43 @@ def iter_parts(
             path = folder / part_name(month)
             if path.is_file():
                 yield symbol, month, path
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a file under ``data/`` sits: the symbol and month its folders name, if canonical."""
+
+    symbol: Symbol | None
+    month: Month | None
+    part: bool  # the file is the canonical part of that symbol and month
+
+
+def locate(lake: Path, path: Path) -> Place:
+    """Read the symbol and month off a file's folders (``symbol=X/year=Y/month=MM``).
+
+    ``part`` is true only for ``part_path(lake, symbol, month)`` itself; a copy beside it or a
+    part in a misnamed folder (``month=1``) is not a part, though readers would read it.
+    """
+    try:
+        names = path.relative_to(market_dir(lake)).parts
+    except ValueError:
+        return Place(None, None, False)
+    symbol = month = None
+    if len(names) > 1 and (match := _SYMBOL_DIR_RE.match(names[0])):
+        try:
+            parsed = Symbol.parse(match.group(1))
+        except BadInput:
+            parsed = None
+        symbol = parsed if parsed is not None and str(parsed) == match.group(1) else None
+    if symbol is not None and len(names) > 3:
+        year_match = _YEAR_DIR_RE.match(names[1])
+        month_match = _MONTH_DIR_RE.match(names[2])
+        if year_match and month_match and 1 <= int(month_match.group(1)) <= 12:
+            month = Month(int(year_match.group(1)), int(month_match.group(1)))
+    part = (
+        symbol is not None
+        and month is not None
+        and len(names) == 4
+        and names[3] == part_name(month)
+    )
+    return Place(symbol, month, part)

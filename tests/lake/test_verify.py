@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from backfill.domain import UTC, BadInput, DayCoverage, Month, day_start
+from backfill.domain import UTC, BadInput, DayCoverage, Month, day_start, missing_minute_ranges
 from backfill.lake import store
 from backfill.lake.paths import part_path, temp_path
 from backfill.lake.schema import COVERAGE_KEY, decode_coverage, encode_coverage
@@ -24,7 +24,6 @@ from backfill.lake.verify import (
     VerifyReport,
     check_part,
     minute_runs_by_day,
-    missing_in,
     unfetched_runs,
     verify_lake,
 )
@@ -188,7 +187,7 @@ def test_ohlc_insanity(clean_lake: Path) -> None:
     def spoil(t: pa.Table) -> pa.Table:
         first = row_of(t, at(D1, 10, 0))
         t = set_rows(t, "low", {first + k: 1e9 for k in range(3)})  # low above open
-        return set_rows(t, "close", {row_of(t, at(D3, 0, 0)): float("nan")})
+        return set_rows(t, "high", {row_of(t, at(D3, 0, 0)): 50.0})  # high below close
 
     rewrite(btc_part(clean_lake), spoil)
     found = [f for f in errors(verify_lake(clean_lake)) if f.kind is Kind.OHLC]
@@ -196,6 +195,21 @@ def test_ohlc_insanity(clean_lake: Path) -> None:
         (D1, ((at(D1, 10, 0), at(D1, 10, 2)),)),
         (D3, ((at(D3, 0, 0), at(D3, 0, 0)),)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("high", float("inf")), ("low", float("-inf")), ("close", float("nan")),
+     ("wap", float("nan")), ("open", float("-inf")), ("volume", float("nan"))],
+)  # fmt: skip
+def test_non_finite_prices(clean_lake: Path, column: str, value: float) -> None:
+    # high=+inf and low=-inf keep low <= open, close <= high: only a finiteness check sees them.
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, column, {row_of(t, at(D2, 9, 30)): value}))
+    report = verify_lake(clean_lake)
+    [finding] = errors(report)
+    assert (finding.kind, finding.day) == (Kind.NOT_FINITE, D2)
+    assert finding.minutes == ((at(D2, 9, 30), at(D2, 9, 30)),)
+    assert column in finding.detail
 
 
 def test_negative_volume(clean_lake: Path) -> None:
@@ -313,10 +327,13 @@ def test_leftovers_of_crashes_are_warnings(clean_lake: Path) -> None:
 
 # ------------------------------------------------------------------ JSON shape
 
-FINDING_KEYS = {"severity", "kind", "symbol", "path", "day", "detail", "minutes"}
+FINDING_KEYS = {
+    "severity", "kind", "symbol", "path", "day", "detail", "minutes", "ranges_total",
+    "minutes_total", "truncated",
+}  # fmt: skip
 SYMBOL_KEYS = {
     "symbol", "from", "to", "parts", "days", "days_complete", "days_partial", "days_missing",
-    "rows", "gaps", "gap_minutes", "errors", "warnings",
+    "rows", "gaps", "gap_minutes", "gap_days", "errors", "warnings",
 }  # fmt: skip
 TOP_KEYS = {
     "version", "lake", "from", "to", "ok", "errors", "warnings", "parts", "symbols", "findings",
@@ -328,7 +345,7 @@ def test_json_document_has_the_documented_shape(clean_lake: Path) -> None:
     document = json.loads(json.dumps(verify_lake(clean_lake, [BTC], D1, D3).to_json()))
     assert set(document) == TOP_KEYS
     assert (document["version"], document["from"], document["to"]) == (
-        1,
+        2,
         "2025-07-01",
         "2025-07-03",
     )
@@ -343,9 +360,18 @@ def test_json_document_has_the_documented_shape(clean_lake: Path) -> None:
         "path": "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025/month=07/"
         "part-2025-07.parquet",
         "day": "2025-07-01",
-        "detail": volume["detail"],
+        "detail": "negative volume on 1 minute(s)",
         "minutes": [["2025-07-01T00:00:00+00:00", "2025-07-01T00:00:00+00:00"]],
+        "ranges_total": 1,
+        "minutes_total": 1,
+        "truncated": False,
     }
+    [gap] = [f for f in document["findings"] if f["kind"] == "gap"]
+    assert (gap["day"], gap["ranges_total"], gap["minutes_total"], gap["truncated"]) == (
+        "2025-07-02", 2, 6, False,
+    )  # fmt: skip
+    [btc] = document["symbols"]
+    assert (btc["gaps"], btc["gap_minutes"], btc["gap_days"]) == (2, 6, 1)
 
 
 # ------------------------------------------------------------------ pure pieces
@@ -374,10 +400,13 @@ def test_minute_runs_split_at_midnight() -> None:
     }
 
 
-def test_missing_in_between_runs() -> None:
-    assert missing_in([5, 10], [7, 12], 0, 20) == [(0, 4), (8, 9), (13, 20)]
-    assert missing_in([5], [7], 5, 7) == []
-    assert missing_in([], [], 3, 4) == [(3, 4)]
+def test_missing_minute_ranges_between_bars() -> None:
+    """The one gap finder (the worker's and verify's): bars at minutes 5-7 and 10-12 of 0-20."""
+    m = 60_000_000
+    bars = [k * m for k in (5, 6, 7, 10, 11, 12)]
+    assert missing_minute_ranges(bars, 0, 21 * m) == [(0, 4 * m), (8 * m, 9 * m), (13 * m, 20 * m)]
+    assert missing_minute_ranges(bars[:3], 5 * m, 8 * m) == []
+    assert missing_minute_ranges([], 3 * m, 5 * m) == [(3 * m, 4 * m)]
 
 
 def test_unfetched_runs() -> None:
