@@ -330,9 +330,9 @@ def verify(
     from_: FromOpt = None,
     to: ToOpt = None,
     gaps: Annotated[
-        bool, typer.Option("--gaps", help="List every day's every range of minutes without a "
-                           "bar (and every range of each error). Default: minutes without a bar "
-                           "summed up per symbol; each finding names its first 5 ranges.")
+        bool, typer.Option("--gaps", help="One warning per day with minutes without a bar, "
+                           "naming every range (and every range of each error). Default: one "
+                           "per symbol, with per-day counts; a finding names its first 5 ranges.")
     ] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -345,18 +345,18 @@ def verify(
     kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
     minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
     parts, days, days_complete, days_partial, days_missing, rows, gaps, gap_minutes, gap_days,
-    errors, warnings}]}. A finding's `minutes` lists its first 5 runs of bar-end minutes
-    (every run with --gaps); `truncated` is true when it lists fewer than `ranges_total`.
-    Gap warnings come one per day. More in README.md.
+    errors, warnings}]}. `minutes` are runs of bar-end minutes, at most the first 5 unless
+    --gaps: `truncated` is true when fewer than `ranges_total` are listed. A symbol's `gap`
+    warning (day null) also has `days`: [{day, gap_minutes, gaps}]. More in README.md.
     """
-    from backfill.lake.verify import MAX_RANGES, Tally, verify_stream
+    from backfill.lake.verify import Tally, verify_stream
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
         first = None if from_ is None else parse_day(from_, "--from")
         last = None if to is None else parse_day(to, "--to")
         root = resolve_lake(lake)
-        stream = verify_stream(root, symbol_list, first, last, None if gaps else MAX_RANGES)
+        stream = verify_stream(root, symbol_list, first, last, gaps)
     except BadInput as exc:
         fail_bad_input(str(exc))
     tally = Tally(root, first, last)

@@ -1,7 +1,8 @@
 """Where things live in the lake: part paths, and the names of lock, temp and quarantine files.
 
-Every file that is not a part starts with '.' or '_', so ``pyarrow.dataset`` (and Spark,
-DuckDB, Polars) skip it when they read the lake with hive partitioning.
+Every file the store makes that is not a part starts with '.' or '_', which ``pyarrow.dataset``
+(and Spark) skip, and does not end in '.parquet', which DuckDB's and Polars'
+``'**/*.parquet'`` globs need (they do read '.' and '_' names).
 """
 
 from __future__ import annotations
@@ -96,8 +97,24 @@ def quarantine_path(part: Path, now: datetime) -> Path:
 
 
 def is_hidden(name: str) -> bool:
-    """Readers of the lake (pyarrow.dataset, DuckDB, Polars, Spark) skip these files and folders."""
+    """``pyarrow.dataset`` (and Spark) skip files and folders so named; DuckDB and Polars don't."""
     return name.startswith((".", "_"))
+
+
+def readers_of(lake: Path, path: Path) -> str | None:
+    """Which readers of ``<lake>/data`` would read ``path`` with the parts (None: no reader).
+
+    DuckDB's and Polars' ``'data/**/*.parquet'`` take every name ending in '.parquet', hidden
+    or not; ``pyarrow.dataset('data')`` takes every file with no '.' or '_' name on its way.
+    """
+    names = path.relative_to(dataset_root(lake)).parts
+    globbed = path.name.endswith(PART_SUFFIX)
+    listed = not any(is_hidden(name) for name in names)
+    if globbed and listed:
+        return "DuckDB, Polars and pyarrow.dataset"
+    if globbed:
+        return "DuckDB and Polars ('**/*.parquet')"
+    return "pyarrow.dataset" if listed else None
 
 
 def is_quarantined(path: Path) -> bool:

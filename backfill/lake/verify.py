@@ -6,7 +6,9 @@ each symbol's summary after its findings, so memory does not grow with the lake;
 ``verify_lake`` collects that stream into a ``VerifyReport`` (for small lakes and tests).
 
 A finding names at most ``MAX_RANGES`` runs of minutes unless asked for every one
-(``max_ranges=None``, ``verify --gaps``); it always says how many there are in full.
+(``gaps=True``, ``verify --gaps``); it always says how many there are in full. Minutes
+without a bar make one warning per symbol (its first runs, per day the counts), or with
+``gaps=True`` one per day naming every run.
 The ``--json`` document (version 2; keys may come in any order, the CLI writes
 ``findings`` before the totals so it never holds them)::
 
@@ -17,7 +19,9 @@ The ``--json`` document (version 2; keys may come in any order, the CLI writes
                   "warnings"}],
      "findings": [{"severity": "error" | "warning", "kind", "symbol", "path", "day",
                    "detail", "minutes": [[first, last], ...], "ranges_total": int,
-                   "minutes_total": int, "truncated": bool}]}
+                   "minutes_total": int, "truncated": bool,
+                   "days": [{"day", "gap_minutes", "gaps"}]  # a symbol's gap warning only
+                  }]}
 
 Dates are ISO days; ``from``/``to`` per symbol are the range checked (null: nothing to check);
 ``path`` is relative to the lake; ``minutes`` are inclusive runs of bar-end timestamps (ISO),
@@ -29,7 +33,9 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import Enum
@@ -56,12 +62,11 @@ from backfill.domain import (
 )
 from backfill.lake.paths import (
     dataset_root,
-    is_hidden,
-    is_lock,
     is_quarantined,
     is_temp,
     lake_symbols,
     locate,
+    readers_of,
     symbol_dir,
 )
 from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
@@ -116,6 +121,15 @@ _Run = tuple[int, int]  # inclusive run of minute numbers (minutes since the epo
 
 
 @dataclass(frozen=True)
+class DayGaps:
+    """How many minutes of a day had no bar, in how many runs."""
+
+    day: date
+    gap_minutes: int
+    gaps: int
+
+
+@dataclass(frozen=True)
 class Finding:
     """One thing wrong (error) or worth knowing (warning) about one file, day or symbol.
 
@@ -132,6 +146,7 @@ class Finding:
     minutes: tuple[MinuteRange, ...] = ()
     ranges_total: int = 0
     minutes_total: int = 0
+    days: tuple[DayGaps, ...] = ()  # a symbol's gap warning: the counts of each day
 
     @property
     def truncated(self) -> bool:
@@ -165,7 +180,6 @@ class PartCheck:
     findings: tuple[Finding, ...]
     coverage: dict[date, DayCoverage] = field(default_factory=dict)
     rows_per_day: dict[date, int] = field(default_factory=dict)
-    gap_minutes_per_day: dict[date, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -300,7 +314,7 @@ def symbol_json(s: SymbolSummary) -> dict[str, Any]:
 
 
 def finding_json(lake: Path, f: Finding) -> dict[str, Any]:
-    return {
+    document = {
         "severity": f.severity.value,
         "kind": f.kind.value,
         "symbol": None if f.symbol is None else str(f.symbol),
@@ -312,6 +326,11 @@ def finding_json(lake: Path, f: Finding) -> dict[str, Any]:
         "minutes_total": f.minutes_total,
         "truncated": f.truncated,
     }
+    if f.days:
+        document["days"] = [
+            {"day": d.day.isoformat(), "gap_minutes": d.gap_minutes, "gaps": d.gaps} for d in f.days
+        ]
+    return document
 
 
 # ---------------------------------------------------------------- pure checks
@@ -426,8 +445,8 @@ def check_part(
     present_us = pc.unique(ts_us.filter(pc.and_(in_month, aligned))).sort().to_pylist()
     per_day = rows_per_day(table.select(["ts"]).filter(in_month))
     coverage = _check_coverage(part, table.schema, per_day, ts_us.filter(in_month), findings)
-    gap_minutes = _check_gaps(part, coverage, present_us, first, last, findings)
-    return PartCheck(tuple(findings), coverage, per_day, gap_minutes)
+    _check_gaps(part, coverage, present_us, first, last, findings)
+    return PartCheck(tuple(findings), coverage, per_day)
 
 
 def _check_schema(part: _Part, table: pa.Table, findings: list[Finding]) -> list[str]:
@@ -608,12 +627,11 @@ def _check_gaps(
     first: date | None,
     last: date | None,
     findings: list[Finding],
-) -> dict[date, tuple[int, int]]:
-    """Missing minutes of each fetched day in range: (gap runs, missing minutes) per day.
+) -> None:
+    """A gap warning for each fetched day in range with minutes without a bar.
 
     ``present_us`` are the part's sorted, unique, minute-aligned bar ends (microseconds).
     """
-    per_day = {}
     for day, record in sorted(coverage.items()):
         if Month.of(day) != part.month or (first and day < first) or (last and day > last):
             continue
@@ -633,7 +651,6 @@ def _check_gaps(
             )
         if record.rows == 0 and record.complete:
             findings.append(part.warning(Kind.EMPTY_DAY, "fetched, no bars at all", day))
-            per_day[day] = (0, 0)
             continue
         lo = bisect.bisect_left(present_us, start_us)
         hi = bisect.bisect_left(present_us, stop_us, lo)
@@ -642,7 +659,6 @@ def _check_gaps(
             for a, b in missing_minute_ranges(present_us[lo:hi], start_us, stop_us)
         ]
         missing = sum(b - a + 1 for a, b in gaps)
-        per_day[day] = (len(gaps), missing)
         if gaps:
             findings.append(
                 part.warning(
@@ -652,7 +668,6 @@ def _check_gaps(
                     gaps,
                 )
             )
-    return per_day
 
 
 # ---------------------------------------------------------------- reading the lake
@@ -663,10 +678,10 @@ def verify_lake(
     symbols: Sequence[Symbol] | None = None,
     first: date | None = None,
     last: date | None = None,
-    max_ranges: int | None = MAX_RANGES,
+    gaps: bool = False,
 ) -> VerifyReport:
     """Check every part in scope and collect the findings; see ``verify_stream``."""
-    stream = verify_stream(lake, symbols, first, last, max_ranges)
+    stream = verify_stream(lake, symbols, first, last, gaps)
     tally = Tally(lake, first, last)
     findings = [item for item in map(tally.add, stream) if isinstance(item, Finding)]
     return VerifyReport(lake, first, last, tally.parts, tuple(tally.symbols), tuple(findings))
@@ -677,18 +692,20 @@ def verify_stream(
     symbols: Sequence[Symbol] | None = None,
     first: date | None = None,
     last: date | None = None,
-    max_ranges: int | None = MAX_RANGES,
+    gaps: bool = False,
 ) -> Iterator[Item]:
     """Findings as they are found, one part at a time; each symbol's summary after its findings.
 
-    Default range per symbol: the span of its coverage. Raises ``BadInput`` (at once, not when
-    iterated) for a missing lake folder or ``first`` after ``last``; never writes.
+    Default range per symbol: the span of its coverage. Minutes without a bar make one ``gap``
+    warning per symbol (its first ranges, and per day the counts); ``gaps=True`` makes one per
+    day instead, and every finding then names every range. Raises ``BadInput`` (at once, not
+    when iterated) for a missing lake folder or ``first`` after ``last``; never writes.
     """
     if not lake.is_dir():
         raise BadInput(f"lake folder {lake} does not exist")
     if first is not None and last is not None:
         check_range(first, last)
-    return _stream(lake, symbols, first, last, max_ranges)
+    return _stream(lake, symbols, first, last, gaps)
 
 
 def _stream(
@@ -696,13 +713,13 @@ def _stream(
     symbols: Sequence[Symbol] | None,
     first: date | None,
     last: date | None,
-    max_ranges: int | None,
+    gaps: bool,
 ) -> Iterator[Item]:
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     parts = 0
     for symbol in list(symbols) if symbols is not None else lake_symbols(lake):
-        for item in _verify_symbol(lake, symbol, first, last, asked, max_ranges):
+        for item in _verify_symbol(lake, symbol, first, last, asked, gaps):
             if isinstance(item, SymbolSummary):
                 parts += item.parts
             yield item
@@ -726,18 +743,23 @@ class _SymbolFiles:
     others: list[Finding]  # stray files (errors), quarantined parts and stale temps (warnings)
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Every file under ``root``, sorted, not entering the folders readers skip."""
+def _walk(root: Path, skip: set[Path] | frozenset[Path] = frozenset()) -> Iterator[Path]:
+    """Every file under ``root`` (hidden folders too: DuckDB enters them), sorted."""
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if here / d not in skip)
         for name in sorted(files):
-            yield Path(folder) / name
+            yield here / name
 
 
-_STRAY = (
-    "not a part, yet readers of the lake (DuckDB '**/*.parquet', pyarrow.dataset) read it "
-    "with the parts: move it out of data/ (or prefix its name with '_')"
-)
+def _stray(lake: Path, symbol: Symbol | None, path: Path) -> Finding | None:
+    readers = readers_of(lake, path)
+    if readers is None:
+        return None
+    return Finding(
+        Severity.ERROR, Kind.STRAY_FILE, symbol, path, None,
+        f"not a part, yet {readers} read it with the parts: move it out of data/",
+    )  # fmt: skip
 
 
 def _symbol_files(
@@ -765,30 +787,79 @@ def _symbol_files(
                     "temp file of an interrupted write (the next write removes it)",
                 )
             )  # fmt: skip
-        elif not (is_lock(path) or is_hidden(path.name)):
-            others.append(Finding(Severity.ERROR, Kind.STRAY_FILE, symbol, path, None, _STRAY))
+        elif (stray := _stray(lake, symbol, path)) is not None:
+            others.append(stray)
     return _SymbolFiles(sorted(parts), others)
 
 
 def _strays_outside_symbols(lake: Path) -> Iterator[Finding]:
     """Files readers would read that lie outside every well-named symbol folder."""
     symbol_dirs = {symbol_dir(lake, s) for s in lake_symbols(lake)}
-    root = dataset_root(lake)
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d) and here / d not in symbol_dirs)
-        for name in sorted(files):
-            if not is_hidden(name):
-                yield Finding(Severity.ERROR, Kind.STRAY_FILE, None, here / name, None, _STRAY)
+    for path in _walk(dataset_root(lake), skip=symbol_dirs):
+        stray = _stray(lake, None, path)
+        if stray is not None:
+            yield stray
 
 
-def _footer_days(path: Path) -> list[date]:
-    """The days a part's coverage record lists, from its footer only; [] if unreadable."""
+@dataclass
+class _GapTally:
+    """One symbol's minutes without a bar, summed up: its first runs and per day the counts."""
+
+    symbol: Symbol
+    first_runs: list[MinuteRange] = field(default_factory=list)
+    days: list[DayGaps] = field(default_factory=list)
+    ranges: int = 0
+    minutes: int = 0
+
+    def add(self, gap: Finding) -> None:
+        assert gap.day is not None
+        self.first_runs += gap.minutes[: MAX_RANGES - len(self.first_runs)]
+        self.days.append(DayGaps(gap.day, gap.minutes_total, gap.ranges_total))
+        self.ranges += gap.ranges_total
+        self.minutes += gap.minutes_total
+
+    def finding(self) -> Finding | None:
+        if not self.days:
+            return None
+        return Finding(
+            Severity.WARNING, Kind.GAP, self.symbol, None, None,
+            f"{self.minutes} minute(s) without a bar in {self.ranges} range(s) on "
+            f"{len(self.days)} day(s)",
+            tuple(self.first_runs), self.ranges, self.minutes, tuple(self.days),
+        )  # fmt: skip
+
+
+_READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checking, bounded
+
+
+def _read(path: Path) -> pa.Table | Exception:
     try:
-        raw = (pq.read_metadata(path).metadata or {}).get(COVERAGE_KEY)
-        return list(decode_coverage(raw)) if raw is not None else []
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
-        return []
+        return pq.ParquetFile(path).read()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return exc
+
+
+def _read_ahead(
+    parts: Sequence[tuple[Month, Path]],
+) -> Iterator[tuple[Month, Path, pa.Table | Exception]]:
+    """Each part's table in order, the next few read by threads meanwhile (Arrow lets go of
+    the GIL while it reads and decodes)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: deque[tuple[Month, Path, Future[pa.Table | Exception]]] = deque()
+        for month, path in parts:
+            pending.append((month, path, pool.submit(_read, path)))
+            if len(pending) > _READ_AHEAD:
+                month_, path_, future = pending.popleft()
+                yield month_, path_, future.result()
+        while pending:
+            month_, path_, future = pending.popleft()
+            yield month_, path_, future.result()
+
+
+def _rows_in(rows: dict[date, int], first: date | None, last: date | None) -> int:
+    if first is None or last is None:
+        return 0
+    return sum(n for day, n in rows.items() if first <= day <= last)
 
 
 def _verify_symbol(
@@ -797,9 +868,10 @@ def _verify_symbol(
     first: date | None,
     last: date | None,
     asked: bool,
-    max_ranges: int | None,
+    every_gap: bool,
 ) -> Iterator[Item]:
     files = _symbol_files(lake, symbol, first, last)
+    max_ranges = None if every_gap else MAX_RANGES
     errors = warnings = 0
 
     def counted(found: Finding) -> Finding:
@@ -811,36 +883,35 @@ def _verify_symbol(
         return found
 
     yield from map(counted, files.others)
-    span_first, span_last = first, last
-    if first is None or last is None:
-        # The range is only known once footers are read, when --from/--to leave it open.
-        days = [d for _, path in files.parts for d in _footer_days(path)]
-        span_first = first or (min(days) if days else None)
-        span_last = last or (max(days) if days else None)
-        if span_first and span_last and span_first > span_last:
-            span_first = span_last = None
-    # Per day of this symbol only (never the rows or findings): bounded by its span.
+    # Per day of this symbol only (never its rows or findings): bounded by its span. Days
+    # outside the span that --from/--to leave open cannot be (it is the coverage's span).
     coverage: dict[date, DayCoverage] = {}
-    rows = gaps = gap_minutes = gap_days = 0
-    span = (span_first, span_last) if span_first and span_last else None
-    for month, path in files.parts:
-        try:
-            table = pq.ParquetFile(path).read()
-        except (OSError, ValueError, pa.ArrowException) as exc:
+    rows: dict[date, int] = {}
+    gap_tally = _GapTally(symbol)
+    for month, path, table in _read_ahead(files.parts):
+        if isinstance(table, Exception):
             yield counted(
-                Finding(Severity.ERROR, Kind.UNREADABLE, symbol, path, None, f"cannot read: {exc}")
+                Finding(
+                    Severity.ERROR, Kind.UNREADABLE, symbol, path, None, f"cannot read: {table}"
+                )
             )
             continue
-        result = check_part(table, symbol, month, path, span_first, span_last, max_ranges)
+        result = check_part(table, symbol, month, path, first, last, max_ranges)
         del table
-        yield from map(counted, result.findings)
+        for found in result.findings:
+            if found.kind is Kind.GAP and not every_gap:
+                gap_tally.add(found)
+            else:
+                yield counted(found)
         coverage.update(result.coverage)
-        if span:
-            rows += sum(n for d, n in result.rows_per_day.items() if span[0] <= d <= span[1])
-        for day_gaps, day_minutes in result.gap_minutes_per_day.values():
-            gaps += day_gaps
-            gap_minutes += day_minutes
-            gap_days += day_gaps > 0
+        rows.update(result.rows_per_day)
+    summed = gap_tally.finding()
+    if summed is not None:
+        yield counted(summed)
+    span_first = first or (min(coverage) if coverage else None)
+    span_last = last or (max(coverage) if coverage else None)
+    if span_first and span_last and span_first > span_last:
+        span_first = span_last = None
     if not files.parts and asked and span_first is None:
         yield counted(
             Finding(Severity.ERROR, Kind.NO_DATA, symbol, None, None, "no parts in the lake")
@@ -871,10 +942,10 @@ def _verify_symbol(
         days_complete=complete,
         days_partial=partial,
         days_missing=missing,
-        rows=rows,
-        gaps=gaps,
-        gap_minutes=gap_minutes,
+        rows=_rows_in(rows, span_first, span_last),
+        gaps=gap_tally.ranges,
+        gap_minutes=gap_tally.minutes,
         errors=errors,
         warnings=warnings,
-        gap_days=gap_days,
+        gap_days=len(gap_tally.days),
     )

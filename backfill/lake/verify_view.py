@@ -1,16 +1,13 @@
 """How a verify stream looks: a Rich view on a terminal, plain lines otherwise, or JSON.
 
 Every form consumes the stream as it comes (findings are printed, or counted and dropped), so
-a lake of any size is shown in bounded memory. By default the warnings about minutes without
-a bar are summed up in one line per symbol; ``gaps=True`` (``--gaps``) lists every day with
-every range instead.
+a lake of any size is shown in bounded memory.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import IO
 
 from rich.console import Console
@@ -21,7 +18,6 @@ from backfill.lake.verify import (
     MAX_RANGES,
     Finding,
     Item,
-    Kind,
     MinuteRange,
     Severity,
     SymbolSummary,
@@ -73,13 +69,15 @@ def finding_line(tally: Tally, finding: Finding, every_range: bool = False) -> s
         if x is not None
     )
     shown = None if every_range else SHOWN_RANGES
-    minutes = (
-        f" [{format_ranges(finding.minutes, finding.ranges_total, shown)}]"
-        if finding.minutes
-        else ""
-    )
+    minutes = ""
+    if finding.minutes:
+        # A finding about no one day (a symbol's gaps) names the day of its runs.
+        listed = format_ranges(finding.minutes, finding.ranges_total, shown, finding.day is None)
+        minutes = f" [{listed}]"
+    hint = " (--gaps lists every day)" if finding.days else ""
     return (
-        f"{finding.severity.value.upper()} {finding.kind.value} {where}: {finding.detail}{minutes}"
+        f"{finding.severity.value.upper()} {finding.kind.value} {where}: "
+        f"{finding.detail}{minutes}{hint}"
     )
 
 
@@ -100,29 +98,6 @@ def verdict(tally: Tally) -> str:
     )
 
 
-@dataclass
-class _GapDigest:
-    """The first few gap ranges of the symbol being read, for its one summary line."""
-
-    first: list[MinuteRange] = field(default_factory=list)
-
-    def add(self, finding: Finding) -> None:
-        room = SHOWN_RANGES - len(self.first)
-        if room > 0:
-            self.first += finding.minutes[:room]
-
-    def line(self, s: SymbolSummary) -> str | None:
-        self.first, shown = [], self.first
-        if not s.gaps:
-            return None
-        ranges = format_ranges(shown, s.gaps, dated=True)
-        return (
-            f"WARNING gap {s.symbol}: {s.gap_minutes:,} minute(s) without a bar in "
-            f"{s.gaps:,} range(s) on {s.gap_days:,} day(s): {ranges} "
-            "(a minute without trades has no bar; --gaps lists every range)"
-        )
-
-
 Emit = Callable[[str, Severity | None], None]
 
 
@@ -133,24 +108,16 @@ def show(
     gaps: bool = False,
     terminal: bool = False,
 ) -> None:
-    """Emit each finding as a line while the stream runs (gap days summed up per symbol unless
-    ``gaps``), then nothing else: the caller shows ``tally``'s totals.
+    """Emit each finding as a line while the stream runs; the caller shows ``tally``'s totals.
 
     On a terminal at most ``SHOWN_ERRORS`` errors and ``SHOWN_WARNINGS`` other warnings are
     shown, then how many more there were.
     """
-    digest = _GapDigest()
     hidden = {Severity.ERROR: 0, Severity.WARNING: 0}
     shown = {Severity.ERROR: 0, Severity.WARNING: 0}
     limit = {Severity.ERROR: SHOWN_ERRORS, Severity.WARNING: SHOWN_WARNINGS}
     for item in map(tally.add, stream):
         if isinstance(item, SymbolSummary):
-            line = digest.line(item)
-            if line is not None:
-                emit(line, Severity.WARNING)
-            continue
-        if item.kind is Kind.GAP and not gaps:
-            digest.add(item)
             continue
         severity = item.severity
         if terminal and not gaps and shown[severity] >= limit[severity]:

@@ -37,9 +37,8 @@ def test_clean_lake_exits_0_with_plain_lines(clean_lake: Path) -> None:
     result = runner.invoke(app, ["verify", "--lake", str(clean_lake)])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "WARNING gap BTC-USD: 6 minute(s) without a bar in 2 range(s) on 1 day(s): "
-        "2025-07-02 10:00-10:04, 23:59 (a minute without trades has no bar; --gaps lists every "
-        "range)",
+        "WARNING gap BTC-USD: 6 minute(s) without a bar in 2 range(s) on 1 day(s) "
+        "[2025-07-02 10:00-10:04, 23:59] (--gaps lists every day)",
         "BTC-USD 2025-07-01..2025-07-03: 3/3 days complete, 0 partial, 0 missing, 4,314 rows, "
         "2 gaps (6 min), 0 errors, 1 warnings",
         "ETH-USD 2025-07-31..2025-08-01: 2/2 days complete, 0 partial, 0 missing, 2,880 rows, "
