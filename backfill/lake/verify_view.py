@@ -75,10 +75,8 @@ def finding_line(tally: Tally, finding: Finding, every_range: bool = False) -> s
         listed = format_ranges(finding.minutes, finding.ranges_total, shown, finding.day is None)
         minutes = f" [{listed}]"
     hint = " (--gaps lists every day)" if finding.days else ""
-    return (
-        f"{finding.severity.value.upper()} {finding.kind.value} {where}: "
-        f"{finding.detail}{minutes}{hint}"
-    )
+    head = " ".join(x for x in (finding.severity.value.upper(), finding.kind.value, where) if x)
+    return f"{head}: {finding.detail}{minutes}{hint}"
 
 
 def summary_line(s: SymbolSummary) -> str:
