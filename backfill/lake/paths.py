@@ -48,12 +48,12 @@ def part_name(month: Month) -> str:
 
 def part_path(lake: Path, symbol: Symbol, month: Month) -> Path:
     """``<lake>/data/source=ibkr/market=crypto/timeframe=M1/symbol=X/year=Y/month=MM/part-Y-MM.parquet``."""
-    return (
-        symbol_dir(lake, symbol)
-        / f"year={month.year:04d}"
-        / f"month={month.month:02d}"
-        / part_name(month)
-    )
+    return symbol_dir(lake, symbol) / part_below_symbol(month)
+
+
+def part_below_symbol(month: Month) -> str:
+    """``year=Y/month=MM/part-Y-MM.parquet``: where a month's part lies in its symbol's folder."""
+    return f"year={month.year:04d}/month={month.month:02d}/{part_name(month)}"
 
 
 LOCKS_DIR = "_locks"  # per-symbol run locks, and what each symbol's last worker sent

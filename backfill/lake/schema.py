@@ -67,10 +67,7 @@ def decode_coverage(raw: bytes) -> dict[date, DayCoverage]:
     for key, value in record["days"].items():
         day = date.fromisoformat(key)
         out[day] = DayCoverage(
-            day=day,
-            rows=int(value["rows"]),
-            fetched_at=_instant(value["fetched_at"]),
-            complete=bool(value["complete"]),
+            day, int(value["rows"]), _instant(value["fetched_at"]), bool(value["complete"])
         )
     return out
 
