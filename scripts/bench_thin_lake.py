@@ -1,4 +1,4 @@
-"""Benchmark plan and verify on a thin lake: 100 symbols x 60 months (6,000 parts), a few bars a day.
+"""Benchmark plan and verify on a thin lake: 100 symbols x 60 months (6,000 parts), few bars a day.
 
 The lake is written through the store (one ``write_batch`` per symbol-month, every day of the
 month covered and complete), by parallel processes, and cached in the temp folder: a second
@@ -106,7 +106,9 @@ def build_lake(lake: Path, symbol_count: int, month_count: int) -> None:
             )
         )
     (lake / DONE_MARKER).write_text(datetime.now(UTC).isoformat())
-    print(f"lake              {lake} ({parts} parts written in {time.perf_counter() - started:.0f} s)")
+    print(
+        f"lake              {lake} ({parts} parts written in {time.perf_counter() - started:.0f} s)"
+    )
 
 
 def backfill_command() -> list[str]:
@@ -127,7 +129,9 @@ def timed(command: list[str], stdout: int | object = subprocess.DEVNULL) -> tupl
 
 
 def summary(values: list[float]) -> str:
-    return f"median {statistics.median(values):.2f} s  (min {min(values):.2f}, max {max(values):.2f})"
+    return (
+        f"median {statistics.median(values):.2f} s  (min {min(values):.2f}, max {max(values):.2f})"
+    )
 
 
 def main() -> None:
@@ -159,19 +163,27 @@ def main() -> None:
         duck_s.append(timed(duck)[0])
     print(f"plan (CLI)        {summary(plan_s)}")
     print(f"duckdb kv scan    {summary(duck_s)}")
-    print(f"plan / duckdb     {statistics.median(plan_s) / statistics.median(duck_s):.2f}x (medians)")
+    print(
+        f"plan / duckdb     {statistics.median(plan_s) / statistics.median(duck_s):.2f}x (medians)"
+    )
 
     with tempfile.TemporaryFile() as out:
-        seconds, code, rss = timed([*backfill_command(), "verify", "--lake", str(lake), "--json"], out)
+        seconds, code, rss = timed(
+            [*backfill_command(), "verify", "--lake", str(lake), "--json"], out
+        )
         size = out.tell()
-    print(f"verify --json     {seconds:.2f} s, exit {code}, peak RSS {rss / 1024:.0f} MB, "
-          f"{size / 1e6:.1f} MB of JSON")
+    print(
+        f"verify --json     {seconds:.2f} s, exit {code}, peak RSS {rss / 1024:.0f} MB, "
+        f"{size / 1e6:.1f} MB of JSON"
+    )
     with tempfile.TemporaryFile() as out:
         seconds, code, rss = timed([*backfill_command(), "verify", "--lake", str(lake)], out)
         out.seek(0)
         lines = out.read().count(b"\n")
-    print(f"verify (lines)    {seconds:.2f} s, exit {code}, peak RSS {rss / 1024:.0f} MB, "
-          f"{lines} lines")
+    print(
+        f"verify (lines)    {seconds:.2f} s, exit {code}, peak RSS {rss / 1024:.0f} MB, "
+        f"{lines} lines"
+    )
 
 
 if __name__ == "__main__":
