@@ -187,14 +187,16 @@ class Place:
     part: bool  # the file is the canonical part of that symbol and month
 
 
-def locate(lake: Path, path: Path) -> Place:
-    """Read the symbol and month off a file's folders (``symbol=X/year=Y/month=MM``).
+def locate(lake: Path, path: Path, timeframe: str = TIMEFRAME) -> Place:
+    """Read the symbol and month off a file's folders (``symbol=X/year=Y/month=MM``) below
+    ``timeframe=...`` (M1, or an aggregate's).
 
-    ``part`` is true only for ``part_path(lake, symbol, month)`` itself; a copy beside it or a
-    part in a misnamed folder (``month=1``) is not a part, though readers would read it.
+    ``part`` is true only for the month's part itself (``part_path``, ``aggregate_part_path``);
+    a copy beside it or a part in a misnamed folder (``month=1``) is not a part, though
+    readers would read it.
     """
     try:
-        names = path.relative_to(market_dir(lake)).parts
+        names = path.relative_to(timeframe_dir(lake, timeframe)).parts
     except ValueError:
         return Place(None, None, False)
     symbol = month = None
@@ -216,3 +218,47 @@ def locate(lake: Path, path: Path) -> Place:
         and names[3] == part_name(month)
     )
     return Place(symbol, month, part)
+
+
+# ---------------------------------------------------------------- higher timeframes
+# The M1 tree with ``timeframe=M5`` and so on: the same symbol/year/month folders and names.
+
+
+def timeframe_dir(lake: Path, timeframe: str) -> Path:
+    """The folder holding one ``symbol=...`` folder per symbol, for one aggregate timeframe."""
+    return dataset_root(lake) / f"source={SOURCE}" / f"market={MARKET}" / f"timeframe={timeframe}"
+
+
+def aggregate_part_path(lake: Path, symbol: Symbol, timeframe: str, month: Month) -> Path:
+    """``<lake>/data/source=ibkr/market=crypto/timeframe=H1/symbol=X/year=Y/month=MM/part-Y-MM.parquet``."""
+    return (
+        timeframe_dir(lake, timeframe)
+        / f"symbol={symbol}"
+        / f"year={month.year:04d}"
+        / f"month={month.month:02d}"
+        / part_name(month)
+    )
+
+
+def iter_aggregate_parts(
+    lake: Path, timeframe: str, symbols: Iterable[Symbol]
+) -> Iterator[tuple[Symbol, Month, Path]]:
+    """Every existing aggregate part of one timeframe for the given symbols, by symbol, month."""
+    for symbol in symbols:
+        root = timeframe_dir(lake, timeframe) / f"symbol={symbol}"
+        if not root.is_dir():
+            continue
+        found = []
+        for year_dir in root.iterdir():
+            year_match = _YEAR_DIR_RE.match(year_dir.name)
+            if not (year_dir.is_dir() and year_match):
+                continue
+            for month_dir in year_dir.iterdir():
+                month_match = _MONTH_DIR_RE.match(month_dir.name)
+                if month_dir.is_dir() and month_match and 1 <= int(month_match.group(1)) <= 12:
+                    month = Month(int(year_match.group(1)), int(month_match.group(1)))
+                    path = month_dir / part_name(month)
+                    if path.is_file():
+                        found.append((month, path))
+        for month, path in sorted(found):
+            yield symbol, month, path

@@ -94,3 +94,17 @@ def decode_coverage(raw: bytes) -> dict[date, DayCoverage]:
 def _instant(text: str) -> datetime:
     # The days of one write share one fetch time: parse it once (plan reads 6,000 footers).
     return datetime.fromisoformat(text)
+
+
+# Higher timeframes (M5 … D1): the bar columns, then the M1 rows in the bucket and whether
+# every lake day the bucket's minutes belong to was recorded whole.
+AGGREGATE_SCHEMA = pa.schema(
+    [
+        *BAR_SCHEMA,
+        pa.field("minutes", pa.int64(), nullable=False),
+        pa.field("complete", pa.bool_(), nullable=False),
+    ]
+)
+AGGREGATE_COLUMNS = tuple(AGGREGATE_SCHEMA.names)
+# An aggregate part's footer: what it was built from (each M1 day's coverage entry).
+PROVENANCE_KEY = b"backfill.aggregate"

@@ -114,6 +114,11 @@ class Kind(str, Enum):
     QUARANTINED = "quarantined"
     STALE_TEMP = "stale_temp"
     NO_PARTS = "no_parts"
+    # aggregate parts (backfill/lake/verify_aggregates.py)
+    BUCKET_MISALIGNED = "bucket_misaligned"
+    BUCKET_MINUTES = "bucket_minutes"
+    PROVENANCE_MISSING = "provenance_missing"
+    AGGREGATE_STALE = "aggregate_stale"
 
 
 MinuteRange = tuple[datetime, datetime]
@@ -202,7 +207,14 @@ class SymbolSummary:
     gap_days: int = 0
 
 
-Item = Finding | SymbolSummary  # what verify_stream yields
+@dataclass(frozen=True)
+class AggregatesChecked:
+    """How many aggregate parts (M5 … D1) were checked; their findings follow."""
+
+    parts: int
+
+
+Item = Finding | SymbolSummary | AggregatesChecked  # what verify_stream yields
 
 
 @dataclass
@@ -220,6 +232,8 @@ class Tally:
     def add(self, item: Item) -> Item:
         if isinstance(item, SymbolSummary):
             self.symbols.append(item)
+            self.parts += item.parts
+        elif isinstance(item, AggregatesChecked):
             self.parts += item.parts
         elif item.severity is Severity.ERROR:
             self.errors += 1
@@ -278,6 +292,7 @@ class VerifyReport:
         tally = Tally(self.lake, self.first, self.last)
         for item in (*self.findings, *self.symbols):
             tally.add(item)
+        tally.parts = self.parts  # aggregate parts included
         return {
             **tally.head_json(),
             **tally.totals_json(),
@@ -717,12 +732,19 @@ def _stream(
 ) -> Iterator[Item]:
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
+    chosen = list(symbols) if symbols is not None else lake_symbols(lake)
     parts = 0
-    for symbol in list(symbols) if symbols is not None else lake_symbols(lake):
+    for symbol in chosen:
         for item in _verify_symbol(lake, symbol, first, last, asked, gaps):
             if isinstance(item, SymbolSummary):
                 parts += item.parts
             yield item
+    from backfill.lake.verify_aggregates import verify_aggregates  # it imports this module
+
+    aggregate_parts, aggregate_findings = verify_aggregates(lake, chosen, first, last)
+    yield AggregatesChecked(aggregate_parts)
+    yield from aggregate_findings
+    parts += aggregate_parts
     if parts == 0:
         yield Finding(
             Severity.WARNING, Kind.NO_PARTS, None, None, None,
@@ -793,10 +815,18 @@ def _symbol_files(
 
 
 def _strays_outside_symbols(lake: Path) -> Iterator[Finding]:
-    """Files readers would read that lie outside every well-named symbol folder."""
+    """Files readers would read that lie outside every well-named M1 symbol folder and are
+    not aggregate parts (``verify_aggregates`` checks those)."""
+    from backfill.aggregate.timeframes import BY_NAME
+
     symbol_dirs = {symbol_dir(lake, s) for s in lake_symbols(lake)}
     for path in _walk(dataset_root(lake), skip=symbol_dirs):
-        stray = _stray(lake, None, path)
+        names = path.relative_to(dataset_root(lake)).parts
+        timeframe = names[2].removeprefix("timeframe=") if len(names) > 2 else ""
+        place = locate(lake, path, timeframe) if timeframe in BY_NAME else None
+        if place is not None and place.part:
+            continue
+        stray = _stray(lake, None if place is None else place.symbol, path)
         if stray is not None:
             yield stray
 

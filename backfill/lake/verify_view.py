@@ -115,7 +115,7 @@ def show(
     shown = {Severity.ERROR: 0, Severity.WARNING: 0}
     limit = {Severity.ERROR: SHOWN_ERRORS, Severity.WARNING: SHOWN_WARNINGS}
     for item in map(tally.add, stream):
-        if isinstance(item, SymbolSummary):
+        if not isinstance(item, Finding):
             continue
         severity = item.severity
         if terminal and not gaps and shown[severity] >= limit[severity]:

@@ -739,3 +739,17 @@ def test_an_error_on_many_minutes_is_cut_the_same_way(clean_lake: Path) -> None:
     )  # fmt: skip
     [whole] = errors(verify_lake(clean_lake, [BTC], gaps=True))
     assert (len(whole.minutes), whole.truncated) == (30, False)
+
+
+def test_aggregate_parts_are_parts_and_their_copies_strays(clean_lake: Path) -> None:
+    from backfill.aggregate.build import AggregateRequest, aggregate_lake
+    from backfill.aggregate.timeframes import BY_NAME
+    from backfill.lake.paths import aggregate_part_path
+
+    aggregate_lake(AggregateRequest(clean_lake, (BY_NAME["H1"],)), now=FETCHED)
+    hourly = aggregate_part_path(clean_lake, BTC, "H1", JULY)
+    assert hourly.is_file() and verify_lake(clean_lake).ok
+    copy = hourly.with_name("part-2025-07 (copy).parquet")
+    copy.write_bytes(hourly.read_bytes())
+    [stray] = errors(verify_lake(clean_lake))
+    assert (stray.kind, stray.symbol, stray.path) == (Kind.STRAY_FILE, BTC, copy)
