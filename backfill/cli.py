@@ -18,7 +18,12 @@ from backfill.domain import (
     parse_symbols,
     read_symbols_file,
 )
-from backfill.settings import DEFAULT_GATEWAY, GatewayAddress, resolve_lake
+from backfill.settings import (
+    DEFAULT_GATEWAY,
+    GatewayAddress,
+    check_client_ids,
+    resolve_lake,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -74,7 +79,7 @@ GatewayOpt = Annotated[
 ClientIdBaseOpt = Annotated[
     int,
     typer.Option(
-        "--client-id-base", min=1,
+        "--client-id-base",
         help="Worker N connects with clientId BASE+N; a taken id moves to the next free one.",
     ),
 ]
@@ -171,6 +176,11 @@ def run(
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
     ] = 3,
+    keep_runs: Annotated[
+        int, typer.Option("--keep-runs",
+                          help="Run logs kept in <lake>/_runs/: the newest N, this run's "
+                          "included; older ones are deleted at the start of each run.")
+    ] = 100,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -183,17 +193,20 @@ def run(
     `backfill run --symbols-file symbols.txt --from 2020-01-01 --lake /data/lake`
     (IB Gateway on 127.0.0.1:7497, IB-safe 0.7 req/s, up to today).
     """
-    from rich.console import Console
-
-    from backfill.plan import DEFAULT_WORKERS, MAX_OPEN_REQUESTS, check_settings
-    from backfill.run.processes import start_worker_server
-
     try:
+        from rich.console import Console
+
+        from backfill.plan import DEFAULT_WORKERS, MAX_OPEN_REQUESTS, check_settings
+        from backfill.run.processes import start_worker_server
+
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
         address = GatewayAddress.parse(gateway)
         n_workers = min(len(symbol_list), DEFAULT_WORKERS) if workers is None else workers
         check_settings(rate, n_workers, max_in_flight, window_days)
+        check_client_ids(client_id_base, n_workers)
+        if keep_runs < 1:
+            raise BadInput(f"--keep-runs must be at least 1 (this run's log), not {keep_runs}")
         # The workers' server imports ib_insync and pyarrow while this process does too.
         start_worker_server()
         from backfill.run.launch import RunRequest, execute_run
@@ -209,11 +222,15 @@ def run(
             reconnect_for_s=reconnect_for,
             ib_rules=(ib_identical_s, ib_contract_max, ib_contract_window_s),
             session_rule=SessionRule(ib_session_max, ib_session_window_s),
-            command=("backfill", *sys.argv[1:]),
+            command=("backfill", *sys.argv[1:]), keep_runs=keep_runs,
         )
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
         fail_bad_input(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C before the workers' stop handling is in place: nothing was written yet.
+        typer.echo("backfill: interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(code)
 
 
@@ -222,7 +239,8 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     found: list[Symbol] = []
     if symbols_file is not None:
         try:
-            text = symbols_file.read_text()
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
+            text = symbols_file.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -298,6 +316,7 @@ def plan(
         if head:
             from backfill.run.launch import earliest_days
 
+            check_client_ids(client_id_base, 0)
             listing = earliest_days(GatewayAddress.parse(gateway), client_id_base, symbol_list)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.

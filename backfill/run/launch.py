@@ -25,7 +25,7 @@ from backfill.domain import UTC, BadInput, DayCoverage, Symbol, days_between, gr
 from backfill.ib.session import ClientIdInUse, IBSession, IBSessionError, UnknownSymbol
 from backfill.lake.store import read_coverage
 from backfill.run import events as ev
-from backfill.run.dashboard import make_renderer, rerun_hint, summary_table
+from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
 from backfill.run.orchestrator import (
     Orchestrator,
     RunConfig,
@@ -38,7 +38,7 @@ from backfill.run.processes import start_worker_server
 from backfill.run.runlog import RUNS_DIR, RunLog
 from backfill.run.state import RunState
 from backfill.run.worker import WorkerConfig
-from backfill.settings import GatewayAddress, check_lake_writable
+from backfill.settings import MAX_CLIENT_ID, GatewayAddress, check_lake_writable
 
 _READY = re.compile(r"listening on (\S+):(\d+)")
 # The embedded simulator keeps IB's per-contract rules but not the soft throttle IB applies
@@ -168,7 +168,7 @@ def earliest_days(
 
 async def _connect_any_id(host: str, port: int, client_id: int, timeout_s: float) -> IBSession:
     """A session on ``client_id`` or, if taken, the next free id."""
-    for session_id in range(client_id, client_id + 32):
+    for session_id in range(client_id, min(client_id + 32, MAX_CLIENT_ID + 1)):
         session = IBSession(host, port, session_id, timeout_s=timeout_s)
         try:
             await session.connect()
@@ -198,6 +198,7 @@ class RunRequest:
     reconnect_for_s: float = 600.0
     json: bool = False
     command: tuple[str, ...] = ()
+    keep_runs: int = 100  # run logs kept in _runs/, this run's included
     # IB's per-contract rules (identical_s, max per window, window_s): scaled only for
     # simulators that scale their own.
     ib_rules: tuple[float, int, float] = (15.0, 5, 2.0)
@@ -259,13 +260,23 @@ def _orchestrate(
 ) -> int:
     requests_total = sum(len(group_windows(j.days, request.window_days)) for j in jobs)
     state = RunState([str(j.symbol) for j in jobs], requests_total, request.rate)
-    run_log = stack.enter_context(RunLog(request.lake))
+    try:
+        run_log = stack.enter_context(RunLog(request.lake, keep=request.keep_runs))
+    except OSError as exc:
+        raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
+            from None
     renderer = make_renderer(console, state, json=request.json)
 
     def emit(event: ev.Event) -> None:
         state.apply(event)
         run_log.on_event(event)
+        if run_log.failure and orchestrator is not None:
+            # Disk full, say: the run stops as for Ctrl-C (workers flush what they hold)
+            # rather than go on with no record of what it did.
+            orchestrator.abort(run_log.failure)
         renderer.on_event(event)
+
+    orchestrator: Orchestrator | None = None
 
     template = WorkerConfig(
         lake=request.lake, symbol=jobs[0].symbol, days=(), host=host, port=port,
@@ -296,10 +307,16 @@ def _orchestrate(
         restore_signals(previous)
     out = err_console if request.json else console
     out.print(summary_table(state))
-    hint = rerun_hint(state, request.command or ("backfill", "run"))
+    hint = rerun_hint(state, rerun_command(request.command[1:] or ("run",), request.lake))
     if hint:
-        out.print(hint, markup=False, highlight=False)
-    out.print(f"Run log: {run_log.path}", markup=False, highlight=False)
+        # Never wrapped (not at 80 columns off a terminal, nor a narrow one): pasted, a
+        # wrapped command loses its flags (--lake!).
+        out.print(hint, markup=False, highlight=False, soft_wrap=True)
+    out.print(f"Run log: {run_log.path}", markup=False, highlight=False, soft_wrap=True)
+    if result.aborted:
+        err_console.print(f"backfill: error: {result.aborted}; the run stopped (rerun "
+                          "resumes)", markup=False, highlight=False, soft_wrap=True)
+        return 1
     if result.interrupted:
         return 130
     return 1 if result.failed or hint else 0

@@ -27,7 +27,7 @@ from backfill.domain import Symbol
 from backfill.lake.paths import run_lock_path
 from backfill.pacing import Budget, GlobalRateController, SessionGrants, staggered_start
 from backfill.run import events as ev
-from backfill.run.processes import worker_context
+from backfill.run.processes import unblock_interrupts, worker_context
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
 
 EventSink = Callable[[ev.Event], None]
@@ -82,6 +82,7 @@ class SymbolResult:
 class RunResult:
     symbols: dict[Symbol, SymbolResult]
     interrupted: bool = False
+    aborted: str = ""  # why the run stopped itself (e.g. its run log could not be written)
 
     @property
     def failed(self) -> list[Symbol]:
@@ -164,6 +165,7 @@ def _worker_main(
     # Ctrl-C at the terminal reaches every process of the group: stop sending, flush, exit.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    unblock_interrupts()  # the forkserver started with SIGINT blocked
     outcome = run_worker(config, conn.send, controls)
     conn.send(outcome)
     conn.close()
@@ -216,6 +218,7 @@ class Orchestrator:
         )
         self.results = {job.symbol: SymbolResult(job.symbol) for job in self.jobs}
         self.interrupted = False
+        self.aborted = ""
         self.rng = random.Random(0)
         self._grant_turn = 0
 
@@ -223,6 +226,16 @@ class Orchestrator:
         """Ctrl-C / SIGTERM in the parent: every worker stops sending, flushes and exits."""
         self.interrupted = True
         self.stop.value = 1
+
+    def abort(self, reason: str) -> None:
+        """Stop the run as Ctrl-C does (workers flush and exit), but as a failure."""
+        if not self.aborted:
+            self.aborted = reason
+            self.stop.value = 1
+
+    @property
+    def stopping(self) -> bool:
+        return self.interrupted or bool(self.aborted)
 
     def run(self) -> RunResult:
         queue: deque[tuple[SymbolJob, float]] = deque()
@@ -234,9 +247,9 @@ class Orchestrator:
         free_slots = list(range(max(1, self.config.workers)))
         global_rate = self.controller.current_rate()
         self.emit(ev.BudgetChanged("", at=time.time(), rate=global_rate, reason="start"))
-        while (queue or active) and not (self.interrupted and not active):
+        while (queue or active) and not (self.stopping and not active):
             now = time.monotonic()
-            if not self.interrupted:
+            if not self.stopping:
                 self._start_ready(queue, active, free_slots, now)
             rate = self.controller.current_rate()
             if rate != global_rate:
@@ -265,7 +278,7 @@ class Orchestrator:
                 self._apply(self.budget.finish(slot))
                 self._release_grant(slot)
                 self._settle(worker, queue)
-        return RunResult(self.results, self.interrupted)
+        return RunResult(self.results, self.interrupted, self.aborted)
 
     # -- starting and ending workers ----------------------------------------------------
 
@@ -364,7 +377,7 @@ class Orchestrator:
             return
         code = worker.process.exitcode
         reason = f"worker process died (exit code {code})"
-        if self.interrupted:
+        if self.stopping:
             result.status = ev.Status.QUEUED
             return
         result.restarts += 1

@@ -51,6 +51,7 @@ from backfill.lake.store import write_batch
 from backfill.pacing import ContractRules, Pacer, Rule
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
+from backfill.settings import MAX_CLIENT_ID
 
 EventSink = Callable[[ev.Event], None]
 
@@ -279,7 +280,7 @@ class Worker:
             except ClientIdInUse:
                 session.disconnect()
                 id_tries += 1
-                if id_tries >= self.config.client_id_tries:
+                if id_tries >= self.config.client_id_tries or self.client_id >= MAX_CLIENT_ID:
                     raise
                 self.client_id += 1
                 self.emit(ev.Retry, reason=f"client id in use, trying {self.client_id}",
