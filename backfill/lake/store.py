@@ -7,6 +7,7 @@ so a reader never sees a half-written file and a killed writer leaves the old pa
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,13 @@ from backfill.lake.schema import (
     BAR_SCHEMA,
     COLUMNS,
     COVERAGE_KEY,
+    PART_WRITE_OPTIONS,
     TS_TYPE,
     decode_coverage,
     empty_bars,
     encode_coverage,
 )
 
-COMPRESSION = "zstd"
 _SHOWN_OFFENDERS = 5
 
 # Test seam: crash-safety tests pause a writer here (temp file complete, part not yet
@@ -74,6 +75,30 @@ class CorruptPart(StoreError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class PartUnreadable(StoreError, OSError):
+    """A part the OS would not let us read (EACCES, EMFILE, EIO, a folder in its place...).
+
+    Not corruption: nothing was read, so nothing is known to be wrong with the file, and it
+    is never moved aside. An ``OSError`` too (``errno``, ``strerror``, ``filename`` set), so
+    code that handles a lake it cannot write handles a lake it cannot read the same way.
+    """
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"cannot read {self.path}: {self.strerror}"
+
+    def __reduce__(self) -> tuple:
+        # OSError pickles as (errno, strerror, filename), which this __init__ does not take.
+        return (_part_unreadable, (self.path, self.errno, self.strerror))
+
+
+def _part_unreadable(path: Path, errno_: int | None, strerror: str) -> PartUnreadable:
+    return PartUnreadable(path, OSError(errno_, strerror))
 
 
 @dataclass(frozen=True)
@@ -123,7 +148,11 @@ def write_batch(
 
 
 def read_part(path: Path) -> pa.Table:
-    """A part's rows and footer metadata; raises ``CorruptPart`` if it breaks the contract."""
+    """A part's rows and footer metadata.
+
+    Raises ``CorruptPart`` if it was read and breaks the contract, ``PartUnreadable`` if the
+    OS would not let it be read.
+    """
     table, _ = _read_checked(path)
     return table
 
@@ -233,12 +262,14 @@ def _write_month(
 
 
 def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path | None]:
-    if not path.exists():
-        return empty_bars(), {}, None
     try:
         table, coverage = _read_checked(path)
+    except PartUnreadable as exc:
+        if exc.errno == errno.ENOENT:
+            return empty_bars(), {}, None
+        raise  # not known to be bad: leave it where it is and let the run say why
     except CorruptPart:
-        # Never overwrite what we cannot read: keep it aside for a human, start the part afresh.
+        # Never overwrite a part that is bad: keep it aside for a human, start it afresh.
         destination = quarantine_path(path, datetime.now(UTC))
         os.rename(path, destination)
         _fsync(path.parent)
@@ -247,8 +278,15 @@ def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path
 
 
 def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
+    # Read the bytes ourselves: an OSError here is the OS refusing (permissions, too many
+    # open files, I/O error), never a verdict on the file. pyarrow reports bad Parquet as
+    # OSError too ("Couldn't deserialize thrift"), so only after this can it mean corrupt.
     try:
-        table = pq.ParquetFile(path).read()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PartUnreadable(path, exc) from exc
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable: {exc}") from exc
     coverage = _coverage_of(path, table.schema)
@@ -321,7 +359,7 @@ def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCov
     table = table.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage.values())})
     tmp = temp_path(path)
     try:
-        pq.write_table(table, tmp, compression=COMPRESSION, write_statistics=True)
+        pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
         _fsync(tmp)  # the bytes must be on disk before the rename makes them the part
         size = tmp.stat().st_size
         if _before_replace is not None:
