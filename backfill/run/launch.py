@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -46,6 +49,24 @@ _READY = re.compile(r"listening on (\S+):(\d+)")
 EMBEDDED_SIM_ARGS = ("--soft-rate", "0", "--max-rate", "0", "--latency-ms", "30-150")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when ``parent`` dies, whatever kills
+    it (Linux's PR_SET_PDEATHSIG); None where that does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the line above: nobody would tell us
+            os._exit(0)
+
+    return arm
+
+
 @dataclass(frozen=True)
 class GatewayProcess:
     host: str
@@ -68,7 +89,7 @@ class EmbeddedGateway:
     def __enter__(self) -> GatewayProcess:
         process = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()),
         )
         assert process.stdout is not None
         # It prints its address when it listens; a gateway that never does must not hang us.

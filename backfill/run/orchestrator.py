@@ -9,6 +9,7 @@ break its own channel.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import random
 import signal
@@ -120,6 +121,9 @@ class SharedControls:
         self.rates, self.slot, self.pause, self.stop = rates, slot, pause, stop
         self.grants = grants
         self.signalled = False  # this process got SIGINT/SIGTERM itself
+        self.orphaned = False  # the orchestrator is gone (killed): stop as for Ctrl-C
+        self._parent = mp.parent_process()
+        self._parent_checked = 0.0
 
     def rate(self) -> float:
         return float(self.rates[self.slot])
@@ -131,7 +135,15 @@ class SharedControls:
         """The orchestrator hears of it through the PacingViolation event."""
 
     def stop_requested(self) -> bool:
-        return self.signalled or bool(self.stop.value)
+        return self.signalled or bool(self.stop.value) or self._parent_gone()
+
+    def _parent_gone(self) -> bool:
+        """Whether the orchestrator died (SIGKILL runs no handler); looked at 4 times a second."""
+        now = time.monotonic()
+        if not self.orphaned and self._parent is not None and now - self._parent_checked > 0.25:
+            self._parent_checked = now
+            self.orphaned = not self._parent.is_alive()
+        return self.orphaned
 
     def may_send(self) -> bool:
         grants = self.grants
@@ -166,9 +178,20 @@ def _worker_main(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     unblock_interrupts()  # the forkserver started with SIGINT blocked
-    outcome = run_worker(config, conn.send, controls)
-    conn.send(outcome)
-    conn.close()
+
+    def send(message: object) -> None:
+        # A parent that died leaves a broken pipe: stop, flush what is held, exit quietly.
+        if controls.orphaned:
+            return
+        try:
+            conn.send(message)
+        except OSError:
+            controls.orphaned = True
+
+    outcome = run_worker(config, send, controls)
+    send(outcome)
+    with contextlib.suppress(OSError):
+        conn.close()
 
 
 @dataclass

@@ -7,6 +7,8 @@ input asks no gateway anything), real mounts where a condition needs one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -15,11 +17,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
+import filelock
 import pytest
 
-from backfill.sim import FaultConfig
+from backfill.domain import Symbol
+from backfill.lake.paths import iter_parts, run_lock_path
+from backfill.lake.store import read_coverage, read_part
+from backfill.sim import FAST_PACING, FaultConfig
+from tests.oracle import lake_rows
 from tests.run.conftest import FAST_RULES, backfill, run_args, run_backfill
 from tests.run.test_run_e2e import assert_lake_equals_simulator, historical
 
@@ -284,8 +292,6 @@ def test_a_lake_path_that_is_not_utf8_is_bad_input(listener, tmp_path):
 
 
 def test_a_full_disk_under_the_run_log_ends_the_run_cleanly(sim, lake):
-    import json
-
     sim.set_faults(FaultConfig(latency_ms=(10, 30)))
     with tmpfs(lake / "_runs", "size=4k"):
         done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-20", "--rate", "50")
@@ -298,3 +304,182 @@ def test_a_full_disk_under_the_run_log_ends_the_run_cleanly(sim, lake):
     assert text.endswith("\n"), "the run log ends with a whole line"
     events = [json.loads(line) for line in text.splitlines()]  # every line whole
     assert events and events[0]["event"] == "queued"
+
+
+# == phase B: what a run counts, what it leaves behind, what it asks =======================
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped is gone for our purposes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _events(lines) -> list[dict]:
+    return [json.loads(x) for x in lines if x.startswith("{")]
+
+
+def test_sigkill_of_the_run_parent_ends_the_simulator_and_the_workers_quietly(lake):
+    process = subprocess.Popen(
+        backfill("run", "--gateway", "sim", "--symbols", "BTC-USD,ETH-USD", "--from",
+                 "2025-07-01", "--to", "2025-07-31", "--lake", str(lake), "--rate", "4",
+                 "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert process.stdout is not None and process.stderr is not None
+    workers: dict[str, int] = {}
+    fetched: dict[str, set[str]] = {"BTC-USD": set(), "ETH-USD": set()}
+    deadline = time.monotonic() + 60
+    while sum(map(len, fetched.values())) < 8:
+        assert time.monotonic() < deadline, "the run never got going"
+        event = json.loads(process.stdout.readline())
+        if event["event"] == "started":
+            workers[event["symbol"]] = event["pid"]
+        elif event["event"] == "day_fetched":
+            fetched[event["symbol"]].add(event["day"])
+    [gateway] = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()
+                 and _is_child(int(e.name), process.pid, "gateway")]
+    process.kill()  # SIGKILL: no handler runs in the parent
+    process.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in (gateway, *workers.values())):
+        assert time.monotonic() < deadline, "the simulator or a worker outlived its parent"
+        time.sleep(0.05)
+    err = process.stderr.read()  # EOF: every holder of the pipe is gone
+    assert "Traceback" not in err and "Error" not in err, err
+    # Whole parts only, and what was reported fetched before the kill was flushed.
+    assert not list(lake.rglob("*.tmp"))
+    for _, _, path in iter_parts(lake, None):
+        assert read_part(path).num_rows > 0, path
+    for name, days in fetched.items():
+        symbol = Symbol.parse(name)
+        recorded = read_coverage(lake, [symbol], date(2025, 7, 1), date(2025, 7, 31))[symbol]
+        assert {d.isoformat() for d in recorded} >= days, name
+
+
+def _is_child(pid: int, parent: int, word: str) -> bool:
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            return word in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    return False
+
+
+@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
+def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
+    assert run_backfill(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
+    # Another run is fetching BTC-USD: this one skips it, and must look at it at its end.
+    held = filelock.FileLock(run_lock_path(lake, "BTC-USD"))
+    with held:
+        short = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-03",
+                             "--rate", "50")
+        whole = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], *TWO_DAYS, "--rate", "50")
+    assert short.returncode == 1, short.stdout[-2000:] + short.stderr
+    line = next(x for x in short.stdout.splitlines() if "BTC-USD" in x and "│" in x)
+    assert "skipped" in line and "1 day missing" in short.stdout, short.stdout
+    assert "another backfill run" in short.stdout
+    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr
+    assert_lake_equals_simulator(lake, sim, ["ETH-USD"], "2025-07-01", "2025-07-03")
+
+
+@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
+def test_days_before_a_listing_are_not_asked_and_the_head_is_asked_once(sim, lake):
+    # SOL lists on 2020-09-01 in the simulator.
+    done = run_backfill(sim, lake, ["SOL-USD"], "1990-01-01", "2020-09-02", "--rate", "50")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    heads = [r for r in sim.requests() if r.kind == "head_timestamp"]
+    assert len(heads) == 1
+    asked = sorted(r.end for r in historical(sim))
+    assert len(asked) == 2 and asked[0].startswith("20200901"), asked
+    again = run_backfill(sim, lake, ["SOL-USD"], "1990-01-01", "2020-09-03", "--rate", "50")
+    assert again.returncode == 0, again.stderr
+    assert len([r for r in sim.requests() if r.kind == "head_timestamp"]) == 1, \
+        "the head is recorded in the lake"
+    assert len(historical(sim)) == 3
+    plan = subprocess.run(backfill("plan", "--lake", str(lake), "--symbols", "SOL-USD",
+                                   "--from", "1990-01-01", "--to", "2020-09-03", "--json"),
+                          capture_output=True, text=True, timeout=60)
+    assert json.loads(plan.stdout)["totals"]["days_missing"] == 0, plan.stdout[:500]
+
+
+def _summary_rows(text: str, symbol: str) -> int:
+    line = next(x for x in text.splitlines() if symbol in x and "│" in x)
+    cells = [c.strip() for c in line.split("│")]
+    return int(cells[4].replace(",", ""))
+
+
+@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
+def test_rows_and_days_count_when_written_not_when_fetched(sim, lake):
+    # August's folder is in the way: July is written, August is fetched and never written.
+    august = lake / "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025"
+    august.mkdir(parents=True)
+    (august / "month=08").write_text("in the way")
+    done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-22", "2025-08-10", "--rate", "50",
+                        "--json")
+    assert done.returncode == 1, done.stderr
+    events = _events(done.stdout.splitlines())
+    [end] = [e for e in events if e["event"] in ("failed", "finished")]
+    assert end["days_failed"] == 10, end
+    in_lake = len(lake_rows(lake, Symbol("BTC", "USD")))
+    assert in_lake > 0 and _summary_rows(done.stderr, "BTC-USD") == in_lake
+    assert "10/20" in done.stderr or " 10/20" in done.stderr, done.stderr
+
+
+@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
+def test_rows_count_once_across_a_worker_restart(make_sim, lake):
+    gateway = make_sim(pacing=dataclasses.replace(FAST_PACING, identical_window_s=2.0),
+                       faults=FaultConfig(latency_ms=(40, 80)))
+    process = subprocess.Popen(
+        run_args(gateway, lake, ["ETH-USD"], "2025-07-01", "2025-07-31", "--rate", "8",
+                 "--ib-identical-s", "2", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    pid = 0
+    fetched = 0
+    while fetched < 6:
+        event = json.loads(process.stdout.readline())
+        pid = event["pid"] if event["event"] == "started" else pid
+        fetched += event["event"] == "day_fetched"
+    os.kill(pid, signal.SIGKILL)  # what it fetched and had not written is fetched again
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "worker process died" in out
+    assert _summary_rows(err, "ETH-USD") == len(lake_rows(lake, Symbol("ETH", "USD")))
+
+
+@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
+def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim, lake):
+    sim.set_faults(FaultConfig(latency_ms=(20, 40)))
+    process = subprocess.Popen(
+        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-31", "--rate", "4",
+                 "--stall-after", "1", "--stall-restart-after", "4", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    pids: dict[str, int] = {}
+    seen: list[dict] = []
+    while len([e for e in seen if e["event"] == "day_fetched"]) < 4:
+        seen.append(json.loads(process.stdout.readline()))
+        if seen[-1]["event"] == "started":
+            pids[seen[-1]["symbol"]] = seen[-1]["pid"]
+    os.kill(pids["ETH-USD"], signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        while not any(e["event"] == "status" and e["status"] == "stalled"
+                      and e["symbol"] == "ETH-USD" for e in seen):
+            assert time.time() - stopped_at < 10, "the stall was never shown"
+            seen.append(json.loads(process.stdout.readline()))
+        stalled_at = seen[-1]["at"]
+        out, err = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids["ETH-USD"], signal.SIGCONT)
+    assert process.returncode == 0, err
+    assert "stalled" in out and "restarting" in out
+    # BTC's share grows to the whole budget while ETH is stalled.
+    btc = sorted(r.received for r in historical(sim) if r.symbol == "BTC")
+    before = [t for t in btc if stopped_at - 3 <= t < stopped_at]
+    after = [t for t in btc if stalled_at + 0.5 <= t < stalled_at + 2.5]
+    assert len(before) / 3 < 2.6 and len(after) / 2 > 3.0, (len(before), len(after))
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-31")
