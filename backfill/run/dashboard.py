@@ -100,7 +100,7 @@ class SymbolRow:
                 width=self.bar_width,
             ),
             f"{percent}%",
-            f"{p.days_done}/{p.days_total}",
+            f"{max(p.days_done, p.days_fetched)}/{p.days_total}",
             f"{p.rows:,}",
             p.current_day.isoformat() if p.current_day else "-",
             _latency(p),
@@ -345,7 +345,7 @@ def describe(event: ev.Event) -> str:
         return f"{s} failed: {event.reason} ({_days(event.days_failed)} failed)"
     if isinstance(event, ev.WorkerFinished):
         failed = f", {_days(event.days_failed)} failed" if event.days_failed else ""
-        return f"{s} finished: {_days(event.days_fetched)}, {event.rows} rows{failed}"
+        return f"{s} finished: {_days(event.days_written)} written, {event.rows} rows{failed}"
     return f"{s} {ev.EVENT_NAMES.get(type(event), type(event).__name__)}"
 
 
@@ -389,10 +389,11 @@ def make_renderer(console: Console, state: RunState, json: bool = False) -> Rend
 
 
 def summary_table(state: RunState | RunSnapshot) -> Table:
-    """The closing table: per symbol days fetched, rows, gaps, retries, failures, status."""
+    """The closing table: per symbol days and rows written, gaps, retries, failures, status."""
     snapshot = state.snapshot() if isinstance(state, RunState) else state
     table = Table(title="Run summary", header_style="bold")
-    for name in ("Symbol", "Status", "Days fetched", "Rows", "Gaps", "Retries", "Failed"):
+    # Days and rows as written to the lake, not as fetched.
+    for name in ("Symbol", "Status", "Days written", "Rows", "Gaps", "Retries", "Failed"):
         table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right")
     # A narrow screen squeezes the other columns; a cut symbol (BTC-U…) is no symbol.
     table.columns[0].no_wrap = True

@@ -410,7 +410,6 @@ def _summary_rows(text: str, symbol: str) -> int:
     return int(cells[4].replace(",", ""))
 
 
-@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
 def test_rows_and_days_count_when_written_not_when_fetched(sim, lake):
     # August's folder is in the way: July is written, August is fetched and never written.
     august = lake / "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025"
@@ -427,7 +426,6 @@ def test_rows_and_days_count_when_written_not_when_fetched(sim, lake):
     assert "10/20" in done.stderr or " 10/20" in done.stderr, done.stderr
 
 
-@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
 def test_rows_count_once_across_a_worker_restart(make_sim, lake):
     gateway = make_sim(pacing=dataclasses.replace(FAST_PACING, identical_window_s=2.0),
                        faults=FaultConfig(latency_ms=(40, 80)))

@@ -110,3 +110,23 @@ def test_a_run_log_write_that_fails_leaves_whole_lines_and_says_why(tmp_path):
     log.close()
     lines = log.path.read_text().splitlines()
     assert [json.loads(x)["symbol"] for x in lines] == ["BTC-USD"]
+
+
+def test_days_and_rows_count_when_written_and_once_across_a_restart():
+    state = RunState(["ETH-USD"], requests_total=4, rate_budget=1.0)
+    state.apply(ev.WorkerQueued("ETH-USD", days_total=4))
+    state.apply(ev.WorkerStarted("ETH-USD", client_id=100, days_total=4))
+    for day in (1, 2, 3):
+        state.apply(ev.DayFetched("ETH-USD", day=date(2025, 7, day), rows=1000, latency_s=0.1))
+    assert (state.symbol("ETH-USD").days_done, state.symbol("ETH-USD").rows) == (0, 0)
+    state.apply(ev.PartWritten("ETH-USD", month="2025-07", rows=2000, path="p", days=2,
+                               rows_added=2000))
+    # Killed holding day 3 unwritten; the restart is given the two days the lake lacks.
+    state.apply(ev.WorkerStarted("ETH-USD", client_id=100, days_total=2))
+    for day in (3, 4):
+        state.apply(ev.DayFetched("ETH-USD", day=date(2025, 7, day), rows=1000, latency_s=0.1))
+    state.apply(ev.PartWritten("ETH-USD", month="2025-07", rows=4000, path="p", days=2,
+                               rows_added=2000))
+    state.apply(ev.WorkerFinished("ETH-USD", days_fetched=2, rows=2000, days_written=2))
+    eth = state.symbol("ETH-USD")
+    assert (eth.days_done, eth.rows, eth.status) == (4, 4000, ev.Status.DONE)
