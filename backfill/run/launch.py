@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -269,6 +270,22 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     raise AssertionError("unreachable")
 
 
+def _check_skipped(
+    state: RunState, resume: Callable[[Symbol], tuple[date, ...]],
+    emit: Callable[[ev.Event], None],
+) -> None:
+    """A symbol skipped (another run held it) is checked in the lake at the end: days still
+    missing there are failed days of this run too (exit 1), with the reason."""
+    for progress in state.snapshot().symbols:
+        if progress.status is not ev.Status.SKIPPED:
+            continue
+        missing = resume(Symbol.parse(progress.symbol))
+        reason = (f"another backfill run was fetching it (skipped); {len(missing)} "
+                  f"day{'s' if len(missing) != 1 else ''} missing at the end of this run")
+        for day in missing:
+            emit(ev.DayFailed(progress.symbol, at=time.time(), day=day, reason=reason))
+
+
 def _orchestrate(
     request: RunRequest,
     jobs: list[SymbolJob],
@@ -326,6 +343,8 @@ def _orchestrate(
             result = orchestrator.run()
     finally:
         restore_signals(previous)
+    if not result.interrupted and not result.aborted:
+        _check_skipped(state, resume, emit)
     out = err_console if request.json else console
     out.print(summary_table(state))
     hint = rerun_hint(state, rerun_command(request.command[1:] or ("run",), request.lake))

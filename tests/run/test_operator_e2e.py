@@ -367,7 +367,6 @@ def _is_child(pid: int, parent: int, word: str) -> bool:
     return False
 
 
-@pytest.mark.xfail(reason="issue 10 phase B: not done yet", strict=True)
 def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
     assert run_backfill(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
     # Another run is fetching BTC-USD: this one skips it, and must look at it at its end.
