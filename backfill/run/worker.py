@@ -47,7 +47,7 @@ from backfill.ib.session import (
     WindowBars,
 )
 from backfill.lake.schema import empty_bars
-from backfill.lake.store import write_batch
+from backfill.lake.store import PartUnreadable, write_batch
 from backfill.pacing import ContractRules, Pacer, Rule
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -568,7 +568,10 @@ class Worker:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
             # stay missing in the lake (nothing half-written), fetched but not written: they
             # count as failed, and the run says why.
-            reason = f"cannot write the lake: {exc}"
+            # An unreadable part (EACCES, EIO, a folder in its place) is not corruption:
+            # the store moved nothing, and the reason says it could not read.
+            reason = str(exc) if isinstance(exc, PartUnreadable) else \
+                f"cannot write the lake: {exc}"
             for day in sorted(buffer.days):
                 self.days_failed.append(day)
                 self.emit(ev.DayFailed, day=day, reason=reason)
