@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import types
+import typing
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from backfill import __version__
+from backfill.aggregate.timeframes import parse_timeframes
 from backfill.domain import (
     BadInput,
     Symbol,
@@ -21,9 +26,17 @@ from backfill.domain import (
 from backfill.settings import (
     DEFAULT_GATEWAY,
     GatewayAddress,
-    check_client_ids,
+    IBRules,
+    RunSettings,
+    default_workers,
+    find_config_file,
+    read_config_file,
     resolve_lake,
 )
+
+# Every default below is read from here: they are defined once, in backfill/settings.py.
+_RUN = RunSettings()
+_IB = IBRules()
 
 app = typer.Typer(
     add_completion=False,
@@ -84,6 +97,16 @@ ClientIdBaseOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+AggregateTfOpt = Annotated[
+    str | None,
+    typer.Option("--aggregate", help="After the run, build these timeframes (e.g. M5,H1,D1) "
+                 "for the symbols and days of the run, as `backfill aggregate` does."),
+]
+PlanTfOpt = Annotated[
+    str | None,
+    typer.Option("--tf", help="Also show the aggregate parts of these timeframes (e.g. "
+                 "M5,H1,D1) that are missing or stale."),
+]
 RateOpt = Annotated[
     float,
     typer.Option("--rate", help="Requests per second across all workers (0.7 is IB-safe)."),
@@ -128,8 +151,89 @@ def fail_bad_input(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+# Commands whose options a backfill.toml may set: its keys are their option names.
+CONFIG_COMMANDS = ("run", "plan")
+
+
+def with_config_file(command: Callable[..., None]) -> Callable[..., None]:
+    """Options not given on the command line come from ``backfill.toml`` (the current
+    folder's, else the lake's), then from their defaults. ``LAKE_ROOT`` beats the file."""
+    hints = typing.get_type_hints(command, include_extras=True)
+
+    @functools.wraps(command)
+    def layered(ctx: typer.Context, **options: Any) -> None:
+        try:
+            options.update(_config_file_options(ctx, options, hints))
+        except BadInput as exc:
+            fail_bad_input(str(exc))
+        command(ctx, **options)
+
+    return layered
+
+
+def _config_file_options(
+    ctx: typer.Context, options: dict[str, Any], hints: dict[str, Any]
+) -> dict[str, Any]:
+    given = {name for name in options
+             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    path = find_config_file(Path.cwd(), options["lake"] if "lake" in given else None)
+    if path is None:
+        return {}
+    names = {p.opts[0][2:]: p.name for p in ctx.command.params
+             if p.name and p.opts and p.opts[0].startswith("--")}
+    group = ctx.parent.command if ctx.parent is not None else None
+    known = {opt[2:] for name in CONFIG_COMMANDS
+             for p in getattr(group, "commands", {})[name].params
+             for opt in p.opts if opt.startswith("--")}
+    found: dict[str, Any] = {}
+    for key, value in read_config_file(path).items():
+        if key not in known:
+            raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
+                           f"{' and '.join(CONFIG_COMMANDS)}, e.g. max-in-flight)")
+        if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
+            raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
+        name = names.get(key)
+        if name is None or name in given:
+            continue  # another command's setting, or given on the command line
+        if key == "lake" and resolve_lake(None) != Path.cwd():
+            continue  # LAKE_ROOT is set: the environment beats the file
+        found[name] = _config_value(path, key, value, hints[name])
+    return found
+
+
+def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the option ``key`` takes it (of type ``hint``), or BadInput."""
+    kind, info = typing.get_args(hint)[:2]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if kind is str and type(value) is date:  # TOML's own dates, e.g. from = 2024-01-01
+        value = value.isoformat()
+    if key == "symbols" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, str),
+    }[kind]
+    if not ok:
+        what = {bool: "true or false", int: "a whole number", float: "a number",
+                str: "a string", Path: "a path (a string)"}[kind]
+        raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
+    if kind is Path:
+        return path.parent / value  # relative to the file's folder
+    if kind in (int, float):
+        value = kind(value)
+        if info.min is not None and value < info.min:
+            raise BadInput(f"{path}: {key} must be at least {info.min}, not {value}")
+    return value
+
+
 @app.command()
+@with_config_file
 def run(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
@@ -137,50 +241,51 @@ def run(
     lake: LakeOpt = None,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     workers: WorkersOpt = None,
-    client_id_base: ClientIdBaseOpt = 100,
-    rate: RateOpt = 0.7,
-    window_days: WindowDaysOpt = 1,
-    max_in_flight: MaxInFlightOpt = 4,
+    client_id_base: ClientIdBaseOpt = _RUN.client_id_base,
+    rate: RateOpt = _RUN.rate,
+    window_days: WindowDaysOpt = _RUN.window_days,
+    max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=1.0,
                             help="Seconds before an unanswered request is cancelled, retried.")
-    ] = 30.0,
+    ] = _RUN.request_timeout_s,
     strict_pacing: StrictOpt = False,
     reconnect_for: Annotated[
         float, typer.Option("--reconnect-for", min=1.0,
                             help="Seconds a worker keeps reconnecting to a gateway that went "
                             "away (IB Gateway restarts daily) before its symbol fails.")
-    ] = 600.0,
+    ] = _RUN.reconnect_for_s,
     json: JsonOpt = False,
     ib_identical_s: Annotated[
         float, typer.Option("--ib-identical-s", hidden=True,
                             help="IB's identical-request interval (scaled gateways).")
-    ] = 15.0,
+    ] = _IB.identical_s,
     ib_contract_max: Annotated[
         int, typer.Option("--ib-contract-max", hidden=True,
                           help="IB's most requests per contract per window.")
-    ] = 5,
+    ] = _IB.contract_max,
     ib_contract_window_s: Annotated[
         float, typer.Option("--ib-contract-window-s", hidden=True,
                             help="IB's per-contract window in seconds.")
-    ] = 2.0,
+    ] = _IB.contract_window_s,
     ib_session_max: Annotated[
         int, typer.Option("--ib-session-max", hidden=True, min=1,
                           help="IB's most requests per session window (strict mode).")
-    ] = 60,
+    ] = _IB.session_max,
     ib_session_window_s: Annotated[
         float, typer.Option("--ib-session-window-s", hidden=True,
                             help="IB's session window in seconds (strict mode).")
-    ] = 600.0,
+    ] = _IB.session_window_s,
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
-    ] = 3,
+    ] = _RUN.max_restarts,
     keep_runs: Annotated[
         int, typer.Option("--keep-runs",
                           help="Run logs kept in <lake>/_runs/: the newest N, this run's "
                           "included; older ones are deleted at the start of each run.")
-    ] = 100,
+    ] = _RUN.keep_runs,
+    aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -196,33 +301,30 @@ def run(
     try:
         from rich.console import Console
 
-        from backfill.plan import DEFAULT_WORKERS, MAX_OPEN_REQUESTS, check_settings
         from backfill.run.processes import start_worker_server
 
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
+        after_run = None if aggregate_tf is None else parse_timeframes(aggregate_tf)
         address = GatewayAddress.parse(gateway)
-        n_workers = min(len(symbol_list), DEFAULT_WORKERS) if workers is None else workers
-        check_settings(rate, n_workers, max_in_flight, window_days)
-        check_client_ids(client_id_base, n_workers)
-        if keep_runs < 1:
-            raise BadInput(f"--keep-runs must be at least 1 (this run's log), not {keep_runs}")
+        settings = RunSettings(
+            rate=rate, workers=default_workers(len(symbol_list)) if workers is None else workers,
+            max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
+            request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
+            client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
+                       contract_window_s=ib_contract_window_s, session_max=ib_session_max,
+                       session_window_s=ib_session_window_s),
+        )
+        settings.check()
         # The workers' server imports ib_insync and pyarrow while this process does too.
         start_worker_server()
         from backfill.run.launch import RunRequest, execute_run
-        from backfill.run.orchestrator import SessionRule
 
         request = RunRequest(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
-            gateway=address, workers=n_workers, client_id_base=client_id_base, rate=rate,
-            window_days=window_days, strict_pacing=strict_pacing,
-            # IB refuses more than 50 open requests per session: share them out.
-            max_in_flight=max(1, min(max_in_flight, MAX_OPEN_REQUESTS // n_workers)),
-            request_timeout_s=request_timeout, json=json, max_restarts=max_restarts,
-            reconnect_for_s=reconnect_for,
-            ib_rules=(ib_identical_s, ib_contract_max, ib_contract_window_s),
-            session_rule=SessionRule(ib_session_max, ib_session_window_s),
-            command=("backfill", *sys.argv[1:]), keep_runs=keep_runs,
+            gateway=address, settings=settings, json=json,
+            command=("backfill", *sys.argv[1:]),
         )
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
@@ -231,7 +333,36 @@ def run(
         # Ctrl-C before the workers' stop handling is in place: nothing was written yet.
         typer.echo("backfill: interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    if after_run and code in (EXIT_OK, EXIT_FAILED):
+        code = max(code, aggregate_after_run(request, after_run))
     raise typer.Exit(code)
+
+
+def aggregate_after_run(request: Any, timeframes: tuple[Any, ...]) -> int:
+    """``run --aggregate``: build the timeframes for the run's symbols and days."""
+    import json as jsonlib
+
+    from backfill.aggregate import view
+    from backfill.aggregate.build import AggregateRequest, aggregate_lake
+
+    wanted = AggregateRequest(
+        lake=request.lake, timeframes=timeframes, symbols=tuple(request.symbols),
+        first=request.first, last=request.last,
+    )
+    try:
+        if request.json:  # one more NDJSON line after the run's events
+            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
+            typer.echo(jsonlib.dumps({"event": "aggregate", **view.to_json(wanted, result)}))
+        else:
+            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
+            for line in view.summary_lines(result):
+                typer.echo(line)
+    except BadInput as exc:  # e.g. a symbol that got no M1 data at all
+        typer.echo(f"backfill: aggregate: {exc}", err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symbol]:
@@ -267,27 +398,30 @@ def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
 
 
 @app.command()
+@with_config_file
 def plan(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
     to: UntilOpt = None,
     lake: LakeOpt = None,
-    rate: RateOpt = 0.7,
-    window_days: WindowDaysOpt = 1,
+    rate: RateOpt = _RUN.rate,
+    window_days: WindowDaysOpt = _RUN.window_days,
     workers: WorkersOpt = None,
-    max_in_flight: MaxInFlightOpt = 4,
+    max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     latency_ms: Annotated[
         float, typer.Option("--latency-ms", help="Expected gateway latency per request.")
-    ] = 300.0,
+    ] = _RUN.latency_s * 1000,
     head: Annotated[
         bool, typer.Option("--head", help="Ask the gateway for each symbol's earliest bar "
                            "and clip the range to it (the only time plan talks to IB).")
     ] = False,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
-    client_id_base: ClientIdBaseOpt = 100,
+    client_id_base: ClientIdBaseOpt = _RUN.client_id_base,
     strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
+    tf: PlanTfOpt = None,
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
@@ -296,7 +430,8 @@ def plan(
     max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
     days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
-    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive).
+    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive);
+    with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}].
     """
     import json as jsonlib
 
@@ -309,35 +444,53 @@ def plan(
     try:
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
+        timeframes = None if tf is None else parse_timeframes(tf)
         root = resolve_lake(lake)
         if root.exists() and not root.is_dir():
             raise BadInput(f"--lake {root} is not a folder")
+        settings = RunSettings(
+            rate=rate, workers=default_workers(len(symbol_list)) if workers is None else workers,
+            max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
+            latency_s=latency_ms / 1000, client_id_base=client_id_base,
+        )
+        settings.check()
         listing = None
         if head:
-            from backfill.run.launch import earliest_days
+            from backfill.ib.preflight import earliest_days
+            from backfill.sim.embedded import serving
 
-            check_client_ids(client_id_base, 0)
-            listing = earliest_days(GatewayAddress.parse(gateway), client_id_base, symbol_list)
+            with serving(GatewayAddress.parse(gateway)) as (host, port):
+                listing = earliest_days(host, port, settings.client_id_base, symbol_list,
+                                        client_id_tries=settings.client_id_tries,
+                                        timeout_s=settings.connect_timeout_s)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
         coverage = read_coverage(root, symbol_list, first, min(last, today))
-        result = planning.plan(
-            symbol_list, first, last, coverage, today=today, window_days=window_days,
-            rate=min(rate, planning.STRICT_SESSION_RATE) if strict_pacing else rate,
-            workers=min(len(symbol_list), planning.DEFAULT_WORKERS) if workers is None else workers,
-            in_flight=max_in_flight, latency_s=latency_ms / 1000,
-            listing=listing,
-        )
+        result = planning.plan(symbol_list, first, last, coverage, today=today,
+                               settings=settings, listing=listing)
     except BadInput as exc:
         fail_bad_input(str(exc))
+    stale = None
+    if timeframes is not None:
+        from backfill.aggregate.build import aggregate_status
+        from backfill.aggregate.view import status_json, status_lines
+
+        stale = aggregate_status(root, symbol_list, timeframes, first, last,
+                                 datetime.now(timezone.utc)) if root.is_dir() else ()
     if json:
-        typer.echo(jsonlib.dumps(result.to_dict(), indent=2))
+        document = result.to_dict()
+        if stale is not None:
+            document["aggregates"] = status_json(stale)
+        typer.echo(jsonlib.dumps(document, indent=2))
         return
     console = Console()
     if console.is_terminal:
         console.print(plan_table(result))
     else:
         for line in plan_lines(result):
+            typer.echo(line)
+    if stale is not None:
+        for line in status_lines(stale, [t.name for t in timeframes or ()]):
             typer.echo(line)
 
 
@@ -380,6 +533,77 @@ def verify(
             for line in verify_lines(report):
                 typer.echo(line)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@app.command()
+def aggregate(
+    symbols: SymbolsOpt = None,
+    symbols_file: SymbolsFileOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    lake: LakeOpt = None,
+    tf: Annotated[
+        str, typer.Option("--tf", help="Timeframes to build, comma-separated, from "
+                          "M5,M15,M30,H1,H4,D1.")
+    ] = "M5,M15,M30,H1,H4,D1",
+    include_partial: Annotated[
+        bool, typer.Option("--include-partial", help="Also write buckets whose M1 days are "
+                           "not all recorded whole, with complete=false.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Build higher timeframes (M5 to D1) from the M1 lake; only what changed is rebuilt.
+
+    A bucket is (end - w, end] on a grid anchored at 00:00 UTC, stamped with its end (as M1
+    bars are); the D1 bar of day D is stamped D+1 00:00. By default only complete buckets are
+    written: every lake day their minutes belong to was recorded whole. Default: every symbol
+    in the lake, every M1 day; --from/--to pick the M1 days whose months are rebuilt.
+    Exit 0 done, 1 something failed (rerun), 2 bad input (nothing written), 130 interrupted.
+    --json prints one document, documented in backfill/aggregate/view.py and README.md.
+    """
+    import json as jsonlib
+
+    from rich.console import Console
+
+    from backfill.aggregate import view
+    from backfill.aggregate.build import AggregateRequest, aggregate_lake, check_request
+    from backfill.aggregate.timeframes import parse_timeframes
+
+    try:
+        request = AggregateRequest(
+            lake=resolve_lake(lake),
+            timeframes=parse_timeframes(tf),
+            symbols=(
+                tuple(resolve_symbols(symbols, symbols_file)) if symbols or symbols_file
+                else None
+            ),
+            first=None if from_ is None else parse_day(from_, "--from"),
+            last=None if to is None else parse_day(to, "--to"),
+            include_partial=include_partial,
+        )
+        check_request(request)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+    now = datetime.now(timezone.utc)
+    console = Console()
+    try:
+        if json:
+            result = aggregate_lake(request, now=now)
+            typer.echo(jsonlib.dumps(view.to_json(request, result), indent=2))
+        elif console.is_terminal:
+            with view.ProgressView(Console(stderr=True)) as progress:
+                result = aggregate_lake(request, now=now, on_event=progress.on_event)
+            for line in view.summary_lines(result):
+                console.print(line, markup=False)
+        else:
+            result = aggregate_lake(request, now=now, on_event=view.line_printer(typer.echo))
+            for line in view.summary_lines(result):
+                typer.echo(line)
+    except KeyboardInterrupt:
+        # Every part is replaced whole or not at all: nothing is half-written.
+        typer.echo("backfill: interrupted; rerun to finish", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
 @app.command()
