@@ -93,7 +93,7 @@ GatewayOpt = Annotated[
 ClientIdBaseOpt = Annotated[
     int,
     typer.Option(
-        "--client-id-base", min=1,
+        "--client-id-base",
         help="Worker N connects with clientId BASE+N; a taken id moves to the next free one.",
     ),
 ]
@@ -302,6 +302,11 @@ def run(
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
     ] = _RUN.max_restarts,
+    keep_runs: Annotated[
+        int, typer.Option("--keep-runs",
+                          help="Run logs kept in <lake>/_runs/: the newest N, this run's "
+                          "included; older ones are deleted at the start of each run.")
+    ] = _RUN.keep_runs,
     aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
@@ -315,11 +320,11 @@ def run(
     `backfill run --symbols-file symbols.txt --from 2020-01-01 --lake /data/lake`
     (IB Gateway on 127.0.0.1:7497, IB-safe 0.7 req/s, up to today).
     """
-    from rich.console import Console
-
-    from backfill.run.processes import start_worker_server
-
     try:
+        from rich.console import Console
+
+        from backfill.run.processes import start_worker_server
+
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
         after_run = None if aggregate_tf is None else parse_timeframes(aggregate_tf)
@@ -331,7 +336,7 @@ def run(
             workers=default_workers(len(symbol_list)) if workers is None else workers,
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
-            client_id_base=client_id_base, max_restarts=max_restarts,
+            client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
                        contract_window_s=ib_contract_window_s, session_max=ib_session_max,
                        session_window_s=ib_session_window_s),
@@ -349,6 +354,10 @@ def run(
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
         fail_bad_input(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C before the workers' stop handling is in place: nothing was written yet.
+        typer.echo("backfill: interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if after_run and code in (EXIT_OK, EXIT_FAILED):
         code = max(code, aggregate_after_run(request, after_run))
     raise typer.Exit(code)
@@ -386,7 +395,8 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     found: list[Symbol] = []
     if symbols_file is not None:
         try:
-            text = symbols_file.read_text()
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
+            text = symbols_file.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -531,38 +541,53 @@ def verify(
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
     to: ToOpt = None,
+    gaps: Annotated[
+        bool, typer.Option("--gaps", help="One warning per day with minutes without a bar, "
+                           "naming every range (and every range of each error). Default: one "
+                           "per symbol, with per-day counts; a finding names its first 5 ranges.")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Check the lake: schema, order, duplicates, OHLC, partitions, coverage, gaps, bad files.
+    """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
-    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error,
-    1 an error was found, 2 bad input. --json prints one document, documented in
-    backfill/lake/verify.py and README.md.
+    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error
+    (warnings included, such as an empty lake), 1 an error was found, 2 bad input.
+
+    --json prints one document (version 2): {version, lake, from, to, findings: [{severity,
+    kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
+    minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
+    parts, days, days_complete, days_partial, days_missing, rows, gaps, gap_minutes, gap_days,
+    errors, warnings}]}. `minutes` are runs of bar-end minutes, at most the first 5 unless
+    --gaps: `truncated` is true when fewer than `ranges_total` are listed. A symbol's `gap`
+    warning (day null) also has `days`: [{day, gap_minutes, gaps}]. More in README.md.
     """
-    import json as jsonlib
-
-    from rich.console import Console
-
-    from backfill.lake.verify import verify_lake
-    from backfill.lake.verify_view import verify_lines, verify_renderable
+    from backfill.lake.verify import Tally, verify_stream
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
         first = None if from_ is None else parse_day(from_, "--from")
         last = None if to is None else parse_day(to, "--to")
-        report = verify_lake(resolve_lake(lake), symbol_list, first, last)
+        root = resolve_lake(lake)
+        stream = verify_stream(root, symbol_list, first, last, gaps)
     except BadInput as exc:
         fail_bad_input(str(exc))
+    tally = Tally(root, first, last)
     if json:
-        typer.echo(jsonlib.dumps(report.to_json(), indent=2))
+        from backfill.lake.verify_view import write_json
+
+        write_json(stream, tally, sys.stdout)
     else:
+        from rich.console import Console
+
+        from backfill.lake.verify_view import write_lines, write_terminal
+
         console = Console()
         if console.is_terminal:
-            console.print(verify_renderable(report))
+            write_terminal(stream, tally, console, gaps)
         else:
-            for line in verify_lines(report):
-                typer.echo(line)
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+            write_lines(stream, tally, sys.stdout, gaps)
+    sys.stdout.flush()
+    raise typer.Exit(EXIT_OK if tally.ok else EXIT_FAILED)
 
 
 @app.command()

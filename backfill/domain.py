@@ -92,6 +92,11 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def iso_day(day: date | None) -> str | None:
+    """A day as ``YYYY-MM-DD`` in JSON documents; None stays None (null)."""
+    return None if day is None else day.isoformat()
+
+
 def day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 

@@ -20,6 +20,7 @@ from backfill.domain import (
     day_ranges,
     days_between,
     group_windows,
+    iso_day,
     months_between,
 )
 from backfill.settings import RunSettings
@@ -52,8 +53,8 @@ class SymbolPlan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "symbol": str(self.symbol),
-            "first": _iso(self.first),
-            "last": _iso(self.last),
+            "first": iso_day(self.first),
+            "last": iso_day(self.last),
             "days_total": self.days_total,
             "days_done": self.days_done,
             "days_missing": len(self.days_missing),
@@ -151,8 +152,6 @@ class Plan:
         }
 
 
-def _iso(day: date | None) -> str | None:
-    return None if day is None else day.isoformat()
 
 
 def missing_days(days: Iterable[date], coverage: Mapping[date, DayCoverage]) -> list[date]:
