@@ -51,7 +51,7 @@ class CongestionConfig:
     pacing_decrease: float = 0.5
     # A latency step-down goes at most to ``drain`` × what IB served meanwhile, so the queue
     # drains; once it has, the rate goes back to ``cruise`` × that (BBR's drain, cruise).
-    drain: float = 0.7
+    drain: float = 0.5
     cruise: float = 0.95
     hold_s: float = 10.0  # after a decrease, no increase for this long
     # Fixed: back to ``rate`` in ``climb_steps`` equal steps, one every ``climb_every_s``.
@@ -217,7 +217,7 @@ class RateController:
         self._startup = config.auto  # multiplicative probing until the first sign of a queue
         self._flat_rounds = 0  # probe rounds in a row that found latency flat
         self._served: float | None = None  # what IB served when latency last cut the rate
-        self._alarm_p50 = 0.0  # the p50 that triggered the last latency decrease
+        self._known = math.inf  # what IB served at the last latency cut: probe gently past it
         self._base = WindowedMin(config.base_window_s, clock=clock)
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
         self._recent: deque[tuple[float, float, float]] = deque()
@@ -331,11 +331,17 @@ class RateController:
         self._recent.append((sent_at, now, latency_s))
         if self.zone() is not Zone.CONGESTED:
             return None
-        p50 = statistics.median(self._fresh())
-        if p50 <= self._alarm_p50:
-            # Still above the line but no higher than at the last decrease: the backlog
-            # from before it is draining, and a second cut for it would be one too many.
-            return None
+        fresh = self._fresh()
+        p50 = statistics.median(fresh)
+        if self._changed_at == self._decreased_at:
+            # Just after a latency cut the first answers wait behind the backlog the
+            # overshoot left: a second cut is due only if the queue still grows, i.e. the
+            # latest answers wait longer than the first ones sent after the cut.
+            k, line, base = self.config.min_samples, self.latency_line(), self._base.get()
+            assert line is not None and base is not None
+            growth = statistics.median(fresh[-k:]) - statistics.median(fresh[:k])
+            if len(fresh) < 2 * k or growth <= (line - base) / 2:  # more than jitter
+                return None
         line, base = self.latency_line(), self._base.get()
         # A queue stands at IB, so it serves what it can: go below that and the queue
         # drains, whatever rate the overshoot had reached (BBR's drain).
@@ -346,7 +352,7 @@ class RateController:
         change = self._cut(sent_at, factor,
                            f"latency p50 {p50:.2f}s > {line:.2f}s (base {base:.2f}s)")
         if change is not None:
-            self._alarm_p50, self._served = p50, served
+            self._served = served
         return change
 
     def _cut(self, sent_at: float, factor: float, why: str) -> RateChange | None:
@@ -366,14 +372,13 @@ class RateController:
         if (cfg.auto and self._served is not None and zone is Zone.FLAT
                 and now - self._changed_at >= cfg.probe_every_s):
             served, self._served = self._served, None
+            self._known = served
             if self._rate < cfg.cruise * served:
                 self._low = min(cfg.ceiling, cfg.cruise * served)
                 return self._set(self._low, f"auto: IB's queue drained, back to "
                                  f"{cfg.cruise:.0%} of the {served:.2f} req/s it served")
         if now - self._decreased_at < cfg.hold_s:
             return None
-        if zone in (Zone.FLAT, None):
-            self._alarm_p50 = 0.0  # the queue has drained: the next alarm starts afresh
         if not cfg.auto:
             if self._rate >= cfg.ceiling or now - self._changed_at < cfg.climb_every_s:
                 return None
@@ -399,8 +404,12 @@ class RateController:
             new, why = self._rate * cfg.startup_gain, "auto: latency flat, probing up"
         else:
             # Small steps near the rate that was too much; each flat round in a row doubles
-            # the step (BBRv2's probe-up), never beyond the start-up's multiplicative pace.
-            step = min(step * 2 ** self._flat_rounds, self._rate * (cfg.startup_gain - 1))
+            # the step (BBRv2's probe-up), never beyond the start-up's multiplicative pace,
+            # and not at all past what IB served at the last latency cut: a throttle with
+            # a burst allowance shows nothing for a while, and doubling would overshoot.
+            if self._rate < self._known:
+                step = min(step * 2 ** self._flat_rounds,
+                           self._rate * (cfg.startup_gain - 1))
             new, why = self._rate + step, "auto: latency flat, climbing"
             self._flat_rounds += 1
         return self._set(min(cfg.ceiling, new), why)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -54,7 +55,7 @@ def backfill(*args: str) -> list[str]:
     return [sys.executable, "-m", "backfill", *args]
 
 
-def bench_row(rate: str, days: int, work: Path) -> dict[str, object]:
+def bench_row(rate: str, days: int, work: Path, gateway_src: Path | None) -> dict[str, object]:
     lake, log = work / f"lake-{rate}", work / f"gateway-{rate}.jsonl"
     port = free_port()
     gateway = subprocess.Popen(
@@ -62,6 +63,7 @@ def bench_row(rate: str, days: int, work: Path) -> dict[str, object]:
                  "--overload", "disconnect", "--latency-ms", "50-150", "--log", str(log),
                  "--symbols", ",".join(s.split("-")[0] for s in SYMBOLS.split(","))),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(gateway_src)} if gateway_src else None,
     )
     try:
         wait_for_port(port)
@@ -104,13 +106,15 @@ def main() -> None:
     parser.add_argument("--slow-days", type=int, default=8, help="days of the 0.7 row")
     parser.add_argument("--rows", default="auto,0.7,3,10")
     parser.add_argument("--keep", type=Path, help="keep lakes and gateway logs here")
+    parser.add_argument("--gateway-src", type=Path,
+                        help="run the gateway from this source tree (another checkout)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-throttle-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         for rate in args.rows.split(","):
             days = args.slow_days if rate == "0.7" else args.days
-            print(json.dumps(bench_row(rate, days, work)), flush=True)
+            print(json.dumps(bench_row(rate, days, work, args.gateway_src)), flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
