@@ -61,7 +61,7 @@ class CongestionConfig:
     # answers to requests sent at the current rate (a run that does not use its rate,
     # e.g. waiting on IB's per-contract rules, learns nothing by raising it).
     probe_every_s: float = 2.0
-    startup_gain: float = 1.25  # until the first congestion signal: multiplicative probing
+    startup_gain: float = 1.5  # until the first congestion signal: multiplicative probing
     probe_step: float = 0.05  # after it: additive, this share of the rate after the last cut
     min_samples: int = 5
     # A retry never goes out faster than the pace that timed out: until the timed-out
@@ -218,6 +218,7 @@ class RateController:
         self._flat_rounds = 0  # probe rounds in a row that found latency flat
         self._served: float | None = None  # what IB served when latency last cut the rate
         self._known = math.inf  # what IB served at the last latency cut: probe gently past it
+        self._drain_until = -math.inf  # no second latency cut while the backlog drains
         self._base = WindowedMin(config.base_window_s, clock=clock)
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
         self._recent: deque[tuple[float, float, float]] = deque()
@@ -243,7 +244,9 @@ class RateController:
 
     def _fresh(self) -> list[float]:
         """Latencies of the recent answers to requests sent at the current rate."""
-        horizon = self._clock() - self.config.recent_s
+        # Long enough to hold ``min_samples`` answers at a slow rate, or it never learns.
+        cfg = self.config
+        horizon = self._clock() - max(cfg.recent_s, 2 * cfg.min_samples / self._rate)
         while self._recent and self._recent[0][1] <= horizon:
             self._recent.popleft()
         return [lat for sent, _, lat in self._recent if sent >= self._changed_at]
@@ -253,11 +256,14 @@ class RateController:
 
         While a queue stands at IB this is what IB serves: BBR's bottleneck bandwidth.
         """
-        self._fresh()  # trims the window
-        if self._first_answer is None or len(self._recent) < self.config.min_samples:
+        now = self._clock()
+        if self._first_answer is None:
             return None
-        span = min(self.config.recent_s, self._clock() - self._first_answer)
-        return len(self._recent) / span if span > 0 else None
+        span = min(self.config.recent_s, now - self._first_answer)
+        answered = sum(1 for _, at, _ in self._recent if at > now - span)
+        if answered < self.config.min_samples or span <= 0:
+            return None
+        return answered / span
 
     def zone(self) -> Zone | None:
         """What the fresh answers say; None before ``min_samples`` of them.
@@ -331,17 +337,12 @@ class RateController:
         self._recent.append((sent_at, now, latency_s))
         if self.zone() is not Zone.CONGESTED:
             return None
-        fresh = self._fresh()
-        p50 = statistics.median(fresh)
-        if self._changed_at == self._decreased_at:
-            # Just after a latency cut the first answers wait behind the backlog the
-            # overshoot left: a second cut is due only if the queue still grows, i.e. the
-            # latest answers wait longer than the first ones sent after the cut.
-            k, line, base = self.config.min_samples, self.latency_line(), self._base.get()
-            assert line is not None and base is not None
-            growth = statistics.median(fresh[-k:]) - statistics.median(fresh[:k])
-            if len(fresh) < 2 * k or growth <= (line - base) / 2:  # more than jitter
-                return None
+        p50 = statistics.median(self._fresh())
+        now = self._clock()
+        if now < self._drain_until:
+            # The answers after a latency cut wait behind the backlog the overshoot left,
+            # which drains at the rate IB serves minus ours: they say nothing new yet.
+            return None
         line, base = self.latency_line(), self._base.get()
         # A queue stands at IB, so it serves what it can: go below that and the queue
         # drains, whatever rate the overshoot had reached (BBR's drain).
@@ -353,6 +354,10 @@ class RateController:
                            f"latency p50 {p50:.2f}s > {line:.2f}s (base {base:.2f}s)")
         if change is not None:
             self._served = served
+            # A backlog of p50 - base seconds at IB's pace drains at what IB serves above
+            # our new rate, and what is sent meanwhile is answered a p50 later.
+            spare = 1 - change.rate / served if served else 1 - factor
+            self._drain_until = now + (p50 - base) / max(spare, 0.1) + p50
         return change
 
     def _cut(self, sent_at: float, factor: float, why: str) -> RateChange | None:

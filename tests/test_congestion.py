@@ -155,18 +155,25 @@ def test_latency_well_above_the_base_steps_down_and_names_the_figures() -> None:
     assert "> 0.35s (base 0.10s): stepped down" in changes[0].reason
 
 
-def test_a_draining_backlog_draws_no_second_cut_a_growing_one_does() -> None:
-    ctl, clock = fixed(3.0, min_samples=3, hold_s=1000, recent_s=60.0)
+def test_a_draining_backlog_draws_no_second_cut_a_lasting_one_does() -> None:
+    ctl, clock = fixed(3.0, min_samples=3, hold_s=1000)
     answer(ctl, clock, 0.1, n=10)
     cuts = []
     while not cuts:
         cuts = answer(ctl, clock, 2.0)
-    # The answers to requests sent after the cut wait behind the backlog, less and less.
-    for latency in (2.4, 2.2, 2.0, 1.8, 1.6, 1.4):
-        assert answer(ctl, clock, latency) == []
-    # Then longer again: the queue grows at this rate too, so it steps down again.
-    cuts = [c for latency in (2.0, 2.6, 3.0, 3.2) for c in answer(ctl, clock, latency)]
-    assert len(cuts) == 1 and cuts[0].rate < 3.0 * 0.7
+        served = ctl.delivered()
+    assert served is not None and cuts[0].rate == pytest.approx(0.5 * served)
+    # The answers after the cut wait behind the backlog the overshoot left: while it
+    # drains ((p50 - base) / the share of IB's pace left over, plus a p50) no second cut.
+    started = clock.now - 0.1  # the cut came at the answer, before answer()'s gap
+    drain_s = (2.0 - 0.1) / (1 - cuts[0].rate / served) + 2.0
+    while clock.now + 2.0 < started + drain_s:
+        assert answer(ctl, clock, 2.0, gap=0.0) == []
+    # Latency that lasts well past that says the cut was not deep enough.
+    cuts = []
+    while not cuts and clock.now - started < 60:
+        cuts = answer(ctl, clock, 2.0, gap=0.0)
+    assert len(cuts) == 1 and cuts[0].rate < 3.0 * 0.7 * 0.99
 
 
 # --- auto: probe upward while latency is flat -------------------------------------------
@@ -185,7 +192,7 @@ def test_auto_starts_at_the_default_and_probes_up_only_on_evidence() -> None:
     assert ctl.tick() is None  # no answers at this rate: nothing learned, no probe
     answer(ctl, clock, 0.1, n=5)
     change = ctl.tick()
-    assert change is not None and change.rate == pytest.approx(0.7 * 1.25)
+    assert change is not None and change.rate == pytest.approx(0.7 * ctl.config.startup_gain)
     assert change.reason == "auto: latency flat, probing up"
     assert ctl.tick() is None  # the answers so far were to the old rate
 
@@ -197,12 +204,12 @@ def test_auto_eases_off_when_a_queue_forms_then_climbs_additively() -> None:
     answer(ctl, clock, 0.2, n=6)  # even the fastest answer waited 0.1 s more: a queue
     assert ctl.zone() is Zone.QUEUE
     eased = ctl.tick()
-    assert eased is not None and eased.rate < 0.7 * 1.25
+    assert eased is not None and eased.rate < 0.7 * ctl.config.startup_gain
     assert eased.reason == "auto: a queue is forming at IB, easing off"
     answer(ctl, clock, 0.1, n=6)
     climbed = ctl.tick()
     assert climbed is not None and climbed.reason == "auto: latency flat, climbing"
-    assert climbed.rate == pytest.approx(eased.rate + 0.05 * 0.7)  # additive, not × 1.25
+    assert climbed.rate == pytest.approx(eased.rate + 0.05 * 0.7)  # additive, not × 1.5
 
 
 def test_auto_drains_ibs_queue_then_cruises_just_under_what_ib_served() -> None:
