@@ -165,15 +165,22 @@ def test_a_draining_backlog_draws_no_second_cut_a_lasting_one_does() -> None:
     assert served is not None and cuts[0].rate == pytest.approx(0.5 * served)
     # The answers after the cut wait behind the backlog the overshoot left: while it
     # drains ((p50 - base) / the share of IB's pace left over, plus a p50) no second cut.
-    started = clock.now - 0.1  # the cut came at the answer, before answer()'s gap
+    cut_at = clock.now - 0.1  # the cut came at the answer, before answer()'s gap
     drain_s = (2.0 - 0.1) / (1 - cuts[0].rate / served) + 2.0
-    while clock.now + 2.0 < started + drain_s:
-        assert answer(ctl, clock, 2.0, gap=0.0) == []
+
+    def pipelined_answer() -> list:
+        """Requests sent every 0.2 s since the cut, each answered 2 s later."""
+        clock.advance(0.2)
+        return [c for c in [ctl.observe(Signal.ANSWERED, clock.now - 2.0, 2.0)] if c]
+
+    clock.advance(2.0 - 0.1)
+    while clock.now + 0.2 < cut_at + drain_s:
+        assert pipelined_answer() == []
     # Latency that lasts well past that says the cut was not deep enough.
     cuts = []
-    while not cuts and clock.now - started < 60:
-        cuts = answer(ctl, clock, 2.0, gap=0.0)
-    assert len(cuts) == 1 and cuts[0].rate < 3.0 * 0.7 * 0.99
+    while not cuts and clock.now - cut_at < 60:
+        cuts = pipelined_answer()
+    assert len(cuts) == 1 and cuts[0].rate < 0.5 * served
 
 
 # --- auto: probe upward while latency is flat -------------------------------------------
