@@ -298,6 +298,10 @@ def run(
         float, typer.Option("--ib-session-window-s", hidden=True,
                             help="IB's session window in seconds (strict mode).")
     ] = _IB.session_window_s,
+    auto_start: Annotated[
+        float | None, typer.Option("--auto-start-rate", hidden=True, min=0.01,
+                                   help="Where --rate auto starts (scaled gateways).")
+    ] = None,
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
@@ -330,6 +334,8 @@ def run(
         after_run = None if aggregate_tf is None else parse_timeframes(aggregate_tf)
         address = GatewayAddress.parse(gateway)
         rate_value, rate_auto = parse_rate(rate)
+        if rate_auto and auto_start is not None:
+            rate_value = auto_start
         settings = RunSettings(
             rate=rate_value, rate_auto=rate_auto, max_rate=max_rate,
             max_in_flight_total=max_in_flight_total,
