@@ -1,0 +1,64 @@
+"""``--rate auto`` against a gateway that throttles softly and drops an overloading client.
+
+The simulator's soft throttle and overload disconnect, scaled so the run takes seconds:
+capacity 10 req/s after a burst of 3 (hidden from the run); a queue of 10 (the simulator's
+default), or answers slowed for 6 s (its 20 s at 3 req/s, scaled to 10), drop the
+connection that adds one more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from backfill.sim import FAST_PACING, FaultConfig
+from backfill.sim.behaviour import Behaviour
+from tests.run.conftest import run_backfill
+from tests.run.test_run_e2e import assert_lake_equals_simulator, historical
+
+pytestmark = pytest.mark.e2e
+
+SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "LTC-USD"]
+CAPACITY = 10.0
+
+
+@pytest.fixture
+def throttled(make_sim):
+    return make_sim(
+        pacing=dataclasses.replace(FAST_PACING, soft_rate=CAPACITY, soft_burst=3,
+                                   max_rate=None),
+        behaviour=Behaviour(overload="disconnect", overload_after_s=6.0),
+        faults=FaultConfig(latency_ms=(50, 150), seed=11),
+    )
+
+
+def dropped(gateway) -> list:
+    return [r for r in historical(gateway) if r.outcome == "dropped"]
+
+
+def budgets(lake) -> list[dict]:
+    [log] = (lake / "_runs").glob("*.jsonl")
+    return [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "budget"]
+
+
+def test_auto_finds_the_capacity_without_a_dropped_connection(throttled, lake):
+    done = run_backfill(throttled, lake, SYMBOLS, "2025-07-01", "2025-07-31", "--rate", "auto",
+                        "--auto-start-rate", "5", "--max-rate", "40")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert not dropped(throttled), "auto overloaded the gateway into a disconnect"
+    moves = budgets(lake)
+    assert moves[0]["rate"] == 5.0 and moves[0]["reason"].startswith("auto")
+    assert max(m["rate"] for m in moves) > CAPACITY, "it never probed past the capacity"
+    assert any(m["reason"].startswith("latency p50") for m in moves), "nor read the slowdown"
+    assert_lake_equals_simulator(lake, throttled, SYMBOLS, "2025-07-01", "2025-07-31")
+
+
+def test_a_fixed_rate_far_above_capacity_draws_drops_and_survives_them(throttled, lake):
+    done = run_backfill(throttled, lake, SYMBOLS, "2025-07-01", "2025-07-31", "--rate", "40",
+                        "--max-in-flight-total", "40")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert dropped(throttled), "the test must overload the gateway"
+    assert any("connection dropped" in m["reason"] for m in budgets(lake))
+    assert_lake_equals_simulator(lake, throttled, SYMBOLS, "2025-07-01", "2025-07-31")
