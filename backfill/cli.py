@@ -19,6 +19,13 @@ from backfill.domain import (
     read_symbols_file,
 )
 from backfill.settings import DEFAULT_GATEWAY, GatewayAddress, resolve_lake
+from backfill.sim.flags import GatewayFlags, MsRange
+
+try:  # typer >= 0.23 vendors click; earlier versions depend on it
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
+from typer.core import TyperCommand
 
 app = typer.Typer(
     add_completion=False,
@@ -363,14 +370,30 @@ def verify(
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
-@app.command()
+class _OneLineUsageErrors(TyperCommand):
+    """A command whose bad flags get the project's answer: one line on stderr, exit 2."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"backfill: error: {message}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@app.command(cls=_OneLineUsageErrors)
 def gateway(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[str, typer.Option("--port", help="TCP port; 0 picks a free one.")] = "7497",
-    seed: Annotated[str, typer.Option("--seed", help="Seed of bars and faults.")] = "0",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="TCP port; 0 picks a free one.")
+    ] = 7497,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of bars and faults.")] = 0,
     latency_ms: Annotated[
-        str, typer.Option("--latency-ms", help="Answer latency MIN-MAX ms (uniform).")
-    ] = "0",
+        MsRange,
+        typer.Option("--latency-ms", parser=MsRange.parse, metavar="MIN-MAX",
+                     help="Answer latency in ms, uniform within MIN-MAX (or one N)."),
+    ] = "0",  # type: ignore[assignment]
     no_pacing: Annotated[bool, typer.Option("--no-pacing", help="Disable every limit.")] = False,
     strict_pacing: Annotated[
         bool, typer.Option("--strict-pacing", help="60 requests/10 min for every bar size.")
@@ -382,42 +405,50 @@ def gateway(
         str | None, typer.Option("--symbols", help="Base assets quoted in USD, e.g. BTC,ETH.")
     ] = None,
     soft_rate: Annotated[
-        str, typer.Option("--soft-rate", help="Req/s above which answers slow (0 = off).")
-    ] = "1.0",
+        float, typer.Option("--soft-rate", min=0.0,
+                            help="Req/s above which answers slow (0 = off).")
+    ] = 1.0,
     max_rate: Annotated[
-        str, typer.Option("--max-rate", help="Req/s over 10 s above which: 162 (0 = off).")
-    ] = "5.0",
+        float, typer.Option("--max-rate", min=0.0,
+                            help="Req/s over 10 s above which: 162 (0 = off).")
+    ] = 5.0,
     identical_window: Annotated[
-        str, typer.Option("--identical-window", help="Seconds an identical request is paced.")
-    ] = "15",
+        float, typer.Option("--identical-window", min=0.0,
+                            help="Seconds an identical request is paced.")
+    ] = 15.0,
     contract_window: Annotated[
-        str, typer.Option("--contract-window", help="Seconds of the 6-per-contract rule.")
-    ] = "2",
+        float, typer.Option("--contract-window", min=0.0,
+                            help="Seconds of the 6-per-contract rule.")
+    ] = 2.0,
     max_open: Annotated[
-        str, typer.Option("--max-open", help="Open historical requests allowed.")
-    ] = "50",
+        int, typer.Option("--max-open", min=1, help="Open historical requests allowed.")
+    ] = 50,
     hang_share: Annotated[
-        str, typer.Option("--hang-share", help="Share of requests never answered.")
-    ] = "0",
+        float, typer.Option("--hang-share", min=0.0, max=1.0,
+                            help="Share of requests never answered.")
+    ] = 0.0,
     error_share: Annotated[
-        str, typer.Option("--error-share", help="Share answered with a transient 162.")
-    ] = "0",
+        float, typer.Option("--error-share", min=0.0, max=1.0,
+                            help="Share answered with a transient 162.")
+    ] = 0.0,
     drop_after: Annotated[
-        str | None,
-        typer.Option("--drop-after", help="Drop a connection after N data requests."),
+        int | None,
+        typer.Option("--drop-after", min=0, help="Drop a connection after N data requests."),
     ] = None,
     drop_share: Annotated[
-        str, typer.Option("--drop-share", help="Share of requests that drop the connection.")
-    ] = "0",
+        float, typer.Option("--drop-share", min=0.0, max=1.0,
+                            help="Share of requests that drop the connection.")
+    ] = 0.0,
     max_duration_days: Annotated[
-        str, typer.Option("--max-duration-days", help="Longest 1-min request, in days.")
-    ] = "10",
+        float, typer.Option("--max-duration-days", min=0.0,
+                            help="Longest 1-min request, in days (> 0).")
+    ] = 10.0,
     no_trade_share: Annotated[
-        str, typer.Option("--no-trade-share", help="Share of minutes without a bar.")
-    ] = "0.02",
+        float, typer.Option("--no-trade-share", min=0.0, max=1.0,
+                            help="Share of minutes without a bar (< 1).")
+    ] = 0.02,
 ) -> None:
     """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
-    from backfill.sim.flags import GatewayFlags
     from backfill.sim.gateway import run_forever
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -49,8 +50,10 @@ def test_gateway_command_serves_and_stops_on_sigterm(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "flags",
-    [["--latency-ms", "9-3"], ["--seed", "x"], ["--hang-share", "2"], ["--port", "70000"],
-     ["--symbols", ","]],
+    [["--latency-ms", "9-3"], ["--latency-ms", "x"], ["--seed", "x"], ["--hang-share", "2"],
+     ["--port", "70000"], ["--port", "-1"], ["--symbols", ","], ["--soft-rate", "nan"],
+     ["--max-duration-days", "0"], ["--no-trade-share", "1"], ["--max-open", "0"],
+     ["--bogus"], ["--port"]],
 )
 def test_bad_flags_exit_2_with_one_line(flags: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "backfill", "gateway", *flags],
@@ -59,3 +62,16 @@ def test_bad_flags_exit_2_with_one_line(flags: list[str]) -> None:
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("backfill: error: ")
+
+
+def test_help_shows_numbers_with_their_bounds() -> None:
+    result = subprocess.run([sys.executable, "-m", "backfill", "gateway", "--help"],
+                            capture_output=True, text=True, timeout=20,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0
+    lines = {line.split()[1]: line for line in result.stdout.splitlines()
+             if line.strip("│ ").startswith("--")}
+    assert "0<=x<=65535" in lines["--port"]
+    assert "0.0<=x<=1.0" in lines["--hang-share"]
+    assert "x>=1" in lines["--max-open"]
+    assert "MIN-MAX" in lines["--latency-ms"]
