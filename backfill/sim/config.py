@@ -42,10 +42,18 @@ class SimConfig:
     log_path: Path | None = None
     clock: Callable[[], float] = time.time
     farm_messages: bool = True  # IB greets with 2104/2106/2158 farm-status warnings
+    # Generated and encoded days kept for reuse; the gateway's memory stays about this much
+    # above its start whatever the range served.
+    cache_mb: int = 48
+    # Keep every RequestRecord in memory for ``SimGateway.requests()`` (tests); ``--log``
+    # is the record otherwise, and an in-memory list would grow ~1 KB a request.
+    keep_requests: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.no_trade_share < 1.0:
             raise ValueError("no_trade_share must be within [0, 1)")
+        if self.cache_mb < 0:
+            raise ValueError("cache_mb must be >= 0")
         if self.max_duration_days <= 0:
             raise ValueError("max_duration_days must be > 0")
         if not self.symbols:

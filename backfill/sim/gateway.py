@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import signal
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -19,6 +22,7 @@ from types import TracebackType
 from zoneinfo import ZoneInfo
 
 from backfill.sim import protocol as p
+from backfill.sim.cache import ByteLRU
 from backfill.sim.config import SimConfig
 from backfill.sim.contracts import Catalogue, ContractQuery, SimContract
 from backfill.sim.faults import NO_FAULT, FaultConfig, FaultDecision, decide
@@ -51,6 +55,31 @@ _SILENT = {p.In.REQ_AUTO_OPEN_ORDERS, p.In.CANCEL_POSITIONS, p.In.CANCEL_ACCOUNT
 _CLIENT_ID_GRACE_S = 0.25
 
 
+@dataclass(frozen=True)
+class EncodedDay:
+    """A day's bars as one wire string, with where each bar starts in it and in time."""
+
+    text: str
+    offsets: array[int]  # offsets[i]..offsets[i + 1] is bar i's text
+    starts: array[int]  # epoch seconds of each bar's START
+
+    @classmethod
+    def join(cls, starts: array[int], texts: list[str]) -> EncodedDay:
+        offsets = array("q", [0])
+        offsets.extend(itertools.accumulate(map(len, texts)))
+        return cls("".join(texts), offsets, starts)
+
+    def index(self, start: datetime, stop: datetime) -> tuple[int, int]:
+        """Bar indices ``first, stop`` of the bars whose start is in [start, stop)."""
+        return (bisect.bisect_left(self.starts, start.timestamp()),
+                bisect.bisect_left(self.starts, stop.timestamp()))
+
+    @property
+    def nbytes(self) -> int:
+        # The text is ASCII: one byte a character in CPython's compact strings.
+        return len(self.text) + 8 * (len(self.offsets) + len(self.starts))
+
+
 @dataclass
 class _Open:
     """A data request not yet answered (pending latency, or hung)."""
@@ -76,8 +105,6 @@ class _Server:
     def __init__(self, config: SimConfig, log: RequestLog) -> None:
         self.config = config
         self.log = log
-        self.market = Market(config.seed, no_trade_share=config.no_trade_share,
-                             listings=dict(config.listings))
         self.catalogue = Catalogue(config.symbols, config.currency)
         self.faults = config.faults
         self.pacing = PacingRules(config.pacing)
@@ -88,7 +115,10 @@ class _Server:
         self.port = 0
         # IB's own servers unreachable from the gateway (1100): data requests go unanswered.
         self.upstream_lost = False
-        self._encoded: dict[tuple[str, date, int], list[str]] = {}
+        budget = config.cache_mb << 20
+        self.market = Market(config.seed, no_trade_share=config.no_trade_share,
+                             listings=dict(config.listings), cache_bytes=budget // 4)
+        self._encoded: ByteLRU[tuple[str, date, int], EncodedDay] = ByteLRU(budget - budget // 4)
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -126,28 +156,31 @@ class _Server:
     def open_count(self) -> int:
         return sum(len(c.open) for c in self.connections)
 
-    def encoded_bars(self, symbol: str, day: date, fmt: int) -> list[str]:
-        """Wire text of each bar of a day, cached: encoding is the hot path of a request."""
+    def encoded_day(self, symbol: str, day: date, fmt: int) -> EncodedDay:
+        """Wire text of a day's bars, cached: encoding is the hot path of a request."""
         key = (symbol, day, fmt)
         cached = self._encoded.get(key)
         if cached is None:
-            rows = self.market.rows(symbol, day)
+            columns = self.market.columns(symbol, day)
             decimals = price_decimals(base_price(symbol))
             # Values are already rounded to these decimals, so this text parses back to
             # exactly the same floats (and is 3x cheaper than repr() per field).
             template = "\0".join([f"%.{decimals}f"] * 4 + ["%.8f", f"%.{decimals}f", "%d\0"])
             if fmt == 2:
-                cached = [f"{row[0]}\0" + template % row[1:] for row in rows]
+                texts = [f"{row[0]}\0" + template % row[1:] for row in columns.rows()]
             else:
-                cached = [
+                texts = [
                     self.format_time(datetime.fromtimestamp(row[0], UTC), fmt) + "\0"
                     + template % row[1:]
-                    for row in rows
+                    for row in columns.rows()
                 ]
-            if len(self._encoded) > 8192:
-                self._encoded.clear()
-            self._encoded[key] = cached
+            cached = EncodedDay.join(columns.starts, texts)
+            self._encoded.put(key, cached, cached.nbytes)
         return cached
+
+    @property
+    def encoded_bytes(self) -> int:
+        return self._encoded.nbytes
 
     def format_time(self, when: datetime, fmt: int) -> str:
         """formatDate 2: epoch seconds; 1: ``yyyymmdd  hh:mm:ss`` in the session zone."""
@@ -505,10 +538,10 @@ class _Connection:
         count = 0
         listing = server.market.listing(contract.symbol)
         for day in days_touching(max(start, listing), served_stop):
-            encoded = server.encoded_bars(contract.symbol, day, fmt)
-            span = server.market.row_slice(contract.symbol, day, start, served_stop)
-            chunks.append("".join(encoded[span.start:span.stop]))
-            count += len(span)
+            encoded = server.encoded_day(contract.symbol, day, fmt)
+            first, stop_at = encoded.index(start, served_stop)
+            chunks.append(encoded.text[encoded.offsets[first]:encoded.offsets[stop_at]])
+            count += stop_at - first
         if count == 0:
             text = f"{HMDS}HMDS query returned no data: {contract.description}"
             self._refuse(base, _Refused(162, text), outcome="no_data")
@@ -571,7 +604,7 @@ class SimGateway:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.log = RequestLog(self.config.log_path)
+        self.log = RequestLog(self.config.log_path, keep=self.config.keep_requests)
         self._server: _Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -634,8 +667,15 @@ class SimGateway:
         self._thread = None
         self.log.close()
 
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of generated and encoded days held now (within ``cache_mb``)."""
+        if self._server is None:
+            return 0
+        return self._server.market.cached_bytes + self._server.encoded_bytes
+
     def requests(self) -> list[RequestRecord]:
-        """The request log so far, in the order requests were settled."""
+        """The request log so far, in the order requests were settled (``keep_requests``)."""
         return self.log.records()
 
     def set_faults(self, faults: FaultConfig) -> None:
@@ -687,7 +727,7 @@ async def serve(
     config: SimConfig, ready: Callable[[str, int], None], stop: asyncio.Event
 ) -> None:
     """Run the gateway on the current loop until ``stop`` is set (the CLI's foreground mode)."""
-    log = RequestLog(config.log_path)
+    log = RequestLog(config.log_path, keep=config.keep_requests)
     server = _Server(config, log)
     await server.start()
     ready(config.host, server.port)
