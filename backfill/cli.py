@@ -19,7 +19,7 @@ from backfill.domain import (
     read_symbols_file,
 )
 from backfill.settings import DEFAULT_GATEWAY, GatewayAddress, resolve_lake
-from backfill.sim.flags import GatewayFlags, MsRange
+from backfill.sim.flags import GatewayFlags, MsRange, exposure_warning
 
 try:  # typer >= 0.23 vendors click; earlier versions depend on it
     from typer._click.exceptions import UsageError
@@ -462,6 +462,10 @@ def gateway(
         ).to_config()
     except BadInput as exc:
         fail_bad_input(str(exc))
+
+    warning = exposure_warning(config.host)
+    if warning is not None:
+        typer.echo(f"backfill: warning: {warning}", err=True)
 
     def announce(bound_host: str, bound_port: int) -> None:
         # The orchestrator parses this exact line to learn the port.

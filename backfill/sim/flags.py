@@ -6,6 +6,7 @@ here and raised as ``BadInput``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -110,3 +111,19 @@ class GatewayFlags:
             log_path=self.log, max_duration_days=self.max_duration_days,
             no_trade_share=self.no_trade_share, **extra,
         )
+
+
+def exposure_warning(host: str) -> str | None:
+    """What to tell an operator whose simulator others can reach (it has no authentication)."""
+    if host == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:  # a host name: it may well resolve to a public address
+        return (f"the simulator listens on {host}, which other machines may reach; it has no "
+                "authentication")
+    if address.is_loopback:
+        return None
+    where = "every interface" if address.is_unspecified else str(address)
+    return (f"the simulator listens on {where} with no authentication: anyone who can reach "
+            "this port can connect; use --host 127.0.0.1 unless you mean it")

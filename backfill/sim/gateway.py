@@ -178,6 +178,11 @@ class _Server:
             self._encoded.put(key, cached, cached.nbytes)
         return cached
 
+    def connection_time(self) -> str:
+        """The handshake's time string: now in the login zone, then the zone's name."""
+        now = datetime.fromtimestamp(self.config.clock(), UTC).astimezone(self.zone)
+        return now.strftime("%Y%m%d %H:%M:%S ") + self.config.timezone
+
     @property
     def encoded_bytes(self) -> int:
         return self._encoded.nbytes
@@ -247,10 +252,23 @@ class _Connection:
                 return
             while True:
                 fields = await self._read()
-                if fields:
+                if not fields:
+                    continue
+                try:
                     await self._dispatch(fields)
+                except (ValueError, IndexError) as exc:
+                    # A field of the wrong type or a message cut short: TWS answers 320
+                    # and goes on reading.
+                    self._unreadable(exc, fields)
         except (asyncio.IncompleteReadError, ConnectionError, p.ProtocolError, OSError):
             pass
+
+    def _unreadable(self, exc: Exception, fields: list[str]) -> None:
+        text = str(exc) if isinstance(exc, p.UnreadableField) else (
+            f"Error reading request. Unable to parse data. {type(exc).__name__}: {exc}")
+        self.send_error(-1, 320, text)
+        self._record(kind="unreadable", outcome="error", error_code=320,
+                     detail=f"msg_id={fields[0]!r}: {exc}")
 
     async def _handshake(self) -> bool:
         prefix = await self.reader.readexactly(len(p.API_PREFIX))
@@ -260,12 +278,19 @@ class _Connection:
         version = min(high, p.MAX_SERVER_VERSION)
         if version < p.MIN_SERVER_VERSION:
             return False
-        now = datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")
-        self.send([version, now])
+        self.send([version, self.server.connection_time()])
         fields = await self._read()
-        if int(fields[0]) != p.In.START_API:
+        try:
+            if not fields or p.parse_int(fields[0]) != p.In.START_API:
+                return False
+            # ib_insync sends clientId 2**31-1 (its "unset") as an empty field.
+            self.client_id = p.parse_int(fields[2] if len(fields) > 2 else "")
+        except p.UnreadableField as exc:
+            self.send_error(-1, 320, str(exc))
+            self._record(kind="connect", outcome="error", error_code=320,
+                         detail=f"clientId {fields[2] if len(fields) > 2 else None!r}")
+            await self._drain()
             return False
-        self.client_id = int(fields[2])
         received = time.time()
         other = self.server.clients.get(self.client_id)
         if other is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,25 +11,14 @@ import pytest
 from ib_insync import IB
 
 from backfill.sim import read_log
+from tests.sim.cli_helpers import start_gateway
 from tests.sim.helpers import DAY_END, crypto
-
-
-def start(*flags: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backfill", "gateway", "--port", "0", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.fullmatch(r"gateway listening on 127\.0\.0\.1:(\d+)\n", line)
-    assert match, line
-    return proc, int(match.group(1))
 
 
 def test_gateway_command_serves_and_stops_on_sigterm(tmp_path) -> None:
     log = tmp_path / "requests.jsonl"
-    proc, port = start("--seed", "5", "--latency-ms", "1-3", "--no-pacing", "--log", str(log),
-                       "--symbols", "BTC,ETH-USD")
+    proc, port = start_gateway("--seed", "5", "--latency-ms", "1-3", "--no-pacing",
+                               "--log", str(log), "--symbols", "BTC,ETH-USD")
     try:
         ib = IB()
         ib.connect("127.0.0.1", port, clientId=9, timeout=5)
