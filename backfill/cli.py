@@ -447,9 +447,15 @@ def gateway(
         float, typer.Option("--no-trade-share", min=0.0, max=1.0,
                             help="Share of minutes without a bar (< 1).")
     ] = 0.02,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option("--parent-pid", min=1, help="Exit when this process ends (a lifeline for "
+                     "whoever starts the gateway as a child; checked 5 times a second)."),
+    ] = None,
 ) -> None:
     """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
     from backfill.sim.gateway import run_forever
+    from backfill.sim.lifeline import Lifeline
 
     try:
         config = GatewayFlags(
@@ -460,8 +466,11 @@ def gateway(
             error_share=error_share, drop_after=drop_after, drop_share=drop_share,
             max_duration_days=max_duration_days, no_trade_share=no_trade_share,
         ).to_config()
+        lifeline = None if parent_pid is None else Lifeline.to(parent_pid)
     except BadInput as exc:
         fail_bad_input(str(exc))
+    except ValueError as exc:
+        fail_bad_input(f"--parent-pid: {exc}")
 
     warning = exposure_warning(config.host)
     if warning is not None:
@@ -473,7 +482,7 @@ def gateway(
         sys.stdout.flush()
 
     try:
-        run_forever(config, announce)
+        run_forever(config, announce, lifeline)
     except OSError as exc:  # e.g. the port is taken
         typer.echo(f"backfill: error: cannot listen on {host}:{port}: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None

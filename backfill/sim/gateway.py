@@ -26,6 +26,7 @@ from backfill.sim.cache import ByteLRU
 from backfill.sim.config import SimConfig
 from backfill.sim.contracts import Catalogue, ContractQuery, SimContract
 from backfill.sim.faults import NO_FAULT, FaultConfig, FaultDecision, decide
+from backfill.sim.lifeline import POLL_S, Lifeline
 from backfill.sim.market import Market, base_price, days_touching, price_decimals
 from backfill.sim.pacing import PACING_TEXT, PacingConfig, PacingRules, RequestKey, Rule
 from backfill.sim.records import RequestLog, RequestRecord
@@ -763,8 +764,10 @@ async def serve(
         log.close()
 
 
-def run_forever(config: SimConfig, announce: Callable[[str, int], None]) -> None:
-    """Serve in the foreground until SIGINT or SIGTERM, then close cleanly."""
+def run_forever(
+    config: SimConfig, announce: Callable[[str, int], None], lifeline: Lifeline | None = None
+) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM, or until ``lifeline``'s process dies."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -773,11 +776,19 @@ def run_forever(config: SimConfig, announce: Callable[[str, int], None]) -> None
         def request_stop(_signum: int, _frame: object) -> None:
             loop.call_soon_threadsafe(stop.set)
 
+        async def watch(line: Lifeline) -> None:
+            while line.alive():
+                await asyncio.sleep(POLL_S)
+            stop.set()
+
         previous = {sig: signal.signal(sig, request_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
+        watcher = None if lifeline is None else asyncio.create_task(watch(lifeline))
         try:
             await serve(config, announce, stop)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
