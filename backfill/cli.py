@@ -19,6 +19,7 @@ from backfill.domain import (
     read_symbols_file,
 )
 from backfill.settings import DEFAULT_GATEWAY, GatewayAddress, resolve_lake
+from backfill.sim.behaviour import DayDuration, Overload, TooLong, WindowEdges
 from backfill.sim.flags import GatewayFlags, MsRange, exposure_warning
 
 try:  # typer >= 0.23 vendors click; earlier versions depend on it
@@ -452,6 +453,79 @@ def gateway(
         typer.Option("--parent-pid", min=1, help="Exit when this process ends (a lifeline for "
                      "whoever starts the gateway as a child; checked 5 times a second)."),
     ] = None,
+    # Where real IB's behaviour is undocumented: one switch per plausible answer.
+    window_edges: Annotated[
+        WindowEdges,
+        typer.Option("--window-edges", help="Bar starts served for end-duration..end, in "
+                     "interval notation ('()': 1,439 minutes in 86400 S)."),
+    ] = WindowEdges.CLOSED_OPEN,
+    timezone_: Annotated[
+        str, typer.Option("--timezone", help="The login time zone (IANA name): header and "
+                          "formatDate=1 times, zone-less end times; named in the handshake."),
+    ] = "UTC",
+    day_duration: Annotated[
+        DayDuration,
+        typer.Option("--day-duration", help="'N D' as N*24 h, or as N sessions of a calendar "
+                     "with a weekly break (the header says which window was served)."),
+    ] = DayDuration.CALENDAR,
+    session_break: Annotated[
+        str, typer.Option("--session-break", help="Weekdays without a session under "
+                          "--day-duration sessions, e.g. sat,sun; 'none' for none."),
+    ] = "sat",
+    too_long: Annotated[
+        TooLong,
+        typer.Option("--too-long", help="A request over --max-duration-days: 162 'Time length "
+                     "exceed max.', or never answered."),
+    ] = TooLong.ERROR,
+    no_permission: Annotated[
+        str | None, typer.Option("--no-permission", help="Base assets answered 162 'No market "
+                                 "data permissions', e.g. BTC,ETH."),
+    ] = None,
+    competing_session_after: Annotated[
+        int | None,
+        typer.Option("--competing-session-after", min=0, help="Data requests served before a "
+                     "competing session blocks the rest (162 or 10197)."),
+    ] = None,
+    competing_session_for: Annotated[
+        float | None,
+        typer.Option("--competing-session-for", min=0.0,
+                     help="Seconds the competing session lasts. Default: for good.",
+                     show_default=False),
+    ] = None,
+    competing_session_code: Annotated[
+        int, typer.Option("--competing-session-code", help="162 (connected from a different "
+                          "IP address) or 10197 (competing live session)."),
+    ] = 162,
+    farm_down_after: Annotated[
+        int | None,
+        typer.Option("--farm-down-after", min=0, help="Data requests served before 2105 'HMDS "
+                     "data farm connection is broken': later ones are held until 2106."),
+    ] = None,
+    farm_down_for: Annotated[
+        float, typer.Option("--farm-down-for", min=0.0,
+                            help="Seconds from 2105 to 2106 (--farm-down-after)."),
+    ] = 60.0,
+    partial_last_bar: Annotated[
+        bool, typer.Option("--partial-last-bar", help="A window reaching into the future also "
+                           "gets the bar of the minute still forming."),
+    ] = False,
+    cancel_answer: Annotated[
+        int, typer.Option("--cancel-answer", help="A cancelled open request gets 162 'query "
+                          "cancelled' or 366 'No historical data query found'."),
+    ] = 162,
+    overload: Annotated[
+        Overload,
+        typer.Option("--overload", help="Past --soft-rate answers slow; 'disconnect' also drops "
+                     "a client that adds to a sustained overload."),
+    ] = Overload.SLOW,
+    overload_queue: Annotated[
+        int, typer.Option("--overload-queue", min=1, help="Requests waiting on the soft "
+                          "throttle at which one more is an overload (--overload disconnect)."),
+    ] = 10,
+    overload_after: Annotated[
+        float, typer.Option("--overload-after", min=0.0, help="Seconds of slowed answers after "
+                            "which one more is an overload (--overload disconnect)."),
+    ] = 20.0,
 ) -> None:
     """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
     from backfill.sim.gateway import run_forever
@@ -465,6 +539,14 @@ def gateway(
             contract_window=contract_window, max_open=max_open, hang_share=hang_share,
             error_share=error_share, drop_after=drop_after, drop_share=drop_share,
             max_duration_days=max_duration_days, no_trade_share=no_trade_share,
+            window_edges=window_edges, timezone=timezone_, day_duration=day_duration,
+            session_break=session_break, too_long=too_long, no_permission=no_permission,
+            competing_session_after=competing_session_after,
+            competing_session_for=competing_session_for,
+            competing_session_code=competing_session_code, farm_down_after=farm_down_after,
+            farm_down_for=farm_down_for, partial_last_bar=partial_last_bar,
+            cancel_answer=cancel_answer, overload=overload, overload_queue=overload_queue,
+            overload_after=overload_after,
         ).to_config()
         lifeline = None if parent_pid is None else Lifeline.to(parent_pid)
     except BadInput as exc:

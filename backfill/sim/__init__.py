@@ -10,6 +10,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
+    "Behaviour": "backfill.sim.behaviour",
+    "DayDuration": "backfill.sim.behaviour",
+    "Overload": "backfill.sim.behaviour",
+    "TooLong": "backfill.sim.behaviour",
+    "WindowEdges": "backfill.sim.behaviour",
     "FAST_PACING": "backfill.sim.config",
     "SimConfig": "backfill.sim.config",
     "FaultConfig": "backfill.sim.faults",
@@ -24,6 +29,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from backfill.sim.behaviour import Behaviour, DayDuration, Overload, TooLong, WindowEdges
     from backfill.sim.config import FAST_PACING, SimConfig
     from backfill.sim.faults import FaultConfig
     from backfill.sim.gateway import SimGateway
@@ -34,13 +40,18 @@ if TYPE_CHECKING:
 __all__ = [
     "FAST_PACING",
     "NO_PACING",
+    "Behaviour",
+    "DayDuration",
     "FaultConfig",
     "Market",
+    "Overload",
     "PacingConfig",
     "RequestRecord",
     "SimBar",
     "SimConfig",
     "SimGateway",
+    "TooLong",
+    "WindowEdges",
     "bars_between",
     "read_log",
 ]

@@ -65,10 +65,27 @@ class GatewayFlags:
     drop_share: float = 0.0
     max_duration_days: float = 10.0
     no_trade_share: float = 0.02
+    window_edges: str = "[)"
+    timezone: str = "UTC"
+    day_duration: str = "calendar"
+    session_break: str = "sat"
+    too_long: str = "error"
+    no_permission: str | None = None
+    competing_session_after: int | None = None
+    competing_session_for: float | None = None
+    competing_session_code: int = 162
+    farm_down_after: int | None = None
+    farm_down_for: float = 60.0
+    partial_last_bar: bool = False
+    cancel_answer: int = 162
+    overload: str = "slow"
+    overload_queue: int = 10
+    overload_after: float = 20.0
 
     def to_config(self) -> SimConfig:
         """Build the config; the first flag typer could not check raises BadInput."""
         # Imported here: the CLI imports this module for its option types on every command.
+        from backfill.sim.behaviour import Behaviour
         from backfill.sim.config import SimConfig
         from backfill.sim.faults import FaultConfig
         from backfill.sim.pacing import PacingConfig
@@ -83,8 +100,7 @@ class GatewayFlags:
             raise BadInput("--no-trade-share must be below 1")
         symbols = None
         if self.symbols is not None:
-            symbols = tuple(s.split("-")[0].strip().upper() for s in self.symbols.split(",")
-                            if s.strip())
+            symbols = _bases(self.symbols)
             if not symbols:
                 raise BadInput("--symbols: no symbols given")
         pacing = PacingConfig(
@@ -106,11 +122,40 @@ class GatewayFlags:
             seed=self.seed,
         )
         extra = {} if symbols is None else {"symbols": symbols}
-        return SimConfig(
-            host=self.host, port=self.port, seed=self.seed, pacing=pacing, faults=faults,
-            log_path=self.log, max_duration_days=self.max_duration_days,
-            no_trade_share=self.no_trade_share, **extra,
-        )
+        session_break = "" if self.session_break.strip().lower() == "none" else self.session_break
+        try:
+            behaviour = Behaviour(
+                window_edges=self.window_edges, day_duration=self.day_duration,
+                session_break=frozenset(d for d in session_break.split(",") if d.strip()),
+                too_long=self.too_long,
+                no_permission=frozenset(_bases(self.no_permission or "")),
+                competing_session_after=self.competing_session_after,
+                competing_session_for=self.competing_session_for,
+                competing_session_code=self.competing_session_code,
+                farm_down_after=self.farm_down_after, farm_down_for=self.farm_down_for,
+                partial_last_bar=self.partial_last_bar, cancel_answer=self.cancel_answer,
+                overload=self.overload, overload_queue=self.overload_queue,
+                overload_after_s=self.overload_after,
+            )
+            return SimConfig(
+                host=self.host, port=self.port, seed=self.seed, pacing=pacing, faults=faults,
+                log_path=self.log, max_duration_days=self.max_duration_days,
+                no_trade_share=self.no_trade_share, timezone=self.timezone,
+                behaviour=behaviour, **extra,
+            )
+        except ValueError as exc:
+            # Messages start with the field's name, the flag's but for dashes.
+            name, _, rest = str(exc).partition(" ")
+            field_name = name.rstrip(":")
+            flag = {"overload_after_s": "overload_after"}.get(field_name, field_name)
+            if hasattr(self, flag):
+                name = "--" + flag.replace("_", "-") + name[len(field_name):]
+            raise BadInput(f"{name} {rest}") from None
+
+
+def _bases(text: str) -> tuple[str, ...]:
+    """``BTC,eth-usd`` → ``("BTC", "ETH")``: the simulator keys contracts by base asset."""
+    return tuple(s.split("-")[0].strip().upper() for s in text.split(",") if s.strip())
 
 
 def exposure_warning(host: str) -> str | None:

@@ -157,6 +157,12 @@ def parse_bar_size(text: str) -> int:
 
 def parse_duration(text: str) -> timedelta:
     """IB duration ``N S|D|W``; months and years are refused (their length is ambiguous)."""
+    count, unit = duration_parts(text)
+    return timedelta(seconds=count * _DURATION_UNIT_S[unit])
+
+
+def duration_parts(text: str) -> tuple[int, str]:
+    """``N S|D|W`` as (N, unit), checked as ``parse_duration`` checks it."""
     match = _DURATION_RE.match(text)
     if not match:
         raise ProtocolError(f"Historical data query duration {text!r} is invalid")
@@ -165,7 +171,7 @@ def parse_duration(text: str) -> timedelta:
         raise ProtocolError(f"duration unit {unit!r} is not supported by the simulator")
     if count <= 0:
         raise ProtocolError(f"Historical data query duration {text!r} is invalid")
-    return timedelta(seconds=count * _DURATION_UNIT_S[unit])
+    return count, unit
 
 
 def parse_end_datetime(text: str, now: datetime, session_zone: str = "UTC") -> datetime:
