@@ -7,6 +7,7 @@ so a reader never sees a half-written file and a killed writer leaves the old pa
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,13 @@ from backfill.lake.schema import (
     BAR_SCHEMA,
     COLUMNS,
     COVERAGE_KEY,
+    PART_WRITE_OPTIONS,
     TS_TYPE,
     decode_coverage,
     empty_bars,
     encode_coverage,
 )
 
-COMPRESSION = "zstd"
 _SHOWN_OFFENDERS = 5
 
 # Test seam: crash-safety tests pause a writer here (temp file complete, part not yet
@@ -74,6 +75,30 @@ class CorruptPart(StoreError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class PartUnreadable(StoreError, OSError):
+    """A part the OS would not let us read (EACCES, EMFILE, EIO, a folder in its place...).
+
+    Not corruption: nothing was read, so nothing is known to be wrong with the file, and it
+    is never moved aside. An ``OSError`` too (``errno``, ``strerror``, ``filename`` set), so
+    code that handles a lake it cannot write handles a lake it cannot read the same way.
+    """
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"cannot read {self.path}: {self.strerror}"
+
+    def __reduce__(self) -> tuple:
+        # OSError pickles as (errno, strerror, filename), which this __init__ does not take.
+        return (_part_unreadable, (self.path, self.errno, self.strerror))
+
+
+def _part_unreadable(path: Path, errno_: int | None, strerror: str) -> PartUnreadable:
+    return PartUnreadable(path, OSError(errno_, strerror))
 
 
 @dataclass(frozen=True)
@@ -123,7 +148,11 @@ def write_batch(
 
 
 def read_part(path: Path) -> pa.Table:
-    """A part's rows and footer metadata; raises ``CorruptPart`` if it breaks the contract."""
+    """A part's rows and footer metadata.
+
+    Raises ``CorruptPart`` if it was read and breaks the contract, ``PartUnreadable`` if the
+    OS would not let it be read.
+    """
     table, _ = _read_checked(path)
     return table
 
@@ -233,12 +262,14 @@ def _write_month(
 
 
 def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path | None]:
-    if not path.exists():
-        return empty_bars(), {}, None
     try:
         table, coverage = _read_checked(path)
+    except PartUnreadable as exc:
+        if exc.errno == errno.ENOENT:
+            return empty_bars(), {}, None
+        raise  # not known to be bad: leave it where it is and let the run say why
     except CorruptPart:
-        # Never overwrite what we cannot read: keep it aside for a human, start the part afresh.
+        # Never overwrite a part that is bad: keep it aside for a human, start it afresh.
         destination = quarantine_path(path, datetime.now(UTC))
         os.rename(path, destination)
         _fsync(path.parent)
@@ -247,8 +278,15 @@ def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path
 
 
 def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
+    # Read the bytes ourselves: an OSError here is the OS refusing (permissions, too many
+    # open files, I/O error), never a verdict on the file. pyarrow reports bad Parquet as
+    # OSError too ("Couldn't deserialize thrift"), so only after this can it mean corrupt.
     try:
-        table = pq.ParquetFile(path).read()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PartUnreadable(path, exc) from exc
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable: {exc}") from exc
     coverage = _coverage_of(path, table.schema)
@@ -321,7 +359,7 @@ def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCov
     table = table.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage.values())})
     tmp = temp_path(path)
     try:
-        pq.write_table(table, tmp, compression=COMPRESSION, write_statistics=True)
+        pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
         _fsync(tmp)  # the bytes must be on disk before the rename makes them the part
         size = tmp.stat().st_size
         if _before_replace is not None:
@@ -341,3 +379,84 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- aggregate parts
+# Higher timeframes are derived data: a part is rebuilt whole from the M1 parts, never merged,
+# but it is written with the same care (lock, temp file, fsync, replace) and an unreadable
+# one is still moved aside rather than overwritten.
+
+
+@dataclass(frozen=True)
+class AggregateWrite:
+    """One aggregate part written by ``write_aggregate``."""
+
+    path: Path
+    rows: int
+    size_bytes: int
+    quarantined: Path | None
+
+
+def write_aggregate(
+    lake: Path,
+    symbol: Symbol,
+    timeframe: str,
+    month: Month,
+    buckets: pa.Table,
+    provenance: bytes,
+) -> AggregateWrite:
+    """Replace one aggregate part with ``buckets``; its footer records ``provenance``.
+
+    ``buckets`` must have the aggregate schema, be sorted and unique on ``ts``, and lie in
+    ``month``: anything else is a bug upstream (``BadBars``), never written.
+    """
+    from backfill.lake.paths import aggregate_part_path
+    from backfill.lake.schema import AGGREGATE_SCHEMA, PROVENANCE_KEY
+
+    if not buckets.schema.equals(AGGREGATE_SCHEMA):
+        raise BadBars(f"{symbol} {timeframe} {month}: buckets do not have the aggregate schema")
+    ts = buckets["ts"].combine_chunks()
+    if not _strictly_increasing(ts):
+        raise BadBars(f"{symbol} {timeframe} {month}: bucket ends not strictly increasing")
+    if buckets.num_rows and not pc.all(_in_month(ts, month)).as_py():
+        raise BadBars(f"{symbol} {timeframe} {month}: a bucket ends outside the month")
+    path = aggregate_part_path(lake, symbol, timeframe, month)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = buckets.replace_schema_metadata({PROVENANCE_KEY: provenance})
+    with FileLock(lock_path(path)):
+        # Under the lock no other writer is mid-write on this part: any temp file is stale.
+        for stale in path.parent.glob(temp_glob(path)):
+            stale.unlink(missing_ok=True)
+        quarantined = None
+        if path.exists():
+            # An OSError opening it is the OS refusing, not a verdict on the file: it
+            # propagates. Only a footer read and found bad makes the part corrupt.
+            with open(path, "rb") as handle:
+                try:
+                    pq.read_metadata(handle)
+                    corrupt = False
+                except (OSError, ValueError, pa.ArrowException):
+                    corrupt = True
+            if corrupt:
+                quarantined = quarantine_path(path, datetime.now(UTC))
+                os.rename(path, quarantined)
+                _fsync(path.parent)
+        size = _write_replace(path, table)
+    return AggregateWrite(path, table.num_rows, size, quarantined)
+
+
+def _write_replace(path: Path, table: pa.Table) -> int:
+    """Temp file, fsync, ``os.replace``, fsync the folder: the part is old or new, never half."""
+    tmp = temp_path(path)
+    try:
+        pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
+        _fsync(tmp)
+        size = tmp.stat().st_size
+        if _before_replace is not None:
+            _before_replace(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+    return size

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pyarrow as pa
 
-from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, day_start
+from backfill.domain import (
+    EXCHANGE,
+    MARKET,
+    MINUTE,
+    SOURCE,
+    UTC,
+    WHAT_TO_SHOW,
+    Symbol,
+    day_start,
+)
 from backfill.lake import store
 from backfill.lake.schema import BAR_SCHEMA
 
@@ -85,3 +97,62 @@ def rewrite_forever_child(
         store.write_batch(lake, BTC, tables[turn % len(tables)], days, fetched_at=FETCHED)
         written.set()
         turn += 1
+
+
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+@contextlib.contextmanager
+def file_permissions_enforced() -> Iterator[None]:
+    """Make file modes bind this thread even when it runs as root (as the tests do here).
+
+    Root reads a ``chmod 000`` file through CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: these are
+    lowered from the calling thread's effective set (they stay permitted) and raised again on
+    exit. As another user the modes bind already and nothing changes.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)  # pid 0: this thread
+    data = (ctypes.c_uint32 * 6)()  # [effective, permitted, inheritable] x 2 words
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    effective = data[0]
+    data[0] = effective & ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH))
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    try:
+        yield
+    finally:
+        data[0] = effective
+        if libc.capset(header, data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed: capabilities not restored")
+
+
+def sim_bars(symbol: Symbol, first: date, days: int, seed: int = 1) -> pa.Table:
+    """The simulator's bars (realistic prices and volumes) for ``days`` days from ``first``."""
+    from backfill.sim.market import bars_between
+
+    start = day_start(first)
+    bars = bars_between(seed, symbol.base, start - MINUTE, start + timedelta(days=days) - MINUTE)
+    n = len(bars)
+    return pa.table(
+        {
+            "ts": [b.start + MINUTE for b in bars],
+            "open": [b.open for b in bars],
+            "high": [b.high for b in bars],
+            "low": [b.low for b in bars],
+            "close": [b.close for b in bars],
+            "volume": [b.volume for b in bars],
+            "source": [SOURCE] * n,
+            "market": [MARKET] * n,
+            "symbol": [str(symbol)] * n,
+            "exchange": [EXCHANGE] * n,
+            "what_to_show": [WHAT_TO_SHOW] * n,
+            "wap": [b.wap for b in bars],
+            "bar_count": [b.bar_count for b in bars],
+        },
+        schema=BAR_SCHEMA,
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import pickle
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -13,11 +16,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.domain import UTC, Month, day_start
+from backfill.domain import UTC, DayCoverage, Month, day_start
 from backfill.lake import store
 from backfill.lake.paths import iter_parts, lock_path, part_path
-from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
-from tests.lake.helpers import BTC, ETH, FETCHED, bars_at, day_bars, days_bars
+from backfill.lake.schema import (
+    BAR_SCHEMA,
+    COLUMNS,
+    CONSTANT_COLUMNS,
+    COVERAGE_KEY,
+    decode_coverage,
+    encode_coverage,
+)
+from tests.lake.helpers import (
+    BTC,
+    ETH,
+    FETCHED,
+    bars_at,
+    day_bars,
+    days_bars,
+    file_permissions_enforced,
+    sim_bars,
+)
 
 JULY = Month(2025, 7)
 AUGUST = Month(2025, 8)
@@ -59,6 +78,35 @@ def test_written_part_follows_the_data_contract(tmp_path: Path) -> None:
     assert table["ts"].type == pa.timestamp("us", tz="UTC")
     assert table["ts"][0].as_py() == at(D1, 0)
     assert table["ts"][-1].as_py() == at(D1, 1439)
+
+
+def test_parts_dictionary_encode_only_the_constant_text_columns(tmp_path: Path) -> None:
+    days = [D1 + timedelta(days=i) for i in range(7)]
+    [write] = store.write_batch(tmp_path, BTC, sim_bars(BTC, D1, 7), days, fetched_at=FETCHED)
+    group = pq.read_metadata(write.path).row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(13)}
+    for name in COLUMNS:
+        dictionary = "RLE_DICTIONARY" in encodings[name]
+        assert dictionary == (name in CONSTANT_COLUMNS), (name, encodings[name])
+    assert "DELTA_BINARY_PACKED" in encodings["ts"]
+    # The same rows written with pyarrow's defaults (the store's options before issue 10).
+    old = tmp_path / "old.parquet"
+    pq.write_table(store.read_part(write.path), old, compression="zstd")
+    assert write.size_bytes <= 0.75 * old.stat().st_size, (write.size_bytes, old.stat().st_size)
+
+
+def test_a_part_written_with_the_old_options_reads_and_merges(tmp_path: Path) -> None:
+    path = part_path(tmp_path, BTC, JULY)
+    path.parent.mkdir(parents=True)
+    first = sim_bars(BTC, D1, 2)
+    coverage = [DayCoverage(d, n, FETCHED, True) for d, n in store.rows_per_day(first).items()]
+    old = first.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage)})
+    pq.write_table(old, path, compression="zstd", write_statistics=True)  # dictionary everywhere
+    assert store.read_part(path).equals(first)
+    [write] = store.write_batch(tmp_path, BTC, sim_bars(BTC, D3, 1), [D3], fetched_at=FETCHED)
+    assert write.quarantined is None
+    assert store.read_part(path).equals(sim_bars(BTC, D1, 3))
+    assert sorted(coverage_of(path)) == [D1, D2, D3]
 
 
 def test_overlapping_batches_merge(tmp_path: Path) -> None:
@@ -189,7 +237,7 @@ def test_read_coverage_reads_only_the_months_asked_and_survives_bad_footers(
     assert list(store.read_coverage(tmp_path, [BTC], D1, date(2025, 8, 31))[BTC]) == [D1]
 
 
-def test_an_unreadable_part_is_moved_aside_never_overwritten(tmp_path: Path) -> None:
+def test_a_corrupt_part_is_moved_aside_never_overwritten(tmp_path: Path) -> None:
     path = part_path(tmp_path, BTC, JULY)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"garbage one")
@@ -207,6 +255,46 @@ def test_an_unreadable_part_is_moved_aside_never_overwritten(tmp_path: Path) -> 
     assert again.quarantined.read_bytes() == b"garbage two"
     with pytest.raises(store.CorruptPart):
         store.read_part(again.quarantined)
+
+
+def test_a_part_the_run_may_not_read_is_an_error_and_nothing_is_moved(tmp_path: Path) -> None:
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    before = write.path.read_bytes()
+    folder = sorted(p.name for p in write.path.parent.iterdir())
+    write.path.chmod(0)
+    try:
+        with file_permissions_enforced():
+            with pytest.raises(PermissionError):
+                write.path.open("rb")  # the OS really refuses: the test proves something
+            with pytest.raises(store.PartUnreadable) as raised:
+                store.write_batch(tmp_path, BTC, day_bars(BTC, D2), [D2], fetched_at=FETCHED)
+            with pytest.raises(store.PartUnreadable):
+                store.read_part(write.path)
+    finally:
+        write.path.chmod(0o644)
+    error = raised.value
+    assert isinstance(error, store.StoreError) and isinstance(error, OSError)
+    assert not isinstance(error, store.CorruptPart)
+    assert (error.path, error.errno) == (write.path, errno.EACCES)
+    assert error.strerror == os.strerror(errno.EACCES)
+    assert str(write.path) in str(error) and "Permission denied" in str(error)
+    copy = pickle.loads(pickle.dumps(error))  # it crosses process boundaries intact
+    assert (type(copy), copy.path, copy.errno, str(copy)) == (
+        store.PartUnreadable, error.path, error.errno, str(error)
+    )
+    assert write.path.read_bytes() == before
+    assert sorted(p.name for p in write.path.parent.iterdir()) == folder  # no _corrupt-, no temp
+    assert list(coverage_of(write.path)) == [D1]
+
+
+def test_a_folder_in_the_place_of_a_part_is_an_error_and_is_left_alone(tmp_path: Path) -> None:
+    path = part_path(tmp_path, BTC, JULY)
+    path.mkdir(parents=True)
+    with pytest.raises(store.PartUnreadable) as raised:
+        store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    assert raised.value.errno == errno.EISDIR
+    assert path.is_dir()
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith("_")] == []
 
 
 def test_a_part_without_coverage_is_corrupt(tmp_path: Path) -> None:
