@@ -21,6 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from backfill.durations import format_duration
 from backfill.run import events as ev
 from backfill.run.events import Status
 from backfill.run.state import TERMINAL, Clock, RunSnapshot, RunState, SymbolProgress
@@ -50,16 +51,6 @@ _ROW_PRIORITY: dict[Status, int] = {
 }
 _FOOTER_LINES = 3  # two footer lines and the blank line between table and footer
 _TABLE_CHROME = 3  # header, its rule and the "… more" line
-
-
-def format_duration(seconds: float | None) -> str:
-    """``1:02:03`` for durations; ``--:--`` when unknown."""
-    if seconds is None:
-        return "--:--"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _days(n: int) -> str:
@@ -186,9 +177,9 @@ class Footer:
             ("requests ", "bold"),
             f"{s.requests_done}/{s.requests_total}   ",
             ("elapsed ", "bold"),
-            f"{format_duration(s.elapsed_s)}   ",
+            f"{format_duration(s.elapsed_s, clock=True)}   ",
             ("ETA ", "bold"),
-            format_duration(s.eta_s),
+            format_duration(s.eta_s, clock=True),
         )
         statuses = [
             Text(f"{s.count(st)} {st.value}", style=STATUS_STYLES[st])

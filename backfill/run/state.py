@@ -216,6 +216,11 @@ class RunSnapshot:
         """Symbols a rerun would fetch more of."""
         return tuple(s for s in self.symbols if s.needs_rerun)
 
+    @property
+    def incomplete(self) -> tuple[SymbolProgress, ...]:
+        """Symbols the run did not finish: failed, gave up on days, or never ended."""
+        return tuple(s for s in self.symbols if s.needs_rerun or s.status not in TERMINAL)
+
     def count(self, status: Status) -> int:
         """How many symbols are in ``status``."""
         return sum(1 for s in self.symbols if s.status is status)
@@ -224,7 +229,8 @@ class RunSnapshot:
 class RunState:
     """Folds worker events into per-symbol progress and global rate, ETA and error counts.
 
-    Owned by the orchestrator (the one caller of ``apply``); thread-safe so a Rich Live
+    The run's one per-symbol ledger, fed every event by the run's event sink (the one caller
+    of ``apply``, in the orchestrator's thread); thread-safe so a Rich Live
     refresh thread may take snapshots while events are applied.
     """
 

@@ -30,7 +30,6 @@ from backfill.domain import (
     Symbol,
     Window,
     day_start,
-    group_windows,
     missing_minute_ranges,
 )
 from backfill.ib.session import (
@@ -45,12 +44,14 @@ from backfill.ib.session import (
     RequestTimeout,
     UnknownSymbol,
     WindowBars,
+    connect_free_id,
 )
 from backfill.lake.schema import empty_bars
 from backfill.lake.store import write_batch
-from backfill.pacing import ContractRules, Pacer, Rule
+from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
+from backfill.settings import RunSettings
 
 EventSink = Callable[[ev.Event], None]
 
@@ -72,7 +73,7 @@ class Controls(Protocol):
 
 @dataclass
 class LocalControls:
-    """Controls for a worker run in-process (the single-symbol path and tests)."""
+    """Controls for a worker run alone in this process at a fixed rate (the tests)."""
 
     fixed_rate: float
     pause_until: float = 0.0
@@ -99,36 +100,25 @@ class LocalControls:
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """One worker's job: its symbol's windows (from the plan), where to connect, and the
+    run's settings, whole."""
+
     lake: Path
     symbol: Symbol
-    days: tuple[date, ...]
+    windows: tuple[Window, ...]
     host: str
     port: int
     client_id: int
-    window_days: int = 1
-    max_in_flight: int = 4
-    max_attempts: int = 6
-    request_timeout_s: float = 30.0
-    connect_timeout_s: float = 10.0
-    flush_interval_s: float = 60.0
-    # How long one outage (no answer since the connection was lost) is ridden out before
-    # the worker gives up: IB Gateway restarts daily and takes a minute or two.
-    reconnect_for_s: float = 600.0
-    client_id_tries: int = 16
-    identical_s: float = 15.0
-    contract_max: int = 5
-    contract_window_s: float = 2.0
-    # IB times its rules on arrival: network and gateway jitter of tens of ms can squeeze
-    # six sends spaced just over 2 s into 2 s, so every limit keeps this much slack.
-    pacing_margin_s: float = 0.1
-    # A day asked sooner than this after it ended is kept as partial and asked again by a
-    # later run: IB may not have settled the last minutes' bars yet.
-    settle_s: float = 300.0
+    settings: RunSettings = field(default_factory=RunSettings)
+    # Strict mode under an orchestrator: it grants every send within IB's session rule
+    # across all workers, so the worker need not keep that rule itself.
+    session_granted: bool = False
     initial_tokens: float = 1.0  # of its rate bucket; the orchestrator staggers workers
-    strict_pacing: bool = False
-    retry_base_s: float = 0.5
-    retry_cap_s: float = 30.0
     seed: int = 0
+
+    @property
+    def days(self) -> list[date]:
+        return [day for window in self.windows for day in window.days]
 
 
 @dataclass(frozen=True)
@@ -171,26 +161,21 @@ class Worker:
         self.name = str(config.symbol)
         self.client_id = config.client_id
         self.rng = random.Random(config.seed ^ zlib.crc32(self.name.encode()))
+        self.settings = settings = config.settings
         self.pacer = Pacer(
             controls.rate(),
             clock=time.monotonic,
             rng=self.rng,
             initial_tokens=config.initial_tokens,
-            rules=ContractRules(
-                clock=time.monotonic,
-                identical_s=config.identical_s,
-                max_per_window=config.contract_max,
-                window_s=config.contract_window_s,
-                strict=config.strict_pacing,
-                margin_s=config.pacing_margin_s,
+            rules=worker_rules(
+                settings, clock=time.monotonic,
+                strict=settings.strict_pacing and not config.session_granted,
             ),
         )
         # What the previous worker for this symbol sent lately still counts at IB.
         self.pacer.rules.restore(load_recent_sends(config.lake, config.symbol, time.time()))
-        self.window_days = config.window_days
-        self.pending: deque[_Job] = deque(
-            _Job(w) for w in group_windows(config.days, config.window_days)
-        )
+        self.window_days = settings.window_days
+        self.pending: deque[_Job] = deque(_Job(w) for w in config.windows)
         self.days_left_in_month: dict[Month, int] = {}
         for day in config.days:
             month = Month.of(day)
@@ -268,28 +253,32 @@ class Worker:
         self.set_status(ev.Status.CONNECTING, f"client id {self.client_id}")
         id_tries = 0
         attempt = 0
+
+        def taken(next_id: int) -> None:
+            nonlocal id_tries
+            id_tries += 1
+            self.client_id = next_id
+            self.emit(ev.Retry, reason=f"client id in use, trying {self.client_id}",
+                      attempt=id_tries, delay_s=0.0)
+
         while True:
-            session = IBSession(self.config.host, self.config.port, self.client_id,
-                                timeout_s=self.config.connect_timeout_s)
+            session: IBSession | None = None
             try:
-                await session.connect()
+                session = await connect_free_id(
+                    self.config.host, self.config.port, self.client_id,
+                    tries=self.settings.client_id_tries - id_tries,
+                    timeout_s=self.settings.connect_timeout_s, on_taken=taken,
+                )
                 await session.qualify(self.symbol)
                 self.session = session
                 return
-            except ClientIdInUse:
-                session.disconnect()
-                id_tries += 1
-                if id_tries >= self.config.client_id_tries:
-                    raise
-                self.client_id += 1
-                self.emit(ev.Retry, reason=f"client id in use, trying {self.client_id}",
-                          attempt=id_tries, delay_s=0.0)
-                continue
-            except UnknownSymbol:
-                session.disconnect()
+            except (ClientIdInUse, UnknownSymbol):
+                if session is not None:
+                    session.disconnect()
                 raise
             except IBSessionError as exc:
-                session.disconnect()
+                if session is not None:
+                    session.disconnect()
                 attempt += 1
                 delay = self._backoff(attempt)
                 if self.controls.stop_requested():
@@ -353,7 +342,7 @@ class Worker:
         hold = self._upstream_hold()  # first: it also ends an outage that lasts too long
         if hold:
             return hold
-        if not self.pending or n_in_flight >= self.config.max_in_flight:
+        if not self.pending or n_in_flight >= self.settings.worker_in_flight:
             return float("inf")
         self._next_ready_first()
         job = self.pending[0]
@@ -388,7 +377,7 @@ class Worker:
         if self.session is None or self.session.upstream_lost_since is None:
             return 0.0
         down = time.monotonic() - self.session.upstream_lost_since
-        if down > self.config.reconnect_for_s:
+        if down > self.settings.reconnect_for_s:
             raise GatewayUnreachable(f"IB reports its connectivity lost (1100) for {down:.0f}s")
         detail = "IB connectivity lost (1100): holding requests"
         self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
@@ -423,7 +412,7 @@ class Worker:
         job.sent_mono, job.sent_wall = time.monotonic(), time.time()
         self.set_status(ev.Status.FETCHING, str(job.window))
         task = asyncio.ensure_future(
-            self.session.await_window(sent, timeout_s=self.config.request_timeout_s)
+            self.session.await_window(sent, timeout_s=self.settings.request_timeout_s)
         )
         in_flight[task] = job
 
@@ -473,10 +462,10 @@ class Worker:
             # or IB lost its own connectivity while the request was out. The request keeps
             # its attempts, within a bound of its own.
             job.excused_failures += 1
-            exhausted = job.excused_failures >= 3 * self.config.max_attempts
+            exhausted = job.excused_failures >= 3 * self.settings.max_attempts
         else:
             job.attempt += 1
-            exhausted = job.attempt >= self.config.max_attempts
+            exhausted = job.attempt >= self.settings.max_attempts
         if not exc.retryable or exhausted:
             for day in job.window.days:
                 self.days_failed.append(day)
@@ -504,7 +493,7 @@ class Worker:
         for day in result.window.days:
             # Whole only if the day had ended (and settled) when the gateway was asked.
             day_end = day_start(day).timestamp() + 86_400
-            settled[day] = day_end + self.config.settle_s <= asked_at
+            settled[day] = day_end + self.settings.settle_s <= asked_at
             buffer = self.buffers.setdefault(Month.of(day), _MonthBuffer())
             buffer.days.append(day)
             if not settled[day]:
@@ -537,7 +526,7 @@ class Worker:
                 self._flush(month)
 
     def _maybe_flush(self) -> None:
-        if time.monotonic() - self.last_flush >= self.config.flush_interval_s:
+        if time.monotonic() - self.last_flush >= self.settings.flush_interval_s:
             self._flush_all()
 
     def _flush_all(self) -> None:
@@ -575,7 +564,7 @@ class Worker:
 
     async def _drain(self, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         """Settle what is in flight on a lost connection; requeue what does not end soon."""
-        deadline = time.monotonic() + self.config.request_timeout_s
+        deadline = time.monotonic() + self.settings.request_timeout_s
         while in_flight and not self.controls.stop_requested() and time.monotonic() < deadline:
             done, _ = await asyncio.wait(in_flight, timeout=0.25)
             for task in done:
@@ -606,11 +595,11 @@ class Worker:
         if self.outage_since is None:
             self.outage_since = now
         down = now - self.outage_since
-        if down + next_delay > self.config.reconnect_for_s:
+        if down + next_delay > self.settings.reconnect_for_s:
             raise GatewayUnreachable(f"{why}; no answer for {down:.0f}s, giving up")
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.config.retry_cap_s, self.config.retry_base_s * 2 ** (attempt - 1))
+        base = min(self.settings.retry_cap_s, self.settings.retry_base_s * 2 ** (attempt - 1))
         return base * (0.5 + self.rng.random() / 2)
 
     def _key(self, window: Window) -> str:
