@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backfill.settings import GatewayAddress
+from backfill.sim.lifeline import lifeline_args
 
 _READY = re.compile(r"listening on (\S+):(\d+)")
 # The embedded simulator keeps IB's per-contract rules but not the soft throttle IB applies
@@ -42,9 +43,10 @@ class EmbeddedGateway:
         self.running: GatewayProcess | None = None
 
     def __enter__(self) -> GatewayProcess:
+        # The lifeline: however this process ends (SIGKILL included), the gateway ends too.
         process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL,
+            [*self.args, *lifeline_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, stdin=subprocess.DEVNULL,
         )
         assert process.stdout is not None
         # It prints its address when it listens; a gateway that never does must not hang us.

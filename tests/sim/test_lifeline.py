@@ -14,17 +14,14 @@ from ib_insync import IB
 from backfill.sim.lifeline import Lifeline, lifeline_args
 from tests.sim.helpers import DAY_END, crypto
 
-# A parent as ``backfill run`` is one: it starts the gateway with the lifeline to itself,
-# reports the gateway's pid and port, then carries on until it is killed.
+# A parent as ``backfill run --gateway sim`` is one: it starts the embedded gateway, reports
+# the gateway's pid and port, then carries on until it is killed.
 PARENT = textwrap.dedent("""
-    import re, subprocess, sys, time
-    from backfill.sim.lifeline import lifeline_args
-    child = subprocess.Popen(
-        [sys.executable, "-m", "backfill", "gateway", "--port", "0", *lifeline_args()],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
-    port = re.search(r":(\\d+)$", child.stdout.readline().strip()).group(1)
-    print(child.pid, port, flush=True)
-    time.sleep(600)
+    import time
+    from backfill.sim.embedded import EmbeddedGateway
+    with EmbeddedGateway() as running:
+        print(running.process.pid, running.port, flush=True)
+        time.sleep(600)
 """)
 
 
