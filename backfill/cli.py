@@ -100,7 +100,7 @@ GatewayOpt = Annotated[
 ClientIdBaseOpt = Annotated[
     int,
     typer.Option(
-        "--client-id-base", min=1,
+        "--client-id-base",
         help="Worker N connects with clientId BASE+N; a taken id moves to the next free one.",
     ),
 ]
@@ -288,6 +288,11 @@ def run(
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
     ] = _RUN.max_restarts,
+    keep_runs: Annotated[
+        int, typer.Option("--keep-runs",
+                          help="Run logs kept in <lake>/_runs/: the newest N, this run's "
+                          "included; older ones are deleted at the start of each run.")
+    ] = _RUN.keep_runs,
     aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
@@ -301,11 +306,11 @@ def run(
     `backfill run --symbols-file symbols.txt --from 2020-01-01 --lake /data/lake`
     (IB Gateway on 127.0.0.1:7497, IB-safe 0.7 req/s, up to today).
     """
-    from rich.console import Console
-
-    from backfill.run.processes import start_worker_server
-
     try:
+        from rich.console import Console
+
+        from backfill.run.processes import start_worker_server
+
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
         after_run = None if aggregate_tf is None else parse_timeframes(aggregate_tf)
@@ -314,7 +319,7 @@ def run(
             rate=rate, workers=default_workers(len(symbol_list)) if workers is None else workers,
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
-            client_id_base=client_id_base, max_restarts=max_restarts,
+            client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
                        contract_window_s=ib_contract_window_s, session_max=ib_session_max,
                        session_window_s=ib_session_window_s),
@@ -332,6 +337,10 @@ def run(
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
         fail_bad_input(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C before the workers' stop handling is in place: nothing was written yet.
+        typer.echo("backfill: interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if after_run and code in (EXIT_OK, EXIT_FAILED):
         code = max(code, aggregate_after_run(request, after_run))
     raise typer.Exit(code)
@@ -369,7 +378,8 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     found: list[Symbol] = []
     if symbols_file is not None:
         try:
-            text = symbols_file.read_text()
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
+            text = symbols_file.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
         except UnicodeDecodeError:

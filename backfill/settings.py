@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +28,12 @@ DEFAULT_GATEWAY = "127.0.0.1:7497"
 # Without --workers: one worker per symbol, at most this many (one gateway serves only so
 # many API clients well).
 DEFAULT_MAX_WORKERS = 8
+# IB client ids are signed 32-bit; ib_insync sends 2^31-1 (its "unset" value) as an empty
+# field, which a gateway cannot read, so the top value is unusable.
+MIN_CLIENT_ID = 1
+MAX_CLIENT_ID = 2**31 - 2
+# The lake's own folders a run writes besides the data (run logs; run locks and sends).
+RUN_FOLDERS = ("_runs", "_locks")
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class RunSettings:
     # later run: IB may not have settled the last minutes' bars yet.
     settle_s: float = 300.0
     latency_s: float = 0.3  # the gateway latency ``plan`` assumes (``--latency-ms``)
+    keep_runs: int = 100  # run logs kept in <lake>/_runs/, this run's included
     ib: IBRules = field(default_factory=IBRules)
 
     def check(self) -> None:
@@ -96,6 +104,10 @@ class RunSettings:
             raise BadInput(f"--window-days must be at least 1, not {self.window_days}")
         if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
             raise BadInput(f"--latency-ms must be 0 or more, not {self.latency_s * 1000}")
+        if self.keep_runs < 1:
+            raise BadInput(f"--keep-runs must be at least 1 (this run's log), not "
+                           f"{self.keep_runs}")
+        check_client_ids(self.client_id_base, self.workers)
 
     @property
     def paced_rate(self) -> float:
@@ -160,11 +172,33 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path}: not valid TOML: {exc}") from None
 
 
+def check_client_ids(base: int, workers: int) -> None:
+    """BadInput unless every client id a run may use (``base`` .. ``base + workers``, the
+    last for the gateway check) is one IB can take."""
+    if not MIN_CLIENT_ID <= base <= MAX_CLIENT_ID - workers:
+        raise BadInput(
+            f"--client-id-base must be from {MIN_CLIENT_ID} to {MAX_CLIENT_ID - workers} with "
+            f"{workers} worker{'s' if workers != 1 else ''} (IB client ids are 32-bit, and "
+            f"ids up to BASE+{workers} are used), not {base}"
+        )
+
+
+def display_path(path: Path) -> str:
+    """``path`` printable whatever its bytes (an undecodable byte shows as ``\\xff``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def check_lake_writable(lake: Path) -> None:
-    """BadInput unless ``lake`` is (or could be created as) a folder this process can write.
+    """BadInput unless ``lake`` is (or could be created as) a folder this process can write,
+    with a name every part of the stack can spell, and its run folders writable too.
 
     Touches nothing: a missing lake is judged by its nearest existing ancestor.
     """
+    try:
+        os.fsencode(lake).decode("utf-8")
+    except UnicodeDecodeError:
+        # Parquet paths and the run log are UTF-8: a worker would fail on it, not the start.
+        raise BadInput(f"--lake {display_path(lake)} is not valid UTF-8") from None
     if lake.exists() and not lake.is_dir():
         raise BadInput(f"--lake {lake} is not a folder")
     existing = lake
@@ -174,6 +208,13 @@ def check_lake_writable(lake: Path) -> None:
         raise BadInput(f"--lake {lake}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise BadInput(f"--lake {lake}: {existing} is not writable")
+    for name in RUN_FOLDERS:
+        folder = lake / name
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"--lake {lake}: {folder} is not a folder")
+        # os.access also answers for root: a read-only filesystem stops root too.
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise BadInput(f"--lake {lake}: {folder} is not writable")
 
 
 @dataclass(frozen=True)
@@ -189,10 +230,19 @@ class GatewayAddress:
         text = text.strip()
         if text == "sim":
             return cls("127.0.0.1", 0, embedded=True)
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise BadInput(f"--gateway: {text!r} is not HOST:PORT or 'sim'")
-        return cls(host, int(port))
+        problem = BadInput(f"--gateway: {text!r} is not HOST:PORT, [IPv6]:PORT or 'sim'")
+        try:
+            # The URL parser knows IPv6 literals in brackets ([::1]:4002).
+            parts = urlsplit(f"//{text}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            raise problem from None
+        if not host or not port or parts.path or parts.query or parts.fragment \
+                or parts.username or (text.count(":") > 1 and not text.startswith("[")):
+            raise problem
+        return cls(host, port)
 
     def __str__(self) -> str:
-        return "sim" if self.embedded and not self.port else f"{self.host}:{self.port}"
+        if self.embedded and not self.port:
+            return "sim"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

@@ -375,7 +375,8 @@ async def connect_free_id(
             return session
         except ClientIdInUse:
             session.disconnect()
-            if n + 1 >= tries:
+            # Never past IB's top usable id (2^31-2): ib_insync sends 2^31-1 as empty.
+            if n + 1 >= tries or client_id + n >= 2**31 - 2:
                 raise
             if on_taken is not None:
                 on_taken(client_id + n + 1)

@@ -11,6 +11,8 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from backfill.domain import UTC, BadInput, Symbol
 from backfill.ib.preflight import preflight
 from backfill.lake.store import read_coverage
 from backfill.run import events as ev
-from backfill.run.dashboard import make_renderer, rerun_hint, summary_table
+from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
 from backfill.run.orchestrator import (
     Orchestrator,
     RunConfig,
@@ -97,6 +99,22 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     raise AssertionError("unreachable")
 
 
+def _check_skipped(
+    state: RunState, resume: Callable[[Symbol], planning.SymbolPlan],
+    emit: Callable[[ev.Event], None],
+) -> None:
+    """A symbol skipped (another run held it) is checked in the lake at the end: days still
+    missing there are failed days of this run too (exit 1), with the reason."""
+    for progress in state.snapshot().symbols:
+        if progress.status is not ev.Status.SKIPPED:
+            continue
+        missing = resume(Symbol.parse(progress.symbol)).days_missing
+        reason = (f"another backfill run was fetching it (skipped); {len(missing)} "
+                  f"day{'s' if len(missing) != 1 else ''} missing at the end of this run")
+        for day in missing:
+            emit(ev.DayFailed(progress.symbol, at=time.time(), day=day, reason=reason))
+
+
 def _orchestrate(
     request: RunRequest,
     the_plan: planning.Plan,
@@ -109,18 +127,30 @@ def _orchestrate(
 ) -> int:
     settings = request.settings
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)
-    run_log = stack.enter_context(RunLog(request.lake))
+    try:
+        run_log = stack.enter_context(RunLog(request.lake, keep=settings.keep_runs))
+    except OSError as exc:
+        raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
+            from None
     renderer = make_renderer(console, state, json=request.json)
 
     def emit(event: ev.Event) -> None:
         state.apply(event)
         run_log.on_event(event)
+        if run_log.failure and orchestrator is not None:
+            # Disk full, say: the run stops as for Ctrl-C (workers flush what they hold)
+            # rather than go on with no record of what it did.
+            orchestrator.abort(run_log.failure)
         renderer.on_event(event)
+
+    orchestrator: Orchestrator | None = None
+
+    def resume(symbol: Symbol) -> planning.SymbolPlan:
+        return replan_symbol(request, symbol, today)
 
     orchestrator = Orchestrator(
         RunConfig(lake=request.lake, host=host, port=port, settings=settings),
-        the_plan.symbols, emit,
-        resume=lambda symbol: replan_symbol(request, symbol, today),
+        the_plan.symbols, emit, resume=resume,
     )
     previous = install_parent_stop(orchestrator)
     try:
@@ -128,12 +158,20 @@ def _orchestrate(
             orchestrator.run()
     finally:
         restore_signals(previous)
+    if not orchestrator.stopping:
+        _check_skipped(state, resume, emit)
     out = err_console if request.json else console
     out.print(summary_table(state))
-    hint = rerun_hint(state, request.command or ("backfill", "run"))
+    hint = rerun_hint(state, rerun_command(request.command[1:] or ("run",), request.lake))
     if hint:
-        out.print(hint, markup=False, highlight=False)
-    out.print(f"Run log: {run_log.path}", markup=False, highlight=False)
+        # Never wrapped (not at 80 columns off a terminal, nor a narrow one): pasted, a
+        # wrapped command loses its flags (--lake!).
+        out.print(hint, markup=False, highlight=False, soft_wrap=True)
+    out.print(f"Run log: {run_log.path}", markup=False, highlight=False, soft_wrap=True)
+    if orchestrator.aborted:
+        err_console.print(f"backfill: error: {orchestrator.aborted}; the run stopped (rerun "
+                          "resumes)", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
     if orchestrator.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if state.snapshot().incomplete else EXIT_OK

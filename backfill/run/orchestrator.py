@@ -9,6 +9,7 @@ break its own channel.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import random
 import signal
@@ -27,7 +28,7 @@ from backfill.lake.paths import run_lock_path
 from backfill.pacing import Budget, GlobalRateController, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
 from backfill.run import events as ev
-from backfill.run.processes import worker_context
+from backfill.run.processes import unblock_interrupts, worker_context
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
 from backfill.settings import RunSettings
 
@@ -75,6 +76,9 @@ class SharedControls:
         self.rates, self.slot, self.pause, self.stop = rates, slot, pause, stop
         self.grants = grants
         self.signalled = False  # this process got SIGINT/SIGTERM itself
+        self.orphaned = False  # the orchestrator is gone (killed): stop as for Ctrl-C
+        self._parent = mp.parent_process()
+        self._parent_checked = 0.0
 
     def rate(self) -> float:
         return float(self.rates[self.slot])
@@ -86,7 +90,15 @@ class SharedControls:
         """The orchestrator hears of it through the PacingViolation event."""
 
     def stop_requested(self) -> bool:
-        return self.signalled or bool(self.stop.value)
+        return self.signalled or bool(self.stop.value) or self._parent_gone()
+
+    def _parent_gone(self) -> bool:
+        """Whether the orchestrator died (SIGKILL runs no handler); looked at 4 times a second."""
+        now = time.monotonic()
+        if not self.orphaned and self._parent is not None and now - self._parent_checked > 0.25:
+            self._parent_checked = now
+            self.orphaned = not self._parent.is_alive()
+        return self.orphaned
 
     def may_send(self) -> bool:
         grants = self.grants
@@ -120,9 +132,21 @@ def _worker_main(
     # Ctrl-C at the terminal reaches every process of the group: stop sending, flush, exit.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    outcome = run_worker(config, conn.send, controls)
-    conn.send(outcome)
-    conn.close()
+    unblock_interrupts()  # the forkserver started with SIGINT blocked
+
+    def send(message: object) -> None:
+        # A parent that died leaves a broken pipe: stop, flush what is held, exit quietly.
+        if controls.orphaned:
+            return
+        try:
+            conn.send(message)
+        except OSError:
+            controls.orphaned = True
+
+    outcome = run_worker(config, send, controls)
+    send(outcome)
+    with contextlib.suppress(OSError):
+        conn.close()
 
 
 @dataclass
@@ -178,6 +202,7 @@ class Orchestrator:
         )
         self.restarts: dict[Symbol, int] = {}
         self.interrupted = False
+        self.aborted = ""  # why the run stopped itself (e.g. its run log could not be written)
         self.rng = random.Random(0)
         self._grant_turn = 0
 
@@ -185,6 +210,16 @@ class Orchestrator:
         """Ctrl-C / SIGTERM in the parent: every worker stops sending, flushes and exits."""
         self.interrupted = True
         self.stop.value = 1
+
+    def abort(self, reason: str) -> None:
+        """Stop the run as Ctrl-C does (workers flush and exit), but as a failure."""
+        if not self.aborted:
+            self.aborted = reason
+            self.stop.value = 1
+
+    @property
+    def stopping(self) -> bool:
+        return self.interrupted or bool(self.aborted)
 
     def run(self) -> None:
         """Until every job has ended, or every worker has stopped after ``request_stop``."""
@@ -197,9 +232,9 @@ class Orchestrator:
         free_slots = list(range(max(1, self.settings.workers)))
         global_rate = self.controller.current_rate()
         self.emit(ev.BudgetChanged("", at=time.time(), rate=global_rate, reason="start"))
-        while (queue or active) and not (self.interrupted and not active):
+        while (queue or active) and not (self.stopping and not active):
             now = time.monotonic()
-            if not self.interrupted:
+            if not self.stopping:
                 self._start_ready(queue, active, free_slots, now)
             rate = self.controller.current_rate()
             if rate != global_rate:
@@ -311,7 +346,7 @@ class Orchestrator:
         self.emit(event)
 
     def _settle(self, worker: _Active, queue: deque[tuple[SymbolPlan, float]]) -> None:
-        if worker.outcome is not None or self.interrupted:
+        if worker.outcome is not None or self.stopping:
             return  # it ended and told how in its events; or it stopped as asked
         symbol = worker.job.symbol
         reason = f"worker process died (exit code {worker.process.exitcode})"

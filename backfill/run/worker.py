@@ -47,7 +47,7 @@ from backfill.ib.session import (
     connect_free_id,
 )
 from backfill.lake.schema import empty_bars
-from backfill.lake.store import write_batch
+from backfill.lake.store import PartUnreadable, write_batch
 from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -183,6 +183,7 @@ class Worker:
         self.buffers: dict[Month, _MonthBuffer] = {}
         self.last_flush = time.monotonic()
         self.days_fetched = 0
+        self.days_written = 0
         self.days_failed: list[date] = []
         self.rows_written = 0
         self.session: IBSession | None = None
@@ -242,7 +243,8 @@ class Worker:
         else:
             self.set_status(ev.Status.FAILED if self.days_failed else ev.Status.DONE)
             self.emit(ev.WorkerFinished, days_fetched=self.days_fetched,
-                      rows=self.rows_written, days_failed=len(self.days_failed))
+                      rows=self.rows_written, days_failed=len(self.days_failed),
+                      days_written=self.days_written)
         return WorkerOutcome(
             self.symbol, self.days_fetched, tuple(sorted(self.days_failed)),
             self.rows_written, self.client_id, interrupted, failure,
@@ -530,9 +532,16 @@ class Worker:
             self._flush_all()
 
     def _flush_all(self) -> None:
+        # Every month gets its chance: one that cannot be written fails only its own days.
+        first: _LakeUnwritable | None = None
         for month in list(self.buffers):
-            self._flush(month)
+            try:
+                self._flush(month)
+            except _LakeUnwritable as exc:
+                first = first or exc
         self.last_flush = time.monotonic()
+        if first is not None:
+            raise first
 
     def _flush(self, month: Month) -> None:
         buffer = self.buffers.pop(month, None)
@@ -545,12 +554,23 @@ class Worker:
                                  fetched_at=buffer.fetched_at, partial_days=buffer.partial)
         except OSError as exc:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
-            # stay missing in the lake (nothing half-written) and the run says why.
-            raise _LakeUnwritable(f"cannot write the lake: {exc}") from exc
+            # stay missing in the lake (nothing half-written), fetched but not written: they
+            # count as failed, and the run says why. An unreadable part (EACCES, EIO, a
+            # folder in its place) is not corruption: the store moved nothing.
+            reason = str(exc) if isinstance(exc, PartUnreadable) else \
+                f"cannot write the lake: {exc}"
+            for day in sorted(buffer.days):
+                self.days_failed.append(day)
+                self.emit(ev.DayFailed, day=day, reason=reason)
+            raise _LakeUnwritable(reason) from exc
         self.rows_written += bars.num_rows
+        self.days_written += len(buffer.days)
         for write in writes:
+            added = bars.num_rows if len(writes) == 1 else pc.sum(
+                pc.equal(pc.strftime(bars.column("ts"), format="%Y-%m"), str(write.month))
+            ).as_py() or 0
             self.emit(ev.PartWritten, month=str(write.month), rows=write.rows,
-                      path=str(write.path))
+                      path=str(write.path), days=len(write.days), rows_added=added)
             if write.quarantined is not None:
                 self.emit(ev.Retry, reason=f"corrupt part moved aside to {write.quarantined}",
                           attempt=0, delay_s=0.0)

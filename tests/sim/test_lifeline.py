@@ -9,14 +9,26 @@ import sys
 import textwrap
 import time
 
+import pytest
 from ib_insync import IB
 
 from backfill.sim.lifeline import Lifeline, lifeline_args
 from tests.sim.helpers import DAY_END, crypto
 
-# A parent as ``backfill run --gateway sim`` is one: it starts the embedded gateway, reports
-# the gateway's pid and port, then carries on until it is killed.
-PARENT = textwrap.dedent("""
+# A parent as ``backfill run --gateway sim`` is one: it starts the gateway, reports the
+# gateway's pid and port, then carries on until it is killed. The first starts it with the
+# simulator's lifeline alone, the second as the run does (the lifeline and a PDEATHSIG belt).
+LIFELINE_ONLY = textwrap.dedent("""
+    import re, subprocess, sys, time
+    from backfill.sim.lifeline import lifeline_args
+    child = subprocess.Popen(
+        [sys.executable, "-m", "backfill", "gateway", "--port", "0", *lifeline_args()],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    port = re.search(r":(\\d+)$", child.stdout.readline().strip()).group(1)
+    print(child.pid, port, flush=True)
+    time.sleep(600)
+""")
+AS_THE_RUN_DOES = textwrap.dedent("""
     import time
     from backfill.sim.embedded import EmbeddedGateway
     with EmbeddedGateway() as running:
@@ -34,8 +46,10 @@ def gone(pid: int) -> bool:
         return True
 
 
-def test_gateway_ends_when_its_parent_is_killed() -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE,
+@pytest.mark.parametrize("parent_code", [LIFELINE_ONLY, AS_THE_RUN_DOES],
+                         ids=["lifeline", "embedded"])
+def test_gateway_ends_when_its_parent_is_killed(parent_code: str) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE,
                               text=True)
     assert parent.stdout is not None
     child_pid, port = map(int, parent.stdout.readline().split())
