@@ -41,8 +41,10 @@ from backfill.ib.session import (
     GatewayUnreachable,
     IBSession,
     IBSessionError,
+    NoPermission,
     PacingViolation,
     RequestTimeout,
+    SessionBlocked,
     UnknownSymbol,
     WindowBars,
 )
@@ -128,6 +130,9 @@ class WorkerConfig:
     strict_pacing: bool = False
     retry_base_s: float = 0.5
     retry_cap_s: float = 30.0
+    # While another session holds the account's market data (10197), one request goes out
+    # this often to see whether it has gone; past reconnect_for_s the worker gives up.
+    blocked_retry_s: float = 30.0
     seed: int = 0
 
 
@@ -147,6 +152,7 @@ class _Job:
     window: Window
     attempt: int = 0
     excused_failures: int = 0  # pacing refusals, timeouts while IB had lost connectivity
+    timeouts: int = 0  # timeouts of this window not excused by IB's own outage
     not_before: float = 0.0
     sent_mono: float = 0.0
     sent_wall: float = 0.0
@@ -205,6 +211,7 @@ class Worker:
         self.outage_since: float | None = None  # monotonic; cleared by the next answer
         self.status = ev.Status.QUEUED
         self.status_detail = ""
+        self.blocked_next_try = 0.0  # monotonic: the next probe of a blocked session
 
     # -- events -------------------------------------------------------------------------
 
@@ -230,7 +237,7 @@ class Worker:
                 await self._fetch_all()
         except _Stopped:
             pass  # Ctrl-C while (re)connecting: an interruption like any other
-        except UnknownSymbol as exc:
+        except (UnknownSymbol, NoPermission) as exc:
             failure = str(exc)
         except (GatewayUnreachable, ClientIdInUse) as exc:
             failure = f"gave up connecting: {exc}"
@@ -350,7 +357,7 @@ class Worker:
 
     def _dispatch_wait(self, n_in_flight: int) -> float:
         """Seconds until the next request may go out (inf: wait for one in flight)."""
-        hold = self._upstream_hold()  # first: it also ends an outage that lasts too long
+        hold = self._upstream_hold(n_in_flight)  # first: it also ends a too-long outage
         if hold:
             return hold
         if not self.pending or n_in_flight >= self.config.max_in_flight:
@@ -379,20 +386,40 @@ class Worker:
             return 0.05
         return 0.0 if wait <= 0 else min(wait, 5.0)
 
-    def _upstream_hold(self) -> float:
-        """Seconds to hold requests while IB reports its connectivity lost (1100), else 0.
+    def _upstream_hold(self, n_in_flight: int = 0) -> float:
+        """Seconds to hold requests while IB says nothing will be answered, else 0.
 
-        Nothing would be answered meanwhile. Past ``reconnect_for_s`` of it, give up as for
-        any outage.
+        1100 (connectivity lost) and 2105 (historical farm broken) hold every request until
+        IB says it is back. A competing session (10197) sends no such news: one request at a
+        time goes out every ``blocked_retry_s`` to find out. Past ``reconnect_for_s`` of
+        either, give up as for any outage.
         """
-        if self.session is None or self.session.upstream_lost_since is None:
+        if self.session is None:
             return 0.0
-        down = time.monotonic() - self.session.upstream_lost_since
-        if down > self.config.reconnect_for_s:
-            raise GatewayUnreachable(f"IB reports its connectivity lost (1100) for {down:.0f}s")
-        detail = "IB connectivity lost (1100): holding requests"
+        now = time.monotonic()
+        hold = self.session.hold()
+        if hold is not None:
+            since, why = hold
+            if now - since > self.config.reconnect_for_s:
+                raise GatewayUnreachable(f"{why} for {now - since:.0f}s")
+            detail = f"{why}: holding requests"
+            self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
+            return 0.25
+        blocked = self.session.blocked_since
+        if blocked is None:
+            return 0.0
+        if now - blocked > self.config.reconnect_for_s:
+            raise GatewayUnreachable(
+                f"{self.session.blocked_text} for {now - blocked:.0f}s: another session "
+                "holds this account's market data"
+            )
+        detail = (f"blocked: {self.session.blocked_text} (another session holds the "
+                  "account's market data); retrying slowly")
         self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
-        return 0.25
+        if n_in_flight or now < self.blocked_next_try:
+            return 0.25
+        self.blocked_next_try = now + self.config.blocked_retry_s
+        return 0.0
 
     def _next_ready_first(self, look_ahead: int = 16) -> None:
         """Move the first job that may go now to the front of the queue.
@@ -446,15 +473,35 @@ class Worker:
         self._accept(result, job.sent_wall)
 
     def _on_error(self, job: _Job, exc: IBSessionError) -> None:
-        if isinstance(exc, UnknownSymbol):
+        if isinstance(exc, (UnknownSymbol, NoPermission)):
+            # The symbol cannot be read at all: its other days are not asked (reported).
+            self.pending.appendleft(job)
             raise exc
+        lost_upstream = (
+            isinstance(exc, RequestTimeout)
+            and self.session is not None
+            and self.session.upstream_lost_after(job.sent_mono)
+        )
+        if isinstance(exc, RequestTimeout) and not lost_upstream and job.window.n_days > 1:
+            # Real gateways answer some too-long windows by never answering: the second
+            # timeout of a multi-day window reads as "too long", as IB's refusal does.
+            job.timeouts += 1
+            if job.timeouts >= 2:
+                exc = DurationTooLong(f"{exc} (twice: taken as too long)")
         if isinstance(exc, DurationTooLong) and job.window.n_days > 1:
             # The gateway refuses this duration: every later window is cut shorter too.
             self.window_days = max(1, job.window.n_days // 2)
             self.emit(ev.Retry, reason=f"duration too long, windows of {self.window_days} "
                       "day(s)", attempt=job.attempt, delay_s=0.0, day=job.window.first_day)
-            self.pending.extendleft(reversed([replace(job, window=w)
-                                              for w in job.window.split()]))
+            self.pending.extendleft(reversed([_Job(w) for w in job.window.split()]))
+            return
+        if isinstance(exc, SessionBlocked):
+            # Not the request's fault, nor the day's: the hold above retries slowly and
+            # gives up after reconnect_for_s.
+            self.set_status(ev.Status.RETRYING, _outcome(exc))
+            self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
+                      delay_s=self.config.blocked_retry_s, day=job.window.first_day)
+            self.pending.appendleft(job)
             return
         if isinstance(exc, PacingViolation):
             backoff = self.pacer.violation(self._key(job.window))
@@ -463,11 +510,6 @@ class Worker:
         if isinstance(exc, Disconnected) and self.session is not None:
             # The whole session is gone: reconnect once, not once per request in flight.
             self.session.disconnect()
-        lost_upstream = (
-            isinstance(exc, RequestTimeout)
-            and self.session is not None
-            and self.session.upstream_lost_after(job.sent_mono)
-        )
         if isinstance(exc, PacingViolation) or lost_upstream:
             # Not the request's fault: the session was asked too much (everyone backs off),
             # or IB lost its own connectivity while the request was out. The request keeps
@@ -632,6 +674,8 @@ _OUTCOMES: tuple[tuple[type[IBSessionError], str], ...] = (
     (EmptyAnswer, "empty"),
     (DurationTooLong, "duration"),
     (UnknownSymbol, "unknown_symbol"),
+    (NoPermission, "no_permission"),
+    (SessionBlocked, "session_blocked"),
 )
 
 
