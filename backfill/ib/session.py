@@ -18,6 +18,7 @@ from ib_insync import IB, BarDataList, Contract
 from ib_insync.wrapper import RequestError
 
 from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, Window
+from backfill.edges import DEFAULT_RULE, EdgeRule, request_for
 from backfill.ib.served import LoginZone, login_zone, parse_served
 from backfill.lake.schema import BAR_SCHEMA
 
@@ -34,6 +35,7 @@ HMDS_BROKEN = 2105  # "HMDS data farm connection is broken": history is not serv
 HMDS_OK = 2106
 # Data-farm status lines: information, never an error (ib_insync logs them as warnings).
 INFORMATION_CODES = frozenset({2104, 2106, 2107, 2108, 2158})
+DEFAULT_EDGES = EdgeRule.parse(DEFAULT_RULE)
 COMPETING_SESSION = 10197  # "No market data during competing live session"
 
 
@@ -374,8 +376,36 @@ class IBSession:
         await self.qualify(symbol)
         return await self.await_window(self.send_window(symbol, window), timeout_s=timeout_s)
 
-    def send_window(self, symbol: Symbol, window: Window) -> SentWindow:
-        """Send the request for one window now (the symbol must be qualified already).
+    async def bar_starts(
+        self, symbol: Symbol, end: datetime, duration: str, *, timeout_s: float | None = None
+    ) -> list[datetime]:
+        """The START of every bar served for ``duration`` ending at ``end``, as sent (no
+        trimming): what a probe of the gateway's behaviour needs. IB's no-data is []."""
+        contract = await self.qualify(symbol)
+        try:
+            bars = await asyncio.wait_for(
+                self._ib.reqHistoricalDataAsync(
+                    contract, end.strftime("%Y%m%d %H:%M:%S UTC"), duration, "1 min",
+                    WHAT_TO_SHOW, False, 2, timeout=0,
+                ),
+                timeout_s or self.timeout_s,
+            )
+        except RequestError as exc:
+            error = classify_error(exc.code, exc.message, bars=True)
+            if error is None:
+                return []
+            raise error from None
+        except ConnectionError as exc:
+            raise Disconnected(str(exc)) from None
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no answer for {symbol} {duration} to {end}") from None
+        return [b.date if b.date.tzinfo else b.date.replace(tzinfo=UTC) for b in bars]
+
+    def send_window(
+        self, symbol: Symbol, window: Window, rule: EdgeRule = DEFAULT_EDGES
+    ) -> SentWindow:
+        """Send the request for one window now (the symbol must be qualified already), as
+        the gateway's edge rule needs it to cover the window's days whole.
 
         Sending is synchronous so that a pacer can note the request at the very moment its
         bytes leave: IB times its pacing rules on arrival.
@@ -394,9 +424,10 @@ class IBSession:
         # After our timeout the gateway may still end the request (162 cancelled); consume
         # that late outcome so asyncio does not log it as never retrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        request = request_for(window, rule)
         ib.client.reqHistoricalData(
-            req_id, contract, window.end_datetime.strftime("%Y%m%d %H:%M:%S UTC"),
-            window.duration_str, "1 min", WHAT_TO_SHOW, False, 2, False, [],
+            req_id, contract, request.end.strftime("%Y%m%d %H:%M:%S UTC"),
+            request.duration, "1 min", WHAT_TO_SHOW, False, 2, False, [],
         )
         return SentWindow(symbol, window, req_id, future, container, time.monotonic())
 

@@ -33,6 +33,7 @@ from backfill.domain import (
     group_windows,
     missing_minute_ranges,
 )
+from backfill.edges import DEFAULT_RULE, RULES, UNKNOWN, EdgeRule, covered_days, request_for
 from backfill.ib.session import (
     ClientIdInUse,
     Disconnected,
@@ -133,6 +134,8 @@ class WorkerConfig:
     # While another session holds the account's market data (10197), one request goes out
     # this often to see whether it has gone; past reconnect_for_s the worker gives up.
     blocked_retry_s: float = 30.0
+    # The gateway's window-edge rule as learned at start-up ("unknown": rely on neither end).
+    edges: str = DEFAULT_RULE
     seed: int = 0
 
 
@@ -194,6 +197,7 @@ class Worker:
         # What the previous worker for this symbol sent lately still counts at IB.
         self.pacer.rules.restore(load_recent_sends(config.lake, config.symbol, time.time()))
         self.window_days = config.window_days
+        self.edges = EdgeRule.parse(config.edges) if config.edges in RULES else UNKNOWN
         self.pending: deque[_Job] = deque(
             _Job(w) for w in group_windows(config.days, config.window_days)
         )
@@ -440,7 +444,7 @@ class Worker:
     def _send(self, job: _Job, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         assert self.session is not None
         try:
-            sent = self.session.send_window(self.symbol, job.window)
+            sent = self.session.send_window(self.symbol, job.window, self.edges)
         except IBSessionError as exc:
             self._on_error(job, exc)
             return
@@ -470,7 +474,9 @@ class Worker:
                   outcome="no_data" if result.no_data else "bars",
                   latency_s=round(result.latency_s, 4))
         self.outage_since, self.reconnects = None, 0  # the gateway answers: any outage is over
-        self._accept(result, job.sent_wall)
+        result = self._served_whole(result, job)
+        if result is not None:
+            self._accept(result, job.sent_wall)
 
     def _on_error(self, job: _Job, exc: IBSessionError) -> None:
         if isinstance(exc, (UnknownSymbol, NoPermission)):
@@ -531,6 +537,48 @@ class Worker:
         self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
                   delay_s=round(delay, 3), day=job.window.first_day)
         self.pending.appendleft(job)
+
+    def _served_whole(self, result: WindowBars, job: _Job) -> WindowBars | None:
+        """The answer cut to the days the window IB says it served covers whole.
+
+        The other days are asked again (never recorded): a gateway may serve a different
+        window than asked ("N D" counted in its own sessions), and a day it did not cover
+        would be written with bars missing and nothing to tell.
+        """
+        if result.no_data:
+            return result
+        asked = datetime.fromtimestamp(job.sent_wall, UTC)
+        covered = covered_days(job.window, self.edges, result.served_start,
+                               result.served_end, asked)
+        missed = [day for day in job.window.days if day not in covered]
+        if missed:
+            served = (f"{_iso_dt(result.served_start)} to {_iso_dt(result.served_end)}"
+                      if result.served_start and result.served_end else "unreadable")
+            reason = f"not served whole: IB served {served} (edges {self.edges})"
+            job.attempt += 1
+            if job.attempt >= self.config.max_attempts:
+                for day in missed:
+                    self.days_failed.append(day)
+                    self.emit(ev.DayFailed, day=day, reason=reason)
+                self._resolve_days(missed)
+            else:
+                self.emit(ev.Retry, reason=reason, attempt=job.attempt, delay_s=0.0,
+                          day=missed[0])
+                self.pending.extendleft(reversed([
+                    _Job(w, attempt=job.attempt)
+                    for w in group_windows(missed, self.window_days)
+                ]))
+        if not covered:
+            return None
+        window = Window(covered[0], covered[-1])
+        bars = result.bars
+        if bars.num_rows:
+            ts = bars.column("ts")
+            bars = bars.filter(pc.and_(
+                pc.greater_equal(ts, pa.scalar(window.ts_start, ts.type)),
+                pc.less(ts, pa.scalar(window.ts_stop, ts.type)),
+            ))
+        return replace(result, window=window, bars=bars)
 
     def _accept(self, result: WindowBars, asked_at: float) -> None:
         now = datetime.now(UTC)
@@ -656,7 +704,8 @@ class Worker:
         return base * (0.5 + self.rng.random() / 2)
 
     def _key(self, window: Window) -> str:
-        return f"{self.name}|{window.end_datetime.isoformat()}|{window.duration_str}"
+        request = request_for(window, self.edges)
+        return f"{self.name}|{request.end.isoformat()}|{request.duration}"
 
 
 class _LakeUnwritable(Exception):
@@ -681,6 +730,10 @@ _OUTCOMES: tuple[tuple[type[IBSessionError], str], ...] = (
 
 def _outcome(exc: IBSessionError) -> str:
     return next((name for cls, name in _OUTCOMES if isinstance(exc, cls)), "error")
+
+
+def _iso_dt(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S") if when else "?"
 
 
 def _iso(micros: int) -> str:
