@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from backfill.domain import Symbol
 from backfill.edges import UNKNOWN, EdgeRule, probe_pair, rule_from
-from backfill.ib.session import IBSession, IBSessionError
+from backfill.ib.session import ClientIdInUse, IBSession, IBSessionError
 
 SURVEY = timedelta(minutes=30)
 SPAN = timedelta(minutes=10)
@@ -26,6 +26,7 @@ class EdgeFinding:
     requests: int
     seconds: float
     evidence: dict
+    sent_at: tuple[float, ...] = ()  # wall clock of each request: IB's pacing remembers them
 
 
 async def learn_edges(
@@ -37,9 +38,11 @@ async def learn_edges(
     """
     began = time.monotonic()
     requests = 0
+    sent_at: list[float] = []
     evidence: dict = {"symbol": str(symbol), "tries": []}
     for anchor in anchors:
         end = anchor.replace(second=0, microsecond=0)
+        sent_at.append(time.time())
         survey = await _starts(session, symbol, end, SURVEY)
         requests += 1
         pair = probe_pair(survey or [], end - SURVEY, end, SPAN) if survey else None
@@ -48,6 +51,7 @@ async def learn_edges(
             continue
         a, b = pair
         await asyncio.sleep(pause_s)
+        sent_at.append(time.time())
         served = await _starts(session, symbol, b, b - a)
         requests += 1
         if served is None:
@@ -57,8 +61,9 @@ async def learn_edges(
         evidence.update(asked_start=a.isoformat(), asked_end=b.isoformat(),
                         first_served=a in served, last_served=b in served,
                         bars=len(served))
-        return EdgeFinding(rule, requests, time.monotonic() - began, evidence)
-    return EdgeFinding(UNKNOWN, requests, time.monotonic() - began, evidence)
+        return EdgeFinding(rule, requests, time.monotonic() - began, evidence,
+                           tuple(sent_at))
+    return EdgeFinding(UNKNOWN, requests, time.monotonic() - began, evidence, tuple(sent_at))
 
 
 async def _starts(
@@ -74,3 +79,25 @@ async def _starts(
         if not exc.retryable:
             raise
         return None
+
+
+def learn_gateway_edges(
+    host: str, port: int, client_id: int, symbol: Symbol, anchors: list[datetime],
+    *, timeout_s: float = 10.0, pause_s: float = 0.0,
+) -> EdgeFinding:
+    """Connect (the next free clientId if taken), learn the rule, disconnect."""
+
+    async def go() -> EdgeFinding:
+        for session_id in range(client_id, client_id + 32):
+            session = IBSession(host, port, session_id, timeout_s=timeout_s)
+            try:
+                await session.connect()
+            except ClientIdInUse:
+                continue
+            try:
+                return await learn_edges(session, symbol, anchors, pause_s=pause_s)
+            finally:
+                session.disconnect()
+        raise ClientIdInUse(client_id)
+
+    return asyncio.run(go())

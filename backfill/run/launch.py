@@ -13,6 +13,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -22,10 +23,17 @@ from rich.console import Console
 
 from backfill import plan as planning
 from backfill.domain import UTC, BadInput, DayCoverage, Symbol, days_between, group_windows
+from backfill.edges import DEFAULT_RULE
 from backfill.ib.session import ClientIdInUse, IBSession, IBSessionError, UnknownSymbol
 from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.dashboard import make_renderer, rerun_hint, summary_table
+from backfill.run.gateway_edges import (
+    GatewayEdges,
+    edges_sends,
+    gateway_edges,
+    remember_edges,
+)
 from backfill.run.orchestrator import (
     Orchestrator,
     RunConfig,
@@ -225,6 +233,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     check_lake_writable(request.lake)
     today = datetime.now(UTC).date()
     # Footers only: a lake that already holds everything asks the gateway nothing at all.
+    edges: GatewayEdges | None = None
     jobs = plan_jobs(request, today) if request.lake.is_dir() else [
         SymbolJob(s, missing_days({}, request.first, request.last, today))
         for s in request.symbols
@@ -237,13 +246,17 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
                 gateway = stack.enter_context(EmbeddedGateway(EMBEDDED_SIM_ARGS))
                 host, port = gateway.host, gateway.port
             preflight(host, port, request.client_id_base + request.workers, request.symbols)
+            edges = gateway_edges(request, host, port, jobs, today)
         # Nothing has been written so far: from here on the lake is touched.
         try:
             request.lake.mkdir(parents=True, exist_ok=True)
             (request.lake / RUNS_DIR).mkdir(exist_ok=True)
         except OSError as exc:
             raise BadInput(f"--lake {request.lake}: cannot create it: {exc.strerror}") from None
-        return _orchestrate(request, jobs, host, port, console, err_console, stack, today)
+        if edges is not None:
+            remember_edges(request, host, port, edges, err_console if request.json else console)
+        return _orchestrate(request, jobs, host, port, console, err_console, stack, today,
+                            edges)
     raise AssertionError("unreachable")
 
 
@@ -256,6 +269,7 @@ def _orchestrate(
     err_console: Console,
     stack: contextlib.ExitStack,
     today: date,
+    edges_found: GatewayEdges | None,
 ) -> int:
     requests_total = sum(len(group_windows(j.days, request.window_days)) for j in jobs)
     state = RunState([str(j.symbol) for j in jobs], requests_total, request.rate)
@@ -267,11 +281,13 @@ def _orchestrate(
         run_log.on_event(event)
         renderer.on_event(event)
 
+    prior_sends = edges_sends(edges_found, time.monotonic(), time.time())
     template = WorkerConfig(
         lake=request.lake, symbol=jobs[0].symbol, days=(), host=host, port=port,
         client_id=request.client_id_base, window_days=request.window_days,
         max_in_flight=request.max_in_flight, request_timeout_s=request.request_timeout_s,
         reconnect_for_s=request.reconnect_for_s,
+        edges=str(edges_found.rule) if edges_found else DEFAULT_RULE,
         # In strict mode the orchestrator grants every send within the session window.
         strict_pacing=False, identical_s=request.ib_rules[0],
         contract_max=request.ib_rules[1], contract_window_s=request.ib_rules[2],
@@ -281,6 +297,7 @@ def _orchestrate(
         client_id_base=request.client_id_base, rate=request.rate,
         worker_template=template, max_restarts=request.max_restarts,
         session_rule=request.session_rule if request.strict_pacing else None,
+        prior_sends=prior_sends,
     )
 
     def resume(symbol: Symbol) -> tuple[date, ...]:

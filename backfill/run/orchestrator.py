@@ -65,6 +65,8 @@ class RunConfig:
     rate_climb_every_s: float = 10.0
     # Strict mode: every send needs a grant from the orchestrator's session window.
     session_rule: SessionRule | None = None
+    # Sends made before the workers (time.monotonic()): the session window counts them.
+    prior_sends: tuple[float, ...] = ()
 
 
 @dataclass
@@ -208,6 +210,8 @@ class Orchestrator:
                 config.session_rule.max_count, config.session_rule.window_s,
                 clock=time.monotonic, margin_s=config.worker_template.pacing_margin_s,
             )
+            for at in config.prior_sends:
+                self.session.note_sent(at)
             self._seen_sent = [0] * n
         self.budget = Budget(config.rate)
         self.controller = GlobalRateController(
