@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from bisect import bisect_right
@@ -230,7 +231,11 @@ def test_sliding_window_refuses_bad_limits() -> None:
 
 pacer_ops = st.lists(
     st.one_of(
-        st.tuples(st.just("send"), st.integers(0, 3)),  # few keys: identical requests happen
+        # A few keys (identical requests happen) and many (so the contract rule can bind:
+        # with four keys, identical requests 15 s apart left no room for six in 2 s).
+        st.tuples(st.just("send"), st.integers(0, 3)),
+        st.tuples(st.just("send"), st.integers(4, 10_000)),
+        st.tuples(st.just("burst"), st.integers(2, 12)),  # that many new keys, back to back
         st.tuples(st.just("idle"), st.floats(0.0, 20.0)),
         st.tuples(st.just("rate"), st.floats(0.05, 50.0)),
         st.tuples(st.just("violation"), st.none()),
@@ -260,11 +265,19 @@ def test_a_worker_that_waits_for_its_pacer_breaks_no_rule(
     timeline = RateTimeline(clock.now, rate)
     sends: list[tuple[float, int]] = []
     pauses: list[tuple[float, float]] = []
+    fresh = itertools.count(-1, -1)  # keys no "send" op draws
+
+    def send(key: int) -> None:
+        assert wait_until_clear(clock, lambda: pacer.delay(key))
+        pacer.record(key)
+        sends.append((clock.now, key))
+
     for op, arg in program:
         if op == "send":
-            assert wait_until_clear(clock, lambda key=arg: pacer.delay(key))
-            pacer.record(arg)
-            sends.append((clock.now, arg))
+            send(arg)
+        elif op == "burst":
+            for _ in range(arg):
+                send(next(fresh))
         elif op == "idle":
             clock.advance(arg)
         elif op == "rate":

@@ -32,6 +32,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def until(condition, what: str, timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` on the running loop (so the session reads meanwhile) until true."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g}s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def upstream_lost(session: IBSession) -> bool:
+    return session.upstream_lost_since is not None
+
+
 async def connected(gateway, client_id: int = 1, timeout_s: float = 5.0) -> IBSession:
     session = IBSession(gateway.host, gateway.port, client_id, timeout_s=timeout_s)
     await session.connect()
@@ -142,17 +155,21 @@ def test_a_port_that_never_speaks_the_api_is_named_in_the_error():
 def test_hung_request_times_out_and_is_cancelled(sim):
     sim.set_faults(FaultConfig(hang_share=1.0))
 
+    def cancels() -> list:
+        return [r for r in sim.requests() if r.kind == "cancel"]
+
     async def go():
         session = await connected(sim)
         try:
-            await session.fetch_window(BTC, Window.single(JULY_1), timeout_s=0.5)
+            with pytest.raises(RequestTimeout):
+                await session.fetch_window(BTC, Window.single(JULY_1), timeout_s=0.5)
+            await until(cancels, "the gateway hears the request cancelled")
         finally:
-            await asyncio.sleep(0.2)
             session.disconnect()
 
-    with pytest.raises(RequestTimeout):
-        run(go())
-    assert any(r.kind == "cancel" for r in sim.requests())
+    run(go())
+    [hung] = [r for r in sim.requests() if r.kind == "historical"]
+    assert [c.req_id for c in cancels()] == [hung.req_id]
 
 
 def test_transient_error_is_a_retryable_ib_error(sim):
@@ -221,16 +238,15 @@ def test_ib_connectivity_lost_and_restored_is_tracked_and_requests_hang_meanwhil
         session = await connected(sim)
         try:
             await session.qualify(BTC)
-            assert session.upstream_ok
+            assert not upstream_lost(session)
             before = time.monotonic()
             await asyncio.to_thread(sim.lose_upstream)
-            await asyncio.sleep(0.2)
-            assert not session.upstream_ok and session.upstream_lost_after(before)
+            await until(lambda: upstream_lost(session), "the session hears 1100")
+            assert session.upstream_lost_after(before)
             with pytest.raises(RequestTimeout):
                 await session.fetch_window(BTC, Window.single(JULY_1), timeout_s=0.5)
             await asyncio.to_thread(sim.restore_upstream)
-            await asyncio.sleep(0.2)
-            assert session.upstream_ok
+            await until(lambda: not upstream_lost(session), "the session hears 1102")
             assert not session.upstream_lost_after(time.monotonic())
             return await session.fetch_window(BTC, Window.single(JULY_1))
         finally:
@@ -250,12 +266,11 @@ def test_a_client_connecting_while_ib_is_unreachable_is_told_at_once(sim):
     async def go():
         session = await connected(sim)
         try:
-            await asyncio.sleep(0.1)
-            return session.upstream_ok
+            await until(lambda: upstream_lost(session), "the session hears 1100", timeout_s=2.0)
         finally:
             session.disconnect()
 
-    assert run(go()) is False
+    run(go())
 
 
 def test_the_window_ib_says_it_served_comes_back_with_the_bars(sim):

@@ -311,6 +311,174 @@ def test_leftovers_of_crashes_are_warnings(clean_lake: Path) -> None:
     assert (Kind.QUARANTINED, quarantined) in kinds
 
 
+# ------------------------------------------------------------------ second cases
+# Every check stands behind at least two tests: a different defect, part or shape here.
+
+AUG_1 = date(2025, 8, 1)
+
+
+def eth_august(lake: Path) -> Path:
+    return part_path(lake, ETH, Month(2025, 8))
+
+
+def kinds_of(report: VerifyReport) -> set[Kind]:
+    return {f.kind for f in report.findings}
+
+
+def test_nulls_in_another_column_are_counted_per_column(clean_lake: Path) -> None:
+    rewrite(eth_august(clean_lake), lambda t: set_rows(t, "close", {10: None, 700: None}))
+    finding = only_error(verify_lake(clean_lake), Kind.NULLS)
+    assert finding.path == eth_august(clean_lake)
+    assert finding.detail == "null values (close: 2)"
+
+
+def test_a_row_moved_to_the_front_goes_backwards(clean_lake: Path) -> None:
+    # The day's last bar first: the break is where the rest of the day starts.
+    rewrite(eth_august(clean_lake), lambda t: t.take([t.num_rows - 1, *range(t.num_rows - 1)]))
+    finding = only_error(verify_lake(clean_lake), Kind.TS_UNSORTED)
+    assert (finding.path, finding.day) == (eth_august(clean_lake), AUG_1)
+    assert finding.minutes == ((at(AUG_1, 0), at(AUG_1, 0)),)
+
+
+def test_the_last_bar_twice_is_a_duplicate_not_disorder(clean_lake: Path) -> None:
+    rewrite(eth_august(clean_lake), lambda t: pa.concat_tables([t, t.slice(t.num_rows - 1)]))
+    report = verify_lake(clean_lake)
+    finding = only_error(report, Kind.TS_DUPLICATE)
+    assert (finding.path, finding.day) == (eth_august(clean_lake), AUG_1)
+    assert finding.minutes == ((at(AUG_1, 23, 59), at(AUG_1, 23, 59)),)
+    assert Kind.TS_UNSORTED not in kinds_of(report)
+
+
+def test_ts_before_the_month(clean_lake: Path) -> None:
+    june_30 = date(2025, 6, 30)
+    stray = bars_at(BTC, [at(june_30, 23, 58), at(june_30, 23, 59)])
+    rewrite(btc_part(clean_lake), lambda t: pa.concat_tables([stray, t]))
+    finding = only_error(verify_lake(clean_lake), Kind.TS_OUTSIDE_MONTH)
+    assert (finding.day, finding.minutes) == (june_30, ((at(june_30, 23, 58),
+                                                         at(june_30, 23, 59)),))
+
+
+def test_ts_a_microsecond_off_the_minute_on_two_days(clean_lake: Path) -> None:
+    def shift(t: pa.Table) -> pa.Table:
+        off = timedelta(microseconds=1)
+        return set_rows(t, "ts", {row_of(t, at(D1, 5)): at(D1, 5) + off,
+                                  row_of(t, at(D3, 17)): at(D3, 17) + off})
+
+    rewrite(btc_part(clean_lake), shift)
+    found = [f for f in errors(verify_lake(clean_lake)) if f.kind is Kind.TS_NOT_MINUTE]
+    assert [(f.day, f.minutes) for f in found] == [
+        (D1, ((at(D1, 5), at(D1, 5)),)),
+        (D3, ((at(D3, 17), at(D3, 17)),)),
+    ]
+
+
+def test_ohlc_high_below_the_close(clean_lake: Path) -> None:
+    rewrite(eth_august(clean_lake), lambda t: set_rows(t, "high", {720: 1.0, 721: 1.0}))
+    finding = only_error(verify_lake(clean_lake), Kind.OHLC)
+    assert (finding.path, finding.day) == (eth_august(clean_lake), AUG_1)
+    assert finding.minutes == ((at(AUG_1, 12, 0), at(AUG_1, 12, 1)),)
+
+
+def test_nan_volume(clean_lake: Path) -> None:
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "volume", {row_of(t, at(D3, 0)):
+                                                                   float("nan")}))
+    finding = only_error(verify_lake(clean_lake), Kind.NEGATIVE_VOLUME)
+    assert (finding.day, finding.minutes) == (D3, ((at(D3, 0), at(D3, 0)),))
+
+
+def test_what_to_show_should_be_constant(clean_lake: Path) -> None:
+    rewrite(eth_august(clean_lake), lambda t: set_rows(t, "what_to_show", {5: "TRADES"}))
+    finding = only_error(verify_lake(clean_lake), Kind.NOT_CONSTANT)
+    assert finding.path == eth_august(clean_lake)
+    assert finding.detail == "what_to_show takes several values ['AGGTRADES', 'TRADES']"
+
+
+def test_a_footer_with_no_metadata_at_all(clean_lake: Path) -> None:
+    rewrite(eth_august(clean_lake), lambda t: t, metadata={})
+    report = verify_lake(clean_lake)
+    assert only_error(report, Kind.COVERAGE_MISSING).path == eth_august(clean_lake)
+    assert Kind.COVERAGE_MALFORMED not in kinds_of(report)
+
+
+def test_coverage_json_with_a_day_lacking_its_row_count(clean_lake: Path) -> None:
+    path = eth_august(clean_lake)
+    record = json.loads(pq.read_schema(path).metadata[COVERAGE_KEY])
+    del record["days"]["2025-08-01"]["rows"]
+    rewrite(path, lambda t: t, metadata={COVERAGE_KEY: json.dumps(record).encode()})
+    report = verify_lake(clean_lake)
+    assert only_error(report, Kind.COVERAGE_MALFORMED).path == path
+    assert Kind.COVERAGE_MISSING not in kinds_of(report)
+
+
+def test_a_coverage_day_before_the_month(clean_lake: Path) -> None:
+    june_30 = date(2025, 6, 30)
+    edit_coverage(
+        btc_part(clean_lake),
+        lambda c: c.update({june_30: DayCoverage(june_30, 1440, FETCHED, True)}),
+    )
+    finding = only_error(verify_lake(clean_lake), Kind.COVERAGE_OUTSIDE_MONTH)
+    assert (finding.day, finding.path) == (june_30, btc_part(clean_lake))
+
+
+def test_a_part_whose_coverage_lists_no_day(clean_lake: Path) -> None:
+    edit_coverage(eth_august(clean_lake), lambda c: c.pop(AUG_1))
+    finding = only_error(verify_lake(clean_lake, [ETH]), Kind.UNCOVERED_ROWS)
+    assert (finding.path, finding.day) == (eth_august(clean_lake), AUG_1)
+    assert finding.minutes == ((at(AUG_1, 0), at(AUG_1, 23, 59)),)
+
+
+def test_only_the_asked_symbol_without_parts_has_no_data(clean_lake: Path) -> None:
+    sol = BTC.parse("SOL-USD")
+    report = verify_lake(clean_lake, [BTC, sol])
+    assert [f.symbol for f in report.findings if f.kind is Kind.NO_DATA] == [sol]
+    assert not report.ok
+
+
+def test_a_partial_day_with_every_minute_before_the_fetch_is_a_warning_without_gaps(
+    clean_lake: Path,
+) -> None:
+    day = date(2025, 8, 2)
+    fetched = at(day, 2, 0)
+    batch = bars_at(ETH, [at(day, 0, m) for m in range(120)])
+    store.write_batch(clean_lake, ETH, batch, [day], fetched_at=fetched, partial_days=[day])
+    report = verify_lake(clean_lake, [ETH])
+    warnings = {(f.kind, f.day) for f in report.findings if f.severity is Severity.WARNING}
+    assert warnings == {(Kind.PARTIAL_DAY, day)}
+    assert report.ok and report.symbols[0].days_partial == 1
+
+
+def test_an_empty_day_alone_is_a_warning(clean_lake: Path) -> None:
+    day = date(2025, 8, 2)
+    store.write_batch(clean_lake, ETH, bars_at(ETH, []), [day], fetched_at=FETCHED)
+    report = verify_lake(clean_lake, [ETH], AUG_1, AUG_1)
+    assert Kind.EMPTY_DAY not in kinds_of(report), "outside the asked range"
+    report = verify_lake(clean_lake, [ETH])
+    warnings = {(f.kind, f.day) for f in report.findings if f.severity is Severity.WARNING}
+    assert warnings == {(Kind.EMPTY_DAY, day)}
+    assert report.ok
+
+
+def test_a_quarantined_part_beside_another_symbols_part(clean_lake: Path) -> None:
+    quarantined = eth_august(clean_lake).with_name(
+        "_corrupt-part-2025-08.parquet.20250901T000000000000Z.bad")
+    quarantined.write_bytes(b"junk")
+    report = verify_lake(clean_lake, [ETH])
+    assert report.ok
+    assert [(f.severity, f.symbol, f.path) for f in report.findings
+            if f.kind is Kind.QUARANTINED] == [(Severity.WARNING, ETH, quarantined)]
+
+
+def test_a_stale_temp_file_is_told_only_for_a_part_in_scope(clean_lake: Path) -> None:
+    july = part_path(clean_lake, ETH, JULY)
+    stale = july.with_name(f".{july.name}.999999.tmp")  # a writer's pid, long dead
+    stale.write_bytes(b"half")
+    assert Kind.STALE_TEMP not in kinds_of(verify_lake(clean_lake, [ETH], AUG_1, AUG_1))
+    report = verify_lake(clean_lake, [ETH])
+    assert report.ok
+    assert [(f.severity, f.path) for f in report.findings if f.kind is Kind.STALE_TEMP] == [
+        (Severity.WARNING, stale)]
+
+
 # ------------------------------------------------------------------ JSON shape
 
 FINDING_KEYS = {"severity", "kind", "symbol", "path", "day", "detail", "minutes"}
@@ -343,7 +511,7 @@ def test_json_document_has_the_documented_shape(clean_lake: Path) -> None:
         "path": "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025/month=07/"
         "part-2025-07.parquet",
         "day": "2025-07-01",
-        "detail": volume["detail"],
+        "detail": "negative or NaN volume on 1 minute(s)",
         "minutes": [["2025-07-01T00:00:00+00:00", "2025-07-01T00:00:00+00:00"]],
     }
 

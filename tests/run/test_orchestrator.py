@@ -1,4 +1,4 @@
-"""The orchestrator's pure reactions, without starting a process."""
+"""The orchestrator: its pure reactions, and its run loop with real workers and a simulator."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from backfill.domain import Symbol
+from backfill.domain import Symbol, days_between
 from backfill.run import events as ev
 from backfill.run.orchestrator import (
     Orchestrator,
@@ -16,6 +16,7 @@ from backfill.run.orchestrator import (
     SymbolJob,
 )
 from backfill.run.worker import WorkerConfig
+from backfill.sim import FAST_PACING, PacingConfig
 
 BTC, ETH = Symbol("BTC", "USD"), Symbol("ETH", "USD")
 
@@ -91,3 +92,59 @@ def test_strict_mode_a_dead_workers_grant_is_not_inherited(tmp_path):
     assert not successor.may_send(), "the grant may have been used: it counts as sent"
     orch._grant_sends({0: None})  # type: ignore[dict-item]
     assert not successor.may_send(), "the window is full for 600 s"
+
+
+def shares_seen_by_workers(orch: Orchestrator) -> list[float]:
+    """Each slot's rate as its worker reads it: through the controls shared with it."""
+    return [SharedControls(orch.rates, slot, orch.pause, orch.stop).rate()
+            for slot in range(len(orch.rates))]
+
+
+def test_the_run_loop_hands_every_new_share_to_the_workers(sim, tmp_path):
+    # Two workers share 8 req/s. BTC has one day, ETH many: when BTC ends, ETH's share must
+    # rise to the whole budget; when a 162 halves the budget, ETH's share must follow.
+    days = {BTC: (date(2025, 7, 1),), ETH: tuple(days_between(date(2025, 7, 1),
+                                                              date(2025, 7, 16)))}
+    template = WorkerConfig(lake=tmp_path, symbol=BTC, days=(), host=sim.host, port=sim.port,
+                            client_id=100, identical_s=FAST_PACING.identical_window_s,
+                            contract_window_s=FAST_PACING.contract_window_s)
+    config = RunConfig(lake=tmp_path, host=sim.host, port=sim.port, workers=2,
+                       client_id_base=100, rate=8.0, worker_template=template,
+                       rate_hold_s=120.0)  # no climbing back within the test
+    # The gateway turns strict (one request per 5 s) once ETH runs alone: it draws a 162.
+    strict = PacingConfig(identical_window_s=1.5, contract_window_s=5.0, contract_max=1,
+                          soft_rate=None, max_rate=None)
+    phase = "both"  # → "alone" once BTC ended → "violated" after the 162
+    seen: dict[str, list[list[float]]] = {"both": [], "alone": [], "violated": []}
+    events: list[ev.Event] = []
+    tightened = False
+
+    def sink(event: ev.Event) -> None:
+        nonlocal phase, tightened
+        events.append(event)
+        shares = shares_seen_by_workers(orch)
+        seen[phase].append(shares)
+        if isinstance(event, ev.WorkerFinished) and event.symbol == str(BTC):
+            phase = "alone"
+        elif phase == "alone" and not tightened and sorted(shares) == [0.0, 8.0]:
+            tightened = True
+            sim.set_pacing(strict)
+        elif phase == "alone" and isinstance(event, ev.PacingViolation):
+            phase = "violated"
+            sim.set_pacing(FAST_PACING)
+        elif phase == "violated" and sorted(shares) == [0.0, 4.0]:
+            orch.request_stop()  # seen what this test is about: no need to finish ETH
+
+    orch = Orchestrator(config, [SymbolJob(s, d) for s, d in days.items()], sink,
+                        resume=lambda s: days[s])
+    result = orch.run()
+
+    assert result.symbols[BTC].status is ev.Status.DONE
+    assert [4.0, 4.0] in seen["both"]
+    alone, violated = ([sorted(s) for s in seen[p]] for p in ("alone", "violated"))
+    assert [0.0, 8.0] in alone, f"ETH's share never rose once BTC ended: {alone[-3:]}"
+    assert [0.0, 4.0] in violated, f"the halved budget never reached ETH: {violated[-3:]}"
+    budgets = [e.rate for e in events if isinstance(e, ev.BudgetChanged)]
+    assert budgets[0] == 8.0 and 4.0 in budgets
+    for shares in (*seen["both"], *seen["alone"], *seen["violated"]):
+        assert sum(shares) <= 8.0 + 1e-9

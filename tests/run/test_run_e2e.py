@@ -62,10 +62,34 @@ def successes(gateway) -> list:
     return [r for r in historical(gateway) if r.outcome in ("bars", "no_data")]
 
 
+def assert_contract_rule_kept(gateway, lake: Path) -> None:
+    """No 162 for pacing, and no contract window held more than the rule allows on arrival.
+
+    Checked only where the rule binds: the worker must have waited for it at least once.
+    """
+    records = historical(gateway)
+    assert not [r for r in records if r.error_code == 162], "refused for pacing"
+    by_symbol = defaultdict(list)
+    for r in records:
+        by_symbol[r.symbol].append(r.received)
+    most = FAST_PACING.contract_max
+    for times in by_symbol.values():
+        times.sort()
+        for first, later in zip(times, times[most:], strict=False):
+            assert later - first > FAST_PACING.contract_window_s, \
+                f"{most + 1} arrivals within {later - first:.3f}s"
+    [log] = (lake / "_runs").glob("*.jsonl")
+    waits = [e for e in map(json.loads, log.read_text().splitlines())
+             if e["event"] == "status" and e["status"] == "paced"]
+    assert any(e["detail"] == "contract" for e in waits), "the contract rule never bound"
+
+
 def test_month_for_one_symbol_lands_complete_and_a_rerun_asks_nothing(sim, lake):
+    # 50 req/s for one symbol: above the contract rule (5 in 0.2 s scaled), which binds.
     done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-08-01", "--rate", "50")
     assert done.returncode == 0, done.stderr + done.stdout
     assert_lake_equals_simulator(lake, sim, ["BTC-USD"], "2025-07-01", "2025-08-01")
+    assert_contract_rule_kept(sim, lake)
     july = lake / "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025/month=07"
     import pyarrow.parquet as pq
 
@@ -254,9 +278,11 @@ def test_a_gateway_restart_mid_run_is_ridden_out(make_sim, lake):
     process = start_json_run(first, lake, symbols, "--rate", "10")
     _wait_for_lines(process, lambda line, lines: sum('"day_fetched"' in x for x in lines) >= 6)
     first.stop()
-    time.sleep(3.0)
+    # Down until a worker has tried to reconnect and found nothing listening.
+    seen = _wait_for_lines(process, lambda line, lines: '"reason":"connect: ' in line)
     second = make_sim(port=first.port, faults=faults)
     out, err = process.communicate(timeout=120)
+    out = "".join(seen) + out
     assert process.returncode == 0, err[-3000:]
     assert '"reason":"disconnected"' in out
     assert successes(second), "the run went on against the restarted gateway"

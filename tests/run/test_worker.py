@@ -245,3 +245,33 @@ def test_a_lake_it_cannot_write_fails_the_worker_with_the_reason(sim, tmp_path):
                          lambda e: None, LocalControls(50.0))
     assert outcome.failure.startswith("cannot write the lake:")
     assert in_the_way.read_text() == "not a folder"
+
+
+def test_a_day_whose_every_attempt_timed_out_is_failed_and_never_recorded(sim, tmp_path):
+    # The first day is answered; from then on every request hangs until its timeout. A day
+    # the gateway never answered must stay missing in the lake (the next run asks again),
+    # not be written as an empty, complete day beside the one that was fetched.
+    days = days_between(date(2025, 7, 1), date(2025, 7, 3))
+    events: list[ev.Event] = []
+    hang_from_now = when_days_fetched(1, lambda: sim.set_faults(FaultConfig(hang_share=1.0)))
+
+    def sink(event: ev.Event) -> None:
+        events.append(event)
+        hang_from_now(event)
+
+    outcome = run_worker(
+        config(sim, tmp_path, days, max_in_flight=1, max_attempts=2, request_timeout_s=0.3,
+               retry_base_s=0.05),
+        sink, LocalControls(50.0),
+    )
+    assert outcome.days_fetched == 1 and outcome.days_failed == tuple(days[1:])
+    failed = [e for e in events if isinstance(e, ev.DayFailed)]
+    assert sorted(e.day for e in failed) == days[1:]
+    assert all(e.reason.startswith("timeout") for e in failed)
+    timeouts = Counter(e.window for e in events
+                       if isinstance(e, ev.RequestDone) and e.outcome == "timeout")
+    assert sorted(timeouts.values()) == [2, 2], "each hung day had all its attempts"
+    coverage = read_coverage(tmp_path, [ETH], days[0], days[-1])[ETH]
+    assert list(coverage) == [days[0]], "only the day answered is recorded"
+    assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[0])
+    assert not any(isinstance(e, ev.DayFetched) and e.day in days[1:] for e in events)
