@@ -330,6 +330,17 @@ def verify(
     from_: FromOpt = None,
     to: ToOpt = None,
     json: JsonOpt = False,
+    daily_days: Annotated[int, typer.Option(
+        "--daily-gap-days", min=1,
+        help="A minute of the day missing on nearly every day is an error (a bar lost to the "
+             "request's window edges, or a daily gap at the source) once a symbol has at "
+             "least this many whole days to judge by.")] = 7,
+    daily_share: Annotated[float, typer.Option(
+        "--daily-gap-share", min=0.0, max=1.0,
+        help="... missing on at least this share of those days.")] = 0.9,
+    daily_full: Annotated[float, typer.Option(
+        "--daily-gap-full", min=0.0, max=1.0,
+        help="... counting only days holding at least this share of 1,440 bars.")] = 0.95,
 ) -> None:
     """Check the lake: schema, order, duplicates, OHLC, partitions, coverage, gaps, bad files.
 
@@ -341,6 +352,7 @@ def verify(
 
     from rich.console import Console
 
+    from backfill.lake.minute_check import MinuteCheckThresholds
     from backfill.lake.verify import verify_lake
     from backfill.lake.verify_view import verify_lines, verify_renderable
 
@@ -348,7 +360,10 @@ def verify(
         symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
         first = None if from_ is None else parse_day(from_, "--from")
         last = None if to is None else parse_day(to, "--to")
-        report = verify_lake(resolve_lake(lake), symbol_list, first, last)
+        report = verify_lake(
+            resolve_lake(lake), symbol_list, first, last,
+            MinuteCheckThresholds(daily_days, daily_full, daily_share),
+        )
     except BadInput as exc:
         fail_bad_input(str(exc))
     if json:

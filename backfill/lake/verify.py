@@ -42,6 +42,7 @@ from backfill.domain import (
     check_range,
     day_ranges,
 )
+from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
 from backfill.lake.paths import QUARANTINE_PREFIX, TEMP_SUFFIX, iter_parts, lake_symbols
 from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
 
@@ -82,6 +83,7 @@ class Kind(str, Enum):
     EMPTY_DAY = "empty_day"
     QUARANTINED = "quarantined"
     STALE_TEMP = "stale_temp"
+    MINUTE_MISSING_DAILY = "minute_missing_daily"
 
 
 MinuteRange = tuple[datetime, datetime]
@@ -570,6 +572,7 @@ def verify_lake(
     symbols: Sequence[Symbol] | None = None,
     first: date | None = None,
     last: date | None = None,
+    minute_thresholds: MinuteCheckThresholds | None = None,
 ) -> VerifyReport:
     """Check every part in scope; default range per symbol is the span of its coverage.
 
@@ -585,7 +588,9 @@ def verify_lake(
     summaries = []
     parts = 0
     for symbol in chosen:
-        summary, symbol_findings = _verify_symbol(lake, symbol, first, last, asked)
+        summary, symbol_findings = _verify_symbol(
+            lake, symbol, first, last, asked, minute_thresholds or MinuteCheckThresholds()
+        )
         summaries.append(summary)
         findings += symbol_findings
         parts += summary.parts
@@ -597,7 +602,8 @@ def _in_scope(month: Month, first: date | None, last: date | None) -> bool:
 
 
 def _verify_symbol(
-    lake: Path, symbol: Symbol, first: date | None, last: date | None, asked: bool
+    lake: Path, symbol: Symbol, first: date | None, last: date | None, asked: bool,
+    minute_thresholds: MinuteCheckThresholds,
 ) -> tuple[SymbolSummary, list[Finding]]:
     checks: list[tuple[Path, Month, pa.Table | None]] = []
     findings: list[Finding] = []
@@ -625,11 +631,21 @@ def _verify_symbol(
         span_first = span_last = None
     rows_per_day: dict[date, int] = {}
     gaps: dict[date, tuple[int, int]] = {}
+    tally = MinuteTally()
+    whole = {d.toordinal() - _EPOCH_DAY for d, c in coverage.items() if c.complete and c.rows
+             and (span_first is None or span_first <= d) and (span_last is None or d <= span_last)}
     for path, month, table in tables:
         result = check_part(table, symbol, month, path, span_first, span_last)
         findings += result.findings
         rows_per_day.update(result.rows_per_day)
         gaps.update(result.gap_minutes_per_day)
+        if "ts" in table.column_names and pa.types.is_timestamp(table.schema.field("ts").type):
+            tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole,
+                      minute_thresholds)
+    findings += [
+        Finding(Severity.ERROR, Kind.MINUTE_MISSING_DAILY, symbol, None, None, m.detail())
+        for m in missing_every_day(tally, minute_thresholds)
+    ]
     if not checks and asked and span_first is None:
         findings.append(
             Finding(Severity.ERROR, Kind.NO_DATA, symbol, None, None, "no parts in the lake")
