@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from backfill import __version__
+from backfill.aggregate.timeframes import parse_timeframes
 from backfill.domain import (
     BadInput,
     Symbol,
@@ -79,6 +80,16 @@ ClientIdBaseOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+AggregateTfOpt = Annotated[
+    str | None,
+    typer.Option("--aggregate", help="After the run, build these timeframes (e.g. M5,H1,D1) "
+                 "for the symbols and days of the run, as `backfill aggregate` does."),
+]
+PlanTfOpt = Annotated[
+    str | None,
+    typer.Option("--tf", help="Also show the aggregate parts of these timeframes (e.g. "
+                 "M5,H1,D1) that are missing or stale."),
+]
 RateOpt = Annotated[
     float,
     typer.Option("--rate", help="Requests per second across all workers (0.7 is IB-safe)."),
@@ -171,6 +182,7 @@ def run(
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
     ] = 3,
+    aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -191,6 +203,7 @@ def run(
     try:
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
+        after_run = None if aggregate_tf is None else parse_timeframes(aggregate_tf)
         address = GatewayAddress.parse(gateway)
         n_workers = min(len(symbol_list), DEFAULT_WORKERS) if workers is None else workers
         check_settings(rate, n_workers, max_in_flight, window_days)
@@ -214,7 +227,36 @@ def run(
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
         fail_bad_input(str(exc))
+    if after_run and code in (EXIT_OK, EXIT_FAILED):
+        code = max(code, aggregate_after_run(request, after_run))
     raise typer.Exit(code)
+
+
+def aggregate_after_run(request: Any, timeframes: tuple[Any, ...]) -> int:
+    """``run --aggregate``: build the timeframes for the run's symbols and days."""
+    import json as jsonlib
+
+    from backfill.aggregate import view
+    from backfill.aggregate.build import AggregateRequest, aggregate_lake
+
+    wanted = AggregateRequest(
+        lake=request.lake, timeframes=timeframes, symbols=tuple(request.symbols),
+        first=request.first, last=request.last,
+    )
+    try:
+        if request.json:  # one more NDJSON line after the run's events
+            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
+            typer.echo(jsonlib.dumps({"event": "aggregate", **view.to_json(wanted, result)}))
+        else:
+            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
+            for line in view.summary_lines(result):
+                typer.echo(line)
+    except BadInput as exc:  # e.g. a symbol that got no M1 data at all
+        typer.echo(f"backfill: aggregate: {exc}", err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symbol]:
@@ -270,6 +312,7 @@ def plan(
     client_id_base: ClientIdBaseOpt = 100,
     strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
+    tf: PlanTfOpt = None,
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
@@ -278,7 +321,8 @@ def plan(
     max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
     days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
-    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive).
+    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive);
+    with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}].
     """
     import json as jsonlib
 
@@ -291,6 +335,7 @@ def plan(
     try:
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
+        timeframes = None if tf is None else parse_timeframes(tf)
         root = resolve_lake(lake)
         if root.exists() and not root.is_dir():
             raise BadInput(f"--lake {root} is not a folder")
@@ -311,14 +356,27 @@ def plan(
         )
     except BadInput as exc:
         fail_bad_input(str(exc))
+    stale = None
+    if timeframes is not None:
+        from backfill.aggregate.build import aggregate_status
+        from backfill.aggregate.view import status_json, status_lines
+
+        stale = aggregate_status(root, symbol_list, timeframes, first, last,
+                                 datetime.now(timezone.utc)) if root.is_dir() else ()
     if json:
-        typer.echo(jsonlib.dumps(result.to_dict(), indent=2))
+        document = result.to_dict()
+        if stale is not None:
+            document["aggregates"] = status_json(stale)
+        typer.echo(jsonlib.dumps(document, indent=2))
         return
     console = Console()
     if console.is_terminal:
         console.print(plan_table(result))
     else:
         for line in plan_lines(result):
+            typer.echo(line)
+    if stale is not None:
+        for line in status_lines(stale, [t.name for t in timeframes or ()]):
             typer.echo(line)
 
 
@@ -376,6 +434,77 @@ def verify(
             for line in verify_lines(report):
                 typer.echo(line)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@app.command()
+def aggregate(
+    symbols: SymbolsOpt = None,
+    symbols_file: SymbolsFileOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    lake: LakeOpt = None,
+    tf: Annotated[
+        str, typer.Option("--tf", help="Timeframes to build, comma-separated, from "
+                          "M5,M15,M30,H1,H4,D1.")
+    ] = "M5,M15,M30,H1,H4,D1",
+    include_partial: Annotated[
+        bool, typer.Option("--include-partial", help="Also write buckets whose M1 days are "
+                           "not all recorded whole, with complete=false.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Build higher timeframes (M5 to D1) from the M1 lake; only what changed is rebuilt.
+
+    A bucket is (end - w, end] on a grid anchored at 00:00 UTC, stamped with its end (as M1
+    bars are); the D1 bar of day D is stamped D+1 00:00. By default only complete buckets are
+    written: every lake day their minutes belong to was recorded whole. Default: every symbol
+    in the lake, every M1 day; --from/--to pick the M1 days whose months are rebuilt.
+    Exit 0 done, 1 something failed (rerun), 2 bad input (nothing written), 130 interrupted.
+    --json prints one document, documented in backfill/aggregate/view.py and README.md.
+    """
+    import json as jsonlib
+
+    from rich.console import Console
+
+    from backfill.aggregate import view
+    from backfill.aggregate.build import AggregateRequest, aggregate_lake, check_request
+    from backfill.aggregate.timeframes import parse_timeframes
+
+    try:
+        request = AggregateRequest(
+            lake=resolve_lake(lake),
+            timeframes=parse_timeframes(tf),
+            symbols=(
+                tuple(resolve_symbols(symbols, symbols_file)) if symbols or symbols_file
+                else None
+            ),
+            first=None if from_ is None else parse_day(from_, "--from"),
+            last=None if to is None else parse_day(to, "--to"),
+            include_partial=include_partial,
+        )
+        check_request(request)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+    now = datetime.now(timezone.utc)
+    console = Console()
+    try:
+        if json:
+            result = aggregate_lake(request, now=now)
+            typer.echo(jsonlib.dumps(view.to_json(request, result), indent=2))
+        elif console.is_terminal:
+            with view.ProgressView(Console(stderr=True)) as progress:
+                result = aggregate_lake(request, now=now, on_event=progress.on_event)
+            for line in view.summary_lines(result):
+                console.print(line, markup=False)
+        else:
+            result = aggregate_lake(request, now=now, on_event=view.line_printer(typer.echo))
+            for line in view.summary_lines(result):
+                typer.echo(line)
+    except KeyboardInterrupt:
+        # Every part is replaced whole or not at all: nothing is half-written.
+        typer.echo("backfill: interrupted; rerun to finish", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
 @app.command()

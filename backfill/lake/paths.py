@@ -153,3 +153,47 @@ def iter_parts(
             path = folder / part_name(month)
             if path.is_file():
                 yield symbol, month, path
+
+
+# ---------------------------------------------------------------- higher timeframes
+# The M1 tree with ``timeframe=M5`` and so on: the same symbol/year/month folders and names.
+
+
+def timeframe_dir(lake: Path, timeframe: str) -> Path:
+    """The folder holding one ``symbol=...`` folder per symbol, for one aggregate timeframe."""
+    return dataset_root(lake) / f"source={SOURCE}" / f"market={MARKET}" / f"timeframe={timeframe}"
+
+
+def aggregate_part_path(lake: Path, symbol: Symbol, timeframe: str, month: Month) -> Path:
+    """``<lake>/data/source=ibkr/market=crypto/timeframe=H1/symbol=X/year=Y/month=MM/part-Y-MM.parquet``."""
+    return (
+        timeframe_dir(lake, timeframe)
+        / f"symbol={symbol}"
+        / f"year={month.year:04d}"
+        / f"month={month.month:02d}"
+        / part_name(month)
+    )
+
+
+def iter_aggregate_parts(
+    lake: Path, timeframe: str, symbols: Iterable[Symbol]
+) -> Iterator[tuple[Symbol, Month, Path]]:
+    """Every existing aggregate part of one timeframe for the given symbols, by symbol, month."""
+    for symbol in symbols:
+        root = timeframe_dir(lake, timeframe) / f"symbol={symbol}"
+        if not root.is_dir():
+            continue
+        found = []
+        for year_dir in root.iterdir():
+            year_match = _YEAR_DIR_RE.match(year_dir.name)
+            if not (year_dir.is_dir() and year_match):
+                continue
+            for month_dir in year_dir.iterdir():
+                month_match = _MONTH_DIR_RE.match(month_dir.name)
+                if month_dir.is_dir() and month_match and 1 <= int(month_match.group(1)) <= 12:
+                    month = Month(int(year_match.group(1)), int(month_match.group(1)))
+                    path = month_dir / part_name(month)
+                    if path.is_file():
+                        found.append((month, path))
+        for month, path in sorted(found):
+            yield symbol, month, path

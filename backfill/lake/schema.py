@@ -90,3 +90,17 @@ def decode_coverage(raw: bytes) -> dict[date, DayCoverage]:
             complete=bool(value["complete"]),
         )
     return out
+
+
+# Higher timeframes (M5 … D1): the bar columns, then the M1 rows in the bucket and whether
+# every lake day the bucket's minutes belong to was recorded whole.
+AGGREGATE_SCHEMA = pa.schema(
+    [
+        *BAR_SCHEMA,
+        pa.field("minutes", pa.int64(), nullable=False),
+        pa.field("complete", pa.bool_(), nullable=False),
+    ]
+)
+AGGREGATE_COLUMNS = tuple(AGGREGATE_SCHEMA.names)
+# An aggregate part's footer: what it was built from (each M1 day's coverage entry).
+PROVENANCE_KEY = b"backfill.aggregate"

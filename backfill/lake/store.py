@@ -379,3 +379,84 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- aggregate parts
+# Higher timeframes are derived data: a part is rebuilt whole from the M1 parts, never merged,
+# but it is written with the same care (lock, temp file, fsync, replace) and an unreadable
+# one is still moved aside rather than overwritten.
+
+
+@dataclass(frozen=True)
+class AggregateWrite:
+    """One aggregate part written by ``write_aggregate``."""
+
+    path: Path
+    rows: int
+    size_bytes: int
+    quarantined: Path | None
+
+
+def write_aggregate(
+    lake: Path,
+    symbol: Symbol,
+    timeframe: str,
+    month: Month,
+    buckets: pa.Table,
+    provenance: bytes,
+) -> AggregateWrite:
+    """Replace one aggregate part with ``buckets``; its footer records ``provenance``.
+
+    ``buckets`` must have the aggregate schema, be sorted and unique on ``ts``, and lie in
+    ``month``: anything else is a bug upstream (``BadBars``), never written.
+    """
+    from backfill.lake.paths import aggregate_part_path
+    from backfill.lake.schema import AGGREGATE_SCHEMA, PROVENANCE_KEY
+
+    if not buckets.schema.equals(AGGREGATE_SCHEMA):
+        raise BadBars(f"{symbol} {timeframe} {month}: buckets do not have the aggregate schema")
+    ts = buckets["ts"].combine_chunks()
+    if not _strictly_increasing(ts):
+        raise BadBars(f"{symbol} {timeframe} {month}: bucket ends not strictly increasing")
+    if buckets.num_rows and not pc.all(_in_month(ts, month)).as_py():
+        raise BadBars(f"{symbol} {timeframe} {month}: a bucket ends outside the month")
+    path = aggregate_part_path(lake, symbol, timeframe, month)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = buckets.replace_schema_metadata({PROVENANCE_KEY: provenance})
+    with FileLock(lock_path(path)):
+        # Under the lock no other writer is mid-write on this part: any temp file is stale.
+        for stale in path.parent.glob(temp_glob(path)):
+            stale.unlink(missing_ok=True)
+        quarantined = None
+        if path.exists():
+            # An OSError opening it is the OS refusing, not a verdict on the file: it
+            # propagates. Only a footer read and found bad makes the part corrupt.
+            with open(path, "rb") as handle:
+                try:
+                    pq.read_metadata(handle)
+                    corrupt = False
+                except (OSError, ValueError, pa.ArrowException):
+                    corrupt = True
+            if corrupt:
+                quarantined = quarantine_path(path, datetime.now(UTC))
+                os.rename(path, quarantined)
+                _fsync(path.parent)
+        size = _write_replace(path, table)
+    return AggregateWrite(path, table.num_rows, size, quarantined)
+
+
+def _write_replace(path: Path, table: pa.Table) -> int:
+    """Temp file, fsync, ``os.replace``, fsync the folder: the part is old or new, never half."""
+    tmp = temp_path(path)
+    try:
+        pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
+        _fsync(tmp)
+        size = tmp.stat().st_size
+        if _before_replace is not None:
+            _before_replace(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+    return size

@@ -84,6 +84,11 @@ class Kind(str, Enum):
     QUARANTINED = "quarantined"
     STALE_TEMP = "stale_temp"
     MINUTE_MISSING_DAILY = "minute_missing_daily"
+    # aggregate parts (backfill/lake/verify_aggregates.py)
+    BUCKET_MISALIGNED = "bucket_misaligned"
+    BUCKET_MINUTES = "bucket_minutes"
+    PROVENANCE_MISSING = "provenance_missing"
+    AGGREGATE_STALE = "aggregate_stale"
 
 
 MinuteRange = tuple[datetime, datetime]
@@ -594,7 +599,13 @@ def verify_lake(
         summaries.append(summary)
         findings += symbol_findings
         parts += summary.parts
-    return VerifyReport(lake, first, last, parts, tuple(summaries), tuple(findings))
+    from backfill.lake.verify_aggregates import verify_aggregates  # it imports this module
+
+    aggregate_parts, aggregate_findings = verify_aggregates(lake, chosen, first, last)
+    return VerifyReport(
+        lake, first, last, parts + aggregate_parts, tuple(summaries),
+        (*findings, *aggregate_findings),
+    )
 
 
 def _in_scope(month: Month, first: date | None, last: date | None) -> bool:

@@ -1,0 +1,77 @@
+"""M1 lakes of simulator bars for the aggregate tests (importable by spawned children)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from backfill.domain import (
+    DAY,
+    EXCHANGE,
+    MARKET,
+    MINUTE,
+    SOURCE,
+    UTC,
+    WHAT_TO_SHOW,
+    Month,
+    Symbol,
+    day_start,
+    days_between,
+)
+from backfill.lake import store
+from backfill.lake.schema import BAR_SCHEMA
+from backfill.sim import bars_between
+
+SEED = 7
+FETCHED = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+LATER = datetime(2026, 1, 11, 12, 0, tzinfo=UTC)
+
+
+def sim_bars(symbol: Symbol, first: date, last: date, *, seed: int = SEED) -> pa.Table:
+    """The simulator's bars of lake days ``[first, last]``, in lake form (ts = bar end)."""
+    bars = bars_between(
+        seed, symbol.base, day_start(first) - MINUTE, day_start(last) + DAY - MINUTE,
+        no_trade_share=0.05,
+    )
+    n = len(bars)
+    return pa.table(
+        {
+            "ts": [b.start + MINUTE for b in bars],
+            "open": [b.open for b in bars],
+            "high": [b.high for b in bars],
+            "low": [b.low for b in bars],
+            "close": [b.close for b in bars],
+            "volume": [b.volume for b in bars],
+            "source": [SOURCE] * n,
+            "market": [MARKET] * n,
+            "symbol": [str(symbol)] * n,
+            "exchange": [EXCHANGE] * n,
+            "what_to_show": [WHAT_TO_SHOW] * n,
+            "wap": [b.wap for b in bars],
+            "bar_count": [b.bar_count for b in bars],
+        },
+        schema=BAR_SCHEMA,
+    )
+
+
+def write_m1(
+    lake: Path,
+    symbol: Symbol,
+    first: date,
+    last: date,
+    *,
+    partial: Collection[date] = (),
+    fetched_at: datetime = FETCHED,
+    seed: int = SEED,
+) -> None:
+    """Record days ``[first, last]`` of ``symbol`` in the M1 lake, a month per batch."""
+    days = days_between(first, last)
+    for month in sorted({Month.of(d) for d in days}):
+        month_days = [d for d in days if Month.of(d) == month]
+        store.write_batch(
+            lake, symbol, sim_bars(symbol, month_days[0], month_days[-1], seed=seed), month_days,
+            fetched_at=fetched_at, partial_days=[d for d in partial if d in month_days],
+        )
