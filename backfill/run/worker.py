@@ -132,7 +132,8 @@ class WorkerConfig:
     retry_base_s: float = 0.5
     retry_cap_s: float = 30.0
     # While another session holds the account's market data (10197), one request goes out
-    # this often to see whether it has gone; past reconnect_for_s the worker gives up.
+    # this often (at most; reconnect_for_s / 20 if less) to see whether it has gone; past
+    # reconnect_for_s the worker gives up.
     blocked_retry_s: float = 30.0
     # The gateway's window-edge rule as learned at start-up ("unknown": rely on neither end).
     edges: str = DEFAULT_RULE
@@ -422,8 +423,13 @@ class Worker:
         self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
         if n_in_flight or now < self.blocked_next_try:
             return 0.25
-        self.blocked_next_try = now + self.config.blocked_retry_s
+        self.blocked_next_try = now + self._blocked_retry_s()
         return 0.0
+
+    def _blocked_retry_s(self) -> float:
+        """How often a blocked session is probed: slowly, and at least 20 times before the
+        worker gives up after ``reconnect_for_s``."""
+        return min(self.config.blocked_retry_s, self.config.reconnect_for_s / 20)
 
     def _next_ready_first(self, look_ahead: int = 16) -> None:
         """Move the first job that may go now to the front of the queue.
@@ -506,7 +512,7 @@ class Worker:
             # gives up after reconnect_for_s.
             self.set_status(ev.Status.RETRYING, _outcome(exc))
             self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
-                      delay_s=self.config.blocked_retry_s, day=job.window.first_day)
+                      delay_s=self._blocked_retry_s(), day=job.window.first_day)
             self.pending.appendleft(job)
             return
         if isinstance(exc, PacingViolation):
