@@ -34,9 +34,10 @@ def run(gateway: SimGateway, lake: Path, *extra: str) -> tuple[str, float]:
     return first_line, time.monotonic() - began
 
 
-def sim(**behaviour: object) -> SimGateway:
+def sim(timezone: str = "UTC", **behaviour: object) -> SimGateway:
     return SimGateway(SimConfig(
         port=0, pacing=FAST_PACING, keep_requests=True, behaviour=Behaviour(**behaviour),
+        timezone=timezone,
         faults=FaultConfig(latency_ms=(30, 150)),
     )).start()
 
@@ -49,13 +50,16 @@ def main() -> None:
             learned = [r for r in gateway.requests() if r.duration in LEARNING]
             print(f"  {edges}: {len(learned)} requests; {line.strip()}")
     print(f"requests per day of data ({DAYS} days):")
-    for duration in ("calendar", "sessions"):
+    for duration, zone in (("calendar", "UTC"), ("sessions", "UTC"),
+                           ("sessions", "America/New_York")):
         for window_days in (1, 7):
-            with sim(day_duration=duration) as gateway, tempfile.TemporaryDirectory() as tmp:
+            with sim(zone, day_duration=duration) as gateway, \
+                    tempfile.TemporaryDirectory() as tmp:
                 _, seconds = run(gateway, Path(tmp) / "lake", "--window-days", str(window_days))
                 asked = [r for r in gateway.requests()
                          if r.kind == "historical" and r.duration not in LEARNING]
-                print(f"  --day-duration {duration:8} --window-days {window_days}: "
+                print(f"  --day-duration {duration:8} --timezone {zone:16} "
+                      f"--window-days {window_days}: "
                       f"{len(asked)} requests, {len(asked) / DAYS:.3f} per day, {seconds:.1f}s")
 
 
