@@ -68,6 +68,9 @@ def encode_coverage(days: Iterable[DayCoverage]) -> bytes:
                 "rows": d.rows,
                 "fetched_at": d.fetched_at.astimezone(UTC).isoformat(),
                 "complete": d.complete,
+                # Why an empty day is empty; written only when set, so older readers and
+                # older records agree.
+                **({"no_data": True} if d.no_data else {}),
             }
             for d in sorted(days, key=lambda d: d.day)
         },
@@ -88,6 +91,7 @@ def decode_coverage(raw: bytes) -> dict[date, DayCoverage]:
             rows=int(value["rows"]),
             fetched_at=datetime.fromisoformat(value["fetched_at"]),
             complete=bool(value["complete"]),
+            no_data=bool(value.get("no_data", False)),
         )
     return out
 

@@ -6,7 +6,8 @@ The checks are pure (``check_part``, ``unfetched_runs``: tables and values in, f
     {"version": 1, "lake": "/abs/lake", "from": "2025-07-01" | null, "to": ... | null,
      "ok": bool, "errors": int, "warnings": int, "parts": int,
      "symbols": [{"symbol", "from", "to", "parts", "days", "days_complete", "days_partial",
-                  "days_missing", "rows", "gaps", "gap_minutes", "errors", "warnings"}],
+                  "days_missing", "days_no_data", "rows", "gaps", "gap_minutes", "errors",
+                  "warnings"}],
      "findings": [{"severity": "error" | "warning", "kind", "symbol", "path", "day",
                    "detail", "minutes": [[first, last], ...]}]}
 
@@ -135,6 +136,7 @@ class SymbolSummary:
     gap_minutes: int
     errors: int
     warnings: int
+    days_no_data: int = 0  # complete days empty because IB said it had no data
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ class VerifyReport:
                     "days_complete": s.days_complete,
                     "days_partial": s.days_partial,
                     "days_missing": s.days_missing,
+                    "days_no_data": s.days_no_data,
                     "rows": s.rows,
                     "gaps": s.gaps,
                     "gap_minutes": s.gap_minutes,
@@ -552,7 +555,8 @@ def _check_gaps(
                 )
             )
         if record.rows == 0 and record.complete:
-            findings.append(part.warning(Kind.EMPTY_DAY, "fetched, no bars at all", day))
+            why = "IB said it has no data" if record.no_data else "fetched, no bars at all"
+            findings.append(part.warning(Kind.EMPTY_DAY, why, day))
             per_day[day] = (0, 0)
             continue
         gaps = missing_in(starts, ends, first_minute, last_minute)
@@ -661,7 +665,7 @@ def _verify_symbol(
         findings.append(
             Finding(Severity.ERROR, Kind.NO_DATA, symbol, None, None, "no parts in the lake")
         )
-    days = complete = partial = missing = rows = 0
+    days = complete = partial = missing = rows = no_data = 0
     if span_first and span_last:
         for run_first, run_last in unfetched_runs(coverage, span_first, span_last):
             count = (run_last - run_first).days + 1
@@ -688,6 +692,7 @@ def _verify_symbol(
         days = (span_last - span_first).days + 1
         complete = sum(c.complete for c in in_range)
         partial = len(in_range) - complete
+        no_data = sum(c.complete and c.no_data and not c.rows for c in in_range)
         rows = sum(n for d, n in rows_per_day.items() if span_first <= d <= span_last)
     summary = SymbolSummary(
         symbol=symbol,
@@ -698,6 +703,7 @@ def _verify_symbol(
         days_complete=complete,
         days_partial=partial,
         days_missing=missing,
+        days_no_data=no_data,
         rows=rows,
         gaps=sum(g for g, _ in gaps.values()),
         gap_minutes=sum(m for _, m in gaps.values()),

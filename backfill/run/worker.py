@@ -167,6 +167,7 @@ class _MonthBuffer:
     tables: list[pa.Table] = field(default_factory=list)
     days: list[date] = field(default_factory=list)
     partial: list[date] = field(default_factory=list)
+    no_data: list[date] = field(default_factory=list)  # IB said so
     fetched_at: datetime | None = None
 
 
@@ -605,6 +606,8 @@ class Worker:
             buffer.days.append(day)
             if not settled[day]:
                 buffer.partial.append(day)
+            if result.no_data:
+                buffer.no_data.append(day)
             buffer.fetched_at = now
         self.days_fetched += len(result.window.days)
         ts_us = bars.column("ts").cast(pa.int64()).to_pylist() if bars.num_rows else []
@@ -649,7 +652,8 @@ class Worker:
         assert buffer.fetched_at is not None
         try:
             writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
-                                 fetched_at=buffer.fetched_at, partial_days=buffer.partial)
+                                 fetched_at=buffer.fetched_at, partial_days=buffer.partial,
+                                 no_data_days=buffer.no_data)
         except OSError as exc:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
             # stay missing in the lake (nothing half-written) and the run says why.

@@ -484,6 +484,7 @@ def test_a_stale_temp_file_is_told_only_for_a_part_in_scope(clean_lake: Path) ->
 FINDING_KEYS = {"severity", "kind", "symbol", "path", "day", "detail", "minutes"}
 SYMBOL_KEYS = {
     "symbol", "from", "to", "parts", "days", "days_complete", "days_partial", "days_missing",
+    "days_no_data",
     "rows", "gaps", "gap_minutes", "errors", "warnings",
 }  # fmt: skip
 TOP_KEYS = {
