@@ -1,4 +1,4 @@
-from backfill.cli import main
+from backfill.entry import main
 
 if __name__ == "__main__":
     main()

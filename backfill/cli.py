@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import types
+import typing
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +23,20 @@ from backfill.domain import (
     parse_symbols,
     read_symbols_file,
 )
-from backfill.settings import DEFAULT_GATEWAY, GatewayAddress, resolve_lake
+from backfill.settings import (
+    DEFAULT_GATEWAY,
+    GatewayAddress,
+    IBRules,
+    RunSettings,
+    default_workers,
+    find_config_file,
+    read_config_file,
+    resolve_lake,
+)
+
+# Every default below is read from here: they are defined once, in backfill/settings.py.
+_RUN = RunSettings()
+_IB = IBRules()
 
 app = typer.Typer(
     add_completion=False,
@@ -75,7 +92,7 @@ GatewayOpt = Annotated[
 ClientIdBaseOpt = Annotated[
     int,
     typer.Option(
-        "--client-id-base", min=1,
+        "--client-id-base",
         help="Worker N connects with clientId BASE+N; a taken id moves to the next free one.",
     ),
 ]
@@ -134,8 +151,89 @@ def fail_bad_input(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+# Commands whose options a backfill.toml may set: its keys are their option names.
+CONFIG_COMMANDS = ("run", "plan")
+
+
+def with_config_file(command: Callable[..., None]) -> Callable[..., None]:
+    """Options not given on the command line come from ``backfill.toml`` (the current
+    folder's, else the lake's), then from their defaults. ``LAKE_ROOT`` beats the file."""
+    hints = typing.get_type_hints(command, include_extras=True)
+
+    @functools.wraps(command)
+    def layered(ctx: typer.Context, **options: Any) -> None:
+        try:
+            options.update(_config_file_options(ctx, options, hints))
+        except BadInput as exc:
+            fail_bad_input(str(exc))
+        command(ctx, **options)
+
+    return layered
+
+
+def _config_file_options(
+    ctx: typer.Context, options: dict[str, Any], hints: dict[str, Any]
+) -> dict[str, Any]:
+    given = {name for name in options
+             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    path = find_config_file(Path.cwd(), options["lake"] if "lake" in given else None)
+    if path is None:
+        return {}
+    names = {p.opts[0][2:]: p.name for p in ctx.command.params
+             if p.name and p.opts and p.opts[0].startswith("--")}
+    group = ctx.parent.command if ctx.parent is not None else None
+    known = {opt[2:] for name in CONFIG_COMMANDS
+             for p in getattr(group, "commands", {})[name].params
+             for opt in p.opts if opt.startswith("--")}
+    found: dict[str, Any] = {}
+    for key, value in read_config_file(path).items():
+        if key not in known:
+            raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
+                           f"{' and '.join(CONFIG_COMMANDS)}, e.g. max-in-flight)")
+        if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
+            raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
+        name = names.get(key)
+        if name is None or name in given:
+            continue  # another command's setting, or given on the command line
+        if key == "lake" and resolve_lake(None) != Path.cwd():
+            continue  # LAKE_ROOT is set: the environment beats the file
+        found[name] = _config_value(path, key, value, hints[name])
+    return found
+
+
+def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the option ``key`` takes it (of type ``hint``), or BadInput."""
+    kind, info = typing.get_args(hint)[:2]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if kind is str and type(value) is date:  # TOML's own dates, e.g. from = 2024-01-01
+        value = value.isoformat()
+    if key == "symbols" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, str),
+    }[kind]
+    if not ok:
+        what = {bool: "true or false", int: "a whole number", float: "a number",
+                str: "a string", Path: "a path (a string)"}[kind]
+        raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
+    if kind is Path:
+        return path.parent / value  # relative to the file's folder
+    if kind in (int, float):
+        value = kind(value)
+        if info.min is not None and value < info.min:
+            raise BadInput(f"{path}: {key} must be at least {info.min}, not {value}")
+    return value
+
+
 @app.command()
+@with_config_file
 def run(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
@@ -143,45 +241,50 @@ def run(
     lake: LakeOpt = None,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     workers: WorkersOpt = None,
-    client_id_base: ClientIdBaseOpt = 100,
-    rate: RateOpt = 0.7,
-    window_days: WindowDaysOpt = 1,
-    max_in_flight: MaxInFlightOpt = 4,
+    client_id_base: ClientIdBaseOpt = _RUN.client_id_base,
+    rate: RateOpt = _RUN.rate,
+    window_days: WindowDaysOpt = _RUN.window_days,
+    max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=1.0,
                             help="Seconds before an unanswered request is cancelled, retried.")
-    ] = 30.0,
+    ] = _RUN.request_timeout_s,
     strict_pacing: StrictOpt = False,
     reconnect_for: Annotated[
         float, typer.Option("--reconnect-for", min=1.0,
                             help="Seconds a worker keeps reconnecting to a gateway that went "
                             "away (IB Gateway restarts daily) before its symbol fails.")
-    ] = 600.0,
+    ] = _RUN.reconnect_for_s,
     json: JsonOpt = False,
     ib_identical_s: Annotated[
         float, typer.Option("--ib-identical-s", hidden=True,
                             help="IB's identical-request interval (scaled gateways).")
-    ] = 15.0,
+    ] = _IB.identical_s,
     ib_contract_max: Annotated[
         int, typer.Option("--ib-contract-max", hidden=True,
                           help="IB's most requests per contract per window.")
-    ] = 5,
+    ] = _IB.contract_max,
     ib_contract_window_s: Annotated[
         float, typer.Option("--ib-contract-window-s", hidden=True,
                             help="IB's per-contract window in seconds.")
-    ] = 2.0,
+    ] = _IB.contract_window_s,
     ib_session_max: Annotated[
         int, typer.Option("--ib-session-max", hidden=True, min=1,
                           help="IB's most requests per session window (strict mode).")
-    ] = 60,
+    ] = _IB.session_max,
     ib_session_window_s: Annotated[
         float, typer.Option("--ib-session-window-s", hidden=True,
                             help="IB's session window in seconds (strict mode).")
-    ] = 600.0,
+    ] = _IB.session_window_s,
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
-    ] = 3,
+    ] = _RUN.max_restarts,
+    keep_runs: Annotated[
+        int, typer.Option("--keep-runs",
+                          help="Run logs kept in <lake>/_runs/: the newest N, this run's "
+                          "included; older ones are deleted at the start of each run.")
+    ] = _RUN.keep_runs,
     aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
@@ -195,38 +298,41 @@ def run(
     `backfill run --symbols-file symbols.txt --from 2020-01-01 --lake /data/lake`
     (IB Gateway on 127.0.0.1:7497, IB-safe 0.7 req/s, up to today).
     """
-    from rich.console import Console
-
-    from backfill.plan import DEFAULT_WORKERS, MAX_OPEN_REQUESTS, check_settings
-    from backfill.run.processes import start_worker_server
-
     try:
+        from rich.console import Console
+
+        from backfill.run.processes import start_worker_server
+
         symbol_list = resolve_symbols(symbols, symbols_file)
         first, last = resolve_range(from_, to)
         after_run = None if aggregate_tf is None else parse_timeframes(aggregate_tf)
         address = GatewayAddress.parse(gateway)
-        n_workers = min(len(symbol_list), DEFAULT_WORKERS) if workers is None else workers
-        check_settings(rate, n_workers, max_in_flight, window_days)
+        settings = RunSettings(
+            rate=rate, workers=default_workers(len(symbol_list)) if workers is None else workers,
+            max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
+            request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
+            client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
+                       contract_window_s=ib_contract_window_s, session_max=ib_session_max,
+                       session_window_s=ib_session_window_s),
+        )
+        settings.check()
         # The workers' server imports ib_insync and pyarrow while this process does too.
         start_worker_server()
         from backfill.run.launch import RunRequest, execute_run
-        from backfill.run.orchestrator import SessionRule
 
         request = RunRequest(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
-            gateway=address, workers=n_workers, client_id_base=client_id_base, rate=rate,
-            window_days=window_days, strict_pacing=strict_pacing,
-            # IB refuses more than 50 open requests per session: share them out.
-            max_in_flight=max(1, min(max_in_flight, MAX_OPEN_REQUESTS // n_workers)),
-            request_timeout_s=request_timeout, json=json, max_restarts=max_restarts,
-            reconnect_for_s=reconnect_for,
-            ib_rules=(ib_identical_s, ib_contract_max, ib_contract_window_s),
-            session_rule=SessionRule(ib_session_max, ib_session_window_s),
+            gateway=address, settings=settings, json=json,
             command=("backfill", *sys.argv[1:]),
         )
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
         fail_bad_input(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C before the workers' stop handling is in place: nothing was written yet.
+        typer.echo("backfill: interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if after_run and code in (EXIT_OK, EXIT_FAILED):
         code = max(code, aggregate_after_run(request, after_run))
     raise typer.Exit(code)
@@ -264,7 +370,8 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     found: list[Symbol] = []
     if symbols_file is not None:
         try:
-            text = symbols_file.read_text()
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
+            text = symbols_file.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -291,25 +398,27 @@ def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
 
 
 @app.command()
+@with_config_file
 def plan(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
     to: UntilOpt = None,
     lake: LakeOpt = None,
-    rate: RateOpt = 0.7,
-    window_days: WindowDaysOpt = 1,
+    rate: RateOpt = _RUN.rate,
+    window_days: WindowDaysOpt = _RUN.window_days,
     workers: WorkersOpt = None,
-    max_in_flight: MaxInFlightOpt = 4,
+    max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     latency_ms: Annotated[
         float, typer.Option("--latency-ms", help="Expected gateway latency per request.")
-    ] = 300.0,
+    ] = _RUN.latency_s * 1000,
     head: Annotated[
         bool, typer.Option("--head", help="Ask the gateway for each symbol's earliest bar "
                            "and clip the range to it (the only time plan talks to IB).")
     ] = False,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
-    client_id_base: ClientIdBaseOpt = 100,
+    client_id_base: ClientIdBaseOpt = _RUN.client_id_base,
     strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
     tf: PlanTfOpt = None,
@@ -339,21 +448,26 @@ def plan(
         root = resolve_lake(lake)
         if root.exists() and not root.is_dir():
             raise BadInput(f"--lake {root} is not a folder")
+        settings = RunSettings(
+            rate=rate, workers=default_workers(len(symbol_list)) if workers is None else workers,
+            max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
+            latency_s=latency_ms / 1000, client_id_base=client_id_base,
+        )
+        settings.check()
         listing = None
         if head:
-            from backfill.run.launch import earliest_days
+            from backfill.ib.preflight import earliest_days
+            from backfill.sim.embedded import serving
 
-            listing = earliest_days(GatewayAddress.parse(gateway), client_id_base, symbol_list)
+            with serving(GatewayAddress.parse(gateway)) as (host, port):
+                listing = earliest_days(host, port, settings.client_id_base, symbol_list,
+                                        client_id_tries=settings.client_id_tries,
+                                        timeout_s=settings.connect_timeout_s)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
         coverage = read_coverage(root, symbol_list, first, min(last, today))
-        result = planning.plan(
-            symbol_list, first, last, coverage, today=today, window_days=window_days,
-            rate=min(rate, planning.STRICT_SESSION_RATE) if strict_pacing else rate,
-            workers=min(len(symbol_list), planning.DEFAULT_WORKERS) if workers is None else workers,
-            in_flight=max_in_flight, latency_s=latency_ms / 1000,
-            listing=listing,
-        )
+        result = planning.plan(symbol_list, first, last, coverage, today=today,
+                               settings=settings, listing=listing)
     except BadInput as exc:
         fail_bad_input(str(exc))
     stale = None
@@ -387,6 +501,11 @@ def verify(
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
     to: ToOpt = None,
+    gaps: Annotated[
+        bool, typer.Option("--gaps", help="One warning per day with minutes without a bar, "
+                           "naming every range (and every range of each error). Default: one "
+                           "per symbol, with per-day counts; a finding names its first 5 ranges.")
+    ] = False,
     json: JsonOpt = False,
     daily_days: Annotated[int, typer.Option(
         "--daily-gap-days", min=1,
@@ -400,40 +519,49 @@ def verify(
         "--daily-gap-full", min=0.0, max=1.0,
         help="... counting only days holding at least this share of 1,440 bars.")] = 0.95,
 ) -> None:
-    """Check the lake: schema, order, duplicates, OHLC, partitions, coverage, gaps, bad files.
+    """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
-    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error,
-    1 an error was found, 2 bad input. --json prints one document, documented in
-    backfill/lake/verify.py and README.md.
+    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error
+    (warnings included, such as an empty lake), 1 an error was found, 2 bad input.
+
+    --json prints one document (version 2): {version, lake, from, to, findings: [{severity,
+    kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
+    minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
+    parts, days, days_complete, days_partial, days_missing, days_no_data, rows, gaps,
+    gap_minutes, gap_days, errors, warnings}]}. `minutes` are runs of bar-end minutes, at
+    most the first 5 unless --gaps: `truncated` is true when fewer than `ranges_total` are
+    listed. A symbol's `gap` warning (day null) also has `days`: [{day, gap_minutes, gaps}].
+    More in README.md.
     """
-    import json as jsonlib
-
-    from rich.console import Console
-
     from backfill.lake.minute_check import MinuteCheckThresholds
-    from backfill.lake.verify import verify_lake
-    from backfill.lake.verify_view import verify_lines, verify_renderable
+    from backfill.lake.verify import Tally, verify_stream
 
     try:
         symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
         first = None if from_ is None else parse_day(from_, "--from")
         last = None if to is None else parse_day(to, "--to")
-        report = verify_lake(
-            resolve_lake(lake), symbol_list, first, last,
-            MinuteCheckThresholds(daily_days, daily_full, daily_share),
-        )
+        root = resolve_lake(lake)
+        stream = verify_stream(root, symbol_list, first, last, gaps,
+                               MinuteCheckThresholds(daily_days, daily_full, daily_share))
     except BadInput as exc:
         fail_bad_input(str(exc))
+    tally = Tally(root, first, last)
     if json:
-        typer.echo(jsonlib.dumps(report.to_json(), indent=2))
+        from backfill.lake.verify_view import write_json
+
+        write_json(stream, tally, sys.stdout)
     else:
+        from rich.console import Console
+
+        from backfill.lake.verify_view import write_lines, write_terminal
+
         console = Console()
         if console.is_terminal:
-            console.print(verify_renderable(report))
+            write_terminal(stream, tally, console, gaps)
         else:
-            for line in verify_lines(report):
-                typer.echo(line)
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+            write_lines(stream, tally, sys.stdout, gaps)
+    sys.stdout.flush()
+    raise typer.Exit(EXIT_OK if tally.ok else EXIT_FAILED)
 
 
 @app.command()

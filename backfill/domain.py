@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -92,6 +92,11 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def iso_day(day: date | None) -> str | None:
+    """A day as ``YYYY-MM-DD`` in JSON documents; None stays None (null)."""
+    return None if day is None else day.isoformat()
+
+
 def day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
@@ -133,11 +138,6 @@ def months_between(first: date, last: date) -> list[Month]:
     return months
 
 
-def bar_end(bar_start: datetime) -> datetime:
-    """IB stamps a bar with its start; the lake stamps it with its end."""
-    return bar_start + MINUTE
-
-
 @dataclass(frozen=True)
 class Window:
     """One IB request: ``days`` consecutive whole UTC days ending with ``last_day``.
@@ -168,11 +168,6 @@ class Window:
     @property
     def duration_str(self) -> str:
         return "86400 S" if self.n_days == 1 else f"{self.n_days} D"
-
-    @property
-    def first_bar_end(self) -> datetime:
-        """Earliest bar end (exclusive lower bound is this minus one minute)."""
-        return day_start(self.first_day) + MINUTE
 
     @property
     def ts_start(self) -> datetime:
@@ -229,13 +224,6 @@ class DayCoverage:
     fetched_at: datetime
     complete: bool
     no_data: bool = False
-
-
-def iter_minutes(start: datetime, stop: datetime) -> Iterator[datetime]:
-    current = start
-    while current < stop:
-        yield current
-        current += MINUTE
 
 
 def missing_minute_ranges(

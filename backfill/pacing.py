@@ -1,7 +1,8 @@
 """Pacing: token buckets, IB's per-contract rules, backoff and the global rate budget.
 
 Pure: no sleeps and no I/O. Every class takes ``clock`` (monotonic seconds) and answers
-"how long until I may send"; the caller does the waiting. See design.md, "Pacing model".
+"how long until I may send"; the caller does the waiting. README.md, "run", says how the
+run uses them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from collections.abc import Callable, Hashable, Mapping, Set
 from enum import Enum
 from typing import TypeVar
 
+from backfill.settings import IBRules, RunSettings
+
 Clock = Callable[[], float]
 Slot = TypeVar("Slot", bound=Hashable)
 
-DEFAULT_RATE = 0.7  # requests/s across all workers: the figure IB users know as safe for M1
+_IB = IBRules()  # IB's limits: the defaults of the rules below
+_RUN = RunSettings()
 INF = math.inf
 # Float slack: after waiting exactly delay(), the refill may land a hair under one token.
 _EPS = 1e-9
@@ -146,13 +150,13 @@ class ContractRules:
         self,
         *,
         clock: Clock,
-        identical_s: float = 15.0,
-        max_per_window: int = 5,
-        window_s: float = 2.0,
+        identical_s: float = _IB.identical_s,
+        max_per_window: int = _IB.contract_max,
+        window_s: float = _IB.contract_window_s,
         strict: bool = False,
-        strict_max: int = 60,
-        strict_window_s: float = 600.0,
-        margin_s: float = 0.05,
+        strict_max: int = _IB.session_max,
+        strict_window_s: float = _IB.session_window_s,
+        margin_s: float = _RUN.pacing_margin_s,
     ) -> None:
         self._clock = clock
         self.identical_s = identical_s
@@ -217,6 +221,22 @@ class ContractRules:
         """The gateway refused this request for pacing: it does not count as asked, so its
         retry need not wait out the identical-request interval."""
         self._last_sent.pop(request_key, None)
+
+
+def worker_rules(settings: RunSettings, *, clock: Clock, strict: bool) -> ContractRules:
+    """The rules one worker keeps, from the run's settings (``strict``: the session rule
+    too, when no orchestrator grants sends across workers)."""
+    ib = settings.ib
+    return ContractRules(
+        clock=clock,
+        identical_s=ib.identical_s,
+        max_per_window=ib.contract_max,
+        window_s=ib.contract_window_s,
+        strict=strict,
+        strict_max=ib.session_max,
+        strict_window_s=ib.session_window_s,
+        margin_s=settings.pacing_margin_s,
+    )
 
 
 class Backoff:
@@ -356,7 +376,8 @@ class SessionGrants:
     """
 
     def __init__(
-        self, max_count: int, window_s: float, *, clock: Clock, margin_s: float = 0.1
+        self, max_count: int, window_s: float, *, clock: Clock,
+        margin_s: float = _RUN.pacing_margin_s,
     ) -> None:
         if max_count < 1 or window_s <= 0 or margin_s < 0:
             raise ValueError("need max_count >= 1, window_s > 0, margin_s >= 0")
@@ -497,14 +518,14 @@ class GlobalRateController:
 
     def __init__(
         self,
-        rate: float = DEFAULT_RATE,
+        rate: float,
         *,
         clock: Clock,
         step_down: float = 0.5,
         floor: float = 0.05,
-        hold_s: float = 120.0,
+        hold_s: float = _RUN.rate_hold_s,
         climb_steps: int = 4,
-        climb_every_s: float = 60.0,
+        climb_every_s: float = _RUN.rate_climb_every_s,
         debounce_s: float = 5.0,
     ) -> None:
         if not (0 < step_down < 1 and floor > 0 and climb_steps >= 1):
@@ -517,14 +538,6 @@ class GlobalRateController:
         self._low = self._target
         self._since = -INF  # time of the last step down
         self.violations = 0
-
-    @property
-    def target(self) -> float:
-        return self._target
-
-    def set_target(self, rate: float) -> None:
-        self._target = _check_rate(rate)
-        self._low = min(self._low, self._target)
 
     def current_rate(self) -> float:
         """The rate now: the stepped-down rate during the hold, then climbing to the target."""

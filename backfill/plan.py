@@ -6,14 +6,12 @@ listing dates (from IB's head timestamp) come in as values.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
 from backfill.domain import (
-    BadInput,
     DayCoverage,
     Month,
     Symbol,
@@ -22,19 +20,10 @@ from backfill.domain import (
     day_ranges,
     days_between,
     group_windows,
+    iso_day,
     months_between,
 )
-from backfill.pacing import DEFAULT_RATE
-
-DEFAULT_WORKERS = 8  # ``run``'s default: one worker per symbol, at most this many
-DEFAULT_IN_FLIGHT = 4  # ``run``'s default --max-in-flight: requests one worker keeps open
-DEFAULT_LATENCY_S = 0.3
-# --strict-pacing: IB's 60 requests in any 10 minutes, sustained (a first burst is faster).
-STRICT_SESSION_RATE = 60 / 600
-MAX_OPEN_REQUESTS = 50  # IB: at most 50 historical requests open at once
-# IB's per-contract rule (5 requests in any 2 s, plus the pacer's 50 ms margin) caps one
-# worker at one request every 0.41 s on average, however fast the gateway answers.
-CONTRACT_GAP_S = (2.0 + 0.05) / 5
+from backfill.settings import RunSettings
 
 
 @dataclass(frozen=True)
@@ -66,8 +55,8 @@ class SymbolPlan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "symbol": str(self.symbol),
-            "first": _iso(self.first),
-            "last": _iso(self.last),
+            "first": iso_day(self.first),
+            "last": iso_day(self.last),
             "days_total": self.days_total,
             "days_done": self.days_done,
             "days_missing": len(self.days_missing),
@@ -88,12 +77,29 @@ class Plan:
     first: date
     last: date
     today: date
-    window_days: int
-    rate: float
-    workers: int
-    in_flight: int
-    latency_s: float
+    settings: RunSettings
     eta_seconds: float
+
+    @property
+    def window_days(self) -> int:
+        return self.settings.window_days
+
+    @property
+    def rate(self) -> float:
+        """The rate the ETA assumes (strict mode: capped by IB's session rule)."""
+        return self.settings.paced_rate
+
+    @property
+    def workers(self) -> int:
+        return self.settings.workers
+
+    @property
+    def in_flight(self) -> int:
+        return self.settings.max_in_flight
+
+    @property
+    def latency_s(self) -> float:
+        return self.settings.latency_s
 
     @property
     def days_total(self) -> int:
@@ -149,27 +155,6 @@ class Plan:
         }
 
 
-def _iso(day: date | None) -> str | None:
-    return None if day is None else day.isoformat()
-
-
-def check_settings(
-    rate: float, workers: int, in_flight: int, window_days: int, latency_s: float = 0.0
-) -> None:
-    """Refuse settings no run could honour (BadInput: exit 2, one line)."""
-    if not (rate > 0 and math.isfinite(rate)):
-        raise BadInput(f"--rate must be a number of requests/s above 0, not {rate}")
-    if workers < 1:
-        raise BadInput(f"--workers must be at least 1, not {workers}")
-    if not 1 <= in_flight <= MAX_OPEN_REQUESTS:
-        raise BadInput(
-            f"--max-in-flight must be from 1 to {MAX_OPEN_REQUESTS} (IB's open requests), "
-            f"not {in_flight}"
-        )
-    if window_days < 1:
-        raise BadInput(f"--window-days must be at least 1, not {window_days}")
-    if not (latency_s >= 0 and math.isfinite(latency_s)):
-        raise BadInput(f"--latency-ms must be 0 or more, not {latency_s * 1000}")
 
 
 def missing_days(days: Iterable[date], coverage: Mapping[date, DayCoverage]) -> list[date]:
@@ -218,23 +203,22 @@ def plan(
     coverage: Mapping[Symbol, Mapping[date, DayCoverage]],
     *,
     today: date,
-    window_days: int = 1,
-    rate: float = DEFAULT_RATE,
-    workers: int = DEFAULT_WORKERS,
-    in_flight: int = DEFAULT_IN_FLIGHT,
-    latency_s: float = DEFAULT_LATENCY_S,
+    settings: RunSettings,
     listing: Mapping[Symbol, date] | None = None,
 ) -> Plan:
     """What to fetch for ``symbols`` over ``[first, last]``, and how long it should take.
 
+    ``run`` fetches exactly these windows, and the ETA follows the workers' pacing model.
     Days after ``today`` are not planned (today is, as a partial day); with ``listing``
     (earliest bar day per symbol, from ``--head``) nothing before it is requested.
-    ETA for R requests (r_s per symbol), b = min(workers, symbols with requests), open
-    requests o = min(b * in_flight, 50): ``max(R / rate, R * latency / o, max(r_s) *
-    max(latency / in_flight, 1 / rate, CONTRACT_GAP_S))``, the global rate, the requests
-    open at once, and the longest symbol's worker. A lower bound: retries are not counted.
+    ETA for R requests (r_s per symbol) at rate ``settings.paced_rate``, b = min(workers,
+    symbols with requests), open requests o = min(b * in_flight, IB's open limit):
+    ``max(R / rate, R * latency / o, max(r_s) * max(latency / in_flight, 1 / rate,
+    contract_gap_s))``, the global rate, the requests open at once, and the longest
+    symbol's worker (``RunSettings.contract_gap_s``: IB's per-contract rule with the
+    workers' margin). A lower bound: retries are not counted.
     """
-    check_settings(rate, workers, in_flight, window_days, latency_s)
+    settings.check()
     check_range(first, last)
     listing = listing or {}
     last_planned = min(last, today)
@@ -244,18 +228,20 @@ def plan(
             first,
             last_planned,
             coverage.get(symbol, {}),
-            window_days=window_days,
+            window_days=settings.window_days,
             listing=listing.get(symbol),
         )
         for symbol in dict.fromkeys(symbols)
     ]
+    rate, latency_s, in_flight = settings.paced_rate, settings.latency_s, settings.max_in_flight
+    max_open = settings.ib.max_open
     requests = [p.requests for p in plans]
-    busy = min(workers, sum(1 for r in requests if r)) or 1
-    open_at_once = min(busy * in_flight, MAX_OPEN_REQUESTS)
-    per_request = latency_s / min(in_flight, MAX_OPEN_REQUESTS)
-    alone = max(per_request, 1 / rate, CONTRACT_GAP_S)
+    busy = min(settings.workers, sum(1 for r in requests if r)) or 1
+    open_at_once = min(busy * in_flight, max_open)
+    per_request = latency_s / min(in_flight, max_open)
+    alone = max(per_request, 1 / rate, settings.contract_gap_s)
     # A symbol's own ETA: its worker at its share of the rate while ``busy`` workers run.
-    alongside = max(per_request, busy / rate, CONTRACT_GAP_S)
+    alongside = max(per_request, busy / rate, settings.contract_gap_s)
     eta = max(
         sum(requests) / rate,
         sum(requests) * latency_s / open_at_once,
@@ -267,10 +253,6 @@ def plan(
         first=first,
         last=last,
         today=today,
-        window_days=window_days,
-        rate=rate,
-        workers=workers,
-        in_flight=in_flight,
-        latency_s=latency_s,
+        settings=settings,
         eta_seconds=eta,
     )

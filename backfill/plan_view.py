@@ -7,21 +7,10 @@ from datetime import date
 
 from rich.table import Table
 
+from backfill.durations import format_duration
 from backfill.plan import Plan, SymbolPlan
 
 MAX_RANGES_SHOWN = 3
-
-
-def format_duration(seconds: float) -> str:
-    """A short human duration: ``45s``, ``12m03s``, ``3h05m``, ``2d04h``."""
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:.1f}s" if 0 < seconds < 10 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def format_ranges(ranges: Sequence[tuple[date, date]], limit: int = MAX_RANGES_SHOWN) -> str:

@@ -1,15 +1,137 @@
-"""Settings resolved once from flags and the environment, then passed down."""
+"""Settings resolved once from flags and the environment, then passed down whole.
+
+Every default and every IB limit the code relies on is defined here, once: ``IBRules``
+(IB's documented pacing limits) and ``RunSettings`` (how a run paces, retries and plans).
+The CLI builds one ``RunSettings`` and hands it to ``plan``, the orchestrator and the
+workers; nothing below the CLI has defaults of its own for these.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from backfill.domain import BadInput
 
 DEFAULT_GATEWAY = "127.0.0.1:7497"
+# Without --workers: one worker per symbol, at most this many (one gateway serves only so
+# many API clients well).
+DEFAULT_MAX_WORKERS = 8
+# IB client ids are signed 32-bit; ib_insync sends 2^31-1 (its "unset" value) as an empty
+# field, which a gateway cannot read, so the top value is unusable.
+MIN_CLIENT_ID = 1
+MAX_CLIENT_ID = 2**31 - 2
+# The lake's own folders a run writes besides the data (run logs; run locks and sends).
+RUN_FOLDERS = ("_runs", "_locks")
+
+
+@dataclass(frozen=True)
+class IBRules:
+    """IB's pacing limits for historical data (see ib-notes): scaled only for a simulator
+    that scales its own (the hidden ``--ib-*`` flags of ``run``)."""
+
+    identical_s: float = 15.0  # no identical request within 15 s
+    contract_max: int = 5  # at most 5 requests for one contract ...
+    contract_window_s: float = 2.0  # ... in any 2 s
+    session_max: int = 60  # at most 60 requests in any 10 minutes (strict mode keeps it)
+    session_window_s: float = 600.0
+    max_open: int = 50  # at most 50 historical requests open at once per session
+
+    @property
+    def session_rate(self) -> float:
+        """The session rule as a sustained rate (requests/s; a first burst is faster)."""
+        return self.session_max / self.session_window_s
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run paces, retries and plans: one value, from the CLI down to every worker."""
+
+    rate: float = 0.7  # requests/s across all workers (``--rate``), what IB users call safe
+    workers: int = DEFAULT_MAX_WORKERS  # worker processes at once (``--workers``)
+    max_in_flight: int = 4  # requests one worker keeps open (``--max-in-flight``)
+    window_days: int = 1  # whole days per request (``--window-days``)
+    strict_pacing: bool = False  # also keep IB's session rule across workers
+    request_timeout_s: float = 30.0  # an unanswered request is cancelled, then retried
+    # How long one outage (no answer since the connection was lost) is ridden out before a
+    # worker gives up: IB Gateway restarts daily and takes a minute or two.
+    reconnect_for_s: float = 600.0
+    # While another session holds the account's market data (10197), one request goes out
+    # this often (or every reconnect_for_s / 20 if less) to see whether it has gone.
+    blocked_retry_s: float = 30.0
+    client_id_base: int = 100  # worker N connects with clientId base + N
+    client_id_tries: int = 16  # taken ids (326) a worker skips before it gives up
+    connect_timeout_s: float = 10.0
+    max_restarts: int = 3  # times a crashed worker is restarted before its symbol fails
+    restart_backoff_s: float = 1.0
+    max_attempts: int = 6  # per request, not counting pacing refusals and IB outages
+    retry_base_s: float = 0.5
+    retry_cap_s: float = 30.0
+    # After a 162: half the global rate for 20 s, then back to full in four 10 s steps.
+    rate_hold_s: float = 20.0
+    rate_climb_every_s: float = 10.0
+    # IB times its rules on arrival: network and gateway jitter of tens of ms can squeeze
+    # six sends spaced just over 2 s into 2 s, so every limit keeps this much slack.
+    pacing_margin_s: float = 0.1
+    flush_interval_s: float = 60.0  # a worker writes what it holds at least this often
+    # A day asked sooner than this after it ended is kept as partial and asked again by a
+    # later run: IB may not have settled the last minutes' bars yet.
+    settle_s: float = 300.0
+    latency_s: float = 0.3  # the gateway latency ``plan`` assumes (``--latency-ms``)
+    keep_runs: int = 100  # run logs kept in <lake>/_runs/, this run's included
+    ib: IBRules = field(default_factory=IBRules)
+
+    def check(self) -> None:
+        """Refuse settings no run could honour (BadInput: exit 2, one line)."""
+        if not (self.rate > 0 and math.isfinite(self.rate)):
+            raise BadInput(f"--rate must be a number of requests/s above 0, not {self.rate}")
+        if self.workers < 1:
+            raise BadInput(f"--workers must be at least 1, not {self.workers}")
+        if not 1 <= self.max_in_flight <= self.ib.max_open:
+            raise BadInput(
+                f"--max-in-flight must be from 1 to {self.ib.max_open} (IB's open requests), "
+                f"not {self.max_in_flight}"
+            )
+        if self.window_days < 1:
+            raise BadInput(f"--window-days must be at least 1, not {self.window_days}")
+        if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
+            raise BadInput(f"--latency-ms must be 0 or more, not {self.latency_s * 1000}")
+        if self.keep_runs < 1:
+            raise BadInput(f"--keep-runs must be at least 1 (this run's log), not "
+                           f"{self.keep_runs}")
+        check_client_ids(self.client_id_base, self.workers)
+
+    @property
+    def paced_rate(self) -> float:
+        """The rate a run sustains: ``rate``, capped by IB's session rule in strict mode."""
+        return min(self.rate, self.ib.session_rate) if self.strict_pacing else self.rate
+
+    @property
+    def worker_in_flight(self) -> int:
+        """Requests one worker keeps open: all workers together stay within IB's open limit."""
+        return max(1, min(self.max_in_flight, self.ib.max_open // self.workers))
+
+    @property
+    def contract_gap_s(self) -> float:
+        """The shortest average gap between one worker's requests under IB's per-contract
+        rule, with the workers' margin: one worker alone never goes faster than this."""
+        return (self.ib.contract_window_s + self.pacing_margin_s) / self.ib.contract_max
+
+
+def default_workers(n_symbols: int) -> int:
+    """``--workers`` when not given: one per symbol, at most ``DEFAULT_MAX_WORKERS``."""
+    return max(1, min(n_symbols, DEFAULT_MAX_WORKERS))
 
 
 def resolve_lake(flag: Path | None, env: Mapping[str, str] | None = None) -> Path:
@@ -22,11 +144,64 @@ def resolve_lake(flag: Path | None, env: Mapping[str, str] | None = None) -> Pat
     return Path.cwd()
 
 
+CONFIG_FILE = "backfill.toml"
+
+
+def find_config_file(
+    cwd: Path, lake_flag: Path | None, env: Mapping[str, str] | None = None
+) -> Path | None:
+    """``backfill.toml`` of the current folder, else of the lake (``--lake``, else
+    ``LAKE_ROOT``); None when neither has one."""
+    env = os.environ if env is None else env
+    here = cwd / CONFIG_FILE
+    if here.is_file():
+        return here
+    lake = lake_flag if lake_flag is not None else (
+        Path(env["LAKE_ROOT"]) if env.get("LAKE_ROOT") else None
+    )
+    if lake is not None and (lake / CONFIG_FILE).is_file():
+        return lake / CONFIG_FILE
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings a ``backfill.toml`` holds (BadInput if it cannot be read or parsed)."""
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise BadInput(f"{path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid TOML: {exc}") from None
+
+
+def check_client_ids(base: int, workers: int) -> None:
+    """BadInput unless every client id a run may use (``base`` .. ``base + workers``, the
+    last for the gateway check) is one IB can take."""
+    if not MIN_CLIENT_ID <= base <= MAX_CLIENT_ID - workers:
+        raise BadInput(
+            f"--client-id-base must be from {MIN_CLIENT_ID} to {MAX_CLIENT_ID - workers} with "
+            f"{workers} worker{'s' if workers != 1 else ''} (IB client ids are 32-bit, and "
+            f"ids up to BASE+{workers} are used), not {base}"
+        )
+
+
+def display_path(path: Path) -> str:
+    """``path`` printable whatever its bytes (an undecodable byte shows as ``\\xff``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def check_lake_writable(lake: Path) -> None:
-    """BadInput unless ``lake`` is (or could be created as) a folder this process can write.
+    """BadInput unless ``lake`` is (or could be created as) a folder this process can write,
+    with a name every part of the stack can spell, and its run folders writable too.
 
     Touches nothing: a missing lake is judged by its nearest existing ancestor.
     """
+    try:
+        os.fsencode(lake).decode("utf-8")
+    except UnicodeDecodeError:
+        # Parquet paths and the run log are UTF-8: a worker would fail on it, not the start.
+        raise BadInput(f"--lake {display_path(lake)} is not valid UTF-8") from None
     if lake.exists() and not lake.is_dir():
         raise BadInput(f"--lake {lake} is not a folder")
     existing = lake
@@ -36,6 +211,13 @@ def check_lake_writable(lake: Path) -> None:
         raise BadInput(f"--lake {lake}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise BadInput(f"--lake {lake}: {existing} is not writable")
+    for name in RUN_FOLDERS:
+        folder = lake / name
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"--lake {lake}: {folder} is not a folder")
+        # os.access also answers for root: a read-only filesystem stops root too.
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise BadInput(f"--lake {lake}: {folder} is not writable")
 
 
 @dataclass(frozen=True)
@@ -51,10 +233,19 @@ class GatewayAddress:
         text = text.strip()
         if text == "sim":
             return cls("127.0.0.1", 0, embedded=True)
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise BadInput(f"--gateway: {text!r} is not HOST:PORT or 'sim'")
-        return cls(host, int(port))
+        problem = BadInput(f"--gateway: {text!r} is not HOST:PORT, [IPv6]:PORT or 'sim'")
+        try:
+            # The URL parser knows IPv6 literals in brackets ([::1]:4002).
+            parts = urlsplit(f"//{text}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            raise problem from None
+        if not host or not port or parts.path or parts.query or parts.fragment \
+                or parts.username or (text.count(":") > 1 and not text.startswith("[")):
+            raise problem
+        return cls(host, port)
 
     def __str__(self) -> str:
-        return "sim" if self.embedded and not self.port else f"{self.host}:{self.port}"
+        if self.embedded and not self.port:
+            return "sim"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

@@ -36,10 +36,10 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from pathlib import Path
 
-from backfill.run.worker import WorkerConfig
+from backfill.settings import RunSettings
 from backfill.sim import FaultConfig, PacingConfig, RequestRecord, SimConfig, SimGateway
 
-MARGIN_S = WorkerConfig.pacing_margin_s  # the worker's slack on IB's rules
+MARGIN_S = RunSettings().pacing_margin_s  # the worker's slack on IB's rules
 BASES = ("BTC", "ETH", "LTC", "BCH", "SOL", "AVAX", "LINK", "DOGE")
 PACING_RULES = {"identical", "contract", "session", "max_rate"}
 DATA_OUTCOMES = {"bars", "no_data"}

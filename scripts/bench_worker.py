@@ -48,14 +48,14 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from backfill.run.worker import WorkerConfig
+from backfill.settings import RunSettings
 from backfill.sim import FaultConfig, PacingConfig, RequestRecord, SimConfig, SimGateway
 
 PR_SET_CHILD_SUBREAPER = 36
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FIRST_DAY = date(2024, 1, 1)
 RATE = 50.0
-CONTRACT_MARGIN_S = WorkerConfig.pacing_margin_s  # the worker's slack on IB's rules
+CONTRACT_MARGIN_S = RunSettings().pacing_margin_s  # the worker's slack on IB's rules
 DATA_OUTCOMES = {"bars", "no_data"}
 
 

@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from backfill.cli import app
 from backfill.domain import Symbol
+from backfill.durations import format_duration
 from backfill.lake import store
 from backfill.plan import plan
-from backfill.plan_view import format_duration, format_ranges, plan_table
+from backfill.plan_view import format_ranges, plan_table
+from backfill.settings import RunSettings
 from tests.lake.helpers import BTC, FETCHED, day_bars, days_bars
 
 JULY = [date(2025, 7, i) for i in range(1, 4)]
@@ -183,7 +185,8 @@ def test_a_lake_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
 
 def test_the_terminal_table_shows_symbols_and_totals() -> None:
     symbols = [BTC, Symbol("ETH", "USD")]
-    p = plan(symbols, date(2025, 7, 1), date(2025, 7, 3), {}, today=date(2025, 9, 1))
+    p = plan(symbols, date(2025, 7, 1), date(2025, 7, 3), {}, today=date(2025, 9, 1),
+             settings=RunSettings())
     console = Console(record=True, width=140, force_terminal=True)
     console.print(plan_table(p))
     text = console.export_text()

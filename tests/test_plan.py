@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from datetime import date, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backfill import plan as planning
 from backfill.domain import UTC, BadInput, DayCoverage, Symbol, Window, read_symbols_file
-from backfill.plan import CONTRACT_GAP_S, missing_days, plan
+from backfill.pacing import Pacer, worker_rules
+from backfill.plan import missing_days
+from backfill.settings import RunSettings
+
+CONTRACT_GAP_S = RunSettings().contract_gap_s  # IB's 5 in 2 s, with the workers' margin
 
 BTC = Symbol("BTC", "USD")
 ETH = Symbol("ETH", "USD")
 SOL = Symbol("SOL", "USD")
 TODAY = date(2025, 9, 15)
 FETCHED = datetime(2025, 9, 15, 12, tzinfo=UTC)
+
+
+def plan(symbols, first, last, coverage, *, today, listing=None, in_flight=None, **settings):
+    """``plan.plan`` with the run's settings given as keywords (``in_flight``: per worker)."""
+    if in_flight is not None:
+        settings["max_in_flight"] = in_flight
+    return planning.plan(symbols, first, last, coverage, today=today, listing=listing,
+                         settings=RunSettings(**settings))
 
 
 def d(text: str) -> date:
@@ -256,3 +270,23 @@ def test_read_symbols_file_names_the_bad_line() -> None:
 def test_read_symbols_file_refuses_an_empty_file() -> None:
     with pytest.raises(BadInput, match="no symbols"):
         read_symbols_file("# nothing here\n\n")
+
+
+@pytest.mark.parametrize("margin_s", [0.1, 0.05, 0.3])
+def test_plans_contract_gap_is_the_pace_of_a_workers_own_pacer(margin_s: float) -> None:
+    # One symbol alone, rate and latency no limit: plan's ETA must be the time the worker's
+    # pacer (built from the same settings as in a run) takes to let the requests out.
+    settings = RunSettings(rate=1000.0, latency_s=0.0, pacing_margin_s=margin_s, workers=1)
+    now = [0.0]
+    pacer = Pacer(settings.rate, clock=lambda: now[0], rng=random.Random(0),
+                  rules=worker_rules(settings, clock=lambda: now[0], strict=False))
+    n = 1 + 5 * 40  # IB's 5-per-2 s bound: the first goes at 0, each later 5 one gap apart
+    for day in range(n):
+        wait, _ = pacer.delay(day)
+        now[0] += wait
+        pacer.record(day)
+    p = planning.plan([BTC], d("2025-01-01"), d("2025-01-01") + timedelta(days=n - 1), {},
+                      today=TODAY, settings=settings)
+    assert p.requests == n
+    # The plan counts a gap per request; the pacer's first request needs none.
+    assert p.eta_seconds / n == pytest.approx(now[0] / (n - 1))

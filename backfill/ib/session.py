@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import pyarrow as pa
 from ib_insync import IB, BarDataList, Contract
@@ -28,6 +30,7 @@ _ib_logger = logging.getLogger("ib_insync")
 _ib_logger.addHandler(logging.NullHandler())
 _ib_logger.propagate = False
 
+T = TypeVar("T")
 _MICROS_PER_MINUTE = 60_000_000
 UPSTREAM_LOST = 1100  # connectivity between IB and the gateway lost
 UPSTREAM_RESTORED = (1101, 1102)  # restored, data lost / data maintained
@@ -101,6 +104,10 @@ class SessionBlocked(IBSessionError):
 
 class EmptyAnswer(IBSessionError):
     """The gateway ended the request with no bars and without saying 'no data'."""
+
+
+class _NoData(Exception):
+    """IB said "no data" for a historical request (an answer, not a failure)."""
 
 
 class IBError(IBSessionError):
@@ -214,11 +221,6 @@ class IBSession:
     @property
     def connected(self) -> bool:
         return self._ib.isConnected()
-
-    @property
-    def upstream_ok(self) -> bool:
-        """False between IB's 1100 (connectivity lost) and its 1101/1102 (restored)."""
-        return self.upstream_lost_since is None
 
     def upstream_lost_after(self, moment: float) -> bool:
         """Whether IB reported its connectivity lost at or after ``moment`` (monotonic)."""
@@ -334,17 +336,14 @@ class IBSession:
             return self._contracts[symbol]
         self._require_connection()
         try:
-            details = await asyncio.wait_for(
-                self._ib.reqContractDetailsAsync(crypto_contract(symbol)), self.timeout_s
+            details = await self._answer(
+                self._ib.reqContractDetailsAsync(crypto_contract(symbol)),
+                timed_out=f"contract details for {symbol}",
             )
-        except RequestError as exc:
+        except IBError as exc:
             if exc.code == 200:
                 raise UnknownSymbol(symbol) from None
-            raise classify_error(exc.code, exc.message) or IBError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise Disconnected(str(exc)) from None
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"contract details for {symbol}") from None
+            raise
         if not details:
             raise UnknownSymbol(symbol)
         contract = details[0].contract
@@ -354,17 +353,10 @@ class IBSession:
     async def earliest_bar(self, symbol: Symbol) -> datetime:
         """When the gateway's AGGTRADES history for the symbol starts (reqHeadTimeStamp)."""
         contract = await self.qualify(symbol)
-        try:
-            head = await asyncio.wait_for(
-                self._ib.reqHeadTimeStampAsync(contract, WHAT_TO_SHOW, False, 2),
-                self.timeout_s,
-            )
-        except RequestError as exc:
-            raise classify_error(exc.code, exc.message) or IBError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise Disconnected(str(exc)) from None
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"head timestamp for {symbol}") from None
+        head = await self._answer(
+            self._ib.reqHeadTimeStampAsync(contract, WHAT_TO_SHOW, False, 2),
+            timed_out=f"head timestamp for {symbol}",
+        )
         if isinstance(head, datetime):
             return head if head.tzinfo else head.replace(tzinfo=UTC)
         raise IBError(0, f"unexpected head timestamp {head!r}")
@@ -435,25 +427,24 @@ class IBSession:
         """The typed outcome of a sent window; cancels it at the gateway on timeout."""
         symbol, window = sent.symbol, sent.window
         try:
-            await asyncio.wait_for(asyncio.shield(sent.future), timeout_s or self.timeout_s)
-        except asyncio.TimeoutError:
-            if self._ib.isConnected():
-                self._ib.client.cancelHistoricalData(sent.req_id)
-            raise RequestTimeout(f"no answer for {symbol} {window} in time") from None
-        except RequestError as exc:
-            self._served.pop(sent.req_id, None)
-            error = classify_error(exc.code, exc.message, bars=True)
-            if error is not None:
-                raise error from None
+            await self._answer(
+                asyncio.shield(sent.future),
+                timeout_s=timeout_s,
+                timed_out=f"no answer for {symbol} {window} in time",
+                lost=f"connection lost during {symbol} {window}",
+                no_data_ok=True,
+                bars=True,
+                on_timeout=lambda: self._cancel_historical(sent.req_id),
+            )
+        except _NoData:
             self.blocked_since = None  # an answer: nothing blocks the session any more
             latency = time.monotonic() - sent.sent_at
             return WindowBars(window, BAR_SCHEMA.empty_table(), True, latency,
                               answered_at=time.time())
-        except ConnectionError as exc:
-            raise Disconnected(f"connection lost during {symbol} {window}: {exc}") from None
+        finally:
+            header = self._served.pop(sent.req_id, None)
         answered_at = time.time()
         latency = time.monotonic() - sent.sent_at
-        header = self._served.pop(sent.req_id, None)
         served = parse_served(*header, self.login_zone.zone) if header else None
         if not sent.bars:
             raise EmptyAnswer(f"empty answer for {symbol} {window} without IB's no-data")
@@ -464,9 +455,74 @@ class IBSession:
             answered_at,
         )
 
+    async def _answer(
+        self,
+        request: Awaitable[T],
+        *,
+        timed_out: str,
+        lost: str = "",
+        timeout_s: float | None = None,
+        no_data_ok: bool = False,
+        bars: bool = False,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> T:
+        """Await one ib_insync request, its failures typed: the one place IB's errors are
+        mapped. IB's explicit no-data raises ``_NoData`` when ``no_data_ok``, else it is an
+        ``IBError``; ``on_timeout`` runs before ``RequestTimeout`` is raised. ``bars``: a
+        historical-bars request (see ``classify_error``)."""
+        try:
+            return await asyncio.wait_for(request, timeout_s or self.timeout_s)
+        except RequestError as exc:
+            error = classify_error(exc.code, exc.message, bars=bars)
+            if error is None and no_data_ok:
+                raise _NoData from None
+            raise error or IBError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise Disconnected(f"{lost}: {exc}" if lost else str(exc)) from None
+        except asyncio.TimeoutError:
+            if on_timeout is not None:
+                on_timeout()
+            raise RequestTimeout(timed_out) from None
+
+    def _cancel_historical(self, req_id: int) -> None:
+        if self._ib.isConnected():
+            self._ib.client.cancelHistoricalData(req_id)
+
     def _require_connection(self) -> None:
         if not self._ib.isConnected():
             raise Disconnected("not connected")
+
+
+async def connect_free_id(
+    host: str,
+    port: int,
+    client_id: int,
+    *,
+    tries: int,
+    timeout_s: float,
+    on_taken: Callable[[int], None] | None = None,
+) -> IBSession:
+    """A session on ``client_id`` or, while IB says an id is taken (326), the next one.
+
+    At most ``tries`` ids; ``on_taken(next_id)`` is told of each move. Raises
+    ``ClientIdInUse`` when every id tried was taken, other errors as ``connect`` does.
+    """
+    for n in range(tries):
+        session = IBSession(host, port, client_id + n, timeout_s=timeout_s)
+        try:
+            await session.connect()
+            return session
+        except ClientIdInUse:
+            session.disconnect()
+            # Never past IB's top usable id (2^31-2): ib_insync sends 2^31-1 as empty.
+            if n + 1 >= tries or client_id + n >= 2**31 - 2:
+                raise
+            if on_taken is not None:
+                on_taken(client_id + n + 1)
+        except BaseException:
+            session.disconnect()
+            raise
+    raise ClientIdInUse(client_id)  # tries < 1
 
 
 def bars_to_table(

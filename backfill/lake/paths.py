@@ -1,7 +1,8 @@
 """Where things live in the lake: part paths, and the names of lock, temp and quarantine files.
 
-Every file that is not a part starts with '.' or '_', so ``pyarrow.dataset`` (and Spark,
-DuckDB, Polars) skip it when they read the lake with hive partitioning.
+Every file the store makes that is not a part starts with '.' or '_', which ``pyarrow.dataset``
+(and Spark) skip, and does not end in '.parquet', which DuckDB's and Polars'
+``'**/*.parquet'`` globs need (they do read '.' and '_' names).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -46,12 +48,12 @@ def part_name(month: Month) -> str:
 
 def part_path(lake: Path, symbol: Symbol, month: Month) -> Path:
     """``<lake>/data/source=ibkr/market=crypto/timeframe=M1/symbol=X/year=Y/month=MM/part-Y-MM.parquet``."""
-    return (
-        symbol_dir(lake, symbol)
-        / f"year={month.year:04d}"
-        / f"month={month.month:02d}"
-        / part_name(month)
-    )
+    return symbol_dir(lake, symbol) / part_below_symbol(month)
+
+
+def part_below_symbol(month: Month) -> str:
+    """``year=Y/month=MM/part-Y-MM.parquet``: where a month's part lies in its symbol's folder."""
+    return f"year={month.year:04d}/month={month.month:02d}/{part_name(month)}"
 
 
 LOCKS_DIR = "_locks"  # per-symbol run locks, and what each symbol's last worker sent
@@ -92,6 +94,27 @@ def quarantine_path(part: Path, now: datetime) -> Path:
         )
         counter += 1
     return candidate
+
+
+def is_hidden(name: str) -> bool:
+    """``pyarrow.dataset`` (and Spark) skip files and folders so named; DuckDB and Polars don't."""
+    return name.startswith((".", "_"))
+
+
+def readers_of(lake: Path, path: Path) -> str | None:
+    """Which readers of ``<lake>/data`` would read ``path`` with the parts (None: no reader).
+
+    DuckDB's and Polars' ``'data/**/*.parquet'`` take every name ending in '.parquet', hidden
+    or not; ``pyarrow.dataset('data')`` takes every file with no '.' or '_' name on its way.
+    """
+    names = path.relative_to(dataset_root(lake)).parts
+    globbed = path.name.endswith(PART_SUFFIX)
+    listed = not any(is_hidden(name) for name in names)
+    if globbed and listed:
+        return "DuckDB, Polars and pyarrow.dataset"
+    if globbed:
+        return "DuckDB and Polars ('**/*.parquet')"
+    return "pyarrow.dataset" if listed else None
 
 
 def is_quarantined(path: Path) -> bool:
@@ -153,6 +176,48 @@ def iter_parts(
             path = folder / part_name(month)
             if path.is_file():
                 yield symbol, month, path
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a file under ``data/`` sits: the symbol and month its folders name, if canonical."""
+
+    symbol: Symbol | None
+    month: Month | None
+    part: bool  # the file is the canonical part of that symbol and month
+
+
+def locate(lake: Path, path: Path, timeframe: str = TIMEFRAME) -> Place:
+    """Read the symbol and month off a file's folders (``symbol=X/year=Y/month=MM``) below
+    ``timeframe=...`` (M1, or an aggregate's).
+
+    ``part`` is true only for the month's part itself (``part_path``, ``aggregate_part_path``);
+    a copy beside it or a part in a misnamed folder (``month=1``) is not a part, though
+    readers would read it.
+    """
+    try:
+        names = path.relative_to(timeframe_dir(lake, timeframe)).parts
+    except ValueError:
+        return Place(None, None, False)
+    symbol = month = None
+    if len(names) > 1 and (match := _SYMBOL_DIR_RE.match(names[0])):
+        try:
+            parsed = Symbol.parse(match.group(1))
+        except BadInput:
+            parsed = None
+        symbol = parsed if parsed is not None and str(parsed) == match.group(1) else None
+    if symbol is not None and len(names) > 3:
+        year_match = _YEAR_DIR_RE.match(names[1])
+        month_match = _MONTH_DIR_RE.match(names[2])
+        if year_match and month_match and 1 <= int(month_match.group(1)) <= 12:
+            month = Month(int(year_match.group(1)), int(month_match.group(1)))
+    part = (
+        symbol is not None
+        and month is not None
+        and len(names) == 4
+        and names[3] == part_name(month)
+    )
+    return Place(symbol, month, part)
 
 
 # ---------------------------------------------------------------- higher timeframes

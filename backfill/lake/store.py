@@ -8,6 +8,7 @@ so a reader never sees a half-written file and a killed writer leaves the old pa
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,15 @@ from backfill.domain import (
     day_start,
     months_between,
 )
-from backfill.lake.paths import lock_path, part_path, quarantine_path, temp_glob, temp_path
+from backfill.lake.paths import (
+    lock_path,
+    part_below_symbol,
+    part_path,
+    quarantine_path,
+    symbol_dir,
+    temp_glob,
+    temp_path,
+)
 from backfill.lake.schema import (
     BAR_SCHEMA,
     COLUMNS,
@@ -40,6 +49,11 @@ from backfill.lake.schema import (
     empty_bars,
     encode_coverage,
 )
+
+try:  # what pq.ParquetFile wraps; _read_footer falls back to the public API without it
+    from pyarrow._parquet import ParquetReader as _ParquetReader
+except ImportError:  # pragma: no cover
+    _ParquetReader = None
 
 _SHOWN_OFFENDERS = 5
 
@@ -160,13 +174,38 @@ def read_part(path: Path) -> pa.Table:
     return table
 
 
-def read_part_coverage(path: Path) -> dict[date, DayCoverage]:
+def read_part_coverage(path: Path | str) -> dict[date, DayCoverage]:
     """A part's coverage record, from its footer only; raises ``CorruptPart``."""
     try:
-        schema = pq.read_schema(path)
+        metadata = _read_footer(str(path))
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise CorruptPart(path, f"unreadable footer: {exc}") from exc
-    return _coverage_of(path, schema)
+        raise CorruptPart(Path(path), f"unreadable footer: {exc}") from exc
+    if not metadata.schema.equals(_bar_parquet_schema()):
+        raise CorruptPart(Path(path), "schema differs from the bar schema")
+    return _decode(path, (metadata.metadata or {}).get(COVERAGE_KEY))
+
+
+def _read_footer(path: str) -> pq.FileMetaData:
+    """A Parquet file's footer, and nothing else (plan reads 6,000 of them).
+
+    The footer alone, not the Arrow schema (``read_schema``), from an open file, not a path
+    (no filesystem lookup), through the reader ``ParquetFile`` wraps, without the column
+    index ``ParquetFile`` builds in Python: about a quarter of ``read_schema``'s time.
+    """
+    with pa.OSFile(path) as source:
+        if _ParquetReader is None:
+            return pq.read_metadata(source)
+        reader = _ParquetReader()
+        reader.open(source)
+        return reader.metadata
+
+
+@functools.lru_cache(maxsize=1)
+def _bar_parquet_schema() -> pq.ParquetSchema:
+    """The Parquet schema every part has (as written from ``BAR_SCHEMA``)."""
+    sink = pa.BufferOutputStream()
+    pq.ParquetWriter(sink, BAR_SCHEMA, **PART_WRITE_OPTIONS).close()  # no rows: no pandas import
+    return pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
 
 
 def read_coverage(
@@ -180,15 +219,18 @@ def read_coverage(
     out: dict[Symbol, dict[date, DayCoverage]] = {}
     for symbol in symbols:
         found: dict[date, DayCoverage] = {}
+        folder = str(symbol_dir(lake, symbol))
         for month in months:
-            path = part_path(lake, symbol, month)
-            if not path.is_file():
-                continue
+            # A string: 6,000 pathlib joins cost as much as reading the footers' bookkeeping.
+            path = os.path.join(folder, part_below_symbol(month))
             try:
                 coverage = read_part_coverage(path)
-            except CorruptPart:
+            except CorruptPart:  # a missing part too: nothing covered
                 continue
-            found.update({d: c for d, c in coverage.items() if first <= d <= last})
+            if first <= month.first_day and month.last_day <= last:
+                found.update(coverage)
+            else:
+                found.update({d: c for d, c in coverage.items() if first <= d <= last})
         out[symbol] = dict(sorted(found.items()))
     return out
 
@@ -302,13 +344,16 @@ def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
 def _coverage_of(path: Path, schema: pa.Schema) -> dict[date, DayCoverage]:
     if schema.names != list(COLUMNS) or not schema.equals(BAR_SCHEMA):
         raise CorruptPart(path, "schema differs from the bar schema")
-    raw = (schema.metadata or {}).get(COVERAGE_KEY)
+    return _decode(path, (schema.metadata or {}).get(COVERAGE_KEY))
+
+
+def _decode(path: Path | str, raw: bytes | None) -> dict[date, DayCoverage]:
     if raw is None:
-        raise CorruptPart(path, "no coverage record in the footer")
+        raise CorruptPart(Path(path), "no coverage record in the footer")
     try:
         return decode_coverage(raw)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptPart(path, f"malformed coverage record: {exc}") from exc
+        raise CorruptPart(Path(path), f"malformed coverage record: {exc}") from exc
 
 
 def _strictly_increasing(ts: pa.Array) -> bool:

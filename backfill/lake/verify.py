@@ -1,26 +1,42 @@
 """``backfill verify``: check every part of the lake against the data contract.
 
-The checks are pure (``check_part``, ``unfetched_runs``: tables and values in, findings out);
-``verify_lake`` reads the files. ``VerifyReport.to_json()`` is the ``--json`` document::
+The checks are pure (``check_part``, ``unfetched_runs``: tables and values in, findings out).
+``verify_stream`` reads the lake one part at a time and yields findings as it finds them, and
+each symbol's summary after its findings, so memory does not grow with the lake;
+``verify_lake`` collects that stream into a ``VerifyReport`` (for small lakes and tests).
 
-    {"version": 1, "lake": "/abs/lake", "from": "2025-07-01" | null, "to": ... | null,
+A finding names at most ``MAX_RANGES`` runs of minutes unless asked for every one
+(``gaps=True``, ``verify --gaps``); it always says how many there are in full. Minutes
+without a bar make one warning per symbol (its first runs, per day the counts), or with
+``gaps=True`` one per day naming every run.
+The ``--json`` document (version 2; keys may come in any order, the CLI writes
+``findings`` before the totals so it never holds them)::
+
+    {"version": 2, "lake": "/abs/lake", "from": "2025-07-01" | null, "to": ... | null,
      "ok": bool, "errors": int, "warnings": int, "parts": int,
      "symbols": [{"symbol", "from", "to", "parts", "days", "days_complete", "days_partial",
-                  "days_missing", "days_no_data", "rows", "gaps", "gap_minutes", "errors",
+                  "days_missing", "days_no_data", "rows", "gaps", "gap_minutes", "gap_days",
+                  "errors",
                   "warnings"}],
      "findings": [{"severity": "error" | "warning", "kind", "symbol", "path", "day",
-                   "detail", "minutes": [[first, last], ...]}]}
+                   "detail", "minutes": [[first, last], ...], "ranges_total": int,
+                   "minutes_total": int, "truncated": bool,
+                   "days": [{"day", "gap_minutes", "gaps"}]  # a symbol's gap warning only
+                  }]}
 
 Dates are ISO days; ``from``/``to`` per symbol are the range checked (null: nothing to check);
-``path`` is relative to the lake; ``minutes`` are inclusive runs of bar-end timestamps (ISO).
+``path`` is relative to the lake; ``minutes`` are inclusive runs of bar-end timestamps (ISO),
+the first few of ``ranges_total`` runs (``minutes_total`` minutes in all) when ``truncated``.
+Version 1 listed every run and had no ``ranges_total``/``minutes_total``/``truncated``.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import Enum
@@ -42,15 +58,28 @@ from backfill.domain import (
     Symbol,
     check_range,
     day_ranges,
+    iso_day,
+    missing_minute_ranges,
 )
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
-from backfill.lake.paths import QUARANTINE_PREFIX, TEMP_SUFFIX, iter_parts, lake_symbols
+from backfill.lake.paths import (
+    dataset_root,
+    is_quarantined,
+    is_temp,
+    lake_symbols,
+    locate,
+    readers_of,
+    symbol_dir,
+)
 from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
+from backfill.lake.store import rows_per_day
 
-JSON_VERSION = 1
+JSON_VERSION = 2
+MAX_RANGES = 5  # runs of minutes a finding names unless every one is asked for (--gaps)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_MINUTE = 60_000_000
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
+_PRICE_COLUMNS = ("open", "high", "low", "close", "wap", "volume")
 
 
 class Severity(str, Enum):
@@ -68,6 +97,7 @@ class Kind(str, Enum):
     TS_DUPLICATE = "ts_duplicate"
     TS_OUTSIDE_MONTH = "ts_outside_month"
     TS_NOT_MINUTE = "ts_not_minute"
+    NOT_FINITE = "not_finite"
     OHLC = "ohlc"
     NEGATIVE_VOLUME = "negative_volume"
     PARTITION = "partition"
@@ -79,12 +109,14 @@ class Kind(str, Enum):
     UNCOVERED_ROWS = "uncovered_rows"
     NOT_FETCHED = "not_fetched"
     NO_DATA = "no_data"
+    STRAY_FILE = "stray_file"
     GAP = "gap"
     PARTIAL_DAY = "partial_day"
     EMPTY_DAY = "empty_day"
+    MINUTE_MISSING_DAILY = "minute_missing_daily"
     QUARANTINED = "quarantined"
     STALE_TEMP = "stale_temp"
-    MINUTE_MISSING_DAILY = "minute_missing_daily"
+    NO_PARTS = "no_parts"
     # aggregate parts (backfill/lake/verify_aggregates.py)
     BUCKET_MISALIGNED = "bucket_misaligned"
     BUCKET_MINUTES = "bucket_minutes"
@@ -97,8 +129,21 @@ _Run = tuple[int, int]  # inclusive run of minute numbers (minutes since the epo
 
 
 @dataclass(frozen=True)
+class DayGaps:
+    """How many minutes of a day had no bar, in how many runs."""
+
+    day: date
+    gap_minutes: int
+    gaps: int
+
+
+@dataclass(frozen=True)
 class Finding:
-    """One thing wrong (error) or worth knowing (warning) about one file, day or symbol."""
+    """One thing wrong (error) or worth knowing (warning) about one file, day or symbol.
+
+    ``minutes`` may be the first runs only: ``ranges_total`` runs (``minutes_total`` minutes)
+    were found in all.
+    """
 
     severity: Severity
     kind: Kind
@@ -107,6 +152,33 @@ class Finding:
     day: date | None
     detail: str
     minutes: tuple[MinuteRange, ...] = ()
+    ranges_total: int = 0
+    minutes_total: int = 0
+    days: tuple[DayGaps, ...] = ()  # a symbol's gap warning: the counts of each day
+
+    @property
+    def truncated(self) -> bool:
+        return self.ranges_total > len(self.minutes)
+
+
+def finding(
+    severity: Severity,
+    kind: Kind,
+    symbol: Symbol | None,
+    path: Path | None,
+    day: date | None,
+    detail: str,
+    runs: Sequence[_Run] = (),
+    max_ranges: int | None = MAX_RANGES,
+) -> Finding:
+    """A finding naming the first ``max_ranges`` of ``runs`` (all of them if None)."""
+    shown = runs if max_ranges is None else runs[:max_ranges]
+    return Finding(
+        severity, kind, symbol, path, day, detail,
+        minutes=tuple((minute_of(a), minute_of(b)) for a, b in shown),
+        ranges_total=len(runs),
+        minutes_total=sum(b - a + 1 for a, b in runs),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,7 +188,6 @@ class PartCheck:
     findings: tuple[Finding, ...]
     coverage: dict[date, DayCoverage] = field(default_factory=dict)
     rows_per_day: dict[date, int] = field(default_factory=dict)
-    gap_minutes_per_day: dict[date, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,7 +207,64 @@ class SymbolSummary:
     gap_minutes: int
     errors: int
     warnings: int
+    gap_days: int = 0
     days_no_data: int = 0  # complete days empty because IB said it had no data
+
+
+@dataclass(frozen=True)
+class AggregatesChecked:
+    """How many aggregate parts (M5 … D1) were checked; their findings follow."""
+
+    parts: int
+
+
+Item = Finding | SymbolSummary | AggregatesChecked  # what verify_stream yields
+
+
+@dataclass
+class Tally:
+    """Running totals over a verify stream: all a report needs besides the findings."""
+
+    lake: Path
+    first: date | None
+    last: date | None
+    parts: int = 0
+    errors: int = 0
+    warnings: int = 0
+    symbols: list[SymbolSummary] = field(default_factory=list)
+
+    def add(self, item: Item) -> Item:
+        if isinstance(item, SymbolSummary):
+            self.symbols.append(item)
+            self.parts += item.parts
+        elif isinstance(item, AggregatesChecked):
+            self.parts += item.parts
+        elif item.severity is Severity.ERROR:
+            self.errors += 1
+        else:
+            self.warnings += 1
+        return item
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+    def head_json(self) -> dict[str, Any]:
+        return {
+            "version": JSON_VERSION,
+            "lake": str(self.lake.resolve()),
+            "from": iso_day(self.first),
+            "to": iso_day(self.last),
+        }
+
+    def totals_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "parts": self.parts,
+            "symbols": [symbol_json(s) for s in self.symbols],
+        }
 
 
 @dataclass(frozen=True)
@@ -161,60 +289,68 @@ class VerifyReport:
         return self.errors == 0
 
     def relative(self, path: Path | None) -> str | None:
-        if path is None:
-            return None
-        try:
-            return path.relative_to(self.lake).as_posix()
-        except ValueError:
-            return path.as_posix()
+        return relative(self.lake, path)
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document; its shape is documented in this module's docstring."""
+        tally = Tally(self.lake, self.first, self.last)
+        for item in (*self.findings, *self.symbols):
+            tally.add(item)
+        tally.parts = self.parts  # aggregate parts included
         return {
-            "version": JSON_VERSION,
-            "lake": str(self.lake.resolve()),
-            "from": _iso(self.first),
-            "to": _iso(self.last),
-            "ok": self.ok,
-            "errors": self.errors,
-            "warnings": self.warnings,
-            "parts": self.parts,
-            "symbols": [
-                {
-                    "symbol": str(s.symbol),
-                    "from": _iso(s.first),
-                    "to": _iso(s.last),
-                    "parts": s.parts,
-                    "days": s.days,
-                    "days_complete": s.days_complete,
-                    "days_partial": s.days_partial,
-                    "days_missing": s.days_missing,
-                    "days_no_data": s.days_no_data,
-                    "rows": s.rows,
-                    "gaps": s.gaps,
-                    "gap_minutes": s.gap_minutes,
-                    "errors": s.errors,
-                    "warnings": s.warnings,
-                }
-                for s in self.symbols
-            ],
-            "findings": [
-                {
-                    "severity": f.severity.value,
-                    "kind": f.kind.value,
-                    "symbol": None if f.symbol is None else str(f.symbol),
-                    "path": self.relative(f.path),
-                    "day": _iso(f.day),
-                    "detail": f.detail,
-                    "minutes": [[a.isoformat(), b.isoformat()] for a, b in f.minutes],
-                }
-                for f in self.findings
-            ],
+            **tally.head_json(),
+            **tally.totals_json(),
+            "findings": [finding_json(self.lake, f) for f in self.findings],
         }
 
 
-def _iso(day: date | None) -> str | None:
-    return None if day is None else day.isoformat()
+def relative(lake: Path, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.relative_to(lake).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def symbol_json(s: SymbolSummary) -> dict[str, Any]:
+    return {
+        "symbol": str(s.symbol),
+        "from": iso_day(s.first),
+        "to": iso_day(s.last),
+        "parts": s.parts,
+        "days": s.days,
+        "days_complete": s.days_complete,
+        "days_partial": s.days_partial,
+        "days_missing": s.days_missing,
+        "days_no_data": s.days_no_data,
+        "rows": s.rows,
+        "gaps": s.gaps,
+        "gap_minutes": s.gap_minutes,
+        "gap_days": s.gap_days,
+        "errors": s.errors,
+        "warnings": s.warnings,
+    }
+
+
+def finding_json(lake: Path, f: Finding) -> dict[str, Any]:
+    document = {
+        "severity": f.severity.value,
+        "kind": f.kind.value,
+        "symbol": None if f.symbol is None else str(f.symbol),
+        "path": relative(lake, f.path),
+        "day": iso_day(f.day),
+        "detail": f.detail,
+        "minutes": [[a.isoformat(), b.isoformat()] for a, b in f.minutes],
+        "ranges_total": f.ranges_total,
+        "minutes_total": f.minutes_total,
+        "truncated": f.truncated,
+    }
+    if f.days:
+        document["days"] = [
+            {"day": d.day.isoformat(), "gap_minutes": d.gap_minutes, "gaps": d.gaps} for d in f.days
+        ]
+    return document
 
 
 # ---------------------------------------------------------------- pure checks
@@ -235,35 +371,18 @@ def first_minute_of(day: date) -> int:
 
 def minute_runs_by_day(minutes: Iterable[int]) -> dict[date, list[tuple[int, int]]]:
     """Collapse minute numbers into inclusive runs of consecutive minutes, split by UTC day."""
-    runs: dict[date, list[tuple[int, int]]] = defaultdict(list)
+    runs: dict[date, list[tuple[int, int]]] = {}
     start = prev = None
     for minute in sorted(set(minutes)):
         if prev is not None and minute == prev + 1 and minute % MINUTES_PER_DAY:
             prev = minute
             continue
         if start is not None and prev is not None:
-            runs[day_of_minute(start)].append((start, prev))
+            runs.setdefault(day_of_minute(start), []).append((start, prev))
         start = prev = minute
     if start is not None and prev is not None:
-        runs[day_of_minute(start)].append((start, prev))
-    return dict(runs)
-
-
-def missing_in(
-    run_starts: Sequence[int], run_ends: Sequence[int], first: int, last: int
-) -> list[tuple[int, int]]:
-    """Minutes of ``[first, last]`` not covered by the sorted, disjoint runs of present minutes."""
-    missing = []
-    cursor = first
-    i = bisect.bisect_left(run_ends, first)
-    while i < len(run_starts) and run_starts[i] <= last:
-        if run_starts[i] > cursor:
-            missing.append((cursor, run_starts[i] - 1))
-        cursor = max(cursor, run_ends[i] + 1)
-        i += 1
-    if cursor <= last:
-        missing.append((cursor, last))
-    return missing
+        runs.setdefault(day_of_minute(start), []).append((start, prev))
+    return runs
 
 
 def unfetched_runs(coverage: Iterable[date], first: date, last: date) -> list[tuple[date, date]]:
@@ -274,21 +393,18 @@ def unfetched_runs(coverage: Iterable[date], first: date, last: date) -> list[tu
     return day_ranges(d for d in missing if d not in fetched)
 
 
-def _ranges(runs: Iterable[tuple[int, int]]) -> tuple[MinuteRange, ...]:
-    return tuple((minute_of(a), minute_of(b)) for a, b in runs)
-
-
 def _count(mask: pa.Array | pa.ChunkedArray) -> int:
     return int(pc.sum(mask).as_py() or 0)
 
 
 @dataclass(frozen=True)
 class _Part:
-    """Where a part sits, for the findings about it."""
+    """Where a part sits, for the findings about it, and how many runs a finding names."""
 
     symbol: Symbol
     month: Month
     path: Path
+    max_ranges: int | None = MAX_RANGES
 
     def finding(
         self,
@@ -296,17 +412,19 @@ class _Part:
         kind: Kind,
         detail: str,
         day: date | None = None,
-        runs: Iterable[tuple[int, int]] = (),
+        runs: Sequence[_Run] = (),
     ) -> Finding:
-        return Finding(severity, kind, self.symbol, self.path, day, detail, _ranges(runs))
+        return finding(
+            severity, kind, self.symbol, self.path, day, detail, runs, self.max_ranges
+        )
 
     def error(
-        self, kind: Kind, detail: str, day: date | None = None, runs: Iterable[_Run] = ()
+        self, kind: Kind, detail: str, day: date | None = None, runs: Sequence[_Run] = ()
     ) -> Finding:
         return self.finding(Severity.ERROR, kind, detail, day, runs)
 
     def warning(
-        self, kind: Kind, detail: str, day: date | None = None, runs: Iterable[_Run] = ()
+        self, kind: Kind, detail: str, day: date | None = None, runs: Sequence[_Run] = ()
     ) -> Finding:
         return self.finding(Severity.WARNING, kind, detail, day, runs)
 
@@ -327,9 +445,10 @@ def check_part(
     path: Path,
     first: date | None = None,
     last: date | None = None,
+    max_ranges: int | None = MAX_RANGES,
 ) -> PartCheck:
     """Every contract check on one part's rows and footer; gaps only for days in [first, last]."""
-    part = _Part(symbol, month, path)
+    part = _Part(symbol, month, path, max_ranges)
     findings: list[Finding] = []
     usable = _check_schema(part, table, findings)
     table = table.select(usable).combine_chunks()
@@ -343,13 +462,11 @@ def check_part(
     in_month, aligned = _check_ts_values(part, ts, ts_us, findings)
     findings += _check_prices(part, table, ts_us)
     findings += _check_partition(part, table, ts_us)
-    good_minutes = pc.unique(
-        pc.divide(ts_us.filter(pc.and_(in_month, aligned)), _US_PER_MINUTE)
-    ).sort()
-    rows_per_day = _rows_per_day(ts_us.filter(in_month))
-    coverage = _check_coverage(part, table.schema, rows_per_day, ts_us.filter(in_month), findings)
-    gap_minutes = _check_gaps(part, coverage, good_minutes, first, last, findings)
-    return PartCheck(tuple(findings), coverage, rows_per_day, gap_minutes)
+    present_us = pc.unique(ts_us.filter(pc.and_(in_month, aligned))).sort().to_pylist()
+    per_day = rows_per_day(table.select(["ts"]).filter(in_month))
+    coverage = _check_coverage(part, table.schema, per_day, ts_us.filter(in_month), findings)
+    _check_gaps(part, coverage, present_us, first, last, findings)
+    return PartCheck(tuple(findings), coverage, per_day)
 
 
 def _check_schema(part: _Part, table: pa.Table, findings: list[Finding]) -> list[str]:
@@ -428,23 +545,37 @@ def _check_ts_values(
 def _check_prices(part: _Part, table: pa.Table, ts_us: pa.Array) -> list[Finding]:
     findings = []
     names = set(table.column_names)
+    finite = pa.array([True] * table.num_rows, pa.bool_())
+    for name in _PRICE_COLUMNS:
+        if name in names:
+            finite = pc.and_(finite, pc.fill_null(pc.is_finite(table[name]), True))
+    if _count(pc.invert(finite)):
+        bad_columns = [
+            n for n in _PRICE_COLUMNS
+            if n in names and _count(pc.invert(pc.fill_null(pc.is_finite(table[n]), True)))
+        ]  # fmt: skip
+        findings += part.per_day(
+            Kind.NOT_FINITE,
+            f"NaN or infinite {', '.join(bad_columns)}",
+            ts_us.filter(pc.invert(finite)).to_pylist(),
+        )
+    # Rows with a non-finite value are reported above, once, not again as broken OHLC.
     if {"open", "high", "low", "close"} <= names:
         o, h, low, c = (table[n] for n in ("open", "high", "low", "close"))
         sane = pc.and_kleene(
             pc.and_kleene(pc.less_equal(low, o), pc.less_equal(low, c)),
             pc.and_kleene(pc.less_equal(o, h), pc.less_equal(c, h)),
         )
-        # NaN compares false, so a NaN price fails here too.
-        bad = pc.invert(pc.fill_null(sane, True))
+        bad = pc.and_(pc.invert(pc.fill_null(sane, True)), finite)
         if _count(bad):
             findings += part.per_day(
                 Kind.OHLC, "low <= open, close <= high broken", ts_us.filter(bad).to_pylist()
             )
     if "volume" in names:
-        bad = pc.invert(pc.fill_null(pc.greater_equal(table["volume"], 0), True))
+        bad = pc.fill_null(pc.less(table["volume"], 0), False)
         if _count(bad):
             findings += part.per_day(
-                Kind.NEGATIVE_VOLUME, "negative or NaN volume", ts_us.filter(bad).to_pylist()
+                Kind.NEGATIVE_VOLUME, "negative volume", ts_us.filter(bad).to_pylist()
             )
     return findings
 
@@ -469,22 +600,10 @@ def _check_partition(part: _Part, table: pa.Table, ts_us: pa.Array) -> list[Find
     return findings
 
 
-def _rows_per_day(ts_us: pa.Array) -> dict[date, int]:
-    if not len(ts_us):
-        return {}
-    counts = pc.value_counts(pc.divide(ts_us, _US_PER_MINUTE * MINUTES_PER_DAY))
-    return {
-        date.fromordinal(_EPOCH_DAY + day): n
-        for day, n in zip(
-            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
-        )
-    }
-
-
 def _check_coverage(
     part: _Part,
     schema: pa.Schema,
-    rows_per_day: dict[date, int],
+    per_day: dict[date, int],
     ts_us: pa.Array,
     findings: list[Finding],
 ) -> dict[date, DayCoverage]:
@@ -504,15 +623,15 @@ def _check_coverage(
                     Kind.COVERAGE_OUTSIDE_MONTH, f"coverage lists a day outside {part.month}", day
                 )
             )
-        elif record.rows != rows_per_day.get(day, 0):
+        elif record.rows != per_day.get(day, 0):
             findings.append(
                 part.error(
                     Kind.COVERAGE_ROWS,
-                    f"coverage says {record.rows} rows, the part has {rows_per_day.get(day, 0)}",
+                    f"coverage says {record.rows} rows, the part has {per_day.get(day, 0)}",
                     day,
                 )
             )
-    uncovered = {day for day in rows_per_day if day not in coverage}
+    uncovered = {day for day in per_day if day not in coverage}
     if uncovered:
         day_index = pc.divide(ts_us, _US_PER_MINUTE * MINUTES_PER_DAY)
         wanted = pa.array([d.toordinal() - _EPOCH_DAY for d in uncovered], pa.int64())
@@ -524,28 +643,24 @@ def _check_coverage(
 def _check_gaps(
     part: _Part,
     coverage: dict[date, DayCoverage],
-    minutes: pa.Array,
+    present_us: list[int],
     first: date | None,
     last: date | None,
     findings: list[Finding],
-) -> dict[date, tuple[int, int]]:
-    """Missing minutes of each fetched day in range: (gap runs, missing minutes) per day."""
-    present = minutes.to_pylist()
-    if present:
-        breaks = [i + 1 for i, step in enumerate(_steps(minutes)) if step > 1]
-        starts = [present[0]] + [present[i] for i in breaks]
-        ends = [present[i - 1] for i in breaks] + [present[-1]]
-    else:
-        starts, ends = [], []
-    per_day = {}
+) -> None:
+    """A gap warning for each fetched day in range with minutes without a bar.
+
+    ``present_us`` are the part's sorted, unique, minute-aligned bar ends (microseconds).
+    """
     for day, record in sorted(coverage.items()):
         if Month.of(day) != part.month or (first and day < first) or (last and day > last):
             continue
-        first_minute = first_minute_of(day)
-        last_minute = first_minute + MINUTES_PER_DAY - 1
+        start_us = first_minute_of(day) * _US_PER_MINUTE
+        stop_us = start_us + MINUTES_PER_DAY * _US_PER_MINUTE
         if not record.complete:
-            fetched = int((record.fetched_at - _EPOCH).total_seconds() // 60)
-            last_minute = min(last_minute, fetched - 1)
+            # Only minutes that had ended when the day was fetched are expected.
+            fetched_minute = int((record.fetched_at - _EPOCH).total_seconds() // 60)
+            stop_us = min(stop_us, fetched_minute * _US_PER_MINUTE)
             findings.append(
                 part.warning(
                     Kind.PARTIAL_DAY,
@@ -557,20 +672,23 @@ def _check_gaps(
         if record.rows == 0 and record.complete:
             why = "IB said it has no data" if record.no_data else "fetched, no bars at all"
             findings.append(part.warning(Kind.EMPTY_DAY, why, day))
-            per_day[day] = (0, 0)
             continue
-        gaps = missing_in(starts, ends, first_minute, last_minute)
+        lo = bisect.bisect_left(present_us, start_us)
+        hi = bisect.bisect_left(present_us, stop_us, lo)
+        gaps = [
+            (a // _US_PER_MINUTE, b // _US_PER_MINUTE)
+            for a, b in missing_minute_ranges(present_us[lo:hi], start_us, stop_us)
+        ]
         missing = sum(b - a + 1 for a, b in gaps)
-        per_day[day] = (len(gaps), missing)
         if gaps:
-            findings.append(part.warning(Kind.GAP, f"{missing} minute(s) without a bar", day, gaps))
-    return per_day
-
-
-def _steps(minutes: pa.Array) -> list[int]:
-    if len(minutes) < 2:
-        return []
-    return pc.pairwise_diff(minutes)[1:].to_pylist()
+            findings.append(
+                part.warning(
+                    Kind.GAP,
+                    f"{missing} minute(s) without a bar in {len(gaps)} range(s)",
+                    day,
+                    gaps,
+                )
+            )
 
 
 # ---------------------------------------------------------------- reading the lake
@@ -581,162 +699,318 @@ def verify_lake(
     symbols: Sequence[Symbol] | None = None,
     first: date | None = None,
     last: date | None = None,
+    gaps: bool = False,
     minute_thresholds: MinuteCheckThresholds | None = None,
 ) -> VerifyReport:
-    """Check every part in scope; default range per symbol is the span of its coverage.
+    """Check every part in scope and collect the findings; see ``verify_stream``."""
+    stream = verify_stream(lake, symbols, first, last, gaps, minute_thresholds)
+    tally = Tally(lake, first, last)
+    findings = [item for item in map(tally.add, stream) if isinstance(item, Finding)]
+    return VerifyReport(lake, first, last, tally.parts, tuple(tally.symbols), tuple(findings))
 
-    Raises ``BadInput`` for a missing lake folder or ``first`` after ``last``; never writes.
+
+def verify_stream(
+    lake: Path,
+    symbols: Sequence[Symbol] | None = None,
+    first: date | None = None,
+    last: date | None = None,
+    gaps: bool = False,
+    minute_thresholds: MinuteCheckThresholds | None = None,
+) -> Iterator[Item]:
+    """Findings as they are found, one part at a time; each symbol's summary after its findings.
+
+    Default range per symbol: the span of its coverage. Minutes without a bar make one ``gap``
+    warning per symbol (its first ranges, and per day the counts); ``gaps=True`` makes one per
+    day instead, and every finding then names every range. Raises ``BadInput`` (at once, not
+    when iterated) for a missing lake folder or ``first`` after ``last``; never writes.
     """
     if not lake.is_dir():
         raise BadInput(f"lake folder {lake} does not exist")
     if first is not None and last is not None:
         check_range(first, last)
+    return _stream(lake, symbols, first, last, gaps,
+                   minute_thresholds or MinuteCheckThresholds())
+
+
+def _stream(
+    lake: Path,
+    symbols: Sequence[Symbol] | None,
+    first: date | None,
+    last: date | None,
+    gaps: bool,
+    minute_thresholds: MinuteCheckThresholds,
+) -> Iterator[Item]:
+    yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     chosen = list(symbols) if symbols is not None else lake_symbols(lake)
-    findings: list[Finding] = []
-    summaries = []
     parts = 0
     for symbol in chosen:
-        summary, symbol_findings = _verify_symbol(
-            lake, symbol, first, last, asked, minute_thresholds or MinuteCheckThresholds()
-        )
-        summaries.append(summary)
-        findings += symbol_findings
-        parts += summary.parts
+        for item in _verify_symbol(lake, symbol, first, last, asked, gaps, minute_thresholds):
+            if isinstance(item, SymbolSummary):
+                parts += item.parts
+            yield item
     from backfill.lake.verify_aggregates import verify_aggregates  # it imports this module
 
     aggregate_parts, aggregate_findings = verify_aggregates(lake, chosen, first, last)
-    return VerifyReport(
-        lake, first, last, parts + aggregate_parts, tuple(summaries),
-        (*findings, *aggregate_findings),
-    )
+    yield AggregatesChecked(aggregate_parts)
+    yield from aggregate_findings
+    parts += aggregate_parts
+    if parts == 0:
+        yield Finding(
+            Severity.WARNING, Kind.NO_PARTS, None, None, None,
+            f"no parts found in {lake}{' for the symbols asked' if asked else ''}: "
+            "nothing was checked (is --lake the right folder?)",
+        )  # fmt: skip
 
 
 def _in_scope(month: Month, first: date | None, last: date | None) -> bool:
     return (first is None or month.last_day >= first) and (last is None or month.first_day <= last)
 
 
-def _verify_symbol(
-    lake: Path, symbol: Symbol, first: date | None, last: date | None, asked: bool,
-    minute_thresholds: MinuteCheckThresholds,
-) -> tuple[SymbolSummary, list[Finding]]:
-    checks: list[tuple[Path, Month, pa.Table | None]] = []
-    findings: list[Finding] = []
-    for _, month, path in iter_parts(lake, [symbol]):
-        if not _in_scope(month, first, last):
+@dataclass(frozen=True)
+class _SymbolFiles:
+    """What lies in one symbol's folder: its parts, and the files around them."""
+
+    parts: list[tuple[Month, Path]]
+    others: list[Finding]  # stray files (errors), quarantined parts and stale temps (warnings)
+
+
+def _walk(root: Path, skip: set[Path] | frozenset[Path] = frozenset()) -> Iterator[Path]:
+    """Every file under ``root`` (hidden folders too: DuckDB enters them), sorted."""
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if here / d not in skip)
+        for name in sorted(files):
+            yield here / name
+
+
+def _stray(lake: Path, symbol: Symbol | None, path: Path) -> Finding | None:
+    readers = readers_of(lake, path)
+    if readers is None:
+        return None
+    return Finding(
+        Severity.ERROR, Kind.STRAY_FILE, symbol, path, None,
+        f"not a part, yet {readers} read it with the parts: move it out of data/",
+    )  # fmt: skip
+
+
+def _symbol_files(
+    lake: Path, symbol: Symbol, first: date | None, last: date | None
+) -> _SymbolFiles:
+    parts: list[tuple[Month, Path]] = []
+    others: list[Finding] = []
+    for path in _walk(symbol_dir(lake, symbol)):
+        place = locate(lake, path)
+        if place.month is not None and not _in_scope(place.month, first, last):
             continue
-        findings += _stray_files(symbol, path)
-        try:
-            checks.append((path, month, pq.ParquetFile(path).read()))
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            findings.append(
-                Finding(Severity.ERROR, Kind.UNREADABLE, symbol, path, None, f"cannot read: {exc}")
-            )
-            checks.append((path, month, None))
+        if place.part and place.month is not None:
+            parts.append((place.month, path))
+        elif is_quarantined(path):
+            others.append(
+                Finding(
+                    Severity.WARNING, Kind.QUARANTINED, symbol, path, None,
+                    "an unreadable part was moved aside here: look at it, then delete it",
+                )
+            )  # fmt: skip
+        elif is_temp(path):
+            others.append(
+                Finding(
+                    Severity.WARNING, Kind.STALE_TEMP, symbol, path, None,
+                    "temp file of an interrupted write (the next write removes it)",
+                )
+            )  # fmt: skip
+        elif (stray := _stray(lake, symbol, path)) is not None:
+            others.append(stray)
+    return _SymbolFiles(sorted(parts), others)
+
+
+def _strays_outside_symbols(lake: Path) -> Iterator[Finding]:
+    """Files readers would read that lie outside every well-named M1 symbol folder and are
+    not aggregate parts (``verify_aggregates`` checks those)."""
+    from backfill.aggregate.timeframes import BY_NAME
+
+    symbol_dirs = {symbol_dir(lake, s) for s in lake_symbols(lake)}
+    for path in _walk(dataset_root(lake), skip=symbol_dirs):
+        names = path.relative_to(dataset_root(lake)).parts
+        timeframe = names[2].removeprefix("timeframe=") if len(names) > 2 else ""
+        place = locate(lake, path, timeframe) if timeframe in BY_NAME else None
+        if place is not None and place.part:
+            continue
+        stray = _stray(lake, None if place is None else place.symbol, path)
+        if stray is not None:
+            yield stray
+
+
+@dataclass
+class _GapTally:
+    """One symbol's minutes without a bar, summed up: its first runs and per day the counts."""
+
+    symbol: Symbol
+    first_runs: list[MinuteRange] = field(default_factory=list)
+    days: list[DayGaps] = field(default_factory=list)
+    ranges: int = 0
+    minutes: int = 0
+
+    def add(self, gap: Finding) -> None:
+        assert gap.day is not None
+        self.first_runs += gap.minutes[: MAX_RANGES - len(self.first_runs)]
+        self.days.append(DayGaps(gap.day, gap.minutes_total, gap.ranges_total))
+        self.ranges += gap.ranges_total
+        self.minutes += gap.minutes_total
+
+    def finding(self) -> Finding | None:
+        if not self.days:
+            return None
+        return Finding(
+            Severity.WARNING, Kind.GAP, self.symbol, None, None,
+            f"{self.minutes} minute(s) without a bar in {self.ranges} range(s) on "
+            f"{len(self.days)} day(s)",
+            tuple(self.first_runs), self.ranges, self.minutes, tuple(self.days),
+        )  # fmt: skip
+
+
+_READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checking, bounded
+
+
+def _read(path: Path) -> pa.Table | Exception:
+    try:
+        return pq.ParquetFile(path).read()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return exc
+
+
+def _read_ahead(
+    parts: Sequence[tuple[Month, Path]],
+) -> Iterator[tuple[Month, Path, pa.Table | Exception]]:
+    """Each part's table in order, the next few read by threads meanwhile (Arrow lets go of
+    the GIL while it reads and decodes)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: deque[tuple[Month, Path, Future[pa.Table | Exception]]] = deque()
+        for month, path in parts:
+            pending.append((month, path, pool.submit(_read, path)))
+            if len(pending) > _READ_AHEAD:
+                month_, path_, future = pending.popleft()
+                yield month_, path_, future.result()
+        while pending:
+            month_, path_, future = pending.popleft()
+            yield month_, path_, future.result()
+
+
+def _rows_in(rows: dict[date, int], first: date | None, last: date | None) -> int:
+    if first is None or last is None:
+        return 0
+    return sum(n for day, n in rows.items() if first <= day <= last)
+
+
+def _verify_symbol(
+    lake: Path,
+    symbol: Symbol,
+    first: date | None,
+    last: date | None,
+    asked: bool,
+    every_gap: bool,
+    minute_thresholds: MinuteCheckThresholds,
+) -> Iterator[Item]:
+    files = _symbol_files(lake, symbol, first, last)
+    max_ranges = None if every_gap else MAX_RANGES
+    errors = warnings = 0
+
+    def counted(found: Finding) -> Finding:
+        nonlocal errors, warnings
+        if found.severity is Severity.ERROR:
+            errors += 1
+        else:
+            warnings += 1
+        return found
+
+    yield from map(counted, files.others)
+    # Per day of this symbol only (never its rows or findings): bounded by its span. Days
+    # outside the span that --from/--to leave open cannot be (it is the coverage's span).
     coverage: dict[date, DayCoverage] = {}
-    tables = [(path, month, table) for path, month, table in checks if table is not None]
-    # The range is only known once footers are read, when --from/--to leave it open.
-    for _, _, table in tables:
-        raw = (table.schema.metadata or {}).get(COVERAGE_KEY)
-        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-            coverage.update(decode_coverage(raw) if raw is not None else {})
+    rows: dict[date, int] = {}
+    gap_tally = _GapTally(symbol)
+    minute_tally = MinuteTally()  # a minute of the day missing every day (minute_check)
+    for month, path, table in _read_ahead(files.parts):
+        if isinstance(table, Exception):
+            yield counted(
+                Finding(
+                    Severity.ERROR, Kind.UNREADABLE, symbol, path, None, f"cannot read: {table}"
+                )
+            )
+            continue
+        result = check_part(table, symbol, month, path, first, last, max_ranges)
+        _tally_minutes(minute_tally, table, result.coverage, first, last, minute_thresholds)
+        del table
+        for found in result.findings:
+            if found.kind is Kind.GAP and not every_gap:
+                gap_tally.add(found)
+            else:
+                yield counted(found)
+        coverage.update(result.coverage)
+        rows.update(result.rows_per_day)
+    summed = gap_tally.finding()
+    if summed is not None:
+        yield counted(summed)
+    for lost in missing_every_day(minute_tally, minute_thresholds):
+        yield counted(
+            Finding(Severity.ERROR, Kind.MINUTE_MISSING_DAILY, symbol, None, None, lost.detail())
+        )
     span_first = first or (min(coverage) if coverage else None)
     span_last = last or (max(coverage) if coverage else None)
     if span_first and span_last and span_first > span_last:
         span_first = span_last = None
-    rows_per_day: dict[date, int] = {}
-    gaps: dict[date, tuple[int, int]] = {}
-    tally = MinuteTally()
-    whole = {d.toordinal() - _EPOCH_DAY for d, c in coverage.items() if c.complete and c.rows
-             and (span_first is None or span_first <= d) and (span_last is None or d <= span_last)}
-    for path, month, table in tables:
-        result = check_part(table, symbol, month, path, span_first, span_last)
-        findings += result.findings
-        rows_per_day.update(result.rows_per_day)
-        gaps.update(result.gap_minutes_per_day)
-        if "ts" in table.column_names and pa.types.is_timestamp(table.schema.field("ts").type):
-            tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole,
-                      minute_thresholds)
-    findings += [
-        Finding(Severity.ERROR, Kind.MINUTE_MISSING_DAILY, symbol, None, None, m.detail())
-        for m in missing_every_day(tally, minute_thresholds)
-    ]
-    if not checks and asked and span_first is None:
-        findings.append(
+    if not files.parts and asked and span_first is None:
+        yield counted(
             Finding(Severity.ERROR, Kind.NO_DATA, symbol, None, None, "no parts in the lake")
         )
-    days = complete = partial = missing = rows = no_data = 0
+    days = complete = partial = missing = no_data = 0
     if span_first and span_last:
         for run_first, run_last in unfetched_runs(coverage, span_first, span_last):
             count = (run_last - run_first).days + 1
-            minutes = (
-                (
-                    minute_of(first_minute_of(run_first)),
-                    minute_of(first_minute_of(run_last) + MINUTES_PER_DAY - 1),
-                ),
-            )
+            runs = [(first_minute_of(run_first), first_minute_of(run_last) + MINUTES_PER_DAY - 1)]
             span = str(run_first) if count == 1 else f"{run_first}..{run_last}"
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    Kind.NOT_FETCHED,
-                    symbol,
-                    None,
-                    run_first,
-                    f"never fetched: {span} ({count} day(s))",
-                    minutes,
+            yield counted(
+                finding(
+                    Severity.ERROR, Kind.NOT_FETCHED, symbol, None, run_first,
+                    f"never fetched: {span} ({count} day(s))", runs, max_ranges,
                 )
-            )
+            )  # fmt: skip
             missing += count
         in_range = [c for d, c in coverage.items() if span_first <= d <= span_last]
         days = (span_last - span_first).days + 1
         complete = sum(c.complete for c in in_range)
         partial = len(in_range) - complete
         no_data = sum(c.complete and c.no_data and not c.rows for c in in_range)
-        rows = sum(n for d, n in rows_per_day.items() if span_first <= d <= span_last)
-    summary = SymbolSummary(
+    yield SymbolSummary(
         symbol=symbol,
         first=span_first,
         last=span_last,
-        parts=len(checks),
+        parts=len(files.parts),
         days=days,
         days_complete=complete,
         days_partial=partial,
         days_missing=missing,
+        rows=_rows_in(rows, span_first, span_last),
+        gaps=gap_tally.ranges,
+        gap_minutes=gap_tally.minutes,
+        errors=errors,
+        warnings=warnings,
+        gap_days=len(gap_tally.days),
         days_no_data=no_data,
-        rows=rows,
-        gaps=sum(g for g, _ in gaps.values()),
-        gap_minutes=sum(m for _, m in gaps.values()),
-        errors=sum(f.severity is Severity.ERROR for f in findings),
-        warnings=sum(f.severity is Severity.WARNING for f in findings),
     )
-    return summary, findings
 
 
-def _stray_files(symbol: Symbol, part: Path) -> list[Finding]:
-    """Quarantined parts and temp files left by a killed writer, beside this part."""
-    findings = []
-    for path in sorted(part.parent.iterdir()):
-        if path.name.startswith(QUARANTINE_PREFIX):
-            findings.append(
-                Finding(
-                    Severity.WARNING,
-                    Kind.QUARANTINED,
-                    symbol,
-                    path,
-                    None,
-                    "an unreadable part was moved aside here: look at it, then delete it",
-                )
-            )
-        elif path.name.startswith(f".{part.name}.") and path.name.endswith(TEMP_SUFFIX):
-            findings.append(
-                Finding(
-                    Severity.WARNING,
-                    Kind.STALE_TEMP,
-                    symbol,
-                    path,
-                    None,
-                    "temp file of an interrupted write (the next write removes it)",
-                )
-            )
-    return findings
+def _tally_minutes(
+    tally: MinuteTally, table: pa.Table, coverage: dict[date, DayCoverage],
+    first: date | None, last: date | None, thresholds: MinuteCheckThresholds,
+) -> None:
+    """Count one part's bars of its whole days, in range, for the minute-of-day check."""
+    if "ts" not in table.column_names or not pa.types.is_timestamp(table.schema.field("ts").type):
+        return
+    whole = {d.toordinal() - _EPOCH_ORDINAL for d, c in coverage.items()
+             if c.complete and c.rows and (first is None or first <= d)
+             and (last is None or d <= last)}
+    tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole, thresholds)
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

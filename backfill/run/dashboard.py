@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TextIO, TypeVar
 
@@ -21,6 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from backfill.durations import format_duration
 from backfill.run import events as ev
 from backfill.run.events import Status
 from backfill.run.state import TERMINAL, Clock, RunSnapshot, RunState, SymbolProgress
@@ -50,16 +52,6 @@ _ROW_PRIORITY: dict[Status, int] = {
 }
 _FOOTER_LINES = 3  # two footer lines and the blank line between table and footer
 _TABLE_CHROME = 3  # header, its rule and the "… more" line
-
-
-def format_duration(seconds: float | None) -> str:
-    """``1:02:03`` for durations; ``--:--`` when unknown."""
-    if seconds is None:
-        return "--:--"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _days(n: int) -> str:
@@ -99,7 +91,7 @@ class SymbolRow:
                 width=self.bar_width,
             ),
             f"{percent}%",
-            f"{p.days_done}/{p.days_total}",
+            f"{max(p.days_done, p.days_fetched)}/{p.days_total}",
             f"{p.rows:,}",
             p.current_day.isoformat() if p.current_day else "-",
             _latency(p),
@@ -155,7 +147,8 @@ class SymbolTable:
                 no_wrap=True,
                 overflow="ellipsis",
                 max_width=28 if name == "Note" else None,
-                min_width=None if name == "Note" else len(name),
+                min_width=_symbol_width(self.symbols) if name == "Symbol"
+                else None if name == "Note" else len(name),
             )
         shown, hidden = self.visible()
         for progress in shown:
@@ -186,9 +179,9 @@ class Footer:
             ("requests ", "bold"),
             f"{s.requests_done}/{s.requests_total}   ",
             ("elapsed ", "bold"),
-            f"{format_duration(s.elapsed_s)}   ",
+            f"{format_duration(s.elapsed_s, clock=True)}   ",
             ("ETA ", "bold"),
-            format_duration(s.eta_s),
+            format_duration(s.eta_s, clock=True),
         )
         statuses = [
             Text(f"{s.count(st)} {st.value}", style=STATUS_STYLES[st])
@@ -343,7 +336,7 @@ def describe(event: ev.Event) -> str:
         return f"{s} failed: {event.reason} ({_days(event.days_failed)} failed)"
     if isinstance(event, ev.WorkerFinished):
         failed = f", {_days(event.days_failed)} failed" if event.days_failed else ""
-        return f"{s} finished: {_days(event.days_fetched)}, {event.rows} rows{failed}"
+        return f"{s} finished: {_days(event.days_written)} written, {event.rows} rows{failed}"
     return f"{s} {ev.EVENT_NAMES.get(type(event), type(event).__name__)}"
 
 
@@ -387,11 +380,15 @@ def make_renderer(console: Console, state: RunState, json: bool = False) -> Rend
 
 
 def summary_table(state: RunState | RunSnapshot) -> Table:
-    """The closing table: per symbol days fetched, rows, gaps, retries, failures, status."""
+    """The closing table: per symbol days and rows written, gaps, retries, failures, status."""
     snapshot = state.snapshot() if isinstance(state, RunState) else state
     table = Table(title="Run summary", header_style="bold")
-    for name in ("Symbol", "Status", "Days fetched", "Rows", "Gaps", "Retries", "Failed"):
+    # Days and rows as written to the lake, not as fetched.
+    for name in ("Symbol", "Status", "Days written", "Rows", "Gaps", "Retries", "Failed"):
         table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right")
+    # A narrow screen squeezes the other columns; a cut symbol (BTC-U…) is no symbol.
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = _symbol_width(snapshot.symbols)
     table.add_column("Reason", overflow="fold")
     for p in snapshot.symbols:
         status = p.status.value if p.status in TERMINAL else f"{p.status.value} (unfinished)"
@@ -408,11 +405,25 @@ def summary_table(state: RunState | RunSnapshot) -> Table:
     return table
 
 
+def _symbol_width(symbols: Sequence[SymbolProgress]) -> int:
+    return max([len("Symbol"), *(len(p.symbol) for p in symbols)])
+
+
+def rerun_command(argv: Sequence[str], lake: Path) -> tuple[str, ...]:
+    """``backfill`` and the user's arguments, with ``--lake`` spelled out if it came from
+    ``$LAKE_ROOT`` or the current folder: pasted into another shell, it fills the same lake.
+    """
+    given = any(arg == "--lake" or arg.startswith("--lake=") for arg in argv)
+    return ("backfill", *argv) if given else ("backfill", *argv, "--lake",
+                                                str(lake.absolute()))
+
+
 def rerun_hint(state: RunState | RunSnapshot, command: Sequence[str]) -> str | None:
     """What failed and the command to run again (it resumes from the lake); None if nothing.
 
-    ``command`` is the command line as the user would type it, e.g.
-    ``["backfill", *sys.argv[1:]]``. Unfinished workers (an interrupted run) count too.
+    ``command`` is the command line as the user would type it (``rerun_command``); print
+    the hint unwrapped (``soft_wrap``): the command must paste whole, whatever the width.
+    Unfinished workers (an interrupted run) count too.
     """
     snapshot = state.snapshot() if isinstance(state, RunState) else state
     todo = [p for p in snapshot.symbols if p.needs_rerun or p.status not in TERMINAL]

@@ -122,9 +122,14 @@ class BudgetChanged(Event):
 
 @dataclass(frozen=True)
 class PartWritten(Event):
+    """A month's part written: ``rows`` in the part now; ``days`` and ``rows_added`` are
+    what this write brought to the lake (what the run counts as done)."""
+
     month: str
     rows: int
     path: str
+    days: int = 0
+    rows_added: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,9 +146,12 @@ class WorkerFailed(Event):
 
 @dataclass(frozen=True)
 class WorkerFinished(Event):
+    """``rows`` are the rows written; ``days_written`` the days recorded in the lake."""
+
     days_fetched: int
     rows: int
     days_failed: int = 0
+    days_written: int = 0
 
 
 EVENT_NAMES: dict[type, str] = {

@@ -8,7 +8,6 @@ simulator (a new port each run) is asked every time and not remembered.
 from __future__ import annotations
 
 import time as _time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -23,8 +22,8 @@ from backfill.lake.gateway import gateway_facts_path, read_finding, write_findin
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
 
 if TYPE_CHECKING:
+    from backfill.plan import Plan
     from backfill.run.launch import RunRequest
-    from backfill.run.orchestrator import SymbolJob
 
 KEY = "window_edges"
 
@@ -50,7 +49,7 @@ def probe_anchors(first: date, last: date, today: date) -> list[datetime]:
 
 
 def gateway_edges(
-    request: RunRequest, host: str, port: int, jobs: Sequence[SymbolJob], today: date,
+    request: RunRequest, host: str, port: int, the_plan: Plan, today: date,
 ) -> GatewayEdges:
     """The rule to send windows by; reads the lake, writes nothing (see ``remember_edges``)."""
     now = datetime.now(UTC)
@@ -61,12 +60,14 @@ def gateway_edges(
                                 datetime.fromisoformat(found["checked_at"]))
     anchors = probe_anchors(request.first, request.last, today)
     note = "no past minute to ask about"
-    for job in jobs:
-        if not job.days or not anchors:
+    settings = request.settings
+    for job in the_plan.symbols:
+        if not job.days_missing or not anchors:
             continue
         try:
             finding = learn_gateway_edges(
-                host, port, request.client_id_base + request.workers, job.symbol, anchors,
+                host, port, settings.client_id_base + settings.workers, job.symbol, anchors,
+                timeout_s=settings.connect_timeout_s,
             )
         except NoPermission:
             note = f"no permission for {job.symbol}"
@@ -113,7 +114,7 @@ def remember_edges(
     if finding is not None and finding.sent_at:
         # The learning requests spent part of the session's --rate budget: let it refill
         # before the workers start their burst.
-        wait = len(finding.sent_at) / request.rate - (_time.time() - finding.sent_at[0])
+        wait = len(finding.sent_at) / request.settings.rate - (_time.time() - finding.sent_at[0])
         if wait > 0:
             _time.sleep(wait)
 

@@ -9,14 +9,14 @@ break its own channel.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import random
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from pathlib import Path
@@ -24,70 +24,29 @@ from pathlib import Path
 import filelock
 
 from backfill.domain import Symbol
+from backfill.edges import DEFAULT_RULE
 from backfill.lake.paths import run_lock_path
 from backfill.pacing import Budget, GlobalRateController, SessionGrants, staggered_start
+from backfill.plan import SymbolPlan
 from backfill.run import events as ev
-from backfill.run.processes import worker_context
+from backfill.run.processes import unblock_interrupts, worker_context
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
+from backfill.settings import RunSettings
 
 EventSink = Callable[[ev.Event], None]
 
 
 @dataclass(frozen=True)
-class SymbolJob:
-    """One symbol to backfill and the days it is missing (from the plan)."""
-
-    symbol: Symbol
-    days: tuple[date, ...]
-
-
-@dataclass(frozen=True)
-class SessionRule:
-    """IB's "at most ``max_count`` requests in any ``window_s``" for a gateway session."""
-
-    max_count: int = 60
-    window_s: float = 600.0
-
-
-@dataclass(frozen=True)
 class RunConfig:
+    """Where the workers connect and write, and the run's settings, whole."""
+
     lake: Path
     host: str
     port: int
-    workers: int
-    client_id_base: int
-    rate: float
-    worker_template: WorkerConfig  # symbol, days, client_id and port are filled per worker
-    max_restarts: int = 3
-    restart_backoff_s: float = 1.0
-    # After a violation: half the rate for 20 s, then back to full in four 10 s steps.
-    rate_hold_s: float = 20.0
-    rate_climb_every_s: float = 10.0
-    # Strict mode: every send needs a grant from the orchestrator's session window.
-    session_rule: SessionRule | None = None
+    settings: RunSettings
     # Sends made before the workers (time.monotonic()): the session window counts them.
     prior_sends: tuple[float, ...] = ()
-
-
-@dataclass
-class SymbolResult:
-    symbol: Symbol
-    status: ev.Status = ev.Status.QUEUED
-    days_fetched: int = 0
-    days_failed: tuple[date, ...] = ()
-    rows: int = 0
-    restarts: int = 0
-    reason: str = ""
-
-
-@dataclass
-class RunResult:
-    symbols: dict[Symbol, SymbolResult]
-    interrupted: bool = False
-
-    @property
-    def failed(self) -> list[Symbol]:
-        return [s for s, r in self.symbols.items() if r.status == ev.Status.FAILED]
+    edges: str = DEFAULT_RULE  # the gateway's window-edge rule, learned at start-up
 
 
 @dataclass(frozen=True)
@@ -121,6 +80,9 @@ class SharedControls:
         self.rates, self.slot, self.pause, self.stop = rates, slot, pause, stop
         self.grants = grants
         self.signalled = False  # this process got SIGINT/SIGTERM itself
+        self.orphaned = False  # the orchestrator is gone (killed): stop as for Ctrl-C
+        self._parent = mp.parent_process()
+        self._parent_checked = 0.0
 
     def rate(self) -> float:
         return float(self.rates[self.slot])
@@ -132,7 +94,15 @@ class SharedControls:
         """The orchestrator hears of it through the PacingViolation event."""
 
     def stop_requested(self) -> bool:
-        return self.signalled or bool(self.stop.value)
+        return self.signalled or bool(self.stop.value) or self._parent_gone()
+
+    def _parent_gone(self) -> bool:
+        """Whether the orchestrator died (SIGKILL runs no handler); looked at 4 times a second."""
+        now = time.monotonic()
+        if not self.orphaned and self._parent is not None and now - self._parent_checked > 0.25:
+            self._parent_checked = now
+            self.orphaned = not self._parent.is_alive()
+        return self.orphaned
 
     def may_send(self) -> bool:
         grants = self.grants
@@ -166,14 +136,26 @@ def _worker_main(
     # Ctrl-C at the terminal reaches every process of the group: stop sending, flush, exit.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    outcome = run_worker(config, conn.send, controls)
-    conn.send(outcome)
-    conn.close()
+    unblock_interrupts()  # the forkserver started with SIGINT blocked
+
+    def send(message: object) -> None:
+        # A parent that died leaves a broken pipe: stop, flush what is held, exit quietly.
+        if controls.orphaned:
+            return
+        try:
+            conn.send(message)
+        except OSError:
+            controls.orphaned = True
+
+    outcome = run_worker(config, send, controls)
+    send(outcome)
+    with contextlib.suppress(OSError):
+        conn.close()
 
 
 @dataclass
 class _Active:
-    job: SymbolJob
+    job: SymbolPlan
     slot: int
     process: mp.process.BaseProcess
     conn: Connection
@@ -183,43 +165,50 @@ class _Active:
 
 
 class Orchestrator:
-    """Run the jobs to the end; see the module docstring."""
+    """Run the jobs to the end; see the module docstring.
+
+    Per-symbol status is not kept here: every change is an event, folded by the one ledger
+    (``RunState``). The orchestrator keeps only what supervision needs (restarts).
+    """
 
     def __init__(
         self,
         config: RunConfig,
-        jobs: Sequence[SymbolJob],
+        jobs: Sequence[SymbolPlan],
         emit: EventSink,
         *,
-        resume: Callable[[Symbol], tuple[date, ...]],
+        resume: Callable[[Symbol], SymbolPlan],
     ) -> None:
         self.config = config
+        self.settings = settings = config.settings
         self.jobs = list(jobs)
         self.emit = emit
         self.resume = resume
         self.ctx = worker_context()
-        n = max(1, config.workers)
+        n = max(1, settings.workers)
         self.rates = self.ctx.Array("d", n, lock=False)
         self.pause = self.ctx.Value("d", 0.0, lock=False)
         self.stop = self.ctx.Value("b", 0, lock=False)
         self.grants: GrantArrays | None = None
         self.session: SessionGrants | None = None
-        if config.session_rule is not None:
+        if settings.strict_pacing:
+            # Every send needs a grant from IB's session window, kept here for all workers.
             self.grants = GrantArrays(*(self.ctx.Array("q", n, lock=False) for _ in range(3)))
             self.session = SessionGrants(
-                config.session_rule.max_count, config.session_rule.window_s,
-                clock=time.monotonic, margin_s=config.worker_template.pacing_margin_s,
+                settings.ib.session_max, settings.ib.session_window_s,
+                clock=time.monotonic, margin_s=settings.pacing_margin_s,
             )
             for at in config.prior_sends:
                 self.session.note_sent(at)
             self._seen_sent = [0] * n
-        self.budget = Budget(config.rate)
+        self.budget = Budget(settings.rate)
         self.controller = GlobalRateController(
-            config.rate, clock=time.monotonic, hold_s=config.rate_hold_s,
-            climb_every_s=config.rate_climb_every_s,
+            settings.rate, clock=time.monotonic, hold_s=settings.rate_hold_s,
+            climb_every_s=settings.rate_climb_every_s,
         )
-        self.results = {job.symbol: SymbolResult(job.symbol) for job in self.jobs}
+        self.restarts: dict[Symbol, int] = {}
         self.interrupted = False
+        self.aborted = ""  # why the run stopped itself (e.g. its run log could not be written)
         self.rng = random.Random(0)
         self._grant_turn = 0
 
@@ -228,19 +217,30 @@ class Orchestrator:
         self.interrupted = True
         self.stop.value = 1
 
-    def run(self) -> RunResult:
-        queue: deque[tuple[SymbolJob, float]] = deque()
+    def abort(self, reason: str) -> None:
+        """Stop the run as Ctrl-C does (workers flush and exit), but as a failure."""
+        if not self.aborted:
+            self.aborted = reason
+            self.stop.value = 1
+
+    @property
+    def stopping(self) -> bool:
+        return self.interrupted or bool(self.aborted)
+
+    def run(self) -> None:
+        """Until every job has ended, or every worker has stopped after ``request_stop``."""
+        queue: deque[tuple[SymbolPlan, float]] = deque()
         for job in self.jobs:
             self.emit(ev.WorkerQueued(str(job.symbol), at=time.time(),
-                                      days_total=len(job.days)))
+                                      days_total=len(job.days_missing)))
             queue.append((job, 0.0))
         active: dict[int, _Active] = {}
-        free_slots = list(range(max(1, self.config.workers)))
+        free_slots = list(range(max(1, self.settings.workers)))
         global_rate = self.controller.current_rate()
         self.emit(ev.BudgetChanged("", at=time.time(), rate=global_rate, reason="start"))
-        while (queue or active) and not (self.interrupted and not active):
+        while (queue or active) and not (self.stopping and not active):
             now = time.monotonic()
-            if not self.interrupted:
+            if not self.stopping:
                 self._start_ready(queue, active, free_slots, now)
             rate = self.controller.current_rate()
             if rate != global_rate:
@@ -269,13 +269,12 @@ class Orchestrator:
                 self._apply(self.budget.finish(slot))
                 self._release_grant(slot)
                 self._settle(worker, queue)
-        return RunResult(self.results, self.interrupted)
 
     # -- starting and ending workers ----------------------------------------------------
 
     def _start_ready(
         self,
-        queue: deque[tuple[SymbolJob, float]],
+        queue: deque[tuple[SymbolPlan, float]],
         active: dict[int, _Active],
         free_slots: list[int],
         now: float,
@@ -291,36 +290,37 @@ class Orchestrator:
             try:
                 lock.acquire()
             except filelock.Timeout:
-                result = self.results[job.symbol]
-                result.status = ev.Status.SKIPPED
-                result.reason = "another backfill run is fetching this symbol"
                 self.emit(ev.StatusChanged(str(job.symbol), at=time.time(),
-                                           status=ev.Status.SKIPPED, detail=result.reason))
+                                           status=ev.Status.SKIPPED,
+                                           detail="another backfill run is fetching this symbol"))
                 continue
             # Under the run lock, the lake is the truth: a crashed attempt or another run
             # may have fetched some of these days since the plan was made.
-            days = self.resume(job.symbol)
-            if not days:
+            fresh = self.resume(job.symbol)
+            if not fresh.windows:
                 lock.release()
-                self.results[job.symbol].status = ev.Status.DONE
                 self.emit(ev.WorkerFinished(str(job.symbol), at=time.time(),
                                             days_fetched=0, rows=0))
                 continue
             slot = free_slots.pop(0)
             self._apply(self.budget.start(slot))
-            active[slot] = self._spawn(SymbolJob(job.symbol, days), slot, lock)
+            active[slot] = self._spawn(fresh, slot, lock)
 
-    def _spawn(self, job: SymbolJob, slot: int, lock: filelock.BaseFileLock) -> _Active:
-        config = replace(
-            self.config.worker_template,
+    def _spawn(self, job: SymbolPlan, slot: int, lock: filelock.BaseFileLock) -> _Active:
+        settings = self.settings
+        config = WorkerConfig(
+            lake=self.config.lake,
             symbol=job.symbol,
-            days=job.days,
+            windows=job.windows,
             host=self.config.host,
             port=self.config.port,
-            client_id=self.config.client_id_base + slot,
+            client_id=settings.client_id_base + slot,
+            settings=settings,
+            session_granted=self.grants is not None,
+            edges=self.config.edges,
             seed=self.rng.randrange(1 << 30),
             initial_tokens=staggered_start(
-                slot, max(1, self.config.workers), self.controller.current_rate()
+                slot, max(1, settings.workers), self.controller.current_rate()
             ),
         )
         parent_conn, child_conn = self.ctx.Pipe(duplex=False)
@@ -352,40 +352,26 @@ class Orchestrator:
             self.controller.violation()
         self.emit(event)
 
-    def _settle(self, worker: _Active, queue: deque[tuple[SymbolJob, float]]) -> None:
-        result = self.results[worker.job.symbol]
-        outcome = worker.outcome
-        if outcome is not None:
-            result.days_fetched += outcome.days_fetched
-            result.rows += outcome.rows
-            result.days_failed = outcome.days_failed
-            result.reason = outcome.failure
-            if outcome.interrupted:
-                result.status = ev.Status.QUEUED
-            else:
-                result.status = ev.Status.FAILED if (outcome.failure or outcome.days_failed) \
-                    else ev.Status.DONE
-            return
-        code = worker.process.exitcode
-        reason = f"worker process died (exit code {code})"
-        if self.interrupted:
-            result.status = ev.Status.QUEUED
-            return
-        result.restarts += 1
-        if result.restarts > self.config.max_restarts:
-            result.status = ev.Status.FAILED
-            result.reason = f"{reason}; gave up after {self.config.max_restarts} restarts"
-            self.emit(ev.WorkerFailed(str(worker.job.symbol), at=time.time(),
-                                      reason=result.reason, days_failed=len(worker.job.days)))
+    def _settle(self, worker: _Active, queue: deque[tuple[SymbolPlan, float]]) -> None:
+        if worker.outcome is not None or self.stopping:
+            return  # it ended and told how in its events; or it stopped as asked
+        symbol = worker.job.symbol
+        reason = f"worker process died (exit code {worker.process.exitcode})"
+        restarts = self.restarts[symbol] = self.restarts.get(symbol, 0) + 1
+        settings = self.settings
+        if restarts > settings.max_restarts:
+            self.emit(ev.WorkerFailed(
+                str(symbol), at=time.time(),
+                reason=f"{reason}; gave up after {settings.max_restarts} restarts",
+                days_failed=len(worker.job.days_missing),
+            ))
             return
         # A killed worker could not hand on what it sent: wait until IB has forgotten it
         # (identical requests within 15 s), or the restart repeats its requests in flight.
-        template = self.config.worker_template
-        delay = max(self.config.restart_backoff_s * 2 ** (result.restarts - 1),
-                    template.identical_s + template.pacing_margin_s)
-        self.emit(ev.Retry(str(worker.job.symbol), at=time.time(),
-                           reason=f"{reason}, restarting", attempt=result.restarts,
-                           delay_s=delay))
+        delay = max(settings.restart_backoff_s * 2 ** (restarts - 1),
+                    settings.ib.identical_s + settings.pacing_margin_s)
+        self.emit(ev.Retry(str(symbol), at=time.time(), reason=f"{reason}, restarting",
+                           attempt=restarts, delay_s=delay))
         queue.append((worker.job, time.monotonic() + delay))
 
     # -- strict mode: IB's session window, one grant per send ------------------------------

@@ -7,7 +7,9 @@ imports anything heavy itself, so the server's imports overlap the parent's.
 from __future__ import annotations
 
 import multiprocessing as mp
-from multiprocessing import forkserver
+import signal
+import threading
+from multiprocessing import forkserver, resource_tracker
 
 # Imported once by the server; every worker forks with them loaded and warmed up.
 PRELOAD = ["backfill.run.worker", "backfill.run.warmup"]
@@ -25,5 +27,23 @@ def worker_context() -> mp.context.BaseContext:
 
 def start_worker_server() -> None:
     """Start the workers' forkserver now, so its imports overlap the parent's work."""
-    if worker_context().get_start_method() == "forkserver":
+    if worker_context().get_start_method() != "forkserver":
+        return
+    if threading.current_thread() is not threading.main_thread():
         forkserver.ensure_running()
+        return
+    # The server imports for a while before it ignores Ctrl-C itself; a Ctrl-C meanwhile
+    # would print its KeyboardInterrupt traceback. Started with SIGINT blocked, it holds
+    # it blocked through its imports (then ignores it); workers unblock it once they handle
+    # it (``unblock_interrupts``). Here a Ctrl-C is only held back, then delivered.
+    resource_tracker.ensure_running()  # first: it unblocks SIGINT when it is done
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def unblock_interrupts() -> None:
+    """In a worker, once its own SIGINT handler is set: let Ctrl-C in (see above)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

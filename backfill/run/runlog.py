@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
 
 from backfill.run.events import Event
 
 RUNS_DIR = "_runs"
+DEFAULT_KEEP = 100
+# Only files named as run logs are pruned: anything else an operator puts there stays.
+_RUN_LOG_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]+\.jsonl")
 
 
 def new_run_id(now: datetime | None = None, token: str | None = None) -> str:
@@ -25,30 +30,61 @@ def run_log_path(lake_root: Path, run_id: str) -> Path:
     return Path(lake_root) / RUNS_DIR / f"{run_id}.jsonl"
 
 
+def prune_run_logs(runs: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` run logs in ``runs`` (by name: ids sort by time).
+
+    Best effort: a log another run deletes first, or one that cannot go, is left be.
+    """
+    logs = sorted(p for p in runs.iterdir() if _RUN_LOG_NAME.fullmatch(p.name))
+    gone = logs[: max(0, len(logs) - keep)]
+    for path in gone:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return gone
+
+
 class RunLog:
     """Appends events to ``<lake>/_runs/<run-id>.jsonl``; the file exists from the start.
 
-    Each line is flushed as written, so a crash loses at most the line being written.
+    Each line goes out in one ``write`` as it comes, so a crash loses at most that line.
+    A write that fails (disk full) is undone to the last whole line and ends the log:
+    ``failure`` says why, and the caller decides what the run does about it.
     """
 
-    def __init__(self, lake_root: Path, run_id: str | None = None) -> None:
+    def __init__(self, lake_root: Path, run_id: str | None = None,
+                 keep: int = DEFAULT_KEEP) -> None:
         self.run_id = run_id or new_run_id()
         self.path = run_log_path(lake_root, self.run_id)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO | None = self.path.open("a", encoding="utf-8")
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self.failure = ""
+        prune_run_logs(self.path.parent, keep)
 
     def on_event(self, event: Event) -> None:
-        """Append one event as a JSON line."""
-        if self._file is None:
+        """Append one event as a JSON line (nothing once the log has failed)."""
+        if self._fd is None:
+            if self.failure:
+                return
             raise ValueError(f"run log {self.path} is closed")
-        self._file.write(event.to_json() + "\n")
-        self._file.flush()
+        line = (event.to_json() + "\n").encode()
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(28, os.strerror(28))  # a short write is the disk filling up
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)  # no half line left behind
+            self.failure = f"cannot write the run log {self.path}: {exc.strerror or exc}"
+            self.close()
+            return
+        self._size += written
 
     def close(self) -> None:
-        """Close the file; further events raise."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the file; further events raise (unless the log had failed)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> RunLog:
         return self

@@ -37,7 +37,8 @@ class SymbolProgress:
     detail: str = ""
     client_id: int | None = None
     days_total: int = 0
-    days_done: int = 0
+    days_done: int = 0  # written to the lake: what counts
+    days_fetched: int = 0  # answered, perhaps not written yet: the live progress
     days_failed: int = 0
     failed_days: tuple[date, ...] = ()
     rows: int = 0
@@ -57,7 +58,7 @@ class SymbolProgress:
         """Share of the planned days fetched, 0..1 (failed days do not count as progress)."""
         if self.days_total <= 0:
             return 1.0 if self.status in TERMINAL else 0.0
-        return min(self.days_done / self.days_total, 1.0)
+        return min(max(self.days_done, self.days_fetched) / self.days_total, 1.0)
 
     @property
     def needs_rerun(self) -> bool:
@@ -98,6 +99,7 @@ def _started(p: SymbolProgress, e: ev.WorkerStarted) -> SymbolProgress:
         detail="",
         client_id=e.client_id,
         days_done=max(p.days_total - e.days_total, 0),
+        days_fetched=max(p.days_total - e.days_total, 0),
         days_failed=0,
         failed_days=(),
         starts=p.starts + 1,
@@ -112,7 +114,9 @@ def _status(p: SymbolProgress, e: ev.StatusChanged) -> SymbolProgress:
 
 
 def _day_fetched(p: SymbolProgress, e: ev.DayFetched) -> SymbolProgress:
-    p = replace(p, days_done=p.days_done + 1, rows=p.rows + e.rows, current_day=e.day)
+    # Counted as done only once written (PartWritten): a day fetched and then lost (a full
+    # disk, a killed worker) is not in the lake.
+    p = replace(p, days_fetched=p.days_fetched + 1, current_day=e.day)
     return p._settle(Status.FETCHING)
 
 
@@ -144,7 +148,8 @@ def _violation(p: SymbolProgress, e: ev.PacingViolation) -> SymbolProgress:
 
 
 def _part_written(p: SymbolProgress, e: ev.PartWritten) -> SymbolProgress:
-    return replace(p, parts_written=p.parts_written + 1)
+    return replace(p, parts_written=p.parts_written + 1, days_done=p.days_done + e.days,
+                   rows=p.rows + e.rows_added)
 
 
 def _day_failed(p: SymbolProgress, e: ev.DayFailed) -> SymbolProgress:
@@ -216,6 +221,11 @@ class RunSnapshot:
         """Symbols a rerun would fetch more of."""
         return tuple(s for s in self.symbols if s.needs_rerun)
 
+    @property
+    def incomplete(self) -> tuple[SymbolProgress, ...]:
+        """Symbols the run did not finish: failed, gave up on days, or never ended."""
+        return tuple(s for s in self.symbols if s.needs_rerun or s.status not in TERMINAL)
+
     def count(self, status: Status) -> int:
         """How many symbols are in ``status``."""
         return sum(1 for s in self.symbols if s.status is status)
@@ -224,7 +234,8 @@ class RunSnapshot:
 class RunState:
     """Folds worker events into per-symbol progress and global rate, ETA and error counts.
 
-    Owned by the orchestrator (the one caller of ``apply``); thread-safe so a Rich Live
+    The run's one per-symbol ledger, fed every event by the run's event sink (the one caller
+    of ``apply``, in the orchestrator's thread); thread-safe so a Rich Live
     refresh thread may take snapshots while events are applied.
     """
 

@@ -48,12 +48,14 @@ from backfill.ib.session import (
     SessionBlocked,
     UnknownSymbol,
     WindowBars,
+    connect_free_id,
 )
 from backfill.lake.schema import empty_bars
-from backfill.lake.store import write_batch
-from backfill.pacing import ContractRules, Pacer, Rule
+from backfill.lake.store import PartUnreadable, write_batch
+from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
+from backfill.settings import RunSettings
 
 EventSink = Callable[[ev.Event], None]
 
@@ -75,7 +77,7 @@ class Controls(Protocol):
 
 @dataclass
 class LocalControls:
-    """Controls for a worker run in-process (the single-symbol path and tests)."""
+    """Controls for a worker run alone in this process at a fixed rate (the tests)."""
 
     fixed_rate: float
     pause_until: float = 0.0
@@ -102,42 +104,27 @@ class LocalControls:
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """One worker's job: its symbol's windows (from the plan), where to connect, and the
+    run's settings, whole."""
+
     lake: Path
     symbol: Symbol
-    days: tuple[date, ...]
+    windows: tuple[Window, ...]
     host: str
     port: int
     client_id: int
-    window_days: int = 1
-    max_in_flight: int = 4
-    max_attempts: int = 6
-    request_timeout_s: float = 30.0
-    connect_timeout_s: float = 10.0
-    flush_interval_s: float = 60.0
-    # How long one outage (no answer since the connection was lost) is ridden out before
-    # the worker gives up: IB Gateway restarts daily and takes a minute or two.
-    reconnect_for_s: float = 600.0
-    client_id_tries: int = 16
-    identical_s: float = 15.0
-    contract_max: int = 5
-    contract_window_s: float = 2.0
-    # IB times its rules on arrival: network and gateway jitter of tens of ms can squeeze
-    # six sends spaced just over 2 s into 2 s, so every limit keeps this much slack.
-    pacing_margin_s: float = 0.1
-    # A day asked sooner than this after it ended is kept as partial and asked again by a
-    # later run: IB may not have settled the last minutes' bars yet.
-    settle_s: float = 300.0
+    settings: RunSettings = field(default_factory=RunSettings)
+    # Strict mode under an orchestrator: it grants every send within IB's session rule
+    # across all workers, so the worker need not keep that rule itself.
+    session_granted: bool = False
     initial_tokens: float = 1.0  # of its rate bucket; the orchestrator staggers workers
-    strict_pacing: bool = False
-    retry_base_s: float = 0.5
-    retry_cap_s: float = 30.0
-    # While another session holds the account's market data (10197), one request goes out
-    # this often (at most; reconnect_for_s / 20 if less) to see whether it has gone; past
-    # reconnect_for_s the worker gives up.
-    blocked_retry_s: float = 30.0
     # The gateway's window-edge rule as learned at start-up ("unknown": rely on neither end).
     edges: str = DEFAULT_RULE
     seed: int = 0
+
+    @property
+    def days(self) -> list[date]:
+        return [day for window in self.windows for day in window.days]
 
 
 @dataclass(frozen=True)
@@ -182,27 +169,22 @@ class Worker:
         self.name = str(config.symbol)
         self.client_id = config.client_id
         self.rng = random.Random(config.seed ^ zlib.crc32(self.name.encode()))
+        self.settings = settings = config.settings
         self.pacer = Pacer(
             controls.rate(),
             clock=time.monotonic,
             rng=self.rng,
             initial_tokens=config.initial_tokens,
-            rules=ContractRules(
-                clock=time.monotonic,
-                identical_s=config.identical_s,
-                max_per_window=config.contract_max,
-                window_s=config.contract_window_s,
-                strict=config.strict_pacing,
-                margin_s=config.pacing_margin_s,
+            rules=worker_rules(
+                settings, clock=time.monotonic,
+                strict=settings.strict_pacing and not config.session_granted,
             ),
         )
         # What the previous worker for this symbol sent lately still counts at IB.
         self.pacer.rules.restore(load_recent_sends(config.lake, config.symbol, time.time()))
-        self.window_days = config.window_days
+        self.window_days = settings.window_days
         self.edges = EdgeRule.parse(config.edges) if config.edges in RULES else UNKNOWN
-        self.pending: deque[_Job] = deque(
-            _Job(w) for w in group_windows(config.days, config.window_days)
-        )
+        self.pending: deque[_Job] = deque(_Job(w) for w in config.windows)
         self.days_left_in_month: dict[Month, int] = {}
         for day in config.days:
             month = Month.of(day)
@@ -210,6 +192,7 @@ class Worker:
         self.buffers: dict[Month, _MonthBuffer] = {}
         self.last_flush = time.monotonic()
         self.days_fetched = 0
+        self.days_written = 0
         self.days_failed: list[date] = []
         self.rows_written = 0
         self.session: IBSession | None = None
@@ -270,7 +253,8 @@ class Worker:
         else:
             self.set_status(ev.Status.FAILED if self.days_failed else ev.Status.DONE)
             self.emit(ev.WorkerFinished, days_fetched=self.days_fetched,
-                      rows=self.rows_written, days_failed=len(self.days_failed))
+                      rows=self.rows_written, days_failed=len(self.days_failed),
+                      days_written=self.days_written)
         return WorkerOutcome(
             self.symbol, self.days_fetched, tuple(sorted(self.days_failed)),
             self.rows_written, self.client_id, interrupted, failure,
@@ -281,28 +265,32 @@ class Worker:
         self.set_status(ev.Status.CONNECTING, f"client id {self.client_id}")
         id_tries = 0
         attempt = 0
+
+        def taken(next_id: int) -> None:
+            nonlocal id_tries
+            id_tries += 1
+            self.client_id = next_id
+            self.emit(ev.Retry, reason=f"client id in use, trying {self.client_id}",
+                      attempt=id_tries, delay_s=0.0)
+
         while True:
-            session = IBSession(self.config.host, self.config.port, self.client_id,
-                                timeout_s=self.config.connect_timeout_s)
+            session: IBSession | None = None
             try:
-                await session.connect()
+                session = await connect_free_id(
+                    self.config.host, self.config.port, self.client_id,
+                    tries=self.settings.client_id_tries - id_tries,
+                    timeout_s=self.settings.connect_timeout_s, on_taken=taken,
+                )
                 await session.qualify(self.symbol)
                 self.session = session
                 return
-            except ClientIdInUse:
-                session.disconnect()
-                id_tries += 1
-                if id_tries >= self.config.client_id_tries:
-                    raise
-                self.client_id += 1
-                self.emit(ev.Retry, reason=f"client id in use, trying {self.client_id}",
-                          attempt=id_tries, delay_s=0.0)
-                continue
-            except UnknownSymbol:
-                session.disconnect()
+            except (ClientIdInUse, UnknownSymbol):
+                if session is not None:
+                    session.disconnect()
                 raise
             except IBSessionError as exc:
-                session.disconnect()
+                if session is not None:
+                    session.disconnect()
                 attempt += 1
                 delay = self._backoff(attempt)
                 if self.controls.stop_requested():
@@ -366,7 +354,7 @@ class Worker:
         hold = self._upstream_hold(n_in_flight)  # first: it also ends a too-long outage
         if hold:
             return hold
-        if not self.pending or n_in_flight >= self.config.max_in_flight:
+        if not self.pending or n_in_flight >= self.settings.worker_in_flight:
             return float("inf")
         self._next_ready_first()
         job = self.pending[0]
@@ -406,7 +394,7 @@ class Worker:
         hold = self.session.hold()
         if hold is not None:
             since, why = hold
-            if now - since > self.config.reconnect_for_s:
+            if now - since > self.settings.reconnect_for_s:
                 raise GatewayUnreachable(f"{why} for {now - since:.0f}s")
             detail = f"{why}: holding requests"
             self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
@@ -414,7 +402,7 @@ class Worker:
         blocked = self.session.blocked_since
         if blocked is None:
             return 0.0
-        if now - blocked > self.config.reconnect_for_s:
+        if now - blocked > self.settings.reconnect_for_s:
             raise GatewayUnreachable(
                 f"{self.session.blocked_text} for {now - blocked:.0f}s: another session "
                 "holds this account's market data"
@@ -430,7 +418,7 @@ class Worker:
     def _blocked_retry_s(self) -> float:
         """How often a blocked session is probed: slowly, and at least 20 times before the
         worker gives up after ``reconnect_for_s``."""
-        return min(self.config.blocked_retry_s, self.config.reconnect_for_s / 20)
+        return min(self.settings.blocked_retry_s, self.settings.reconnect_for_s / 20)
 
     def _next_ready_first(self, look_ahead: int = 16) -> None:
         """Move the first job that may go now to the front of the queue.
@@ -461,7 +449,7 @@ class Worker:
         job.sent_mono, job.sent_wall = time.monotonic(), time.time()
         self.set_status(ev.Status.FETCHING, str(job.window))
         task = asyncio.ensure_future(
-            self.session.await_window(sent, timeout_s=self.config.request_timeout_s)
+            self.session.await_window(sent, timeout_s=self.settings.request_timeout_s)
         )
         in_flight[task] = job
 
@@ -528,10 +516,10 @@ class Worker:
             # or IB lost its own connectivity while the request was out. The request keeps
             # its attempts, within a bound of its own.
             job.excused_failures += 1
-            exhausted = job.excused_failures >= 3 * self.config.max_attempts
+            exhausted = job.excused_failures >= 3 * self.settings.max_attempts
         else:
             job.attempt += 1
-            exhausted = job.attempt >= self.config.max_attempts
+            exhausted = job.attempt >= self.settings.max_attempts
         if not exc.retryable or exhausted:
             for day in job.window.days:
                 self.days_failed.append(day)
@@ -563,7 +551,7 @@ class Worker:
                       if result.served_start and result.served_end else "unreadable")
             reason = f"not served whole: IB served {served} (edges {self.edges})"
             job.attempt += 1
-            if job.attempt >= self.config.max_attempts:
+            if job.attempt >= self.settings.max_attempts:
                 for day in missed:
                     self.days_failed.append(day)
                     self.emit(ev.DayFailed, day=day, reason=reason)
@@ -601,7 +589,7 @@ class Worker:
         for day in result.window.days:
             # Whole only if the day had ended (and settled) when the gateway was asked.
             day_end = day_start(day).timestamp() + 86_400
-            settled[day] = day_end + self.config.settle_s <= asked_at
+            settled[day] = day_end + self.settings.settle_s <= asked_at
             buffer = self.buffers.setdefault(Month.of(day), _MonthBuffer())
             buffer.days.append(day)
             if not settled[day]:
@@ -636,13 +624,20 @@ class Worker:
                 self._flush(month)
 
     def _maybe_flush(self) -> None:
-        if time.monotonic() - self.last_flush >= self.config.flush_interval_s:
+        if time.monotonic() - self.last_flush >= self.settings.flush_interval_s:
             self._flush_all()
 
     def _flush_all(self) -> None:
+        # Every month gets its chance: one that cannot be written fails only its own days.
+        first: _LakeUnwritable | None = None
         for month in list(self.buffers):
-            self._flush(month)
+            try:
+                self._flush(month)
+            except _LakeUnwritable as exc:
+                first = first or exc
         self.last_flush = time.monotonic()
+        if first is not None:
+            raise first
 
     def _flush(self, month: Month) -> None:
         buffer = self.buffers.pop(month, None)
@@ -656,12 +651,23 @@ class Worker:
                                  no_data_days=buffer.no_data)
         except OSError as exc:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
-            # stay missing in the lake (nothing half-written) and the run says why.
-            raise _LakeUnwritable(f"cannot write the lake: {exc}") from exc
+            # stay missing in the lake (nothing half-written), fetched but not written: they
+            # count as failed, and the run says why. An unreadable part (EACCES, EIO, a
+            # folder in its place) is not corruption: the store moved nothing.
+            reason = str(exc) if isinstance(exc, PartUnreadable) else \
+                f"cannot write the lake: {exc}"
+            for day in sorted(buffer.days):
+                self.days_failed.append(day)
+                self.emit(ev.DayFailed, day=day, reason=reason)
+            raise _LakeUnwritable(reason) from exc
         self.rows_written += bars.num_rows
+        self.days_written += len(buffer.days)
         for write in writes:
+            added = bars.num_rows if len(writes) == 1 else pc.sum(
+                pc.equal(pc.strftime(bars.column("ts"), format="%Y-%m"), str(write.month))
+            ).as_py() or 0
             self.emit(ev.PartWritten, month=str(write.month), rows=write.rows,
-                      path=str(write.path))
+                      path=str(write.path), days=len(write.days), rows_added=added)
             if write.quarantined is not None:
                 self.emit(ev.Retry, reason=f"corrupt part moved aside to {write.quarantined}",
                           attempt=0, delay_s=0.0)
@@ -675,7 +681,7 @@ class Worker:
 
     async def _drain(self, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         """Settle what is in flight on a lost connection; requeue what does not end soon."""
-        deadline = time.monotonic() + self.config.request_timeout_s
+        deadline = time.monotonic() + self.settings.request_timeout_s
         while in_flight and not self.controls.stop_requested() and time.monotonic() < deadline:
             done, _ = await asyncio.wait(in_flight, timeout=0.25)
             for task in done:
@@ -706,11 +712,11 @@ class Worker:
         if self.outage_since is None:
             self.outage_since = now
         down = now - self.outage_since
-        if down + next_delay > self.config.reconnect_for_s:
+        if down + next_delay > self.settings.reconnect_for_s:
             raise GatewayUnreachable(f"{why}; no answer for {down:.0f}s, giving up")
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.config.retry_cap_s, self.config.retry_base_s * 2 ** (attempt - 1))
+        base = min(self.settings.retry_cap_s, self.settings.retry_base_s * 2 ** (attempt - 1))
         return base * (0.5 + self.rng.random() / 2)
 
     def _key(self, window: Window) -> str:

@@ -356,3 +356,25 @@ def test_any_sequence_of_batches_equals_a_last_write_wins_model(
     assert table["ts"].to_pylist() == sorted(model)
     counts = {d: c.rows for d, c in coverage_of(part_path(lake, BTC, JULY)).items()}
     assert counts == {d: sum(1 for ts in model if ts.date() == d) for d in (D1, D2, D3)}
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
+        lambda t: t.drop_columns(["wap"]),
+        lambda t: t.set_column(5, "volume", pc.cast(t["volume"], pa.int64(), safe=False)),
+    ],
+    ids=["column-order", "missing-column", "column-type"],
+)
+def test_footer_reading_refuses_a_part_whose_schema_drifted(
+    tmp_path: Path, spoil: Callable[[pa.Table], pa.Table]
+) -> None:
+    """plan reads footers only, yet a part the writer would quarantine covers nothing."""
+    [write] = store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
+    table = pq.read_table(write.path)
+    pq.write_table(spoil(table).replace_schema_metadata(table.schema.metadata), write.path)
+    assert COVERAGE_KEY in pq.read_schema(write.path).metadata  # the record is still there
+    with pytest.raises(store.CorruptPart, match="schema differs"):
+        store.read_part_coverage(write.path)
+    assert store.read_coverage(tmp_path, [BTC], D1, D1)[BTC] == {}

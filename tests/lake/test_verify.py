@@ -10,21 +10,22 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from backfill.domain import UTC, BadInput, DayCoverage, Month, day_start
+from backfill.domain import UTC, BadInput, DayCoverage, Month, day_start, missing_minute_ranges
 from backfill.lake import store
 from backfill.lake.paths import part_path, temp_path
 from backfill.lake.schema import COVERAGE_KEY, decode_coverage, encode_coverage
 from backfill.lake.verify import (
+    DayGaps,
     Finding,
     Kind,
     Severity,
     VerifyReport,
     check_part,
     minute_runs_by_day,
-    missing_in,
     unfetched_runs,
     verify_lake,
 )
@@ -83,10 +84,17 @@ def test_a_clean_lake_passes_with_its_gaps_as_warnings(clean_lake: Path) -> None
     report = verify_lake(clean_lake)
     assert report.ok and errors(report) == []
     assert report.parts == 3
+    # One gap warning per symbol: its first ranges, and per day the counts.
     [gap] = [f for f in report.findings if f.kind is Kind.GAP]
     assert gap.severity is Severity.WARNING
-    assert (gap.symbol, gap.day, gap.path) == (BTC, D2, btc_part(clean_lake))
+    assert (gap.symbol, gap.day, gap.path) == (BTC, None, None)
     assert gap.minutes == ((at(D2, 10, 0), at(D2, 10, 4)), (at(D2, 23, 59), at(D2, 23, 59)))
+    assert (gap.ranges_total, gap.minutes_total, gap.truncated) == (2, 6, False)
+    assert gap.days == (DayGaps(D2, 6, 2),)
+    # --gaps: one per day, naming its part.
+    [day_gap] = [f for f in verify_lake(clean_lake, gaps=True).findings if f.kind is Kind.GAP]
+    assert (day_gap.symbol, day_gap.day, day_gap.path) == (BTC, D2, btc_part(clean_lake))
+    assert (day_gap.minutes, day_gap.days) == (gap.minutes, ())
     btc, eth = report.symbols
     assert (btc.symbol, btc.first, btc.last) == (BTC, D1, D3)
     assert (btc.days, btc.days_complete, btc.days_missing) == (3, 3, 0)
@@ -188,7 +196,7 @@ def test_ohlc_insanity(clean_lake: Path) -> None:
     def spoil(t: pa.Table) -> pa.Table:
         first = row_of(t, at(D1, 10, 0))
         t = set_rows(t, "low", {first + k: 1e9 for k in range(3)})  # low above open
-        return set_rows(t, "close", {row_of(t, at(D3, 0, 0)): float("nan")})
+        return set_rows(t, "high", {row_of(t, at(D3, 0, 0)): 50.0})  # high below close
 
     rewrite(btc_part(clean_lake), spoil)
     found = [f for f in errors(verify_lake(clean_lake)) if f.kind is Kind.OHLC]
@@ -196,6 +204,21 @@ def test_ohlc_insanity(clean_lake: Path) -> None:
         (D1, ((at(D1, 10, 0), at(D1, 10, 2)),)),
         (D3, ((at(D3, 0, 0), at(D3, 0, 0)),)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("high", float("inf")), ("low", float("-inf")), ("close", float("nan")),
+     ("wap", float("nan")), ("open", float("-inf")), ("volume", float("nan"))],
+)  # fmt: skip
+def test_non_finite_prices(clean_lake: Path, column: str, value: float) -> None:
+    # high=+inf and low=-inf keep low <= open, close <= high: only a finiteness check sees them.
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, column, {row_of(t, at(D2, 9, 30)): value}))
+    report = verify_lake(clean_lake)
+    [finding] = errors(report)
+    assert (finding.kind, finding.day) == (Kind.NOT_FINITE, D2)
+    assert finding.minutes == ((at(D2, 9, 30), at(D2, 9, 30)),)
+    assert column in finding.detail
 
 
 def test_negative_volume(clean_lake: Path) -> None:
@@ -289,7 +312,7 @@ def test_partial_and_empty_days_are_warnings(clean_lake: Path) -> None:
     store.write_batch(
         clean_lake, BTC, batch, [*empty, today], fetched_at=fetched, partial_days=[today]
     )
-    report = verify_lake(clean_lake, [BTC], D1, today)
+    report = verify_lake(clean_lake, [BTC], D1, today, gaps=True)
     kinds = {(f.kind, f.day) for f in report.findings if f.severity is Severity.WARNING}
     assert {(Kind.PARTIAL_DAY, today), *((Kind.EMPTY_DAY, d) for d in empty)} <= kinds
     [gap] = [f for f in report.findings if f.kind is Kind.GAP and f.day == today]
@@ -379,11 +402,12 @@ def test_ohlc_high_below_the_close(clean_lake: Path) -> None:
     assert finding.minutes == ((at(AUG_1, 12, 0), at(AUG_1, 12, 1)),)
 
 
-def test_nan_volume(clean_lake: Path) -> None:
-    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "volume", {row_of(t, at(D3, 0)):
-                                                                   float("nan")}))
+def test_a_tiny_negative_volume_on_another_part(clean_lake: Path) -> None:
+    # NaN volume is not_finite now (test_non_finite_prices); the second case stays negative.
+    rewrite(eth_august(clean_lake), lambda t: set_rows(t, "volume", {61: -1e-9}))
     finding = only_error(verify_lake(clean_lake), Kind.NEGATIVE_VOLUME)
-    assert (finding.day, finding.minutes) == (D3, ((at(D3, 0), at(D3, 0)),))
+    assert (finding.path, finding.day) == (eth_august(clean_lake), AUG_1)
+    assert finding.minutes == ((at(AUG_1, 1, 1), at(AUG_1, 1, 1)),)
 
 
 def test_what_to_show_should_be_constant(clean_lake: Path) -> None:
@@ -481,11 +505,13 @@ def test_a_stale_temp_file_is_told_only_for_a_part_in_scope(clean_lake: Path) ->
 
 # ------------------------------------------------------------------ JSON shape
 
-FINDING_KEYS = {"severity", "kind", "symbol", "path", "day", "detail", "minutes"}
+FINDING_KEYS = {
+    "severity", "kind", "symbol", "path", "day", "detail", "minutes", "ranges_total",
+    "minutes_total", "truncated",
+}  # fmt: skip
 SYMBOL_KEYS = {
     "symbol", "from", "to", "parts", "days", "days_complete", "days_partial", "days_missing",
-    "days_no_data",
-    "rows", "gaps", "gap_minutes", "errors", "warnings",
+    "days_no_data", "rows", "gaps", "gap_minutes", "gap_days", "errors", "warnings",
 }  # fmt: skip
 TOP_KEYS = {
     "version", "lake", "from", "to", "ok", "errors", "warnings", "parts", "symbols", "findings",
@@ -497,13 +523,13 @@ def test_json_document_has_the_documented_shape(clean_lake: Path) -> None:
     document = json.loads(json.dumps(verify_lake(clean_lake, [BTC], D1, D3).to_json()))
     assert set(document) == TOP_KEYS
     assert (document["version"], document["from"], document["to"]) == (
-        1,
+        2,
         "2025-07-01",
         "2025-07-03",
     )
     assert document["ok"] is False and document["errors"] == 1
     assert all(set(s) == SYMBOL_KEYS for s in document["symbols"])
-    assert all(set(f) == FINDING_KEYS for f in document["findings"])
+    assert all(set(f) - {"days"} == FINDING_KEYS for f in document["findings"])
     [volume] = [f for f in document["findings"] if f["kind"] == "negative_volume"]
     assert volume == {
         "severity": "error",
@@ -512,9 +538,19 @@ def test_json_document_has_the_documented_shape(clean_lake: Path) -> None:
         "path": "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025/month=07/"
         "part-2025-07.parquet",
         "day": "2025-07-01",
-        "detail": "negative or NaN volume on 1 minute(s)",
+        "detail": "negative volume on 1 minute(s)",
         "minutes": [["2025-07-01T00:00:00+00:00", "2025-07-01T00:00:00+00:00"]],
+        "ranges_total": 1,
+        "minutes_total": 1,
+        "truncated": False,
     }
+    [gap] = [f for f in document["findings"] if f["kind"] == "gap"]
+    assert (gap["day"], gap["ranges_total"], gap["minutes_total"], gap["truncated"]) == (
+        None, 2, 6, False,
+    )  # fmt: skip
+    assert gap["days"] == [{"day": "2025-07-02", "gap_minutes": 6, "gaps": 2}]
+    [btc] = document["symbols"]
+    assert (btc["gaps"], btc["gap_minutes"], btc["gap_days"]) == (2, 6, 1)
 
 
 # ------------------------------------------------------------------ pure pieces
@@ -543,11 +579,177 @@ def test_minute_runs_split_at_midnight() -> None:
     }
 
 
-def test_missing_in_between_runs() -> None:
-    assert missing_in([5, 10], [7, 12], 0, 20) == [(0, 4), (8, 9), (13, 20)]
-    assert missing_in([5], [7], 5, 7) == []
-    assert missing_in([], [], 3, 4) == [(3, 4)]
+def test_missing_minute_ranges_between_bars() -> None:
+    """The one gap finder (the worker's and verify's): bars at minutes 5-7 and 10-12 of 0-20."""
+    m = 60_000_000
+    bars = [k * m for k in (5, 6, 7, 10, 11, 12)]
+    assert missing_minute_ranges(bars, 0, 21 * m) == [(0, 4 * m), (8 * m, 9 * m), (13 * m, 20 * m)]
+    assert missing_minute_ranges(bars[:3], 5 * m, 8 * m) == []
+    assert missing_minute_ranges([], 3 * m, 5 * m) == [(3 * m, 4 * m)]
 
 
 def test_unfetched_runs() -> None:
     assert unfetched_runs([D2], D1, date(2025, 7, 5)) == [(D1, D1), (D3, date(2025, 7, 5))]
+
+
+# ------------------------------------------------------------------ files readers would read
+
+
+def duckdb_rows(lake: Path) -> tuple[int, int]:
+    """(rows, distinct ts) of BTC-USD as DuckDB reads the whole lake, as the README shows."""
+    duckdb = pytest.importorskip("duckdb")
+    glob = (lake / "data" / "**" / "*.parquet").as_posix()
+    [row] = duckdb.sql(
+        f"select count(*), count(distinct ts) from read_parquet('{glob}', hive_partitioning=true)"
+        " where symbol = 'BTC-USD'"
+    ).fetchall()
+    return row
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "year=2025/month=07/part-2025-07 (copy).parquet",
+        "year=2025/month=7/part-2025-07.parquet",
+        "year=2025/month=07/old/part-2025-07.parquet",
+    ],
+)
+def test_a_copy_of_a_part_that_readers_would_read_is_an_error(clean_lake: Path, where: str) -> None:
+    part = btc_part(clean_lake)
+    assert duckdb_rows(clean_lake) == (3 * 1440 - 6, 3 * 1440 - 6)
+    copy = part.parents[2] / where
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(part.read_bytes())
+    # What verify must catch: DuckDB now returns every BTC-USD row twice.
+    assert duckdb_rows(clean_lake) == (2 * (3 * 1440 - 6), 3 * 1440 - 6)
+    report = verify_lake(clean_lake)
+    [stray] = errors(report)
+    assert (stray.kind, stray.symbol, stray.path) == (Kind.STRAY_FILE, BTC, copy)
+    assert report.symbols[0].errors == 1 and not report.ok
+
+
+def test_files_outside_symbol_folders_are_errors_too(clean_lake: Path) -> None:
+    part = btc_part(clean_lake)
+    outside = [
+        clean_lake / "data" / "loose.parquet",
+        clean_lake / "data/source=ibkr/market=crypto/timeframe=M1/symbol=btc-usd/x.parquet",
+    ]
+    for path in outside:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(part.read_bytes())
+    found = {(f.kind, f.symbol, f.path) for f in errors(verify_lake(clean_lake, [ETH]))}
+    assert found == {(Kind.STRAY_FILE, None, path) for path in outside}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["_copy.parquet", ".copy.parquet", "_old/part-2025-07.parquet", ".trash/part-2025-07.parquet"],
+)
+def test_hidden_names_ending_in_parquet_are_read_by_duckdb_so_are_errors(
+    clean_lake: Path, name: str
+) -> None:
+    part = btc_part(clean_lake)
+    copy = part.parent / name
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(part.read_bytes())
+    # pyarrow.dataset skips '.' and '_' names; DuckDB's (and Polars') glob does not.
+    assert duckdb_rows(clean_lake) == (2 * (3 * 1440 - 6), 3 * 1440 - 6)
+    [stray] = errors(verify_lake(clean_lake))
+    assert (stray.kind, stray.path) == (Kind.STRAY_FILE, copy)
+    assert "DuckDB" in stray.detail
+
+
+def test_files_no_reader_reads_are_left_alone(clean_lake: Path) -> None:
+    part = btc_part(clean_lake)
+    for name in ("_notes.txt", ".part-2025-07.parquet.bak", "_old/part-2025-07.parquet.bak"):
+        copy = part.parent / name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(part.read_bytes())
+    assert duckdb_rows(clean_lake) == (3 * 1440 - 6, 3 * 1440 - 6)
+    dataset = ds.dataset(clean_lake / "data", partitioning="hive")
+    assert dataset.count_rows() == 3 * 1440 - 6 + 2 * 1440
+    assert verify_lake(clean_lake).ok
+
+
+def test_any_file_pyarrow_dataset_would_read_is_an_error(clean_lake: Path) -> None:
+    part = btc_part(clean_lake)
+    backup = part.with_name("part-2025-07.parquet.bak")
+    backup.write_bytes(part.read_bytes())
+    # pyarrow.dataset reads every file not named '.' or '_', whatever its extension.
+    total = ds.dataset(clean_lake / "data", partitioning="hive").count_rows()
+    assert total == 2 * (3 * 1440 - 6) + 2 * 1440
+    [stray] = errors(verify_lake(clean_lake))
+    assert (stray.kind, stray.path) == (Kind.STRAY_FILE, backup)
+    assert "pyarrow.dataset" in stray.detail
+
+
+def test_an_empty_lake_is_a_warning_that_nothing_was_found(tmp_path: Path) -> None:
+    report = verify_lake(tmp_path)
+    [warning] = report.findings
+    assert (warning.severity, warning.kind) == (Severity.WARNING, Kind.NO_PARTS)
+    assert report.ok and report.parts == 0
+    (tmp_path / "data").mkdir()  # a lake folder with nothing in it yet
+    assert [f.kind for f in verify_lake(tmp_path).findings] == [Kind.NO_PARTS]
+
+
+def test_a_lake_with_parts_has_no_such_warning(clean_lake: Path) -> None:
+    assert Kind.NO_PARTS not in {f.kind for f in verify_lake(clean_lake).findings}
+
+
+# ------------------------------------------------------------------ long lists are cut
+
+
+def test_a_finding_names_its_first_ranges_and_says_how_many_there_are(clean_lake: Path) -> None:
+    # Every other minute of 07:00-07:39 missing on D1: 20 one-minute gaps; 05:00-05:09 too.
+    def spoil(t: pa.Table) -> pa.Table:
+        drop = {at(D1, 7, m) for m in range(0, 40, 2)} | {at(D1, 5, m) for m in range(10)}
+        keep = [ts not in drop for ts in t["ts"].to_pylist()]
+        return t.filter(pa.array(keep))
+
+    rewrite(btc_part(clean_lake), spoil)
+    edit_coverage(btc_part(clean_lake), lambda c: c.update({D1: replace(c[D1], rows=1410)}))
+    report = verify_lake(clean_lake, [BTC])
+    assert report.ok
+    [gap] = [f for f in report.findings if f.kind is Kind.GAP]
+    assert gap.minutes == (
+        (at(D1, 5, 0), at(D1, 5, 9)),
+        *((at(D1, 7, m), at(D1, 7, m)) for m in range(0, 8, 2)),
+    )
+    assert (gap.ranges_total, gap.minutes_total, gap.truncated) == (21 + 2, 30 + 6, True)
+    assert gap.days == (DayGaps(D1, 30, 21), DayGaps(D2, 6, 2))
+    every = [f for f in verify_lake(clean_lake, [BTC], gaps=True).findings if f.kind is Kind.GAP]
+    assert [(f.day, len(f.minutes), f.ranges_total, f.truncated) for f in every] == [
+        (D1, 21, 21, False),
+        (D2, 2, 2, False),
+    ]
+    document = verify_lake(clean_lake, [BTC]).to_json()
+    [cut] = [f for f in document["findings"] if f["kind"] == "gap"]
+    assert (len(cut["minutes"]), cut["ranges_total"], cut["minutes_total"], cut["truncated"]) == (
+        5, 23, 36, True,
+    )  # fmt: skip
+
+
+def test_an_error_on_many_minutes_is_cut_the_same_way(clean_lake: Path) -> None:
+    bad_rows = {at(D3, 1, m): -1.0 for m in range(0, 60, 2)}  # 30 one-minute runs
+    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "volume", {row_of(t, k): v
+                                                                  for k, v in bad_rows.items()}))
+    [cut] = errors(verify_lake(clean_lake, [BTC]))
+    assert (cut.kind, len(cut.minutes), cut.ranges_total, cut.minutes_total) == (
+        Kind.NEGATIVE_VOLUME, 5, 30, 30,
+    )  # fmt: skip
+    [whole] = errors(verify_lake(clean_lake, [BTC], gaps=True))
+    assert (len(whole.minutes), whole.truncated) == (30, False)
+
+
+def test_aggregate_parts_are_parts_and_their_copies_strays(clean_lake: Path) -> None:
+    from backfill.aggregate.build import AggregateRequest, aggregate_lake
+    from backfill.aggregate.timeframes import BY_NAME
+    from backfill.lake.paths import aggregate_part_path
+
+    aggregate_lake(AggregateRequest(clean_lake, (BY_NAME["H1"],)), now=FETCHED)
+    hourly = aggregate_part_path(clean_lake, BTC, "H1", JULY)
+    assert hourly.is_file() and verify_lake(clean_lake).ok
+    copy = hourly.with_name("part-2025-07 (copy).parquet")
+    copy.write_bytes(hourly.read_bytes())
+    [stray] = errors(verify_lake(clean_lake))
+    assert (stray.kind, stray.symbol, stray.path) == (Kind.STRAY_FILE, BTC, copy)

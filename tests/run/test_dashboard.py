@@ -72,6 +72,9 @@ def scripted_events() -> list[ev.Event]:
         ev.WorkerFailed("ETH-USD", reason="gateway [disconnected]", days_failed=4, at=T0 + 11),
         ev.RequestDone("BTC-USD", window="2025-07-03", outcome="bars", latency_s=0.3, at=T0 + 12),
         ev.DayFetched("BTC-USD", day=d(3), rows=1440, latency_s=0.3, at=T0 + 12),
+        # Days and rows count once written (a flush every minute writes what it holds).
+        ev.PartWritten("BTC-USD", month="2025-07", rows=4317, path="part-2025-07.parquet",
+                       days=3, rows_added=4317, at=T0 + 12),
     ]
 
 
@@ -294,6 +297,8 @@ def test_live_dashboard_leaves_the_last_frame(clock: FakeClock) -> None:
             ev.WorkerStarted("BTC-USD", client_id=11, days_total=1, at=T0),
             ev.RequestDone("BTC-USD", window="2025-07-01", outcome="bars", latency_s=0.2, at=T0),
             ev.DayFetched("BTC-USD", day=d(1), rows=1440, latency_s=0.2, at=T0),
+            ev.PartWritten("BTC-USD", month="2025-07", rows=1440, path="p", days=1,
+                           rows_added=1440, at=T0),
             ev.WorkerFinished("BTC-USD", days_fetched=1, rows=1440, at=T0),
         ):
             run.apply(event)
@@ -337,7 +342,7 @@ def test_json_renderer_writes_events_as_ndjson() -> None:
             renderer.on_event(event)
     parsed = [json.loads(line) for line in out.getvalue().splitlines()]
     assert parsed == [event.to_dict() for event in scripted_events()]
-    assert parsed[-3]["event"] == "failed"
+    assert parsed[-4]["event"] == "failed"
 
 
 def test_make_renderer_chooses_by_output(state: RunState) -> None:

@@ -3,34 +3,36 @@
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
-from backfill.domain import Symbol, days_between
+from backfill.domain import UTC, DayCoverage, Symbol, days_between
+from backfill.plan import plan_symbol
 from backfill.run import events as ev
-from backfill.run.orchestrator import (
-    Orchestrator,
-    RunConfig,
-    SessionRule,
-    SharedControls,
-    SymbolJob,
-)
-from backfill.run.worker import WorkerConfig
+from backfill.run.orchestrator import Orchestrator, RunConfig, SharedControls
+from backfill.run.state import RunState
+from backfill.settings import IBRules, RunSettings
 from backfill.sim import FAST_PACING, PacingConfig
 
 BTC, ETH = Symbol("BTC", "USD"), Symbol("ETH", "USD")
+JULY_1 = date(2025, 7, 1)
 
 
 def orchestrator(
-    tmp_path: Path, rate: float = 8.0, session_rule: SessionRule | None = None
+    tmp_path: Path, rate: float = 8.0, session_max: int | None = None
 ) -> tuple[Orchestrator, list[ev.Event]]:
-    template = WorkerConfig(lake=tmp_path, symbol=BTC, days=(), host="127.0.0.1", port=1,
-                            client_id=100)
-    config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, workers=2, client_id_base=100,
-                       rate=rate, worker_template=template, session_rule=session_rule)
+    strict = session_max is not None
+    settings = RunSettings(rate=rate, workers=2, strict_pacing=strict,
+                           ib=IBRules(session_max=session_max or 60))
+    config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, settings=settings)
     seen: list[ev.Event] = []
-    jobs = [SymbolJob(BTC, (date(2025, 7, 1),)), SymbolJob(ETH, (date(2025, 7, 1),))]
-    return Orchestrator(config, jobs, seen.append, resume=lambda s: ()), seen
+    jobs = [plan_symbol(s, JULY_1, JULY_1, {}, window_days=1) for s in (BTC, ETH)]
+    # resume(): the lake, as if another run had just fetched the day, lacks nothing.
+    fetched = {JULY_1: DayCoverage(JULY_1, 1440, datetime(2025, 7, 2, tzinfo=UTC), True)}
+    return Orchestrator(
+        config, jobs, seen.append,
+        resume=lambda s: plan_symbol(s, JULY_1, JULY_1, fetched, window_days=1),
+    ), seen
 
 
 def test_a_violation_anywhere_pauses_everyone_and_steps_the_rate_down(tmp_path):
@@ -59,14 +61,18 @@ def test_shares_never_sum_above_the_budget_as_workers_come_and_go(tmp_path):
 
 def test_a_symbol_with_nothing_left_finishes_without_a_process(tmp_path):
     orch, seen = orchestrator(tmp_path)
-    result = orch.run()  # resume() says nothing is missing for either symbol
-    assert {s: r.status for s, r in result.symbols.items()} == {
-        BTC: ev.Status.DONE, ETH: ev.Status.DONE}
+    orch.run()  # resume() says nothing is missing for either symbol
+    state = RunState([str(BTC), str(ETH)], 2, 8.0)
+    for event in seen:
+        state.apply(event)
+    assert [(p.symbol, p.status) for p in state.snapshot().symbols] == [
+        ("BTC-USD", ev.Status.DONE), ("ETH-USD", ev.Status.DONE)]
+    assert not state.snapshot().incomplete
     assert [type(e) for e in seen].count(ev.WorkerFinished) == 2
 
 
 def test_strict_mode_grants_sends_across_workers_within_the_session_window(tmp_path):
-    orch, _ = orchestrator(tmp_path, session_rule=SessionRule(max_count=3, window_s=600.0))
+    orch, _ = orchestrator(tmp_path, session_max=3)
     workers = [SharedControls(orch.rates, slot, orch.pause, orch.stop, orch.grants)
                for slot in (0, 1)]
     active = dict.fromkeys((0, 1))
@@ -82,7 +88,7 @@ def test_strict_mode_grants_sends_across_workers_within_the_session_window(tmp_p
 
 
 def test_strict_mode_a_dead_workers_grant_is_not_inherited(tmp_path):
-    orch, _ = orchestrator(tmp_path, session_rule=SessionRule(max_count=1, window_s=600.0))
+    orch, _ = orchestrator(tmp_path, session_max=1)
     dying = SharedControls(orch.rates, 0, orch.pause, orch.stop, orch.grants)
     assert not dying.may_send()  # asks
     orch._grant_sends({0: None})  # type: ignore[dict-item]
@@ -105,12 +111,17 @@ def test_the_run_loop_hands_every_new_share_to_the_workers(sim, tmp_path):
     # rise to the whole budget; when a 162 halves the budget, ETH's share must follow.
     days = {BTC: (date(2025, 7, 1),), ETH: tuple(days_between(date(2025, 7, 1),
                                                               date(2025, 7, 16)))}
-    template = WorkerConfig(lake=tmp_path, symbol=BTC, days=(), host=sim.host, port=sim.port,
-                            client_id=100, identical_s=FAST_PACING.identical_window_s,
-                            contract_window_s=FAST_PACING.contract_window_s)
-    config = RunConfig(lake=tmp_path, host=sim.host, port=sim.port, workers=2,
-                       client_id_base=100, rate=8.0, worker_template=template,
-                       rate_hold_s=120.0)  # no climbing back within the test
+    settings = RunSettings(
+        rate=8.0, workers=2, client_id_base=100,
+        rate_hold_s=120.0,  # no climbing back within the test
+        ib=IBRules(identical_s=FAST_PACING.identical_window_s,
+                   contract_window_s=FAST_PACING.contract_window_s),
+    )
+    config = RunConfig(lake=tmp_path, host=sim.host, port=sim.port, settings=settings)
+
+    def job(symbol: Symbol):
+        return plan_symbol(symbol, days[symbol][0], days[symbol][-1], {}, window_days=1)
+
     # The gateway turns strict (one request per 5 s) once ETH runs alone: it draws a 162.
     strict = PacingConfig(identical_window_s=1.5, contract_window_s=5.0, contract_max=1,
                           soft_rate=None, max_rate=None)
@@ -135,11 +146,13 @@ def test_the_run_loop_hands_every_new_share_to_the_workers(sim, tmp_path):
         elif phase == "violated" and sorted(shares) == [0.0, 4.0]:
             orch.request_stop()  # seen what this test is about: no need to finish ETH
 
-    orch = Orchestrator(config, [SymbolJob(s, d) for s, d in days.items()], sink,
-                        resume=lambda s: days[s])
-    result = orch.run()
+    orch = Orchestrator(config, [job(s) for s in days], sink, resume=job)
+    orch.run()
 
-    assert result.symbols[BTC].status is ev.Status.DONE
+    state = RunState([str(s) for s in days], 17, 8.0)
+    for event in events:
+        state.apply(event)
+    assert state.symbol(str(BTC)).status is ev.Status.DONE
     assert [4.0, 4.0] in seen["both"]
     alone, violated = ([sorted(s) for s in seen[p]] for p in ("alone", "violated"))
     assert [0.0, 8.0] in alone, f"ETH's share never rose once BTC ended: {alone[-3:]}"

@@ -8,8 +8,16 @@ import time
 import pytest
 
 from backfill.domain import BadInput, Symbol
-from backfill.run import launch
-from backfill.run.launch import preflight
+from backfill.ib import preflight as checks
+from backfill.settings import RunSettings
+from backfill.sim import embedded
+
+SETTINGS = RunSettings()
+
+
+def preflight(host, port, client_id, symbols):
+    checks.preflight(host, port, client_id, symbols, client_id_tries=SETTINGS.client_id_tries,
+                     timeout_s=SETTINGS.connect_timeout_s)
 
 
 def test_a_long_symbol_list_is_checked_within_the_message_rate(make_sim):
@@ -28,8 +36,8 @@ def test_every_unknown_symbol_is_named_in_order(sim):
 
 
 def test_an_embedded_gateway_that_never_says_ready_is_given_up_on(monkeypatch):
-    monkeypatch.setattr(launch, "EMBEDDED_START_TIMEOUT_S", 0.5)
-    silent = launch.EmbeddedGateway()
+    monkeypatch.setattr(embedded, "EMBEDDED_START_TIMEOUT_S", 0.5)
+    silent = embedded.EmbeddedGateway()
     silent.args = [sys.executable, "-c", "import time; time.sleep(30)"]
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="did not start"), silent:

@@ -11,22 +11,29 @@ from pathlib import Path
 
 import pytest
 
-from backfill.domain import Symbol, days_between
+from backfill.domain import Symbol, days_between, group_windows
 from backfill.lake.paths import symbol_dir
 from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.worker import LocalControls, WorkerConfig, run_worker
+from backfill.settings import IBRules, RunSettings
 from backfill.sim import FaultConfig
 from tests.oracle import expected_bars, lake_rows
 
 ETH = Symbol("ETH", "USD")
 
 
-def config(gateway, lake: Path, days: list[date], **overrides) -> WorkerConfig:
-    # The simulator's FAST_PACING: IB's limits divided by ten.
-    return WorkerConfig(lake=lake, symbol=ETH, days=tuple(days), host=gateway.host,
-                        port=gateway.port, client_id=7, identical_s=1.5,
-                        contract_window_s=0.2, **overrides)
+# The simulator's FAST_PACING: IB's limits divided by ten.
+FAST_IB = IBRules(identical_s=1.5, contract_window_s=0.2)
+
+
+def config(gateway, lake: Path, days: list[date], **settings) -> WorkerConfig:
+    """A worker for ``days`` of ETH, with the run's ``settings`` given as keywords."""
+    run_settings = RunSettings(ib=FAST_IB, **settings)
+    return WorkerConfig(lake=lake, symbol=ETH,
+                        windows=tuple(group_windows(days, run_settings.window_days)),
+                        host=gateway.host, port=gateway.port, client_id=7,
+                        settings=run_settings)
 
 
 def when_days_fetched(n: int, action: Callable[[], object]) -> Callable[[ev.Event], None]:

@@ -1,0 +1,105 @@
+"""What the parent asks the gateway before a run or a plan: are the symbols known, and
+where does each one's history start.
+
+Bad answers become ``BadInput`` (exit 2): they happen before anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import date
+
+from backfill.domain import BadInput, Symbol
+from backfill.ib.session import (
+    ClientIdInUse,
+    IBSession,
+    IBSessionError,
+    UnknownSymbol,
+    connect_free_id,
+)
+
+# Contract-details requests during the gateway check: a first burst, then a steady rate.
+# With the connect handshake's messages, any second stays under the gateway's 50 messages.
+PREFLIGHT_BURST = 16
+PREFLIGHT_RATE = 20.0
+
+
+def preflight(
+    host: str,
+    port: int,
+    client_id: int,
+    symbols: Sequence[Symbol],
+    *,
+    client_id_tries: int,
+    timeout_s: float,
+) -> None:
+    """Connect once and qualify every symbol; raise BadInput on what no worker could fix."""
+
+    async def check() -> None:
+        session = await _connect(host, port, client_id, client_id_tries, timeout_s)
+
+        async def known(symbol: Symbol, start_s: float) -> bool:
+            await asyncio.sleep(start_s)
+            try:
+                await session.qualify(symbol)
+            except UnknownSymbol:
+                return False
+            return True
+
+        try:
+            # Overlapping, so a long list costs its send time, not a round trip per symbol;
+            # spaced well under the gateway's 50 messages/s, which it counts on arrival.
+            found = await asyncio.gather(
+                *(known(s, max(0, n - PREFLIGHT_BURST + 1) / PREFLIGHT_RATE)
+                  for n, s in enumerate(symbols))
+            )
+            unknown = [str(s) for s, ok in zip(symbols, found, strict=True) if not ok]
+            if unknown:
+                raise BadInput(
+                    f"unknown symbol{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                    f"the gateway has no CRYPTO contract on PAXOS for "
+                    f"{'them' if len(unknown) > 1 else 'it'}"
+                )
+        finally:
+            session.disconnect()
+
+    try:
+        asyncio.run(check())
+    except IBSessionError as exc:
+        raise BadInput(f"gateway {host}:{port}: {exc}") from None
+
+
+def earliest_days(
+    host: str,
+    port: int,
+    client_id: int,
+    symbols: Sequence[Symbol],
+    *,
+    client_id_tries: int,
+    timeout_s: float,
+) -> dict[Symbol, date]:
+    """Each symbol's first day with data at the gateway (reqHeadTimeStamp), for plan --head."""
+
+    async def ask() -> dict[Symbol, date]:
+        session = await _connect(host, port, client_id, client_id_tries, timeout_s)
+        try:
+            return {s: (await session.earliest_bar(s)).date() for s in symbols}
+        finally:
+            session.disconnect()
+
+    try:
+        return asyncio.run(ask())
+    except UnknownSymbol as exc:
+        raise BadInput(str(exc)) from None
+    except IBSessionError as exc:
+        raise BadInput(f"gateway {host}:{port}: {exc}") from None
+
+
+async def _connect(
+    host: str, port: int, client_id: int, tries: int, timeout_s: float
+) -> IBSession:
+    try:
+        return await connect_free_id(host, port, client_id, tries=tries, timeout_s=timeout_s)
+    except ClientIdInUse:
+        raise BadInput(f"no free client id from {client_id} at {host}:{port}") from None

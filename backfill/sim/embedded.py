@@ -1,0 +1,106 @@
+"""The simulator as a child process (``backfill gateway --port 0``), for ``--gateway sim``.
+
+``serving`` yields where to connect: the embedded simulator's address when the gateway is
+``sim``, else the address given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from backfill.settings import GatewayAddress
+
+_READY = re.compile(r"listening on (\S+):(\d+)")
+# The embedded simulator keeps IB's per-contract rules but not the soft throttle IB applies
+# to a whole session, so a demo can show a high --rate; latency makes it look like IB.
+EMBEDDED_SIM_ARGS = ("--soft-rate", "0", "--max-rate", "0", "--latency-ms", "30-150")
+EMBEDDED_START_TIMEOUT_S = 30.0
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when ``parent`` dies, whatever kills
+    it (Linux's PR_SET_PDEATHSIG); None where that does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the line above: nobody would tell us
+            os._exit(0)
+
+    return arm
+
+
+@dataclass(frozen=True)
+class GatewayProcess:
+    host: str
+    port: int
+    process: subprocess.Popen[str]
+
+
+class EmbeddedGateway:
+    """``backfill gateway`` in a child process on a free port, for ``--gateway sim``."""
+
+    def __init__(self, extra_args: Sequence[str] = (), log_path: Path | None = None) -> None:
+        self.args = [sys.executable, "-m", "backfill", "gateway", "--port", "0", *extra_args]
+        if log_path is not None:
+            self.args += ["--log", str(log_path)]
+        self.running: GatewayProcess | None = None
+
+    def __enter__(self) -> GatewayProcess:
+        process = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL,
+            # SIGKILL of the run must not leave the simulator behind (the run-side belt;
+            # the simulator's own lifeline flag does the same from its side).
+            preexec_fn=die_with_parent(os.getpid()),
+        )
+        assert process.stdout is not None
+        # It prints its address when it listens; a gateway that never does must not hang us.
+        ready, _, _ = select.select([process.stdout], [], [], EMBEDDED_START_TIMEOUT_S)
+        line = process.stdout.readline() if ready else "(nothing within "\
+            f"{EMBEDDED_START_TIMEOUT_S:g}s)"
+        match = _READY.search(line)
+        if not match:
+            process.kill()
+            error = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"embedded gateway did not start: {line.strip()} {error.strip()}")
+        # Keep draining its output so a chatty gateway can never block on a full pipe.
+        for stream in (process.stdout, process.stderr):
+            threading.Thread(target=stream.read, daemon=True).start()
+        self.running = GatewayProcess(match.group(1), int(match.group(2)), process)
+        return self.running
+
+    def __exit__(self, *exc: object) -> None:
+        if self.running is not None:
+            self.running.process.terminate()
+            try:
+                self.running.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.running.process.kill()
+
+
+@contextlib.contextmanager
+def serving(gateway: GatewayAddress, extra_args: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """(host, port) to connect to: the embedded simulator, started with ``extra_args`` and
+    stopped on exit, when ``gateway`` is ``sim``; else ``gateway`` itself."""
+    if not gateway.embedded:
+        yield gateway.host, gateway.port
+        return
+    with EmbeddedGateway(extra_args) as running:
+        yield running.host, running.port
