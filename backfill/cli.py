@@ -636,6 +636,81 @@ def aggregate(
 
 
 @app.command()
+def probe(
+    gateway: Annotated[str, typer.Option(
+        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT.")],
+    symbol: Annotated[str, typer.Option("--symbol", help="The symbol asked about.")] = "BTC-USD",
+    lake: LakeOpt = None,
+    client_id: Annotated[int, typer.Option(
+        "--client-id", min=1, help="clientId of the probe; a taken id moves to the next.")
+    ] = 99,
+    request_timeout: Annotated[float, typer.Option(
+        "--request-timeout", min=0.1, help="Seconds a request may go unanswered before it "
+        "counts as refused (real gateways answer some too-long windows by never answering).")
+    ] = 30.0,
+    pause_s: Annotated[float, typer.Option(
+        "--pause-s", hidden=True, help="Seconds between requests (5 per contract in 2 s).")
+    ] = 0.45,
+    batch_gap_s: Annotated[float, typer.Option(
+        "--batch-gap-s", hidden=True, help="Seconds before a batch of requests sent at once.")
+    ] = 2.2,
+    json: JsonOpt = False,
+) -> None:
+    """Measure what this gateway does where IB's documentation is silent (about 20 requests).
+
+    Finds window_edges ([) (] [] ()), day_duration (calendar or sessions, from "2 D" and
+    "7 D"), max_window_days (the longest of 1, 2, 3, 5, 7, 10 days answered), latency_s
+    (median of a full day with 1, 2 and 4 in flight), future_end (a window ending in the
+    future: its last bar, and whether that bar was still forming) and aggtrades (permitted,
+    or IB's error), each with its evidence, and records them in the lake
+    (_gateway/<host>-<port>.json) for run and plan. --json prints one document with those
+    keys plus gateway, symbol, checked_at, requests, unanswered and evidence. Exit 0 every
+    check answered, 1 one was not (named), 2 bad input.
+    """
+    import json as jsonlib
+
+    from backfill.ib.probe import KEYS, ProbeSettings, run_probe
+    from backfill.ib.session import IBSessionError
+    from backfill.lake.gateway import write_finding
+    from backfill.settings import GatewayAddress
+
+    try:
+        address = GatewayAddress.parse(gateway)
+        if address.embedded:
+            raise BadInput("--gateway: probe measures a real gateway: give HOST:PORT")
+        asked = Symbol.parse(symbol)
+        root = resolve_lake(lake)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+
+    def progress(step: str) -> None:
+        if not json:
+            typer.echo(f"probe: {step}", err=True)
+
+    try:
+        report = run_probe(address.host, address.port, client_id, asked,
+                           ProbeSettings(pause_s, batch_gap_s, request_timeout),
+                           progress=progress)
+    except IBSessionError as exc:
+        fail_bad_input(f"gateway {address}: {exc}")
+    try:
+        for key in KEYS:
+            if key in report.findings:
+                write_finding(root, address.host, address.port, key, report.findings[key],
+                              {"symbol": str(asked), "requests": report.evidence.get(key, [])},
+                              report.checked_at)
+    except OSError as exc:
+        typer.echo(f"backfill: cannot record the findings in {root}: {exc}", err=True)
+    if json:
+        typer.echo(jsonlib.dumps(report.to_json(str(address)), indent=2))
+    else:
+        for key in KEYS:
+            value = report.findings.get(key, f"not answered: {report.unanswered.get(key, '')}")
+            typer.echo(f"{key:16} {value}")
+    raise typer.Exit(EXIT_FAILED if report.unanswered else EXIT_OK)
+
+
+@app.command()
 def gateway(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[str, typer.Option("--port", help="TCP port; 0 picks a free one.")] = "7497",

@@ -21,7 +21,7 @@ from ib_insync.wrapper import RequestError
 
 from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, Window
 from backfill.edges import DEFAULT_RULE, EdgeRule, request_for
-from backfill.ib.served import LoginZone, login_zone, parse_served
+from backfill.ib.served import LoginZone, ServedWindow, login_zone, parse_served
 from backfill.lake.schema import BAR_SCHEMA
 
 # ib_insync logs every IB error at ERROR level; the worker reports them as events instead,
@@ -136,6 +136,18 @@ class WindowBars:
     served_start: datetime | None = None
     served_end: datetime | None = None
     answered_at: float = 0.0  # wall clock, when the answer arrived
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A probe request's answer as IB sent it (``IBSession.ask``)."""
+
+    starts: list[datetime]  # bar START times, UTC
+    served: ServedWindow | None  # the header's window (None: unreadable, or no data)
+    latency_s: float
+    answered_at: float  # wall clock
+    no_data: bool
+    last_bar: list[tuple[datetime, float, int]]  # (start, volume, trade count) of the last
 
 
 @dataclass(frozen=True)
@@ -373,25 +385,43 @@ class IBSession:
     ) -> list[datetime]:
         """The START of every bar served for ``duration`` ending at ``end``, as sent (no
         trimming): what a probe of the gateway's behaviour needs. IB's no-data is []."""
+        return (await self.ask(symbol, end, duration, timeout_s=timeout_s)).starts
+
+    async def ask(
+        self, symbol: Symbol, end: datetime, duration: str, *, timeout_s: float | None = None
+    ) -> Answer:
+        """One request of 1-minute bars as given (``end`` UTC, ``duration`` IB's text), its
+        answer as sent: bar starts, the window the header says was served, timing. IB's
+        no-data is an empty answer; every other failure is typed as for windows."""
         contract = await self.qualify(symbol)
+        self._require_connection()
+        ib = self._ib
+        req_id = ib.client.getReqId()
+        container = BarDataList()
+        container.reqId = req_id
+        future = ib.wrapper.startReq(req_id, contract, container=container)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        sent_at = time.monotonic()
+        ib.client.reqHistoricalData(
+            req_id, contract, end.strftime("%Y%m%d %H:%M:%S UTC"), duration, "1 min",
+            WHAT_TO_SHOW, False, 2, False, [],
+        )
+        no_data = False
         try:
-            bars = await asyncio.wait_for(
-                self._ib.reqHistoricalDataAsync(
-                    contract, end.strftime("%Y%m%d %H:%M:%S UTC"), duration, "1 min",
-                    WHAT_TO_SHOW, False, 2, timeout=0,
-                ),
-                timeout_s or self.timeout_s,
+            await self._answer(
+                asyncio.shield(future), timeout_s=timeout_s, bars=True, no_data_ok=True,
+                timed_out=f"no answer for {symbol} {duration} to {end:%Y-%m-%d %H:%M}",
+                lost=f"connection lost during {symbol} {duration}",
+                on_timeout=lambda: self._cancel_historical(req_id),
             )
-        except RequestError as exc:
-            error = classify_error(exc.code, exc.message, bars=True)
-            if error is None:
-                return []
-            raise error from None
-        except ConnectionError as exc:
-            raise Disconnected(str(exc)) from None
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"no answer for {symbol} {duration} to {end}") from None
-        return [b.date if b.date.tzinfo else b.date.replace(tzinfo=UTC) for b in bars]
+        except _NoData:
+            no_data = True
+        finally:
+            header = self._served.pop(req_id, None)
+        served = parse_served(*header, self.login_zone.zone) if header else None
+        starts = [b.date if b.date.tzinfo else b.date.replace(tzinfo=UTC) for b in container]
+        return Answer(starts, served, time.monotonic() - sent_at, time.time(), no_data,
+                      [(b.date, float(b.volume), int(b.barCount)) for b in container[-1:]])
 
     def send_window(
         self, symbol: Symbol, window: Window, rule: EdgeRule = DEFAULT_EDGES
