@@ -120,10 +120,15 @@ async def probe(
     progress('"2 D" and "7 D"')
     wednesday = today - timedelta(days=(today.weekday() - 2) % 7 or 7)
     end = wednesday + timedelta(days=1) - timedelta(minutes=1)
-    verdicts = []
+    verdicts: list[bool] = []
     for days in (2, 7):
         try:
             answer = await ask("day_duration", end, f"{days} D")
+        except (DurationTooLong, RequestTimeout) as exc:
+            if verdicts:
+                break  # "7 D" is too long for this gateway: "2 D" has told
+            report.unanswered["day_duration"] = f'"{days} D": {exc}'
+            break
         except IBSessionError as exc:
             report.unanswered["day_duration"] = f'"{days} D": {exc}'
             break
@@ -131,7 +136,7 @@ async def probe(
             report.unanswered["day_duration"] = f'"{days} D": no readable served window'
             break
         verdicts.append(answer.served.start == end - timedelta(days=days))
-    else:
+    if verdicts and "day_duration" not in report.unanswered:
         report.findings["day_duration"] = "calendar" if all(verdicts) else "sessions"
 
     # The longest window answered for 1-minute bars, stopping at the first refusal.

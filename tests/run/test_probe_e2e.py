@@ -56,8 +56,11 @@ def test_probe_finds_the_window_edges_and_the_next_run_uses_them(make_sim, lake,
     run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     assert f"Window edges {edges}: remembered from" in run.stdout
-    learned = [r for r in gateway.requests() if r.kind == "historical" and learning(r)]
-    assert len(learned) == 2  # the probe's, not the run's
+    probed = {r.client_id for r in gateway.requests() if r.kind == "historical"
+              and r.duration == "600 S"}
+    assert len(probed) == 1  # the probe learnt the edges, the run did not
+    assert not [r for r in gateway.requests() if r.kind == "historical" and learning(r)
+                and r.client_id not in probed]
 
 
 @pytest.mark.parametrize("day_duration", ["calendar", "sessions"])
@@ -74,6 +77,7 @@ def test_probe_finds_the_longest_window(make_sim, lake, too_long):
     done, doc = probe(gateway, lake, "--request-timeout", "1")
     assert done.returncode == 0, done.stderr
     assert doc["max_window_days"] == 3
+    assert doc["day_duration"] == "calendar"  # from "2 D" alone: "7 D" is too long here
 
 
 def test_a_symbol_without_permission_is_named_and_exits_1(make_sim, lake):
