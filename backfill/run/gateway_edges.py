@@ -124,3 +124,12 @@ def edges_sends(edges: GatewayEdges | None, now_mono: float, now_wall: float) ->
     if edges is None or edges.finding is None:
         return ()
     return tuple(now_mono - (now_wall - at) for at in edges.finding.sent_at)
+
+
+def probed_window_days(request: RunRequest, host: str, port: int) -> int | None:
+    """The longest window ``backfill probe`` found this gateway answers, if recorded lately."""
+    if request.gateway.embedded or not request.lake.is_dir():
+        return None
+    found = read_finding(request.lake, host, port, "max_window_days", datetime.now(UTC))
+    value = found.get("value") if found else None
+    return value if isinstance(value, int) and value >= 1 else None

@@ -11,6 +11,7 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from backfill.run.gateway_edges import (
     GatewayEdges,
     edges_sends,
     gateway_edges,
+    probed_window_days,
     remember_edges,
 )
 from backfill.run.orchestrator import (
@@ -98,6 +100,15 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
                       client_id_tries=settings.client_id_tries,
                       timeout_s=settings.connect_timeout_s)
             edges = gateway_edges(request, host, port, the_plan, today)
+            longest = probed_window_days(request, host, port)
+            if longest is not None and longest < settings.window_days:
+                # What `backfill probe` found this gateway answers: ask no longer windows.
+                settings = dataclasses.replace(settings, window_days=longest)
+                request = dataclasses.replace(request, settings=settings)
+                the_plan = plan_run(request, today)
+                (err_console if request.json else console).print(
+                    f"Windows of {longest} day(s): the longest this gateway answered "
+                    "(backfill probe)", markup=False, highlight=False)
         # Nothing has been written so far: from here on the lake is touched.
         try:
             request.lake.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import date
 
 import pytest
 
+from backfill.domain import Symbol
 from backfill.sim import FAST_PACING, Behaviour
+from tests.oracle import expected_bars, lake_rows
 from tests.run.conftest import backfill, run_backfill
 from tests.run.test_run_e2e import learning
 
@@ -78,6 +81,15 @@ def test_probe_finds_the_longest_window(make_sim, lake, too_long):
     assert done.returncode == 0, done.stderr
     assert doc["max_window_days"] == 3
     assert doc["day_duration"] == "calendar"  # from "2 D" alone: "7 D" is too long here
+    # The next run asks no longer windows than the probe found answered.
+    run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-06", "--rate", "50",
+                       "--window-days", "7")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert "Windows of 3 day(s): the longest this gateway answered" in run.stdout
+    runs = [r for r in gateway.requests() if r.kind == "historical" and r.client_id != 99]
+    assert sorted(r.duration for r in runs if not learning(r)) == ["3 D", "3 D"]
+    assert lake_rows(lake, Symbol("BTC", "USD")) == expected_bars(
+        gateway.market, Symbol("BTC", "USD"), date(2025, 7, 1), date(2025, 7, 6))
 
 
 def test_a_symbol_without_permission_is_named_and_exits_1(make_sim, lake):
