@@ -285,6 +285,13 @@ def run(
                           help="Run logs kept in <lake>/_runs/: the newest N, this run's "
                           "included; older ones are deleted at the start of each run.")
     ] = _RUN.keep_runs,
+    wait_for_other_run: Annotated[
+        float, typer.Option("--wait-for-other-run", min=0.0,
+                            help="A symbol another backfill run is fetching is waited for "
+                            "and taken over if that run stops early; once this run has "
+                            "nothing else to do, it waits at most this many seconds, then "
+                            "judges the symbol by the lake (days missing: exit 1).")
+    ] = _RUN.wait_for_other_run_s,
     aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
@@ -312,6 +319,7 @@ def run(
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
             client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            wait_for_other_run_s=wait_for_other_run,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
                        contract_window_s=ib_contract_window_s, session_max=ib_session_max,
                        session_window_s=ib_session_window_s),
