@@ -523,6 +523,17 @@ def verify(
                            "per symbol, with per-day counts; a finding names its first 5 ranges.")
     ] = False,
     json: JsonOpt = False,
+    daily_days: Annotated[int, typer.Option(
+        "--daily-gap-days", min=1,
+        help="A minute of the day missing on nearly every day is an error (a bar lost to the "
+             "request's window edges, or a daily gap at the source) once a symbol has at "
+             "least this many whole days to judge by.")] = 7,
+    daily_share: Annotated[float, typer.Option(
+        "--daily-gap-share", min=0.0, max=1.0,
+        help="... missing on at least this share of those days.")] = 0.9,
+    daily_full: Annotated[float, typer.Option(
+        "--daily-gap-full", min=0.0, max=1.0,
+        help="... counting only days holding at least this share of 1,440 bars.")] = 0.95,
 ) -> None:
     """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
@@ -532,11 +543,13 @@ def verify(
     --json prints one document (version 2): {version, lake, from, to, findings: [{severity,
     kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
     minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
-    parts, days, days_complete, days_partial, days_missing, rows, gaps, gap_minutes, gap_days,
-    errors, warnings}]}. `minutes` are runs of bar-end minutes, at most the first 5 unless
-    --gaps: `truncated` is true when fewer than `ranges_total` are listed. A symbol's `gap`
-    warning (day null) also has `days`: [{day, gap_minutes, gaps}]. More in README.md.
+    parts, days, days_complete, days_partial, days_missing, days_no_data, rows, gaps,
+    gap_minutes, gap_days, errors, warnings}]}. `minutes` are runs of bar-end minutes, at
+    most the first 5 unless --gaps: `truncated` is true when fewer than `ranges_total` are
+    listed. A symbol's `gap` warning (day null) also has `days`: [{day, gap_minutes, gaps}].
+    More in README.md.
     """
+    from backfill.lake.minute_check import MinuteCheckThresholds
     from backfill.lake.verify import Tally, verify_stream
 
     try:
@@ -544,7 +557,8 @@ def verify(
         first = None if from_ is None else parse_day(from_, "--from")
         last = None if to is None else parse_day(to, "--to")
         root = resolve_lake(lake)
-        stream = verify_stream(root, symbol_list, first, last, gaps)
+        stream = verify_stream(root, symbol_list, first, last, gaps,
+                               MinuteCheckThresholds(daily_days, daily_full, daily_share))
     except BadInput as exc:
         fail_bad_input(str(exc))
     tally = Tally(root, first, last)
@@ -635,6 +649,81 @@ def aggregate(
         typer.echo("backfill: interrupted; rerun to finish", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@app.command()
+def probe(
+    gateway: Annotated[str, typer.Option(
+        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT.")],
+    symbol: Annotated[str, typer.Option("--symbol", help="The symbol asked about.")] = "BTC-USD",
+    lake: LakeOpt = None,
+    client_id: Annotated[int, typer.Option(
+        "--client-id", min=1, help="clientId of the probe; a taken id moves to the next.")
+    ] = 99,
+    request_timeout: Annotated[float, typer.Option(
+        "--request-timeout", min=0.1, help="Seconds a request may go unanswered before it "
+        "counts as refused (real gateways answer some too-long windows by never answering).")
+    ] = 30.0,
+    pause_s: Annotated[float, typer.Option(
+        "--pause-s", hidden=True, help="Seconds between requests (5 per contract in 2 s).")
+    ] = 0.45,
+    batch_gap_s: Annotated[float, typer.Option(
+        "--batch-gap-s", hidden=True, help="Seconds before a batch of requests sent at once.")
+    ] = 2.2,
+    json: JsonOpt = False,
+) -> None:
+    """Measure what this gateway does where IB's documentation is silent (about 20 requests).
+
+    Finds window_edges ([) (] [] ()), day_duration (calendar or sessions, from "2 D" and
+    "7 D"), max_window_days (the longest of 1, 2, 3, 5, 7, 10 days answered), latency_s
+    (median of a full day with 1, 2 and 4 in flight), future_end (a window ending in the
+    future: its last bar, and whether that bar was still forming) and aggtrades (permitted,
+    or IB's error), each with its evidence, and records them in the lake
+    (_gateway/<host>-<port>.json) for run and plan. --json prints one document with those
+    keys plus gateway, symbol, checked_at, requests, unanswered and evidence. Exit 0 every
+    check answered, 1 one was not (named), 2 bad input.
+    """
+    import json as jsonlib
+
+    from backfill.ib.probe import KEYS, ProbeSettings, run_probe
+    from backfill.ib.session import IBSessionError
+    from backfill.lake.gateway import write_finding
+    from backfill.settings import GatewayAddress
+
+    try:
+        address = GatewayAddress.parse(gateway)
+        if address.embedded:
+            raise BadInput("--gateway: probe measures a real gateway: give HOST:PORT")
+        asked = Symbol.parse(symbol)
+        root = resolve_lake(lake)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+
+    def progress(step: str) -> None:
+        if not json:
+            typer.echo(f"probe: {step}", err=True)
+
+    try:
+        report = run_probe(address.host, address.port, client_id, asked,
+                           ProbeSettings(pause_s, batch_gap_s, request_timeout),
+                           progress=progress)
+    except IBSessionError as exc:
+        fail_bad_input(f"gateway {address}: {exc}")
+    try:
+        for key in KEYS:
+            if key in report.findings:
+                write_finding(root, address.host, address.port, key, report.findings[key],
+                              {"symbol": str(asked), "requests": report.evidence.get(key, [])},
+                              report.checked_at)
+    except OSError as exc:
+        typer.echo(f"backfill: cannot record the findings in {root}: {exc}", err=True)
+    if json:
+        typer.echo(jsonlib.dumps(report.to_json(str(address)), indent=2))
+    else:
+        for key in KEYS:
+            value = report.findings.get(key, f"not answered: {report.unanswered.get(key, '')}")
+            typer.echo(f"{key:16} {value}")
+    raise typer.Exit(EXIT_FAILED if report.unanswered else EXIT_OK)
 
 
 class _OneLineUsageErrors(TyperCommand):
