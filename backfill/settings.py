@@ -75,6 +75,9 @@ class RunSettings:
     # How long one outage (no answer since the connection was lost) is ridden out before a
     # worker gives up: IB Gateway restarts daily and takes a minute or two.
     reconnect_for_s: float = 600.0
+    # While another session holds the account's market data (10197), one request goes out
+    # this often (or every reconnect_for_s / 20 if less) to see whether it has gone.
+    blocked_retry_s: float = 30.0
     client_id_base: int = 100  # worker N connects with clientId base + N
     client_id_tries: int = 16  # taken ids (326) a worker skips before it gives up
     connect_timeout_s: float = 10.0
@@ -94,6 +97,9 @@ class RunSettings:
     # later run: IB may not have settled the last minutes' bars yet.
     settle_s: float = 300.0
     latency_s: float = 0.3  # the gateway latency ``plan`` assumes (``--latency-ms``)
+    # Once a run has nothing else to do, how long it waits for a symbol another run is
+    # fetching before judging that symbol by the lake.
+    wait_for_other_run_s: float = 3600.0
     keep_runs: int = 100  # run logs kept in <lake>/_runs/, this run's included
     ib: IBRules = field(default_factory=IBRules)
 

@@ -36,6 +36,7 @@ STATUS_STYLES: dict[Status, str] = {
     Status.DONE: "bold green",
     Status.FAILED: "bold red",
     Status.SKIPPED: "dim",
+    Status.WAITING: "dim",
     Status.STOPPED: "bold yellow",
 }
 # When rows must be cut to fit the screen, what the operator most needs to see comes first.
@@ -48,6 +49,7 @@ _ROW_PRIORITY: dict[Status, int] = {
     Status.QUEUED: 2,
     Status.DONE: 3,
     Status.SKIPPED: 3,
+    Status.WAITING: 2,
     Status.STOPPED: 1,
 }
 _FOOTER_LINES = 4  # three footer lines and the blank line between table and footer

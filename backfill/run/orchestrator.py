@@ -31,6 +31,7 @@ from backfill.congestion import (
     split_in_flight,
 )
 from backfill.domain import Symbol
+from backfill.edges import DEFAULT_RULE
 from backfill.lake.paths import run_lock_path
 from backfill.pacing import Budget, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
@@ -41,6 +42,9 @@ from backfill.settings import RunSettings
 
 EventSink = Callable[[ev.Event], None]
 
+# How often a symbol held by another run is tried again.
+LOCK_RETRY_S = 0.5
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -50,6 +54,9 @@ class RunConfig:
     host: str
     port: int
     settings: RunSettings
+    # Sends made before the workers (time.monotonic()): the session window counts them.
+    prior_sends: tuple[float, ...] = ()
+    edges: str = DEFAULT_RULE  # the gateway's window-edge rule, learned at start-up
 
 
 @dataclass(frozen=True)
@@ -236,6 +243,8 @@ class Orchestrator:
                 settings.ib.session_max, settings.ib.session_window_s,
                 clock=time.monotonic, margin_s=settings.pacing_margin_s,
             )
+            for at in config.prior_sends:
+                self.session.note_sent(at)
             self._seen_sent = [0] * n
         self.in_flight = InFlightArrays(self.ctx.Array("i", n, lock=False),
                                         self.ctx.Array("i", n, lock=False))
@@ -244,6 +253,8 @@ class Orchestrator:
         self.controller = RateController(settings.congestion(), clock=time.monotonic)
         self.budget = Budget(self.controller.rate)
         self.restarts: dict[Symbol, int] = {}
+        self.waiting: set[Symbol] = set()  # symbols whose run lock another run holds
+        self._only_waiting_since: float | None = None
         self.interrupted = False
         self.aborted = ""  # why the run stopped itself (e.g. its run log could not be written)
         self.rng = random.Random(0)
@@ -279,6 +290,7 @@ class Orchestrator:
             now = time.monotonic()
             if not self.stopping:
                 self._start_ready(queue, active, free_slots, now)
+                self._give_up_waiting(queue, active, now)
             self._set_rate(self.controller.tick())
             self._grant_sends(active)
             self._split_in_flight(active)
@@ -323,10 +335,16 @@ class Orchestrator:
             try:
                 lock.acquire()
             except filelock.Timeout:
-                self.emit(ev.StatusChanged(str(job.symbol), at=time.time(),
-                                           status=ev.Status.SKIPPED,
-                                           detail="another backfill run is fetching this symbol"))
+                # Another run is fetching it: wait, and take over if that run stops early
+                # (the lake, read under the lock, then says what is still missing).
+                if job.symbol not in self.waiting:
+                    self.waiting.add(job.symbol)
+                    self.emit(ev.StatusChanged(
+                        str(job.symbol), at=time.time(), status=ev.Status.WAITING,
+                        detail="another backfill run is fetching this symbol; waiting for it"))
+                queue.append((job, now + LOCK_RETRY_S))
                 continue
+            self.waiting.discard(job.symbol)
             # Under the run lock, the lake is the truth: a crashed attempt or another run
             # may have fetched some of these days since the plan was made.
             fresh = self.resume(job.symbol)
@@ -339,6 +357,22 @@ class Orchestrator:
             self._apply(self.budget.start(slot))
             active[slot] = self._spawn(fresh, slot, lock)
 
+    def _give_up_waiting(
+        self, queue: deque[tuple[SymbolPlan, float]], active: dict[int, _Active], now: float
+    ) -> None:
+        """Once only symbols held by other runs are left, wait for them a bounded time."""
+        if active or not queue or any(job.symbol not in self.waiting for job, _ in queue):
+            self._only_waiting_since = None
+            return
+        if self._only_waiting_since is None:
+            self._only_waiting_since = now
+        if now - self._only_waiting_since < self.settings.wait_for_other_run_s:
+            return
+        while queue:
+            job, _ = queue.popleft()
+            self.emit(ev.StatusChanged(str(job.symbol), at=time.time(), status=ev.Status.SKIPPED,
+                                       detail="another backfill run is fetching this symbol"))
+
     def _spawn(self, job: SymbolPlan, slot: int, lock: filelock.BaseFileLock) -> _Active:
         settings = self.settings
         config = WorkerConfig(
@@ -350,6 +384,7 @@ class Orchestrator:
             client_id=settings.client_id_base + slot,
             settings=settings,
             session_granted=self.grants is not None,
+            edges=self.config.edges,
             seed=self.rng.randrange(1 << 30),
             initial_tokens=staggered_start(
                 slot, max(1, settings.workers), self.controller.rate
