@@ -11,6 +11,7 @@ one more), then ``backfill run`` of 8 symbols into a fresh temp lake. Figures pe
   162s; the rate the run ended at; whether ``backfill verify`` passes afterwards.
 
 Usage: python scripts/bench_throttle.py [--days 31] [--slow-days 8] [--rows auto,0.7,3,10]
+[--lift-cap]
 (``--slow-days``: the 0.7 row fetches fewer days, or it takes 6 minutes; said in its row.)
 """
 
@@ -55,7 +56,9 @@ def backfill(*args: str) -> list[str]:
     return [sys.executable, "-m", "backfill", *args]
 
 
-def bench_row(rate: str, days: int, work: Path, gateway_src: Path | None) -> dict[str, object]:
+def bench_row(
+    rate: str, days: int, work: Path, gateway_src: Path | None, extra: tuple[str, ...] = ()
+) -> dict[str, object]:
     lake, log = work / f"lake-{rate}", work / f"gateway-{rate}.jsonl"
     port = free_port()
     gateway = subprocess.Popen(
@@ -72,7 +75,7 @@ def bench_row(rate: str, days: int, work: Path, gateway_src: Path | None) -> dic
         done = subprocess.run(
             backfill("run", "--gateway", f"127.0.0.1:{port}", "--lake", str(lake),
                      "--symbols", SYMBOLS, "--from", str(FIRST), "--to", str(last),
-                     "--rate", rate, "--json"),
+                     "--rate", rate, "--json", *extra),
             capture_output=True, text=True,
         )
         wall = time.perf_counter() - started
@@ -87,7 +90,8 @@ def bench_row(rate: str, days: int, work: Path, gateway_src: Path | None) -> dic
     answered = outcomes["bars"] + outcomes["no_data"]
     verify = subprocess.run(backfill("verify", "--lake", str(lake)), capture_output=True)
     return {
-        "rate": rate, "days": days, "exit": done.returncode, "wall_s": round(wall, 1),
+        "rate": rate, "extra": " ".join(extra), "days": days, "exit": done.returncode,
+        "wall_s": round(wall, 1),
         "answered": answered, "throughput": round(answered / wall, 3),
         "share_of_capacity": round(answered / wall / CAPACITY, 3),
         "dropped_overload": sum(1 for r in historical if r.get("outcome") == "dropped"),
@@ -106,6 +110,8 @@ def main() -> None:
     parser.add_argument("--slow-days", type=int, default=8, help="days of the 0.7 row")
     parser.add_argument("--rows", default="auto,0.7,3,10")
     parser.add_argument("--keep", type=Path, help="keep lakes and gateway logs here")
+    parser.add_argument("--lift-cap", action="store_true",
+                        help="--max-in-flight-total 50: the run's in-flight cap at IB's 50")
     parser.add_argument("--gateway-src", type=Path,
                         help="run the gateway from this source tree (another checkout)")
     args = parser.parse_args()
@@ -114,7 +120,8 @@ def main() -> None:
     try:
         for rate in args.rows.split(","):
             days = args.slow_days if rate == "0.7" else args.days
-            print(json.dumps(bench_row(rate, days, work, args.gateway_src)), flush=True)
+            extra = ("--max-in-flight-total", "50") if args.lift_cap else ()
+            print(json.dumps(bench_row(rate, days, work, args.gateway_src, extra)), flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
