@@ -285,6 +285,17 @@ def run(
                           help="Run logs kept in <lake>/_runs/: the newest N, this run's "
                           "included; older ones are deleted at the start of each run.")
     ] = _RUN.keep_runs,
+    stall_after: Annotated[
+        float, typer.Option("--stall-after", min=0.0,
+                            help="Seconds a worker may send nothing while it has work before "
+                            "it is shown stalled and its share of the rate goes to the "
+                            "others (a waiting worker sends heartbeats); 0: never.")
+    ] = _RUN.stall_after_s,
+    stall_restart_after: Annotated[
+        float, typer.Option("--stall-restart-after", min=0.0,
+                            help="Seconds of such silence before the worker is killed and "
+                            "restarted like a crashed one (resumes from the lake); 0: never.")
+    ] = _RUN.stall_restart_after_s,
     aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
@@ -312,6 +323,7 @@ def run(
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
             client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            stall_after_s=stall_after, stall_restart_after_s=stall_restart_after,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
                        contract_window_s=ib_contract_window_s, session_max=ib_session_max,
                        session_window_s=ib_session_window_s),

@@ -24,6 +24,7 @@ class Status(str, Enum):
     FAILED = "failed"
     SKIPPED = "skipped"
     STOPPED = "stopped"  # interrupted (Ctrl-C): what was fetched is flushed, the rest is not
+    STALLED = "stalled"  # its worker sent nothing for --stall-after s (set by the orchestrator)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,12 @@ class WorkerFinished(Event):
     days_written: int = 0
 
 
+@dataclass(frozen=True)
+class Heartbeat(Event):
+    """A worker is alive (sent while it has work, however quiet): the orchestrator's stall
+    watch takes it and passes it on to nobody."""
+
+
 EVENT_NAMES: dict[type, str] = {
     WorkerQueued: "queued",
     WorkerStarted: "started",
@@ -169,4 +176,5 @@ EVENT_NAMES: dict[type, str] = {
     DayFailed: "day_failed",
     WorkerFailed: "failed",
     WorkerFinished: "finished",
+    Heartbeat: "heartbeat",
 }

@@ -10,11 +10,13 @@ import contextlib
 import dataclasses
 import json
 import os
+import queue
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -445,12 +447,10 @@ def test_rows_count_once_across_a_worker_restart(make_sim, lake):
     assert "worker process died" in out
     assert _summary_rows(err, "ETH-USD") == len(lake_rows(lake, Symbol("ETH", "USD")))
 
-
-@pytest.mark.skip(reason="issue 10 bug 8 (stalled workers): not done yet, test first")
 def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(20, 40)))
     process = subprocess.Popen(
-        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-31", "--rate", "4",
+        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20", "--rate", "4",
                  "--stall-after", "1", "--stall-restart-after", "4", "--json"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
@@ -479,7 +479,33 @@ def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim,
     before = [t for t in btc if stopped_at - 3 <= t < stopped_at]
     after = [t for t in btc if stalled_at + 0.5 <= t < stalled_at + 2.5]
     assert len(before) / 3 < 2.6 and len(after) / 2 > 3.0, (len(before), len(after))
-    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-31")
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20")
+
+
+def test_a_worker_waiting_on_a_hung_request_is_not_taken_for_stalled(sim, lake):
+    sim.set_faults(FaultConfig(hang_share=1.0))  # every request hangs, within its timeout
+    process = subprocess.Popen(
+        run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50", "--request-timeout", "30",
+                 "--stall-after", "0.5", "--stall-restart-after", "1", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in process.stdout], daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not [r for r in historical(sim) if r.outcome == "hung"]:
+        assert time.monotonic() < deadline and process.poll() is None, "no request went out"
+        time.sleep(0.02)
+    # Four times the restart limit, silent but for heartbeats: neither stalled nor killed.
+    quiet_until = time.monotonic() + 4.0
+    seen: list[dict] = []
+    while time.monotonic() < quiet_until:
+        with contextlib.suppress(queue.Empty):
+            seen.append(json.loads(lines.get(timeout=0.1)))
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert not [e for e in seen if e["event"] == "status" and e["status"] == "stalled"], seen
+    assert not [e for e in seen if e["event"] == "retry"], seen
+    assert process.returncode == 130
 
 
 def test_a_part_the_run_cannot_read_fails_its_symbol_and_nothing_is_moved(sim, lake):
