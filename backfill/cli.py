@@ -437,7 +437,8 @@ def plan(
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
-    Reads only Parquet footers (and, with --head, asks the gateway for earliest bars).
+    Reads only Parquet footers and the heads runs recorded (<lake>/_gateway/heads.json: days
+    before a symbol's first bar are not missing); --head asks the gateway for them afresh.
     --json prints one document: {first, last, today, window_days, rate, workers,
     max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
@@ -466,15 +467,18 @@ def plan(
             latency_s=latency_ms / 1000, client_id_base=client_id_base,
         )
         settings.check()
-        listing = None
+        # Days before a head a run recorded in the lake are before listing, not missing.
+        from backfill.lake.heads import listing_days, read_heads
+
+        listing = listing_days(read_heads(root))
         if head:
             from backfill.ib.preflight import earliest_days
             from backfill.sim.embedded import serving
 
             with serving(GatewayAddress.parse(gateway)) as (host, port):
-                listing = earliest_days(host, port, settings.client_id_base, symbol_list,
-                                        client_id_tries=settings.client_id_tries,
-                                        timeout_s=settings.connect_timeout_s)
+                listing |= earliest_days(host, port, settings.client_id_base, symbol_list,
+                                         client_id_tries=settings.client_id_tries,
+                                         timeout_s=settings.connect_timeout_s)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
         coverage = read_coverage(root, symbol_list, first, min(last, today))

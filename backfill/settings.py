@@ -92,6 +92,9 @@ class RunSettings:
     # waiting worker is not silent: it sends a heartbeat (``run.stall``). 0 turns either off.
     stall_after_s: float = 60.0
     stall_restart_after_s: float = 300.0
+    # A symbol's head timestamp recorded in the lake (``lake.heads``) is asked again after
+    # this many days, by a run whose range starts before it: IB may add earlier history.
+    head_max_age_days: float = 30.0
     ib: IBRules = field(default_factory=IBRules)
 
     def check(self) -> None:

@@ -7,8 +7,9 @@ Bad answers become ``BadInput`` (exit 2): they happen before anything is written
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from backfill.domain import BadInput, Symbol
 from backfill.ib.session import (
@@ -33,10 +34,15 @@ def preflight(
     *,
     client_id_tries: int,
     timeout_s: float,
-) -> None:
-    """Connect once and qualify every symbol; raise BadInput on what no worker could fix."""
+    heads_for: Sequence[Symbol] = (),
+) -> dict[Symbol, datetime]:
+    """Connect once and qualify every symbol; raise BadInput on what no worker could fix.
 
-    async def check() -> None:
+    Then, on the same connection, ask the head timestamp of each of ``heads_for``: the
+    answers (a symbol whose head could not be had is left out: its range is not clipped).
+    """
+
+    async def check() -> dict[Symbol, datetime]:
         session = await _connect(host, port, client_id, client_id_tries, timeout_s)
 
         async def known(symbol: Symbol, start_s: float) -> bool:
@@ -61,11 +67,17 @@ def preflight(
                     f"the gateway has no CRYPTO contract on PAXOS for "
                     f"{'them' if len(unknown) > 1 else 'it'}"
                 )
+            heads: dict[Symbol, datetime] = {}
+            # One at a time: a handful of requests, once per symbol for the life of a lake.
+            for symbol in heads_for:
+                with contextlib.suppress(IBSessionError):
+                    heads[symbol] = await session.earliest_bar(symbol)
+            return heads
         finally:
             session.disconnect()
 
     try:
-        asyncio.run(check())
+        return asyncio.run(check())
     except IBSessionError as exc:
         raise BadInput(f"gateway {host}:{port}: {exc}") from None
 

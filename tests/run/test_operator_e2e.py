@@ -385,7 +385,6 @@ def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
     assert_lake_equals_simulator(lake, sim, ["ETH-USD"], "2025-07-01", "2025-07-03")
 
 
-@pytest.mark.skip(reason="issue 10 bug 9 (run asks the head once): not done yet, test first")
 def test_days_before_a_listing_are_not_asked_and_the_head_is_asked_once(sim, lake):
     # SOL lists on 2020-09-01 in the simulator.
     done = run_backfill(sim, lake, ["SOL-USD"], "1990-01-01", "2020-09-02", "--rate", "50")
