@@ -296,6 +296,13 @@ def run(
                             help="Seconds of such silence before the worker is killed and "
                             "restarted like a crashed one (resumes from the lake); 0: never.")
     ] = _RUN.stall_restart_after_s,
+    wait_for_other_run: Annotated[
+        float, typer.Option("--wait-for-other-run", min=0.0,
+                            help="A symbol another backfill run is fetching is waited for "
+                            "and taken over if that run stops early; once this run has "
+                            "nothing else to do, it waits at most this many seconds, then "
+                            "judges the symbol by the lake (days missing: exit 1).")
+    ] = _RUN.wait_for_other_run_s,
     aggregate_tf: AggregateTfOpt = None,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
@@ -324,6 +331,7 @@ def run(
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
             client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
             stall_after_s=stall_after, stall_restart_after_s=stall_restart_after,
+            wait_for_other_run_s=wait_for_other_run,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
                        contract_window_s=ib_contract_window_s, session_max=ib_session_max,
                        session_window_s=ib_session_window_s),

@@ -86,6 +86,9 @@ class RunSettings:
     # later run: IB may not have settled the last minutes' bars yet.
     settle_s: float = 300.0
     latency_s: float = 0.3  # the gateway latency ``plan`` assumes (``--latency-ms``)
+    # Once a run has nothing else to do, how long it waits for a symbol another run is
+    # fetching before judging that symbol by the lake.
+    wait_for_other_run_s: float = 3600.0
     keep_runs: int = 100  # run logs kept in <lake>/_runs/, this run's included
     # A worker silent this long while it has work is shown stalled and its share of the rate
     # goes to the others; silent ``stall_restart_after_s`` it is killed and restarted. A

@@ -36,6 +36,7 @@ STATUS_STYLES: dict[Status, str] = {
     Status.DONE: "bold green",
     Status.FAILED: "bold red",
     Status.SKIPPED: "dim",
+    Status.WAITING: "dim",
     Status.STOPPED: "bold yellow",
     Status.STALLED: "bold red",
 }
@@ -50,6 +51,7 @@ _ROW_PRIORITY: dict[Status, int] = {
     Status.QUEUED: 2,
     Status.DONE: 3,
     Status.SKIPPED: 3,
+    Status.WAITING: 2,
     Status.STOPPED: 1,
 }
 _FOOTER_LINES = 3  # two footer lines and the blank line between table and footer

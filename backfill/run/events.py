@@ -23,6 +23,7 @@ class Status(str, Enum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    WAITING = "waiting"  # another run holds the symbol: taken over when it lets go
     STOPPED = "stopped"  # interrupted (Ctrl-C): what was fetched is flushed, the rest is not
     STALLED = "stalled"  # its worker sent nothing for --stall-after s (set by the orchestrator)
 

@@ -35,6 +35,9 @@ from backfill.settings import RunSettings
 
 EventSink = Callable[[ev.Event], None]
 
+# How often a symbol held by another run is tried again.
+LOCK_RETRY_S = 0.5
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -208,6 +211,8 @@ class Orchestrator:
         self.restarts: dict[Symbol, int] = {}
         self.stalls = StallWatch(settings.stall_after_s, settings.stall_restart_after_s,
                                  clock=time.monotonic)
+        self.waiting: set[Symbol] = set()  # symbols whose run lock another run holds
+        self._only_waiting_since: float | None = None
         self.interrupted = False
         self.aborted = ""  # why the run stopped itself (e.g. its run log could not be written)
         self.rng = random.Random(0)
@@ -243,6 +248,7 @@ class Orchestrator:
             now = time.monotonic()
             if not self.stopping:
                 self._start_ready(queue, active, free_slots, now)
+                self._give_up_waiting(queue, active, now)
             rate = self.controller.current_rate()
             if rate != global_rate:
                 reason = "stepped down after a pacing violation" if rate < global_rate \
@@ -293,10 +299,16 @@ class Orchestrator:
             try:
                 lock.acquire()
             except filelock.Timeout:
-                self.emit(ev.StatusChanged(str(job.symbol), at=time.time(),
-                                           status=ev.Status.SKIPPED,
-                                           detail="another backfill run is fetching this symbol"))
+                # Another run is fetching it: wait, and take over if that run stops early
+                # (the lake, read under the lock, then says what is still missing).
+                if job.symbol not in self.waiting:
+                    self.waiting.add(job.symbol)
+                    self.emit(ev.StatusChanged(
+                        str(job.symbol), at=time.time(), status=ev.Status.WAITING,
+                        detail="another backfill run is fetching this symbol; waiting for it"))
+                queue.append((job, now + LOCK_RETRY_S))
                 continue
+            self.waiting.discard(job.symbol)
             # Under the run lock, the lake is the truth: a crashed attempt or another run
             # may have fetched some of these days since the plan was made.
             fresh = self.resume(job.symbol)
@@ -308,6 +320,22 @@ class Orchestrator:
             slot = free_slots.pop(0)
             self._apply(self.budget.start(slot))
             active[slot] = self._spawn(fresh, slot, lock)
+
+    def _give_up_waiting(
+        self, queue: deque[tuple[SymbolPlan, float]], active: dict[int, _Active], now: float
+    ) -> None:
+        """Once only symbols held by other runs are left, wait for them a bounded time."""
+        if active or not queue or any(job.symbol not in self.waiting for job, _ in queue):
+            self._only_waiting_since = None
+            return
+        if self._only_waiting_since is None:
+            self._only_waiting_since = now
+        if now - self._only_waiting_since < self.settings.wait_for_other_run_s:
+            return
+        while queue:
+            job, _ = queue.popleft()
+            self.emit(ev.StatusChanged(str(job.symbol), at=time.time(), status=ev.Status.SKIPPED,
+                                       detail="another backfill run is fetching this symbol"))
 
     def _spawn(self, job: SymbolPlan, slot: int, lock: filelock.BaseFileLock) -> _Active:
         settings = self.settings

@@ -375,14 +375,45 @@ def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
     held = filelock.FileLock(run_lock_path(lake, "BTC-USD"))
     with held:
         short = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-03",
-                             "--rate", "50")
-        whole = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], *TWO_DAYS, "--rate", "50")
+                             "--rate", "50", "--wait-for-other-run", "1")
+        whole = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], *TWO_DAYS, "--rate", "50",
+                             "--wait-for-other-run", "1")
     assert short.returncode == 1, short.stdout[-2000:] + short.stderr
     line = next(x for x in short.stdout.splitlines() if "BTC-USD" in x and "│" in x)
     assert "skipped" in line and "1 day missing" in short.stdout, short.stdout
     assert "another backfill run" in short.stdout
     assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr
     assert_lake_equals_simulator(lake, sim, ["ETH-USD"], "2025-07-01", "2025-07-03")
+
+
+def test_a_symbol_another_run_holds_is_waited_for_and_taken_over_when_it_lets_go(sim, lake):
+    # Another run holds BTC-USD (and then stops early, having fetched nothing): this run
+    # waits for it, then fetches BTC-USD itself, under the lock, and exits 0.
+    held = filelock.FileLock(run_lock_path(lake, "BTC-USD"))
+    held.acquire()
+    try:
+        process = subprocess.Popen(
+            [*run_args(sim, lake, ["BTC-USD", "ETH-USD"], *TWO_DAYS, "--rate", "50"), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        seen_waiting = False
+        deadline = time.monotonic() + 60
+        for line in process.stdout:  # NDJSON events, one a line
+            event = json.loads(line)
+            if event.get("symbol") == "BTC-USD" and event.get("status") == "waiting":
+                seen_waiting = True
+            if event.get("symbol") == "ETH-USD" and event.get("event") == "finished":
+                break
+            assert time.monotonic() < deadline, "ETH-USD never finished"
+        assert seen_waiting, "BTC-USD was not shown waiting for the other run"
+        assert process.poll() is None, "the run ended instead of waiting for BTC-USD"
+    finally:
+        held.release()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, out[-2000:] + err
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], *TWO_DAYS)
 
 
 def test_days_before_a_listing_are_not_asked_and_the_head_is_asked_once(sim, lake):
