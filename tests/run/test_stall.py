@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from backfill.domain import BadInput
 from backfill.run.stall import StallWatch, Verdict, heartbeat_every
+from backfill.settings import RunSettings
 
 
 class FakeClock:
@@ -78,3 +82,12 @@ def test_a_forgotten_worker_is_not_checked_and_zero_turns_detection_off():
 def test_heartbeats_come_four_times_within_the_limit():
     assert heartbeat_every(60.0) == 15.0
     assert heartbeat_every(1.0) == 0.25
+
+
+def test_a_restart_limit_below_the_stall_limit_is_bad_input():
+    with pytest.raises(BadInput, match="--stall-restart-after"):
+        RunSettings(stall_after_s=5, stall_restart_after_s=1).check()
+    with pytest.raises(BadInput, match="--stall-after"):
+        RunSettings(stall_after_s=-1).check()
+    RunSettings(stall_after_s=5, stall_restart_after_s=0).check()  # 0: restarts off
+    RunSettings(stall_after_s=0, stall_restart_after_s=1).check()  # 0: detection off
