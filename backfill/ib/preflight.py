@@ -24,6 +24,9 @@ from backfill.ib.session import (
 # With the connect handshake's messages, any second stays under the gateway's 50 messages.
 PREFLIGHT_BURST = 16
 PREFLIGHT_RATE = 20.0
+# A head timestamp not answered by then is done without: the run starts, unclipped for that
+# symbol (days before its listing come back as no-data days), and asks again next run.
+HEAD_TIMEOUT_S = 3.0
 
 
 def preflight(
@@ -67,12 +70,19 @@ def preflight(
                     f"the gateway has no CRYPTO contract on PAXOS for "
                     f"{'them' if len(unknown) > 1 else 'it'}"
                 )
-            heads: dict[Symbol, datetime] = {}
-            # One at a time: a handful of requests, once per symbol for the life of a lake.
-            for symbol in heads_for:
-                with contextlib.suppress(IBSessionError):
-                    heads[symbol] = await session.earliest_bar(symbol)
-            return heads
+
+            async def head(symbol: Symbol, start_s: float) -> datetime | None:
+                await asyncio.sleep(start_s)
+                with contextlib.suppress(IBSessionError, asyncio.TimeoutError):
+                    return await asyncio.wait_for(session.earliest_bar(symbol), HEAD_TIMEOUT_S)
+                return None
+
+            # Once per symbol for the life of a lake; overlapping and spaced as above, so a
+            # gateway that does not answer costs HEAD_TIMEOUT_S once, not once per symbol.
+            answers = await asyncio.gather(
+                *(head(s, n / PREFLIGHT_RATE) for n, s in enumerate(heads_for))
+            )
+            return {s: h for s, h in zip(heads_for, answers, strict=True) if h is not None}
         finally:
             session.disconnect()
 
