@@ -33,6 +33,14 @@ from backfill.settings import (
     read_config_file,
     resolve_lake,
 )
+from backfill.sim.behaviour import DayDuration, Overload, TooLong, WindowEdges
+from backfill.sim.flags import GatewayFlags, MsRange, exposure_warning
+
+try:  # typer >= 0.23 vendors click; earlier versions depend on it
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
+from typer.core import TyperCommand
 
 # Every default below is read from here: they are defined once, in backfill/settings.py.
 _RUN = RunSettings()
@@ -531,6 +539,17 @@ def verify(
                            "per symbol, with per-day counts; a finding names its first 5 ranges.")
     ] = False,
     json: JsonOpt = False,
+    daily_days: Annotated[int, typer.Option(
+        "--daily-gap-days", min=1,
+        help="A minute of the day missing on nearly every day is an error (a bar lost to the "
+             "request's window edges, or a daily gap at the source) once a symbol has at "
+             "least this many whole days to judge by.")] = 7,
+    daily_share: Annotated[float, typer.Option(
+        "--daily-gap-share", min=0.0, max=1.0,
+        help="... missing on at least this share of those days.")] = 0.9,
+    daily_full: Annotated[float, typer.Option(
+        "--daily-gap-full", min=0.0, max=1.0,
+        help="... counting only days holding at least this share of 1,440 bars.")] = 0.95,
 ) -> None:
     """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
@@ -540,11 +559,13 @@ def verify(
     --json prints one document (version 2): {version, lake, from, to, findings: [{severity,
     kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
     minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
-    parts, days, days_complete, days_partial, days_missing, rows, gaps, gap_minutes, gap_days,
-    errors, warnings}]}. `minutes` are runs of bar-end minutes, at most the first 5 unless
-    --gaps: `truncated` is true when fewer than `ranges_total` are listed. A symbol's `gap`
-    warning (day null) also has `days`: [{day, gap_minutes, gaps}]. More in README.md.
+    parts, days, days_complete, days_partial, days_missing, days_no_data, rows, gaps,
+    gap_minutes, gap_days, errors, warnings}]}. `minutes` are runs of bar-end minutes, at
+    most the first 5 unless --gaps: `truncated` is true when fewer than `ranges_total` are
+    listed. A symbol's `gap` warning (day null) also has `days`: [{day, gap_minutes, gaps}].
+    More in README.md.
     """
+    from backfill.lake.minute_check import MinuteCheckThresholds
     from backfill.lake.verify import Tally, verify_stream
 
     try:
@@ -552,7 +573,8 @@ def verify(
         first = None if from_ is None else parse_day(from_, "--from")
         last = None if to is None else parse_day(to, "--to")
         root = resolve_lake(lake)
-        stream = verify_stream(root, symbol_list, first, last, gaps)
+        stream = verify_stream(root, symbol_list, first, last, gaps,
+                               MinuteCheckThresholds(daily_days, daily_full, daily_share))
     except BadInput as exc:
         fail_bad_input(str(exc))
     tally = Tally(root, first, last)
@@ -646,13 +668,104 @@ def aggregate(
 
 
 @app.command()
+def probe(
+    gateway: Annotated[str, typer.Option(
+        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT.")],
+    symbol: Annotated[str, typer.Option("--symbol", help="The symbol asked about.")] = "BTC-USD",
+    lake: LakeOpt = None,
+    client_id: Annotated[int, typer.Option(
+        "--client-id", min=1, help="clientId of the probe; a taken id moves to the next.")
+    ] = 99,
+    request_timeout: Annotated[float, typer.Option(
+        "--request-timeout", min=0.1, help="Seconds a request may go unanswered before it "
+        "counts as refused (real gateways answer some too-long windows by never answering).")
+    ] = 30.0,
+    pause_s: Annotated[float, typer.Option(
+        "--pause-s", hidden=True, help="Seconds between requests (5 per contract in 2 s).")
+    ] = 0.45,
+    batch_gap_s: Annotated[float, typer.Option(
+        "--batch-gap-s", hidden=True, help="Seconds before a batch of requests sent at once.")
+    ] = 2.2,
+    json: JsonOpt = False,
+) -> None:
+    """Measure what this gateway does where IB's documentation is silent (about 20 requests).
+
+    Finds window_edges ([) (] [] ()), day_duration (calendar or sessions, from "2 D" and
+    "7 D"), max_window_days (the longest of 1, 2, 3, 5, 7, 10 days answered), latency_s
+    (median of a full day with 1, 2 and 4 in flight), future_end (a window ending in the
+    future: its last bar, and whether that bar was still forming) and aggtrades (permitted,
+    or IB's error), each with its evidence, and records them in the lake
+    (_gateway/<host>-<port>.json) for run and plan. --json prints one document with those
+    keys plus gateway, symbol, checked_at, requests, unanswered and evidence. Exit 0 every
+    check answered, 1 one was not (named), 2 bad input.
+    """
+    import json as jsonlib
+
+    from backfill.ib.probe import KEYS, ProbeSettings, run_probe
+    from backfill.ib.session import IBSessionError
+    from backfill.lake.gateway import write_finding
+    from backfill.settings import GatewayAddress
+
+    try:
+        address = GatewayAddress.parse(gateway)
+        if address.embedded:
+            raise BadInput("--gateway: probe measures a real gateway: give HOST:PORT")
+        asked = Symbol.parse(symbol)
+        root = resolve_lake(lake)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+
+    def progress(step: str) -> None:
+        if not json:
+            typer.echo(f"probe: {step}", err=True)
+
+    try:
+        report = run_probe(address.host, address.port, client_id, asked,
+                           ProbeSettings(pause_s, batch_gap_s, request_timeout),
+                           progress=progress)
+    except IBSessionError as exc:
+        fail_bad_input(f"gateway {address}: {exc}")
+    try:
+        for key in KEYS:
+            if key in report.findings:
+                write_finding(root, address.host, address.port, key, report.findings[key],
+                              {"symbol": str(asked), "requests": report.evidence.get(key, [])},
+                              report.checked_at)
+    except OSError as exc:
+        typer.echo(f"backfill: cannot record the findings in {root}: {exc}", err=True)
+    if json:
+        typer.echo(jsonlib.dumps(report.to_json(str(address)), indent=2))
+    else:
+        for key in KEYS:
+            value = report.findings.get(key, f"not answered: {report.unanswered.get(key, '')}")
+            typer.echo(f"{key:16} {value}")
+    raise typer.Exit(EXIT_FAILED if report.unanswered else EXIT_OK)
+
+
+class _OneLineUsageErrors(TyperCommand):
+    """A command whose bad flags get the project's answer: one line on stderr, exit 2."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"backfill: error: {message}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@app.command(cls=_OneLineUsageErrors)
 def gateway(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[str, typer.Option("--port", help="TCP port; 0 picks a free one.")] = "7497",
-    seed: Annotated[str, typer.Option("--seed", help="Seed of bars and faults.")] = "0",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="TCP port; 0 picks a free one.")
+    ] = 7497,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of bars and faults.")] = 0,
     latency_ms: Annotated[
-        str, typer.Option("--latency-ms", help="Answer latency MIN-MAX ms (uniform).")
-    ] = "0",
+        MsRange,
+        typer.Option("--latency-ms", parser=MsRange.parse, metavar="MIN-MAX",
+                     help="Answer latency in ms, uniform within MIN-MAX (or one N)."),
+    ] = "0",  # type: ignore[assignment]
     no_pacing: Annotated[bool, typer.Option("--no-pacing", help="Disable every limit.")] = False,
     strict_pacing: Annotated[
         bool, typer.Option("--strict-pacing", help="60 requests/10 min for every bar size.")
@@ -664,43 +777,130 @@ def gateway(
         str | None, typer.Option("--symbols", help="Base assets quoted in USD, e.g. BTC,ETH.")
     ] = None,
     soft_rate: Annotated[
-        str, typer.Option("--soft-rate", help="Req/s above which answers slow (0 = off).")
-    ] = "1.0",
+        float, typer.Option("--soft-rate", min=0.0,
+                            help="Req/s above which answers slow (0 = off).")
+    ] = 1.0,
     max_rate: Annotated[
-        str, typer.Option("--max-rate", help="Req/s over 10 s above which: 162 (0 = off).")
-    ] = "5.0",
+        float, typer.Option("--max-rate", min=0.0,
+                            help="Req/s over 10 s above which: 162 (0 = off).")
+    ] = 5.0,
     identical_window: Annotated[
-        str, typer.Option("--identical-window", help="Seconds an identical request is paced.")
-    ] = "15",
+        float, typer.Option("--identical-window", min=0.0,
+                            help="Seconds an identical request is paced.")
+    ] = 15.0,
     contract_window: Annotated[
-        str, typer.Option("--contract-window", help="Seconds of the 6-per-contract rule.")
-    ] = "2",
+        float, typer.Option("--contract-window", min=0.0,
+                            help="Seconds of the 6-per-contract rule.")
+    ] = 2.0,
     max_open: Annotated[
-        str, typer.Option("--max-open", help="Open historical requests allowed.")
-    ] = "50",
+        int, typer.Option("--max-open", min=1, help="Open historical requests allowed.")
+    ] = 50,
     hang_share: Annotated[
-        str, typer.Option("--hang-share", help="Share of requests never answered.")
-    ] = "0",
+        float, typer.Option("--hang-share", min=0.0, max=1.0,
+                            help="Share of requests never answered.")
+    ] = 0.0,
     error_share: Annotated[
-        str, typer.Option("--error-share", help="Share answered with a transient 162.")
-    ] = "0",
+        float, typer.Option("--error-share", min=0.0, max=1.0,
+                            help="Share answered with a transient 162.")
+    ] = 0.0,
     drop_after: Annotated[
-        str | None,
-        typer.Option("--drop-after", help="Drop a connection after N data requests."),
+        int | None,
+        typer.Option("--drop-after", min=0, help="Drop a connection after N data requests."),
     ] = None,
     drop_share: Annotated[
-        str, typer.Option("--drop-share", help="Share of requests that drop the connection.")
-    ] = "0",
+        float, typer.Option("--drop-share", min=0.0, max=1.0,
+                            help="Share of requests that drop the connection.")
+    ] = 0.0,
     max_duration_days: Annotated[
-        str, typer.Option("--max-duration-days", help="Longest 1-min request, in days.")
-    ] = "10",
+        float, typer.Option("--max-duration-days", min=0.0,
+                            help="Longest 1-min request, in days (> 0).")
+    ] = 10.0,
     no_trade_share: Annotated[
-        str, typer.Option("--no-trade-share", help="Share of minutes without a bar.")
-    ] = "0.02",
+        float, typer.Option("--no-trade-share", min=0.0, max=1.0,
+                            help="Share of minutes without a bar (< 1).")
+    ] = 0.02,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option("--parent-pid", min=1, help="Exit when this process ends (a lifeline for "
+                     "whoever starts the gateway as a child; checked 5 times a second)."),
+    ] = None,
+    # Where real IB's behaviour is undocumented: one switch per plausible answer.
+    window_edges: Annotated[
+        WindowEdges,
+        typer.Option("--window-edges", help="Bar starts served for end-duration..end, in "
+                     "interval notation ('()': 1,439 minutes in 86400 S)."),
+    ] = WindowEdges.CLOSED_OPEN,
+    timezone_: Annotated[
+        str, typer.Option("--timezone", help="The login time zone (IANA name): header and "
+                          "formatDate=1 times, zone-less end times; named in the handshake."),
+    ] = "UTC",
+    day_duration: Annotated[
+        DayDuration,
+        typer.Option("--day-duration", help="'N D' as N*24 h, or as N sessions of a calendar "
+                     "with a weekly break (the header says which window was served)."),
+    ] = DayDuration.CALENDAR,
+    session_break: Annotated[
+        str, typer.Option("--session-break", help="Weekdays without a session under "
+                          "--day-duration sessions, e.g. sat,sun; 'none' for none."),
+    ] = "sat",
+    too_long: Annotated[
+        TooLong,
+        typer.Option("--too-long", help="A request over --max-duration-days: 162 'Time length "
+                     "exceed max.', or never answered."),
+    ] = TooLong.ERROR,
+    no_permission: Annotated[
+        str | None, typer.Option("--no-permission", help="Base assets answered 162 'No market "
+                                 "data permissions', e.g. BTC,ETH."),
+    ] = None,
+    competing_session_after: Annotated[
+        int | None,
+        typer.Option("--competing-session-after", min=0, help="Data requests served before a "
+                     "competing session blocks the rest (162 or 10197)."),
+    ] = None,
+    competing_session_for: Annotated[
+        float | None,
+        typer.Option("--competing-session-for", min=0.0,
+                     help="Seconds the competing session lasts. Default: for good.",
+                     show_default=False),
+    ] = None,
+    competing_session_code: Annotated[
+        int, typer.Option("--competing-session-code", help="162 (connected from a different "
+                          "IP address) or 10197 (competing live session)."),
+    ] = 162,
+    farm_down_after: Annotated[
+        int | None,
+        typer.Option("--farm-down-after", min=0, help="Data requests served before 2105 'HMDS "
+                     "data farm connection is broken': later ones are held until 2106."),
+    ] = None,
+    farm_down_for: Annotated[
+        float, typer.Option("--farm-down-for", min=0.0,
+                            help="Seconds from 2105 to 2106 (--farm-down-after)."),
+    ] = 60.0,
+    partial_last_bar: Annotated[
+        bool, typer.Option("--partial-last-bar", help="A window reaching into the future also "
+                           "gets the bar of the minute still forming."),
+    ] = False,
+    cancel_answer: Annotated[
+        int, typer.Option("--cancel-answer", help="A cancelled open request gets 162 'query "
+                          "cancelled' or 366 'No historical data query found'."),
+    ] = 162,
+    overload: Annotated[
+        Overload,
+        typer.Option("--overload", help="Past --soft-rate answers slow; 'disconnect' also drops "
+                     "a client that adds to a sustained overload."),
+    ] = Overload.SLOW,
+    overload_queue: Annotated[
+        int, typer.Option("--overload-queue", min=1, help="Requests waiting on the soft "
+                          "throttle at which one more is an overload (--overload disconnect)."),
+    ] = 10,
+    overload_after: Annotated[
+        float, typer.Option("--overload-after", min=0.0, help="Seconds of slowed answers after "
+                            "which one more is an overload (--overload disconnect)."),
+    ] = 20.0,
 ) -> None:
     """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
-    from backfill.sim.flags import GatewayFlags
     from backfill.sim.gateway import run_forever
+    from backfill.sim.lifeline import Lifeline
 
     try:
         config = GatewayFlags(
@@ -710,9 +910,24 @@ def gateway(
             contract_window=contract_window, max_open=max_open, hang_share=hang_share,
             error_share=error_share, drop_after=drop_after, drop_share=drop_share,
             max_duration_days=max_duration_days, no_trade_share=no_trade_share,
+            window_edges=window_edges, timezone=timezone_, day_duration=day_duration,
+            session_break=session_break, too_long=too_long, no_permission=no_permission,
+            competing_session_after=competing_session_after,
+            competing_session_for=competing_session_for,
+            competing_session_code=competing_session_code, farm_down_after=farm_down_after,
+            farm_down_for=farm_down_for, partial_last_bar=partial_last_bar,
+            cancel_answer=cancel_answer, overload=overload, overload_queue=overload_queue,
+            overload_after=overload_after,
         ).to_config()
+        lifeline = None if parent_pid is None else Lifeline.to(parent_pid)
     except BadInput as exc:
         fail_bad_input(str(exc))
+    except ValueError as exc:
+        fail_bad_input(f"--parent-pid: {exc}")
+
+    warning = exposure_warning(config.host)
+    if warning is not None:
+        typer.echo(f"backfill: warning: {warning}", err=True)
 
     def announce(bound_host: str, bound_port: int) -> None:
         # The orchestrator parses this exact line to learn the port.
@@ -720,7 +935,7 @@ def gateway(
         sys.stdout.flush()
 
     try:
-        run_forever(config, announce)
+        run_forever(config, announce, lifeline)
     except OSError as exc:  # e.g. the port is taken
         typer.echo(f"backfill: error: cannot listen on {host}:{port}: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None

@@ -216,12 +216,14 @@ class DayCoverage:
     """What the lake knows about one fetched day of one symbol (from a part's footer).
 
     ``complete`` is False for a day that ended after the fetch (today): fetch it again.
+    ``no_data``: the day is empty because IB said so ("HMDS query returned no data").
     """
 
     day: date
     rows: int
     fetched_at: datetime
     complete: bool
+    no_data: bool = False
 
 
 def missing_minute_ranges(

@@ -406,6 +406,12 @@ class SessionGrants:
             return INF
         return max(0.0, self._used[excess - 1] + self.window_s + self.margin_s - now)
 
+    def note_sent(self, at: float) -> None:
+        """A send made outside the grants (before the workers: the run's probe of the
+        gateway) at ``at`` on this clock: IB counts it too."""
+        self._used.append(at)
+        self._used = deque(sorted(self._used))
+
     def holds(self, slot: Hashable) -> bool:
         """Whether ``slot`` has an unused grant."""
         return slot in self._open

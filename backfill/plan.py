@@ -41,6 +41,8 @@ class SymbolPlan:
     months_total: int
     windows: tuple[Window, ...]
     eta_seconds: float  # its worker's time running alongside the others (see ``plan``)
+    # Done days that are empty because IB said it had no data (shown apart from days with bars)
+    days_no_data: tuple[date, ...] = ()
 
     @property
     def requests(self) -> int:
@@ -58,6 +60,7 @@ class SymbolPlan:
             "days_total": self.days_total,
             "days_done": self.days_done,
             "days_missing": len(self.days_missing),
+            "days_no_data": len(self.days_no_data),
             "missing_ranges": [[a.isoformat(), b.isoformat()] for a, b in self.missing_ranges],
             "months_complete": self.months_complete,
             "months_total": self.months_total,
@@ -188,6 +191,8 @@ def plan_symbol(
         months_total=len(months),
         windows=tuple(group_windows(missing, window_days)),
         eta_seconds=0.0,
+        days_no_data=tuple(d for d in days if d in coverage and coverage[d].complete
+                           and coverage[d].no_data),
     )
 
 

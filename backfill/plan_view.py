@@ -52,7 +52,7 @@ def plan_table(plan: Plan) -> Table:
     for s in plan.symbols:
         table.add_row(
             str(s.symbol),
-            f"{s.days_done}/{s.days_total}",
+            _done(s),
             f"{s.months_complete}/{s.months_total}",
             format_ranges(s.missing_ranges),
             str(s.requests),
@@ -62,9 +62,14 @@ def plan_table(plan: Plan) -> Table:
     return table
 
 
+def _done(s: SymbolPlan) -> str:
+    no_data = f" ({len(s.days_no_data)} IB had no data for)" if s.days_no_data else ""
+    return f"{s.days_done}/{s.days_total}{no_data}"
+
+
 def _symbol_line(s: SymbolPlan) -> str:
     return (
-        f"{s.symbol}  days {s.days_done}/{s.days_total}  "
+        f"{s.symbol}  days {_done(s)}  "
         f"months {s.months_complete}/{s.months_total}  "
         f"missing {format_ranges(s.missing_ranges)}  "
         f"requests {s.requests}  eta {format_duration(s.eta_seconds)}"

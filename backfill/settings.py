@@ -67,6 +67,9 @@ class RunSettings:
     # How long one outage (no answer since the connection was lost) is ridden out before a
     # worker gives up: IB Gateway restarts daily and takes a minute or two.
     reconnect_for_s: float = 600.0
+    # While another session holds the account's market data (10197), one request goes out
+    # this often (or every reconnect_for_s / 20 if less) to see whether it has gone.
+    blocked_retry_s: float = 30.0
     client_id_base: int = 100  # worker N connects with clientId base + N
     client_id_tries: int = 16  # taken ids (326) a worker skips before it gives up
     connect_timeout_s: float = 10.0

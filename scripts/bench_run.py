@@ -54,7 +54,7 @@ def make_sim(latency: tuple[float, float], max_rate: float, seed: int) -> SimGat
     """IB's per-contract and identical rules; no soft throttle; ceiling above the asked rate."""
     return SimGateway(SimConfig(
         port=0, seed=seed, pacing=PacingConfig(soft_rate=None, max_rate=max_rate),
-        faults=FaultConfig(latency_ms=latency, seed=seed),
+        faults=FaultConfig(latency_ms=latency, seed=seed), keep_requests=True,
     )).start()
 
 

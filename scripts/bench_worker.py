@@ -235,7 +235,7 @@ def historical(records: list[RequestRecord]) -> list[RequestRecord]:
 def run_scenario(scenario: Scenario, keep: Path | None) -> Result:
     """Start a fresh simulator, run ``backfill run`` once, measure."""
     sim = SimGateway(SimConfig(
-        port=0, pacing=scenario.sim_pacing(),
+        port=0, keep_requests=True, pacing=scenario.sim_pacing(),
         faults=FaultConfig(latency_ms=(scenario.latency_ms, scenario.latency_ms)),
     )).start()
     lake = Path(tempfile.mkdtemp(prefix="bench-worker-"))

@@ -14,7 +14,8 @@ from backfill.sim import FAST_PACING, SimConfig, SimGateway
 def make_sim() -> Iterator[Callable[..., SimGateway]]:
     """Factory: ``make_sim(**SimConfig fields)`` → a started simulator on a free port.
 
-    Defaults: ``port=0``, ``pacing=FAST_PACING`` (IB's limits / 10, no soft throttle).
+    Defaults: ``port=0``, ``pacing=FAST_PACING`` (IB's limits / 10, no soft throttle),
+    ``keep_requests=True`` (``sim.requests()`` answers).
     Every simulator made is stopped after the test.
     """
     started: list[SimGateway] = []
@@ -22,6 +23,7 @@ def make_sim() -> Iterator[Callable[..., SimGateway]]:
     def make(**overrides: Any) -> SimGateway:
         overrides.setdefault("port", 0)
         overrides.setdefault("pacing", FAST_PACING)
+        overrides.setdefault("keep_requests", True)
         gateway = SimGateway(SimConfig(**overrides)).start()
         started.append(gateway)
         return gateway

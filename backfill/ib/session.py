@@ -20,6 +20,8 @@ from ib_insync import IB, BarDataList, Contract
 from ib_insync.wrapper import RequestError
 
 from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, Window
+from backfill.edges import DEFAULT_RULE, EdgeRule, request_for
+from backfill.ib.served import LoginZone, ServedWindow, login_zone, parse_served
 from backfill.lake.schema import BAR_SCHEMA
 
 # ib_insync logs every IB error at ERROR level; the worker reports them as events instead,
@@ -32,6 +34,12 @@ T = TypeVar("T")
 _MICROS_PER_MINUTE = 60_000_000
 UPSTREAM_LOST = 1100  # connectivity between IB and the gateway lost
 UPSTREAM_RESTORED = (1101, 1102)  # restored, data lost / data maintained
+HMDS_BROKEN = 2105  # "HMDS data farm connection is broken": history is not served until 2106
+HMDS_OK = 2106
+# Data-farm status lines: information, never an error (ib_insync logs them as warnings).
+INFORMATION_CODES = frozenset({2104, 2106, 2107, 2108, 2158})
+DEFAULT_EDGES = EdgeRule.parse(DEFAULT_RULE)
+COMPETING_SESSION = 10197  # "No market data during competing live session"
 
 
 class IBSessionError(Exception):
@@ -80,6 +88,20 @@ class DurationTooLong(IBSessionError):
     retryable = False
 
 
+class NoPermission(IBSessionError):
+    """IB error 162 "No market data permissions for ..." (or 354): the symbol cannot be read.
+
+    Fatal for the symbol at once: asking its other days again cannot help.
+    """
+
+    retryable = False
+
+
+class SessionBlocked(IBSessionError):
+    """The account's market data is taken by another session (10197, or 162 "Trading TWS
+    session is connected from a different IP address"): nothing is served until it goes."""
+
+
 class EmptyAnswer(IBSessionError):
     """The gateway ended the request with no bars and without saying 'no data'."""
 
@@ -109,6 +131,23 @@ class WindowBars:
     bars: pa.Table
     no_data: bool
     latency_s: float
+    # The window IB's header says it served (bar START times, UTC); None when the header
+    # could not be read (a login zone we cannot name) or IB said "no data".
+    served_start: datetime | None = None
+    served_end: datetime | None = None
+    answered_at: float = 0.0  # wall clock, when the answer arrived
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A probe request's answer as IB sent it (``IBSession.ask``)."""
+
+    starts: list[datetime]  # bar START times, UTC
+    served: ServedWindow | None  # the header's window (None: unreadable, or no data)
+    latency_s: float
+    answered_at: float  # wall clock
+    no_data: bool
+    last_bar: list[tuple[datetime, float, int]]  # (start, volume, trade count) of the last
 
 
 @dataclass(frozen=True)
@@ -129,25 +168,38 @@ def crypto_contract(symbol: Symbol) -> Contract:
     )
 
 
-def classify_error(code: int, text: str) -> IBSessionError | None:
-    """Turn an IB error into a typed one; None means IB said 'no data'."""
+def classify_error(code: int, text: str, *, bars: bool = False) -> IBSessionError | None:
+    """Turn an IB error into a typed one; None means IB said 'no data'.
+
+    ``bars``: the error ended a historical-bars request, where IB's validation error 321 is
+    how a too-long duration can come back (with 162 "Time length exceed max" or "invalid
+    step", the other ways seen on real gateways).
+    """
     lowered = text.lower()
+    if "no market data permissions" in lowered or code == 354:
+        return NoPermission(f"IB error {code}: {text}")
+    if code == COMPETING_SESSION or "different ip address" in lowered:
+        return SessionBlocked(f"IB error {code}: {text}")
     if code == 162:
         if "pacing violation" in lowered:
             return PacingViolation(text)
         if "returned no data" in lowered:
             return None
-        if "time length exceed" in lowered or "duration" in lowered:
+        if _too_long(lowered):
             return DurationTooLong(text)
         if "cancelled" in lowered:
             return IBError(code, text)
-    if code == 321 and "duration" in lowered:
-        return DurationTooLong(text)
+    if code == 321 and (bars or _too_long(lowered)):
+        return DurationTooLong(f"IB error {code}: {text}")
     if code == 322:
         return PacingViolation(text)
     if code in (502, 504, 1100):
         return Disconnected(text)
     return IBError(code, text)
+
+
+def _too_long(lowered: str) -> bool:
+    return any(k in lowered for k in ("time length exceed", "invalid step", "duration"))
 
 
 class IBSession:
@@ -164,8 +216,19 @@ class IBSession:
         # down requests go unanswered, so the worker holds them rather than burn attempts.
         self.upstream_lost_since: float | None = None
         self.upstream_last_lost: float | None = None
+        # IB's historical farm (2105 broken, 2106 OK): held the same way, for its own reason.
+        self.hmds_down_since: float | None = None
+        # Another session holds the account's market data (10197, "different IP address"):
+        # no message says when it ends, so the worker retries slowly; an answer clears it.
+        self.blocked_since: float | None = None
+        self.blocked_text = ""
         self._ib.errorEvent += self._on_session_message
         self._contracts: dict[Symbol, Contract] = {}
+        # The header of each historical answer (served window), kept by reqId: ib_insync's
+        # decoder hands it to historicalDataEnd, whose own version drops it.
+        self._served: dict[int, tuple[str, str]] = {}
+        self.login_zone = LoginZone("", None)
+        self._hook_client()
 
     @property
     def connected(self) -> bool:
@@ -175,14 +238,59 @@ class IBSession:
         """Whether IB reported its connectivity lost at or after ``moment`` (monotonic)."""
         return self.upstream_last_lost is not None and self.upstream_last_lost >= moment
 
+    def hold(self) -> tuple[float, str] | None:
+        """(since, why) while IB says nothing will be answered (1100 or 2105), else None."""
+        if self.upstream_lost_since is not None:
+            return self.upstream_lost_since, "IB connectivity lost (1100)"
+        if self.hmds_down_since is not None:
+            return self.hmds_down_since, "IB's historical data farm is down (2105)"
+        return None
+
     def _on_session_message(self, req_id: int, code: int, text: str, contract: object) -> None:
-        if code == UPSTREAM_LOST:
-            now = time.monotonic()
+        now = time.monotonic()
+        if code in (UPSTREAM_LOST, HMDS_BROKEN):
             self.upstream_last_lost = now
+        if code == UPSTREAM_LOST:
             if self.upstream_lost_since is None:
                 self.upstream_lost_since = now
         elif code in UPSTREAM_RESTORED:
             self.upstream_lost_since = None
+        elif code == HMDS_BROKEN:
+            if self.hmds_down_since is None:
+                self.hmds_down_since = now
+        elif code == HMDS_OK:
+            self.hmds_down_since = None
+        elif isinstance(classify_error(code, text), SessionBlocked):
+            if self.blocked_since is None:
+                self.blocked_since = now
+            self.blocked_text = f"IB error {code}: {text}"
+
+    def _hook_client(self) -> None:
+        """Catch the two things ib_insync reads and drops: the handshake's connection time
+        (it names the login time zone) and each historical answer's served window."""
+        client, wrapper = self._ib.client, self._ib.wrapper
+        client_on_data = client._onSocketHasData
+
+        def on_data(data: bytes) -> None:
+            if not client._serverVersion:
+                # The handshake answer is one frame of two fields: version, connection time.
+                buffer = client._data + data
+                if len(buffer) > 4:
+                    end = 4 + int.from_bytes(buffer[:4], "big")
+                    fields = buffer[4:end].decode(errors="replace").split("\0")
+                    if len(buffer) >= end and len(fields) == 3:
+                        self.login_zone = login_zone(fields[1])
+            client_on_data(data)
+
+        client.conn.hasData -= client_on_data
+        client.conn.hasData += on_data
+        wrapper_end = wrapper.historicalDataEnd
+
+        def historical_data_end(req_id: int, start: str, end: str) -> None:
+            self._served[req_id] = (start, end)
+            wrapper_end(req_id, start, end)
+
+        wrapper.historicalDataEnd = historical_data_end
 
     async def connect(self) -> None:
         """Connect read-only; raises ClientIdInUse on 326, GatewayUnreachable otherwise."""
@@ -272,8 +380,54 @@ class IBSession:
         await self.qualify(symbol)
         return await self.await_window(self.send_window(symbol, window), timeout_s=timeout_s)
 
-    def send_window(self, symbol: Symbol, window: Window) -> SentWindow:
-        """Send the request for one window now (the symbol must be qualified already).
+    async def bar_starts(
+        self, symbol: Symbol, end: datetime, duration: str, *, timeout_s: float | None = None
+    ) -> list[datetime]:
+        """The START of every bar served for ``duration`` ending at ``end``, as sent (no
+        trimming): what a probe of the gateway's behaviour needs. IB's no-data is []."""
+        return (await self.ask(symbol, end, duration, timeout_s=timeout_s)).starts
+
+    async def ask(
+        self, symbol: Symbol, end: datetime, duration: str, *, timeout_s: float | None = None
+    ) -> Answer:
+        """One request of 1-minute bars as given (``end`` UTC, ``duration`` IB's text), its
+        answer as sent: bar starts, the window the header says was served, timing. IB's
+        no-data is an empty answer; every other failure is typed as for windows."""
+        contract = await self.qualify(symbol)
+        self._require_connection()
+        ib = self._ib
+        req_id = ib.client.getReqId()
+        container = BarDataList()
+        container.reqId = req_id
+        future = ib.wrapper.startReq(req_id, contract, container=container)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        sent_at = time.monotonic()
+        ib.client.reqHistoricalData(
+            req_id, contract, end.strftime("%Y%m%d %H:%M:%S UTC"), duration, "1 min",
+            WHAT_TO_SHOW, False, 2, False, [],
+        )
+        no_data = False
+        try:
+            await self._answer(
+                asyncio.shield(future), timeout_s=timeout_s, bars=True, no_data_ok=True,
+                timed_out=f"no answer for {symbol} {duration} to {end:%Y-%m-%d %H:%M}",
+                lost=f"connection lost during {symbol} {duration}",
+                on_timeout=lambda: self._cancel_historical(req_id),
+            )
+        except _NoData:
+            no_data = True
+        finally:
+            header = self._served.pop(req_id, None)
+        served = parse_served(*header, self.login_zone.zone) if header else None
+        starts = [b.date if b.date.tzinfo else b.date.replace(tzinfo=UTC) for b in container]
+        return Answer(starts, served, time.monotonic() - sent_at, time.time(), no_data,
+                      [(b.date, float(b.volume), int(b.barCount)) for b in container[-1:]])
+
+    def send_window(
+        self, symbol: Symbol, window: Window, rule: EdgeRule = DEFAULT_EDGES
+    ) -> SentWindow:
+        """Send the request for one window now (the symbol must be qualified already), as
+        the gateway's edge rule needs it to cover the window's days whole.
 
         Sending is synchronous so that a pacer can note the request at the very moment its
         bytes leave: IB times its pacing rules on arrival.
@@ -292,9 +446,10 @@ class IBSession:
         # After our timeout the gateway may still end the request (162 cancelled); consume
         # that late outcome so asyncio does not log it as never retrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        request = request_for(window, rule)
         ib.client.reqHistoricalData(
-            req_id, contract, window.end_datetime.strftime("%Y%m%d %H:%M:%S UTC"),
-            window.duration_str, "1 min", WHAT_TO_SHOW, False, 2, False, [],
+            req_id, contract, request.end.strftime("%Y%m%d %H:%M:%S UTC"),
+            request.duration, "1 min", WHAT_TO_SHOW, False, 2, False, [],
         )
         return SentWindow(symbol, window, req_id, future, container, time.monotonic())
 
@@ -308,15 +463,27 @@ class IBSession:
                 timed_out=f"no answer for {symbol} {window} in time",
                 lost=f"connection lost during {symbol} {window}",
                 no_data_ok=True,
+                bars=True,
                 on_timeout=lambda: self._cancel_historical(sent.req_id),
             )
         except _NoData:
+            self.blocked_since = None  # an answer: nothing blocks the session any more
             latency = time.monotonic() - sent.sent_at
-            return WindowBars(window, BAR_SCHEMA.empty_table(), True, latency)
+            return WindowBars(window, BAR_SCHEMA.empty_table(), True, latency,
+                              answered_at=time.time())
+        finally:
+            header = self._served.pop(sent.req_id, None)
+        answered_at = time.time()
         latency = time.monotonic() - sent.sent_at
+        served = parse_served(*header, self.login_zone.zone) if header else None
         if not sent.bars:
             raise EmptyAnswer(f"empty answer for {symbol} {window} without IB's no-data")
-        return WindowBars(window, bars_to_table(symbol, window, sent.bars), False, latency)
+        self.blocked_since = None
+        return WindowBars(
+            window, bars_to_table(symbol, window, sent.bars, answered_at=answered_at), False,
+            latency, served.start if served else None, served.end if served else None,
+            answered_at,
+        )
 
     async def _answer(
         self,
@@ -326,15 +493,17 @@ class IBSession:
         lost: str = "",
         timeout_s: float | None = None,
         no_data_ok: bool = False,
+        bars: bool = False,
         on_timeout: Callable[[], None] | None = None,
     ) -> T:
         """Await one ib_insync request, its failures typed: the one place IB's errors are
         mapped. IB's explicit no-data raises ``_NoData`` when ``no_data_ok``, else it is an
-        ``IBError``; ``on_timeout`` runs before ``RequestTimeout`` is raised."""
+        ``IBError``; ``on_timeout`` runs before ``RequestTimeout`` is raised. ``bars``: a
+        historical-bars request (see ``classify_error``)."""
         try:
             return await asyncio.wait_for(request, timeout_s or self.timeout_s)
         except RequestError as exc:
-            error = classify_error(exc.code, exc.message)
+            error = classify_error(exc.code, exc.message, bars=bars)
             if error is None and no_data_ok:
                 raise _NoData from None
             raise error or IBError(exc.code, exc.message) from None
@@ -386,10 +555,18 @@ async def connect_free_id(
     raise ClientIdInUse(client_id)  # tries < 1
 
 
-def bars_to_table(symbol: Symbol, window: Window, bars: list) -> pa.Table:
-    """IB bars (stamped by start) → lake rows (stamped by end), keeping only the window's."""
+def bars_to_table(
+    symbol: Symbol, window: Window, bars: list, *, answered_at: float | None = None
+) -> pa.Table:
+    """IB bars (stamped by start) → lake rows (stamped by end), keeping only the window's.
+
+    A bar whose minute had not ended by ``answered_at`` (wall clock) was still forming
+    when IB served it: it is dropped, never kept.
+    """
     lo = int(window.ts_start.timestamp()) * 1_000_000
     hi = int(window.ts_stop.timestamp()) * 1_000_000
+    if answered_at is not None:
+        hi = min(hi, int(answered_at * 1_000_000) + 1)
     ts: list[int] = []
     cols: tuple[list[float], ...] = ([], [], [], [], [], [])
     counts: list[int] = []

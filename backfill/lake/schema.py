@@ -69,6 +69,9 @@ def encode_coverage(days: Iterable[DayCoverage]) -> bytes:
                 "rows": d.rows,
                 "fetched_at": d.fetched_at.astimezone(UTC).isoformat(),
                 "complete": d.complete,
+                # Why an empty day is empty; written only when set, so older readers and
+                # older records agree.
+                **({"no_data": True} if d.no_data else {}),
             }
             for d in sorted(days, key=lambda d: d.day)
         },
@@ -85,7 +88,8 @@ def decode_coverage(raw: bytes) -> dict[date, DayCoverage]:
     for key, value in record["days"].items():
         day = date.fromisoformat(key)
         out[day] = DayCoverage(
-            day, int(value["rows"]), _instant(value["fetched_at"]), bool(value["complete"])
+            day, int(value["rows"]), _instant(value["fetched_at"]), bool(value["complete"]),
+            bool(value.get("no_data", False)),
         )
     return out
 

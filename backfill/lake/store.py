@@ -135,11 +135,13 @@ def write_batch(
     *,
     fetched_at: datetime,
     partial_days: Collection[date] = (),
+    no_data_days: Collection[date] = (),
 ) -> list[PartWrite]:
     """Merge one fetched batch of ``symbol`` into its monthly parts; one ``PartWrite`` per month.
 
     Every day in ``days`` is recorded in coverage (a day with no rows is a fetched no-data
-    day); rows outside ``days`` raise ``OutOfWindowRows`` before anything is touched.
+    day; ``no_data_days`` are those IB said had none, recorded as such); rows outside
+    ``days`` raise ``OutOfWindowRows`` before anything is touched.
     """
     if fetched_at.tzinfo is None:
         raise ValueError("fetched_at must be timezone-aware")
@@ -156,7 +158,8 @@ def write_batch(
         month_days = [day for day in declared if Month.of(day) == month]
         month_rows = table.filter(_in_month(table["ts"], month))
         writes.append(
-            _write_month(lake, symbol, month, month_rows, month_days, fetched_at, partial)
+            _write_month(lake, symbol, month, month_rows, month_days, fetched_at, partial,
+                         set(no_data_days))
         )
     return writes
 
@@ -283,6 +286,7 @@ def _write_month(
     days: list[date],
     fetched_at: datetime,
     partial: set[date],
+    no_data: set[date] = frozenset(),  # type: ignore[assignment]
 ) -> PartWrite:
     path = part_path(lake, symbol, month)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,10 +297,12 @@ def _write_month(
         old, coverage, quarantined = _load_for_merge(path)
         merged = _merge(old, _dedupe_keep_last(rows))
         for day in days:
-            coverage[day] = DayCoverage(day, 0, fetched_at.astimezone(UTC), day not in partial)
+            coverage[day] = DayCoverage(day, 0, fetched_at.astimezone(UTC), day not in partial,
+                                        day in no_data)
         counts = rows_per_day(merged)
         coverage = {
-            day: DayCoverage(day, counts.get(day, 0), c.fetched_at, c.complete)
+            day: DayCoverage(day, counts.get(day, 0), c.fetched_at, c.complete,
+                             c.no_data and not counts.get(day, 0))
             for day, c in coverage.items()
         }
         size = _replace_atomically(path, merged, coverage)

@@ -15,7 +15,8 @@ The ``--json`` document (version 2; keys may come in any order, the CLI writes
     {"version": 2, "lake": "/abs/lake", "from": "2025-07-01" | null, "to": ... | null,
      "ok": bool, "errors": int, "warnings": int, "parts": int,
      "symbols": [{"symbol", "from", "to", "parts", "days", "days_complete", "days_partial",
-                  "days_missing", "rows", "gaps", "gap_minutes", "gap_days", "errors",
+                  "days_missing", "days_no_data", "rows", "gaps", "gap_minutes", "gap_days",
+                  "errors",
                   "warnings"}],
      "findings": [{"severity": "error" | "warning", "kind", "symbol", "path", "day",
                    "detail", "minutes": [[first, last], ...], "ranges_total": int,
@@ -60,6 +61,7 @@ from backfill.domain import (
     iso_day,
     missing_minute_ranges,
 )
+from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
 from backfill.lake.paths import (
     dataset_root,
     is_quarantined,
@@ -111,6 +113,7 @@ class Kind(str, Enum):
     GAP = "gap"
     PARTIAL_DAY = "partial_day"
     EMPTY_DAY = "empty_day"
+    MINUTE_MISSING_DAILY = "minute_missing_daily"
     QUARANTINED = "quarantined"
     STALE_TEMP = "stale_temp"
     NO_PARTS = "no_parts"
@@ -205,6 +208,7 @@ class SymbolSummary:
     errors: int
     warnings: int
     gap_days: int = 0
+    days_no_data: int = 0  # complete days empty because IB said it had no data
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,7 @@ def symbol_json(s: SymbolSummary) -> dict[str, Any]:
         "days_complete": s.days_complete,
         "days_partial": s.days_partial,
         "days_missing": s.days_missing,
+        "days_no_data": s.days_no_data,
         "rows": s.rows,
         "gaps": s.gaps,
         "gap_minutes": s.gap_minutes,
@@ -665,7 +670,8 @@ def _check_gaps(
                 )
             )
         if record.rows == 0 and record.complete:
-            findings.append(part.warning(Kind.EMPTY_DAY, "fetched, no bars at all", day))
+            why = "IB said it has no data" if record.no_data else "fetched, no bars at all"
+            findings.append(part.warning(Kind.EMPTY_DAY, why, day))
             continue
         lo = bisect.bisect_left(present_us, start_us)
         hi = bisect.bisect_left(present_us, stop_us, lo)
@@ -694,9 +700,10 @@ def verify_lake(
     first: date | None = None,
     last: date | None = None,
     gaps: bool = False,
+    minute_thresholds: MinuteCheckThresholds | None = None,
 ) -> VerifyReport:
     """Check every part in scope and collect the findings; see ``verify_stream``."""
-    stream = verify_stream(lake, symbols, first, last, gaps)
+    stream = verify_stream(lake, symbols, first, last, gaps, minute_thresholds)
     tally = Tally(lake, first, last)
     findings = [item for item in map(tally.add, stream) if isinstance(item, Finding)]
     return VerifyReport(lake, first, last, tally.parts, tuple(tally.symbols), tuple(findings))
@@ -708,6 +715,7 @@ def verify_stream(
     first: date | None = None,
     last: date | None = None,
     gaps: bool = False,
+    minute_thresholds: MinuteCheckThresholds | None = None,
 ) -> Iterator[Item]:
     """Findings as they are found, one part at a time; each symbol's summary after its findings.
 
@@ -720,7 +728,8 @@ def verify_stream(
         raise BadInput(f"lake folder {lake} does not exist")
     if first is not None and last is not None:
         check_range(first, last)
-    return _stream(lake, symbols, first, last, gaps)
+    return _stream(lake, symbols, first, last, gaps,
+                   minute_thresholds or MinuteCheckThresholds())
 
 
 def _stream(
@@ -729,13 +738,14 @@ def _stream(
     first: date | None,
     last: date | None,
     gaps: bool,
+    minute_thresholds: MinuteCheckThresholds,
 ) -> Iterator[Item]:
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     chosen = list(symbols) if symbols is not None else lake_symbols(lake)
     parts = 0
     for symbol in chosen:
-        for item in _verify_symbol(lake, symbol, first, last, asked, gaps):
+        for item in _verify_symbol(lake, symbol, first, last, asked, gaps, minute_thresholds):
             if isinstance(item, SymbolSummary):
                 parts += item.parts
             yield item
@@ -899,6 +909,7 @@ def _verify_symbol(
     last: date | None,
     asked: bool,
     every_gap: bool,
+    minute_thresholds: MinuteCheckThresholds,
 ) -> Iterator[Item]:
     files = _symbol_files(lake, symbol, first, last)
     max_ranges = None if every_gap else MAX_RANGES
@@ -918,6 +929,7 @@ def _verify_symbol(
     coverage: dict[date, DayCoverage] = {}
     rows: dict[date, int] = {}
     gap_tally = _GapTally(symbol)
+    minute_tally = MinuteTally()  # a minute of the day missing every day (minute_check)
     for month, path, table in _read_ahead(files.parts):
         if isinstance(table, Exception):
             yield counted(
@@ -927,6 +939,7 @@ def _verify_symbol(
             )
             continue
         result = check_part(table, symbol, month, path, first, last, max_ranges)
+        _tally_minutes(minute_tally, table, result.coverage, first, last, minute_thresholds)
         del table
         for found in result.findings:
             if found.kind is Kind.GAP and not every_gap:
@@ -938,6 +951,10 @@ def _verify_symbol(
     summed = gap_tally.finding()
     if summed is not None:
         yield counted(summed)
+    for lost in missing_every_day(minute_tally, minute_thresholds):
+        yield counted(
+            Finding(Severity.ERROR, Kind.MINUTE_MISSING_DAILY, symbol, None, None, lost.detail())
+        )
     span_first = first or (min(coverage) if coverage else None)
     span_last = last or (max(coverage) if coverage else None)
     if span_first and span_last and span_first > span_last:
@@ -946,7 +963,7 @@ def _verify_symbol(
         yield counted(
             Finding(Severity.ERROR, Kind.NO_DATA, symbol, None, None, "no parts in the lake")
         )
-    days = complete = partial = missing = 0
+    days = complete = partial = missing = no_data = 0
     if span_first and span_last:
         for run_first, run_last in unfetched_runs(coverage, span_first, span_last):
             count = (run_last - run_first).days + 1
@@ -963,6 +980,7 @@ def _verify_symbol(
         days = (span_last - span_first).days + 1
         complete = sum(c.complete for c in in_range)
         partial = len(in_range) - complete
+        no_data = sum(c.complete and c.no_data and not c.rows for c in in_range)
     yield SymbolSummary(
         symbol=symbol,
         first=span_first,
@@ -978,4 +996,21 @@ def _verify_symbol(
         errors=errors,
         warnings=warnings,
         gap_days=len(gap_tally.days),
+        days_no_data=no_data,
     )
+
+
+def _tally_minutes(
+    tally: MinuteTally, table: pa.Table, coverage: dict[date, DayCoverage],
+    first: date | None, last: date | None, thresholds: MinuteCheckThresholds,
+) -> None:
+    """Count one part's bars of its whole days, in range, for the minute-of-day check."""
+    if "ts" not in table.column_names or not pa.types.is_timestamp(table.schema.field("ts").type):
+        return
+    whole = {d.toordinal() - _EPOCH_ORDINAL for d, c in coverage.items()
+             if c.complete and c.rows and (first is None or first <= d)
+             and (last is None or d <= last)}
+    tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole, thresholds)
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -83,7 +83,9 @@ def summary_line(s: SymbolSummary) -> str:
     span = f"{s.first}..{s.last}" if s.first else "no range"
     return (
         f"{s.symbol} {span}: {s.days_complete}/{s.days} days complete, "
-        f"{s.days_partial} partial, {s.days_missing} missing, {s.rows:,} rows, "
+        f"{s.days_partial} partial, {s.days_missing} missing, "
+        + (f"{s.days_no_data} IB had no data for, " if s.days_no_data else "")
+        + f"{s.rows:,} rows, "
         f"{s.gaps} gaps ({s.gap_minutes} min), {s.errors} errors, {s.warnings} warnings"
     )
 

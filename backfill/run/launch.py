@@ -11,6 +11,7 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from backfill import plan as planning
 from backfill.domain import UTC, BadInput, Symbol
+from backfill.edges import DEFAULT_RULE
 from backfill.ib.preflight import preflight
 from backfill.lake.heads import (
     Head,
@@ -32,6 +34,13 @@ from backfill.lake.heads import (
 from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
+from backfill.run.gateway_edges import (
+    GatewayEdges,
+    edges_sends,
+    gateway_edges,
+    probed_window_days,
+    remember_edges,
+)
 from backfill.run.orchestrator import (
     Orchestrator,
     RunConfig,
@@ -98,6 +107,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     the_plan = plan_run(request, today, listing)
     settings = request.settings
     answers: dict[Symbol, Head] = {}
+    edges: GatewayEdges | None = None
     with contextlib.ExitStack() as stack:
         host, port = request.gateway.host, request.gateway.port
         if the_plan.requests:
@@ -115,6 +125,16 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             if answers:
                 listing = {**listing, **listing_days(answers)}
                 the_plan = plan_run(request, today, listing)
+            edges = gateway_edges(request, host, port, the_plan, today)
+            longest = probed_window_days(request, host, port)
+            if longest is not None and longest < settings.window_days:
+                # What `backfill probe` found this gateway answers: ask no longer windows.
+                settings = dataclasses.replace(settings, window_days=longest)
+                request = dataclasses.replace(request, settings=settings)
+                the_plan = plan_run(request, today, listing)
+                (err_console if request.json else console).print(
+                    f"Windows of {longest} day(s): the longest this gateway answered "
+                    "(backfill probe)", markup=False, highlight=False)
         # Nothing has been written so far: from here on the lake is touched.
         try:
             request.lake.mkdir(parents=True, exist_ok=True)
@@ -123,8 +143,10 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             raise BadInput(f"--lake {request.lake}: cannot create it: {exc.strerror}") from None
         with contextlib.suppress(OSError):  # a saving, not data: unrecorded, it is asked again
             record_heads(request.lake, answers)
+        if edges is not None:
+            remember_edges(request, host, port, edges, err_console if request.json else console)
         return _orchestrate(request, the_plan, host, port, console, err_console, stack, today,
-                            listing)
+                            listing, edges)
     raise AssertionError("unreachable")
 
 
@@ -154,6 +176,7 @@ def _orchestrate(
     stack: contextlib.ExitStack,
     today: date,
     listing: dict[Symbol, date],
+    edges: GatewayEdges | None = None,
 ) -> int:
     settings = request.settings
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)
@@ -179,7 +202,9 @@ def _orchestrate(
         return replan_symbol(request, symbol, today, listing)
 
     orchestrator = Orchestrator(
-        RunConfig(lake=request.lake, host=host, port=port, settings=settings),
+        RunConfig(lake=request.lake, host=host, port=port, settings=settings,
+                  prior_sends=edges_sends(edges, time.monotonic(), time.time()),
+                  edges=str(edges.rule) if edges else DEFAULT_RULE),
         the_plan.symbols, emit, resume=resume,
     )
     previous = install_parent_stop(orchestrator)

@@ -24,6 +24,7 @@ from pathlib import Path
 import filelock
 
 from backfill.domain import Symbol
+from backfill.edges import DEFAULT_RULE
 from backfill.lake.paths import run_lock_path
 from backfill.pacing import Budget, GlobalRateController, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
@@ -47,6 +48,9 @@ class RunConfig:
     host: str
     port: int
     settings: RunSettings
+    # Sends made before the workers (time.monotonic()): the session window counts them.
+    prior_sends: tuple[float, ...] = ()
+    edges: str = DEFAULT_RULE  # the gateway's window-edge rule, learned at start-up
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,8 @@ class Orchestrator:
                 settings.ib.session_max, settings.ib.session_window_s,
                 clock=time.monotonic, margin_s=settings.pacing_margin_s,
             )
+            for at in config.prior_sends:
+                self.session.note_sent(at)
             self._seen_sent = [0] * n
         self.budget = Budget(settings.rate)
         self.controller = GlobalRateController(
@@ -348,6 +354,7 @@ class Orchestrator:
             client_id=settings.client_id_base + slot,
             settings=settings,
             session_granted=self.grants is not None,
+            edges=self.config.edges,
             seed=self.rng.randrange(1 << 30),
             initial_tokens=staggered_start(
                 slot, max(1, settings.workers), self.controller.current_rate()

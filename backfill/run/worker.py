@@ -30,8 +30,10 @@ from backfill.domain import (
     Symbol,
     Window,
     day_start,
+    group_windows,
     missing_minute_ranges,
 )
+from backfill.edges import DEFAULT_RULE, RULES, UNKNOWN, EdgeRule, covered_days, request_for
 from backfill.ib.session import (
     ClientIdInUse,
     Disconnected,
@@ -40,8 +42,10 @@ from backfill.ib.session import (
     GatewayUnreachable,
     IBSession,
     IBSessionError,
+    NoPermission,
     PacingViolation,
     RequestTimeout,
+    SessionBlocked,
     UnknownSymbol,
     WindowBars,
     connect_free_id,
@@ -115,6 +119,8 @@ class WorkerConfig:
     # across all workers, so the worker need not keep that rule itself.
     session_granted: bool = False
     initial_tokens: float = 1.0  # of its rate bucket; the orchestrator staggers workers
+    # The gateway's window-edge rule as learned at start-up ("unknown": rely on neither end).
+    edges: str = DEFAULT_RULE
     seed: int = 0
 
     @property
@@ -138,6 +144,7 @@ class _Job:
     window: Window
     attempt: int = 0
     excused_failures: int = 0  # pacing refusals, timeouts while IB had lost connectivity
+    timeouts: int = 0  # timeouts of this window not excused by IB's own outage
     not_before: float = 0.0
     sent_mono: float = 0.0
     sent_wall: float = 0.0
@@ -148,6 +155,7 @@ class _MonthBuffer:
     tables: list[pa.Table] = field(default_factory=list)
     days: list[date] = field(default_factory=list)
     partial: list[date] = field(default_factory=list)
+    no_data: list[date] = field(default_factory=list)  # IB said so
     fetched_at: datetime | None = None
 
 
@@ -176,6 +184,7 @@ class Worker:
         # What the previous worker for this symbol sent lately still counts at IB.
         self.pacer.rules.restore(load_recent_sends(config.lake, config.symbol, time.time()))
         self.window_days = settings.window_days
+        self.edges = EdgeRule.parse(config.edges) if config.edges in RULES else UNKNOWN
         self.pending: deque[_Job] = deque(_Job(w) for w in config.windows)
         self.days_left_in_month: dict[Month, int] = {}
         for day in config.days:
@@ -192,6 +201,7 @@ class Worker:
         self.outage_since: float | None = None  # monotonic; cleared by the next answer
         self.status = ev.Status.QUEUED
         self.status_detail = ""
+        self.blocked_next_try = 0.0  # monotonic: the next probe of a blocked session
 
     # -- events -------------------------------------------------------------------------
 
@@ -218,7 +228,7 @@ class Worker:
                 await self._fetch_all()
         except _Stopped:
             pass  # Ctrl-C while (re)connecting: an interruption like any other
-        except UnknownSymbol as exc:
+        except (UnknownSymbol, NoPermission) as exc:
             failure = str(exc)
         except (GatewayUnreachable, ClientIdInUse) as exc:
             failure = f"gave up connecting: {exc}"
@@ -355,7 +365,7 @@ class Worker:
 
     def _dispatch_wait(self, n_in_flight: int) -> float:
         """Seconds until the next request may go out (inf: wait for one in flight)."""
-        hold = self._upstream_hold()  # first: it also ends an outage that lasts too long
+        hold = self._upstream_hold(n_in_flight)  # first: it also ends a too-long outage
         if hold:
             return hold
         if not self.pending or n_in_flight >= self.settings.worker_in_flight:
@@ -384,20 +394,45 @@ class Worker:
             return 0.05
         return 0.0 if wait <= 0 else min(wait, 5.0)
 
-    def _upstream_hold(self) -> float:
-        """Seconds to hold requests while IB reports its connectivity lost (1100), else 0.
+    def _upstream_hold(self, n_in_flight: int = 0) -> float:
+        """Seconds to hold requests while IB says nothing will be answered, else 0.
 
-        Nothing would be answered meanwhile. Past ``reconnect_for_s`` of it, give up as for
-        any outage.
+        1100 (connectivity lost) and 2105 (historical farm broken) hold every request until
+        IB says it is back. A competing session (10197) sends no such news: one request at a
+        time goes out every ``blocked_retry_s`` to find out. Past ``reconnect_for_s`` of
+        either, give up as for any outage.
         """
-        if self.session is None or self.session.upstream_lost_since is None:
+        if self.session is None:
             return 0.0
-        down = time.monotonic() - self.session.upstream_lost_since
-        if down > self.settings.reconnect_for_s:
-            raise GatewayUnreachable(f"IB reports its connectivity lost (1100) for {down:.0f}s")
-        detail = "IB connectivity lost (1100): holding requests"
+        now = time.monotonic()
+        hold = self.session.hold()
+        if hold is not None:
+            since, why = hold
+            if now - since > self.settings.reconnect_for_s:
+                raise GatewayUnreachable(f"{why} for {now - since:.0f}s")
+            detail = f"{why}: holding requests"
+            self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
+            return 0.25
+        blocked = self.session.blocked_since
+        if blocked is None:
+            return 0.0
+        if now - blocked > self.settings.reconnect_for_s:
+            raise GatewayUnreachable(
+                f"{self.session.blocked_text} for {now - blocked:.0f}s: another session "
+                "holds this account's market data"
+            )
+        detail = (f"blocked: {self.session.blocked_text} (another session holds the "
+                  "account's market data); retrying slowly")
         self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
-        return 0.25
+        if n_in_flight or now < self.blocked_next_try:
+            return 0.25
+        self.blocked_next_try = now + self._blocked_retry_s()
+        return 0.0
+
+    def _blocked_retry_s(self) -> float:
+        """How often a blocked session is probed: slowly, and at least 20 times before the
+        worker gives up after ``reconnect_for_s``."""
+        return min(self.settings.blocked_retry_s, self.settings.reconnect_for_s / 20)
 
     def _next_ready_first(self, look_ahead: int = 16) -> None:
         """Move the first job that may go now to the front of the queue.
@@ -418,7 +453,7 @@ class Worker:
     def _send(self, job: _Job, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         assert self.session is not None
         try:
-            sent = self.session.send_window(self.symbol, job.window)
+            sent = self.session.send_window(self.symbol, job.window, self.edges)
         except IBSessionError as exc:
             self._on_error(job, exc)
             return
@@ -448,18 +483,40 @@ class Worker:
                   outcome="no_data" if result.no_data else "bars",
                   latency_s=round(result.latency_s, 4))
         self.outage_since, self.reconnects = None, 0  # the gateway answers: any outage is over
-        self._accept(result, job.sent_wall)
+        result = self._served_whole(result, job)
+        if result is not None:
+            self._accept(result, job.sent_wall)
 
     def _on_error(self, job: _Job, exc: IBSessionError) -> None:
-        if isinstance(exc, UnknownSymbol):
+        if isinstance(exc, (UnknownSymbol, NoPermission)):
+            # The symbol cannot be read at all: its other days are not asked (reported).
+            self.pending.appendleft(job)
             raise exc
+        lost_upstream = (
+            isinstance(exc, RequestTimeout)
+            and self.session is not None
+            and self.session.upstream_lost_after(job.sent_mono)
+        )
+        if isinstance(exc, RequestTimeout) and not lost_upstream and job.window.n_days > 1:
+            # Real gateways answer some too-long windows by never answering: the second
+            # timeout of a multi-day window reads as "too long", as IB's refusal does.
+            job.timeouts += 1
+            if job.timeouts >= 2:
+                exc = DurationTooLong(f"{exc} (twice: taken as too long)")
         if isinstance(exc, DurationTooLong) and job.window.n_days > 1:
             # The gateway refuses this duration: every later window is cut shorter too.
             self.window_days = max(1, job.window.n_days // 2)
             self.emit(ev.Retry, reason=f"duration too long, windows of {self.window_days} "
                       "day(s)", attempt=job.attempt, delay_s=0.0, day=job.window.first_day)
-            self.pending.extendleft(reversed([replace(job, window=w)
-                                              for w in job.window.split()]))
+            self.pending.extendleft(reversed([_Job(w) for w in job.window.split()]))
+            return
+        if isinstance(exc, SessionBlocked):
+            # Not the request's fault, nor the day's: the hold above retries slowly and
+            # gives up after reconnect_for_s.
+            self.set_status(ev.Status.RETRYING, _outcome(exc))
+            self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
+                      delay_s=self._blocked_retry_s(), day=job.window.first_day)
+            self.pending.appendleft(job)
             return
         if isinstance(exc, PacingViolation):
             backoff = self.pacer.violation(self._key(job.window))
@@ -468,11 +525,6 @@ class Worker:
         if isinstance(exc, Disconnected) and self.session is not None:
             # The whole session is gone: reconnect once, not once per request in flight.
             self.session.disconnect()
-        lost_upstream = (
-            isinstance(exc, RequestTimeout)
-            and self.session is not None
-            and self.session.upstream_lost_after(job.sent_mono)
-        )
         if isinstance(exc, PacingViolation) or lost_upstream:
             # Not the request's fault: the session was asked too much (everyone backs off),
             # or IB lost its own connectivity while the request was out. The request keeps
@@ -495,6 +547,48 @@ class Worker:
                   delay_s=round(delay, 3), day=job.window.first_day)
         self.pending.appendleft(job)
 
+    def _served_whole(self, result: WindowBars, job: _Job) -> WindowBars | None:
+        """The answer cut to the days the window IB says it served covers whole.
+
+        The other days are asked again (never recorded): a gateway may serve a different
+        window than asked ("N D" counted in its own sessions), and a day it did not cover
+        would be written with bars missing and nothing to tell.
+        """
+        if result.no_data:
+            return result
+        asked = datetime.fromtimestamp(job.sent_wall, UTC)
+        covered = covered_days(job.window, self.edges, result.served_start,
+                               result.served_end, asked)
+        missed = [day for day in job.window.days if day not in covered]
+        if missed:
+            served = (f"{_iso_dt(result.served_start)} to {_iso_dt(result.served_end)}"
+                      if result.served_start and result.served_end else "unreadable")
+            reason = f"not served whole: IB served {served} (edges {self.edges})"
+            job.attempt += 1
+            if job.attempt >= self.settings.max_attempts:
+                for day in missed:
+                    self.days_failed.append(day)
+                    self.emit(ev.DayFailed, day=day, reason=reason)
+                self._resolve_days(missed)
+            else:
+                self.emit(ev.Retry, reason=reason, attempt=job.attempt, delay_s=0.0,
+                          day=missed[0])
+                self.pending.extendleft(reversed([
+                    _Job(w, attempt=job.attempt)
+                    for w in group_windows(missed, self.window_days)
+                ]))
+        if not covered:
+            return None
+        window = Window(covered[0], covered[-1])
+        bars = result.bars
+        if bars.num_rows:
+            ts = bars.column("ts")
+            bars = bars.filter(pc.and_(
+                pc.greater_equal(ts, pa.scalar(window.ts_start, ts.type)),
+                pc.less(ts, pa.scalar(window.ts_stop, ts.type)),
+            ))
+        return replace(result, window=window, bars=bars)
+
     def _accept(self, result: WindowBars, asked_at: float) -> None:
         now = datetime.now(UTC)
         bars = result.bars
@@ -514,6 +608,8 @@ class Worker:
             buffer.days.append(day)
             if not settled[day]:
                 buffer.partial.append(day)
+            if result.no_data:
+                buffer.no_data.append(day)
             buffer.fetched_at = now
         self.days_fetched += len(result.window.days)
         ts_us = bars.column("ts").cast(pa.int64()).to_pylist() if bars.num_rows else []
@@ -565,7 +661,8 @@ class Worker:
         assert buffer.fetched_at is not None
         try:
             writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
-                                 fetched_at=buffer.fetched_at, partial_days=buffer.partial)
+                                 fetched_at=buffer.fetched_at, partial_days=buffer.partial,
+                                 no_data_days=buffer.no_data)
         except OSError as exc:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
             # stay missing in the lake (nothing half-written), fetched but not written: they
@@ -637,7 +734,8 @@ class Worker:
         return base * (0.5 + self.rng.random() / 2)
 
     def _key(self, window: Window) -> str:
-        return f"{self.name}|{window.end_datetime.isoformat()}|{window.duration_str}"
+        request = request_for(window, self.edges)
+        return f"{self.name}|{request.end.isoformat()}|{request.duration}"
 
 
 class _LakeUnwritable(Exception):
@@ -655,11 +753,17 @@ _OUTCOMES: tuple[tuple[type[IBSessionError], str], ...] = (
     (EmptyAnswer, "empty"),
     (DurationTooLong, "duration"),
     (UnknownSymbol, "unknown_symbol"),
+    (NoPermission, "no_permission"),
+    (SessionBlocked, "session_blocked"),
 )
 
 
 def _outcome(exc: IBSessionError) -> str:
     return next((name for cls, name in _OUTCOMES if isinstance(exc, cls)), "error")
+
+
+def _iso_dt(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S") if when else "?"
 
 
 def _iso(micros: int) -> str:

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from backfill.sim.behaviour import Behaviour
 from backfill.sim.faults import FaultConfig
 from backfill.sim.market import BASE_PRICES, DEFAULT_LISTINGS
 from backfill.sim.pacing import PacingConfig
@@ -39,13 +41,27 @@ class SimConfig:
     timezone: str = "UTC"  # the "TWS login zone": formatDate=1 and zone-less end times
     pacing: PacingConfig = field(default_factory=PacingConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    behaviour: Behaviour = field(default_factory=Behaviour)
     log_path: Path | None = None
     clock: Callable[[], float] = time.time
     farm_messages: bool = True  # IB greets with 2104/2106/2158 farm-status warnings
+    # Generated and encoded days kept for reuse; the gateway's memory stays about this much
+    # above its start whatever the range served.
+    cache_mb: int = 48
+    # Keep every RequestRecord in memory for ``SimGateway.requests()`` (tests); ``--log``
+    # is the record otherwise, and an in-memory list would grow ~1 KB a request.
+    keep_requests: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.no_trade_share < 1.0:
             raise ValueError("no_trade_share must be within [0, 1)")
+        if self.timezone.upper() != "UTC":
+            try:
+                ZoneInfo(self.timezone)
+            except (ValueError, ZoneInfoNotFoundError):
+                raise ValueError(f"timezone {self.timezone!r} is not a known zone") from None
+        if self.cache_mb < 0:
+            raise ValueError("cache_mb must be >= 0")
         if self.max_duration_days <= 0:
             raise ValueError("max_duration_days must be > 0")
         if not self.symbols:

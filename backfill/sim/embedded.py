@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backfill.settings import GatewayAddress
+from backfill.sim.lifeline import lifeline_args
 
 _READY = re.compile(r"listening on (\S+):(\d+)")
 # The embedded simulator keeps IB's per-contract rules but not the soft throttle IB applies
@@ -63,9 +64,10 @@ class EmbeddedGateway:
         self.running: GatewayProcess | None = None
 
     def __enter__(self) -> GatewayProcess:
+        # The lifeline: however this process ends (SIGKILL included), the gateway ends too.
         process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL,
+            [*self.args, *lifeline_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, stdin=subprocess.DEVNULL,
             # SIGKILL of the run must not leave the simulator behind (the run-side belt;
             # the simulator's own lifeline flag does the same from its side).
             preexec_fn=die_with_parent(os.getpid()),

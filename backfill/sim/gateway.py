@@ -7,22 +7,37 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
+import math
 import signal
 import threading
 import time
+from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from types import TracebackType
 from zoneinfo import ZoneInfo
 
 from backfill.sim import protocol as p
+from backfill.sim.behaviour import (
+    Behaviour,
+    DayDuration,
+    TooLong,
+    forming_row,
+    overload_reason,
+    served_interval,
+    session_window_start,
+)
+from backfill.sim.cache import ByteLRU
 from backfill.sim.config import SimConfig
 from backfill.sim.contracts import Catalogue, ContractQuery, SimContract
 from backfill.sim.faults import NO_FAULT, FaultConfig, FaultDecision, decide
-from backfill.sim.market import Market, base_price, days_touching, price_decimals
+from backfill.sim.lifeline import POLL_S, Lifeline
+from backfill.sim.market import Market, Row, base_price, days_touching, price_decimals
 from backfill.sim.pacing import PACING_TEXT, PacingConfig, PacingRules, RequestKey, Rule
 from backfill.sim.records import RequestLog, RequestRecord
 
@@ -34,6 +49,11 @@ TEXT_CLIENT_ID = (
     "Unable to connect as the client id is already in use. Retry with a unique client id."
 )
 TEXT_TOO_LONG = HMDS + "Time length exceed max."
+TEXT_NO_PERMISSION = HMDS + "No market data permissions for PAXOS CRYPTO"
+TEXT_COMPETING_162 = HMDS + "Trading TWS session is connected from a different IP address"
+TEXT_COMPETING_10197 = "No market data during competing live session"
+TEXT_FARM_BROKEN = "HMDS data farm connection is broken:ushmds"
+TEXT_FARM_OK = "HMDS data farm connection is OK:ushmds"
 TEXT_UPSTREAM_LOST = "Connectivity between IB and Trader Workstation has been lost."
 TEXT_UPSTREAM_RESTORED = (
     "Connectivity between IB and Trader Workstation has been restored - data maintained."
@@ -49,6 +69,42 @@ _REQ_ID_FIELD = {1: 2, 10: 2, 50: 2, 62: 2, 88: 1, 96: 1, 97: 1, 98: 1, 19: 2, 2
 _SILENT = {p.In.REQ_AUTO_OPEN_ORDERS, p.In.CANCEL_POSITIONS, p.In.CANCEL_ACCOUNT_UPDATES_MULTI,
            p.In.CANCEL_HEAD_TIMESTAMP, p.In.CANCEL_ACCOUNT_SUMMARY}
 _CLIENT_ID_GRACE_S = 0.25
+
+
+@dataclass(frozen=True)
+class EncodedDay:
+    """A day's bars as one wire string, with where each bar starts in it and in time."""
+
+    text: str
+    offsets: array[int]  # offsets[i]..offsets[i + 1] is bar i's text
+    starts: array[int]  # epoch seconds of each bar's START
+
+    @classmethod
+    def join(cls, starts: array[int], texts: list[str]) -> EncodedDay:
+        offsets = array("q", [0])
+        offsets.extend(itertools.accumulate(map(len, texts)))
+        return cls("".join(texts), offsets, starts)
+
+    def index(self, start: datetime, stop: datetime) -> tuple[int, int]:
+        """Bar indices ``first, stop`` of the bars whose start is in [start, stop)."""
+        return (bisect.bisect_left(self.starts, start.timestamp()),
+                bisect.bisect_left(self.starts, stop.timestamp()))
+
+    @property
+    def nbytes(self) -> int:
+        # The text is ASCII: one byte a character in CPython's compact strings.
+        return len(self.text) + 8 * (len(self.offsets) + len(self.starts))
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """A historical request that passed validation: what it asks, and the window it gets."""
+
+    contract: SimContract
+    start: datetime
+    end: datetime
+    fmt: int
+    length: timedelta  # as requested; under --day-duration sessions the window is longer
 
 
 @dataclass
@@ -76,8 +132,6 @@ class _Server:
     def __init__(self, config: SimConfig, log: RequestLog) -> None:
         self.config = config
         self.log = log
-        self.market = Market(config.seed, no_trade_share=config.no_trade_share,
-                             listings=dict(config.listings))
         self.catalogue = Catalogue(config.symbols, config.currency)
         self.faults = config.faults
         self.pacing = PacingRules(config.pacing)
@@ -88,7 +142,18 @@ class _Server:
         self.port = 0
         # IB's own servers unreachable from the gateway (1100): data requests go unanswered.
         self.upstream_lost = False
-        self._encoded: dict[tuple[str, date, int], list[str]] = {}
+        self.behaviour = config.behaviour
+        self.data_requests = 0  # across every connection: the triggers below count these
+        self.competing_until: float | None = None  # monotonic; inf: for good
+        self.farm_triggered = False
+        self.farm_is_down = False
+        self.held: list[tuple[_Connection, _Open, Callable[[], None]]] = []
+        self.soft_waiting = 0  # requests waiting on the soft throttle now
+        self.slowed_since = 0.0  # monotonic; meaningful while soft_waiting > 0
+        budget = config.cache_mb << 20
+        self.market = Market(config.seed, no_trade_share=config.no_trade_share,
+                             listings=dict(config.listings), cache_bytes=budget // 4)
+        self._encoded: ByteLRU[tuple[str, date, int], EncodedDay] = ByteLRU(budget - budget // 4)
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -123,31 +188,77 @@ class _Server:
         for conn in list(self.connections):
             conn.send_error(-1, code, text)
 
+    def set_farm(self, *, down: bool) -> None:
+        """The HMDS farm breaks (2105: requests held) or is back (2106: held ones answered)."""
+        if down == self.farm_is_down:
+            return
+        self.farm_is_down = down
+        code, text = (2105, TEXT_FARM_BROKEN) if down else (2106, TEXT_FARM_OK)
+        for conn in list(self.connections):
+            conn.send_error(-1, code, text)
+        if down:
+            return
+        held, self.held = self.held, []
+        for conn, item, proceed in held:
+            if conn.open.get(item.req_id) is item:  # not cancelled, connection alive
+                del conn.open[item.req_id]
+                proceed()
+
+    def session_refusal(self, contract: SimContract) -> _Refused | None:
+        """Count a data request; the refusal IB's session state gives it, if any."""
+        behaviour = self.behaviour
+        self.data_requests += 1
+        now = time.monotonic()
+        after = behaviour.farm_down_after
+        if after is not None and not self.farm_triggered and self.data_requests > after:
+            self.farm_triggered = True
+            self.set_farm(down=True)
+            asyncio.get_running_loop().call_later(
+                behaviour.farm_down_for, lambda: self.set_farm(down=False))
+        after = behaviour.competing_session_after
+        if after is not None and self.competing_until is None and self.data_requests > after:
+            lasts = behaviour.competing_session_for
+            self.competing_until = math.inf if lasts is None else now + lasts
+        if self.competing_until is not None and now < self.competing_until:
+            if behaviour.competing_session_code == 10197:
+                return _Refused(10197, TEXT_COMPETING_10197, detail="competing session")
+            return _Refused(162, TEXT_COMPETING_162, detail="competing session")
+        if contract.symbol in behaviour.no_permission:
+            return _Refused(162, TEXT_NO_PERMISSION, detail="no permission")
+        return None
+
     def open_count(self) -> int:
         return sum(len(c.open) for c in self.connections)
 
-    def encoded_bars(self, symbol: str, day: date, fmt: int) -> list[str]:
-        """Wire text of each bar of a day, cached: encoding is the hot path of a request."""
+    def encoded_day(self, symbol: str, day: date, fmt: int) -> EncodedDay:
+        """Wire text of a day's bars, cached: encoding is the hot path of a request."""
         key = (symbol, day, fmt)
         cached = self._encoded.get(key)
         if cached is None:
-            rows = self.market.rows(symbol, day)
-            decimals = price_decimals(base_price(symbol))
-            # Values are already rounded to these decimals, so this text parses back to
-            # exactly the same floats (and is 3x cheaper than repr() per field).
-            template = "\0".join([f"%.{decimals}f"] * 4 + ["%.8f", f"%.{decimals}f", "%d\0"])
-            if fmt == 2:
-                cached = [f"{row[0]}\0" + template % row[1:] for row in rows]
-            else:
-                cached = [
-                    self.format_time(datetime.fromtimestamp(row[0], UTC), fmt) + "\0"
-                    + template % row[1:]
-                    for row in rows
-                ]
-            if len(self._encoded) > 8192:
-                self._encoded.clear()
-            self._encoded[key] = cached
+            columns = self.market.columns(symbol, day)
+            cached = EncodedDay.join(columns.starts, self.encode_rows(symbol, columns.rows(), fmt))
+            self._encoded.put(key, cached, cached.nbytes)
         return cached
+
+    def encode_rows(self, symbol: str, rows: Iterable[Row], fmt: int) -> list[str]:
+        """Each bar's wire fields, NUL-terminated."""
+        decimals = price_decimals(base_price(symbol))
+        # Values are already rounded to these decimals, so this text parses back to exactly
+        # the same floats (and is 3x cheaper than repr() per field).
+        template = "\0".join([f"%.{decimals}f"] * 4 + ["%.8f", f"%.{decimals}f", "%d\0"])
+        if fmt == 2:
+            return [f"{row[0]}\0" + template % row[1:] for row in rows]
+        return [self.format_time(datetime.fromtimestamp(row[0], UTC), fmt) + "\0"
+                + template % row[1:] for row in rows]
+
+    def connection_time(self) -> str:
+        """The handshake's time string: now in the login zone, then the zone's name."""
+        now = datetime.fromtimestamp(self.config.clock(), UTC).astimezone(self.zone)
+        return now.strftime("%Y%m%d %H:%M:%S ") + self.config.timezone
+
+    @property
+    def encoded_bytes(self) -> int:
+        return self._encoded.nbytes
 
     def format_time(self, when: datetime, fmt: int) -> str:
         """formatDate 2: epoch seconds; 1: ``yyyymmdd  hh:mm:ss`` in the session zone."""
@@ -214,10 +325,23 @@ class _Connection:
                 return
             while True:
                 fields = await self._read()
-                if fields:
+                if not fields:
+                    continue
+                try:
                     await self._dispatch(fields)
+                except (ValueError, IndexError) as exc:
+                    # A field of the wrong type or a message cut short: TWS answers 320
+                    # and goes on reading.
+                    self._unreadable(exc, fields)
         except (asyncio.IncompleteReadError, ConnectionError, p.ProtocolError, OSError):
             pass
+
+    def _unreadable(self, exc: Exception, fields: list[str]) -> None:
+        text = str(exc) if isinstance(exc, p.UnreadableField) else (
+            f"Error reading request. Unable to parse data. {type(exc).__name__}: {exc}")
+        self.send_error(-1, 320, text)
+        self._record(kind="unreadable", outcome="error", error_code=320,
+                     detail=f"msg_id={fields[0]!r}: {exc}")
 
     async def _handshake(self) -> bool:
         prefix = await self.reader.readexactly(len(p.API_PREFIX))
@@ -227,12 +351,19 @@ class _Connection:
         version = min(high, p.MAX_SERVER_VERSION)
         if version < p.MIN_SERVER_VERSION:
             return False
-        now = datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")
-        self.send([version, now])
+        self.send([version, self.server.connection_time()])
         fields = await self._read()
-        if int(fields[0]) != p.In.START_API:
+        try:
+            if not fields or p.parse_int(fields[0]) != p.In.START_API:
+                return False
+            # ib_insync sends clientId 2**31-1 (its "unset") as an empty field.
+            self.client_id = p.parse_int(fields[2] if len(fields) > 2 else "")
+        except p.UnreadableField as exc:
+            self.send_error(-1, 320, str(exc))
+            self._record(kind="connect", outcome="error", error_code=320,
+                         detail=f"clientId {fields[2] if len(fields) > 2 else None!r}")
+            await self._drain()
             return False
-        self.client_id = int(fields[2])
         received = time.time()
         other = self.server.clients.get(self.client_id)
         if other is not None:
@@ -352,7 +483,7 @@ class _Connection:
     # --- historical data -----------------------------------------------------------------
     async def _historical(self, fields: list[str]) -> None:
         received = time.time()
-        req_id = int(fields[1])
+        req_id = p.parse_int(fields[1])
         query = ContractQuery.from_fields(fields[2:14])
         end_text, bar_size, duration, _rth, what, fmt_text, keep = fields[15:22]
         base = RequestRecord(
@@ -361,43 +492,67 @@ class _Connection:
             end=end_text, duration=duration, bar_size=bar_size, what_to_show=what,
         )
         try:
-            contract, start, stop, fmt = self._check_historical(
+            ask = self._check_historical(
                 req_id, query, end_text, bar_size, duration, what, fmt_text, keep
             )
         except _Refused as refused:
             self._refuse(base, refused)
             return
-        base = replace(base, symbol=contract.symbol, window_start=start.isoformat(),
-                       window_end=stop.isoformat())
+        contract = ask.contract
+        base = replace(base, symbol=contract.symbol, window_start=ask.start.isoformat(),
+                       window_end=ask.end.isoformat())
         fate = self._fate(base)
         if fate is None:
+            return
+        refused = self.server.session_refusal(contract)
+        if refused is not None:
+            self._refuse(base, refused)
             return
         if self.server.upstream_lost:
             # As IB does while it cannot reach its servers: the request is never answered.
             self.open[req_id] = _Open(req_id, None, base)
             self.server.log.add(replace(base, outcome="hung", detail="upstream lost"))
             return
-        soft_delay = self._pace(base, contract, end_text, bar_size, duration, what, fmt_text)
-        if soft_delay is None:
-            return
-        if p.BAR_SIZES[bar_size] != 60:
-            self._refuse(base, _Refused(321, "Error validating request.-'bS' : cause - "
-                                        f"bar size {bar_size!r} is not served by the simulator"))
-            return
-        if stop - start > timedelta(days=self.server.config.max_duration_days):
-            self._refuse(base, _Refused(162, TEXT_TOO_LONG))
-            return
 
-        def answer() -> None:
-            self._answer_bars(base, contract, start, stop, fmt)
+        def proceed() -> None:
+            soft_delay = self._pace(base, contract, end_text, bar_size, duration, what,
+                                    fmt_text)
+            if soft_delay is None:
+                return
+            if p.BAR_SIZES[bar_size] != 60:
+                self._refuse(base, _Refused(
+                    321, "Error validating request.-'bS' : cause - "
+                    f"bar size {bar_size!r} is not served by the simulator"))
+                return
+            if ask.length > timedelta(days=self.server.config.max_duration_days):
+                if self.server.behaviour.too_long is TooLong.HANG:
+                    self.open[req_id] = _Open(req_id, None, base)
+                    self.server.log.add(replace(base, outcome="hung", detail="too long"))
+                else:
+                    self._refuse(base, _Refused(162, TEXT_TOO_LONG))
+                return
 
-        self._run_with_faults(base, fate, answer, soft_delay)
+            def answer() -> None:
+                self._answer_bars(base, contract, ask.start, ask.end, ask.fmt)
+
+            self._run_with_faults(base, fate, answer, soft_delay)
+
+        self._hold_or(base, proceed)
+
+    def _hold_or(self, base: RequestRecord, proceed: Callable[[], None]) -> None:
+        """Go on now, or, while the HMDS farm is down (2105), once it is back (2106)."""
+        if not self.server.farm_is_down:
+            proceed()
+            return
+        item = _Open(base.req_id, None, base)
+        self.open[base.req_id] = item
+        self.server.held.append((self, item, proceed))
 
     def _check_historical(
         self, req_id: int, query: ContractQuery, end_text: str, bar_size: str, duration: str,
         what: str, fmt_text: str, keep: str,
-    ) -> tuple[SimContract, datetime, datetime, int]:
-        """Validate in IB's order; returns the contract, bar-start window and formatDate."""
+    ) -> _Ask:
+        """Validate in IB's order; the window follows ``--day-duration``."""
         if req_id in self.open:
             raise _Refused(322, f"Error processing request.-'bX' : cause - "
                                 f"Duplicate ticker id {req_id}")
@@ -406,6 +561,7 @@ class _Connection:
             raise _Refused(200, TEXT_NO_SECURITY)
         try:
             p.parse_bar_size(bar_size)
+            count, unit = p.duration_parts(duration)
             length = p.parse_duration(duration)
             now = datetime.fromtimestamp(self.server.config.clock(), UTC)
             end = p.parse_end_datetime(end_text, now, self.server.config.timezone)
@@ -422,22 +578,38 @@ class _Connection:
         if pacing.enabled and self.server.open_count() >= pacing.max_open:
             raise _Refused(322, "Error processing request.-'bX' : cause - Maximum number of "
                            f"simultaneous historical data requests exceeded ({pacing.max_open})")
-        return contract, end - length, end, fmt
+        behaviour = self.server.behaviour
+        start = end - length
+        if unit == "D" and behaviour.day_duration is DayDuration.SESSIONS:
+            start = session_window_start(end, count, self.server.zone, behaviour.session_break)
+        return _Ask(contract, start, end, fmt, length)
 
     def _pace(
         self, base: RequestRecord, contract: SimContract, *identity: str
     ) -> float | None:
-        """Apply the session's pacing rules: the soft delay, or None when refused (162)."""
+        """Apply the session's pacing rules: the soft delay, or None when refused (162) or
+        when the soft throttle's backlog drops the connection (``--overload disconnect``)."""
         key = RequestKey(
             contract=f"{contract.con_id}|AGGTRADES",
             identity=f"{contract.con_id}|" + "|".join(identity),
             bar_seconds=p.BAR_SIZES[identity[1]],
         )
-        verdict = self.server.pacing.check(time.monotonic(), key)
+        server = self.server
+        now = time.monotonic()
+        verdict = server.pacing.check(now, key)
         if not verdict.allowed:
             rule = verdict.rule.value if isinstance(verdict.rule, Rule) else None
             self._refuse(base, _Refused(162, PACING_TEXT, detail=rule))
             return None
+        if verdict.delay_s > 0:
+            slowed_for = now - server.slowed_since if server.soft_waiting else 0.0
+            reason = overload_reason(server.behaviour, server.soft_waiting, slowed_for)
+            if reason is not None:
+                server.pacing.release_soft_slot(now)
+                server.log.add(replace(base, answered=time.time(), outcome="dropped",
+                                       detail=reason))
+                self.close()
+                return None
         return verdict.delay_s
 
     def _refuse(self, base: RequestRecord, refused: _Refused, outcome: str = "error") -> None:
@@ -464,7 +636,7 @@ class _Connection:
 
     def _run_with_faults(
         self, base: RequestRecord, fate: FaultDecision, answer: Callable[[], None],
-        extra_delay: float = 0.0,
+        soft_delay: float = 0.0,
     ) -> None:
         """Answer now, later, never, or with a transient error, as the faults decide."""
         faults: FaultConfig = self.server.faults
@@ -479,7 +651,7 @@ class _Connection:
                                             detail="fault"))
 
             answer = answer_error
-        delay = fate.latency_s + extra_delay
+        delay = fate.latency_s + soft_delay
         if delay <= 0:
             answer()
             return
@@ -492,55 +664,99 @@ class _Connection:
 
         task = asyncio.get_running_loop().create_task(later())
         self.open[base.req_id] = _Open(base.req_id, task, base)
+        if soft_delay > 0:
+            self._wait_on_soft_throttle(task)
+
+    def _wait_on_soft_throttle(self, task: asyncio.Task[None]) -> None:
+        """Count ``task`` in the soft throttle's queue until it is answered or dropped."""
+        server = self.server
+        if server.soft_waiting == 0:
+            server.slowed_since = time.monotonic()
+        server.soft_waiting += 1
+
+        def done(finished: asyncio.Task[None]) -> None:
+            server.soft_waiting -= 1
+            if finished.cancelled():  # cancelled, or its connection lost: its slot is free
+                server.pacing.release_soft_slot(time.monotonic())
+
+        task.add_done_callback(done)
 
     def _answer_bars(
         self, base: RequestRecord, contract: SimContract, start: datetime, stop: datetime,
         fmt: int,
     ) -> None:
         server = self.server
-        now = datetime.fromtimestamp(server.config.clock(), UTC)
+        behaviour = server.behaviour
+        clock = server.config.clock()
+        now = datetime.fromtimestamp(clock, UTC)
+        low, high = served_interval(start, stop, behaviour.window_edges)
         # Only completed minutes exist yet: a bar is a pure function of its minute.
-        served_stop = min(stop, now - timedelta(minutes=1) + timedelta(microseconds=1))
+        completed = min(high, now - timedelta(minutes=1) + timedelta(microseconds=1))
         chunks: list[str] = []
         count = 0
         listing = server.market.listing(contract.symbol)
-        for day in days_touching(max(start, listing), served_stop):
-            encoded = server.encoded_bars(contract.symbol, day, fmt)
-            span = server.market.row_slice(contract.symbol, day, start, served_stop)
-            chunks.append("".join(encoded[span.start:span.stop]))
-            count += len(span)
+        for day in days_touching(max(low, listing), completed):
+            encoded = server.encoded_day(contract.symbol, day, fmt)
+            first, stop_at = encoded.index(low, completed)
+            chunks.append(encoded.text[encoded.offsets[first]:encoded.offsets[stop_at]])
+            count += stop_at - first
+        if behaviour.partial_last_bar:
+            forming = self._forming_bar(contract, clock, low, high, listing)
+            if forming is not None:
+                chunks.extend(server.encode_rows(contract.symbol, [forming], fmt))
+                count += 1
         if count == 0:
             text = f"{HMDS}HMDS query returned no data: {contract.description}"
             self._refuse(base, _Refused(162, text), outcome="no_data")
             return
         server.log.add(replace(base, answered=time.time(), outcome="bars", bars=count))
+        # IB's header is the window served, as text in the login zone whatever formatDate.
         head = (
-            f"{p.Out.HISTORICAL_DATA:d}\0{base.req_id}\0{server.format_time(start, fmt)}\0"
-            f"{server.format_time(stop, fmt)}\0{count}\0"
+            f"{p.Out.HISTORICAL_DATA:d}\0{base.req_id}\0{server.format_time(start, 1)}\0"
+            f"{server.format_time(min(stop, now), 1)}\0{count}\0"
         )
         if not self.writer.is_closing():
             self.writer.write(p.frame_text(head + "".join(chunks)))
 
+    def _forming_bar(
+        self, contract: SimContract, clock: float, low: datetime, high: datetime,
+        listing: datetime,
+    ) -> Row | None:
+        """The bar of the minute still under way at ``clock``, if the window holds it."""
+        minute = datetime.fromtimestamp(clock // 60 * 60, UTC)
+        if not (low <= minute < high and minute >= listing):
+            return None
+        columns = self.server.market.columns(contract.symbol, minute.date())
+        span = columns.index(minute, minute + timedelta(minutes=1))
+        if not span:
+            return None  # no trade in this minute
+        row = next(columns.rows(span.start, span.stop))
+        return forming_row(row, clock, price_decimals(base_price(contract.symbol)))
+
     async def _cancel_historical(self, fields: list[str]) -> None:
-        req_id = int(fields[2])
+        req_id = p.parse_int(fields[2])
         item = self.open.pop(req_id, None)
         if item is None:
             self.send_error(req_id, 366, f"No historical data query found for ticker id:{req_id}")
             self._record(kind="cancel", req_id=req_id, outcome="error", error_code=366)
             return
+        code = self.server.behaviour.cancel_answer
         if item.task is not None:
             item.task.cancel()
             self.server.log.add(replace(item.base, answered=time.time(), outcome="cancelled",
-                                        error_code=162))
+                                        error_code=code))
         else:
             self._record(kind="cancel", req_id=req_id, symbol=item.base.symbol,
-                         outcome="cancelled", error_code=162)
-        self.send_error(req_id, 162, f"{HMDS}API historical data query cancelled: {req_id}")
+                         outcome="cancelled", error_code=code)
+        if code == 366:  # IB's other answer to a cancel (ib_async issue 88)
+            self.send_error(req_id, 366, f"No historical data query found for ticker id:{req_id}")
+        else:
+            self.send_error(req_id, 162, f"{HMDS}API historical data query cancelled: {req_id}")
 
     # --- head timestamp --------------------------------------------------------------------
     async def _head_timestamp(self, fields: list[str]) -> None:
         received = time.time()
-        req_id = int(fields[1])
+        req_id = p.parse_int(fields[1])
         query = ContractQuery.from_fields(fields[2:14])
         _expired, _rth, what, fmt_text = fields[14:18]
         base = RequestRecord(received=received, answered=None, client_id=self.client_id,
@@ -562,8 +778,13 @@ class _Connection:
             self.send([p.Out.HEAD_TIMESTAMP, req_id, self.server.format_time(first, fmt)])
 
         fate = self._fate(base)
-        if fate is not None:
-            self._run_with_faults(base, fate, answer)
+        if fate is None:
+            return
+        refused = self.server.session_refusal(contract)
+        if refused is not None:
+            self._refuse(base, refused)
+            return
+        self._hold_or(base, lambda: self._run_with_faults(base, fate, answer))
 
 
 class SimGateway:
@@ -571,7 +792,7 @@ class SimGateway:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.log = RequestLog(self.config.log_path)
+        self.log = RequestLog(self.config.log_path, keep=self.config.keep_requests)
         self._server: _Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -634,8 +855,15 @@ class SimGateway:
         self._thread = None
         self.log.close()
 
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of generated and encoded days held now (within ``cache_mb``)."""
+        if self._server is None:
+            return 0
+        return self._server.market.cached_bytes + self._server.encoded_bytes
+
     def requests(self) -> list[RequestRecord]:
-        """The request log so far, in the order requests were settled."""
+        """The request log so far, in the order requests were settled (``keep_requests``)."""
         return self.log.records()
 
     def set_faults(self, faults: FaultConfig) -> None:
@@ -645,6 +873,18 @@ class SimGateway:
     def set_pacing(self, pacing: PacingConfig) -> None:
         """Replace the pacing rules (and forget their history)."""
         self._call(lambda server: setattr(server, "pacing", PacingRules(pacing)))
+
+    def set_behaviour(self, behaviour: Behaviour) -> None:
+        """Swap the switches of ``Behaviour`` at runtime (the next request sees them)."""
+        self._call(lambda server: setattr(server, "behaviour", behaviour))
+
+    def farm_down(self) -> None:
+        """The HMDS farm breaks: 2105 to every client; data requests held until ``farm_up``."""
+        self._call(lambda server: server.set_farm(down=True))
+
+    def farm_up(self) -> None:
+        """The HMDS farm is back: 2106 to every client, then the held requests are answered."""
+        self._call(lambda server: server.set_farm(down=False))
 
     def drop_connections(self) -> None:
         """Close every client connection now, as a gateway restart would."""
@@ -658,20 +898,27 @@ class SimGateway:
         """IB's servers are back: error 1102 to every client; new requests are answered."""
         self._call(lambda server: server.set_upstream(lost=False))
 
-    def _call(self, action: Callable[[_Server], object]) -> None:
+    def open_requests(self) -> int:
+        """Data requests received and not yet settled (waiting, hung or held)."""
+        return int(self._call(lambda server: server.open_count()) or 0)
+
+    def _call(self, action: Callable[[_Server], object]) -> object:
+        """Run ``action`` on the gateway's loop; its result."""
         if self._server is None or self._loop is None:
             raise RuntimeError("gateway not started")
         done = threading.Event()
         server = self._server
+        result: list[object] = []
 
         def run() -> None:
             try:
-                action(server)
+                result.append(action(server))
             finally:
                 done.set()
 
         self._loop.call_soon_threadsafe(run)
         done.wait(5.0)
+        return result[0] if result else None
 
     def __enter__(self) -> SimGateway:
         return self.start()
@@ -687,7 +934,7 @@ async def serve(
     config: SimConfig, ready: Callable[[str, int], None], stop: asyncio.Event
 ) -> None:
     """Run the gateway on the current loop until ``stop`` is set (the CLI's foreground mode)."""
-    log = RequestLog(config.log_path)
+    log = RequestLog(config.log_path, keep=config.keep_requests)
     server = _Server(config, log)
     await server.start()
     ready(config.host, server.port)
@@ -698,8 +945,10 @@ async def serve(
         log.close()
 
 
-def run_forever(config: SimConfig, announce: Callable[[str, int], None]) -> None:
-    """Serve in the foreground until SIGINT or SIGTERM, then close cleanly."""
+def run_forever(
+    config: SimConfig, announce: Callable[[str, int], None], lifeline: Lifeline | None = None
+) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM, or until ``lifeline``'s process dies."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -708,11 +957,19 @@ def run_forever(config: SimConfig, announce: Callable[[str, int], None]) -> None
         def request_stop(_signum: int, _frame: object) -> None:
             loop.call_soon_threadsafe(stop.set)
 
+        async def watch(line: Lifeline) -> None:
+            while line.alive():
+                await asyncio.sleep(POLL_S)
+            stop.set()
+
         previous = {sig: signal.signal(sig, request_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
+        watcher = None if lifeline is None else asyncio.create_task(watch(lifeline))
         try:
             await serve(config, announce, stop)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

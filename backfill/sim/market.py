@@ -13,10 +13,13 @@ import itertools
 import math
 import random
 import struct
-import threading
-from collections import OrderedDict
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from backfill.sim.cache import ByteLRU
 
 UTC = timezone.utc
 MINUTE = timedelta(minutes=1)
@@ -168,8 +171,56 @@ def day_bars(
     return tuple(map(to_bar, day_rows(seed, symbol, day, no_trade_share=no_trade_share)))
 
 
+@dataclass(frozen=True)
+class DayColumns:
+    """One day's bars as compact columns (about 90 KB a day, where tuples take 0.77 MB)."""
+
+    starts: array[int]  # epoch seconds of each bar's START
+    open: array[float]
+    high: array[float]
+    low: array[float]
+    close: array[float]
+    volume: array[float]
+    wap: array[float]
+    bar_count: array[int]
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row]) -> DayColumns:
+        if not rows:
+            return cls(array("q"), *(array("d") for _ in range(6)), array("q"))
+        columns = list(zip(*rows, strict=True))
+        return cls(array("q", columns[0]), *(array("d", c) for c in columns[1:7]),
+                   array("q", columns[7]))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.itemsize * len(c) for c in self._columns())
+
+    def rows(self, first: int = 0, stop: int | None = None) -> Iterator[Row]:
+        """The bars ``first:stop`` as ``Row`` tuples, built on the fly."""
+        part = slice(first, stop)
+        return zip(*(c[part] for c in self._columns()), strict=True)  # type: ignore[return-value]
+
+    def index(self, start: datetime, stop: datetime) -> range:
+        """Indices of the bars whose start is in [start, stop)."""
+        return range(bisect.bisect_left(self.starts, start.timestamp()),
+                     bisect.bisect_left(self.starts, stop.timestamp()))
+
+    def _columns(self) -> tuple[array[Any], ...]:
+        return (self.starts, self.open, self.high, self.low, self.close, self.volume, self.wap,
+                self.bar_count)
+
+
+# Generated days kept for reuse; a day is asked once in a backfill, more often in tests.
+DEFAULT_CACHE_BYTES = 16 << 20
+_SIMBAR_DAYS = 32
+
+
 class Market:
-    """Bars for a set of symbols, cached per (symbol, day); safe to share between threads."""
+    """Bars for a set of symbols, cached per (symbol, day) within a byte budget; thread-safe."""
 
     def __init__(
         self,
@@ -177,67 +228,52 @@ class Market:
         *,
         no_trade_share: float = 0.02,
         listings: dict[str, datetime] | None = None,
-        cache_days: int = 8192,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.seed = seed
         self.no_trade_share = no_trade_share
         self.listings = dict(DEFAULT_LISTINGS if listings is None else listings)
-        self._cache: OrderedDict[tuple[str, date], tuple[tuple[Row, ...], list[int]]] = (
-            OrderedDict()
-        )
-        self._bars: dict[tuple[str, date], tuple[SimBar, ...]] = {}
-        self._cache_days = cache_days
-        self._lock = threading.Lock()
+        self._cache: ByteLRU[tuple[str, date], DayColumns] = ByteLRU(cache_bytes)
+        # SimBar values are for tests and the oracle; the gateway never builds them.
+        self._bars: ByteLRU[tuple[str, date], tuple[SimBar, ...]] = ByteLRU(_SIMBAR_DAYS)
 
     def listing(self, symbol: str) -> datetime:
         """The first minute at which the symbol can trade."""
         return self.listings.get(base_of(symbol), DEFAULT_LISTING)
 
-    def _day(self, symbol: str, day: date) -> tuple[tuple[Row, ...], list[int]]:
+    def columns(self, symbol: str, day: date) -> DayColumns:
+        """All bars of one day (listing applied) as compact columns, cached."""
         key = (base_of(symbol), day)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         rows = day_rows(self.seed, key[0], day, no_trade_share=self.no_trade_share)
         listed = self.listing(key[0]).timestamp()
         if rows and rows[0][0] < listed:
             rows = tuple(r for r in rows if r[0] >= listed)
-        entry = (rows, [r[0] for r in rows])
-        with self._lock:
-            self._cache[key] = entry
-            while len(self._cache) > self._cache_days:
-                old, _ = self._cache.popitem(last=False)
-                self._bars.pop(old, None)
-        return entry
+        columns = DayColumns.from_rows(rows)
+        self._cache.put(key, columns, columns.nbytes)
+        return columns
 
-    def rows(self, symbol: str, day: date) -> tuple[Row, ...]:
-        """All bars of one day as plain tuples (listing applied), cached: the fast path."""
-        return self._day(symbol, day)[0]
-
-    def row_slice(self, symbol: str, day: date, start: datetime, stop: datetime) -> range:
-        """Indices into ``rows(symbol, day)`` of the bars whose start is in [start, stop)."""
-        starts = self._day(symbol, day)[1]
-        return range(bisect.bisect_left(starts, start.timestamp()),
-                     bisect.bisect_left(starts, stop.timestamp()))
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of generated days held now (at most the ``cache_bytes`` budget)."""
+        return self._cache.nbytes
 
     def day(self, symbol: str, day: date) -> tuple[SimBar, ...]:
-        """All bars of one day (listing applied) as ``SimBar`` values, cached."""
+        """All bars of one day (listing applied) as ``SimBar`` values."""
         key = (base_of(symbol), day)
         bars = self._bars.get(key)
         if bars is None:
-            bars = tuple(map(to_bar, self.rows(symbol, day)))
-            with self._lock:
-                if key in self._cache:
-                    self._bars[key] = bars
+            bars = tuple(map(to_bar, self.columns(symbol, day).rows()))
+            self._bars.put(key, bars, 1)
         return bars
 
     def bars(self, symbol: str, start: datetime, stop: datetime) -> list[SimBar]:
         """Bars whose START is in [start, stop), in time order."""
         result: list[SimBar] = []
         for day in days_touching(max(start, self.listing(symbol)), stop):
-            span = self.row_slice(symbol, day, start, stop)
+            span = self.columns(symbol, day).index(start, stop)
             result.extend(self.day(symbol, day)[span.start:span.stop])
         return result
 
@@ -245,9 +281,9 @@ class Market:
         """Start of the earliest bar (what reqHeadTimeStamp reports)."""
         day = self.listing(symbol).date()
         while True:
-            rows = self.rows(symbol, day)
-            if rows:
-                return to_bar(rows[0]).start
+            columns = self.columns(symbol, day)
+            if len(columns):
+                return datetime.fromtimestamp(columns.starts[0], UTC)
             day += timedelta(days=1)
 
 

@@ -123,6 +123,11 @@ class PacingRules:
             }
         return Verdict(None, delay)
 
+    def release_soft_slot(self, now: float) -> None:
+        """A request waiting on the soft throttle went away (cancelled, or its client lost)."""
+        if self.config.soft_rate is not None and self._soft_free_at > now:
+            self._soft_free_at = max(now, self._soft_free_at - 1.0 / self.config.soft_rate)
+
     def _soft_delay(self, now: float) -> float:
         # A token bucket: a burst passes untouched, a sustained excess queues behind it.
         rate = self.config.soft_rate

@@ -72,6 +72,27 @@ class ProtocolError(ValueError):
     """A client message that cannot be parsed (answered with error 321)."""
 
 
+class UnreadableField(ProtocolError):
+    """A field TWS could not read as its type (answered with error 320)."""
+
+    def __init__(self, text: str) -> None:
+        # TWS is Java: its answer quotes the exception its parser threw.
+        super().__init__("Error reading request. Unable to parse data. "
+                         f'java.lang.NumberFormatException: For input string: "{text}"')
+
+
+_JAVA_INT = re.compile(r"^[+-]?\d{1,10}$")
+
+
+def parse_int(text: str) -> int:
+    """A field read as TWS reads it, a Java ``int`` (Python's ``int()`` accepts more)."""
+    if _JAVA_INT.match(text):
+        value = int(text)
+        if -(2**31) <= value < 2**31:
+            return value
+    raise UnreadableField(text)
+
+
 def frame(fields: Iterable[object]) -> bytes:
     """One framed message: 4-byte big-endian length, then NUL-terminated text fields."""
     payload = "".join(f"{field}\0" for field in fields).encode()
@@ -136,6 +157,12 @@ def parse_bar_size(text: str) -> int:
 
 def parse_duration(text: str) -> timedelta:
     """IB duration ``N S|D|W``; months and years are refused (their length is ambiguous)."""
+    count, unit = duration_parts(text)
+    return timedelta(seconds=count * _DURATION_UNIT_S[unit])
+
+
+def duration_parts(text: str) -> tuple[int, str]:
+    """``N S|D|W`` as (N, unit), checked as ``parse_duration`` checks it."""
     match = _DURATION_RE.match(text)
     if not match:
         raise ProtocolError(f"Historical data query duration {text!r} is invalid")
@@ -144,7 +171,7 @@ def parse_duration(text: str) -> timedelta:
         raise ProtocolError(f"duration unit {unit!r} is not supported by the simulator")
     if count <= 0:
         raise ProtocolError(f"Historical data query duration {text!r} is invalid")
-    return timedelta(seconds=count * _DURATION_UNIT_S[unit])
+    return count, unit
 
 
 def parse_end_datetime(text: str, now: datetime, session_zone: str = "UTC") -> datetime:

@@ -1,4 +1,4 @@
-"""The request log: one frozen record per request, kept in memory and as JSON lines."""
+"""The request log: one frozen record per request, as JSON lines and (for tests) in memory."""
 
 from __future__ import annotations
 
@@ -39,9 +39,13 @@ class RequestRecord:
 
 
 class RequestLog:
-    """Thread-safe append-only log; each JSON line is flushed so other processes can tail it."""
+    """Thread-safe append-only log; each JSON line is flushed so other processes can tail it.
 
-    def __init__(self, path: Path | None = None) -> None:
+    Records stay in memory only with ``keep=True``: a long backfill sends 100,000s of requests.
+    """
+
+    def __init__(self, path: Path | None = None, *, keep: bool = False) -> None:
+        self.keep = keep
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
@@ -51,12 +55,16 @@ class RequestLog:
 
     def add(self, record: RequestRecord) -> None:
         with self._lock:
-            self._records.append(record)
+            if self.keep:
+                self._records.append(record)
             if self._file is not None:
                 self._file.write(record.to_json() + "\n")
                 self._file.flush()
 
     def records(self) -> list[RequestRecord]:
+        if not self.keep:
+            raise RuntimeError("request records are not kept: start the simulator with "
+                               "SimConfig(keep_requests=True), or read its --log file")
         with self._lock:
             return list(self._records)
 

@@ -271,3 +271,19 @@ def test_a_client_connecting_while_ib_is_unreachable_is_told_at_once(sim):
             session.disconnect()
 
     run(go())
+
+
+def test_the_window_ib_says_it_served_comes_back_with_the_bars(sim):
+    async def go():
+        session = await connected(sim)
+        try:
+            result = await session.fetch_window(BTC, Window(JULY_1, date(2025, 7, 2)))
+            return result, session.login_zone
+        finally:
+            session.disconnect()
+
+    result, zone = run(go())
+    assert zone.name == "UTC" and zone.zone is not None
+    assert result.served_start == datetime(2025, 6, 30, 23, 59, tzinfo=timezone.utc)
+    assert result.served_end == datetime(2025, 7, 2, 23, 59, tzinfo=timezone.utc)
+    assert result.answered_at > 0

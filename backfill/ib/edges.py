@@ -1,0 +1,103 @@
+"""Learn a gateway's window-edge rule with two small requests (see ``backfill.edges``).
+
+1. ``1800 S`` ending at a past minute: which minutes of that half hour have bars.
+2. ``[a, b]`` for two of those minutes 10 minutes apart, both well inside the first window:
+   whether the bars starting at ``a`` and at ``b`` come back is the rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from backfill.domain import Symbol
+from backfill.edges import UNKNOWN, EdgeRule, probe_pair, rule_from
+from backfill.ib.session import ClientIdInUse, IBSession, IBSessionError
+
+SURVEY = timedelta(minutes=30)
+SPAN = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class EdgeFinding:
+    rule: EdgeRule
+    requests: int
+    seconds: float
+    evidence: dict
+    sent_at: tuple[float, ...] = ()  # wall clock of each request: IB's pacing remembers them
+
+
+async def learn_edges(
+    session: IBSession, symbol: Symbol, anchors: list[datetime], *, pause_s: float = 0.0,
+) -> EdgeFinding:
+    """The rule, from the first anchor (a past minute, UTC) with two bars 10 minutes apart.
+
+    ``pause_s`` between requests keeps IB's per-contract rules however fast they come back.
+    """
+    began = time.monotonic()
+    requests = 0
+    sent_at: list[float] = []
+    evidence: dict = {"symbol": str(symbol), "tries": []}
+    for anchor in anchors:
+        end = anchor.replace(second=0, microsecond=0)
+        sent_at.append(time.time())
+        survey = await _starts(session, symbol, end, SURVEY)
+        requests += 1
+        pair = probe_pair(survey or [], end - SURVEY, end, SPAN) if survey else None
+        if pair is None:
+            evidence["tries"].append({"end": end.isoformat(), "bars": len(survey or [])})
+            continue
+        a, b = pair
+        await asyncio.sleep(pause_s)
+        sent_at.append(time.time())
+        served = await _starts(session, symbol, b, b - a)
+        requests += 1
+        if served is None:
+            evidence["tries"].append({"end": b.isoformat(), "error": "no answer"})
+            continue
+        rule = rule_from(a, b, served)
+        evidence.update(asked_start=a.isoformat(), asked_end=b.isoformat(),
+                        first_served=a in served, last_served=b in served,
+                        bars=len(served))
+        return EdgeFinding(rule, requests, time.monotonic() - began, evidence,
+                           tuple(sent_at))
+    return EdgeFinding(UNKNOWN, requests, time.monotonic() - began, evidence, tuple(sent_at))
+
+
+async def _starts(
+    session: IBSession, symbol: Symbol, end: datetime, length: timedelta
+) -> list[datetime] | None:
+    """Bar starts served for ``length`` ending at ``end``; None when IB did not answer.
+
+    A refusal that no retry can help (no permission) is raised.
+    """
+    try:
+        return await session.bar_starts(symbol, end, f"{int(length.total_seconds())} S")
+    except IBSessionError as exc:
+        if not exc.retryable:
+            raise
+        return None
+
+
+def learn_gateway_edges(
+    host: str, port: int, client_id: int, symbol: Symbol, anchors: list[datetime],
+    *, timeout_s: float = 10.0, pause_s: float = 0.0,
+) -> EdgeFinding:
+    """Connect (the next free clientId if taken), learn the rule, disconnect."""
+
+    async def go() -> EdgeFinding:
+        for session_id in range(client_id, client_id + 32):
+            session = IBSession(host, port, session_id, timeout_s=timeout_s)
+            try:
+                await session.connect()
+            except ClientIdInUse:
+                continue
+            try:
+                return await learn_edges(session, symbol, anchors, pause_s=pause_s)
+            finally:
+                session.disconnect()
+        raise ClientIdInUse(client_id)
+
+    return asyncio.run(go())

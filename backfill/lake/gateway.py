@@ -1,0 +1,65 @@
+"""What the lake remembers about a gateway: ``<lake>/_gateway/<host>-<port>.json``.
+
+One finding per key (``window_edges`` today; ``backfill probe`` adds others), each with its
+value, when it was checked and its evidence, so a finding past its age is checked again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from backfill.domain import UTC
+
+GATEWAY_DIR = "_gateway"
+# A gateway's behaviour changes with its version: IB Gateway updates itself now and then.
+FINDING_MAX_AGE = timedelta(days=7)
+
+
+def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
+    safe_host = "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
+    return Path(lake) / GATEWAY_DIR / f"{safe_host}-{port}.json"
+
+
+def read_finding(
+    lake: Path, host: str, port: int, key: str, now: datetime,
+    max_age: timedelta = FINDING_MAX_AGE,
+) -> dict[str, Any] | None:
+    """The finding ``key`` if recorded within ``max_age`` of ``now``, else None."""
+    try:
+        facts = json.loads(gateway_facts_path(lake, host, port).read_text())
+        finding = facts["findings"][key]
+        checked = datetime.fromisoformat(finding["checked_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or unreadable: the finding is learned again
+    if checked.tzinfo is None or not timedelta(0) <= now - checked <= max_age:
+        return None
+    return finding
+
+
+def write_finding(
+    lake: Path, host: str, port: int, key: str, value: Any, evidence: dict[str, Any],
+    checked_at: datetime,
+) -> Path:
+    """Record one finding, keeping the others; atomic (a reader never sees half a file)."""
+    path = gateway_facts_path(lake, host, port)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        facts = json.loads(path.read_text())
+        if not isinstance(facts.get("findings"), dict):
+            raise ValueError
+    except (OSError, ValueError, AttributeError):
+        facts = {"findings": {}}
+    facts["gateway"] = f"{host}:{port}"
+    facts["findings"][key] = {
+        "value": value,
+        "checked_at": checked_at.astimezone(UTC).isoformat(),
+        "evidence": evidence,
+    }
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(facts, indent=1, sort_keys=True))
+    os.replace(temp, path)
+    return path

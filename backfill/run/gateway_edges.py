@@ -1,0 +1,135 @@
+"""The gateway's window-edge rule for a run: remembered in the lake, else learned.
+
+Learning costs two small requests against the first symbol (see ``backfill.ib.edges``);
+the lake remembers the answer for ``FINDING_MAX_AGE`` per gateway address. The embedded
+simulator (a new port each run) is asked every time and not remembered.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from backfill.domain import UTC
+from backfill.edges import RULES, UNKNOWN, EdgeRule
+from backfill.ib.edges import EdgeFinding, learn_gateway_edges
+from backfill.ib.session import IBSessionError, NoPermission
+from backfill.lake.gateway import gateway_facts_path, read_finding, write_finding
+from backfill.run.sendlog import load_recent_sends, save_recent_sends
+
+if TYPE_CHECKING:
+    from backfill.plan import Plan
+    from backfill.run.launch import RunRequest
+
+KEY = "window_edges"
+
+
+@dataclass(frozen=True)
+class GatewayEdges:
+    rule: EdgeRule
+    source: str  # "learned" or "remembered"
+    checked_at: datetime
+    finding: EdgeFinding | None = None
+    note: str = ""
+
+
+def probe_anchors(first: date, last: date, today: date) -> list[datetime]:
+    """Past noons to look for bars at: the range's last ended day, then its first."""
+    days = [min(last, today - timedelta(days=1)), first]
+    out: list[datetime] = []
+    for day in days:
+        when = datetime.combine(day, time(12), UTC)
+        if day < today and when not in out:
+            out.append(when)
+    return out
+
+
+def gateway_edges(
+    request: RunRequest, host: str, port: int, the_plan: Plan, today: date,
+) -> GatewayEdges:
+    """The rule to send windows by; reads the lake, writes nothing (see ``remember_edges``)."""
+    now = datetime.now(UTC)
+    if not request.gateway.embedded and request.lake.is_dir():
+        found = read_finding(request.lake, host, port, KEY, now)
+        if found is not None and found.get("value") in RULES:
+            return GatewayEdges(EdgeRule.parse(found["value"]), "remembered",
+                                datetime.fromisoformat(found["checked_at"]))
+    anchors = probe_anchors(request.first, request.last, today)
+    note = "no past minute to ask about"
+    settings = request.settings
+    for job in the_plan.symbols:
+        if not job.days_missing or not anchors:
+            continue
+        try:
+            finding = learn_gateway_edges(
+                host, port, settings.client_id_base + settings.workers, job.symbol, anchors,
+                timeout_s=settings.connect_timeout_s,
+            )
+        except NoPermission:
+            note = f"no permission for {job.symbol}"
+            continue  # its worker reports it; another symbol may show the rule
+        except IBSessionError as exc:
+            note = str(exc)
+            break
+        if finding.rule.known:
+            return GatewayEdges(finding.rule, "learned", now, finding)
+        note = f"no two bars 10 minutes apart for {job.symbol}"
+        return GatewayEdges(UNKNOWN, "learned", now, finding, note)
+    return GatewayEdges(UNKNOWN, "learned", now, None, note)
+
+
+def remember_edges(
+    request: RunRequest, host: str, port: int, edges: GatewayEdges, console: Console,
+) -> None:
+    """Record a learned rule in the lake, hand the probe's sends on to the symbol's worker
+    (IB's per-contract rule remembers them), and say which rule the run uses."""
+    finding = edges.finding
+    where = ""
+    if finding is not None:
+        if edges.rule.known and not request.gateway.embedded:
+            path = write_finding(request.lake, host, port, KEY, edges.rule.text,
+                                 finding.evidence, edges.checked_at)
+            where = f", remembered in {path}"
+        symbol = finding.evidence.get("symbol")
+        if symbol and finding.sent_at:
+            now = datetime.now(UTC).timestamp()
+            recent = load_recent_sends(request.lake, symbol, now)
+            recent += [(f"{symbol}|edges|{n}", now - at) for n, at in enumerate(finding.sent_at)]
+            save_recent_sends(request.lake, symbol, recent, now)
+    if edges.source == "remembered":
+        how = (f"remembered from {gateway_facts_path(request.lake, host, port)}, "
+               f"checked {edges.checked_at:%Y-%m-%d %H:%M} UTC")
+    elif finding is not None:
+        how = f"learned from the gateway: {finding.requests} requests, {finding.seconds:.2f}s"
+    else:
+        how = "not learned"
+    if not edges.rule.known:
+        how += (f" ({edges.note}); windows are asked one minute longer, in seconds, so that "
+                "any rule covers them")
+    console.print(f"Window edges {edges.rule}: {how}{where}", markup=False, highlight=False)
+    if finding is not None and finding.sent_at:
+        # The learning requests spent part of the session's --rate budget: let it refill
+        # before the workers start their burst.
+        wait = len(finding.sent_at) / request.settings.rate - (_time.time() - finding.sent_at[0])
+        if wait > 0:
+            _time.sleep(wait)
+
+
+def edges_sends(edges: GatewayEdges | None, now_mono: float, now_wall: float) -> tuple[float, ...]:
+    """The learning requests' send times on the monotonic clock (for IB's session rule)."""
+    if edges is None or edges.finding is None:
+        return ()
+    return tuple(now_mono - (now_wall - at) for at in edges.finding.sent_at)
+
+
+def probed_window_days(request: RunRequest, host: str, port: int) -> int | None:
+    """The longest window ``backfill probe`` found this gateway answers, if recorded lately."""
+    if request.gateway.embedded or not request.lake.is_dir():
+        return None
+    found = read_finding(request.lake, host, port, "max_window_days", datetime.now(UTC))
+    value = found.get("value") if found else None
+    return value if isinstance(value, int) and value >= 1 else None
