@@ -28,8 +28,8 @@ from pathlib import Path
 import filelock
 
 from backfill.domain import UTC, Symbol
+from backfill.lake.gateway import GATEWAY_DIR  # beside what the lake knows of each gateway
 
-GATEWAY_DIR = "_gateway"
 HEADS_FILE = "heads.json"
 
 
