@@ -319,6 +319,17 @@ def run(
                           help="Run logs kept in <lake>/_runs/: the newest N, this run's "
                           "included; older ones are deleted at the start of each run.")
     ] = _RUN.keep_runs,
+    stall_after: Annotated[
+        float, typer.Option("--stall-after", min=0.0,
+                            help="Seconds a worker may send nothing while it has work before "
+                            "it is shown stalled and its share of the rate goes to the "
+                            "others (a waiting worker sends heartbeats); 0: never.")
+    ] = _RUN.stall_after_s,
+    stall_restart_after: Annotated[
+        float, typer.Option("--stall-restart-after", min=0.0,
+                            help="Seconds of such silence before the worker is killed and "
+                            "restarted like a crashed one (resumes from the lake); 0: never.")
+    ] = _RUN.stall_restart_after_s,
     wait_for_other_run: Annotated[
         float, typer.Option("--wait-for-other-run", min=0.0,
                             help="A symbol another backfill run is fetching is waited for "
@@ -358,6 +369,7 @@ def run(
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
             client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            stall_after_s=stall_after, stall_restart_after_s=stall_restart_after,
             wait_for_other_run_s=wait_for_other_run,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
                        contract_window_s=ib_contract_window_s, session_max=ib_session_max,
@@ -473,7 +485,8 @@ def plan(
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
-    Reads only Parquet footers (and, with --head, asks the gateway for earliest bars).
+    Reads only Parquet footers and the heads runs recorded (<lake>/_gateway/heads.json: days
+    before a symbol's first bar are not missing); --head asks the gateway for them afresh.
     --json prints one document: {first, last, today, window_days, rate, workers,
     max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
@@ -510,15 +523,18 @@ def plan(
             latency_s=latency_ms / 1000, client_id_base=client_id_base,
         )
         settings.check()
-        listing = None
+        # Days before a head a run recorded in the lake are before listing, not missing.
+        from backfill.lake.heads import listing_days, read_heads
+
+        listing = listing_days(read_heads(root))
         if head:
             from backfill.ib.preflight import earliest_days
             from backfill.sim.embedded import serving
 
             with serving(GatewayAddress.parse(gateway)) as (host, port):
-                listing = earliest_days(host, port, settings.client_id_base, symbol_list,
-                                        client_id_tries=settings.client_id_tries,
-                                        timeout_s=settings.connect_timeout_s)
+                listing |= earliest_days(host, port, settings.client_id_base, symbol_list,
+                                         client_id_tries=settings.client_id_tries,
+                                         timeout_s=settings.connect_timeout_s)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
         coverage = read_coverage(root, symbol_list, first, min(last, today))

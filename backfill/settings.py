@@ -101,6 +101,14 @@ class RunSettings:
     # fetching before judging that symbol by the lake.
     wait_for_other_run_s: float = 3600.0
     keep_runs: int = 100  # run logs kept in <lake>/_runs/, this run's included
+    # A worker silent this long while it has work is shown stalled and its share of the rate
+    # goes to the others; silent ``stall_restart_after_s`` it is killed and restarted. A
+    # waiting worker is not silent: it sends a heartbeat (``run.stall``). 0 turns either off.
+    stall_after_s: float = 60.0
+    stall_restart_after_s: float = 300.0
+    # A symbol's head timestamp recorded in the lake (``lake.heads``) is asked again after
+    # this many days, by a run whose range starts before it: IB may add earlier history.
+    head_max_age_days: float = 30.0
     ib: IBRules = field(default_factory=IBRules)
 
     def check(self) -> None:
@@ -128,6 +136,12 @@ class RunSettings:
         if self.keep_runs < 1:
             raise BadInput(f"--keep-runs must be at least 1 (this run's log), not "
                            f"{self.keep_runs}")
+        if not (self.stall_after_s >= 0 and self.stall_restart_after_s >= 0):
+            raise BadInput("--stall-after and --stall-restart-after must be 0 (off) or more")
+        if self.stall_after_s and self.stall_restart_after_s \
+                and self.stall_restart_after_s < self.stall_after_s:
+            raise BadInput(f"--stall-restart-after ({self.stall_restart_after_s:g}) must be at "
+                           f"least --stall-after ({self.stall_after_s:g})")
         check_client_ids(self.client_id_base, self.workers)
 
     @property

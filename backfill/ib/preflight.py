@@ -7,8 +7,9 @@ Bad answers become ``BadInput`` (exit 2): they happen before anything is written
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from backfill.domain import BadInput, Symbol
 from backfill.ib.session import (
@@ -23,6 +24,9 @@ from backfill.ib.session import (
 # With the connect handshake's messages, any second stays under the gateway's 50 messages.
 PREFLIGHT_BURST = 16
 PREFLIGHT_RATE = 20.0
+# A head timestamp not answered by then is done without: the run starts, unclipped for that
+# symbol (days before its listing come back as no-data days), and asks again next run.
+HEAD_TIMEOUT_S = 3.0
 
 
 def preflight(
@@ -33,10 +37,15 @@ def preflight(
     *,
     client_id_tries: int,
     timeout_s: float,
-) -> None:
-    """Connect once and qualify every symbol; raise BadInput on what no worker could fix."""
+    heads_for: Sequence[Symbol] = (),
+) -> dict[Symbol, datetime]:
+    """Connect once and qualify every symbol; raise BadInput on what no worker could fix.
 
-    async def check() -> None:
+    Then, on the same connection, ask the head timestamp of each of ``heads_for``: the
+    answers (a symbol whose head could not be had is left out: its range is not clipped).
+    """
+
+    async def check() -> dict[Symbol, datetime]:
         session = await _connect(host, port, client_id, client_id_tries, timeout_s)
 
         async def known(symbol: Symbol, start_s: float) -> bool:
@@ -61,11 +70,24 @@ def preflight(
                     f"the gateway has no CRYPTO contract on PAXOS for "
                     f"{'them' if len(unknown) > 1 else 'it'}"
                 )
+
+            async def head(symbol: Symbol, start_s: float) -> datetime | None:
+                await asyncio.sleep(start_s)
+                with contextlib.suppress(IBSessionError, asyncio.TimeoutError):
+                    return await asyncio.wait_for(session.earliest_bar(symbol), HEAD_TIMEOUT_S)
+                return None
+
+            # Once per symbol for the life of a lake; overlapping and spaced as above, so a
+            # gateway that does not answer costs HEAD_TIMEOUT_S once, not once per symbol.
+            answers = await asyncio.gather(
+                *(head(s, n / PREFLIGHT_RATE) for n, s in enumerate(heads_for))
+            )
+            return {s: h for s, h in zip(heads_for, answers, strict=True) if h is not None}
         finally:
             session.disconnect()
 
     try:
-        asyncio.run(check())
+        return asyncio.run(check())
     except IBSessionError as exc:
         raise BadInput(f"gateway {host}:{port}: {exc}") from None
 

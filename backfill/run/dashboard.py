@@ -38,10 +38,12 @@ STATUS_STYLES: dict[Status, str] = {
     Status.SKIPPED: "dim",
     Status.WAITING: "dim",
     Status.STOPPED: "bold yellow",
+    Status.STALLED: "bold red",
 }
 # When rows must be cut to fit the screen, what the operator most needs to see comes first.
 _ROW_PRIORITY: dict[Status, int] = {
     Status.FAILED: 0,
+    Status.STALLED: 0,
     Status.RETRYING: 1,
     Status.PACED: 1,
     Status.FETCHING: 1,

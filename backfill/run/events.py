@@ -25,6 +25,7 @@ class Status(str, Enum):
     SKIPPED = "skipped"
     WAITING = "waiting"  # another run holds the symbol: taken over when it lets go
     STOPPED = "stopped"  # interrupted (Ctrl-C): what was fetched is flushed, the rest is not
+    STALLED = "stalled"  # its worker sent nothing for --stall-after s (set by the orchestrator)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,12 @@ class WorkerFinished(Event):
     days_written: int = 0
 
 
+@dataclass(frozen=True)
+class Heartbeat(Event):
+    """A worker is alive (sent while it has work, however quiet): the orchestrator's stall
+    watch takes it and passes it on to nobody."""
+
+
 EVENT_NAMES: dict[type, str] = {
     WorkerQueued: "queued",
     WorkerStarted: "started",
@@ -172,4 +179,5 @@ EVENT_NAMES: dict[type, str] = {
     DayFailed: "day_failed",
     WorkerFailed: "failed",
     WorkerFinished: "finished",
+    Heartbeat: "heartbeat",
 }

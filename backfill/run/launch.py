@@ -24,6 +24,13 @@ from backfill import plan as planning
 from backfill.domain import UTC, BadInput, Symbol
 from backfill.edges import DEFAULT_RULE
 from backfill.ib.preflight import preflight
+from backfill.lake.heads import (
+    Head,
+    heads_to_ask,
+    listing_days,
+    read_heads,
+    record_heads,
+)
 from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
@@ -63,49 +70,68 @@ class RunRequest:
     command: tuple[str, ...] = ()
 
 
-def plan_run(request: RunRequest, today: date) -> planning.Plan:
-    """The run's plan, from the lake's footers (a lake not there yet is empty)."""
+def plan_run(
+    request: RunRequest, today: date, listing: dict[Symbol, date] | None = None
+) -> planning.Plan:
+    """The run's plan, from the lake's footers (a lake not there yet is empty), clipped to
+    each symbol's ``listing`` (its head timestamp's day) where known."""
     last = min(request.last, today)
     coverage = (
         read_coverage(request.lake, request.symbols, request.first, last)
         if request.lake.is_dir() else {}
     )
     return planning.plan(request.symbols, request.first, request.last, coverage, today=today,
-                         settings=request.settings)
+                         settings=request.settings, listing=listing)
 
 
-def replan_symbol(request: RunRequest, symbol: Symbol, today: date) -> planning.SymbolPlan:
+def replan_symbol(
+    request: RunRequest, symbol: Symbol, today: date, listing: dict[Symbol, date] | None = None
+) -> planning.SymbolPlan:
     """One symbol's plan again, from the lake as it is now (under its run lock)."""
     last = min(request.last, today)
     coverage = read_coverage(request.lake, [symbol], request.first, last)[symbol]
     return planning.plan_symbol(symbol, request.first, last, coverage,
-                                window_days=request.settings.window_days)
+                                window_days=request.settings.window_days,
+                                listing=(listing or {}).get(symbol))
 
 
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
     """Run the backfill end to end; the exit code (0, 1, 2 or 130) as README says."""
     check_lake_writable(request.lake)
-    today = datetime.now(UTC).date()
-    # Footers only: a lake that already holds everything asks the gateway nothing at all.
-    the_plan = plan_run(request, today)
+    now = datetime.now(UTC)
+    today = now.date()
+    # Footers (and the heads recorded in the lake) only: a lake that already holds
+    # everything asks the gateway nothing at all.
+    recorded = read_heads(request.lake)
+    listing = listing_days(recorded)
+    the_plan = plan_run(request, today, listing)
     settings = request.settings
+    answers: dict[Symbol, Head] = {}
     edges: GatewayEdges | None = None
     with contextlib.ExitStack() as stack:
         host, port = request.gateway.host, request.gateway.port
         if the_plan.requests:
             start_worker_server()
             host, port = stack.enter_context(serving(request.gateway, EMBEDDED_SIM_ARGS))
+            # Where each symbol's history starts, asked once for the life of the lake: no
+            # request goes out for a day before it (a coin listed in 2017 asked from 1990).
+            ask = heads_to_ask(recorded, [s.symbol for s in the_plan.symbols if s.requests],
+                               request.first, now=now, max_age_days=settings.head_max_age_days)
             # After the workers' client ids, so a worker never finds its id held by this check.
-            preflight(host, port, settings.client_id_base + settings.workers, request.symbols,
-                      client_id_tries=settings.client_id_tries,
-                      timeout_s=settings.connect_timeout_s)
+            heads = preflight(host, port, settings.client_id_base + settings.workers,
+                              request.symbols, client_id_tries=settings.client_id_tries,
+                              timeout_s=settings.connect_timeout_s, heads_for=ask)
+            answers = {s: Head(h, now) for s, h in heads.items()}
+            if answers:
+                listing = {**listing, **listing_days(answers)}
+                the_plan = plan_run(request, today, listing)
             edges = gateway_edges(request, host, port, the_plan, today)
             longest = probed_window_days(request, host, port)
             if longest is not None and longest < settings.window_days:
                 # What `backfill probe` found this gateway answers: ask no longer windows.
                 settings = dataclasses.replace(settings, window_days=longest)
                 request = dataclasses.replace(request, settings=settings)
-                the_plan = plan_run(request, today)
+                the_plan = plan_run(request, today, listing)
                 (err_console if request.json else console).print(
                     f"Windows of {longest} day(s): the longest this gateway answered "
                     "(backfill probe)", markup=False, highlight=False)
@@ -115,10 +141,12 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             (request.lake / RUNS_DIR).mkdir(exist_ok=True)
         except OSError as exc:
             raise BadInput(f"--lake {request.lake}: cannot create it: {exc.strerror}") from None
+        with contextlib.suppress(OSError):  # a saving, not data: unrecorded, it is asked again
+            record_heads(request.lake, answers)
         if edges is not None:
             remember_edges(request, host, port, edges, err_console if request.json else console)
         return _orchestrate(request, the_plan, host, port, console, err_console, stack, today,
-                            edges)
+                            listing, edges)
     raise AssertionError("unreachable")
 
 
@@ -147,6 +175,7 @@ def _orchestrate(
     err_console: Console,
     stack: contextlib.ExitStack,
     today: date,
+    listing: dict[Symbol, date],
     edges: GatewayEdges | None = None,
 ) -> int:
     settings = request.settings
@@ -170,7 +199,7 @@ def _orchestrate(
     orchestrator: Orchestrator | None = None
 
     def resume(symbol: Symbol) -> planning.SymbolPlan:
-        return replan_symbol(request, symbol, today)
+        return replan_symbol(request, symbol, today, listing)
 
     orchestrator = Orchestrator(
         RunConfig(lake=request.lake, host=host, port=port, settings=settings,

@@ -37,6 +37,7 @@ from backfill.pacing import Budget, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
 from backfill.run import events as ev
 from backfill.run.processes import unblock_interrupts, worker_context
+from backfill.run.stall import StallWatch, Verdict
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
 from backfill.settings import RunSettings
 
@@ -207,6 +208,10 @@ class _Active:
     lock: filelock.BaseFileLock
     outcome: WorkerOutcome | None = None
     started: float = field(default_factory=time.monotonic)
+    # Its last status (what a stall hides, shown again when it resumes), and why it was
+    # killed if the orchestrator killed it.
+    status: ev.StatusChanged | None = None
+    killed: str = ""
 
 
 class Orchestrator:
@@ -253,6 +258,8 @@ class Orchestrator:
         self.controller = RateController(settings.congestion(), clock=time.monotonic)
         self.budget = Budget(self.controller.rate)
         self.restarts: dict[Symbol, int] = {}
+        self.stalls = StallWatch(settings.stall_after_s, settings.stall_restart_after_s,
+                                 clock=time.monotonic)
         self.waiting: set[Symbol] = set()  # symbols whose run lock another run holds
         self._only_waiting_since: float | None = None
         self.interrupted = False
@@ -301,6 +308,7 @@ class Orchestrator:
             for conn in wait(conns, timeout=0.1):
                 slot = next(s for s, a in active.items() if a.conn is conn)
                 self._receive(active[slot])
+            self._check_stalls(active)
             for slot, worker in list(active.items()):
                 if worker.process.is_alive():
                     continue
@@ -309,6 +317,7 @@ class Orchestrator:
                 worker.conn.close()
                 worker.lock.release()
                 del active[slot]
+                self.stalls.forget(slot)
                 free_slots.append(slot)
                 self._apply(self.budget.finish(slot))
                 self._release_grant(slot)
@@ -400,18 +409,57 @@ class Orchestrator:
         )
         process.start()
         child_conn.close()
+        self.stalls.watch(slot)
         return _Active(job, slot, process, parent_conn, lock)
 
     def _receive(self, worker: _Active) -> None:
         try:
             while worker.conn.poll():
                 message = worker.conn.recv()
+                self._heard(worker)
                 if isinstance(message, WorkerOutcome):
                     worker.outcome = message
-                elif isinstance(message, ev.Event):
+                elif isinstance(message, ev.StatusChanged):
+                    worker.status = message
+                    self._on_event(message)
+                elif isinstance(message, ev.Event) and not isinstance(message, ev.Heartbeat):
                     self._on_event(message)
         except (EOFError, OSError):
             pass  # the worker is gone; supervision below decides what that means
+
+    # -- stalled workers ----------------------------------------------------------------
+
+    def _heard(self, worker: _Active) -> None:
+        if self.stalls.heard(worker.slot) is not Verdict.RESUMED:
+            return
+        self._apply(self.budget.start(worker.slot))  # its share comes back
+        last = worker.status
+        self.emit(ev.StatusChanged(
+            str(worker.job.symbol), at=time.time(),
+            status=last.status if last is not None else ev.Status.CONNECTING,
+            detail=f"resumed after a stall{'; ' + last.detail if last and last.detail else ''}",
+        ))
+
+    def _check_stalls(self, active: dict[int, _Active]) -> None:
+        """Workers silent too long (checked after reading every pipe): a stall hands their
+        share of the rate to the others; past the restart limit they are killed, and
+        supervision restarts them as it does a crashed worker."""
+        for slot, verdict, silent in self.stalls.check():
+            worker = active.get(int(slot))  # type: ignore[call-overload]
+            if worker is None:
+                continue
+            symbol = str(worker.job.symbol)
+            if verdict is Verdict.STALLED:
+                self._apply(self.budget.finish(worker.slot))
+                self.emit(ev.StatusChanged(
+                    symbol, at=time.time(), status=ev.Status.STALLED,
+                    detail=f"no word from its worker for {silent:.0f}s; its share of the "
+                    "rate goes to the others",
+                ))
+            elif verdict is Verdict.RESTART:
+                worker.killed = f"worker stalled (no word for {silent:.0f}s), killed"
+                with contextlib.suppress(OSError):
+                    worker.process.kill()  # SIGKILL ends a stopped process too
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.PacingViolation):
@@ -448,7 +496,7 @@ class Orchestrator:
         if worker.outcome is not None or self.stopping:
             return  # it ended and told how in its events; or it stopped as asked
         symbol = worker.job.symbol
-        reason = f"worker process died (exit code {worker.process.exitcode})"
+        reason = worker.killed or f"worker process died (exit code {worker.process.exitcode})"
         restarts = self.restarts[symbol] = self.restarts.get(symbol, 0) + 1
         settings = self.settings
         if restarts > settings.max_restarts:

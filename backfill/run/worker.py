@@ -56,6 +56,7 @@ from backfill.lake.store import PartUnreadable, write_batch
 from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
+from backfill.run.stall import heartbeat_every
 from backfill.settings import RunSettings
 
 EventSink = Callable[[ev.Event], None]
@@ -233,6 +234,7 @@ class Worker:
         self.emit(ev.WorkerStarted, client_id=self.client_id, days_total=days_total,
                   pid=os.getpid())
         failure = ""
+        beat = asyncio.ensure_future(self._heartbeat())
         try:
             if self.pending:
                 await self._connect()
@@ -246,6 +248,7 @@ class Worker:
         except _LakeUnwritable as exc:
             failure = str(exc)
         finally:
+            beat.cancel()
             try:
                 self._flush_all()
             except _LakeUnwritable as exc:
@@ -272,6 +275,17 @@ class Worker:
             self.symbol, self.days_fetched, tuple(sorted(self.days_failed)),
             self.rows_written, self.client_id, interrupted, failure,
         )
+
+    async def _heartbeat(self) -> None:
+        """Tell the orchestrator this worker runs, however long it waits (a pacing delay,
+        IB's 1100 held, a request hung within its timeout): only a worker whose event loop
+        does not run goes silent, and is taken as stalled (``run.stall``)."""
+        if self.settings.stall_after_s <= 0:
+            return
+        every = heartbeat_every(self.settings.stall_after_s)
+        while True:
+            await asyncio.sleep(every)
+            self.emit(ev.Heartbeat)
 
     async def _connect(self) -> None:
         """Connect with backoff; a taken clientId moves to the next one."""

@@ -248,6 +248,14 @@ def test_rows_show_status_client_progress_counts_and_reason(state: RunState) -> 
     assert row(text, "SOL-USD") == sol
 
 
+def test_a_stalled_worker_shows_on_its_row_and_in_the_footer(state: RunState) -> None:
+    state.apply(ev.StatusChanged("BTC-USD", status=Status.STALLED, at=T0 + 15,
+                                 detail="no word from its worker for 60s"))
+    text = render(Dashboard(state))
+    assert row(text, "BTC-USD")[1] == "stalled"
+    assert "1 queued · 1 failed · 1 stalled" in text, text
+
+
 def test_footer_shows_rate_against_budget_requests_time_and_trouble(state: RunState) -> None:
     text = render(Dashboard(state))
     assert "rate 0.30/0.70 req/s" in text

@@ -10,6 +10,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from backfill.domain import Symbol, days_between
+from backfill.lake.gateway import gateway_facts_path
 from backfill.lake.store import read_coverage
 from backfill.sim import FAST_PACING, Behaviour
 from tests.oracle import expected_bars, lake_rows
@@ -56,7 +57,7 @@ def test_each_window_edge_rule_is_learned_and_every_day_lands_whole(make_sim, la
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert f"Window edges {edges}: learned from the gateway: 2 requests" in done.stdout
     assert_lake_is_the_generator(lake, gateway, BTC, "2025-07-01", "2025-07-03")
-    [facts] = (lake / "_gateway").glob("*.json")
+    facts = gateway_facts_path(lake, gateway.host, gateway.port)  # beside heads.json
     assert json.loads(facts.read_text())["findings"]["window_edges"]["value"] == edges
     asked = answered(gateway)
     assert len(asked) == 2  # no day asked twice

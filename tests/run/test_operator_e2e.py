@@ -10,13 +10,15 @@ import contextlib
 import dataclasses
 import json
 import os
+import queue
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -44,6 +46,17 @@ def listener() -> Iterator[socket.socket]:
         server.listen(16)
         server.setblocking(False)
         yield server
+
+
+@pytest.fixture
+def reap() -> Iterator[list[subprocess.Popen[str]]]:
+    """Runs a test started: any still running when it ends (it failed) is killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def contacted(server: socket.socket) -> bool:
@@ -414,7 +427,6 @@ def test_a_symbol_another_run_holds_is_waited_for_and_taken_over_when_it_lets_go
     assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], *TWO_DAYS)
 
 
-@pytest.mark.skip(reason="issue 10 bug 9 (run asks the head once): not done yet, test first")
 def test_days_before_a_listing_are_not_asked_and_the_head_is_asked_once(sim, lake):
     # SOL lists on 2020-09-01 in the simulator.
     done = run_backfill(sim, lake, ["SOL-USD"], "1990-01-01", "2020-09-02", "--rate", "50")
@@ -476,14 +488,13 @@ def test_rows_count_once_across_a_worker_restart(make_sim, lake):
     assert "worker process died" in out
     assert _summary_rows(err, "ETH-USD") == len(lake_rows(lake, Symbol("ETH", "USD")))
 
-
-@pytest.mark.skip(reason="issue 10 bug 8 (stalled workers): not done yet, test first")
-def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim, lake):
+def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim, lake, reap):
     sim.set_faults(FaultConfig(latency_ms=(20, 40)))
     process = subprocess.Popen(
-        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-31", "--rate", "4",
+        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20", "--rate", "4",
                  "--stall-after", "1", "--stall-restart-after", "4", "--json"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reap.append(process)
     assert process.stdout is not None
     pids: dict[str, int] = {}
     seen: list[dict] = []
@@ -510,7 +521,77 @@ def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim,
     before = [t for t in btc if stopped_at - 3 <= t < stopped_at]
     after = [t for t in btc if stalled_at + 0.5 <= t < stalled_at + 2.5]
     assert len(before) / 3 < 2.6 and len(after) / 2 > 3.0, (len(before), len(after))
-    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-31")
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20")
+
+
+def test_a_stalled_worker_that_resumes_gets_its_share_back_and_is_not_restarted(sim, lake, reap):
+    sim.set_faults(FaultConfig(latency_ms=(20, 40)))
+    process = subprocess.Popen(
+        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20", "--rate", "4",
+                 "--stall-after", "1", "--stall-restart-after", "60", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    reap.append(process)
+    assert process.stdout is not None
+    seen: list[dict] = []
+
+    def until(what: Callable[[dict], bool]) -> dict:
+        deadline = time.monotonic() + 30
+        while not seen or not what(seen[-1]):
+            assert time.monotonic() < deadline, seen[-5:]
+            seen.append(json.loads(process.stdout.readline()))
+        return seen[-1]
+
+    eth = until(lambda e: e["event"] == "started" and e["symbol"] == "ETH-USD")["pid"]
+    until(lambda e: e["event"] == "day_fetched" and e["symbol"] == "ETH-USD")
+    os.kill(eth, signal.SIGSTOP)
+    try:
+        until(lambda e: e["event"] == "status" and e["symbol"] == "ETH-USD"
+              and e["status"] == "stalled")
+    finally:
+        os.kill(eth, signal.SIGCONT)
+    resumed = until(lambda e: e["event"] == "status" and e["symbol"] == "ETH-USD"
+                    and e["status"] != "stalled")
+    assert "resumed" in resumed["detail"], resumed
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "restarting" not in out and "restarting" not in err
+    assert [e for e in seen if e["event"] == "started" and e["symbol"] == "ETH-USD"] \
+        == [seen[[e.get("pid") for e in seen].index(eth)]], "started once"
+    # Its share came back, taken from BTC: the two share the budget (4/s) again.
+    def sent_after(base: str) -> int:
+        return len([r for r in historical(sim) if r.symbol == base
+                    and resumed["at"] + 0.5 <= r.received < resumed["at"] + 2.5])
+
+    assert sent_after("ETH") >= 2 and sent_after("BTC") <= 6, (sent_after("ETH"),
+                                                               sent_after("BTC"))
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20")
+
+
+def test_a_worker_waiting_on_a_hung_request_is_not_taken_for_stalled(sim, lake, reap):
+    sim.set_faults(FaultConfig(hang_share=1.0))  # every request hangs, within its timeout
+    process = subprocess.Popen(
+        run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50", "--request-timeout", "30",
+                 "--stall-after", "0.5", "--stall-restart-after", "1", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    reap.append(process)
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in process.stdout], daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not [r for r in historical(sim) if r.outcome == "hung"]:
+        assert time.monotonic() < deadline and process.poll() is None, "no request went out"
+        time.sleep(0.02)
+    # Three times the restart limit, silent but for heartbeats: neither stalled nor killed.
+    quiet_until = time.monotonic() + 3.0
+    seen: list[dict] = []
+    while time.monotonic() < quiet_until:
+        with contextlib.suppress(queue.Empty):
+            seen.append(json.loads(lines.get(timeout=0.1)))
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert not [e for e in seen if e["event"] == "status" and e["status"] == "stalled"], seen
+    assert not [e for e in seen if e["event"] == "retry"], seen
+    assert process.returncode == 130
 
 
 def test_a_part_the_run_cannot_read_fails_its_symbol_and_nothing_is_moved(sim, lake):
