@@ -7,15 +7,12 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import re
 import select
-import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,24 +24,6 @@ _READY = re.compile(r"listening on (\S+):(\d+)")
 # to a whole session, so a demo can show a high --rate; latency makes it look like IB.
 EMBEDDED_SIM_ARGS = ("--soft-rate", "0", "--max-rate", "0", "--latency-ms", "30-150")
 EMBEDDED_START_TIMEOUT_S = 30.0
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM when ``parent`` dies, whatever kills
-    it (Linux's PR_SET_PDEATHSIG); None where that does not exist."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def arm() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # it died before the line above: nobody would tell us
-            os._exit(0)
-
-    return arm
 
 
 @dataclass(frozen=True)
@@ -65,12 +44,11 @@ class EmbeddedGateway:
 
     def __enter__(self) -> GatewayProcess:
         # The lifeline: however this process ends (SIGKILL included), the gateway ends too.
+        # No preexec_fn: it would run Python's at-fork hooks in the child, where a Ctrl-C
+        # landing before exec prints a traceback.
         process = subprocess.Popen(
             [*self.args, *lifeline_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, stdin=subprocess.DEVNULL,
-            # SIGKILL of the run must not leave the simulator behind (the run-side belt;
-            # the simulator's own lifeline flag does the same from its side).
-            preexec_fn=die_with_parent(os.getpid()),
         )
         assert process.stdout is not None
         # It prints its address when it listens; a gateway that never does must not hang us.

@@ -481,9 +481,10 @@ def test_today_is_fetched_as_a_partial_day_and_fetched_again_next_run(sim, lake)
     symbol = Symbol("BTC", "USD")
     record = read_coverage(lake, [symbol], now.date(), now.date())[symbol][now.date()]
     assert not record.complete
-    # Only the minutes that had ended: nothing from the future (the day's first bar ends at
-    # 00:00, so by hh:mm at most hh*60+mm+1 bars have ended).
-    assert 0 < record.rows <= now.hour * 60 + now.minute + 1
+    # Only the minutes that had ended when it was fetched: nothing from the future (the
+    # day's first bar ends at 00:00, so by hh:mm at most hh*60+mm+1 bars have ended).
+    asked = record.fetched_at
+    assert 0 < record.rows <= asked.hour * 60 + asked.minute + 1
     assert max(row[0] for row in lake_rows(lake, symbol)) <= datetime.now(timezone.utc)
     answered = len(successes(sim))
     assert run_backfill(sim, lake, ["BTC-USD"], today, today, "--rate", "50").returncode == 0
