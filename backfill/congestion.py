@@ -77,11 +77,15 @@ class CongestionConfig:
     latency_slack_s: float = 0.25
     recent_s: float = 10.0
     base_window_s: float = 300.0
-    # In flight across all workers: Little's law (rate × base latency) with headroom,
-    # never more than ``max_in_flight`` (IB's 50 is a ceiling, not a target).
+    # In flight across all workers: Little's law (rate × a representative latency, the p95
+    # of the recent answers) with ``in_flight_gain`` headroom, so that it never binds while
+    # IB keeps up; at least ``min_in_flight`` and ``in_flight_per_worker`` per worker, never
+    # more than ``max_in_flight`` (IB's 50 is a ceiling, not a target). The latency counted
+    # is at most twice the congestion line: a queue building at IB must not raise the cap.
     max_in_flight: int = IB_MAX_IN_FLIGHT
     min_in_flight: int = 4
-    in_flight_gain: float = 4.0
+    in_flight_per_worker: int = 1
+    in_flight_gain: float = 2.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,6 +99,8 @@ class CongestionConfig:
             (self.startup_gain > 1 and self.probe_step > 0, "probing must raise the rate"),
             (self.latency_factor > 1 and self.latency_slack_s >= 0, "latency line above base"),
             (1 <= self.min_in_flight <= self.max_in_flight, "1 <= min_in_flight <= max"),
+            (self.in_flight_per_worker >= 1 and self.in_flight_gain > 0,
+             "in_flight_per_worker >= 1, in_flight_gain > 0"),
         ]
         for ok, why in checks:
             if not ok:
@@ -283,15 +289,26 @@ class RateController:
         return Zone.FLAT
 
     def in_flight_cap(self, workers: int = 1) -> int:
-        """Requests in flight across all workers: rate × base latency with headroom.
+        """Requests in flight across all workers: rate × recent p95 latency with headroom.
 
-        At least one per worker, or a worker without any could not use its rate share;
-        never above ``max_in_flight``. Bounds what waits at IB whatever the workers.
+        Little's law says what a healthy IB holds at our rate; the base (fastest) latency
+        would starve the workers of a gateway answering in 50-400 ms: each would wait for
+        its one answer before the next send. At least ``in_flight_per_worker`` each, or a
+        worker could not use its rate share; never above ``max_in_flight``.
         """
         cfg = self.config
-        base = self._base.get()
-        wanted = 0 if base is None else math.ceil(cfg.in_flight_gain * self._rate * base)
-        return min(cfg.max_in_flight, max(cfg.min_in_flight, workers, wanted))
+        latency = self.recent_latency(0.95)
+        line = self.latency_line()
+        if latency is not None and line is not None:
+            latency = min(latency, 2 * line)  # congestion inflates latency: not the cap
+        wanted = 0 if latency is None else math.ceil(cfg.in_flight_gain * self._rate * latency)
+        floor = max(cfg.min_in_flight, cfg.in_flight_per_worker * workers)
+        return min(cfg.max_in_flight, max(floor, wanted))
+
+    def recent_latency(self, q: float) -> float | None:
+        """The ``q`` quantile of the latencies answered in the last ``recent_s`` (any pace)."""
+        horizon = self._clock() - self.config.recent_s
+        return quantile([lat for _, at, lat in self._recent if at > horizon], q)
 
     # -- signals ----------------------------------------------------------------------
 
