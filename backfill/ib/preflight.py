@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from backfill.domain import BadInput, Symbol
+from backfill.ib.edges import EdgeFinding, learn_edges
 from backfill.ib.session import (
     ClientIdInUse,
     IBSession,
@@ -29,6 +31,24 @@ PREFLIGHT_RATE = 20.0
 HEAD_TIMEOUT_S = 3.0
 
 
+@dataclass(frozen=True)
+class EdgeProbe:
+    """The window-edge rule to learn meanwhile: ``backfill.ib.edges.learn_edges``'s asks."""
+
+    symbol: Symbol
+    anchors: tuple[datetime, ...]
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the gateway said before the run: heads answered, and the edge rule if asked."""
+
+    heads: dict[Symbol, datetime]
+    edges: EdgeFinding | None = None
+    # Why the edge rule could not be learned (an IBSessionError, NoPermission among them).
+    edges_error: IBSessionError | None = field(default=None, compare=False)
+
+
 def preflight(
     host: str,
     port: int,
@@ -38,15 +58,41 @@ def preflight(
     client_id_tries: int,
     timeout_s: float,
     heads_for: Sequence[Symbol] = (),
+    edges_for: EdgeProbe | None = None,
 ) -> dict[Symbol, datetime]:
     """Connect once and qualify every symbol; raise BadInput on what no worker could fix.
 
     Then, on the same connection, ask the head timestamp of each of ``heads_for``: the
     answers (a symbol whose head could not be had is left out: its range is not clipped).
     """
+    return check_gateway(host, port, client_id, symbols, client_id_tries=client_id_tries,
+                         timeout_s=timeout_s, heads_for=heads_for, edges_for=edges_for).heads
 
-    async def check() -> dict[Symbol, datetime]:
+
+def check_gateway(
+    host: str,
+    port: int,
+    client_id: int,
+    symbols: Sequence[Symbol],
+    *,
+    client_id_tries: int,
+    timeout_s: float,
+    heads_for: Sequence[Symbol] = (),
+    edges_for: EdgeProbe | None = None,
+) -> Preflight:
+    """``preflight``, and meanwhile on the same connection the window-edge rule of
+    ``edges_for``: its two requests overlap the heads instead of following them on a
+    connection of their own (the run's start waits for both)."""
+
+    async def check() -> Preflight:
         session = await _connect(host, port, client_id, client_id_tries, timeout_s)
+        began = asyncio.get_running_loop().time()
+
+        def slot_s(n: int) -> float:
+            """When the check's ``n``-th message may go, from now: a first burst of
+            PREFLIGHT_BURST, then PREFLIGHT_RATE a second, counted from the first."""
+            at = max(0, n - PREFLIGHT_BURST + 1) / PREFLIGHT_RATE
+            return max(0.0, at - (asyncio.get_running_loop().time() - began))
 
         async def known(symbol: Symbol, start_s: float) -> bool:
             await asyncio.sleep(start_s)
@@ -59,10 +105,7 @@ def preflight(
         try:
             # Overlapping, so a long list costs its send time, not a round trip per symbol;
             # spaced well under the gateway's 50 messages/s, which it counts on arrival.
-            found = await asyncio.gather(
-                *(known(s, max(0, n - PREFLIGHT_BURST + 1) / PREFLIGHT_RATE)
-                  for n, s in enumerate(symbols))
-            )
+            found = await asyncio.gather(*(known(s, slot_s(n)) for n, s in enumerate(symbols)))
             unknown = [str(s) for s, ok in zip(symbols, found, strict=True) if not ok]
             if unknown:
                 raise BadInput(
@@ -77,12 +120,27 @@ def preflight(
                     return await asyncio.wait_for(session.earliest_bar(symbol), HEAD_TIMEOUT_S)
                 return None
 
+            async def edges() -> tuple[EdgeFinding | None, IBSessionError | None]:
+                if edges_for is None:
+                    return None, None
+                try:
+                    rule = await learn_edges(session, edges_for.symbol, list(edges_for.anchors))
+                except IBSessionError as exc:
+                    return None, exc
+                return rule, None
+
             # Once per symbol for the life of a lake; overlapping and spaced as above, so a
             # gateway that does not answer costs HEAD_TIMEOUT_S once, not once per symbol.
+            # They and the edge rule's two requests continue the qualifications' schedule:
+            # a few symbols go in one burst, a long list at the steady rate.
+            learning = asyncio.ensure_future(edges())
+            sent = len(symbols) + (2 if edges_for is not None else 0)
             answers = await asyncio.gather(
-                *(head(s, n / PREFLIGHT_RATE) for n, s in enumerate(heads_for))
+                *(head(s, slot_s(sent + n)) for n, s in enumerate(heads_for))
             )
-            return {s: h for s, h in zip(heads_for, answers, strict=True) if h is not None}
+            finding, error = await learning
+            heads = {s: h for s, h in zip(heads_for, answers, strict=True) if h is not None}
+            return Preflight(heads, finding, error)
         finally:
             session.disconnect()
 

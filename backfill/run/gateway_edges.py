@@ -17,6 +17,7 @@ from rich.console import Console
 from backfill.domain import UTC
 from backfill.edges import RULES, UNKNOWN, EdgeRule
 from backfill.ib.edges import EdgeFinding, learn_gateway_edges
+from backfill.ib.preflight import EdgeProbe, Preflight
 from backfill.ib.session import IBSessionError, NoPermission
 from backfill.lake.gateway import gateway_facts_path, read_finding, write_finding
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -48,16 +49,42 @@ def probe_anchors(first: date, last: date, today: date) -> list[datetime]:
     return out
 
 
-def gateway_edges(
-    request: RunRequest, host: str, port: int, the_plan: Plan, today: date,
-) -> GatewayEdges:
-    """The rule to send windows by; reads the lake, writes nothing (see ``remember_edges``)."""
-    now = datetime.now(UTC)
+def _remembered(request: RunRequest, host: str, port: int, now: datetime) -> GatewayEdges | None:
     if not request.gateway.embedded and request.lake.is_dir():
         found = read_finding(request.lake, host, port, KEY, now)
         if found is not None and found.get("value") in RULES:
             return GatewayEdges(EdgeRule.parse(found["value"]), "remembered",
                                 datetime.fromisoformat(found["checked_at"]))
+    return None
+
+
+def edges_to_learn(
+    request: RunRequest, host: str, port: int, the_plan: Plan, today: date,
+) -> EdgeProbe | None:
+    """What the preflight connection learns the rule from, alongside the heads: the first
+    symbol with days to fetch; None when the lake remembers the rule or nothing is asked."""
+    if _remembered(request, host, port, datetime.now(UTC)) is not None:
+        return None
+    anchors = probe_anchors(request.first, request.last, today)
+    job = next((j for j in the_plan.symbols if j.days_missing), None)
+    if job is None or not anchors:
+        return None
+    return EdgeProbe(job.symbol, tuple(anchors))
+
+
+def gateway_edges(
+    request: RunRequest, host: str, port: int, the_plan: Plan, today: date,
+    learned: tuple[EdgeProbe, Preflight] | None = None,
+) -> GatewayEdges:
+    """The rule to send windows by; reads the lake, writes nothing (see ``remember_edges``).
+
+    ``learned``: what the preflight connection found for its probe's symbol, used for that
+    symbol instead of asking again (the heads may have moved the plan to another symbol).
+    """
+    now = datetime.now(UTC)
+    remembered = _remembered(request, host, port, now)
+    if remembered is not None:
+        return remembered
     anchors = probe_anchors(request.first, request.last, today)
     note = "no past minute to ask about"
     settings = request.settings
@@ -65,10 +92,17 @@ def gateway_edges(
         if not job.days_missing or not anchors:
             continue
         try:
-            finding = learn_gateway_edges(
-                host, port, settings.client_id_base + settings.workers, job.symbol, anchors,
-                timeout_s=settings.connect_timeout_s,
-            )
+            if learned is not None and learned[0].symbol == job.symbol \
+                    and learned[0].anchors == tuple(anchors):
+                if learned[1].edges_error is not None:
+                    raise learned[1].edges_error
+                finding = learned[1].edges
+                assert finding is not None
+            else:
+                finding = learn_gateway_edges(
+                    host, port, settings.client_id_base + settings.workers, job.symbol,
+                    anchors, timeout_s=settings.connect_timeout_s,
+                )
         except NoPermission:
             note = f"no permission for {job.symbol}"
             continue  # its worker reports it; another symbol may show the rule

@@ -23,7 +23,7 @@ from rich.console import Console
 from backfill import plan as planning
 from backfill.domain import UTC, BadInput, Symbol
 from backfill.edges import DEFAULT_RULE
-from backfill.ib.preflight import preflight
+from backfill.ib.preflight import check_gateway
 from backfill.lake.heads import (
     Head,
     heads_to_ask,
@@ -37,6 +37,7 @@ from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, sum
 from backfill.run.gateway_edges import (
     GatewayEdges,
     edges_sends,
+    edges_to_learn,
     gateway_edges,
     probed_window_days,
     remember_edges,
@@ -117,15 +118,20 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             # request goes out for a day before it (a coin listed in 2017 asked from 1990).
             ask = heads_to_ask(recorded, [s.symbol for s in the_plan.symbols if s.requests],
                                request.first, now=now, max_age_days=settings.head_max_age_days)
+            # The window-edge rule is learned on the same connection while the heads are
+            # asked: one connection, and the start waits for the slower of the two only.
+            probe = edges_to_learn(request, host, port, the_plan, today)
             # After the workers' client ids, so a worker never finds its id held by this check.
-            heads = preflight(host, port, settings.client_id_base + settings.workers,
-                              request.symbols, client_id_tries=settings.client_id_tries,
-                              timeout_s=settings.connect_timeout_s, heads_for=ask)
-            answers = {s: Head(h, now) for s, h in heads.items()}
+            found = check_gateway(host, port, settings.client_id_base + settings.workers,
+                                  request.symbols, client_id_tries=settings.client_id_tries,
+                                  timeout_s=settings.connect_timeout_s, heads_for=ask,
+                                  edges_for=probe)
+            answers = {s: Head(h, now) for s, h in found.heads.items()}
             if answers:
                 listing = {**listing, **listing_days(answers)}
                 the_plan = plan_run(request, today, listing)
-            edges = gateway_edges(request, host, port, the_plan, today)
+            edges = gateway_edges(request, host, port, the_plan, today,
+                                  None if probe is None else (probe, found))
             longest = probed_window_days(request, host, port)
             if longest is not None and longest < settings.window_days:
                 # What `backfill probe` found this gateway answers: ask no longer windows.
