@@ -70,9 +70,12 @@ class CongestionConfig:
     retry_hold_s: float = 600.0
     # "Well above the base latency": the p50 of the answers of the last ``recent_s``
     # (sent since the last decrease) exceeds max(latency_factor × base, base + slack_s),
-    # base being the smallest latency of the last ``base_window_s`` (TCP Vegas's BaseRTT,
-    # BBR's min_rtt). The slack keeps jitter on a fast gateway (50-150 ms) from reading as
-    # congestion. Halfway to that line, latency is inflating: probing stops (Vegas's beta).
+    # base being the smallest such p50 of the last ``base_window_s`` (TCP Vegas's BaseRTT,
+    # BBR's min_rtt, taken of the p50 so that like is compared with like: on a gateway
+    # answering in 50-400 ms the fastest answer is 50 ms, its p50 225 ms, and a line from
+    # the minimum read a busy machine's few ms more as congestion). The slack keeps jitter
+    # on a fast gateway (50-150 ms) from reading as congestion. A queue forming shows in
+    # the fastest fresh answer first (see ``zone``).
     latency_factor: float = 2.0
     latency_slack_s: float = 0.25
     recent_s: float = 10.0
@@ -225,7 +228,8 @@ class RateController:
         self._served: float | None = None  # what IB served when latency last cut the rate
         self._known = math.inf  # what IB served at the last latency cut: probe gently past it
         self._drain_until = -math.inf  # no second latency cut while the backlog drains
-        self._base = WindowedMin(config.base_window_s, clock=clock)
+        self._base = WindowedMin(config.base_window_s, clock=clock)  # fastest answer
+        self._base_p50 = WindowedMin(config.base_window_s, clock=clock)  # lowest fresh p50
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
         self._recent: deque[tuple[float, float, float]] = deque()
         self._first_answer: float | None = None
@@ -238,11 +242,14 @@ class RateController:
         return self._rate
 
     def base_latency(self) -> float | None:
-        return self._base.get()
+        """The typical latency of an unqueued gateway: the lowest recent p50 (or, before
+        ``min_samples`` answers, the fastest answer)."""
+        typical = self._base_p50.get()
+        return self._base.get() if typical is None else typical
 
     def latency_line(self) -> float | None:
         """Above this p50 latency the gateway is congested (None until measured)."""
-        base = self._base.get()
+        base = self.base_latency()
         if base is None:
             return None
         cfg = self.config
@@ -284,7 +291,7 @@ class RateController:
             return None
         if statistics.median(fresh) > line:
             return Zone.CONGESTED
-        if min(fresh) > base + (line - base) / 4:
+        if min(fresh) > base + (line - self.base_latency()) / 4:
             return Zone.QUEUE
         return Zone.FLAT
 
@@ -352,6 +359,9 @@ class RateController:
             self._first_answer = now
         self._base.add(latency_s)
         self._recent.append((sent_at, now, latency_s))
+        fresh = self._fresh()
+        if len(fresh) >= self.config.min_samples:
+            self._base_p50.add(statistics.median(fresh))
         if self.zone() is not Zone.CONGESTED:
             return None
         p50 = statistics.median(self._fresh())
@@ -360,7 +370,7 @@ class RateController:
             # The answers after a latency cut wait behind the backlog the overshoot left,
             # which drains at the rate IB serves minus ours: they say nothing new yet.
             return None
-        line, base = self.latency_line(), self._base.get()
+        line, base = self.latency_line(), self.base_latency()
         # A queue stands at IB, so it serves what it can: go below that and the queue
         # drains, whatever rate the overshoot had reached (BBR's drain).
         served = self.delivered()

@@ -140,6 +140,19 @@ def test_jitter_on_a_fast_gateway_is_not_congestion() -> None:
     assert ctl.rate == 3.0
 
 
+def test_a_wide_latency_spread_slowed_by_a_busy_machine_is_not_congestion() -> None:
+    # The bench's gateway answers in 50-400 ms; a loaded machine adds 0.1 s to every
+    # answer. A line drawn from the fastest answer (50 ms: 0.30 s) cut a fixed 20 req/s
+    # to a third; the p50 (225 ms) was never above twice the unloaded p50.
+    ctl, clock = fixed(20.0)
+    rng = random.Random(2)
+    for _ in range(200):
+        assert answer(ctl, clock, rng.uniform(0.05, 0.4), gap=0.05) == []
+    for _ in range(2000):
+        assert answer(ctl, clock, 0.1 + rng.uniform(0.05, 0.4), gap=0.05) == []
+    assert ctl.rate == 20.0
+
+
 def test_latency_well_above_the_base_steps_down_and_names_the_figures() -> None:
     ctl, clock = fixed(3.0, min_samples=5)
     answer(ctl, clock, 0.1, n=20)

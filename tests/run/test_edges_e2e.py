@@ -63,6 +63,11 @@ def test_each_window_edge_rule_is_learned_and_every_day_lands_whole(make_sim, la
     assert len(asked) == 2  # no day asked twice
     if edges == "()":
         assert {r.duration for r in asked} == {f"{2 * 86400 + 60} S", f"{86400 + 60} S"}
+    # Learned on the preflight's connection, alongside the heads: no connection of its own.
+    records = gateway.requests()
+    heads_on = {r.client_id for r in records if r.kind == "head_timestamp"}
+    assert {r.client_id for r in records if r.kind == "historical" and learning(r)} == heads_on
+    assert len([r for r in records if r.kind == "connect" and r.client_id in heads_on]) == 1
     # The next run remembers the rule: no learning requests.
     again = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-04", "2025-07-04",
                          "--rate", "50")
