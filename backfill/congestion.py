@@ -80,11 +80,11 @@ class CongestionConfig:
     latency_slack_s: float = 0.25
     recent_s: float = 10.0
     base_window_s: float = 300.0
-    # In flight across all workers: Little's law (rate × a representative latency, the p95
-    # of the recent answers) with ``in_flight_gain`` headroom, so that it never binds while
-    # IB keeps up; at least ``min_in_flight`` and ``in_flight_per_worker`` per worker, never
-    # more than ``max_in_flight`` (IB's 50 is a ceiling, not a target). The latency counted
-    # is at most twice the congestion line: a queue building at IB must not raise the cap.
+    # In flight across all workers: Little's law (rate × the latency of an unqueued IB: the
+    # lowest recent p95) with ``in_flight_gain`` headroom, so that it never binds while IB
+    # keeps up, and a queue building at IB does not raise it; at least ``min_in_flight``
+    # and ``in_flight_per_worker`` per worker, never more than ``max_in_flight`` (IB's 50
+    # is a ceiling, not a target).
     max_in_flight: int = IB_MAX_IN_FLIGHT
     min_in_flight: int = 4
     in_flight_per_worker: int = 1
@@ -230,6 +230,7 @@ class RateController:
         self._drain_until = -math.inf  # no second latency cut while the backlog drains
         self._base = WindowedMin(config.base_window_s, clock=clock)  # fastest answer
         self._base_p50 = WindowedMin(config.base_window_s, clock=clock)  # lowest fresh p50
+        self._base_p95 = WindowedMin(config.base_window_s, clock=clock)  # lowest fresh p95
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
         self._recent: deque[tuple[float, float, float]] = deque()
         self._first_answer: float | None = None
@@ -296,26 +297,31 @@ class RateController:
         return Zone.FLAT
 
     def in_flight_cap(self, workers: int = 1) -> int:
-        """Requests in flight across all workers: rate × recent p95 latency with headroom.
+        """Requests in flight across all workers: rate × unqueued p95 latency, with headroom.
 
-        Little's law says what a healthy IB holds at our rate; the base (fastest) latency
-        would starve the workers of a gateway answering in 50-400 ms: each would wait for
-        its one answer before the next send. At least ``in_flight_per_worker`` each, or a
-        worker could not use its rate share; never above ``max_in_flight``.
+        Little's law says what a healthy IB holds at our rate. The fastest answer would
+        starve the workers of a gateway answering in 50-400 ms (each waited for its one
+        answer before the next send); the latest answers would let a queue at IB raise
+        the cap that is to bound it. So: the p95 of the recent answers, its lowest of the
+        last ``base_window_s``. At least ``in_flight_per_worker`` each, or a worker could
+        not use its rate share; never above ``max_in_flight``.
         """
         cfg = self.config
-        latency = self.recent_latency(0.95)
-        line = self.latency_line()
-        if latency is not None and line is not None:
-            latency = min(latency, 2 * line)  # congestion inflates latency: not the cap
-        wanted = 0 if latency is None else math.ceil(cfg.in_flight_gain * self._rate * latency)
+        latency = self.healthy_latency()
+        # What IB delivers, when it is less than our rate (BBR's cwnd: gain × bottleneck
+        # bandwidth × round trip): a rate probing past a soft throttle's must not queue
+        # more at IB. Twice what it delivers still lets the rate be reached.
+        served = self.delivered()
+        pace = self._rate if served is None else min(self._rate, served)
+        wanted = 0 if latency is None else math.ceil(cfg.in_flight_gain * pace * latency)
         floor = max(cfg.min_in_flight, cfg.in_flight_per_worker * workers)
         return min(cfg.max_in_flight, max(floor, wanted))
 
-    def recent_latency(self, q: float) -> float | None:
-        """The ``q`` quantile of the latencies answered in the last ``recent_s`` (any pace)."""
-        horizon = self._clock() - self.config.recent_s
-        return quantile([lat for _, at, lat in self._recent if at > horizon], q)
+    def healthy_latency(self) -> float | None:
+        """The p95 latency of an unqueued IB: the lowest p95 of the recent answers lately
+        (20 at least; before them, the fastest answer); None before any."""
+        p95 = self._base_p95.get()
+        return self._base.get() if p95 is None else p95
 
     # -- signals ----------------------------------------------------------------------
 
@@ -362,6 +368,11 @@ class RateController:
         fresh = self._fresh()
         if len(fresh) >= self.config.min_samples:
             self._base_p50.add(statistics.median(fresh))
+        # Of every recent answer, whatever its pace: a slow start (auto probing every 2 s)
+        # holds too few answers at one pace before the rate is past a soft throttle's.
+        recent = sorted(lat for _, _, lat in self._recent)
+        if len(recent) >= 20:  # fewer: the p95 is the maximum, or a lucky low one
+            self._base_p95.add(recent[round(0.95 * (len(recent) - 1))])
         if self.zone() is not Zone.CONGESTED:
             return None
         p50 = statistics.median(self._fresh())
