@@ -130,7 +130,7 @@ MaxInFlightTotalOpt = Annotated[
     int | None,
     typer.Option("--max-in-flight-total", min=1, show_default=False,
                  help="Requests open at once across all workers. Default: the rate times "
-                 "the gateway's base latency with headroom, at most IB's 50."),
+                 "the gateway's p95 latency with headroom, at most IB's 50."),
 ]
 WorkersOpt = Annotated[
     int | None,
