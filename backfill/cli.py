@@ -523,6 +523,10 @@ def plan(
             latency_s=latency_ms / 1000, client_id_base=client_id_base,
         )
         settings.check()
+        # What `backfill probe` recorded about --gateway: its longest window, its base
+        # latency for the ETA (unless --latency-ms was given), as `run` would use them.
+        findings, applied = _plan_findings(ctx, root, gateway, settings, latency_ms)
+        settings = applied.settings
         # Days before a head a run recorded in the lake are before listing, not missing.
         from backfill.lake.heads import listing_days, read_heads
 
@@ -551,12 +555,16 @@ def plan(
                                  datetime.now(timezone.utc)) if root.is_dir() else ()
     if json:
         document = result.to_dict()
+        if findings is not None:
+            document["gateway_findings"] = applied.to_json(findings)
         if rate_auto:
             document["rate_auto"] = {"measured_by_run": measured.run_id if measured else None}
         if stale is not None:
             document["aggregates"] = status_json(stale)
         typer.echo(jsonlib.dumps(document, indent=2))
         return
+    if applied.line:
+        typer.echo(applied.line)
     if rate_auto:
         typer.echo(f"--rate auto: {settings.rate:.2f} req/s, what run {measured.run_id} held"
                    if measured else f"--rate auto: no earlier auto run on this lake, "
@@ -570,6 +578,24 @@ def plan(
     if stale is not None:
         for line in status_lines(stale, [t.name for t in timeframes or ()]):
             typer.echo(line)
+
+
+def _plan_findings(
+    ctx: typer.Context, root: Path, gateway: str, settings: RunSettings, latency_ms: float,
+) -> tuple[Any, Any]:
+    """The probe's findings for ``plan --gateway`` and what they change (both None-safe)."""
+    from backfill.findings import apply_findings
+    from backfill.lake.gateway import read_findings
+
+    address = GatewayAddress.parse(gateway)
+    findings = None
+    if not address.embedded and root.is_dir():
+        findings = read_findings(root, address.host, address.port, datetime.now(timezone.utc),
+                                 settings.finding_max_age)
+    # Given: on the command line, or (a value other than the default) by backfill.toml.
+    given = (getattr(ctx.get_parameter_source("latency_ms"), "name", "") == "COMMANDLINE"
+             or latency_ms != _RUN.latency_s * 1000)
+    return findings, apply_findings(settings, findings, command="plan", latency_given=given)
 
 
 @app.command()

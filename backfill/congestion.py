@@ -82,6 +82,11 @@ class CongestionConfig:
     max_in_flight: int = IB_MAX_IN_FLIGHT
     min_in_flight: int = 4
     in_flight_gain: float = 4.0
+    # The gateway's base latency measured beforehand (``backfill probe``, 1 in flight): the
+    # first base estimate, so the first answers are judged against a quiet gateway's (a
+    # queue already standing at the start reads as one) and the in-flight cap is sized from
+    # the start. Like any sample it leaves the window after ``base_window_s``.
+    base_hint_s: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,6 +100,8 @@ class CongestionConfig:
             (self.startup_gain > 1 and self.probe_step > 0, "probing must raise the rate"),
             (self.latency_factor > 1 and self.latency_slack_s >= 0, "latency line above base"),
             (1 <= self.min_in_flight <= self.max_in_flight, "1 <= min_in_flight <= max"),
+            (self.base_hint_s is None or (math.isfinite(self.base_hint_s)
+                                          and self.base_hint_s > 0), "base_hint_s > 0"),
         ]
         for ok, why in checks:
             if not ok:
@@ -220,6 +227,8 @@ class RateController:
         self._known = math.inf  # what IB served at the last latency cut: probe gently past it
         self._drain_until = -math.inf  # no second latency cut while the backlog drains
         self._base = WindowedMin(config.base_window_s, clock=clock)
+        if config.base_hint_s is not None:
+            self._base.add(config.base_hint_s)
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
         self._recent: deque[tuple[float, float, float]] = deque()
         self._first_answer: float | None = None
