@@ -471,7 +471,9 @@ def plan(
     workers: WorkersOpt = None,
     max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     latency_ms: Annotated[
-        float, typer.Option("--latency-ms", help="Expected gateway latency per request.")
+        float, typer.Option("--latency-ms", help="Expected gateway latency per request. Not "
+                            "given: the base latency backfill probe measured for --gateway "
+                            "(within 7 days), else this default.")
     ] = _RUN.latency_s * 1000,
     head: Annotated[
         bool, typer.Option("--head", help="Ask the gateway for each symbol's earliest bar "
@@ -492,7 +494,9 @@ def plan(
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
     days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
     months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive);
-    with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}].
+    with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}];
+    with backfill probe's findings for --gateway in the lake, gateway_findings: {path,
+    checked_at, used: [finding, ...], stale: [finding, ...]} (the text's first line says it).
     """
     import json as jsonlib
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from backfill.domain import UTC
+from backfill.settings import RunSettings
 
 GATEWAY_DIR = "_gateway"
 # A gateway's behaviour changes with its version: IB Gateway updates itself now and then.
-FINDING_MAX_AGE = timedelta(days=7)
+FINDING_MAX_AGE = RunSettings().finding_max_age
 
 
 def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
