@@ -133,26 +133,9 @@ def file_permissions_enforced() -> Iterator[None]:
 
 def sim_bars(symbol: Symbol, first: date, days: int, seed: int = 1) -> pa.Table:
     """The simulator's bars (realistic prices and volumes) for ``days`` days from ``first``."""
+    from backfill.sim.lake_form import lake_table
     from backfill.sim.market import bars_between
 
     start = day_start(first)
     bars = bars_between(seed, symbol.base, start - MINUTE, start + timedelta(days=days) - MINUTE)
-    n = len(bars)
-    return pa.table(
-        {
-            "ts": [b.start + MINUTE for b in bars],
-            "open": [b.open for b in bars],
-            "high": [b.high for b in bars],
-            "low": [b.low for b in bars],
-            "close": [b.close for b in bars],
-            "volume": [b.volume for b in bars],
-            "source": [SOURCE] * n,
-            "market": [MARKET] * n,
-            "symbol": [str(symbol)] * n,
-            "exchange": [EXCHANGE] * n,
-            "what_to_show": [WHAT_TO_SHOW] * n,
-            "wap": [b.wap for b in bars],
-            "bar_count": [b.bar_count for b in bars],
-        },
-        schema=BAR_SCHEMA,
-    )
+    return lake_table(symbol, bars)
