@@ -117,6 +117,16 @@ def readers_of(lake: Path, path: Path) -> str | None:
     return "pyarrow.dataset" if listed else None
 
 
+def relative(lake: Path, path: Path | None) -> str | None:
+    """``path`` below ``lake`` as POSIX text for reports (whole when outside it)."""
+    if path is None:
+        return None
+    try:
+        return path.relative_to(lake).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def is_quarantined(path: Path) -> bool:
     return path.name.startswith(QUARANTINE_PREFIX) and path.name.endswith(QUARANTINE_SUFFIX)
 
