@@ -160,7 +160,11 @@ def lake_symbols(lake: Path) -> list[Symbol]:
 
 def month_dirs(lake: Path, symbol: Symbol) -> Iterator[tuple[Month, Path]]:
     """The ``year=Y/month=MM`` folders of one symbol, in month order."""
-    root = symbol_dir(lake, symbol)
+    return _month_folders(symbol_dir(lake, symbol))
+
+
+def _month_folders(root: Path) -> Iterator[tuple[Month, Path]]:
+    """The ``year=Y/month=MM`` folders below ``root`` (a symbol's folder), in month order."""
     if not root.is_dir():
         return
     found = []
@@ -255,20 +259,7 @@ def iter_aggregate_parts(
 ) -> Iterator[tuple[Symbol, Month, Path]]:
     """Every existing aggregate part of one timeframe for the given symbols, by symbol, month."""
     for symbol in symbols:
-        root = timeframe_dir(lake, timeframe) / f"symbol={symbol}"
-        if not root.is_dir():
-            continue
-        found = []
-        for year_dir in root.iterdir():
-            year_match = _YEAR_DIR_RE.match(year_dir.name)
-            if not (year_dir.is_dir() and year_match):
-                continue
-            for month_dir in year_dir.iterdir():
-                month_match = _MONTH_DIR_RE.match(month_dir.name)
-                if month_dir.is_dir() and month_match and 1 <= int(month_match.group(1)) <= 12:
-                    month = Month(int(year_match.group(1)), int(month_match.group(1)))
-                    path = month_dir / part_name(month)
-                    if path.is_file():
-                        found.append((month, path))
-        for month, path in sorted(found):
-            yield symbol, month, path
+        for month, folder in _month_folders(timeframe_dir(lake, timeframe) / f"symbol={symbol}"):
+            path = folder / part_name(month)
+            if path.is_file():
+                yield symbol, month, path
