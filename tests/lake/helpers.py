@@ -6,12 +6,13 @@ import contextlib
 import ctypes
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from backfill.domain import (
     EXCHANGE,
@@ -29,6 +30,15 @@ from backfill.lake.schema import BAR_SCHEMA
 BTC = Symbol("BTC", "USD")
 ETH = Symbol("ETH", "USD")
 FETCHED = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
+
+# A table whose schema drifted from the contract, three ways (store and verify refuse each).
+SCHEMA_DRIFTS: dict[str, Callable[[pa.Table], pa.Table]] = {
+    "column-order": lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
+    "missing-column": lambda t: t.drop_columns(["wap"]),
+    "column-type": lambda t: t.set_column(
+        5, "volume", pc.cast(t["volume"], pa.int64(), safe=False)
+    ),
+}
 
 
 def bars_at(symbol: Symbol, ends: Iterable[datetime], price: float = 100.0) -> pa.Table:
