@@ -409,11 +409,10 @@ def aggregate_after_run(request: Any, timeframes: tuple[Any, ...]) -> int:
         first=request.first, last=request.last,
     )
     try:
+        result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
         if request.json:  # one more NDJSON line after the run's events
-            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
             typer.echo(jsonlib.dumps({"event": "aggregate", **view.to_json(wanted, result)}))
         else:
-            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
             for line in view.summary_lines(result):
                 typer.echo(line)
     except BadInput as exc:  # e.g. a symbol that got no M1 data at all
@@ -454,6 +453,16 @@ def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
     last_day = datetime.now(timezone.utc).date() if last is None else parse_day(last, "--to")
     check_range(first_day, last_day)
     return first_day, last_day
+
+
+def resolve_scope(
+    symbols: str | None, symbols_file: Path | None, first: str | None, last: str | None
+) -> tuple[list[Symbol] | None, date | None, date | None]:
+    """verify's and aggregate's optional scope: None where not given (the whole lake)."""
+    symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
+    first_day = None if first is None else parse_day(first, "--from")
+    last_day = None if last is None else parse_day(last, "--to")
+    return symbol_list, first_day, last_day
 
 
 @app.command()
@@ -645,9 +654,7 @@ def verify(
     from backfill.lake.verify import Tally, verify_stream
 
     try:
-        symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
-        first = None if from_ is None else parse_day(from_, "--from")
-        last = None if to is None else parse_day(to, "--to")
+        symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
         root = resolve_lake(lake)
         stream = verify_stream(root, symbol_list, first, last, gaps,
                                MinuteCheckThresholds(daily_days, daily_full, daily_share))
@@ -707,16 +714,12 @@ def aggregate(
     from backfill.aggregate.timeframes import parse_timeframes
 
     try:
+        root, timeframes = resolve_lake(lake), parse_timeframes(tf)
+        symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
         request = AggregateRequest(
-            lake=resolve_lake(lake),
-            timeframes=parse_timeframes(tf),
-            symbols=(
-                tuple(resolve_symbols(symbols, symbols_file)) if symbols or symbols_file
-                else None
-            ),
-            first=None if from_ is None else parse_day(from_, "--from"),
-            last=None if to is None else parse_day(to, "--to"),
-            include_partial=include_partial,
+            lake=root, timeframes=timeframes,
+            symbols=None if symbol_list is None else tuple(symbol_list),
+            first=first, last=last, include_partial=include_partial,
         )
         check_request(request)
     except BadInput as exc:
