@@ -409,11 +409,10 @@ def aggregate_after_run(request: Any, timeframes: tuple[Any, ...]) -> int:
         first=request.first, last=request.last,
     )
     try:
+        result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
         if request.json:  # one more NDJSON line after the run's events
-            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
             typer.echo(jsonlib.dumps({"event": "aggregate", **view.to_json(wanted, result)}))
         else:
-            result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
             for line in view.summary_lines(result):
                 typer.echo(line)
     except BadInput as exc:  # e.g. a symbol that got no M1 data at all
@@ -456,6 +455,16 @@ def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
     return first_day, last_day
 
 
+def resolve_scope(
+    symbols: str | None, symbols_file: Path | None, first: str | None, last: str | None
+) -> tuple[list[Symbol] | None, date | None, date | None]:
+    """verify's and aggregate's optional scope: None where not given (the whole lake)."""
+    symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
+    first_day = None if first is None else parse_day(first, "--from")
+    last_day = None if last is None else parse_day(last, "--to")
+    return symbol_list, first_day, last_day
+
+
 @app.command()
 @with_config_file
 def plan(
@@ -471,7 +480,9 @@ def plan(
     workers: WorkersOpt = None,
     max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     latency_ms: Annotated[
-        float, typer.Option("--latency-ms", help="Expected gateway latency per request.")
+        float, typer.Option("--latency-ms", help="Expected gateway latency per request. Not "
+                            "given: the base latency backfill probe measured for --gateway "
+                            "(within 7 days), else this default.")
     ] = _RUN.latency_s * 1000,
     head: Annotated[
         bool, typer.Option("--head", help="Ask the gateway for each symbol's earliest bar "
@@ -492,7 +503,9 @@ def plan(
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
     days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
     months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive);
-    with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}].
+    with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}];
+    with backfill probe's findings for --gateway in the lake, gateway_findings: {path,
+    checked_at, used: [finding, ...], stale: [finding, ...]} (the text's first line says it).
     """
     import json as jsonlib
 
@@ -523,6 +536,10 @@ def plan(
             latency_s=latency_ms / 1000, client_id_base=client_id_base,
         )
         settings.check()
+        # What `backfill probe` recorded about --gateway: its longest window, its base
+        # latency for the ETA (unless --latency-ms was given), as `run` would use them.
+        findings, applied = _plan_findings(ctx, root, gateway, settings, latency_ms)
+        settings = applied.settings
         # Days before a head a run recorded in the lake are before listing, not missing.
         from backfill.lake.heads import listing_days, read_heads
 
@@ -551,12 +568,16 @@ def plan(
                                  datetime.now(timezone.utc)) if root.is_dir() else ()
     if json:
         document = result.to_dict()
+        if findings is not None:
+            document["gateway_findings"] = applied.to_json(findings)
         if rate_auto:
             document["rate_auto"] = {"measured_by_run": measured.run_id if measured else None}
         if stale is not None:
             document["aggregates"] = status_json(stale)
         typer.echo(jsonlib.dumps(document, indent=2))
         return
+    if applied.line:
+        typer.echo(applied.line)
     if rate_auto:
         typer.echo(f"--rate auto: {settings.rate:.2f} req/s, what run {measured.run_id} held"
                    if measured else f"--rate auto: no earlier auto run on this lake, "
@@ -570,6 +591,24 @@ def plan(
     if stale is not None:
         for line in status_lines(stale, [t.name for t in timeframes or ()]):
             typer.echo(line)
+
+
+def _plan_findings(
+    ctx: typer.Context, root: Path, gateway: str, settings: RunSettings, latency_ms: float,
+) -> tuple[Any, Any]:
+    """The probe's findings for ``plan --gateway`` and what they change (both None-safe)."""
+    from backfill.findings import apply_findings
+    from backfill.lake.gateway import read_findings
+
+    address = GatewayAddress.parse(gateway)
+    findings = None
+    if not address.embedded and root.is_dir():
+        findings = read_findings(root, address.host, address.port, datetime.now(timezone.utc),
+                                 settings.finding_max_age)
+    # Given: on the command line, or (a value other than the default) by backfill.toml.
+    given = (getattr(ctx.get_parameter_source("latency_ms"), "name", "") == "COMMANDLINE"
+             or latency_ms != _RUN.latency_s * 1000)
+    return findings, apply_findings(settings, findings, command="plan", latency_given=given)
 
 
 @app.command()
@@ -615,9 +654,7 @@ def verify(
     from backfill.lake.verify import Tally, verify_stream
 
     try:
-        symbol_list = resolve_symbols(symbols, symbols_file) if symbols or symbols_file else None
-        first = None if from_ is None else parse_day(from_, "--from")
-        last = None if to is None else parse_day(to, "--to")
+        symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
         root = resolve_lake(lake)
         stream = verify_stream(root, symbol_list, first, last, gaps,
                                MinuteCheckThresholds(daily_days, daily_full, daily_share))
@@ -677,16 +714,12 @@ def aggregate(
     from backfill.aggregate.timeframes import parse_timeframes
 
     try:
+        root, timeframes = resolve_lake(lake), parse_timeframes(tf)
+        symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
         request = AggregateRequest(
-            lake=resolve_lake(lake),
-            timeframes=parse_timeframes(tf),
-            symbols=(
-                tuple(resolve_symbols(symbols, symbols_file)) if symbols or symbols_file
-                else None
-            ),
-            first=None if from_ is None else parse_day(from_, "--from"),
-            last=None if to is None else parse_day(to, "--to"),
-            include_partial=include_partial,
+            lake=root, timeframes=timeframes,
+            symbols=None if symbol_list is None else tuple(symbol_list),
+            first=first, last=last, include_partial=include_partial,
         )
         check_request(request)
     except BadInput as exc:

@@ -89,6 +89,11 @@ class CongestionConfig:
     min_in_flight: int = 4
     in_flight_per_worker: int = 1
     in_flight_gain: float = 2.0
+    # The gateway's base latency measured beforehand (``backfill probe``, 1 in flight): the
+    # first base estimate, so the first answers are judged against a quiet gateway's (a
+    # queue already standing at the start reads as one) and the in-flight cap is sized from
+    # the start. Like any sample it leaves the window after ``base_window_s``.
+    base_hint_s: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -104,6 +109,8 @@ class CongestionConfig:
             (1 <= self.min_in_flight <= self.max_in_flight, "1 <= min_in_flight <= max"),
             (self.in_flight_per_worker >= 1 and self.in_flight_gain > 0,
              "in_flight_per_worker >= 1, in_flight_gain > 0"),
+            (self.base_hint_s is None or (math.isfinite(self.base_hint_s)
+                                          and self.base_hint_s > 0), "base_hint_s > 0"),
         ]
         for ok, why in checks:
             if not ok:
@@ -231,6 +238,11 @@ class RateController:
         self._base = WindowedMin(config.base_window_s, clock=clock)  # fastest answer
         self._base_p50 = WindowedMin(config.base_window_s, clock=clock)  # lowest fresh p50
         self._base_p95 = WindowedMin(config.base_window_s, clock=clock)  # lowest fresh p95
+        if config.base_hint_s is not None:
+            # A quiet gateway's latency (one request at a time): the first estimate of both
+            # the fastest answer and the typical one.
+            self._base.add(config.base_hint_s)
+            self._base_p50.add(config.base_hint_s)
         # (sent_at, answered_at, latency) of the answers of the last ``recent_s``.
         self._recent: deque[tuple[float, float, float]] = deque()
         self._first_answer: float | None = None

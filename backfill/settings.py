@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -109,6 +110,12 @@ class RunSettings:
     # A symbol's head timestamp recorded in the lake (``lake.heads``) is asked again after
     # this many days, by a run whose range starts before it: IB may add earlier history.
     head_max_age_days: float = 30.0
+    # What ``backfill probe`` recorded about a gateway is used this long, then ignored
+    # ("stale, run backfill probe again"): IB Gateway updates itself now and then.
+    finding_max_age_days: float = 7.0
+    # ``--rate auto``: the gateway's base latency as ``backfill probe`` measured it (1 in
+    # flight), the controller's first base-latency estimate until its own answers replace it.
+    base_latency_hint_s: float | None = None
     ib: IBRules = field(default_factory=IBRules)
 
     def check(self) -> None:
@@ -157,7 +164,12 @@ class RunSettings:
             climb_every_s=self.rate_climb_every_s,
             max_in_flight=self.max_in_flight_total or self.ib.max_open,
             min_in_flight=min(4, self.max_in_flight_total or self.ib.max_open),
+            base_hint_s=self.base_latency_hint_s if self.rate_auto else None,
         )
+
+    @property
+    def finding_max_age(self) -> timedelta:
+        return timedelta(days=self.finding_max_age_days)
 
     @property
     def worker_in_flight(self) -> int:

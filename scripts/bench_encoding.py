@@ -24,19 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backfill.domain import (
-    EXCHANGE,
-    MARKET,
     MINUTE,
-    SOURCE,
     UTC,
-    WHAT_TO_SHOW,
     Symbol,
-    bar_end,
     day_start,
     months_between,
 )
 from backfill.lake import store
-from backfill.lake.schema import BAR_SCHEMA, CONSTANT_COLUMNS, PART_WRITE_OPTIONS
+from backfill.lake.schema import CONSTANT_COLUMNS, PART_WRITE_OPTIONS
+from backfill.sim.lake_form import lake_table
 from backfill.sim.market import bars_between
 
 FLOATS = ["open", "high", "low", "close", "volume", "wap"]
@@ -48,25 +44,7 @@ def sim_table(seed: int, symbol: Symbol, days: int, first: datetime = START) -> 
     """The simulator's bars ending in ``days`` days from ``first``, as the worker writes them."""
     start = first - MINUTE  # bar starts, so that the bar ends fall in the days
     bars = bars_between(seed, symbol.base, start, start + timedelta(days=days))
-    n = len(bars)
-    return pa.table(
-        {
-            "ts": [bar_end(b.start) for b in bars],
-            "open": [b.open for b in bars],
-            "high": [b.high for b in bars],
-            "low": [b.low for b in bars],
-            "close": [b.close for b in bars],
-            "volume": [b.volume for b in bars],
-            "source": [SOURCE] * n,
-            "market": [MARKET] * n,
-            "symbol": [str(symbol)] * n,
-            "exchange": [EXCHANGE] * n,
-            "what_to_show": [WHAT_TO_SHOW] * n,
-            "wap": [b.wap for b in bars],
-            "bar_count": [b.bar_count for b in bars],
-        },
-        schema=BAR_SCHEMA,
-    )
+    return lake_table(symbol, bars)
 
 
 def candidates() -> dict[str, dict[str, Any]]:

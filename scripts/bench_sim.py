@@ -11,28 +11,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-SYMBOLS = ["BTC", "ETH", "LTC", "BCH", "SOL", "AVAX", "LINK", "DOGE"]
+from sim_clients import connect, start_gateway
 
 
 def client(slot: int, port: int, seconds: float, start_at: float, out: mp.Queue) -> None:
     """One worker-like client: sequential 1-day requests until the deadline."""
-    import asyncio
-
-    from ib_insync import IB, Contract
-
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    ib = IB()
-    ib.connect("127.0.0.1", port, clientId=100 + slot, timeout=10)
-    symbol = SYMBOLS[slot % len(SYMBOLS)]
-    contract = Contract(secType="CRYPTO", symbol=symbol, currency="USD", exchange="PAXOS")
-    ib.qualifyContracts(contract)
+    ib, contract = connect(slot, port)
     end = datetime(2024, 12, 31, 23, 59, tzinfo=timezone.utc)
     while time.time() < start_at:
         time.sleep(0.005)
@@ -61,16 +49,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
 
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "backfill", "gateway", "--port", "0", "--no-pacing"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert gateway.stdout is not None
-    match = re.search(r":(\d+)$", gateway.stdout.readline().strip())
-    if not match:
-        gateway.kill()
-        sys.exit("gateway did not start")
-    port = int(match.group(1))
+    gateway, port = start_gateway()
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start_at = time.time() + 3.0  # let every client connect before the clock starts

@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-SYMBOLS = ["BTC", "ETH", "LTC", "BCH", "SOL", "AVAX", "LINK", "DOGE"]
+from sim_clients import connect, start_gateway
 
 
 def client(slot: int, port: int, days: int, window_days: int, out: mp.Queue) -> None:
     """Walk one symbol over ``days`` days in ``window_days`` windows, newest first."""
-    import asyncio
-
-    from ib_insync import IB, Contract
-
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    ib = IB()
-    ib.connect("127.0.0.1", port, clientId=100 + slot, timeout=10)
-    symbol = SYMBOLS[slot % len(SYMBOLS)]
-    contract = Contract(secType="CRYPTO", symbol=symbol, currency="USD", exchange="PAXOS")
-    ib.qualifyContracts(contract)
+    ib, contract = connect(slot, port)
     end = datetime(2024, 12, 31, tzinfo=timezone.utc)
     requests = bars = 0
     for _ in range(0, days, window_days):
@@ -59,16 +47,7 @@ def main() -> None:
     parser.add_argument("--window-days", type=int, default=1)
     args = parser.parse_args()
 
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "backfill", "gateway", "--port", "0", "--no-pacing"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert gateway.stdout is not None
-    match = re.search(r":(\d+)$", gateway.stdout.readline().strip())
-    if not match:
-        gateway.kill()
-        sys.exit("gateway did not start")
-    port = int(match.group(1))
+    gateway, port = start_gateway()
     rss_start, _ = memory_mb(gateway.pid)
     days = round(365 * args.years)
     ctx = mp.get_context("spawn")

@@ -560,3 +560,24 @@ def test_held_rate_weighs_each_rate_by_how_long_it_held() -> None:
     assert held_rate(changes, 1000.0) is None
     assert held_rate([], 1100.0) is None
     assert held_rate([(1000.0, 3.0)], 1060.0) == pytest.approx(3.0)
+
+
+def test_the_probes_base_latency_is_the_first_estimate_until_the_window_drops_it() -> None:
+    # A queue already standing when the run starts: answers at 1.0 s where the probe found a
+    # quiet gateway answering in 0.1 s. Seeded, the first answers read as congestion.
+    ctl, clock = auto(min_samples=3, base_hint_s=0.1)
+    assert ctl.rate == DEFAULT_RATE  # the start is not raised by the hint
+    assert ctl.base_latency() == pytest.approx(0.1)
+    assert ctl.in_flight_cap(workers=1) == 4
+    assert ctl.zone() is None
+    cut = answer(ctl, clock, 1.0, n=3)
+    assert cut and cut[0].rate < DEFAULT_RATE and "(base 0.10s)" in cut[0].reason
+    unseeded, clock2 = auto(min_samples=3)
+    assert unseeded.base_latency() is None
+    assert answer(unseeded, clock2, 1.0, n=3) == []  # its own first answers are its base
+    assert unseeded.zone() is Zone.FLAT
+    clock.advance(ctl.config.base_window_s)
+    answer(ctl, clock, 1.0, n=1)
+    assert ctl.base_latency() == pytest.approx(1.0)  # the hint has aged out like a sample
+    with pytest.raises(ValueError):
+        CongestionConfig(base_hint_s=0.0)

@@ -7,7 +7,7 @@ M15 …): memory holds one month of one symbol at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from backfill.aggregate.planner import (
     plan_symbol,
 )
 from backfill.aggregate.provenance import Provenance, source_of
-from backfill.aggregate.timeframes import Timeframe
+from backfill.aggregate.timeframes import TIMEFRAMES, Timeframe
 from backfill.domain import BadInput, DayCoverage, Month, Symbol, check_range, day_start
 from backfill.lake import store
 from backfill.lake.paths import (
@@ -304,10 +304,17 @@ def _build_month(
         {name: bars[name][0].as_py() for name in _CONSTANTS} if bars.num_rows else {}
     )
     sums = buckets.to_sums(bars)
-    for plan in plans:
-        tf = plan.timeframe
+    wanted = {plan.timeframe: plan for plan in plans}
+    for tf in _chain(wanted):
         # Each timeframe from the previous one (widths divide): one pass over the minutes.
+        # Always the whole chain, whichever of it this build writes: float sums grouped
+        # otherwise (M1 → H4 instead of M1 → M5 → … → H4) differ in the last bits, and a
+        # part must not depend on which other parts were fresh (another build at once,
+        # an earlier --tf).
         sums = buckets.rebucket(sums, tf)
+        plan = wanted.get(tf)
+        if plan is None:
+            continue
         month_sums = buckets.in_span(sums, start, stop)
         ends = month_sums["ts"]
         mask = buckets.complete_mask(ends, tf, whole, now)
@@ -324,6 +331,12 @@ def _build_month(
             request.lake, symbol, tf.name, month, table, provenance.encode()
         )
         yield PartBuilt(plan, written.rows, written.path)
+
+
+def _chain(wanted: Collection[Timeframe]) -> tuple[Timeframe, ...]:
+    """Every timeframe up to the widest wanted, in order: the one way each is summed."""
+    widest = max(wanted)
+    return tuple(tf for tf in TIMEFRAMES if tf <= widest)
 
 
 def aggregate_status(

@@ -18,7 +18,6 @@ fresh (built from the M1 coverage there is now) or nothing (no bucket to write).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from backfill.aggregate.build import (
@@ -30,17 +29,9 @@ from backfill.aggregate.build import (
     Planned,
 )
 from backfill.aggregate.planner import PartPlan, Reason
+from backfill.lake.paths import relative
 
 JSON_VERSION = 1
-
-
-def _relative(lake: Path, path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.relative_to(lake).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def to_json(request: AggregateRequest, result: AggregateResult) -> dict[str, Any]:
@@ -67,7 +58,7 @@ def to_json(request: AggregateRequest, result: AggregateResult) -> dict[str, Any
                 "month": str(b.plan.month),
                 "reason": b.plan.reason.value,
                 "rows": b.rows,
-                "path": _relative(request.lake, b.path),
+                "path": relative(request.lake, b.path),
             }
             for b in result.built
         ],

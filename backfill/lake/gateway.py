@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from backfill.domain import UTC
+from backfill.settings import RunSettings
 
 GATEWAY_DIR = "_gateway"
 # A gateway's behaviour changes with its version: IB Gateway updates itself now and then.
-FINDING_MAX_AGE = timedelta(days=7)
+FINDING_MAX_AGE = RunSettings().finding_max_age
 
 
 def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
@@ -38,6 +40,57 @@ def read_finding(
     if checked.tzinfo is None or not timedelta(0) <= now - checked <= max_age:
         return None
     return finding
+
+
+@dataclass(frozen=True)
+class GatewayFindings:
+    """What ``backfill probe`` recorded for one gateway, split by age: ``fresh`` findings
+    (key -> value) are used; ``stale`` ones (older than the age) are named and ignored."""
+
+    path: Path
+    fresh: dict[str, Any] = field(default_factory=dict)
+    stale: tuple[str, ...] = ()
+    checked_at: datetime | None = None  # the oldest fresh finding's check
+    stale_checked_at: datetime | None = None  # the newest stale finding's check
+    max_age: timedelta = FINDING_MAX_AGE
+
+    def describe_stale(self) -> str:
+        """One clause for a first line: which findings are too old, and what to do."""
+        when = (f", checked {self.stale_checked_at:%Y-%m-%d %H:%M} UTC"
+                if self.stale_checked_at else "")
+        return (f"{', '.join(self.stale)} older than {self.max_age.days} days{when}: "
+                "stale, run backfill probe again")
+
+
+def read_findings(
+    lake: Path, host: str, port: int, now: datetime, max_age: timedelta = FINDING_MAX_AGE,
+) -> GatewayFindings | None:
+    """Every finding recorded for the gateway, fresh or stale; None without a readable file."""
+    path = gateway_facts_path(lake, host, port)
+    try:
+        recorded = json.loads(path.read_text())["findings"]
+        items = list(recorded.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    fresh: dict[str, Any] = {}
+    stale: list[str] = []
+    fresh_at: list[datetime] = []
+    stale_at: list[datetime] = []
+    for key, finding in items:
+        try:
+            checked = datetime.fromisoformat(finding["checked_at"])
+            value = finding["value"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if checked.tzinfo is not None and timedelta(0) <= now - checked <= max_age:
+            fresh[key] = value
+            fresh_at.append(checked)
+        else:
+            stale.append(key)
+            if checked.tzinfo is not None:
+                stale_at.append(checked)
+    return GatewayFindings(path, fresh, tuple(stale), min(fresh_at, default=None),
+                           max(stale_at, default=None), max_age)
 
 
 def write_finding(

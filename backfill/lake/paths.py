@@ -117,6 +117,16 @@ def readers_of(lake: Path, path: Path) -> str | None:
     return "pyarrow.dataset" if listed else None
 
 
+def relative(lake: Path, path: Path | None) -> str | None:
+    """``path`` below ``lake`` as POSIX text for reports (whole when outside it)."""
+    if path is None:
+        return None
+    try:
+        return path.relative_to(lake).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def is_quarantined(path: Path) -> bool:
     return path.name.startswith(QUARANTINE_PREFIX) and path.name.endswith(QUARANTINE_SUFFIX)
 
@@ -150,7 +160,11 @@ def lake_symbols(lake: Path) -> list[Symbol]:
 
 def month_dirs(lake: Path, symbol: Symbol) -> Iterator[tuple[Month, Path]]:
     """The ``year=Y/month=MM`` folders of one symbol, in month order."""
-    root = symbol_dir(lake, symbol)
+    return _month_folders(symbol_dir(lake, symbol))
+
+
+def _month_folders(root: Path) -> Iterator[tuple[Month, Path]]:
+    """The ``year=Y/month=MM`` folders below ``root`` (a symbol's folder), in month order."""
     if not root.is_dir():
         return
     found = []
@@ -245,20 +259,7 @@ def iter_aggregate_parts(
 ) -> Iterator[tuple[Symbol, Month, Path]]:
     """Every existing aggregate part of one timeframe for the given symbols, by symbol, month."""
     for symbol in symbols:
-        root = timeframe_dir(lake, timeframe) / f"symbol={symbol}"
-        if not root.is_dir():
-            continue
-        found = []
-        for year_dir in root.iterdir():
-            year_match = _YEAR_DIR_RE.match(year_dir.name)
-            if not (year_dir.is_dir() and year_match):
-                continue
-            for month_dir in year_dir.iterdir():
-                month_match = _MONTH_DIR_RE.match(month_dir.name)
-                if month_dir.is_dir() and month_match and 1 <= int(month_match.group(1)) <= 12:
-                    month = Month(int(year_match.group(1)), int(month_match.group(1)))
-                    path = month_dir / part_name(month)
-                    if path.is_file():
-                        found.append((month, path))
-        for month, path in sorted(found):
-            yield symbol, month, path
+        for month, folder in _month_folders(timeframe_dir(lake, timeframe) / f"symbol={symbol}"):
+            path = folder / part_name(month)
+            if path.is_file():
+                yield symbol, month, path

@@ -408,19 +408,7 @@ def rows_per_day(table: pa.Table) -> dict[date, int]:
 
 def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCoverage]) -> int:
     table = table.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage.values())})
-    tmp = temp_path(path)
-    try:
-        pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
-        _fsync(tmp)  # the bytes must be on disk before the rename makes them the part
-        size = tmp.stat().st_size
-        if _before_replace is not None:
-            _before_replace(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)  # and the rename itself must survive a power cut
-    return size
+    return _write_replace(path, table)
 
 
 def _fsync(path: Path) -> None:
@@ -501,7 +489,7 @@ def _write_replace(path: Path, table: pa.Table) -> int:
     tmp = temp_path(path)
     try:
         pq.write_table(table, tmp, **PART_WRITE_OPTIONS)
-        _fsync(tmp)
+        _fsync(tmp)  # the bytes must be on disk before the rename makes them the part
         size = tmp.stat().st_size
         if _before_replace is not None:
             _before_replace(tmp)
@@ -509,5 +497,5 @@ def _write_replace(path: Path, table: pa.Table) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(path.parent)
+    _fsync(path.parent)  # and the rename itself must survive a power cut
     return size

@@ -69,6 +69,7 @@ from backfill.lake.paths import (
     lake_symbols,
     locate,
     readers_of,
+    relative,
     symbol_dir,
 )
 from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
@@ -302,15 +303,6 @@ class VerifyReport:
             **tally.totals_json(),
             "findings": [finding_json(self.lake, f) for f in self.findings],
         }
-
-
-def relative(lake: Path, path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.relative_to(lake).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def symbol_json(s: SymbolSummary) -> dict[str, Any]:

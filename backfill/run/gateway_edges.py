@@ -7,6 +7,7 @@ simulator (a new port each run) is asked every time and not remembered.
 
 from __future__ import annotations
 
+import dataclasses
 import time as _time
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -16,10 +17,11 @@ from rich.console import Console
 
 from backfill.domain import UTC
 from backfill.edges import RULES, UNKNOWN, EdgeRule
+from backfill.findings import apply_findings
 from backfill.ib.edges import EdgeFinding, learn_gateway_edges
 from backfill.ib.preflight import EdgeProbe, Preflight
 from backfill.ib.session import IBSessionError, NoPermission
-from backfill.lake.gateway import gateway_facts_path, read_finding, write_finding
+from backfill.lake.gateway import gateway_facts_path, read_finding, read_findings, write_finding
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ def probe_anchors(first: date, last: date, today: date) -> list[datetime]:
 
 def _remembered(request: RunRequest, host: str, port: int, now: datetime) -> GatewayEdges | None:
     if not request.gateway.embedded and request.lake.is_dir():
-        found = read_finding(request.lake, host, port, KEY, now)
+        found = read_finding(request.lake, host, port, KEY, now,
+                             request.settings.finding_max_age)
         if found is not None and found.get("value") in RULES:
             return GatewayEdges(EdgeRule.parse(found["value"]), "remembered",
                                 datetime.fromisoformat(found["checked_at"]))
@@ -160,10 +163,16 @@ def edges_sends(edges: GatewayEdges | None, now_mono: float, now_wall: float) ->
     return tuple(now_mono - (now_wall - at) for at in edges.finding.sent_at)
 
 
-def probed_window_days(request: RunRequest, host: str, port: int) -> int | None:
-    """The longest window ``backfill probe`` found this gateway answers, if recorded lately."""
+def apply_gateway_findings(request: RunRequest, now: datetime, console: Console) -> RunRequest:
+    """The request with ``backfill probe``'s fresh findings for its gateway applied (see
+    ``backfill.findings``), after a first line saying what they change or that they are
+    stale. The embedded simulator (a new port each run) has none."""
     if request.gateway.embedded or not request.lake.is_dir():
-        return None
-    found = read_finding(request.lake, host, port, "max_window_days", datetime.now(UTC))
-    value = found.get("value") if found else None
-    return value if isinstance(value, int) and value >= 1 else None
+        return request
+    settings = request.settings
+    findings = read_findings(request.lake, request.gateway.host, request.gateway.port, now,
+                             settings.finding_max_age)
+    applied = apply_findings(settings, findings, command="run")
+    if applied.line:
+        console.print(applied.line, markup=False, highlight=False, soft_wrap=True)
+    return dataclasses.replace(request, settings=applied.settings)

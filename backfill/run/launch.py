@@ -11,7 +11,6 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,10 +35,10 @@ from backfill.run import events as ev
 from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
 from backfill.run.gateway_edges import (
     GatewayEdges,
+    apply_gateway_findings,
     edges_sends,
     edges_to_learn,
     gateway_edges,
-    probed_window_days,
     remember_edges,
 )
 from backfill.run.orchestrator import (
@@ -101,6 +100,8 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     check_lake_writable(request.lake)
     now = datetime.now(UTC)
     today = now.date()
+    # What `backfill probe` recorded about this gateway: its first line says what it changes.
+    request = apply_gateway_findings(request, now, err_console if request.json else console)
     # Footers (and the heads recorded in the lake) only: a lake that already holds
     # everything asks the gateway nothing at all.
     recorded = read_heads(request.lake)
@@ -132,15 +133,6 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
                 the_plan = plan_run(request, today, listing)
             edges = gateway_edges(request, host, port, the_plan, today,
                                   None if probe is None else (probe, found))
-            longest = probed_window_days(request, host, port)
-            if longest is not None and longest < settings.window_days:
-                # What `backfill probe` found this gateway answers: ask no longer windows.
-                settings = dataclasses.replace(settings, window_days=longest)
-                request = dataclasses.replace(request, settings=settings)
-                the_plan = plan_run(request, today, listing)
-                (err_console if request.json else console).print(
-                    f"Windows of {longest} day(s): the longest this gateway answered "
-                    "(backfill probe)", markup=False, highlight=False)
         # Nothing has been written so far: from here on the lake is touched.
         try:
             request.lake.mkdir(parents=True, exist_ok=True)

@@ -10,20 +10,16 @@ import pyarrow as pa
 
 from backfill.domain import (
     DAY,
-    EXCHANGE,
-    MARKET,
     MINUTE,
-    SOURCE,
     UTC,
-    WHAT_TO_SHOW,
     Month,
     Symbol,
     day_start,
     days_between,
 )
 from backfill.lake import store
-from backfill.lake.schema import BAR_SCHEMA
 from backfill.sim import bars_between
+from backfill.sim.lake_form import lake_table
 
 SEED = 7
 FETCHED = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -36,25 +32,7 @@ def sim_bars(symbol: Symbol, first: date, last: date, *, seed: int = SEED) -> pa
         seed, symbol.base, day_start(first) - MINUTE, day_start(last) + DAY - MINUTE,
         no_trade_share=0.05,
     )
-    n = len(bars)
-    return pa.table(
-        {
-            "ts": [b.start + MINUTE for b in bars],
-            "open": [b.open for b in bars],
-            "high": [b.high for b in bars],
-            "low": [b.low for b in bars],
-            "close": [b.close for b in bars],
-            "volume": [b.volume for b in bars],
-            "source": [SOURCE] * n,
-            "market": [MARKET] * n,
-            "symbol": [str(symbol)] * n,
-            "exchange": [EXCHANGE] * n,
-            "what_to_show": [WHAT_TO_SHOW] * n,
-            "wap": [b.wap for b in bars],
-            "bar_count": [b.bar_count for b in bars],
-        },
-        schema=BAR_SCHEMA,
-    )
+    return lake_table(symbol, bars)
 
 
 def write_m1(

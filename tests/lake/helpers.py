@@ -6,12 +6,13 @@ import contextlib
 import ctypes
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from backfill.domain import (
     EXCHANGE,
@@ -29,6 +30,15 @@ from backfill.lake.schema import BAR_SCHEMA
 BTC = Symbol("BTC", "USD")
 ETH = Symbol("ETH", "USD")
 FETCHED = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
+
+# A table whose schema drifted from the contract, three ways (store and verify refuse each).
+SCHEMA_DRIFTS: dict[str, Callable[[pa.Table], pa.Table]] = {
+    "column-order": lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
+    "missing-column": lambda t: t.drop_columns(["wap"]),
+    "column-type": lambda t: t.set_column(
+        5, "volume", pc.cast(t["volume"], pa.int64(), safe=False)
+    ),
+}
 
 
 def bars_at(symbol: Symbol, ends: Iterable[datetime], price: float = 100.0) -> pa.Table:
@@ -133,26 +143,9 @@ def file_permissions_enforced() -> Iterator[None]:
 
 def sim_bars(symbol: Symbol, first: date, days: int, seed: int = 1) -> pa.Table:
     """The simulator's bars (realistic prices and volumes) for ``days`` days from ``first``."""
+    from backfill.sim.lake_form import lake_table
     from backfill.sim.market import bars_between
 
     start = day_start(first)
     bars = bars_between(seed, symbol.base, start - MINUTE, start + timedelta(days=days) - MINUTE)
-    n = len(bars)
-    return pa.table(
-        {
-            "ts": [b.start + MINUTE for b in bars],
-            "open": [b.open for b in bars],
-            "high": [b.high for b in bars],
-            "low": [b.low for b in bars],
-            "close": [b.close for b in bars],
-            "volume": [b.volume for b in bars],
-            "source": [SOURCE] * n,
-            "market": [MARKET] * n,
-            "symbol": [str(symbol)] * n,
-            "exchange": [EXCHANGE] * n,
-            "what_to_show": [WHAT_TO_SHOW] * n,
-            "wap": [b.wap for b in bars],
-            "bar_count": [b.bar_count for b in bars],
-        },
-        schema=BAR_SCHEMA,
-    )
+    return lake_table(symbol, bars)

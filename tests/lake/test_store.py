@@ -31,6 +31,7 @@ from tests.lake.helpers import (
     BTC,
     ETH,
     FETCHED,
+    SCHEMA_DRIFTS,
     bars_at,
     day_bars,
     days_bars,
@@ -358,15 +359,7 @@ def test_any_sequence_of_batches_equals_a_last_write_wins_model(
     assert counts == {d: sum(1 for ts in model if ts.date() == d) for d in (D1, D2, D3)}
 
 
-@pytest.mark.parametrize(
-    "spoil",
-    [
-        lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
-        lambda t: t.drop_columns(["wap"]),
-        lambda t: t.set_column(5, "volume", pc.cast(t["volume"], pa.int64(), safe=False)),
-    ],
-    ids=["column-order", "missing-column", "column-type"],
-)
+@pytest.mark.parametrize("spoil", list(SCHEMA_DRIFTS.values()), ids=list(SCHEMA_DRIFTS))
 def test_footer_reading_refuses_a_part_whose_schema_drifted(
     tmp_path: Path, spoil: Callable[[pa.Table], pa.Table]
 ) -> None:

@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -30,7 +29,7 @@ from backfill.lake.verify import (
     verify_lake,
 )
 from tests.lake.conftest import BTC_DAYS
-from tests.lake.helpers import BTC, ETH, FETCHED, bars_at, day_bars
+from tests.lake.helpers import BTC, ETH, FETCHED, SCHEMA_DRIFTS, bars_at, day_bars
 
 JULY = Month(2025, 7)
 D1, D2, D3 = BTC_DAYS
@@ -135,15 +134,7 @@ def test_an_unreadable_part(clean_lake: Path) -> None:
     assert only_error(ranged, Kind.NOT_FETCHED).minutes == ((at(D1, 0), at(D3, 23, 59)),)
 
 
-@pytest.mark.parametrize(
-    "spoil",
-    [
-        lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
-        lambda t: t.drop_columns(["wap"]),
-        lambda t: t.set_column(5, "volume", pc.cast(t["volume"], pa.int64(), safe=False)),
-    ],
-    ids=["column-order", "missing-column", "column-type"],
-)
+@pytest.mark.parametrize("spoil", list(SCHEMA_DRIFTS.values()), ids=list(SCHEMA_DRIFTS))
 def test_schema_drift(clean_lake: Path, spoil: Callable[[pa.Table], pa.Table]) -> None:
     rewrite(btc_part(clean_lake), spoil)
     finding = only_error(verify_lake(clean_lake), Kind.SCHEMA)

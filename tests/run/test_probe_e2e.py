@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import pytest
 
 from backfill.domain import Symbol
-from backfill.sim import FAST_PACING, Behaviour
+from backfill.lake.gateway import gateway_facts_path
+from backfill.sim import FAST_PACING, Behaviour, FaultConfig
 from tests.oracle import expected_bars, lake_rows
 from tests.run.conftest import backfill, run_backfill
 from tests.run.test_run_e2e import learning
@@ -31,6 +32,20 @@ def probe(gateway, lake, *extra: str) -> tuple[subprocess.CompletedProcess[str],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )
     return done, (json.loads(done.stdout) if done.stdout.strip() else {})
+
+
+def first_line(output: str) -> str:
+    return output.splitlines()[0] if output.strip() else ""
+
+
+def plan(gateway, lake, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        backfill("plan", "--gateway", f"{gateway.host}:{gateway.port}", "--lake", str(lake),
+                 "--from", "2025-07-01", "--to", "2025-07-10", "--rate", "50",
+                 "--max-in-flight", "1", *(extra if "--symbols" in extra
+                                           else ("--symbols", "BTC-USD", *extra))),
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
 
 
 def test_the_probe_document_has_exactly_the_issues_keys(make_sim, lake):
@@ -85,7 +100,7 @@ def test_probe_finds_the_longest_window(make_sim, lake, too_long):
     run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-06", "--rate", "50",
                        "--window-days", "7")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
-    assert "Windows of 3 day(s): the longest this gateway answered" in run.stdout
+    assert "windows of 3 day(s), the longest this gateway answered" in first_line(run.stdout)
     runs = [r for r in gateway.requests() if r.kind == "historical" and r.client_id != 99]
     assert sorted(r.duration for r in runs if not learning(r)) == ["3 D", "3 D"]
     assert lake_rows(lake, Symbol("BTC", "USD")) == expected_bars(
@@ -113,3 +128,68 @@ def test_bad_input_exits_2_and_writes_nothing(sim, lake):
     assert done.returncode == 2 and not lake.exists()
     unknown, _ = probe(sim, lake, "--symbol", "ZZZ-USD")
     assert unknown.returncode == 2 and "ZZZ" in unknown.stderr and not lake.exists()
+
+
+def test_plan_takes_the_probes_base_latency_for_its_eta(make_sim, lake):
+    gateway = make_sim(faults=FaultConfig(latency_ms=(140.0, 160.0)), pacing=FAST_PACING)
+    done, doc = probe(gateway, lake)
+    assert done.returncode == 0, done.stderr
+    base = doc["latency_s"]["1"]
+    # One worker, one request open, 4 symbols × 10 days: 40 requests one after another, so
+    # the ETA is 40 × latency (IB's per-contract gap, 10 × 0.42 s, is less above 0.105 s).
+    four = ("--symbols", "BTC-USD,ETH-USD,LTC-USD,BCH-USD", "--workers", "1")
+    assert base > 0.11
+    text = plan(gateway, lake, *four)
+    assert text.returncode == 0, text.stderr
+    path = gateway_facts_path(lake, gateway.host, gateway.port)
+    assert first_line(text.stdout).startswith(f"Gateway findings (backfill probe) from {path}")
+    assert f"base latency {base:.3f}s for the ETA" in first_line(text.stdout)
+    planned = json.loads(plan(gateway, lake, *four, "--json").stdout)
+    assert planned["latency_ms"] == pytest.approx(base * 1000)
+    assert planned["totals"]["eta_seconds"] == pytest.approx(40 * base, abs=0.01)
+    assert planned["gateway_findings"]["used"] == ["latency_s"]
+    assert planned["gateway_findings"]["checked_at"] == doc["checked_at"]
+    # --latency-ms on the command line wins, and the ETA follows it.
+    given = json.loads(plan(gateway, lake, *four, "--json", "--latency-ms", "300").stdout)
+    assert given["latency_ms"] == 300 and given["gateway_findings"]["used"] == []
+    assert given["totals"]["eta_seconds"] == pytest.approx(40 * 0.3, abs=0.01)
+
+
+def age_findings(lake, gateway, days: float) -> None:
+    path = gateway_facts_path(lake, gateway.host, gateway.port)
+    facts = json.loads(path.read_text())
+    for finding in facts["findings"].values():
+        finding["checked_at"] = (datetime.fromisoformat(finding["checked_at"])
+                                 - timedelta(days=days)).isoformat()
+    path.write_text(json.dumps(facts))
+
+
+def test_stale_findings_are_ignored_by_plan_and_run(make_sim, lake):
+    gateway = sim_with(make_sim, too_long="error", max_duration_days=2)
+    done, doc = probe(gateway, lake)
+    assert done.returncode == 0, done.stderr
+    assert doc["max_window_days"] == 2
+    age_findings(lake, gateway, 8)
+    text = plan(gateway, lake, "--window-days", "7")
+    assert "stale, run backfill probe again" in first_line(text.stdout)
+    planned = json.loads(plan(gateway, lake, "--window-days", "7", "--json").stdout)
+    assert planned["latency_ms"] == 300 and planned["window_days"] == 7
+    assert planned["gateway_findings"]["used"] == []
+    assert "max_window_days" in planned["gateway_findings"]["stale"]
+    run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert "stale, run backfill probe again" in first_line(run.stdout)
+    assert "Window edges [): learned from the gateway" in run.stdout  # not remembered
+
+
+def test_run_rate_auto_starts_from_the_probe(make_sim, lake):
+    gateway = sim_with(make_sim)
+    done, doc = probe(gateway, lake)
+    assert done.returncode == 0, done.stderr
+    run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate",
+                       "auto", "--auto-start-rate", "5")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    line = first_line(run.stdout)
+    assert line.startswith("Gateway findings (backfill probe)")
+    assert (f"--rate auto starts at 5 req/s (the probe measures no sustained rate) with base "
+            f"latency {doc['latency_s']['1']:.3f}s as its first estimate") in line
