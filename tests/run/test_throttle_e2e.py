@@ -55,10 +55,19 @@ def test_auto_finds_the_capacity_without_a_dropped_connection(throttled, lake):
     assert_lake_equals_simulator(lake, throttled, SYMBOLS, "2025-07-01", "2025-07-31")
 
 
-def test_a_fixed_rate_far_above_capacity_draws_drops_and_survives_them(throttled, lake):
-    done = run_backfill(throttled, lake, SYMBOLS, "2025-07-01", "2025-07-31", "--rate", "40",
+def test_a_fixed_rate_far_above_capacity_draws_drops_and_survives_them(make_sim, lake):
+    # A touchier gateway than `throttled`: two requests queued at its soft throttle, or answers
+    # slowed for a second, drop the connection. The in-flight cap keeps the queue at IB short,
+    # so against `throttled` a fixed rate may never be dropped; here it is, at once.
+    touchy = make_sim(
+        pacing=dataclasses.replace(FAST_PACING, soft_rate=CAPACITY, soft_burst=3,
+                                   max_rate=None),
+        behaviour=Behaviour(overload="disconnect", overload_queue=2, overload_after_s=1.0),
+        faults=FaultConfig(latency_ms=(50, 150), seed=11),
+    )
+    done = run_backfill(touchy, lake, SYMBOLS, "2025-07-01", "2025-07-15", "--rate", "40",
                         "--max-in-flight-total", "40")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    assert dropped(throttled), "the test must overload the gateway"
+    assert dropped(touchy), "the test must overload the gateway"
     assert any("connection dropped" in m["reason"] for m in budgets(lake))
-    assert_lake_equals_simulator(lake, throttled, SYMBOLS, "2025-07-01", "2025-07-31")
+    assert_lake_equals_simulator(lake, touchy, SYMBOLS, "2025-07-01", "2025-07-15")
