@@ -571,6 +571,8 @@ def test_a_stalled_worker_that_resumes_gets_its_share_back_and_is_not_restarted(
 
 
 def test_a_worker_waiting_on_a_hung_request_is_not_taken_for_stalled(sim, lake, reap):
+    # Edges learned first (remembered in the lake): the run below goes straight to its worker.
+    assert run_backfill(sim, lake, ["ETH-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
     sim.set_faults(FaultConfig(hang_share=1.0))  # every request hangs, within its timeout
     process = subprocess.Popen(
         run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50", "--request-timeout", "30",
