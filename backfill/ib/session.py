@@ -394,18 +394,8 @@ class IBSession:
         answer as sent: bar starts, the window the header says was served, timing. IB's
         no-data is an empty answer; every other failure is typed as for windows."""
         contract = await self.qualify(symbol)
-        self._require_connection()
-        ib = self._ib
-        req_id = ib.client.getReqId()
-        container = BarDataList()
-        container.reqId = req_id
-        future = ib.wrapper.startReq(req_id, contract, container=container)
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         sent_at = time.monotonic()
-        ib.client.reqHistoricalData(
-            req_id, contract, end.strftime("%Y%m%d %H:%M:%S UTC"), duration, "1 min",
-            WHAT_TO_SHOW, False, 2, False, [],
-        )
+        req_id, future, container = self._request_bars(contract, end, duration)
         no_data = False
         try:
             await self._answer(
@@ -435,6 +425,14 @@ class IBSession:
         contract = self._contracts.get(symbol)
         if contract is None:
             raise IBError(0, f"{symbol} is not qualified on this session")
+        request = request_for(window, rule)
+        req_id, future, container = self._request_bars(contract, request.end, request.duration)
+        return SentWindow(symbol, window, req_id, future, container, time.monotonic())
+
+    def _request_bars(
+        self, contract: Contract, end: datetime, duration: str
+    ) -> tuple[int, asyncio.Future, BarDataList]:
+        """Send one request of 1-minute AGGTRADES bars (UTC, epoch bar times) now."""
         self._require_connection()
         ib = self._ib
         # ib_insync's own reqHistoricalDataAsync turns a timeout into an empty list, which is
@@ -446,12 +444,11 @@ class IBSession:
         # After our timeout the gateway may still end the request (162 cancelled); consume
         # that late outcome so asyncio does not log it as never retrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        request = request_for(window, rule)
         ib.client.reqHistoricalData(
-            req_id, contract, request.end.strftime("%Y%m%d %H:%M:%S UTC"),
-            request.duration, "1 min", WHAT_TO_SHOW, False, 2, False, [],
+            req_id, contract, end.strftime("%Y%m%d %H:%M:%S UTC"), duration, "1 min",
+            WHAT_TO_SHOW, False, 2, False, [],
         )
-        return SentWindow(symbol, window, req_id, future, container, time.monotonic())
+        return req_id, future, container
 
     async def await_window(self, sent: SentWindow, *, timeout_s: float | None = None) -> WindowBars:
         """The typed outcome of a sent window; cancels it at the gateway on timeout."""
