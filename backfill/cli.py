@@ -512,7 +512,7 @@ def plan(
     from rich.console import Console
 
     from backfill import plan as planning
-    from backfill.lake.store import read_coverage
+    from backfill.lake.coverage_index import read_day_marks
     from backfill.plan_view import plan_lines, plan_table
     from backfill.run.runlog import measured_rate
 
@@ -554,7 +554,7 @@ def plan(
                                          timeout_s=settings.connect_timeout_s)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
-        coverage = read_coverage(root, symbol_list, first, min(last, today))
+        coverage = read_day_marks(root, symbol_list, first, min(last, today))
         result = planning.plan(symbol_list, first, last, coverage, today=today,
                                settings=settings, listing=listing)
     except BadInput as exc:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from backfill.domain import (
-    DayCoverage,
     Month,
     Symbol,
     Window,
@@ -24,6 +23,17 @@ from backfill.domain import (
     months_between,
 )
 from backfill.settings import RunSettings
+
+
+class RecordedDay(Protocol):
+    """What planning needs of a recorded day: ``DayCoverage`` (a footer decoded) or a
+    ``coverage_index.DayMark`` (the same, remembered)."""
+
+    @property
+    def complete(self) -> bool: ...
+
+    @property
+    def no_data(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,7 @@ class Plan:
 
 
 
-def missing_days(days: Iterable[date], coverage: Mapping[date, DayCoverage]) -> list[date]:
+def missing_days(days: Iterable[date], coverage: Mapping[date, RecordedDay]) -> list[date]:
     """Days with no coverage record, or only a partial one (fetched before the day ended)."""
     return [d for d in days if not (d in coverage and coverage[d].complete)]
 
@@ -166,7 +176,7 @@ def plan_symbol(
     symbol: Symbol,
     first: date,
     last: date,
-    coverage: Mapping[date, DayCoverage],
+    coverage: Mapping[date, RecordedDay],
     *,
     window_days: int,
     listing: date | None = None,
@@ -200,7 +210,7 @@ def plan(
     symbols: Iterable[Symbol],
     first: date,
     last: date,
-    coverage: Mapping[Symbol, Mapping[date, DayCoverage]],
+    coverage: Mapping[Symbol, Mapping[date, RecordedDay]],
     *,
     today: date,
     settings: RunSettings,

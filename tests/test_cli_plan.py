@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from backfill.cli import app
 from backfill.domain import Symbol
 from backfill.durations import format_duration
-from backfill.lake import store
+from backfill.lake import coverage_index, store
 from backfill.plan import plan
 from backfill.plan_view import format_ranges, plan_table
 from backfill.run import events as ev
@@ -61,7 +62,30 @@ def test_json_plan_from_a_real_lake(lake: Path) -> None:
     assert (eth["days_done"], eth["requests"]) == (0, 6)
     assert doc["totals"]["requests"] == 9
     assert doc["totals"]["eta_seconds"] == pytest.approx(9 / 0.7, abs=1e-3)
-    assert files_under(lake) == before  # footers read, nothing written
+    assert files_under(lake) == before  # footers read; parts this young are not remembered
+
+
+def test_a_second_plan_comes_from_the_cache_and_says_the_same(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts old enough to remember: the second plan stats them and parses no footer."""
+    monkeypatch.setattr(coverage_index, "time_ns", lambda: time.time_ns() + 60 * 10**9)
+    args = "--symbols BTC-USD,ETH-USD --from 2025-06-20 --to 2025-07-06 --json --lake"
+    parts = files_under(lake / "data")
+    first = invoke(args, lake)
+    assert first.exit_code == 0, first.output
+    assert (lake / "_cache" / "coverage.json").is_file()
+
+    def no_footer(path: object) -> bytes:
+        raise AssertionError(f"footer of {path} read again")
+
+    monkeypatch.setattr(store, "read_coverage_record", no_footer)
+    second = invoke(args, lake)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    assert files_under(lake / "data") == parts, "the parts are never touched"
+    checked = CliRunner().invoke(app, ["verify", "--lake", str(lake), "--json"])
+    assert not [f for f in json.loads(checked.stdout)["findings"] if f["severity"] == "error"]
 
 
 def test_plain_text_when_not_a_terminal(lake: Path) -> None:

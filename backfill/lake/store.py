@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -28,14 +28,11 @@ from backfill.domain import (
     Month,
     Symbol,
     day_start,
-    months_between,
 )
 from backfill.lake.paths import (
     lock_path,
-    part_below_symbol,
     part_path,
     quarantine_path,
-    symbol_dir,
     temp_glob,
     temp_path,
 )
@@ -176,13 +173,22 @@ def read_part(path: Path) -> pa.Table:
 
 def read_part_coverage(path: Path | str) -> dict[date, DayCoverage]:
     """A part's coverage record, from its footer only; raises ``CorruptPart``."""
+    return _decode(path, read_coverage_record(path))
+
+
+def read_coverage_record(path: Path | str) -> bytes:
+    """A part's coverage record as stored (JSON), from its footer only; raises ``CorruptPart``
+    if the footer cannot be read, has another schema or holds no record."""
     try:
         metadata = _read_footer(str(path))
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(Path(path), f"unreadable footer: {exc}") from exc
     if not metadata.schema.equals(_bar_parquet_schema()):
         raise CorruptPart(Path(path), "schema differs from the bar schema")
-    return _decode(path, (metadata.metadata or {}).get(COVERAGE_KEY))
+    raw = (metadata.metadata or {}).get(COVERAGE_KEY)
+    if raw is None:
+        raise CorruptPart(Path(path), "no coverage record in the footer")
+    return raw
 
 
 def _read_footer(path: str) -> pq.FileMetaData:
@@ -206,33 +212,6 @@ def _bar_parquet_schema() -> pq.ParquetSchema:
     sink = pa.BufferOutputStream()
     pq.ParquetWriter(sink, BAR_SCHEMA, **PART_WRITE_OPTIONS).close()  # no rows: no pandas import
     return pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
-
-
-def read_coverage(
-    lake: Path, symbols: Iterable[Symbol], first: date, last: date
-) -> dict[Symbol, dict[date, DayCoverage]]:
-    """Coverage of each symbol's days in ``[first, last]``, read from part footers only.
-
-    A part whose footer cannot be read counts as no coverage: its days will be fetched again.
-    """
-    months = months_between(first, last)
-    out: dict[Symbol, dict[date, DayCoverage]] = {}
-    for symbol in symbols:
-        found: dict[date, DayCoverage] = {}
-        folder = str(symbol_dir(lake, symbol))
-        for month in months:
-            # A string: 6,000 pathlib joins cost as much as reading the footers' bookkeeping.
-            path = os.path.join(folder, part_below_symbol(month))
-            try:
-                coverage = read_part_coverage(path)
-            except CorruptPart:  # a missing part too: nothing covered
-                continue
-            if first <= month.first_day and month.last_day <= last:
-                found.update(coverage)
-            else:
-                found.update({d: c for d, c in coverage.items() if first <= d <= last})
-        out[symbol] = dict(sorted(found.items()))
-    return out
 
 
 def _conform(bars: pa.Table, symbol: Symbol) -> pa.Table:

@@ -23,6 +23,7 @@ from backfill import plan as planning
 from backfill.domain import UTC, BadInput, Symbol
 from backfill.edges import DEFAULT_RULE
 from backfill.ib.preflight import check_gateway
+from backfill.lake.coverage_index import read_day_marks
 from backfill.lake.heads import (
     Head,
     heads_to_ask,
@@ -30,7 +31,6 @@ from backfill.lake.heads import (
     read_heads,
     record_heads,
 )
-from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
 from backfill.run.gateway_edges import (
@@ -77,7 +77,7 @@ def plan_run(
     each symbol's ``listing`` (its head timestamp's day) where known."""
     last = min(request.last, today)
     coverage = (
-        read_coverage(request.lake, request.symbols, request.first, last)
+        read_day_marks(request.lake, request.symbols, request.first, last, remember=False)
         if request.lake.is_dir() else {}
     )
     return planning.plan(request.symbols, request.first, request.last, coverage, today=today,
@@ -89,7 +89,7 @@ def replan_symbol(
 ) -> planning.SymbolPlan:
     """One symbol's plan again, from the lake as it is now (under its run lock)."""
     last = min(request.last, today)
-    coverage = read_coverage(request.lake, [symbol], request.first, last)[symbol]
+    coverage = read_day_marks(request.lake, [symbol], request.first, last, remember=False)[symbol]
     return planning.plan_symbol(symbol, request.first, last, coverage,
                                 window_days=request.settings.window_days,
                                 listing=(listing or {}).get(symbol))

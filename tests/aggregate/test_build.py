@@ -20,9 +20,9 @@ from backfill.aggregate.timeframes import D1, H1, H4, M5, M15, M30, TIMEFRAMES, 
 from backfill.domain import UTC, Month, Symbol
 from backfill.lake.paths import aggregate_part_path, dataset_root, market_dir
 from backfill.lake.schema import AGGREGATE_SCHEMA
-from backfill.lake.store import read_coverage
 from tests.aggregate.conftest import BTC, PARTIAL_DAY
 from tests.aggregate.helpers import LATER, write_m1
+from tests.lake.helpers import read_coverage
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 EXACT = ("ts", "open", "high", "low", "close", "bar_count", "minutes")

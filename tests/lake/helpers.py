@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from backfill.domain import (
     EXCHANGE,
@@ -21,10 +23,13 @@ from backfill.domain import (
     SOURCE,
     UTC,
     WHAT_TO_SHOW,
+    DayCoverage,
     Symbol,
     day_start,
+    months_between,
 )
 from backfill.lake import store
+from backfill.lake.paths import part_path
 from backfill.lake.schema import BAR_SCHEMA
 
 BTC = Symbol("BTC", "USD")
@@ -149,3 +154,39 @@ def sim_bars(symbol: Symbol, first: date, days: int, seed: int = 1) -> pa.Table:
     start = day_start(first)
     bars = bars_between(seed, symbol.base, start - MINUTE, start + timedelta(days=days) - MINUTE)
     return lake_table(symbol, bars)
+
+
+def read_coverage(
+    lake: Path, symbols: Iterable[Symbol], first: date, last: date
+) -> dict[Symbol, dict[date, DayCoverage]]:
+    """What the footers record of each symbol's days in ``[first, last]``, every field decoded
+    (the tests' oracle: plan and run read only the complete days, ``coverage_index``).
+
+    A part that is missing or whose footer cannot be read records nothing.
+    """
+    out: dict[Symbol, dict[date, DayCoverage]] = {}
+    for symbol in symbols:
+        found: dict[date, DayCoverage] = {}
+        for month in months_between(first, last):
+            try:
+                coverage = store.read_part_coverage(part_path(lake, symbol, month))
+            except store.CorruptPart:
+                continue
+            found.update({d: c for d, c in coverage.items() if first <= d <= last})
+        out[symbol] = dict(sorted(found.items()))
+    return out
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, *options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at ``path`` (made if missing); skips if mounting is refused."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = ",".join(options) or "defaults"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

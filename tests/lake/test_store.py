@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.domain import UTC, DayCoverage, Month, day_start
+from backfill.domain import UTC, DayCoverage, Month, Symbol, day_start
 from backfill.lake import store
+from backfill.lake.coverage_index import COMPLETE, read_day_marks
 from backfill.lake.paths import iter_parts, lock_path, part_path
 from backfill.lake.schema import (
     BAR_SCHEMA,
@@ -213,7 +214,10 @@ def test_coverage_records_every_declared_day_with_counted_rows(tmp_path: Path) -
         D2: (0, True),  # fetched, no data: never asked again
         D3: (1, False),  # the day was not over yet: fetch again
     }
-    assert store.read_coverage(tmp_path, [BTC], D1, D3)[BTC] == coverage
+    # What plan and run read of it: the complete days only.
+    assert read_day_marks(tmp_path, [BTC], D1, D3, remember=False)[BTC] == {
+        D1: COMPLETE, D2: COMPLETE
+    }
 
 
 def test_a_batch_of_only_no_data_days_still_writes_coverage(tmp_path: Path) -> None:
@@ -223,7 +227,7 @@ def test_a_batch_of_only_no_data_days_still_writes_coverage(tmp_path: Path) -> N
     assert {d: c.rows for d, c in coverage_of(write.path).items()} == {D1: 0, D2: 0}
 
 
-def test_read_coverage_reads_only_the_months_asked_and_survives_bad_footers(
+def test_day_marks_read_only_the_months_asked_and_survive_bad_footers(
     tmp_path: Path,
 ) -> None:
     store.write_batch(tmp_path, BTC, day_bars(BTC, D1), [D1], fetched_at=FETCHED)
@@ -231,11 +235,14 @@ def test_read_coverage_reads_only_the_months_asked_and_survives_bad_footers(
     [august] = store.write_batch(
         tmp_path, BTC, day_bars(BTC, august_day), [august_day], fetched_at=FETCHED
     )
-    assert list(store.read_coverage(tmp_path, [BTC], D2, date(2025, 8, 31))[BTC]) == [august_day]
-    assert list(store.read_coverage(tmp_path, [BTC, ETH], D1, D1)[BTC]) == [D1]
-    assert store.read_coverage(tmp_path, [BTC, ETH], D1, D1)[ETH] == {}
+    def days(symbols: list[Symbol], first: date, last: date) -> dict[Symbol, list[date]]:
+        marks = read_day_marks(tmp_path, symbols, first, last, remember=False)
+        return {symbol: list(days) for symbol, days in marks.items()}
+
+    assert days([BTC], D2, date(2025, 8, 31)) == {BTC: [august_day]}
+    assert days([BTC, ETH], D1, D1) == {BTC: [D1], ETH: []}
     august.path.write_bytes(b"PAR1 not a parquet file")
-    assert list(store.read_coverage(tmp_path, [BTC], D1, date(2025, 8, 31))[BTC]) == [D1]
+    assert days([BTC], D1, date(2025, 8, 31)) == {BTC: [D1]}
 
 
 def test_a_corrupt_part_is_moved_aside_never_overwritten(tmp_path: Path) -> None:
@@ -370,4 +377,4 @@ def test_footer_reading_refuses_a_part_whose_schema_drifted(
     assert COVERAGE_KEY in pq.read_schema(write.path).metadata  # the record is still there
     with pytest.raises(store.CorruptPart, match="schema differs"):
         store.read_part_coverage(write.path)
-    assert store.read_coverage(tmp_path, [BTC], D1, D1)[BTC] == {}
+    assert read_day_marks(tmp_path, [BTC], D1, D1, remember=False)[BTC] == {}

@@ -11,8 +11,8 @@ import pytest
 
 from backfill.domain import Symbol, days_between
 from backfill.lake.gateway import gateway_facts_path
-from backfill.lake.store import read_coverage
 from backfill.sim import FAST_PACING, Behaviour
+from tests.lake.helpers import read_coverage
 from tests.oracle import expected_bars, lake_rows
 from tests.run.conftest import run_backfill
 from tests.run.test_run_e2e import historical, learning

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from backfill.cli import app
 from backfill.domain import Symbol
 from backfill.lake.heads import Head, record_heads
-from backfill.lake.store import read_coverage, write_batch
-from tests.lake.helpers import day_bars
+from backfill.lake.store import write_batch
+from tests.lake.helpers import day_bars, read_coverage
 from tests.run.conftest import run_backfill
 
 SOL = Symbol("SOL", "USD")

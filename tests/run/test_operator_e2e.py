@@ -27,8 +27,9 @@ import pytest
 
 from backfill.domain import Symbol
 from backfill.lake.paths import iter_parts, run_lock_path
-from backfill.lake.store import read_coverage, read_part
+from backfill.lake.store import read_part
 from backfill.sim import FAST_PACING, FaultConfig
+from tests.lake.helpers import read_coverage, tmpfs
 from tests.oracle import lake_rows
 from tests.run.conftest import FAST_RULES, backfill, run_args, run_backfill
 from tests.run.test_run_e2e import assert_lake_equals_simulator, historical
@@ -85,21 +86,6 @@ def assert_bad_input(done: subprocess.CompletedProcess[str], *words: str) -> Non
     assert done.stderr.startswith("backfill: error: "), done.stderr
     for word in words:
         assert word in done.stderr, done.stderr
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, *options: str) -> Iterator[Path]:
-    """A real tmpfs mounted at ``path`` (made if missing); skips if mounting is refused."""
-    path.mkdir(parents=True, exist_ok=True)
-    opts = ",".join(options) or "defaults"
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 # -- the rerun hint, the summary -----------------------------------------------------------

@@ -19,8 +19,8 @@ from ib_insync import IB
 
 from backfill.domain import Symbol, days_between
 from backfill.ib.edges import SPAN, SURVEY
-from backfill.lake.store import read_coverage
 from backfill.sim import FAST_PACING, FaultConfig, PacingConfig
+from tests.lake.helpers import read_coverage
 from tests.oracle import expected_bars, lake_rows
 from tests.run.conftest import backfill, run_args, run_backfill
 

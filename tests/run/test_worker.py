@@ -13,11 +13,11 @@ import pytest
 
 from backfill.domain import Symbol, days_between, group_windows
 from backfill.lake.paths import symbol_dir
-from backfill.lake.store import read_coverage
 from backfill.run import events as ev
 from backfill.run.worker import LocalControls, WorkerConfig, run_worker
 from backfill.settings import IBRules, RunSettings
 from backfill.sim import FaultConfig
+from tests.lake.helpers import read_coverage
 from tests.oracle import expected_bars, lake_rows
 
 ETH = Symbol("ETH", "USD")
