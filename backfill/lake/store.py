@@ -197,6 +197,9 @@ def _read_footer(path: str) -> pq.FileMetaData:
     The footer alone, not the Arrow schema (``read_schema``), from an open file, not a path
     (no filesystem lookup), through the reader ``ParquetFile`` wraps, without the column
     index ``ParquetFile`` builds in Python: about a quarter of ``read_schema``'s time.
+    Not ``pyarrow._parquet._reconstruct_filemetadata`` on the tail's bytes, 40% faster: a
+    damaged footer aborts the process there (its C++ exception is not translated; found by
+    ``test_a_damaged_footer_is_a_corrupt_part_and_nothing_else``).
     """
     with pa.OSFile(path) as source:
         if _ParquetReader is None:

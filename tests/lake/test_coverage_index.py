@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill.domain import MINUTE, DayCoverage, Month, Symbol, day_start
@@ -353,3 +353,42 @@ def test_light_reading_gives_the_complete_days_of_the_month(days: dict) -> None:
     july = {d: c for d, c in decoded.items() if (d.year, d.month) == (2025, 7) and c.complete}
     assert complete == sum(1 << d.day for d in july)
     assert no_data == sum(1 << d.day for d, c in july.items() if c.no_data)
+
+
+# -- a footer read from raw bytes: a damaged part is CorruptPart, never anything else -------
+
+
+@pytest.fixture(scope="module")
+def good_part(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """A real part's bytes and its coverage record."""
+    root = tmp_path_factory.mktemp("good")
+    [write] = store.write_batch(root, BTC, days_bars(BTC, [JULY_1, JULY_2]), [JULY_1, JULY_2],
+                                fetched_at=FETCHED)
+    return write.path.read_bytes(), store.read_coverage_record(write.path)
+
+
+@given(cut=st.integers(0, 10**6), flips=st.lists(st.tuples(st.integers(1, 4096),
+                                                            st.integers(1, 255)), max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_a_damaged_footer_is_a_corrupt_part_and_nothing_else(
+    good_part: tuple[bytes, bytes], tmp_path_factory: pytest.TempPathFactory, cut: int,
+    flips: list[tuple[int, int]],
+) -> None:
+    """Truncated anywhere, or a few bytes of its tail changed (as a torn copy or a bad disk
+    leaves a file): reading the footer gives a record or ``CorruptPart``, never another
+    error; the untouched part gives its record."""
+    original, record = good_part
+    data = bytearray(original[: len(original) - cut % (len(original) + 1)])
+    for back, xor in flips:
+        if back <= len(data):
+            data[-back] ^= xor
+    path = tmp_path_factory.mktemp("damaged") / "part.parquet"
+    path.write_bytes(bytes(data))
+    try:
+        read = store.read_coverage_record(path)
+    except store.CorruptPart:
+        assert bytes(data) != original
+        return
+    assert isinstance(read, bytes)
+    if bytes(data) == original:
+        assert read == record
