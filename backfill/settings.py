@@ -168,6 +168,14 @@ class RunSettings:
         )
 
     @property
+    def learning_timeout_s(self) -> float:
+        """How long a request that learns the gateway's edge rule waits: the user's
+        ``--request-timeout``, but no longer than a connection may take. Two small requests
+        (a 30 and a 10 minute window) that a healthy gateway answers in a second; a hung one
+        holds up the run's start by this much."""
+        return min(self.request_timeout_s, self.connect_timeout_s)
+
+    @property
     def finding_max_age(self) -> timedelta:
         return timedelta(days=self.finding_max_age_days)
 

@@ -37,3 +37,10 @@ def make_sim() -> Iterator[Callable[..., SimGateway]]:
 def sim(make_sim: Callable[..., SimGateway]) -> SimGateway:
     """A running simulator on a free port with test-friendly defaults (see ``make_sim``)."""
     return make_sim()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests first: with ``-n auto`` the long ones start early on every worker and
+    the many short unit tests fill the end, instead of one worker finishing a 40 s run alone
+    (longest first is how a scheduler keeps its workers busy)."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

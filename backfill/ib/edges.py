@@ -31,10 +31,12 @@ class EdgeFinding:
 
 async def learn_edges(
     session: IBSession, symbol: Symbol, anchors: list[datetime], *, pause_s: float = 0.0,
+    timeout_s: float | None = None,
 ) -> EdgeFinding:
     """The rule, from the first anchor (a past minute, UTC) with two bars 10 minutes apart.
 
-    ``pause_s`` between requests keeps IB's per-contract rules however fast they come back.
+    ``pause_s`` between requests keeps IB's per-contract rules however fast they come back;
+    a request unanswered after ``timeout_s`` (default: the session's) counts as no answer.
     """
     began = time.monotonic()
     requests = 0
@@ -43,7 +45,7 @@ async def learn_edges(
     for anchor in anchors:
         end = anchor.replace(second=0, microsecond=0)
         sent_at.append(time.time())
-        survey = await _starts(session, symbol, end, SURVEY)
+        survey = await _starts(session, symbol, end, SURVEY, timeout_s)
         requests += 1
         pair = probe_pair(survey or [], end - SURVEY, end, SPAN) if survey else None
         if pair is None:
@@ -52,7 +54,7 @@ async def learn_edges(
         a, b = pair
         await asyncio.sleep(pause_s)
         sent_at.append(time.time())
-        served = await _starts(session, symbol, b, b - a)
+        served = await _starts(session, symbol, b, b - a, timeout_s)
         requests += 1
         if served is None:
             evidence["tries"].append({"end": b.isoformat(), "error": "no answer"})
@@ -67,14 +69,16 @@ async def learn_edges(
 
 
 async def _starts(
-    session: IBSession, symbol: Symbol, end: datetime, length: timedelta
+    session: IBSession, symbol: Symbol, end: datetime, length: timedelta,
+    timeout_s: float | None,
 ) -> list[datetime] | None:
     """Bar starts served for ``length`` ending at ``end``; None when IB did not answer.
 
     A refusal that no retry can help (no permission) is raised.
     """
     try:
-        return await session.bar_starts(symbol, end, f"{int(length.total_seconds())} S")
+        return await session.bar_starts(symbol, end, f"{int(length.total_seconds())} S",
+                                        timeout_s=timeout_s)
     except IBSessionError as exc:
         if not exc.retryable:
             raise
@@ -83,9 +87,10 @@ async def _starts(
 
 def learn_gateway_edges(
     host: str, port: int, client_id: int, symbol: Symbol, anchors: list[datetime],
-    *, timeout_s: float = 10.0, pause_s: float = 0.0,
+    *, timeout_s: float = 10.0, pause_s: float = 0.0, request_timeout_s: float | None = None,
 ) -> EdgeFinding:
-    """Connect (the next free clientId if taken), learn the rule, disconnect."""
+    """Connect (the next free clientId if taken), learn the rule, disconnect; each request
+    waits ``request_timeout_s`` (default ``timeout_s``, the connection's)."""
 
     async def go() -> EdgeFinding:
         for session_id in range(client_id, client_id + 32):
@@ -95,7 +100,8 @@ def learn_gateway_edges(
             except ClientIdInUse:
                 continue
             try:
-                return await learn_edges(session, symbol, anchors, pause_s=pause_s)
+                return await learn_edges(session, symbol, anchors, pause_s=pause_s,
+                                         timeout_s=request_timeout_s)
             finally:
                 session.disconnect()
         raise ClientIdInUse(client_id)

@@ -79,10 +79,12 @@ def check_gateway(
     timeout_s: float,
     heads_for: Sequence[Symbol] = (),
     edges_for: EdgeProbe | None = None,
+    edges_timeout_s: float | None = None,
 ) -> Preflight:
     """``preflight``, and meanwhile on the same connection the window-edge rule of
     ``edges_for``: its two requests overlap the heads instead of following them on a
-    connection of their own (the run's start waits for both)."""
+    connection of their own (the run's start waits for both); each waits at most
+    ``edges_timeout_s`` (default ``timeout_s``)."""
 
     async def check() -> Preflight:
         session = await _connect(host, port, client_id, client_id_tries, timeout_s)
@@ -124,7 +126,8 @@ def check_gateway(
                 if edges_for is None:
                     return None, None
                 try:
-                    rule = await learn_edges(session, edges_for.symbol, list(edges_for.anchors))
+                    rule = await learn_edges(session, edges_for.symbol, list(edges_for.anchors),
+                                             timeout_s=edges_timeout_s)
                 except IBSessionError as exc:
                     return None, exc
                 return rule, None

@@ -105,6 +105,7 @@ def gateway_edges(
                 finding = learn_gateway_edges(
                     host, port, settings.client_id_base + settings.workers, job.symbol,
                     anchors, timeout_s=settings.connect_timeout_s,
+                    request_timeout_s=settings.learning_timeout_s,
                 )
         except NoPermission:
             note = f"no permission for {job.symbol}"

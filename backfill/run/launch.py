@@ -126,7 +126,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             found = check_gateway(host, port, settings.client_id_base + settings.workers,
                                   request.symbols, client_id_tries=settings.client_id_tries,
                                   timeout_s=settings.connect_timeout_s, heads_for=ask,
-                                  edges_for=probe)
+                                  edges_for=probe, edges_timeout_s=settings.learning_timeout_s)
             answers = {s: Head(h, now) for s, h in found.heads.items()}
             if answers:
                 listing = {**listing, **listing_days(answers)}

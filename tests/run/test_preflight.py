@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import datetime
 
 import pytest
 
-from backfill.domain import BadInput, Symbol
+from backfill.domain import UTC, BadInput, Symbol
 from backfill.ib import preflight as checks
 from backfill.settings import RunSettings
-from backfill.sim import embedded
+from backfill.sim import FaultConfig, embedded
 
 SETTINGS = RunSettings()
+BTC = Symbol("BTC", "USD")
 
 
 def preflight(host, port, client_id, symbols):
@@ -43,3 +45,23 @@ def test_an_embedded_gateway_that_never_says_ready_is_given_up_on(monkeypatch):
     with pytest.raises(RuntimeError, match="did not start"), silent:
         pass
     assert time.monotonic() - started < 5
+
+
+def test_edge_learning_waits_no_longer_than_the_request_timeout(make_sim):
+    """A gateway that never answers a learning request holds up the run's start by the
+    request timeout asked for (``--request-timeout``), not the connection's 10 s."""
+    gateway = make_sim(faults=FaultConfig(hang_share=1.0, seed=1))
+    anchors = (datetime(2025, 7, 12, 12, tzinfo=UTC), datetime(2025, 7, 1, 12, tzinfo=UTC))
+    settings = RunSettings(request_timeout_s=0.5)
+    found = checks.check_gateway(
+        gateway.host, gateway.port, 900, [BTC], client_id_tries=SETTINGS.client_id_tries,
+        timeout_s=settings.connect_timeout_s, edges_for=checks.EdgeProbe(BTC, anchors),
+        edges_timeout_s=settings.learning_timeout_s,
+    )
+    assert found.edges is not None and not found.edges.rule.known
+    first, second = [r for r in gateway.requests() if r.kind == "historical"]  # an anchor each
+    [cancel, *_] = [r for r in gateway.requests() if r.kind == "cancel"]
+    assert cancel.req_id == first.req_id
+    # Given up on (cancelled, the next anchor asked) after about 0.5 s, not 10.
+    assert cancel.received - first.received < 3.0
+    assert second.received - first.received < 3.0
