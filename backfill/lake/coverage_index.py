@@ -23,7 +23,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -35,6 +35,7 @@ from backfill.lake.paths import DATA_DIR, part_below_symbol, symbol_dir
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from multiprocessing.sharedctypes import Synchronized
 
 CACHE_DIR = "_cache"
 CACHE_NAME = "coverage.json"
@@ -166,48 +167,65 @@ class Miss:
 
 def read_footers(misses: list[Miss]) -> list[PartMarks]:
     """Each miss's marks, read by this process and, for many misses on a multi-core machine,
-    one forked helper (half each: 6,000 footers take 0.75 s of one core).
+    one forked helper (6,000 footers take 0.75 s of one core).
 
-    The helper is forked only while this process has a single thread (before pyarrow, whose
-    allocator and numpy start threads, is imported here), so the fork is safe; otherwise,
-    or if the helper cannot be had or dies, this process reads them all.
+    The two take chunks from a shared counter, so neither waits on the other when one
+    core is slower. The helper is forked only while this process has a single thread
+    (before pyarrow, whose allocator and numpy start threads, is imported here), so the
+    fork is safe; otherwise this process reads them all, as it reads whatever a helper
+    that could not start or died did not send.
     """
     if len(misses) < PARALLEL_FROM or _cores() < 2 or not _single_threaded():
         return [_read_marks(m) for m in misses]
     import multiprocessing
 
-    half = len(misses) // 2
-    theirs, mine = misses[:half], misses[half:]
     context = multiprocessing.get_context("fork")
+    taken = context.Value("q", 0)
     receiver, sender = context.Pipe(duplex=False)
-    helper = context.Process(target=_read_for_parent, args=(theirs, sender), daemon=True)
-    try:
+    helper = context.Process(target=_read_for_parent, args=(misses, taken, sender),
+                             daemon=True)
+    found: list[PartMarks | None] = [None] * len(misses)
+    with contextlib.suppress(OSError):  # no helper: this process reads them all
         helper.start()
-    except OSError:
-        receiver.close()
-        sender.close()
-        return [_read_marks(m) for m in misses]
     sender.close()
     try:
-        marks_mine = [_read_marks(m) for m in mine]
-        try:
-            marks_theirs = [PartMarks(*row) for row in receiver.recv()]
-        except (EOFError, OSError):  # the helper died: read its half here
-            marks_theirs = [_read_marks(m) for m in theirs]
+        for start, marks in _read_chunks(misses, taken):
+            found[start : start + len(marks)] = marks
+        if helper.pid is not None:
+            with contextlib.suppress(EOFError, OSError):  # a helper that died sent nothing
+                for start, rows in receiver.recv():
+                    found[start : start + len(rows)] = [PartMarks(*row) for row in rows]
     finally:
         receiver.close()
-        helper.join(timeout=5)
-        if helper.is_alive():
-            helper.kill()
-    return marks_theirs + marks_mine
+        if helper.pid is not None:
+            helper.join(timeout=5)
+            if helper.is_alive():
+                helper.kill()
+    return [m if m is not None else _read_marks(miss) for m, miss in zip(found, misses,
+                                                                          strict=True)]
 
 
 PARALLEL_FROM = 256  # fewer misses than this: a fork (about 20 ms) is not worth it
+CHUNK = 64  # misses taken at a time: small enough to even out, large enough not to contend
 
 
-def _read_for_parent(misses: list[Miss], sender: Connection) -> None:
+def _read_chunks(misses: list[Miss], taken: Synchronized) -> Iterator[tuple[int, list[PartMarks]]]:
+    """The next untaken chunk, read, until none is left."""
+    while True:
+        with taken.get_lock():
+            start = taken.value
+            taken.value = start + CHUNK
+        if start >= len(misses):
+            return
+        yield start, [_read_marks(m) for m in misses[start : start + CHUNK]]
+
+
+def _read_for_parent(misses: list[Miss], taken: Synchronized, sender: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    sender.send([(m.identity, m.complete, m.no_data) for m in map(_read_marks, misses)])
+    sender.send([
+        (start, [(m.identity, m.complete, m.no_data) for m in marks])
+        for start, marks in _read_chunks(misses, taken)
+    ])
     sender.close()
 
 

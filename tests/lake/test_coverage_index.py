@@ -262,21 +262,34 @@ def test_no_lake_no_cache(tmp_path: Path) -> None:
 
 _TWO_PROCESSES = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, time
     from datetime import date
     from backfill.domain import Symbol
     from backfill.lake import coverage_index as ci
 
     lake, mode = sys.argv[1], sys.argv[2]
-    ci.PARALLEL_FROM = 2
-    real = ci._read_for_parent
-    def helper(misses, sender):
-        with open(os.path.join(lake, "helper-pid"), "w") as f:
+    marker = os.path.join(lake, "helper-pid")
+    ci.PARALLEL_FROM, ci.CHUNK = 2, 1
+    parent, chunks, real_read = os.getpid(), ci._read_chunks, ci._read_for_parent
+
+    def helper(misses, taken, sender):
+        first = next(chunks(misses, taken))  # the helper has the first part for sure
+        with open(marker, "w") as f:
             f.write(str(os.getpid()))
         if mode == "helper-dies":
-            os._exit(1)
-        real(misses, sender)
-    ci._read_for_parent = helper
+            os._exit(1)  # with its part taken and not sent
+        sender.send([(first[0], [(m.identity, m.complete, m.no_data) for m in first[1]]),
+                     *[(start, [(m.identity, m.complete, m.no_data) for m in marks])
+                       for start, marks in chunks(misses, taken)]])
+
+    def parent_chunks(misses, taken):
+        deadline = time.monotonic() + 30
+        while os.getpid() == parent and not os.path.exists(marker):
+            assert time.monotonic() < deadline, "no helper"
+            time.sleep(0.01)
+        yield from chunks(misses, taken)
+
+    ci._read_for_parent, ci._read_chunks = helper, parent_chunks
     symbols = [Symbol("BTC", "USD"), Symbol("ETH", "USD")]
     marks = ci.read_day_marks(lake, symbols, date(2025, 6, 1), date(2025, 9, 30),
                               remember=False)
