@@ -405,3 +405,28 @@ def test_a_damaged_footer_is_a_corrupt_part_and_nothing_else(
     assert isinstance(read, bytes)
     if bytes(data) == original:
         assert read == record
+
+
+# -- a part replaced while plan reads it -------------------------------------------------
+
+
+def test_a_part_replaced_between_its_stat_and_its_footer_is_read_again(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run replaces a part just as plan has read its footer: what plan read is of the old
+    part, so it must not be remembered under the new part's identity."""
+    real = store.read_coverage_record
+    replaced: list[str] = []
+
+    def read_then_replace(path: Path | str) -> bytes:
+        record = real(path)
+        if not replaced:
+            replaced.append(str(path))
+            store.write_batch(lake, ETH, day_bars(ETH, JULY_2), [JULY_2], fetched_at=FETCHED)
+        return record
+
+    monkeypatch.setattr(store, "read_coverage_record", read_then_replace)
+    assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {JULY_1: COMPLETE}
+    assert replaced
+    assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {
+        JULY_1: COMPLETE, JULY_2: COMPLETE}
