@@ -198,9 +198,10 @@ def read_footers(misses: list[Miss]) -> list[PartMarks]:
     finally:
         receiver.close()
         if helper.pid is not None:
-            helper.join(timeout=5)
-            if helper.is_alive():
-                helper.kill()
+            # Done (it has sent all it will), or this process is being interrupted: either
+            # way nothing is left for it to do.
+            helper.kill()
+            helper.join()
     return [m if m is not None else _read_marks(miss) for m, miss in zip(found, misses,
                                                                           strict=True)]
 
@@ -210,11 +211,18 @@ CHUNK = 64  # misses taken at a time: small enough to even out, large enough not
 
 
 def _read_chunks(misses: list[Miss], taken: Synchronized) -> Iterator[tuple[int, list[PartMarks]]]:
-    """The next untaken chunk, read, until none is left."""
+    """The next untaken chunk, read, until none is left (or the counter's lock is held
+    longer than any taking of a chunk takes: its holder was killed; the plan process then
+    reads whatever is left unread itself)."""
+    lock = taken.get_lock()
     while True:
-        with taken.get_lock():
+        if not lock.acquire(timeout=1.0):
+            return
+        try:
             start = taken.value
             taken.value = start + CHUNK
+        finally:
+            lock.release()
         if start >= len(misses):
             return
         yield start, [_read_marks(m) for m in misses[start : start + CHUNK]]
@@ -222,10 +230,11 @@ def _read_chunks(misses: list[Miss], taken: Synchronized) -> Iterator[tuple[int,
 
 def _read_for_parent(misses: list[Miss], taken: Synchronized, sender: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    sender.send([
-        (start, [(m.identity, m.complete, m.no_data) for m in marks])
-        for start, marks in _read_chunks(misses, taken)
-    ])
+    with contextlib.suppress(OSError):  # the parent is gone (killed): nobody to tell
+        sender.send([
+            (start, [(m.identity, m.complete, m.no_data) for m in marks])
+            for start, marks in _read_chunks(misses, taken)
+        ])
     sender.close()
 
 

@@ -273,6 +273,11 @@ _TWO_PROCESSES = textwrap.dedent(
     parent, chunks, real_read = os.getpid(), ci._read_chunks, ci._read_for_parent
 
     def helper(misses, taken, sender):
+        if mode == "helper-dies-holding-the-counter":
+            taken.get_lock().acquire()
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(1)
         first = next(chunks(misses, taken))  # the helper has the first part for sure
         with open(marker, "w") as f:
             f.write(str(os.getpid()))
@@ -299,12 +304,13 @@ _TWO_PROCESSES = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode", ["helper-reads-half", "helper-dies"])
+@pytest.mark.parametrize(
+    "mode", ["helper-reads-half", "helper-dies", "helper-dies-holding-the-counter"])
 def test_footers_read_by_two_processes_say_what_one_reads(lake: Path, mode: str) -> None:
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core: the footers are read by one process")
     done = subprocess.run([sys.executable, "-c", _TWO_PROCESSES, str(lake), mode],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     helper = int((lake / "helper-pid").read_text())
