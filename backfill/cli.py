@@ -316,7 +316,7 @@ def run(
     ] = _RUN.max_restarts,
     keep_runs: Annotated[
         int, typer.Option("--keep-runs",
-                          help="Run logs kept in <lake>/_runs/: the newest N, this run's "
+                          help="Run logs kept in `<lake>/_runs/`: the newest N, this run's "
                           "included; older ones are deleted at the start of each run.")
     ] = _RUN.keep_runs,
     stall_after: Annotated[
@@ -496,8 +496,10 @@ def plan(
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
-    Reads only Parquet footers and the heads runs recorded (<lake>/_gateway/heads.json: days
+    Reads only Parquet footers and the heads runs recorded (`<lake>/_gateway/heads.json`: days
     before a symbol's first bar are not missing); --head asks the gateway for them afresh.
+    What it read of the footers is kept in `<lake>/_cache/coverage.json` and used while a
+    part's inode, size and times are unchanged (delete it any time: it is only a shortcut).
     --json prints one document: {first, last, today, window_days, rate, workers,
     max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
     months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
@@ -774,7 +776,7 @@ def probe(
     (median of a full day with 1, 2 and 4 in flight), future_end (a window ending in the
     future: its last bar, and whether that bar was still forming) and aggtrades (permitted,
     or IB's error), each with its evidence, and records them in the lake
-    (_gateway/<host>-<port>.json) for run and plan. --json prints one document with those
+    (`_gateway/<host>-<port>.json`) for run and plan. --json prints one document with those
     keys plus gateway, symbol, checked_at, requests, unanswered and evidence. Exit 0 every
     check answered, 1 one was not (named), 2 bad input.
     """

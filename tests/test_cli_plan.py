@@ -295,3 +295,15 @@ def test_head_with_an_unknown_symbol_is_bad_input(make_sim, tmp_path):
     )
     assert result.exit_code == 2
     assert "NOPE-USD" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "path"),
+    [("plan", "<lake>/_cache/coverage.json"), ("plan", "<lake>/_gateway/heads.json"),
+     ("run", "<lake>/_runs/"), ("probe", "_gateway/<host>-<port>.json")],
+)
+def test_help_shows_the_lake_paths_it_names(command: str, path: str) -> None:
+    """--help is rendered as Markdown, where a bare <lake> is an HTML tag and vanishes."""
+    shown = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert shown.exit_code == 0
+    assert path in " ".join(shown.stdout.split()), shown.stdout
