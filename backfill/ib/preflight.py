@@ -49,26 +49,6 @@ class Preflight:
     edges_error: IBSessionError | None = field(default=None, compare=False)
 
 
-def preflight(
-    host: str,
-    port: int,
-    client_id: int,
-    symbols: Sequence[Symbol],
-    *,
-    client_id_tries: int,
-    timeout_s: float,
-    heads_for: Sequence[Symbol] = (),
-    edges_for: EdgeProbe | None = None,
-) -> dict[Symbol, datetime]:
-    """Connect once and qualify every symbol; raise BadInput on what no worker could fix.
-
-    Then, on the same connection, ask the head timestamp of each of ``heads_for``: the
-    answers (a symbol whose head could not be had is left out: its range is not clipped).
-    """
-    return check_gateway(host, port, client_id, symbols, client_id_tries=client_id_tries,
-                         timeout_s=timeout_s, heads_for=heads_for, edges_for=edges_for).heads
-
-
 def check_gateway(
     host: str,
     port: int,
@@ -81,10 +61,13 @@ def check_gateway(
     edges_for: EdgeProbe | None = None,
     edges_timeout_s: float | None = None,
 ) -> Preflight:
-    """``preflight``, and meanwhile on the same connection the window-edge rule of
-    ``edges_for``: its two requests overlap the heads instead of following them on a
-    connection of their own (the run's start waits for both); each waits at most
-    ``edges_timeout_s`` (default ``timeout_s``)."""
+    """Connect once and qualify every symbol; raise BadInput on what no worker could fix.
+
+    Then, on the same connection, ask the head timestamp of each of ``heads_for`` (a
+    symbol whose head could not be had is left out: its range is not clipped) and,
+    meanwhile, the window-edge rule of ``edges_for``: its two requests overlap the heads
+    instead of following them on a connection of their own (the run's start waits for
+    both); each waits at most ``edges_timeout_s`` (default ``timeout_s``)."""
 
     async def check() -> Preflight:
         session = await _connect(host, port, client_id, client_id_tries, timeout_s)

@@ -18,8 +18,9 @@ BTC = Symbol("BTC", "USD")
 
 
 def preflight(host, port, client_id, symbols):
-    checks.preflight(host, port, client_id, symbols, client_id_tries=SETTINGS.client_id_tries,
-                     timeout_s=SETTINGS.connect_timeout_s)
+    checks.check_gateway(host, port, client_id, symbols,
+                         client_id_tries=SETTINGS.client_id_tries,
+                         timeout_s=SETTINGS.connect_timeout_s)
 
 
 def test_a_long_symbol_list_is_checked_within_the_message_rate(make_sim):
