@@ -115,7 +115,8 @@ def read_day_marks(
     known = _load(lake) if remember else {}
     months = months_between(first, last)
     # First every part's identity (a stat each), then the footers not remembered, read at once.
-    found: list[tuple[Symbol, str, Month, PartMarks | Miss]] = []
+    # Each part found: its marks if remembered, else the index of its footer in ``misses``.
+    found: list[tuple[Symbol, str, Month, PartMarks | int]] = []
     misses: list[Miss] = []
     learned: dict[str, PartMarks | None] = {}
     for symbol in symbols:
@@ -135,13 +136,12 @@ def read_day_marks(
             if marks is not None and marks.identity == identity:
                 found.append((symbol, key, month, marks))
             else:
-                miss = Miss(path, month, identity)
-                misses.append(miss)
-                found.append((symbol, key, month, miss))
-    read = dict(zip(misses, read_footers(misses), strict=True))
+                found.append((symbol, key, month, len(misses)))
+                misses.append(Miss(path, month, identity))
+    read = read_footers(misses)
     out: dict[Symbol, dict[date, DayMark]] = {symbol: {} for symbol in symbols}
     for symbol, key, month, entry in found:
-        if isinstance(entry, Miss):
+        if isinstance(entry, int):
             entry = learned[key] = read[entry]
         days = days_in_range(month, entry.complete, first, last)
         if entry.no_data:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -81,17 +81,7 @@ def encode_coverage(days: Iterable[DayCoverage]) -> bytes:
 
 def decode_coverage(raw: bytes) -> dict[date, DayCoverage]:
     """Parse a coverage record; raises ValueError on a malformed one."""
-    record = json.loads(raw)
-    if not isinstance(record, dict) or record.get("version") != COVERAGE_VERSION:
-        raise ValueError("unknown coverage record version")
-    out: dict[date, DayCoverage] = {}
-    for key, value in record["days"].items():
-        day = date.fromisoformat(key)
-        out[day] = DayCoverage(
-            day, int(value["rows"]), _instant(value["fetched_at"]), bool(value["complete"]),
-            bool(value.get("no_data", False)),
-        )
-    return out
+    return {day: DayCoverage(day, *fields) for day, fields in _recorded_days(raw)}
 
 
 def coverage_bits(raw: bytes, year: int, month: int) -> tuple[int, int]:
@@ -100,23 +90,28 @@ def coverage_bits(raw: bytes, year: int, month: int) -> tuple[int, int]:
 
     Raises ValueError on a record ``decode_coverage`` would refuse.
     """
-    record = json.loads(raw)
-    if not isinstance(record, dict) or record.get("version") != COVERAGE_VERSION:
-        raise ValueError("unknown coverage record version")
-    prefix = f"{year:04d}-{month:02d}-"
     complete = no_data = 0
     try:
-        for key, value in record["days"].items():
-            day = date.fromisoformat(key)
-            int(value["rows"])
-            _instant(value["fetched_at"])
-            if bool(value["complete"]) and key.startswith(prefix):
+        for day, (_, _, whole, empty) in _recorded_days(raw):
+            if whole and day.year == year and day.month == month:
                 complete |= 1 << day.day
-                if value.get("no_data", False):
+                if empty:
                     no_data |= 1 << day.day
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed coverage record: {exc}") from exc
     return complete, no_data
+
+
+def _recorded_days(raw: bytes) -> Iterator[tuple[date, tuple[int, datetime, bool, bool]]]:
+    """Each recorded day and its (rows, fetched_at, complete, no_data), checked."""
+    record = json.loads(raw)
+    if not isinstance(record, dict) or record.get("version") != COVERAGE_VERSION:
+        raise ValueError("unknown coverage record version")
+    for key, value in record["days"].items():
+        yield date.fromisoformat(key), (
+            int(value["rows"]), _instant(value["fetched_at"]), bool(value["complete"]),
+            bool(value.get("no_data", False)),
+        )
 
 
 @functools.lru_cache(maxsize=256)
