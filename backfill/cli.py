@@ -783,6 +783,7 @@ def probe(
     import json as jsonlib
 
     from backfill.ib.probe import KEYS, ProbeSettings, run_probe
+    from backfill.ib.served import ZoneDatabaseMissing
     from backfill.ib.session import IBSessionError
     from backfill.lake.gateway import write_finding
     from backfill.settings import GatewayAddress
@@ -804,7 +805,7 @@ def probe(
         report = run_probe(address.host, address.port, client_id, asked,
                            ProbeSettings(pause_s, batch_gap_s, request_timeout),
                            progress=progress)
-    except IBSessionError as exc:
+    except (IBSessionError, ZoneDatabaseMissing) as exc:
         fail_bad_input(f"gateway {address}: {exc}")
     try:
         for key in KEYS:
