@@ -26,6 +26,7 @@ from backfill.sim import protocol as p
 from backfill.sim.behaviour import (
     Behaviour,
     DayDuration,
+    HeaderFormat,
     TooLong,
     forming_row,
     overload_reason,
@@ -136,6 +137,7 @@ class _Server:
         self.faults = config.faults
         self.pacing = PacingRules(config.pacing)
         self.zone = UTC if config.timezone.upper() == "UTC" else ZoneInfo(config.timezone)
+        self.zone_name = "UTC" if config.timezone.upper() == "UTC" else config.timezone
         self.clients: dict[int, _Connection] = {}
         self.connections: set[_Connection] = set()
         self.server: asyncio.AbstractServer | None = None
@@ -153,7 +155,8 @@ class _Server:
         budget = config.cache_mb << 20
         self.market = Market(config.seed, no_trade_share=config.no_trade_share,
                              listings=dict(config.listings), cache_bytes=budget // 4)
-        self._encoded: ByteLRU[tuple[str, date, int], EncodedDay] = ByteLRU(budget - budget // 4)
+        self._encoded: ByteLRU[tuple[str, date, int, bool], EncodedDay] = ByteLRU(
+            budget - budget // 4)
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -232,7 +235,9 @@ class _Server:
 
     def encoded_day(self, symbol: str, day: date, fmt: int) -> EncodedDay:
         """Wire text of a day's bars, cached: encoding is the hot path of a request."""
-        key = (symbol, day, fmt)
+        # formatDate=1 text depends on the header format (older gateways: no zone name),
+        # which set_behaviour may change while the cache holds days.
+        key = (symbol, day, fmt, self.behaviour.header_format is HeaderFormat.LOGIN)
         cached = self._encoded.get(key)
         if cached is None:
             columns = self.market.columns(symbol, day)
@@ -261,10 +266,15 @@ class _Server:
         return self._encoded.nbytes
 
     def format_time(self, when: datetime, fmt: int) -> str:
-        """formatDate 2: epoch seconds; 1: ``yyyymmdd  hh:mm:ss`` in the session zone."""
-        if fmt == 2:
-            return str(int(when.timestamp()))
-        return when.astimezone(self.zone).strftime("%Y%m%d  %H:%M:%S")
+        """A bar's time: formatDate 2 epoch seconds; 1 the login zone's wall clock, with its
+        name unless the header format is ``login`` (``protocol.bar_time``)."""
+        return p.bar_time(when, fmt, self.behaviour.header_format, self.zone, self.zone_name)
+
+    def header_time(self, when: datetime) -> str:
+        """A start or end of the header in ``--header-format``, moved by ``--header-shift-s``."""
+        behaviour = self.behaviour
+        shifted = when + timedelta(seconds=behaviour.header_shift_s)
+        return p.header_time(shifted, behaviour.header_format, self.zone, self.zone_name)
 
 
 class _Connection:
@@ -710,10 +720,10 @@ class _Connection:
             self._refuse(base, _Refused(162, text), outcome="no_data")
             return
         server.log.add(replace(base, answered=time.time(), outcome="bars", bars=count))
-        # IB's header is the window served, as text in the login zone whatever formatDate.
+        # IB's header is the window served, as text in --header-format whatever formatDate.
         head = (
-            f"{p.Out.HISTORICAL_DATA:d}\0{base.req_id}\0{server.format_time(start, 1)}\0"
-            f"{server.format_time(min(stop, now), 1)}\0{count}\0"
+            f"{p.Out.HISTORICAL_DATA:d}\0{base.req_id}\0{server.header_time(start)}\0"
+            f"{server.header_time(min(stop, now))}\0{count}\0"
         )
         if not self.writer.is_closing():
             self.writer.write(p.frame_text(head + "".join(chunks)))

@@ -6,12 +6,15 @@ ib_insync 0.9.86 and ib_async 2.1 at server versions 166..178.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from enum import IntEnum
 from zoneinfo import ZoneInfo
+
+from backfill.sim.behaviour import HeaderFormat
 
 UTC = timezone.utc
 HEADER = struct.Struct(">I")
@@ -198,3 +201,40 @@ def parse_end_datetime(text: str, now: datetime, session_zone: str = "UTC") -> d
         return naive.replace(tzinfo=tz).astimezone(UTC)
     except (ValueError, KeyError, OSError):
         raise ProtocolError(f"Invalid endDateTime {text!r}") from None
+
+
+# --- times as the gateway writes them --------------------------------------------------
+
+
+def header_time(when: datetime, form: HeaderFormat, zone: tzinfo, zone_name: str) -> str:
+    """A start or end of a historical answer's header in ``form`` (see ``HeaderFormat``).
+
+    ``zone`` is the login zone and ``zone_name`` its IANA name (``UTC`` for UTC). Seconds
+    are truncated, as IB writes them; ``dashed`` always carries a ``.0`` fraction.
+    """
+    if form is HeaderFormat.EPOCH:
+        return str(math.floor(when.timestamp()))
+    utc = when.astimezone(UTC)
+    wall = when.astimezone(zone)
+    if form is HeaderFormat.LOGIN:
+        return wall.strftime("%Y%m%d  %H:%M:%S")
+    if form is HeaderFormat.NAMED:
+        return wall.strftime("%Y%m%d %H:%M:%S ") + zone_name
+    if form is HeaderFormat.UTC_DASH:
+        return utc.strftime("%Y%m%d-%H:%M:%S")
+    if form is HeaderFormat.DASHED:
+        return wall.strftime("%Y-%m-%d %H:%M:%S.0 ") + zone_name
+    return utc.strftime("%Y%m%d %H:%M:%S")  # UTC_BARE
+
+
+def bar_time(when: datetime, fmt: int, form: HeaderFormat, zone: tzinfo, zone_name: str) -> str:
+    """A bar's (or head timestamp's) time: ``formatDate=2`` epoch seconds; 1 the login-zone
+    wall clock, ``yyyymmdd  hh:mm:ss`` for older gateways (``login``), else with one space
+    and the zone's name as current gateways write it (``20250714 09:30:00 America/New_York``).
+    """
+    if fmt == 2:
+        return str(math.floor(when.timestamp()))
+    wall = when.astimezone(zone)
+    if form is HeaderFormat.LOGIN:
+        return wall.strftime("%Y%m%d  %H:%M:%S")
+    return wall.strftime("%Y%m%d %H:%M:%S ") + zone_name
