@@ -11,6 +11,9 @@ combination on days of its own (no request identical to another run's).
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -107,3 +110,27 @@ def test_a_header_that_lies_by_an_hour_is_untrusted_and_the_run_is_still_whole(
     # One day a request, in seconds (taken as served): never "N D", whose extent is IB's.
     assert sorted(r.duration for r in asked) == [
         "86400 S" if edges == "[)" else "86460 S"] * 7
+
+
+def test_a_login_zone_this_machine_cannot_read_is_one_line_naming_tzdata(gateways, tmp_path):
+    """As on Windows without the tzdata package: no zone database at all. The run stops
+    before writing anything (exit 2), with one line saying what to install."""
+    gateway = gateways["America/New_York"]
+    gateway.set_behaviour(Behaviour(header_format="login"))
+    empty = tmp_path / "no-zones"
+    empty.mkdir()
+    code = ("import sys; sys.modules['tzdata'] = None; sys.argv[0] = 'backfill'; "
+            "from backfill.entry import main; main()")
+    first = FIRST_DAY + timedelta(days=7 * (len(COMBINATIONS) + 2))
+    done = subprocess.run(
+        [sys.executable, "-c", code, "run", "--gateway", f"{gateway.host}:{gateway.port}",
+         "--lake", str(tmp_path / "lake"), "--symbols", "BTC-USD", "--from", str(first),
+         "--to", str(first), "--rate", "50", *FAST_RULES],
+        env={**os.environ, "PYTHONTZPATH": str(empty)}, capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install tzdata" in lines[0], done.stderr
+    assert "America/New_York" in lines[0]
+    assert not (tmp_path / "lake").exists()
