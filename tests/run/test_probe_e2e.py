@@ -79,6 +79,21 @@ def test_probe_finds_the_window_edges_and_the_next_run_uses_them(make_sim, lake,
     assert "no longer used" not in run.stdout
 
 
+@pytest.mark.parametrize(("form", "clock"), [("named", "written"), ("utc-bare", "utc"),
+                                            ("login", "login")])
+def test_probe_reports_the_header_format_and_reads_the_header_by_it(make_sim, lake, form,
+                                                                    clock):
+    # New York login zone: a zone-less header read in the wrong zone is off by 4 hours,
+    # and "2 D" would look like sessions.
+    gateway = sim_with(make_sim, header_format=form, timezone="America/New_York")
+    done, doc = probe(gateway, lake)
+    assert done.returncode == 0, done.stderr
+    assert (doc["header_format"], doc["header_clock"]) == (form, clock)
+    assert doc["day_duration"] == "calendar"
+    facts = json.loads(gateway_facts_path(lake, gateway.host, gateway.port).read_text())
+    assert facts["findings"]["header_format"]["value"] == form
+
+
 @pytest.mark.parametrize("day_duration", ["calendar", "sessions"])
 def test_probe_tells_how_n_d_is_counted(make_sim, lake, day_duration):
     gateway = sim_with(make_sim, day_duration=day_duration)
