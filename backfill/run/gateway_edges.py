@@ -25,7 +25,7 @@ from backfill.edges import RULES, UNKNOWN, EdgeRule
 from backfill.findings import apply_findings
 from backfill.ib.edges import EdgeFinding, learn_gateway_edges
 from backfill.ib.preflight import EdgeProbe, Preflight
-from backfill.ib.served import UNTRUSTED, HeaderClock, ZoneDatabaseMissing
+from backfill.ib.served import FORMATS, UNTRUSTED, HeaderClock, ZoneDatabaseMissing
 from backfill.ib.session import IBSessionError, NoPermission
 from backfill.lake.gateway import gateway_facts_path, read_finding, read_findings, write_finding
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -47,6 +47,7 @@ class GatewayEdges:
     note: str = ""
     # What the lake remembered (information only): the rule and when it was checked.
     remembered: tuple[str, datetime] | None = None
+    remembered_format: str | None = None  # the header format recorded (information only)
 
     @property
     def clock(self) -> HeaderClock:
@@ -66,13 +67,15 @@ def probe_anchors(first: date, last: date, today: date) -> list[datetime]:
 
 
 def _remembered(
-    request: RunRequest, host: str, port: int, now: datetime,
+    request: RunRequest, host: str, port: int, now: datetime, key: str = KEY,
 ) -> tuple[str, datetime] | None:
-    """The rule the lake remembers for the address (information: never used instead)."""
+    """The finding ``key`` the lake remembers for the address, fresh (information: never
+    used instead of learning it)."""
     if not request.gateway.embedded and request.lake.is_dir():
-        found = read_finding(request.lake, host, port, KEY, now,
+        found = read_finding(request.lake, host, port, key, now,
                              request.settings.finding_max_age)
-        if found is not None and found.get("value") in RULES:
+        valid = RULES if key == KEY else FORMATS
+        if found is not None and found.get("value") in valid:
             return found["value"], datetime.fromisoformat(found["checked_at"])
     return None
 
@@ -100,6 +103,8 @@ def gateway_edges(
     """
     now = datetime.now(UTC)
     remembered = _remembered(request, host, port, now)
+    recorded = _remembered(request, host, port, now, FORMAT_KEY)
+    form = recorded[0] if recorded else None
     anchors = probe_anchors(request.first, request.last, today)
     note = "no past minute to ask about"
     settings = request.settings
@@ -128,10 +133,11 @@ def gateway_edges(
             note = str(exc)
             break
         if finding.rule.known:
-            return GatewayEdges(finding.rule, "learned", now, finding, remembered=remembered)
+            return GatewayEdges(finding.rule, "learned", now, finding, remembered=remembered,
+                                remembered_format=form)
         note = f"no two bars 10 minutes apart for {job.symbol}"
-        return GatewayEdges(UNKNOWN, "learned", now, finding, note, remembered)
-    return GatewayEdges(UNKNOWN, "not learned", now, None, note, remembered)
+        return GatewayEdges(UNKNOWN, "learned", now, finding, note, remembered, form)
+    return GatewayEdges(UNKNOWN, "not learned", now, None, note, remembered, form)
 
 
 def remember_edges(
@@ -142,17 +148,18 @@ def remember_edges(
     finding = edges.finding
     where = ""
     if finding is not None:
-        if not request.gateway.embedded:
-            clock = finding.clock
+        clock, paths = finding.clock, []
+        if not request.gateway.embedded and clock.format:  # a header was seen
             evidence = finding.evidence.get("header", {})
-            write_finding(request.lake, host, port, CLOCK_KEY, clock.reading, evidence,
-                          edges.checked_at)
-            path = write_finding(request.lake, host, port, FORMAT_KEY, clock.format, evidence,
-                                 edges.checked_at)
-            if edges.rule.known:
-                path = write_finding(request.lake, host, port, KEY, edges.rule.text,
-                                     finding.evidence, edges.checked_at)
-            where = f", remembered in {path}"
+            paths.append(write_finding(request.lake, host, port, CLOCK_KEY, clock.reading,
+                                       evidence, edges.checked_at))
+            paths.append(write_finding(request.lake, host, port, FORMAT_KEY, clock.format,
+                                       evidence, edges.checked_at))
+        if not request.gateway.embedded and edges.rule.known:
+            paths.append(write_finding(request.lake, host, port, KEY, edges.rule.text,
+                                       finding.evidence, edges.checked_at))
+        if paths:
+            where = f", remembered in {paths[-1]}"
         symbol = finding.evidence.get("symbol")
         if symbol and finding.sent_at:
             now = datetime.now(UTC).timestamp()
@@ -172,7 +179,11 @@ def remember_edges(
                 f"{checked:%Y-%m-%d %H:%M} UTC: no longer used")
     console.print(f"Window edges {edges.rule}: {how}{where}", markup=False, highlight=False,
                   soft_wrap=True)
-    console.print(clock_line(edges.clock, request.settings.window_days), markup=False,
+    said = clock_line(edges.clock, request.settings.window_days)
+    if edges.remembered_format and edges.remembered_format != edges.clock.format:
+        said += (f"; {gateway_facts_path(request.lake, host, port)} recorded "
+                 f"{edges.remembered_format}: no longer used")
+    console.print(said, markup=False,
                   highlight=False, soft_wrap=True)
     if finding is not None and finding.sent_at:
         # The learning requests spent part of the session's --rate budget: let it refill

@@ -26,6 +26,8 @@ def test_a_remembered_rule_that_no_longer_fits_loses_no_bar(make_sim, lake):
     gateway = sim_with(make_sim, window_edges="()")
     write_finding(lake, gateway.host, gateway.port, "window_edges", "[)",
                   {"symbol": "BTC-USD"}, datetime.now(timezone.utc))
+    write_finding(lake, gateway.host, gateway.port, "header_format", "login", {},
+                  datetime.now(timezone.utc))  # the simulator writes "named"
     first, last = "2025-05-01", "2025-06-30"
     done = run_backfill(gateway, lake, ["BTC-USD"], first, last, "--rate", "50",
                         "--window-days", "7")
@@ -36,6 +38,8 @@ def test_a_remembered_rule_that_no_longer_fits_loses_no_bar(make_sim, lake):
     assert len(got) == len(expected)
     assert got == expected
     assert "Window edges (): learned from the gateway" in done.stdout
-    assert "[)" in done.stdout  # the remembered rule is named: it no longer fits
+    assert "remembered [), checked" in done.stdout and "no longer used" in done.stdout
+    assert "recorded login: no longer used" in done.stdout
     facts = json.loads(gateway_facts_path(lake, gateway.host, gateway.port).read_text())
     assert facts["findings"]["window_edges"]["value"] == "()"
+    assert facts["findings"]["header_format"]["value"] == "named"
