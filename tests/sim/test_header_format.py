@@ -82,14 +82,21 @@ def test_header_across_a_dst_change_keeps_each_end_in_its_own_offset(make_sim, c
     assert seen == [(f"20240308 19:00:00 {NY}", f"20240310 20:00:00 {NY}")]
 
 
-def test_a_header_end_in_the_future_is_now_truncated_to_the_second(make_sim, connect) -> None:
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [("dashed", ("2024-03-01 00:00:00.0 UTC", "2024-03-01 12:30:30.0 UTC")),
+     ("epoch", ("1709251200", "1709296230"))],
+)
+def test_a_header_end_in_the_future_is_now_truncated_to_the_second(
+    make_sim, connect, form, expected
+) -> None:
     now = datetime(2024, 3, 1, 12, 30, 30, 900000, tzinfo=UTC)
-    sim = make_sim(behaviour=Behaviour(header_format="dashed"), clock=now.timestamp,
+    sim = make_sim(behaviour=Behaviour(header_format=form), clock=now.timestamp,
                    pacing=NO_PACING)
     ib = connect(sim)
     seen = headers(ib)
     assert fetch(ib, END)
-    assert seen == [("2024-03-01 00:00:00.0 UTC", "2024-03-01 12:30:30.0 UTC")]
+    assert seen == [expected]
 
 
 @pytest.mark.parametrize(
