@@ -774,8 +774,9 @@ def probe(
     Finds window_edges ([) (] [] ()), day_duration (calendar or sessions, from "2 D" and
     "7 D"), max_window_days (the longest of 1, 2, 3, 5, 7, 10 days answered), latency_s
     (median of a full day with 1, 2 and 4 in flight), future_end (a window ending in the
-    future: its last bar, and whether that bar was still forming) and aggtrades (permitted,
-    or IB's error), each with its evidence, and records them in the lake
+    future: its last bar, and whether that bar was still forming), aggtrades (permitted,
+    or IB's error) and header_format/header_clock (how the served window is written, and
+    how its zone-less times read), each with its evidence, and records them in the lake
     (`_gateway/<host>-<port>.json`) for run and plan. --json prints one document with those
     keys plus gateway, symbol, checked_at, requests, unanswered and evidence. Exit 0 every
     check answered, 1 one was not (named), 2 bad input.

@@ -132,7 +132,7 @@ class WindowBars:
     no_data: bool
     latency_s: float
     # The window IB's header says it served (bar START times, UTC); None when the header
-    # could not be read (a login zone we cannot name) or IB said "no data".
+    # could not be read (a zone we cannot name), is untrusted, or IB said "no data".
     served_start: datetime | None = None
     served_end: datetime | None = None
     answered_at: float = 0.0  # wall clock, when the answer arrived
