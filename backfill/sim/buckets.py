@@ -8,7 +8,7 @@ window's minutes that fall in it, and a bucket without a trade has no bar, as IB
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from backfill.sim.market import Row
 
@@ -22,11 +22,20 @@ def bucket_start(start: int, size_s: int, zone: tzinfo) -> int:
     """Epoch second at which the ``size_s`` bar holding the minute starting at ``start``
     begins: whole ``size_s`` steps from that minute's midnight in ``zone``, or the midnight
     itself for a day (a DST day has 23 or 25 hours)."""
+    return bucket_span(start, size_s, zone)[0]
+
+
+def bucket_span(start: int, size_s: int, zone: tzinfo) -> tuple[int, int]:
+    """[begin, end) epoch seconds of that bucket; it ends at the next midnight at the latest."""
     local = datetime.fromtimestamp(start, zone)
-    midnight = int(datetime(local.year, local.month, local.day, tzinfo=zone).timestamp())
+    day = datetime(local.year, local.month, local.day, tzinfo=zone)
+    midnight = int(day.timestamp())
+    following = int((day.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=zone)
+                    .timestamp())
     if size_s >= DAY_S:
-        return midnight
-    return midnight + (start - midnight) // size_s * size_s
+        return midnight, following
+    begin = midnight + (start - midnight) // size_s * size_s
+    return begin, min(begin + size_s, following)
 
 
 def aggregate(rows: Iterable[Row], size_s: int, zone: tzinfo, decimals: int) -> list[Row]:
@@ -34,6 +43,7 @@ def aggregate(rows: Iterable[Row], size_s: int, zone: tzinfo, decimals: int) -> 
     volume summed, wap volume-weighted (rounded to the price's ``decimals``), counts summed."""
     out: list[Row] = []
     current: int | None = None
+    ends = 0
     open_ = high = low = close = volume = notional = 0.0
     count = 0
 
@@ -43,10 +53,10 @@ def aggregate(rows: Iterable[Row], size_s: int, zone: tzinfo, decimals: int) -> 
                     min(max(wap, low), high), count))
 
     for start, o, h, lo, c, v, w, n in rows:
-        bucket = bucket_start(start, size_s, zone)
-        if bucket != current:
+        if current is None or start >= ends:  # rows are in time order: a new bucket
             if current is not None:
                 flush()
+            bucket, ends = bucket_span(start, size_s, zone)
             current, open_, high, low, volume, notional, count = bucket, o, h, lo, 0.0, 0.0, 0
         high, low, close = max(high, h), min(low, lo), c
         volume += v

@@ -20,16 +20,19 @@ SIZES = {"2 mins": 2, "3 mins": 3, "5 mins": 5, "10 mins": 10, "15 mins": 15, "2
 
 
 def expected(minutes: int, zone: str = "UTC", start=END - timedelta(days=2), end=END):
-    """The oracle's minutes grouped by hand: bucket = whole steps from login-zone midnight."""
+    """The oracle's minutes grouped by hand: bucket = whole steps of elapsed time from
+    login-zone midnight, cut at the next midnight (a DST day has 23 or 25 hours)."""
     tz = ZoneInfo(zone)
     groups: dict[datetime, list] = {}
     for bar in bars_between(0, "BTC", start, end):
         local = bar.start.astimezone(tz)
-        midnight = local.replace(hour=0, minute=0, second=0)
-        step = (local - midnight) // timedelta(minutes=minutes) if minutes < 1440 else 0
+        midnight = local.replace(hour=0, minute=0, second=0).astimezone(UTC)
+        elapsed = bar.start - midnight  # in UTC: real time, not wall-clock time
+        step = elapsed // timedelta(minutes=minutes) if minutes < 1440 else 0
         groups.setdefault(midnight + step * timedelta(minutes=minutes), []).append(bar)
     out = []
-    for begin, bars in sorted(groups.items()):
+    for begin_utc, bars in sorted(groups.items()):
+        begin = begin_utc.astimezone(tz)
         volume = sum(b.volume for b in bars)
         wap = sum(b.wap * b.volume for b in bars) / volume
         out.append((begin, bars[0].open, max(b.high for b in bars), min(b.low for b in bars),
@@ -77,6 +80,19 @@ def test_buckets_count_from_midnight_in_the_login_zone(make_sim, connect, size) 
     else:
         same(bars, oracle)
         assert bars[0].date == datetime(2024, 3, 2, 8, tzinfo=ZoneInfo(zone))
+
+
+@pytest.mark.parametrize(("size", "count"), [("8 hours", 7), ("1 day", 2)])
+def test_buckets_across_a_25_hour_day(make_sim, connect, size, count) -> None:
+    # New York's clocks went back on 2024-11-03: its last 8-hour bar is 23:00-24:00 local.
+    zone = "America/New_York"
+    ib = connect(make_sim(pacing=NO_PACING, timezone=zone))
+    end = datetime(2024, 11, 5, 5, tzinfo=UTC)  # 2024-11-05 00:00 EST
+    start = datetime(2024, 11, 3, 4, tzinfo=UTC)  # 2024-11-03 00:00 EDT
+    bars = fetch(ib, size, end, "176400 S", fmt=1)  # 49 hours
+    oracle = expected(SIZES[size], zone, start, end)
+    same(bars, oracle, daily=size == "1 day")
+    assert len(bars) == count
 
 
 def test_a_bucket_without_a_trade_has_no_bar(make_sim, connect) -> None:
