@@ -317,7 +317,10 @@ def _build_month(request: LevelsRequest, symbol: Symbol, month: Month, plans: li
                 rows = compute_events(bars, written, profile, request.params, whole)
                 if not request.include_partial:
                     rows = rows.filter(rows["complete"])
-            if not rows.num_rows and plan.reason is Reason.MISSING:
+            # An events part with no event is still written beside levels rows: it records
+            # that its sessions were scanned (a rerun then finds it fresh).
+            if not rows.num_rows and plan.reason is Reason.MISSING and (
+                    kind == LEVELS or not written.num_rows):
                 yield PartBuilt(plan, 0, None)
                 continue
             lo, hi = request.source_days(kind, profile, month)
