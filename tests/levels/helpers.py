@@ -56,3 +56,26 @@ def write_lake(lake: Path, rows: Mapping[datetime, OHLC], first: date, last: dat
                             pa.compute.less(table["ts"], pa.scalar(hi, table["ts"].type))))
         store.write_batch(lake, symbol, part, month_days, fetched_at=fetched_at,
                           partial_days=[d for d in partial if d in month_days])
+
+
+def build_child(lake: Path, start, profiles: str) -> None:  # type: ignore[no-untyped-def]
+    """Child body: ``backfill levels`` over the lake once ``start`` fires."""
+    from backfill.levels.build import LevelsRequest, levels_lake
+    from backfill.levels.profiles import parse_profiles
+
+    start.wait()
+    assert levels_lake(LevelsRequest(lake, parse_profiles(profiles))).ok
+
+
+def pause_before_replace_build(lake: Path, paused) -> None:  # type: ignore[no-untyped-def]
+    """Child body: build, but freeze between the complete temp file and os.replace."""
+    import threading
+
+    from backfill.levels.build import LevelsRequest, levels_lake
+
+    def freeze(_tmp: Path) -> None:
+        paused.set()
+        threading.Event().wait()  # until the parent's SIGKILL
+
+    store._before_replace = freeze
+    levels_lake(LevelsRequest(lake))
