@@ -22,8 +22,8 @@ from backfill.aggregate.build import read_m1_coverage
 from backfill.domain import BadInput, DayCoverage, Month, Symbol, check_range, months_between
 from backfill.lake import store
 from backfill.lake.paths import lake_symbols, part_path, symbol_dir
-from backfill.lake.schema import COVERAGE_KEY, decode_coverage, empty_bars
-from backfill.levels.compute import Bars, compute_levels
+from backfill.lake.schema import BAR_SCHEMA, COVERAGE_KEY, decode_coverage
+from backfill.levels.compute import Bars, compute_levels, session_windows, window_complete
 from backfill.levels.events import EventParams, compute_events
 from backfill.levels.paths import events_part_path, levels_part_path
 from backfill.levels.profiles import PROFILES, Profile
@@ -33,6 +33,7 @@ from backfill.levels.tables import (
     LEVELS_PROVENANCE_KEY,
     LEVELS_SCHEMA,
     WRITE_OPTIONS,
+    empty,
 )
 from backfill.levels.tolerance import Tolerance
 
@@ -188,7 +189,8 @@ def plan_part(request: LevelsRequest, kind: str, profile: Profile, symbol: Symbo
     first, last = request.source_days(kind, profile, month)
     source = source_of(coverage, first, last)
     if not path.is_file():
-        reason = Reason.MISSING if source else Reason.NOTHING
+        reason = Reason.MISSING if may_have_rows(request, profile, month, source) else (
+            Reason.NOTHING)
     else:
         found = read_provenance(path, LEVELS_SCHEMA if kind == LEVELS else EVENTS_SCHEMA)
         if isinstance(found, str):
@@ -200,6 +202,20 @@ def plan_part(request: LevelsRequest, kind: str, profile: Profile, symbol: Symbo
         else:
             reason = Reason.FRESH
     return PartPlan(symbol, profile, kind, month, reason)
+
+
+def may_have_rows(request: LevelsRequest, profile: Profile, month: Month,
+                  coverage: Mapping[date, DayCoverage]) -> bool:
+    """Whether building the month could write a levels row (from coverage alone): a window
+    whose days are all recorded whole (or, with --include-partial, any day recorded)."""
+    if request.include_partial:
+        return bool(coverage)
+    whole = {d for d, c in coverage.items() if c.complete}
+    for day in month.days():
+        w = session_windows(profile, day, None)
+        if any(window_complete(x, whole) for x in (w.pd, w.pm, w.opening) if x is not None):
+            return True
+    return False
 
 
 def plan_symbol(request: LevelsRequest, symbol: Symbol,
@@ -270,7 +286,7 @@ class _M1Cache:
                     self.parts[month] = (table.replace_schema_metadata(None),
                                          decode_coverage(table.schema.metadata[COVERAGE_KEY]))
                 else:
-                    self.parts[month] = (empty_bars(), {})
+                    self.parts[month] = (empty(BAR_SCHEMA), {})
             table, days = self.parts[month]
             tables.append(table)
             coverage |= days
@@ -336,8 +352,6 @@ def _sessions_recorded(levels: pa.Table, profile: Profile, days: list[date],
                        coverage: Mapping[date, DayCoverage]) -> pa.Table:
     """Only the sessions some M1 day of which is recorded (a session of the future, or of
     a span never fetched, has no row even with --include-partial)."""
-    from backfill.levels.compute import session_windows
-
     kept = []
     for day in days:
         w = session_windows(profile, day, None)

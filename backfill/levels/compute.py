@@ -20,6 +20,7 @@ from backfill.levels.tables import DIRECTION, LEVELS_SCHEMA
 
 _US = 1_000_000
 _MIN_US = 60 * _US
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,9 @@ def compute_levels(
         "symbol": pa.array([symbol] * rows, pa.string()),
         "profile": pa.array([profile.name] * rows, pa.string()),
         "tz": pa.array([profile.tz] * rows, pa.string()),
-        "session_date": pa.array(np.repeat(np.array(days, dtype="datetime64[D]"), k)),
+        # From day numbers: pa.array of numpy datetime64 imports pandas (1 s at start-up).
+        "session_date": pa.array(np.repeat(np.array(
+            [d.toordinal() - _EPOCH_ORDINAL for d in days], dtype=np.int32), k)).cast(pa.date32()),
         "level": pa.array(names * n_days, pa.string()),
         "direction": pa.array([DIRECTION[name] for name in names] * n_days, pa.string()),
         "value": pa.array(value, pa.float64(), mask=null),

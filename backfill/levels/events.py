@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from backfill.levels.compute import Bars, session_windows, us, window_complete
 from backfill.levels.profiles import Profile, Scan
-from backfill.levels.tables import EVENTS_SCHEMA, LEVEL_ORDER, OUTCOMES
+from backfill.levels.tables import EVENTS_SCHEMA, LEVEL_ORDER, OUTCOMES, empty
 from backfill.levels.tolerance import Tolerance
 
 _MIN_US = 60_000_000
@@ -46,7 +46,7 @@ def compute_events(
     keep = pc.and_(pc.is_valid(levels["value"]), pc.is_valid(levels["direction"]))
     rows = levels.filter(keep)
     if not rows.num_rows or not len(bars.ts):
-        return EVENTS_SCHEMA.empty_table()
+        return empty(EVENTS_SCHEMA)
     days = rows["session_date"].to_pylist()
     names = rows["level"].to_pylist()
     value = rows["value"].to_numpy()
@@ -74,7 +74,7 @@ def compute_events(
     )
     cand_row, cand_bar = owner[crosses], j[crosses]
     if not len(cand_bar):
-        return EVENTS_SCHEMA.empty_table()
+        return empty(EVENTS_SCHEMA)
     last = hi[cand_row] - 1
     code, at = _resolve(bars, cand_bar, last, value[cand_row], up[cand_row], tol[cand_row],
                         params)

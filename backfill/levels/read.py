@@ -17,7 +17,7 @@ from backfill.domain import BadInput, check_range, months_between
 from backfill.lake.read import DayArg, SymbolsArg, _day, _symbols
 from backfill.levels.paths import events_part_path, levels_part_path
 from backfill.levels.profiles import PROFILES
-from backfill.levels.tables import EVENTS_SCHEMA, LEVELS_SCHEMA
+from backfill.levels.tables import EVENTS_SCHEMA, LEVELS_SCHEMA, empty
 from backfill.levels.tolerance import parse_tolerance
 
 
@@ -82,5 +82,5 @@ def _read(schema: pa.Schema, first, last, paths: list[Path]) -> pa.Table:  # typ
         tables.append(table.filter(pc.and_(pc.greater_equal(day, pa.scalar(first, pa.date32())),
                                            pc.less_equal(day, pa.scalar(last, pa.date32())))))
     if not tables:
-        return schema.empty_table()
+        return empty(schema)
     return pa.concat_tables(tables).combine_chunks()
