@@ -164,5 +164,18 @@ def test_default_tolerance_is_relative_and_names_its_folder(tmp_path: Path) -> N
     assert event["tolerance_abs"] == pytest.approx(101 * 5 / 10_000)
     # 101.0505 < 101.1: the 13:39 low is no retest at 5 bps; nothing else comes back to it.
     assert event["outcome"] == "invalidated_time" and event["retest_ts"] is None
+    # 15 bars after the break may still retest; the 16th ends the attempt.
+    assert (event["end_ts"], event["bars_to_end"], event["minutes_to_end"]) == (
+        at("2025-07-15T13:53"), 16, 16)
     assert (tmp_path / "br_events/source=ibkr/market=crypto/profile=us_equity_open/"
             "tolerance=bps:5/symbol=BTC-USD/year=2025/month=07/part-2025-07.parquet").is_file()
+
+
+def test_inside_or_is_strict(tmp_path: Path) -> None:
+    rows = base()
+    rows[at("2025-07-15T10:00")] = (100, 100.5, 99, 100)  # PMH 100.5 inside, PML 99 = ORL
+    build(tmp_path, rows, date(2025, 7, 14), date(2025, 7, 16))
+    got = levels_of(tmp_path)
+    assert (got["PMH"]["value"], got["PML"]["value"], got["ORL"]["value"]) == (100.5, 99, 99)
+    assert (got["PMH"]["inside_or"], got["PML"]["inside_or"]) == (True, False)
+    assert got["ORH"]["inside_or"] is None and got["PDC"]["inside_or"] is None
