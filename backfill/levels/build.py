@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time as clock
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import Enum
@@ -38,6 +39,7 @@ from backfill.levels.tables import (
 from backfill.levels.tolerance import Tolerance
 
 LEVELS, EVENTS = "levels", "events"
+_THREADS = 4
 DEFAULT_PARAMS = EventParams(Tolerance("bps", 5.0))
 
 
@@ -243,11 +245,24 @@ def levels_lake(
     on_event(Planned(sum(p.builds for p in plans), sum(not p.builds for p in plans)))
     built: list[PartBuilt] = []
     failed: list[MonthFailed] = []
-    for symbol, symbol_plans, unreadable in work:
-        for event in _build_symbol(request, symbol, [p for p in symbol_plans if p.builds],
-                                   unreadable):
-            on_event(event)
-            (built if isinstance(event, PartBuilt) else failed).append(event)  # type: ignore[arg-type]
+
+    def one_symbol(item: tuple[Symbol, list[PartPlan], Mapping[Month, str]]) -> list[Event]:
+        symbol, symbol_plans, unreadable = item
+        return list(_build_symbol(request, symbol, [p for p in symbol_plans if p.builds],
+                                  unreadable))
+
+    # Four symbols at a time: while one waits on fsync or Parquet (which release the GIL),
+    # another computes. Memory stays that of four symbols, whatever their number.
+    pool = ThreadPoolExecutor(max_workers=_THREADS)
+    try:
+        for events in pool.map(one_symbol, work):
+            for event in events:
+                on_event(event)
+                (built if isinstance(event, PartBuilt) else failed).append(event)  # type: ignore[arg-type]
+    finally:
+        # On Ctrl-C: symbols not started are dropped; those started finish their part
+        # (each part is replaced whole, so stopping anywhere leaves old or new parts).
+        pool.shutdown(wait=True, cancel_futures=True)
     skipped = tuple(p for p in plans if not p.builds)
     return LevelsResult(symbols, tuple(built), skipped, tuple(failed),
                         clock.monotonic() - started)
