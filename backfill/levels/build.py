@@ -23,7 +23,7 @@ from backfill.aggregate.build import read_m1_coverage
 from backfill.domain import BadInput, DayCoverage, Month, Symbol, check_range, months_between
 from backfill.lake import store
 from backfill.lake.paths import lake_symbols, part_path, symbol_dir
-from backfill.lake.schema import BAR_SCHEMA, COVERAGE_KEY, decode_coverage
+from backfill.lake.schema import BAR_SCHEMA
 from backfill.levels.compute import Bars, compute_levels, session_windows, window_complete
 from backfill.levels.events import EventParams, compute_events
 from backfill.levels.paths import events_part_path, levels_part_path
@@ -40,6 +40,8 @@ from backfill.levels.tolerance import Tolerance
 
 LEVELS, EVENTS = "levels", "events"
 _THREADS = 4
+_COLUMNS = ("ts", "open", "high", "low", "close")  # all levels and events read of M1
+_BARS = pa.schema([BAR_SCHEMA.field(name) for name in _COLUMNS])
 DEFAULT_PARAMS = EventParams(Tolerance("bps", 5.0))
 
 
@@ -297,11 +299,9 @@ class _M1Cache:
             if month not in self.parts:
                 path = part_path(self.lake, self.symbol, month)
                 if path.is_file():
-                    table = store.read_part(path)
-                    self.parts[month] = (table.replace_schema_metadata(None),
-                                         decode_coverage(table.schema.metadata[COVERAGE_KEY]))
+                    self.parts[month] = store.read_part_columns(path, _COLUMNS)
                 else:
-                    self.parts[month] = (empty(BAR_SCHEMA), {})
+                    self.parts[month] = (empty(_BARS), {})
             table, days = self.parts[month]
             tables.append(table)
             coverage |= days
