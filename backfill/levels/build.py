@@ -11,7 +11,7 @@ import time as clock
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from backfill.levels.tolerance import Tolerance
 
 LEVELS, EVENTS = "levels", "events"
 _THREADS = 4
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COLUMNS = ("ts", "open", "high", "low", "close")  # all levels and events read of M1
 _BARS = pa.schema([BAR_SCHEMA.field(name) for name in _COLUMNS])
 DEFAULT_PARAMS = EventParams(Tolerance("bps", 5.0))
@@ -223,14 +224,25 @@ def may_have_rows(request: LevelsRequest, profile: Profile, month: Month,
 
 
 def plan_symbol(request: LevelsRequest, symbol: Symbol,
-                coverage: Mapping[date, DayCoverage]) -> list[PartPlan]:
+                coverage: Mapping[date, DayCoverage],
+                unreadable: Mapping[Month, str] | None = None) -> list[PartPlan]:
     kinds = (LEVELS, EVENTS) if request.events else (LEVELS,)
-    return [
-        plan_part(request, kind, profile, symbol, month, coverage)
-        for month in scope_months(coverage, request.first, request.last)
-        for profile in request.profiles
-        for kind in kinds
-    ]
+    unreadable = unreadable or {}
+    # An M1 part that cannot be read has unknown coverage: its months are in scope, and
+    # every part drawing on it is built (and fails, saying why) rather than skipped.
+    scope = dict(coverage)
+    for month in unreadable:
+        scope |= {d: DayCoverage(d, 0, _EPOCH, False) for d in (month.first_day, month.last_day)}
+    plans = []
+    for month in scope_months(scope, request.first, request.last):
+        for profile in request.profiles:
+            for kind in kinds:
+                plan = plan_part(request, kind, profile, symbol, month, coverage)
+                first, last = request.source_days(kind, profile, month)
+                if not plan.builds and any(m in unreadable for m in months_between(first, last)):
+                    plan = PartPlan(symbol, profile, kind, month, Reason.STALE)
+                plans.append(plan)
+    return plans
 
 
 def levels_lake(
@@ -242,7 +254,7 @@ def levels_lake(
     work = []
     for symbol in symbols:
         coverage, unreadable = read_m1_coverage(request.lake, symbol)
-        work.append((symbol, plan_symbol(request, symbol, coverage), unreadable))
+        work.append((symbol, plan_symbol(request, symbol, coverage, unreadable), unreadable))
     plans = [p for _, ps, _ in work for p in ps]
     on_event(Planned(sum(p.builds for p in plans), sum(not p.builds for p in plans)))
     built: list[PartBuilt] = []

@@ -139,3 +139,15 @@ def test_run_levels_against_the_simulator_then_verify_clean(sim, tmp_path: Path)
     rerun = subprocess.run(backfill("levels", "--lake", str(lake), "--json"),
                            capture_output=True, text=True, timeout=60)
     assert json.loads(rerun.stdout)["totals"]["built"] == 0
+
+
+def test_an_unreadable_m1_part_fails_its_months_and_exits_1(tmp_path: Path) -> None:
+    lake = lake_with(tmp_path)
+    from backfill.lake.paths import part_path
+
+    part_path(lake, BTC, JULY).write_bytes(b"not parquet")
+    result = levels_cli(lake)
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert not doc["ok"] and doc["failed"] and "unreadable" in doc["failed"][0]["reason"]
+    assert not (lake / "levels").exists()
