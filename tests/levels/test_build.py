@@ -151,3 +151,21 @@ def test_an_unreadable_m1_part_fails_its_months_and_exits_1(tmp_path: Path) -> N
     doc = json.loads(result.stdout)
     assert not doc["ok"] and doc["failed"] and "unreadable" in doc["failed"][0]["reason"]
     assert not (lake / "levels").exists()
+
+
+def test_verify_finds_an_event_out_of_order(tmp_path: Path) -> None:
+    from backfill.levels.events import EventParams
+    from backfill.levels.paths import events_part_path
+    from backfill.levels.tolerance import Tolerance
+    from tests.levels.test_examples import build, example_c
+
+    lake = tmp_path / "lake"
+    build(lake, example_c(), date(2025, 7, 14), date(2025, 7, 16),
+          EventParams(Tolerance("consumer")))
+    assert json.loads(runner.invoke(app, ["verify", "--lake", str(lake), "--json"]).stdout)["ok"]
+    path = events_part_path(lake, "us_equity_open", "consumer", BTC, JULY)
+    table = pq.read_table(path)
+    i = table.schema.get_field_index("retest_ts")  # a retest before its break
+    pq.write_table(table.set_column(i, table.schema.field(i), table["prev_ts"]), path)
+    doc = json.loads(runner.invoke(app, ["verify", "--lake", str(lake), "--json"]).stdout)
+    assert [f["kind"] for f in doc["findings"] if f["severity"] == "error"] == ["event_order"]
