@@ -111,6 +111,12 @@ AggregateTfOpt = Annotated[
     typer.Option("--aggregate", help="After the run, build these timeframes (e.g. M5,H1,D1) "
                  "for the symbols and days of the run, as `backfill aggregate` does."),
 ]
+RefetchOpt = Annotated[
+    bool,
+    typer.Option("--refetch", help="Ask every day of the range again, even days recorded "
+                 "complete (repairs bars a wrong window-edge rule lost: verify's "
+                 "edge_minute_missing). The store merges: a refetch that fails loses nothing."),
+]
 PlanTfOpt = Annotated[
     str | None,
     typer.Option("--tf", help="Also show the aggregate parts of these timeframes (e.g. "
@@ -338,6 +344,7 @@ def run(
                             "judges the symbol by the lake (days missing: exit 1).")
     ] = _RUN.wait_for_other_run_s,
     aggregate_tf: AggregateTfOpt = None,
+    refetch: RefetchOpt = False,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -384,6 +391,7 @@ def run(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, settings=settings, json=json,
             command=("backfill", *sys.argv[1:]),
+            refetch_since=datetime.now(timezone.utc) if refetch else None,
         )
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
@@ -493,6 +501,7 @@ def plan(
     strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
     tf: PlanTfOpt = None,
+    refetch: RefetchOpt = False,
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
@@ -556,7 +565,15 @@ def plan(
                                          timeout_s=settings.connect_timeout_s)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
-        coverage = read_day_marks(root, symbol_list, first, min(last, today))
+        if refetch:  # what `run --refetch` would ask: nothing recorded counts yet
+            from backfill.lake.fetched import read_fetched_days
+
+            now = datetime.now(timezone.utc)
+            coverage: dict[Symbol, Any] = {
+                s: planning.refetch_coverage(days, now, now) for s, days in
+                read_fetched_days(root, symbol_list, first, min(last, today)).items()}
+        else:
+            coverage = read_day_marks(root, symbol_list, first, min(last, today))
         result = planning.plan(symbol_list, first, last, coverage, today=today,
                                settings=settings, listing=listing)
     except BadInput as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from backfill.domain import UTC, BadInput, Symbol
 from backfill.edges import DEFAULT_RULE
 from backfill.ib.preflight import check_gateway
 from backfill.lake.coverage_index import read_day_marks
+from backfill.lake.fetched import read_fetched_days
 from backfill.lake.heads import (
     Head,
     heads_to_ask,
@@ -68,6 +69,8 @@ class RunRequest:
     settings: RunSettings
     json: bool = False
     command: tuple[str, ...] = ()
+    # --refetch: when the run began; days recorded before it are asked again.
+    refetch_since: datetime | None = None
 
 
 def plan_run(
@@ -77,8 +80,7 @@ def plan_run(
     each symbol's ``listing`` (its head timestamp's day) where known."""
     last = min(request.last, today)
     coverage = (
-        read_day_marks(request.lake, request.symbols, request.first, last, remember=False)
-        if request.lake.is_dir() else {}
+        _recorded(request, request.symbols, last) if request.lake.is_dir() else {}
     )
     return planning.plan(request.symbols, request.first, request.last, coverage, today=today,
                          settings=request.settings, listing=listing)
@@ -89,10 +91,23 @@ def replan_symbol(
 ) -> planning.SymbolPlan:
     """One symbol's plan again, from the lake as it is now (under its run lock)."""
     last = min(request.last, today)
-    coverage = read_day_marks(request.lake, [symbol], request.first, last, remember=False)[symbol]
+    coverage = _recorded(request, [symbol], last)[symbol]
     return planning.plan_symbol(symbol, request.first, last, coverage,
                                 window_days=request.settings.window_days,
                                 listing=(listing or {}).get(symbol))
+
+
+def _recorded(
+    request: RunRequest, symbols: Sequence[Symbol], last: date
+) -> Mapping[Symbol, Mapping[date, planning.RecordedDay]]:
+    """What the footers record now; with --refetch only what this run recorded counts."""
+    if request.refetch_since is None:
+        return read_day_marks(request.lake, symbols, request.first, last, remember=False)
+    now = datetime.now(UTC)
+    return {
+        symbol: planning.refetch_coverage(days, request.refetch_since, now)
+        for symbol, days in read_fetched_days(request.lake, symbols, request.first, last).items()
+    }
 
 
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
