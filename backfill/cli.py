@@ -217,6 +217,9 @@ def _config_file_options(
         if key not in known:
             raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
                            f"{' and '.join(CONFIG_COMMANDS)}, e.g. max-in-flight)")
+        if key == "refetch":  # a one-off remedy: in a daily job's file it would refetch daily
+            raise BadInput(f"{path}: refetch is not a setting; give --refetch on the command "
+                           "line for the run that repairs")
         if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
             raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
         name = names.get(key)

@@ -90,3 +90,16 @@ def test_a_refetch_that_covers_the_day_replaces_its_record_and_fills_the_lost_ba
     write_batch(lake, BTC, day_bars(BTC, day), [day], fetched_at=START)
     [after] = read_part_coverage(part_path(lake, BTC, Month.of(day))).values()
     assert (after.complete, after.rows, after.fetched_at) == (True, 1440, START)
+
+
+def test_refetch_is_not_a_setting_of_backfill_toml(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from backfill.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "backfill.toml").write_text("refetch = true\n")
+    result = CliRunner().invoke(app, ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01",
+                                      "--to", "2025-07-02", "--lake", str(tmp_path / "lake")])
+    assert result.exit_code == 2 and "refetch is not a setting" in result.output
+    assert not (tmp_path / "lake").exists()
