@@ -115,7 +115,9 @@ def test_a_refetch_that_fails_loses_nothing(sim, lake):
     assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr
     assert [r for r in historical(sim) if r.outcome != "bars"], "the refetch must be asked"
     assert parts_bytes(lake) == before
-    assert "--refetch" in failed.stdout  # the rerun hint asks again as this run did
+    # The rerun hint asks again as this run did, and says so.
+    assert "it asks every day of the range again, losing nothing" in failed.stdout
+    assert "--refetch" in failed.stdout.split("losing nothing")[1]
     sim.set_faults(FaultConfig())
     assert verify(lake)[0] == 0
     assert lake_rows(lake, BTC) == expected_bars(sim.market, BTC, date(2025, 7, 1),
