@@ -121,7 +121,8 @@ class EdgeLoss:
             f"{len(self.missing)} of {self.days} whole days{pattern}, where the minutes "
             f"around it predict {self.expected:.1f} (p < {self.p_value:.0e}): a request "
             f"window's {which} bar not served (a window-edge rule that did not fit the "
-            "gateway), yet the days are recorded complete, so a plain rerun asks nothing. "
+            "gateway), yet the days are recorded complete, so a plain rerun asks nothing "
+            "(if the bars are still missing after the repair, the source has none there). "
             f"Repair: {command}"
         )
 
