@@ -11,6 +11,7 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,7 +137,10 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
                                request.first, now=now, max_age_days=settings.head_max_age_days)
             # The window-edge rule is learned on the same connection while the heads are
             # asked: one connection, and the start waits for the slower of the two only.
-            probe = edges_to_learn(request, host, port, the_plan, today)
+            # A refetch repairs what a wrong rule lost: it trusts no remembered rule.
+            learner = request if request.refetch_since is None else dataclasses.replace(
+                request, settings=dataclasses.replace(settings, finding_max_age_days=0.0))
+            probe = edges_to_learn(learner, host, port, the_plan, today)
             # After the workers' client ids, so a worker never finds its id held by this check.
             found = check_gateway(host, port, settings.client_id_base + settings.workers,
                                   request.symbols, client_id_tries=settings.client_id_tries,
@@ -146,7 +150,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             if answers:
                 listing = {**listing, **listing_days(answers)}
                 the_plan = plan_run(request, today, listing)
-            edges = gateway_edges(request, host, port, the_plan, today,
+            edges = gateway_edges(learner, host, port, the_plan, today,
                                   None if probe is None else (probe, found))
         # Nothing has been written so far: from here on the lake is touched.
         try:

@@ -18,6 +18,7 @@ from filelock import FileLock
 from backfill.domain import DayCoverage, Symbol, day_start, days_between
 from backfill.lake import store
 from backfill.lake.paths import iter_parts, lock_path
+from backfill.sim import Behaviour
 from backfill.sim.faults import FaultConfig
 from tests.lake.helpers import read_coverage
 from tests.oracle import expected_bars, lake_rows
@@ -62,11 +63,16 @@ def parts_bytes(lake: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.e2e
-def test_lost_window_edges_are_flagged_and_refetch_repairs_them(sim, lake):
+def test_lost_window_edges_are_flagged_and_refetch_repairs_them(make_sim, lake):
     first, last = "2025-07-01", "2025-07-31"
-    done = run_backfill(sim, lake, ["BTC-USD"], first, last, "--rate", "50",
+    before = make_sim()  # serves "[)": the lake remembers that rule for its address
+    done = run_backfill(before, lake, ["BTC-USD"], first, last, "--rate", "50",
                         "--window-days", "3")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    # Another gateway behind the same address now serves neither edge: the remembered rule
+    # is wrong, and the refetch must not trust it (else it loses the same bars again).
+    before.stop()
+    sim = make_sim(port=before.port, behaviour=Behaviour(window_edges="()"))
     days = days_between(date(2025, 7, 1), date(2025, 7, 31))
     lost = [day_start(d) for d in days[::3]]  # each 3-day window's first bar: 11 of them
     lose_through_the_store(lake, BTC, lost)
@@ -92,6 +98,7 @@ def test_lost_window_edges_are_flagged_and_refetch_repairs_them(sim, lake):
                  "--rate", "50", "--window-days", "3"),
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+    assert "Window edges (): learned from the gateway" in again.stdout
     assert len(historical(sim)) - asked == 11  # from the first lost day to the last
     assert lake_rows(lake, BTC) == expected
     code, report = verify(lake)
