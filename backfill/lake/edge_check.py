@@ -71,19 +71,21 @@ def edge_days(ts_us: pa.Array, whole_days: Iterable[int]) -> list[EdgeDay]:
     near = pc.or_(pc.less_equal(of_day, NEIGHBOURS),
                   pc.greater_equal(of_day, LAST - NEIGHBOURS))
     keep = pc.and_(near, pc.is_in(days, pa.array(wanted, pa.int64())))
-    present: dict[int, set[int]] = {}
-    for day, minute in zip(pc.filter(days, keep).to_pylist(),
-                           pc.filter(of_day, keep).to_pylist(), strict=True):
-        present.setdefault(day, set()).add(minute)
-    out = []
-    for day in wanted:
-        got = present.get(day)
-        if not got:
-            continue
-        first_around = sum(1 for m in range(FIRST + 1, FIRST + 1 + NEIGHBOURS) if m not in got)
-        last_around = sum(1 for m in range(LAST - NEIGHBOURS, LAST) if m not in got)
-        out.append(EdgeDay(day, FIRST not in got, first_around, LAST not in got, last_around))
-    return out
+    # Per day: [first minute present, bars next to it, last minute present, bars next to it],
+    # counted by Arrow (a bucket per (day, part of the edge)), not bar by bar.
+    near_day, near_minute = pc.filter(days, keep), pc.filter(of_day, keep)
+    bucket = pc.if_else(pc.equal(near_minute, FIRST), 0, pc.if_else(
+        pc.less_equal(near_minute, NEIGHBOURS), 1, pc.if_else(
+            pc.equal(near_minute, LAST), 2, 3)))
+    counted = pc.value_counts(pc.add(pc.multiply(near_day, 4), pc.cast(bucket, pa.int64())))
+    seen: dict[int, list[int]] = {}
+    for key, n in zip(counted.field("values").to_pylist(),
+                      counted.field("counts").to_pylist(), strict=True):
+        seen.setdefault(key // 4, [0, 0, 0, 0])[key % 4] = n
+    return [
+        EdgeDay(day, not t[0], NEIGHBOURS - t[1], not t[2], NEIGHBOURS - t[3])
+        for day in wanted if (t := seen.get(day))
+    ]
 
 
 @dataclass(frozen=True)
