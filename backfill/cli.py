@@ -543,9 +543,10 @@ def plan(
         findings, applied = _plan_findings(ctx, root, gateway, settings, latency_ms)
         settings = applied.settings
         # Days before a head a run recorded in the lake are before listing, not missing.
-        from backfill.lake.heads import listing_days, read_heads
+        from backfill.lake.heads import heads_path, listing_days, read_heads
 
         listing = listing_days(read_heads(root))
+        heads_from = f"recorded in {heads_path(root)}" if listing else None
         if head:
             from backfill.ib.preflight import earliest_days
             from backfill.sim.embedded import serving
@@ -554,6 +555,7 @@ def plan(
                 listing |= earliest_days(host, port, settings.client_id_base, symbol_list,
                                          client_id_tries=settings.client_id_tries,
                                          timeout_s=settings.connect_timeout_s)
+            heads_from = f"asked at {gateway} now"
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
         coverage = read_day_marks(root, symbol_list, first, min(last, today))
@@ -574,6 +576,8 @@ def plan(
             document["gateway_findings"] = applied.to_json(findings)
         if rate_auto:
             document["rate_auto"] = {"measured_by_run": measured.run_id if measured else None}
+        if heads_from is not None:
+            document["heads_from"] = heads_from
         if stale is not None:
             document["aggregates"] = status_json(stale)
         typer.echo(jsonlib.dumps(document, indent=2))
@@ -584,6 +588,9 @@ def plan(
         typer.echo(f"--rate auto: {settings.rate:.2f} req/s, what run {measured.run_id} held"
                    if measured else f"--rate auto: no earlier auto run on this lake, "
                    f"{settings.rate:g} req/s (where it starts)")
+    if heads_from is not None and result.days_before_listing:
+        typer.echo(f"Days before a symbol's head (its first bar) are left out as before "
+                   f"listing; the heads were {heads_from}")
     console = Console()
     if console.is_terminal:
         console.print(plan_table(result))

@@ -351,6 +351,9 @@ def describe(event: ev.Event) -> str:
     if isinstance(event, ev.WorkerFinished):
         failed = f", {_days(event.days_failed)} failed" if event.days_failed else ""
         return f"{s} finished: {_days(event.days_written)} written, {event.rows} rows{failed}"
+    if isinstance(event, ev.BeforeListing):
+        return (f"{s} {_days(event.days)} of the range left out as before listing "
+                f"(head {event.head}, {event.source})")
     return f"{s} {ev.EVENT_NAMES.get(type(event), type(event).__name__)}"
 
 

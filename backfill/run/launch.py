@@ -26,13 +26,20 @@ from backfill.ib.preflight import check_gateway
 from backfill.lake.coverage_index import read_day_marks
 from backfill.lake.heads import (
     Head,
+    heads_path,
     heads_to_ask,
     listing_days,
     read_heads,
     record_heads,
 )
 from backfill.run import events as ev
-from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
+from backfill.run.dashboard import (
+    describe,
+    make_renderer,
+    rerun_command,
+    rerun_hint,
+    summary_table,
+)
 from backfill.run.gateway_edges import (
     GatewayEdges,
     apply_gateway_findings,
@@ -110,15 +117,18 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     settings = request.settings
     answers: dict[Symbol, Head] = {}
     edges: GatewayEdges | None = None
+    # A recorded head later than days the lake already holds is contradicted: asked again.
+    contradicted = [s.symbol for s in the_plan.symbols if s.head_contradicted]
     with contextlib.ExitStack() as stack:
         host, port = request.gateway.host, request.gateway.port
-        if the_plan.requests:
+        if the_plan.requests or contradicted:
             start_worker_server()
             host, port = stack.enter_context(serving(request.gateway, EMBEDDED_SIM_ARGS))
             # Where each symbol's history starts, asked once for the life of the lake: no
             # request goes out for a day before it (a coin listed in 2017 asked from 1990).
             ask = heads_to_ask(recorded, [s.symbol for s in the_plan.symbols if s.requests],
-                               request.first, now=now, max_age_days=settings.head_max_age_days)
+                               request.first, now=now, max_age_days=settings.head_max_age_days,
+                               contradicted=contradicted)
             # The window-edge rule is learned on the same connection while the heads are
             # asked: one connection, and the start waits for the slower of the two only.
             probe = edges_to_learn(request, host, port, the_plan, today)
@@ -143,8 +153,15 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             record_heads(request.lake, answers)
         if edges is not None:
             remember_edges(request, host, port, edges, err_console if request.json else console)
+        heads = {**recorded, **answers}
+        sources = {s: "asked at the gateway now" if s in answers else
+                   f"recorded in {heads_path(request.lake)}, asked "
+                   f"{heads[s].asked_at:%Y-%m-%d %H:%M} UTC" for s in heads}
+        told = [ev.BeforeListing(str(p.symbol), at=time.time(), days=p.days_before_listing,
+                                 head=heads[p.symbol].head.isoformat(), source=sources[p.symbol])
+                for p in the_plan.symbols if p.days_before_listing and p.symbol in heads]
         return _orchestrate(request, the_plan, host, port, console, err_console, stack, today,
-                            listing, edges)
+                            listing, edges, told)
     raise AssertionError("unreachable")
 
 
@@ -175,6 +192,7 @@ def _orchestrate(
     today: date,
     listing: dict[Symbol, date],
     edges: GatewayEdges | None = None,
+    told: tuple[ev.Event, ...] | list[ev.Event] = (),
 ) -> int:
     settings = request.settings
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)
@@ -205,6 +223,14 @@ def _orchestrate(
                   edges=str(edges.rule) if edges else DEFAULT_RULE),
         the_plan.symbols, emit, resume=resume,
     )
+    # Days left out as before listing, said before the run starts (a wrong head must not
+    # pass for a finished symbol in silence); in the run log and --json as events too.
+    for event in told:
+        run_log.on_event(event)
+        if request.json:
+            renderer.on_event(event)
+        else:
+            console.print(describe(event), markup=False, highlight=False, soft_wrap=True)
     previous = install_parent_stop(orchestrator)
     try:
         with renderer:
