@@ -598,7 +598,7 @@ def plan(
         for line in plan_lines(result):
             typer.echo(line)
     if stale is not None:
-        for line in status_lines(stale, [t.name for t in timeframes or ()]):
+        for line in status_lines(stale, [t.name for t in timeframes or ()], root):
             typer.echo(line)
 
 
