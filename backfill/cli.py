@@ -172,13 +172,16 @@ def fail_bad_input(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-# Commands whose options a backfill.toml may set: its keys are their option names.
-CONFIG_COMMANDS = ("run", "plan")
+# Commands whose options a backfill.toml may set: its keys are their option names. Every
+# command that reads or writes a lake reads the file the same way.
+CONFIG_COMMANDS = ("run", "plan", "verify", "aggregate", "probe")
 
 
 def with_config_file(command: Callable[..., None]) -> Callable[..., None]:
-    """Options not given on the command line come from ``backfill.toml`` (the current
-    folder's, else the lake's), then from their defaults. ``LAKE_ROOT`` beats the file."""
+    """Options not given on the command line come from ``backfill.toml`` (an explicit
+    ``--lake``'s, else the current folder's, else ``LAKE_ROOT``'s: ``find_config_file``),
+    then from their defaults. ``LAKE_ROOT`` beats the file; the file used is named on
+    stderr in one line."""
     hints = typing.get_type_hints(command, include_extras=True)
 
     @functools.wraps(command)
@@ -207,6 +210,8 @@ def _config_file_options(
              for p in getattr(group, "commands", {})[name].params
              for opt in p.opts if opt.startswith("--")}
     found: dict[str, Any] = {}
+    # A symbol selection on the command line replaces the file's, whichever way each gives it.
+    chosen = bool({"symbols", "symbols_file"} & given)
     for key, value in read_config_file(path).items():
         if key not in known:
             raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
@@ -214,11 +219,12 @@ def _config_file_options(
         if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
             raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
         name = names.get(key)
-        if name is None or name in given:
+        if name is None or name in given or (chosen and name in ("symbols", "symbols_file")):
             continue  # another command's setting, or given on the command line
         if key == "lake" and resolve_lake(None) != Path.cwd():
             continue  # LAKE_ROOT is set: the environment beats the file
         found[name] = _config_value(path, key, value, hints[name])
+    typer.echo(f"backfill: settings from {path}", err=True)
     return found
 
 
@@ -310,6 +316,11 @@ def run(
         float | None, typer.Option("--auto-start-rate", hidden=True, min=0.01,
                                    help="Where --rate auto starts (scaled gateways).")
     ] = None,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", min=1,
+                          help="Times a request is sent before its days are reported failed "
+                          "(pacing refusals and IB outages are not counted against it).")
+    ] = _RUN.max_attempts,
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
@@ -369,6 +380,7 @@ def run(
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
             client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            max_attempts=max_attempts,
             stall_after_s=stall_after, stall_restart_after_s=stall_restart_after,
             wait_for_other_run_s=wait_for_other_run,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
@@ -621,7 +633,9 @@ def _plan_findings(
 
 
 @app.command()
+@with_config_file
 def verify(
+    ctx: typer.Context,
     lake: LakeOpt = None,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
@@ -689,7 +703,9 @@ def verify(
 
 
 @app.command()
+@with_config_file
 def aggregate(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
@@ -756,9 +772,12 @@ def aggregate(
 
 
 @app.command()
+@with_config_file
 def probe(
-    gateway: Annotated[str, typer.Option(
-        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT.")],
+    ctx: typer.Context,
+    gateway: Annotated[str | None, typer.Option(
+        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT (required, on "
+        "the command line or in backfill.toml).", show_default=False)] = None,
     symbol: Annotated[str, typer.Option("--symbol", help="The symbol asked about.")] = "BTC-USD",
     lake: LakeOpt = None,
     client_id: Annotated[int, typer.Option(
@@ -789,12 +808,15 @@ def probe(
     """
     import json as jsonlib
 
+    from backfill.findings import finding_text
     from backfill.ib.probe import KEYS, ProbeSettings, run_probe
     from backfill.ib.session import IBSessionError
     from backfill.lake.gateway import write_finding
     from backfill.settings import GatewayAddress
 
     try:
+        if gateway is None:
+            raise BadInput("give --gateway HOST:PORT (the gateway to measure)")
         address = GatewayAddress.parse(gateway)
         if address.embedded:
             raise BadInput("--gateway: probe measures a real gateway: give HOST:PORT")
@@ -813,21 +835,29 @@ def probe(
                            progress=progress)
     except IBSessionError as exc:
         fail_bad_input(f"gateway {address}: {exc}")
+    recorded, unrecorded = None, None
     try:
         for key in KEYS:
             if key in report.findings:
-                write_finding(root, address.host, address.port, key, report.findings[key],
-                              {"symbol": str(asked), "requests": report.evidence.get(key, [])},
-                              report.checked_at)
+                recorded = write_finding(
+                    root, address.host, address.port, key, report.findings[key],
+                    {"symbol": str(asked), "requests": report.evidence.get(key, [])},
+                    report.checked_at, source="backfill probe")
     except OSError as exc:
-        typer.echo(f"backfill: cannot record the findings in {root}: {exc}", err=True)
+        unrecorded = f"cannot record the findings in {root}: {exc.strerror or exc}"
     if json:
         typer.echo(jsonlib.dumps(report.to_json(str(address)), indent=2))
     else:
         for key in KEYS:
-            value = report.findings.get(key, f"not answered: {report.unanswered.get(key, '')}")
+            value = (finding_text(key, report.findings[key]) if key in report.findings
+                     else f"not answered: {report.unanswered.get(key, '')}")
             typer.echo(f"{key:16} {value}")
-    raise typer.Exit(EXIT_FAILED if report.unanswered else EXIT_OK)
+        if recorded is not None and unrecorded is None:
+            typer.echo(f"Recorded in {recorded}: run and plan --gateway {address} use them "
+                       f"for {_RUN.finding_max_age_days:g} days.")
+    if unrecorded is not None:  # measured, but no run will use it: not a success
+        typer.echo(f"backfill: error: {unrecorded}", err=True)
+    raise typer.Exit(EXIT_FAILED if report.unanswered or unrecorded else EXIT_OK)
 
 
 class _OneLineUsageErrors(TyperCommand):

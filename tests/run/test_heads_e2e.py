@@ -65,3 +65,4 @@ def test_a_head_later_than_days_the_lake_holds_is_asked_again(sim, lake):
     assert read_heads(lake)[SOL].day == date(2020, 9, 1)
     held = read_coverage(lake, [SOL], date(2020, 9, 1), date(2020, 9, 6))[SOL]
     assert {date(2020, 9, d) for d in range(1, 7)} <= set(held), sorted(held)
+
