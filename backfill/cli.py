@@ -457,6 +457,12 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     return found
 
 
+def format_symbols(symbols: list[Symbol], limit: int = 5) -> str:
+    """``BTC-USD, ETH-USD, +998 more``: a list that fits on a line."""
+    more = f", +{len(symbols) - limit} more" if len(symbols) > limit else ""
+    return ", ".join(map(str, symbols[:limit])) + more
+
+
 def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
     """``--from`` (required) and ``--to`` (default: today, UTC) as days."""
     if first is None:
@@ -526,17 +532,28 @@ def plan(
     from rich.console import Console
 
     from backfill import plan as planning
+    from backfill.durations import counted
     from backfill.lake.coverage_index import read_day_marks
     from backfill.plan_view import plan_lines, plan_table
     from backfill.run.runlog import measured_rate
 
     try:
-        symbol_list = resolve_symbols(symbols, symbols_file)
-        first, last = resolve_range(from_, to)
-        timeframes = None if tf is None else parse_timeframes(tf)
         root = resolve_lake(lake)
         if root.exists() and not root.is_dir():
             raise BadInput(f"--lake {root} is not a folder")
+        from_lake, first_from_lake = False, False
+        if symbols is None and symbols_file is None and root.is_dir():
+            # A bare `backfill plan` in a lake: the symbols it holds, from its first day.
+            from backfill.lake.coverage_index import held_scope
+
+            held, held_first = held_scope(root)
+            if held:
+                symbols, from_lake = ",".join(map(str, held)), True
+                if from_ is None and held_first is not None:
+                    from_, first_from_lake = held_first.isoformat(), True
+        symbol_list = resolve_symbols(symbols, symbols_file)
+        first, last = resolve_range(from_, to)
+        timeframes = None if tf is None else parse_timeframes(tf)
         rate_value, rate_auto = parse_rate(rate)
         measured = None
         if rate_auto:
@@ -588,12 +605,18 @@ def plan(
             document["gateway_findings"] = applied.to_json(findings)
         if rate_auto:
             document["rate_auto"] = {"measured_by_run": measured.run_id if measured else None}
+        if from_lake:
+            document["symbols_from"] = "lake"
         if heads_from is not None:
             document["heads_from"] = heads_from
         if stale is not None:
             document["aggregates"] = status_json(stale)
         typer.echo(jsonlib.dumps(document, indent=2))
         return
+    if from_lake:
+        typer.echo(f"No --symbols: the {counted(len(symbol_list), 'symbol')} the lake holds "
+                   f"({format_symbols(symbol_list)})"
+                   + (f", from the first day it holds, {first}" if first_from_lake else ""))
     if applied.line:
         typer.echo(applied.line)
     if rate_auto:

@@ -7,7 +7,7 @@ from datetime import date
 
 from rich.table import Table
 
-from backfill.durations import format_duration
+from backfill.durations import counted, format_duration
 from backfill.plan import Plan, SymbolPlan
 
 MAX_RANGES_SHOWN = 3
@@ -25,7 +25,8 @@ def format_ranges(ranges: Sequence[tuple[date, date]], limit: int = MAX_RANGES_S
 
 def _settings_line(plan: Plan) -> str:
     return (
-        f"{plan.requests} requests at {plan.rate:g} req/s, {plan.workers} workers "
+        f"{counted(plan.requests, 'request')} at {plan.rate:g} req/s, "
+        f"{counted(plan.workers, 'worker')} "
         f"({plan.in_flight} in flight each), {plan.window_days}-day windows, "
         f"{plan.latency_s * 1000:g} ms latency: "
         f"ETA {format_duration(plan.eta_seconds)} (retries not counted)"

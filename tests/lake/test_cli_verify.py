@@ -43,10 +43,10 @@ def test_clean_lake_exits_0_with_plain_lines(clean_lake: Path) -> None:
         "WARNING gap BTC-USD: 6 minute(s) without a bar in 2 range(s) on 1 day(s) "
         "[2025-07-02 10:00-10:04, 23:59] (--gaps lists every day)",
         "BTC-USD 2025-07-01..2025-07-03: 3/3 days complete, 0 partial, 0 missing, 4,314 rows, "
-        "2 gaps (6 min), 0 errors, 1 warnings",
+        "2 gaps (6 min), 0 errors, 1 warning",
         "ETH-USD 2025-07-31..2025-08-01: 2/2 days complete, 0 partial, 0 missing, 2,880 rows, "
         "0 gaps (0 min), 0 errors, 0 warnings",
-        "verify OK: 3 parts, 2 symbols, 0 errors, 1 warnings",
+        "verify OK: 3 parts, 2 symbols, 0 errors, 1 warning",
     ]
 
 
@@ -201,7 +201,7 @@ def test_an_empty_lake_warns_and_exits_0(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         f"WARNING no_parts: no parts found in {tmp_path}: nothing was checked "
         "(is --lake the right folder?)",
-        "verify OK: 0 parts, 0 symbols, 0 errors, 1 warnings",
+        "verify OK: 0 parts, 0 symbols, 0 errors, 1 warning",
     ]
 
 
