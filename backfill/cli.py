@@ -292,6 +292,11 @@ def run(
                             "away (IB Gateway restarts daily) before its symbol fails.")
     ] = _RUN.reconnect_for_s,
     json: JsonOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Without a terminal: a line for every event "
+                           "(requests, retries, pacing waits, gaps, status moves), not only "
+                           "a line per day fetched, per part written and per failure.")
+    ] = False,
     ib_identical_s: Annotated[
         float, typer.Option("--ib-identical-s", hidden=True,
                             help="IB's identical-request interval (scaled gateways).")
@@ -395,7 +400,7 @@ def run(
         request = RunRequest(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, settings=settings, json=json,
-            command=("backfill", *sys.argv[1:]),
+            command=("backfill", *sys.argv[1:]), verbose=verbose,
         )
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:

@@ -75,6 +75,7 @@ class RunRequest:
     settings: RunSettings
     json: bool = False
     command: tuple[str, ...] = ()
+    verbose: bool = False  # plain lines: every event, not only days and parts
 
 
 def plan_run(
@@ -201,7 +202,7 @@ def _orchestrate(
     except OSError as exc:
         raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
             from None
-    renderer = make_renderer(console, state, json=request.json)
+    renderer = make_renderer(console, state, json=request.json, verbose=request.verbose)
 
     def emit(event: ev.Event) -> None:
         state.apply(event)
