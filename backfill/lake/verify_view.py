@@ -89,7 +89,8 @@ def summary_line(s: SymbolSummary) -> str:
         + (f"{s.days_before_listing} before listing (head {s.head}), "
            if s.days_before_listing else "")
         + f"{s.rows:,} rows, "
-        f"{counted(s.gaps, 'gap')} ({s.gap_minutes} min), {counted(s.errors, 'error')}, "
+        f"{counted(s.gaps, 'gap range')} ({s.gap_minutes} min), "
+        f"{counted(s.errors, 'error')}, "
         f"{counted(s.warnings, 'warning')}"
     )
 
@@ -162,7 +163,7 @@ def write_terminal(
         ("days complete", "right"),
         ("missing", "right"),
         ("rows", "right"),
-        ("gaps (min)", "right"),
+        ("gap ranges (min)", "right"),  # runs of minutes without a bar
         ("errors", "right"),
         ("warnings", "right"),
     ):

@@ -43,9 +43,9 @@ def test_clean_lake_exits_0_with_plain_lines(clean_lake: Path) -> None:
         "WARNING gap BTC-USD: 6 minute(s) without a bar in 2 range(s) on 1 day(s) "
         "[2025-07-02 10:00-10:04, 23:59] (--gaps lists every day)",
         "BTC-USD 2025-07-01..2025-07-03: 3/3 days complete, 0 partial, 0 missing, 4,314 rows, "
-        "2 gaps (6 min), 0 errors, 1 warning",
+        "2 gap ranges (6 min), 0 errors, 1 warning",
         "ETH-USD 2025-07-31..2025-08-01: 2/2 days complete, 0 partial, 0 missing, 2,880 rows, "
-        "0 gaps (0 min), 0 errors, 0 warnings",
+        "0 gap ranges (0 min), 0 errors, 0 warnings",
         "verify OK: 3 parts, 2 symbols, 0 errors, 1 warning",
     ]
 
@@ -243,7 +243,7 @@ def test_gaps_keeps_the_summary_tally_of_plain_verify(clean_lake: Path) -> None:
     assert [(s["symbol"], s["gaps"], s["gap_minutes"], s["gap_days"])
             for s in every["symbols"]] == tally
     text = runner.invoke(app, ["verify", "--lake", str(clean_lake), "--gaps"]).stdout
-    assert "2 gaps (6 min)" in text, text
+    assert "2 gap ranges (6 min)" in text, text
 
 
 def test_days_before_listing_and_after_today_are_not_missing(clean_lake: Path) -> None:
