@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TextIO, TypeVar
 
-from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -454,18 +454,20 @@ def make_renderer(console: Console, state: RunState, json: bool = False,
     return PlainRenderer(console, verbose=verbose)
 
 
-def summary_table(state: RunState | RunSnapshot) -> Table:
-    """The closing table: per symbol days and rows written, gaps, retries, failures, status."""
+def summary_table(state: RunState | RunSnapshot) -> RenderableType:
+    """The closing table: per symbol days and rows written, gaps, retries, failures, status;
+    then a line per symbol that needs a rerun, with the reason (whole at 80 columns)."""
     snapshot = state.snapshot() if isinstance(state, RunState) else state
     table = Table(title="Run summary", header_style="bold")
-    # Days and rows as written to the lake, not as fetched.
-    for name in ("Symbol", "Status", "Days written", "Rows written", "Gap days (min)",
-                 "Retries", "Failed"):
-        table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right")
-    # A narrow screen squeezes the other columns; a cut symbol (BTC-U…) is no symbol.
-    table.columns[0].no_wrap = True
+    # Days and rows as written to the lake, not as fetched. Gap days: days with minutes
+    # without a bar; Gap min: those minutes (verify counts ranges). Headers on two lines,
+    # so that at 80 columns no number wraps or is cut.
+    for name in ("Symbol", "Status", "Days\nwritten", "Rows\nwritten", "Gap\ndays",
+                 "Gap\nmin", "Retries", "Failed"):
+        table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right",
+                         no_wrap=name != "Status")  # "connecting (unfinished)" may wrap
     table.columns[0].min_width = _symbol_width(snapshot.symbols)
-    table.add_column("Reason", overflow="fold")
+    reasons = []
     for p in snapshot.symbols:
         status = p.status.value if p.status in TERMINAL else f"{p.status.value} (unfinished)"
         table.add_row(
@@ -473,12 +475,15 @@ def summary_table(state: RunState | RunSnapshot) -> Table:
             Text(status, style=STATUS_STYLES[p.status]),
             f"{p.days_done}/{p.days_total}",
             f"{p.rows:,}",
-            f"{p.gaps} ({p.missing_minutes}m)" if p.gaps else "0",
+            str(p.gaps),
+            f"{p.missing_minutes:,}",
             str(p.retries),
             Text(str(p.days_failed), style="red" if p.days_failed else ""),
-            Text(p.failed_reason if p.needs_rerun else ""),  # Text: IB reasons hold [brackets]
         )
-    return table
+        if p.needs_rerun and p.failed_reason:
+            # Text: IB reasons hold [brackets]
+            reasons.append(Text.assemble((p.symbol, "bold"), ": ", (p.failed_reason, "red")))
+    return Group(table, *reasons)
 
 
 def _symbol_width(symbols: Sequence[SymbolProgress]) -> int:
