@@ -525,9 +525,13 @@ def plan(
     part's inode, size and times are unchanged (delete it any time: it is only a shortcut).
     --json prints one document: {first, last, today, window_days, rate, workers,
     max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
-    months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
-    days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
-    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive);
+    days_before_listing, months_complete, months_total, requests, eta_seconds}, symbols:
+    [{symbol, first, last, days_total, days_done, days_missing, days_no_data,
+    days_before_listing, head, missing_ranges: [[from, to], ...], months_complete,
+    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive;
+    head: the recorded first bar's day, null if none), with heads_from (where the heads
+    came from) when any is known, and symbols_from: "lake" when no symbols were given and
+    the lake's were planned (from its first day without --from);
     with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}];
     with backfill probe's findings for --gateway in the lake, gateway_findings: {path,
     checked_at, used: [finding, ...], stale: [finding, ...]} (the text's first line says it).
@@ -689,17 +693,19 @@ def verify(
 ) -> None:
     """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
-    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error
-    (warnings included, such as an empty lake), 1 an error was found, 2 bad input.
+    Default: every symbol in the lake, each over the span of its coverage, judged as run
+    asks it: days before a symbol's head in `<lake>/_gateway/heads.json` (before listing)
+    and after today are not missing. Exit 0 no error (warnings included, such as an empty
+    lake), 1 an error was found, 2 bad input.
 
     --json prints one document (version 2): {version, lake, from, to, findings: [{severity,
     kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
     minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
-    parts, days, days_complete, days_partial, days_missing, days_no_data, rows, gaps,
-    gap_minutes, gap_days, errors, warnings}]}. `minutes` are runs of bar-end minutes, at
-    most the first 5 unless --gaps: `truncated` is true when fewer than `ranges_total` are
-    listed. A symbol's `gap` warning (day null) also has `days`: [{day, gap_minutes, gaps}].
-    More in README.md.
+    parts, days, days_complete, days_partial, days_missing, days_no_data,
+    days_before_listing, head, rows, gaps, gap_minutes, gap_days, errors, warnings}]}.
+    `minutes` are runs of bar-end minutes, at most the first 5 unless --gaps: `truncated` is
+    true when fewer than `ranges_total` are listed. A symbol's `gap` warning (day null)
+    also has `days`: [{day, gap_minutes, gaps}]. More in README.md.
     """
     from backfill.lake.minute_check import MinuteCheckThresholds
     from backfill.lake.verify import Tally, verify_stream

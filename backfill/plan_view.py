@@ -78,7 +78,10 @@ def before_listing(s: SymbolPlan) -> str:
     from (the same words in plan's table, plan's lines and run's output)."""
     if s.head is None:
         return "-"
-    return f"{s.days_before_listing} (head {s.head})"
+    # Days the lake holds before the head contradict it: run asks the head again.
+    held = (f", the lake holds {s.days_held_before_listing} of them"
+            if s.days_held_before_listing else "")
+    return f"{s.days_before_listing} (head {s.head}{held})"
 
 
 def _symbol_line(s: SymbolPlan) -> str:
