@@ -91,10 +91,24 @@ def apply_findings(
                         f"1-day windows, the run asks {settings.window_days})")
     when = (f", checked {findings.checked_at:%Y-%m-%d %H:%M} UTC"
             if findings.checked_at else "")
-    line = f"Gateway findings (backfill probe) from {findings.path}{when}"
+    # Labelled by who learned them: a run records the window-edge rule it learned too.
+    line = f"Gateway findings ({findings.source()}) from {findings.path}{when}"
     body = "; ".join(said) if said else ("" if findings.stale else "nothing to change")
     if body:
         line += f": {body}"
     if findings.stale:
         line += f"{'; ' if body else ': '}ignored {findings.describe_stale()}"
     return Applied(settings, tuple(used), line)
+
+
+def finding_text(key: str, value: Any) -> str:
+    """One probe finding as a reader would say it (``probe``'s text output), not a dict."""
+    if key == "max_window_days" and isinstance(value, int):
+        return f"{value} day{'s' if value != 1 else ''}"
+    if key == "latency_s" and isinstance(value, dict):
+        return ", ".join(f"{v:.3f} s with {n} in flight" if isinstance(v, (int, float))
+                         else f"{v} with {n} in flight" for n, v in value.items())
+    if key == "future_end" and isinstance(value, dict):
+        forming = "still forming" if value.get("partial_last_bar") else "a finished minute"
+        return f"last bar starts {value.get('last_bar')} ({forming})"
+    return str(value)

@@ -227,9 +227,12 @@ CONFIG_FILE = "backfill.toml"
 def find_config_file(
     cwd: Path, lake_flag: Path | None, env: Mapping[str, str] | None = None
 ) -> Path | None:
-    """``backfill.toml`` of the current folder, else of the lake (``--lake``, else
-    ``LAKE_ROOT``); None when neither has one."""
+    """The one ``backfill.toml`` a command reads: the folder of an explicit ``--lake``'s,
+    else the current folder's, else ``LAKE_ROOT``'s; None when none has one. A lake named
+    on the command line carries its own settings: they beat whatever folder one is in."""
     env = os.environ if env is None else env
+    if lake_flag is not None and (lake_flag / CONFIG_FILE).is_file():
+        return lake_flag / CONFIG_FILE
     here = cwd / CONFIG_FILE
     if here.is_file():
         return here

@@ -31,7 +31,14 @@ from time import time_ns
 from typing import TYPE_CHECKING
 
 from backfill.domain import Month, Symbol, months_between
-from backfill.lake.paths import DATA_DIR, part_below_symbol, symbol_dir
+from backfill.lake.paths import (
+    DATA_DIR,
+    lake_symbols,
+    month_dirs,
+    part_below_symbol,
+    part_name,
+    symbol_dir,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -321,3 +328,18 @@ def _save(
     except OSError:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
+
+
+def held_scope(lake: Path) -> tuple[list[Symbol], date | None]:
+    """The symbols the lake holds and the first day any of them holds (None: no day): what
+    a bare ``backfill plan`` in a lake plans, when no symbols or --from are given."""
+    symbols = lake_symbols(lake)
+    firsts = []
+    for symbol in symbols:
+        month = next((m for m, folder in month_dirs(lake, symbol)
+                      if (folder / part_name(m)).is_file()), None)
+        if month is None:
+            continue
+        marks = read_day_marks(lake, [symbol], month.first_day, month.last_day)[symbol]
+        firsts.append(min(marks, default=month.first_day))
+    return symbols, min(firsts, default=None)

@@ -19,6 +19,8 @@ from backfill.settings import RunSettings
 GATEWAY_DIR = "_gateway"
 # A gateway's behaviour changes with its version: IB Gateway updates itself now and then.
 FINDING_MAX_AGE = RunSettings().finding_max_age
+# Findings recorded before each named who learned it: either command may have.
+OLD_SOURCE = "backfill probe or run"
 
 
 def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
@@ -53,6 +55,14 @@ class GatewayFindings:
     checked_at: datetime | None = None  # the oldest fresh finding's check
     stale_checked_at: datetime | None = None  # the newest stale finding's check
     max_age: timedelta = FINDING_MAX_AGE
+    # Who recorded each fresh finding ("backfill probe", "backfill run"): said, not assumed.
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source(self, keys: tuple[str, ...] | list[str] | None = None) -> str:
+        """Who recorded ``keys`` (default: every fresh finding), e.g. "backfill run"."""
+        names = dict.fromkeys(self.sources.get(k, OLD_SOURCE)
+                              for k in (self.fresh if keys is None else keys))
+        return ", ".join(names) or OLD_SOURCE
 
     def describe_stale(self) -> str:
         """One clause for a first line: which findings are too old, and what to do."""
@@ -73,6 +83,7 @@ def read_findings(
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     fresh: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     stale: list[str] = []
     fresh_at: list[datetime] = []
     stale_at: list[datetime] = []
@@ -85,19 +96,23 @@ def read_findings(
         if checked.tzinfo is not None and timedelta(0) <= now - checked <= max_age:
             fresh[key] = value
             fresh_at.append(checked)
+            source = finding.get("source")
+            sources[key] = source if isinstance(source, str) and source else OLD_SOURCE
         else:
             stale.append(key)
             if checked.tzinfo is not None:
                 stale_at.append(checked)
     return GatewayFindings(path, fresh, tuple(stale), min(fresh_at, default=None),
-                           max(stale_at, default=None), max_age)
+                           max(stale_at, default=None), max_age, sources)
 
 
 def write_finding(
     lake: Path, host: str, port: int, key: str, value: Any, evidence: dict[str, Any],
     checked_at: datetime,
+    source: str = "backfill run",
 ) -> Path:
-    """Record one finding, keeping the others; atomic (a reader never sees half a file)."""
+    """Record one finding, keeping the others; atomic (a reader never sees half a file).
+    ``source`` names who learned it (``probe`` passes "backfill probe")."""
     path = gateway_facts_path(lake, host, port)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -110,6 +125,7 @@ def write_finding(
     facts["findings"][key] = {
         "value": value,
         "checked_at": checked_at.astimezone(UTC).isoformat(),
+        "source": source,
         "evidence": evidence,
     }
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -61,13 +61,17 @@ def heads_to_ask(
     *,
     now: datetime,
     max_age_days: float,
+    contradicted: Iterable[Symbol] = (),
 ) -> list[Symbol]:
     """Which of ``symbols`` (those with days to fetch from ``first``) need their head asked:
-    none recorded, or one recorded over ``max_age_days`` ago that ``first`` lies before."""
+    none recorded, or one recorded over ``max_age_days`` ago that ``first`` lies before.
+    ``contradicted`` ones (the lake holds bars from before their recorded head: the record
+    was edited, or IB was wrong) are asked again whatever the record's age."""
     ask = []
-    for symbol in dict.fromkeys(symbols):
+    contradicted = set(contradicted)
+    for symbol in dict.fromkeys([*symbols, *contradicted]):
         head = recorded.get(symbol)
-        if head is None or (
+        if head is None or symbol in contradicted or (
             first < head.day and now - head.asked_at > timedelta(days=max_age_days)
         ):
             ask.append(symbol)

@@ -15,9 +15,8 @@ The ``--json`` document (version 2; keys may come in any order, the CLI writes
     {"version": 2, "lake": "/abs/lake", "from": "2025-07-01" | null, "to": ... | null,
      "ok": bool, "errors": int, "warnings": int, "parts": int,
      "symbols": [{"symbol", "from", "to", "parts", "days", "days_complete", "days_partial",
-                  "days_missing", "days_no_data", "rows", "gaps", "gap_minutes", "gap_days",
-                  "errors",
-                  "warnings"}],
+                  "days_missing", "days_no_data", "days_before_listing", "head", "rows",
+                  "gaps", "gap_minutes", "gap_days", "errors", "warnings"}],
      "findings": [{"severity": "error" | "warning", "kind", "symbol", "path", "day",
                    "detail", "minutes": [[first, last], ...], "ranges_total": int,
                    "minutes_total": int, "truncated": bool,
@@ -217,6 +216,10 @@ class SymbolSummary:
     warnings: int
     gap_days: int = 0
     days_no_data: int = 0  # complete days empty because IB said it had no data
+    # Days of the range before the symbol's recorded head (its listing), judged as run does:
+    # never asked, so not missing; ``head`` is that head's day.
+    days_before_listing: int = 0
+    head: date | None = None
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,8 @@ def symbol_json(s: SymbolSummary) -> dict[str, Any]:
         "days_partial": s.days_partial,
         "days_missing": s.days_missing,
         "days_no_data": s.days_no_data,
+        "days_before_listing": s.days_before_listing,
+        "head": iso_day(s.head),
         "rows": s.rows,
         "gaps": s.gaps,
         "gap_minutes": s.gap_minutes,
@@ -715,20 +720,25 @@ def verify_stream(
     last: date | None = None,
     gaps: bool = False,
     minute_thresholds: MinuteCheckThresholds | None = None,
+    today: date | None = None,
 ) -> Iterator[Item]:
     """Findings as they are found, one part at a time; each symbol's summary after its findings.
 
-    Default range per symbol: the span of its coverage. Minutes without a bar make one ``gap``
-    warning per symbol (its first ranges, and per day the counts); ``gaps=True`` makes one per
-    day instead, and every finding then names every range. Raises ``BadInput`` (at once, not
-    when iterated) for a missing lake folder or ``first`` after ``last``; never writes.
+    Default range per symbol: the span of its coverage. The range is judged as ``run`` asks
+    it: days before a symbol's head recorded in ``_gateway/heads.json`` (before listing) and
+    days after ``today`` (default: today, UTC) are not missing. Minutes without a bar make
+    one ``gap`` warning per symbol (its first ranges, and per day the counts); ``gaps=True``
+    makes one per day instead, and every finding then names every range. Raises
+    ``BadInput`` (at once, not when iterated) for a missing lake folder or ``first`` after
+    ``last``; never writes.
     """
     if not lake.is_dir():
         raise BadInput(f"lake folder {lake} does not exist")
     if first is not None and last is not None:
         check_range(first, last)
     return _stream(lake, symbols, first, last, gaps,
-                   minute_thresholds or MinuteCheckThresholds())
+                   minute_thresholds or MinuteCheckThresholds(),
+                   today or datetime.now(UTC).date())
 
 
 def _stream(
@@ -738,13 +748,18 @@ def _stream(
     last: date | None,
     gaps: bool,
     minute_thresholds: MinuteCheckThresholds,
+    today: date,
 ) -> Iterator[Item]:
+    from backfill.lake.heads import listing_days, read_heads
+
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     chosen = list(symbols) if symbols is not None else lake_symbols(lake)
+    listing = listing_days(read_heads(lake))
     parts = 0
     for symbol in chosen:
-        for item in _verify_symbol(lake, symbol, first, last, asked, gaps, minute_thresholds):
+        for item in _verify_symbol(lake, symbol, first, last, asked, gaps, minute_thresholds,
+                                   (listing.get(symbol), today)):
             if isinstance(item, SymbolSummary):
                 parts += item.parts
             yield item
@@ -915,7 +930,9 @@ def _verify_symbol(
     asked: bool,
     every_gap: bool,
     minute_thresholds: MinuteCheckThresholds,
+    judged: tuple[date | None, date] = (None, date.max),
 ) -> Iterator[Item]:
+    """``judged``: the symbol's listing day (its head, if recorded) and today."""
     files = _symbol_files(lake, symbol, first, last)
     max_ranges = None if every_gap else MAX_RANGES
     errors = warnings = 0
@@ -951,13 +968,14 @@ def _verify_symbol(
             edges += edge_days(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole)
         del table
         for found in result.findings:
-            if found.kind is Kind.GAP and not every_gap:
-                gap_tally.add(found)
-            else:
-                yield counted(found)
+            if found.kind is Kind.GAP and found.day is not None:
+                gap_tally.add(found)  # the summary's tally, with or without --gaps
+                if not every_gap:
+                    continue
+            yield counted(found)
         coverage.update(result.coverage)
         rows.update(result.rows_per_day)
-    summed = gap_tally.finding()
+    summed = None if every_gap else gap_tally.finding()
     if summed is not None:
         yield counted(summed)
     daily = missing_every_day(minute_tally, minute_thresholds)
@@ -972,6 +990,14 @@ def _verify_symbol(
                                       lake, symbol, loss.first_day, loss.last_day))))
     span_first = first or (min(coverage) if coverage else None)
     span_last = last or (max(coverage) if coverage else None)
+    # Judged as run asks: nothing after today, nothing before the symbol's listing.
+    head, today = judged
+    before = 0
+    if span_last and span_last > today:
+        span_last = today
+    if span_first and span_last and head and span_first < head:
+        before = (min(span_last, head - timedelta(days=1)) - span_first).days + 1
+        span_first = head
     if span_first and span_last and span_first > span_last:
         span_first = span_last = None
     if not files.parts and asked and span_first is None:
@@ -1012,6 +1038,8 @@ def _verify_symbol(
         warnings=warnings,
         gap_days=len(gap_tally.days),
         days_no_data=no_data,
+        days_before_listing=before,
+        head=head,
     )
 
 

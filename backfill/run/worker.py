@@ -279,7 +279,7 @@ class Worker:
             self.emit(ev.WorkerFailed, reason=failure, days_failed=len(self.days_failed))
         elif interrupted and self.pending:
             left = sum(job.window.n_days for job in self.pending)
-            self.set_status(ev.Status.STOPPED, f"interrupted, {left} days left")
+            self.set_status(ev.Status.STOPPED, f"interrupted, {left} day{'s' * (left != 1)} left")
         else:
             self.set_status(ev.Status.FAILED if self.days_failed else ev.Status.DONE)
             self.emit(ev.WorkerFinished, days_fetched=self.days_fetched,
