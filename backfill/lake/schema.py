@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -132,3 +133,95 @@ AGGREGATE_SCHEMA = pa.schema(
 AGGREGATE_COLUMNS = tuple(AGGREGATE_SCHEMA.names)
 # An aggregate part's footer: what it was built from (each M1 day's coverage entry).
 PROVENANCE_KEY = b"backfill.aggregate"
+
+
+# ---------------------------------------------------------------- conformance
+# One rule, used by every reader (store, read_bars, plan's footer reads, aggregate, verify):
+# a part conforms when its schema IS the contract's. A part another tool rewrote (pyarrow's
+# defaults make every field nullable, a dictionary or large text column, a timestamp in ms or
+# ns, the columns in another order) holds the same bars: it is a *variant*, read by casting
+# to the contract when the cast loses nothing, and stored conforming on the next write.
+# Anything else (a column missing or extra, another kind of type) does not conform.
+
+# Time zone names that mean UTC; a naive timestamp does not say, so it is not a variant.
+_UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC", "Etc/UCT", "UCT", "Z", "+00:00", "GMT"})
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """A schema judged against the contract: ``exact``; else ``problem`` (None: a variant
+    that casts losslessly by type, named in ``variant``; else why it does not conform)."""
+
+    exact: bool
+    problem: str | None = None
+    variant: str = ""
+
+    @property
+    def castable(self) -> bool:
+        return self.problem is None
+
+
+class NonConforming(ValueError):
+    """A table that cannot be cast to the contract without loss (or at all)."""
+
+
+def castable_type(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """``actual`` casts to ``expected`` without loss for every value it can hold (a finer
+    timestamp can still hold a value that does not: the cast itself checks that)."""
+    if pa.types.is_dictionary(actual):
+        actual = actual.value_type
+    if actual == expected:
+        return True
+    if pa.types.is_string(expected):
+        return (pa.types.is_string(actual) or pa.types.is_large_string(actual)
+                or pa.types.is_string_view(actual))
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(actual) and actual.tz in _UTC_NAMES
+    return False
+
+
+def conformance(schema: pa.Schema, contract: pa.Schema = BAR_SCHEMA) -> Conformance:
+    """How ``schema`` (metadata aside) stands to ``contract``: the one schema rule."""
+    names = schema.names
+    if names == contract.names and schema.remove_metadata().equals(contract):
+        return Conformance(True)
+    missing = [n for n in contract.names if n not in names]
+    extra = [n for n in names if n not in contract.names]
+    if missing or extra or len(names) != len(set(names)):
+        return Conformance(False, f"missing columns {missing}, unexpected columns {extra}"
+                           if missing or extra else f"repeated columns in {names}")
+    wrong = [f"column {f.name!r} is {schema.field(f.name).type}, not {f.type}"
+             for f in contract if not castable_type(schema.field(f.name).type, f.type)]
+    if wrong:
+        return Conformance(False, "; ".join(wrong))
+    variant = []
+    if names != contract.names:
+        variant.append("columns in another order")
+    nullable = [f.name for f in contract if schema.field(f.name).nullable and not f.nullable]
+    if nullable:
+        variant.append(f"nullable {', '.join(nullable)}")
+    retyped = [f"{f.name} {schema.field(f.name).type}" for f in contract
+               if schema.field(f.name).type != f.type]
+    if retyped:
+        variant.append(f"types {', '.join(retyped)}")
+    return Conformance(False, None, "; ".join(variant))
+
+
+def conform(table: pa.Table, contract: pa.Schema = BAR_SCHEMA) -> pa.Table:
+    """``table`` in the contract's schema (its metadata kept), cast without loss; raises
+    ``NonConforming`` naming why it cannot be (not a variant, nulls, a lossy cast)."""
+    verdict = conformance(table.schema, contract)
+    if verdict.exact:
+        return table
+    if verdict.problem is not None:
+        raise NonConforming(verdict.problem)
+    columns = []
+    for field in contract:
+        column = table[field.name]
+        if column.null_count:
+            raise NonConforming(f"column {field.name!r} has {column.null_count} null(s)")
+        try:
+            columns.append(column.cast(field.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise NonConforming(f"column {field.name!r}: {exc}") from exc
+    return pa.Table.from_arrays(columns, schema=contract.with_metadata(table.schema.metadata))

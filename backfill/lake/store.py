@@ -42,6 +42,9 @@ from backfill.lake.schema import (
     COVERAGE_KEY,
     PART_WRITE_OPTIONS,
     TS_TYPE,
+    NonConforming,
+    conform,
+    conformance,
     decode_coverage,
     empty_bars,
     encode_coverage,
@@ -86,6 +89,12 @@ class CorruptPart(StoreError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class NonConformingPart(CorruptPart):
+    """A part that was read but whose schema is not the contract's and cannot be cast to it
+    without loss (a column missing, another type, nulls). Its days may be good: it is never
+    moved aside, only reported (``verify`` names it); a write to its month is refused."""
 
 
 class PartUnreadable(StoreError, OSError):
@@ -184,7 +193,7 @@ def read_coverage_record(path: Path | str) -> bytes:
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(Path(path), f"unreadable footer: {exc}") from exc
     if not metadata.schema.equals(_bar_parquet_schema()):
-        raise CorruptPart(Path(path), "schema differs from the bar schema")
+        _footer_castable(Path(path), metadata)
     raw = (metadata.metadata or {}).get(COVERAGE_KEY)
     if raw is None:
         raise CorruptPart(Path(path), "no coverage record in the footer")
@@ -207,6 +216,28 @@ def _read_footer(path: str) -> pq.FileMetaData:
         reader = _ParquetReader()
         reader.open(source)
         return reader.metadata
+
+
+def _footer_castable(path: Path, metadata: pq.FileMetaData) -> None:
+    """From the footer alone, as ``_read_checked`` would judge the rows: a variant of the
+    contract whose columns hold no null (by the footer's statistics) is read by casting, so
+    its days count; anything else raises ``NonConformingPart``. (A timestamp finer than the
+    contract's that holds sub-microsecond values is found only when the rows are read.)"""
+    try:
+        schema = metadata.schema.to_arrow_schema()
+    except (ValueError, pa.ArrowException) as exc:
+        raise CorruptPart(path, f"unreadable footer schema: {exc}") from exc
+    verdict = conformance(schema)
+    if verdict.problem is not None:
+        raise NonConformingPart(path, f"schema differs from the bar schema: {verdict.problem}")
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            stats = row_group.column(index).statistics
+            if stats is not None and stats.has_null_count and stats.null_count:
+                raise NonConformingPart(
+                    path, f"schema differs from the bar schema: nulls in "
+                    f"{row_group.column(index).path_in_schema}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -298,6 +329,8 @@ def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path
         if exc.errno == errno.ENOENT:
             return empty_bars(), {}, None
         raise  # not known to be bad: leave it where it is and let the run say why
+    except NonConformingPart:
+        raise  # readable, its days perhaps good: left where it is, for verify to report
     except CorruptPart:
         # Never overwrite a part that is bad: keep it aside for a human, start it afresh.
         destination = quarantine_path(path, datetime.now(UTC))
@@ -319,14 +352,14 @@ def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
         table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable: {exc}") from exc
-    coverage = _coverage_of(path, table.schema)
+    coverage = _decode(path, (table.schema.metadata or {}).get(COVERAGE_KEY))
+    try:
+        # A variant of the contract (rewritten by another tool) is read by casting; the
+        # store writes what it read back conforming, so a write to the month mends it.
+        table = conform(table)
+    except NonConforming as exc:
+        raise NonConformingPart(path, f"schema differs from the bar schema: {exc}") from exc
     return table, coverage
-
-
-def _coverage_of(path: Path, schema: pa.Schema) -> dict[date, DayCoverage]:
-    if schema.names != list(COLUMNS) or not schema.equals(BAR_SCHEMA):
-        raise CorruptPart(path, "schema differs from the bar schema")
-    return _decode(path, (schema.metadata or {}).get(COVERAGE_KEY))
 
 
 def _decode(path: Path | str, raw: bytes | None) -> dict[date, DayCoverage]:
