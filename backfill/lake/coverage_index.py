@@ -31,7 +31,15 @@ from time import time_ns
 from typing import TYPE_CHECKING
 
 from backfill.domain import Month, Symbol, months_between
-from backfill.lake.paths import DATA_DIR, part_below_symbol, symbol_dir
+from backfill.lake.paths import DATA_DIR, market_dir, part_below_symbol, symbol_dir
+from backfill.lake.safe_json import (
+    CACHE_MAX_BYTES,
+    BadJson,
+    expect_dict,
+    expect_int,
+    expect_list,
+    read_json_file,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -279,17 +287,41 @@ def _read_marks(miss: Miss) -> PartMarks:
 
 
 def _load(lake: Path) -> dict[str, PartMarks]:
-    """The cache, or nothing if it is missing, unreadable or of another version."""
+    """The cache, or nothing if it is missing, unreadable, of another version or malformed
+    in any entry (it is input: ``safe_json`` bounds its size and nesting, and each entry is
+    checked for type and range, so ``complete: -1`` never marks a month done)."""
     try:
-        record = json.loads(cache_path(lake).read_bytes())
+        record = expect_dict(read_json_file(cache_path(lake), CACHE_MAX_BYTES), "cache")
         if record.get("version") != CACHE_VERSION:
             return {}
         return {
-            key: PartMarks((ino, size, mtime, ctime), complete, no_data)
-            for key, (ino, size, mtime, ctime, complete, no_data) in record["parts"].items()
+            _cache_key(key): _cache_entry(entry)
+            for key, entry in expect_dict(record.get("parts"), "parts").items()
         }
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except BadJson:
         return {}
+
+
+_STAMP_MAX = 1 << 63  # st_ino, st_size and the ns times fit a signed 64-bit integer
+_DAY_BITS = ((1 << 32) - 1) ^ 1  # bits 1..31: the days of a month
+
+
+def _cache_key(key: str) -> str:
+    if len(key) > 200 or not key.startswith("symbol=") or ".." in key:
+        raise BadJson("not a part's path")
+    return key
+
+
+def _cache_entry(entry: object) -> PartMarks:
+    values = expect_list(entry, "entry")
+    if len(values) != 6:
+        raise BadJson("entry: expected 6 numbers")
+    ino, size, mtime, ctime = (expect_int(v, "stamp", 0, _STAMP_MAX) for v in values[:4])
+    complete = expect_int(values[4], "complete", 0, _DAY_BITS)
+    no_data = expect_int(values[5], "no_data", 0, _DAY_BITS)
+    if complete & 1 or no_data & ~complete:
+        raise BadJson("entry: no-data days must be complete days")
+    return PartMarks((ino, size, mtime, ctime), complete, no_data)
 
 
 def _save(
@@ -298,7 +330,10 @@ def _save(
     """Write the merged cache atomically; any OS error leaves the cache as it was."""
     if not (lake / DATA_DIR).is_dir():
         return  # a lake with no parts: plan creates nothing
-    parts = dict(known)
+    # Only parts that exist are kept (a cache copied from another lake, or grown by hand,
+    # shrinks back to this lake's parts the first time it is written).
+    below = market_dir(lake)
+    parts = {key: marks for key, marks in known.items() if os.path.exists(below / key)}
     for key, marks in learned.items():
         if marks and rememberable(marks.identity, now_ns):
             parts[key] = marks

@@ -11,7 +11,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from backfill.domain import UTC, DayCoverage
+from backfill.domain import MINUTES_PER_DAY, UTC, DayCoverage
+from backfill.lake.safe_json import (
+    FOOTER_MAX_BYTES,
+    expect_bool,
+    expect_dict,
+    expect_int,
+    expect_str,
+    parse_json,
+)
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 
@@ -104,14 +112,30 @@ def coverage_bits(raw: bytes, year: int, month: int) -> tuple[int, int]:
 
 
 def _recorded_days(raw: bytes) -> Iterator[tuple[date, tuple[int, datetime, bool, bool]]]:
-    """Each recorded day and its (rows, fetched_at, complete, no_data), checked."""
-    record = json.loads(raw)
-    if not isinstance(record, dict) or record.get("version") != COVERAGE_VERSION:
+    """Each recorded day and its (rows, fetched_at, complete, no_data), checked: the record
+    is input (anyone can rewrite a footer), so its size, nesting, types and ranges are
+    checked before anything is believed (``"false"`` is not a boolean, -1 not a count)."""
+    return _days_of(parse_json(raw, FOOTER_MAX_BYTES))
+
+
+def decode_coverage_record(record: object) -> dict[date, DayCoverage]:
+    """``decode_coverage`` of a record already parsed (one nested in another record)."""
+    return {day: DayCoverage(day, *fields) for day, fields in _days_of(record)}
+
+
+def _days_of(parsed: object) -> Iterator[tuple[date, tuple[int, datetime, bool, bool]]]:
+    record = expect_dict(parsed, "coverage record")
+    if record.get("version") != COVERAGE_VERSION:
         raise ValueError("unknown coverage record version")
-    for key, value in record["days"].items():
-        yield date.fromisoformat(key), (
-            int(value["rows"]), _instant(value["fetched_at"]), bool(value["complete"]),
-            bool(value.get("no_data", False)),
+    for key, value in expect_dict(record.get("days"), "coverage days").items():
+        entry = expect_dict(value, f"coverage of {key[:10]}")
+        fetched = _instant(expect_str(entry.get("fetched_at"), "fetched_at", 64))
+        if fetched.tzinfo is None:
+            raise ValueError(f"fetched_at {fetched} has no time zone")
+        yield date.fromisoformat(expect_str(key, "day", 10)), (
+            expect_int(entry.get("rows"), "rows", 0, MINUTES_PER_DAY), fetched,
+            expect_bool(entry.get("complete"), "complete"),
+            expect_bool(entry.get("no_data", False), "no_data"),
         )
 
 
