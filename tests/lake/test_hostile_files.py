@@ -235,3 +235,16 @@ def test_a_run_log_rate_at_or_below_zero_is_ignored(tmp_path: Path) -> None:
     (runs / "r.jsonl").write_text("".join(f"{line}\n" for line in compact))
     measured = measured_rate(tmp_path)
     assert measured is not None and measured.rate == pytest.approx(2.0)
+
+
+@pytest.mark.timeout(120)
+def test_commands_survive_a_nested_coverage_footer(clean_lake: Path) -> None:
+    path = part_path(clean_lake, BTC, JULY)
+    rewrite_footer(path, NESTED.encode())
+    lake = str(clean_lake)
+    span = ("--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03")
+    for args in (("plan", "--lake", lake, *span), ("verify", "--lake", lake, *span),
+                 ("aggregate", "--lake", lake, *span, "--tf", "H1")):
+        done = cli(*args)
+        assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
+        assert done.returncode in (0, 1, 2), (args, done.returncode, done.stderr[-500:])
