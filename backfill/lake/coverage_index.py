@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -268,6 +269,8 @@ def _identity(path: str) -> Identity | None:
         st = os.stat(path)
     except OSError:
         return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a FIFO or a folder in a part's place holds no coverage (nor blocks)
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

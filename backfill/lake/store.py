@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -210,6 +211,7 @@ def _read_footer(path: str) -> pq.FileMetaData:
     damaged footer aborts the process there (its C++ exception is not translated; found by
     ``test_a_damaged_footer_is_a_corrupt_part_and_nothing_else``).
     """
+    _refuse_special(path)  # a FIFO would block the open below forever
     with pa.OSFile(path) as source:
         if _ParquetReader is None:
             return pq.read_metadata(source)
@@ -238,6 +240,14 @@ def _footer_castable(path: Path, metadata: pq.FileMetaData) -> None:
                 raise NonConformingPart(
                     path, f"schema differs from the bar schema: nulls in "
                     f"{row_group.column(index).path_in_schema}")
+
+
+def _refuse_special(path: Path | str) -> None:
+    """``OSError`` unless ``path`` is a regular file: a FIFO, a device or a socket in a
+    part's place is not read (opening a FIFO blocks until a writer comes)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a folder: the OS says EISDIR
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
 
 
 @functools.lru_cache(maxsize=1)
@@ -345,6 +355,7 @@ def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
     # open files, I/O error), never a verdict on the file. pyarrow reports bad Parquet as
     # OSError too ("Couldn't deserialize thrift"), so only after this can it mean corrupt.
     try:
+        _refuse_special(path)
         data = path.read_bytes()
     except OSError as exc:
         raise PartUnreadable(path, exc) from exc

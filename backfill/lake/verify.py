@@ -33,7 +33,9 @@ Version 1 listed every run and had no ``ranges_total``/``minutes_total``/``trunc
 from __future__ import annotations
 
 import bisect
+import errno
 import os
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -887,6 +889,8 @@ _READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checki
 
 def _read(path: Path) -> pa.Table | Exception:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         return pq.ParquetFile(path).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         return exc

@@ -27,7 +27,7 @@ from backfill.lake.verify import Kind, verify_lake
 from backfill.run.runlog import measured_rate
 from backfill.run.sendlog import load_recent_sends
 from tests.lake.conftest import BTC_DAYS
-from tests.lake.helpers import BTC
+from tests.lake.helpers import BTC, day_bars
 
 JULY = Month(2025, 7)
 D1, D2, D3 = BTC_DAYS
@@ -248,3 +248,18 @@ def test_commands_survive_a_nested_coverage_footer(clean_lake: Path) -> None:
         done = cli(*args)
         assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
         assert done.returncode in (0, 1, 2), (args, done.returncode, done.stderr[-500:])
+
+
+@pytest.mark.timeout(30, method="thread")  # a hang is in C (pyarrow's open): no signal reaches it
+def test_a_fifo_in_a_parts_place_blocks_nobody(clean_lake: Path) -> None:
+    path = part_path(clean_lake, BTC, JULY)
+    path.unlink()
+    os.mkfifo(path)
+    assert read_day_marks(clean_lake, [BTC], D1, D3)[BTC] == {}
+    assert read_day_marks(clean_lake, [BTC], D1, D3, remember=False)[BTC] == {}
+    with pytest.raises(store.CorruptPart):
+        store.read_part_coverage(path)
+    with pytest.raises(store.PartUnreadable):
+        store.write_batch(clean_lake, BTC, day_bars(BTC, D1), [D1], fetched_at=NOW)
+    assert path.exists()  # not read, so not judged: left where it is
+    assert Kind.UNREADABLE in {f.kind for f in verify_lake(clean_lake).findings}
