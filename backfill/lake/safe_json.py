@@ -104,7 +104,8 @@ def parse_json(raw: bytes | str, max_bytes: int = FOOTER_MAX_BYTES) -> Any:
     if len(raw) > max_bytes:
         raise BadJson(f"{len(raw)} bytes, more than {max_bytes}")
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return _DECODER.decode(text)
     except RecursionError as exc:  # '[' * 200000: the C parser gives up at the limit, fast
         raise BadJson("nested too deep") from exc
     except (ValueError, UnicodeError) as exc:
@@ -113,6 +114,9 @@ def parse_json(raw: bytes | str, max_bytes: int = FOOTER_MAX_BYTES) -> Any:
 
 def _no_constant(name: str) -> float:
     raise BadJson(f"not JSON: {name}")  # NaN, Infinity: Python's json takes them, JSON does not
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # one: json.loads builds one a call
 
 
 # ---------------------------------------------------------------- typed validation

@@ -12,14 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from backfill.domain import MINUTES_PER_DAY, UTC, DayCoverage
-from backfill.lake.safe_json import (
-    FOOTER_MAX_BYTES,
-    expect_bool,
-    expect_dict,
-    expect_int,
-    expect_str,
-    parse_json,
-)
+from backfill.lake.safe_json import FOOTER_MAX_BYTES, BadJson, expect_dict, parse_json
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 
@@ -127,22 +120,32 @@ def _days_of(parsed: object) -> Iterator[tuple[date, tuple[int, datetime, bool, 
     record = expect_dict(parsed, "coverage record")
     if record.get("version") != COVERAGE_VERSION:
         raise ValueError("unknown coverage record version")
-    for key, value in expect_dict(record.get("days"), "coverage days").items():
-        entry = expect_dict(value, f"coverage of {key[:10]}")
-        fetched = _instant(expect_str(entry.get("fetched_at"), "fetched_at", 64))
-        if fetched.tzinfo is None:
-            raise ValueError(f"fetched_at {fetched} has no time zone")
-        yield date.fromisoformat(expect_str(key, "day", 10)), (
-            expect_int(entry.get("rows"), "rows", 0, MINUTES_PER_DAY), fetched,
-            expect_bool(entry.get("complete"), "complete"),
-            expect_bool(entry.get("no_data", False), "no_data"),
-        )
+    for key, entry in expect_dict(record.get("days"), "coverage days").items():
+        # Checked inline (plan reads 180,000 of these): ``type(x) is int`` refuses a bool.
+        if type(entry) is not dict:
+            raise BadJson(f"coverage of {key[:10]!r}: expected an object")
+        rows, fetched_at = entry.get("rows"), entry.get("fetched_at")
+        complete, no_data = entry.get("complete"), entry.get("no_data", False)
+        if type(rows) is not int or not 0 <= rows <= MINUTES_PER_DAY:
+            raise BadJson(f"coverage of {key[:10]!r}: rows must be 0 to {MINUTES_PER_DAY}")
+        if type(complete) is not bool or type(no_data) is not bool:
+            raise BadJson(f"coverage of {key[:10]!r}: complete, no_data must be true or false")
+        if type(fetched_at) is not str or len(fetched_at) > 64 or len(key) != 10:
+            raise BadJson(f"coverage of {key[:10]!r}: malformed day or fetched_at")
+        yield date.fromisoformat(key), (rows, _instant(fetched_at), complete, no_data)
 
 
 @functools.lru_cache(maxsize=256)
 def _instant(text: str) -> datetime:
     # The days of one write share one fetch time: parse it once (plan reads 6,000 footers).
-    return datetime.fromisoformat(text)
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"fetched_at {text!r} has no time zone")
+    try:
+        value.astimezone(UTC)  # year 1 at +01:00 is before any UTC instant a date holds
+    except OverflowError:
+        raise ValueError(f"fetched_at {text!r} out of range") from None
+    return value
 
 
 # Higher timeframes (M5 … D1): the bar columns, then the M1 rows in the bucket and whether

@@ -161,6 +161,10 @@ FOOTERS: dict[str, Callable[[Path], bytes]] = {
     "rows-negative": lambda p: _record(p, lambda d: d.update(rows=-1)),
     "rows-string": lambda p: _record(p, lambda d: d.update(rows="abc")),
     "nan": lambda _: b'{"version":1,"days":{"2025-07-01":{"rows":NaN}}}',
+    "fetched-before-utc": lambda p: _record(
+        p, lambda d: d.update(fetched_at="0001-01-01T00:00:00+01:00")),
+    "fetched-naive": lambda p: _record(p, lambda d: d.update(fetched_at="2025-07-02T00:00:00")),
+    "complete-int": lambda p: _record(p, lambda d: d.update(complete=1)),
 }
 
 
