@@ -305,6 +305,7 @@ def _load(lake: Path) -> dict[str, PartMarks]:
 
 _STAMP_MAX = 1 << 63  # st_ino, st_size and the ns times fit a signed 64-bit integer
 _DAY_BITS = ((1 << 32) - 1) ^ 1  # bits 1..31: the days of a month
+_INTS = {int}
 
 
 def _cache_key(key: str) -> str:
@@ -315,11 +316,10 @@ def _cache_key(key: str) -> str:
 
 def _cache_entry(entry: object) -> PartMarks:
     # Checked inline (a warm plan loads 6,000): ``type(v) is int`` refuses a bool and a float.
-    if type(entry) is not list or len(entry) != 6 or any(type(v) is not int for v in entry):
+    if type(entry) is not list or len(entry) != 6 or {*map(type, entry)} != _INTS:
         raise BadJson("entry: expected 6 integers")
     ino, size, mtime, ctime, complete, no_data = entry
-    if not (0 <= ino < _STAMP_MAX and 0 <= size < _STAMP_MAX and 0 <= mtime < _STAMP_MAX
-            and 0 <= ctime < _STAMP_MAX):
+    if min(ino, size, mtime, ctime) < 0 or max(ino, size, mtime, ctime) >= _STAMP_MAX:
         raise BadJson("entry: a file stamp out of range")
     if complete & ~_DAY_BITS or no_data & ~complete:  # -1 has every bit: refused here
         raise BadJson("entry: days outside 1..31, or no-data days not complete")

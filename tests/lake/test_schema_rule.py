@@ -84,3 +84,18 @@ def test_a_part_that_does_not_conform_is_reported_and_kept(clean_lake: Path, spo
         store.write_batch(clean_lake, BTC, day_bars(BTC, D4), [D4], fetched_at=FETCHED)
     assert path.stat().st_size == size  # left where it is, for a human
     assert not [p for p in path.parent.iterdir() if p.name.startswith(QUARANTINE_PREFIX)]
+
+
+def test_aggregate_builds_from_a_variant_part(clean_lake: Path) -> None:
+    import subprocess
+    import sys
+
+    from backfill.lake.paths import aggregate_part_path
+
+    rewrite_with_pyarrow(part_path(clean_lake, BTC, JULY), SCHEMA_VARIANTS["nullable"])
+    done = subprocess.run(
+        [sys.executable, "-m", "backfill", "aggregate", "--lake", str(clean_lake), "--symbols",
+         "BTC-USD", "--tf", "H1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    h1 = pq.read_table(aggregate_part_path(clean_lake, BTC, "H1", JULY))
+    assert h1.num_rows == 3 * 24 - 1  # the last hour of July 3rd ends on the 4th (no M1)
