@@ -77,6 +77,7 @@ from backfill.lake.paths import (
 from backfill.lake.schema import (
     BAR_SCHEMA,
     COVERAGE_KEY,
+    TS_TYPE,
     NonConforming,
     castable_type,
     conform,
@@ -1027,7 +1028,11 @@ def _tally_minutes(
     whole = {d.toordinal() - _EPOCH_ORDINAL for d, c in coverage.items()
              if c.complete and c.rows and (first is None or first <= d)
              and (last is None or d <= last)}
-    tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole, thresholds)
+    try:  # microseconds, whatever unit a variant part holds
+        ts_us = table["ts"].combine_chunks().cast(TS_TYPE).cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return  # not castable: reported by check_part
+    tally.add(ts_us.drop_null(), whole, thresholds)
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -99,3 +99,14 @@ def test_aggregate_builds_from_a_variant_part(clean_lake: Path) -> None:
     assert done.returncode == 0, done.stderr + done.stdout
     h1 = pq.read_table(aggregate_part_path(clean_lake, BTC, "H1", JULY))
     assert h1.num_rows == 3 * 24 - 1  # the last hour of July 3rd ends on the 4th (no M1)
+
+
+@pytest.mark.parametrize("variant", ["ts-ns", "ts-ms"])
+def test_the_minute_check_reads_a_variant_in_microseconds(tmp_path: Path, variant: str) -> None:
+    days = [D1.replace(day=d) for d in range(1, 11)]
+    # Every day lacks its 00:01 bar: the minute check must name it, variant or not.
+    bars = pa.concat_tables([day_bars(BTC, d, skip=[1]) for d in days])
+    store.write_batch(tmp_path, BTC, bars, days, fetched_at=FETCHED)
+    assert kinds(tmp_path) == {Kind.MINUTE_MISSING_DAILY.value}
+    rewrite_with_pyarrow(part_path(tmp_path, BTC, JULY), SCHEMA_VARIANTS[variant])
+    assert kinds(tmp_path) == {Kind.SCHEMA_VARIANT.value, Kind.MINUTE_MISSING_DAILY.value}
