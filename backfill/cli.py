@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import types
 import typing
@@ -260,8 +261,10 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
         str: isinstance(value, str),
         Path: isinstance(value, str),
     }[kind]
+    if ok and kind is float and not math.isfinite(value):
+        ok = False  # nan passes every ``min`` (a comparison with nan is false), inf too
     if not ok:
-        what = {bool: "true or false", int: "a whole number", float: "a number",
+        what = {bool: "true or false", int: "a whole number", float: "a finite number",
                 str: "a string", Path: "a path (a string)"}[kind]
         raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
     if kind is Path:
@@ -461,13 +464,7 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     """Symbols from --symbols and/or --symbols-file (one a line, # comments)."""
     found: list[Symbol] = []
     if symbols_file is not None:
-        try:
-            # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
-            text = symbols_file.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise BadInput(f"--symbols-file {symbols_file}: not a text file") from None
+        text = read_symbols_text(symbols_file)
         try:
             found += read_symbols_file(text)
         except BadInput as exc:
@@ -483,6 +480,27 @@ def format_symbols(symbols: list[Symbol], limit: int = 5) -> str:
     """``BTC-USD, ETH-USD, +998 more``: a list that fits on a line."""
     more = f", +{len(symbols) - limit} more" if len(symbols) > limit else ""
     return ", ".join(map(str, symbols[:limit])) + more
+
+
+SYMBOLS_FILE_MAX_BYTES = 1 << 20  # 100,000 symbols; /dev/zero is refused, not read
+
+
+def read_symbols_text(path: Path) -> str:
+    """A symbols file's text: a regular file (a FIFO or a device is refused without
+    blocking) of at most ``SYMBOLS_FILE_MAX_BYTES``, UTF-8; else BadInput."""
+    from backfill.lake.safe_json import BadJson, read_regular_file
+
+    try:
+        raw = read_regular_file(path, SYMBOLS_FILE_MAX_BYTES)
+    except BadJson as exc:
+        raise BadInput(f"--symbols-file {path}: {exc}") from None
+    if raw is None:
+        raise BadInput(f"--symbols-file {path}: No such file or directory")
+    try:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInput(f"--symbols-file {path}: not a text file") from None
 
 
 def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:

@@ -30,12 +30,17 @@ class Applied:
                 "used": list(self.used), "stale": list(findings.stale)}
 
 
+# A base latency beyond this is no measurement (IB answers a day in seconds; the request
+# timeout is a minute): an edited or corrupt file, which would make a 300-digit ETA.
+MAX_BASE_LATENCY_S = 600.0
+
+
 def base_latency(findings: GatewayFindings) -> float | None:
     """``latency_s`` with 1 in flight: the gateway's base latency for a full day."""
     measured = findings.fresh.get("latency_s")
     value = measured.get("1") if isinstance(measured, dict) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value) and value > 0:
+            and math.isfinite(value) and 0 < value <= MAX_BASE_LATENCY_S:
         return float(value)
     return None
 

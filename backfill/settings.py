@@ -246,13 +246,24 @@ def find_config_file(
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The settings a ``backfill.toml`` holds (BadInput if it cannot be read or parsed)."""
+    from backfill.lake.safe_json import BadJson, read_regular_file
+
     try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except OSError as exc:
-        raise BadInput(f"{path}: {exc.strerror}") from None
+        # A lake's file is input too: a FIFO or /dev/zero in its place is refused, not read.
+        raw = read_regular_file(path, CONFIG_MAX_BYTES)
+    except BadJson as exc:
+        raise BadInput(f"{path}: {exc}") from None
+    if raw is None:
+        raise BadInput(f"{path}: No such file or directory")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: not valid TOML: {exc}") from None
+        raise BadInput(f"{path}: not valid TOML: {str(exc)[:200]}") from None
+    except RecursionError:  # tomllib parses nested arrays recursively
+        raise BadInput(f"{path}: not valid TOML: nested too deep") from None
+
+
+CONFIG_MAX_BYTES = 1 << 20
 
 
 def check_client_ids(base: int, workers: int) -> None:

@@ -32,8 +32,10 @@ Version 1 listed every run and had no ``ranges_total``/``minutes_total``/``trunc
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import shlex
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -73,7 +75,16 @@ from backfill.lake.paths import (
     relative,
     symbol_dir,
 )
-from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
+from backfill.lake.schema import (
+    BAR_SCHEMA,
+    COVERAGE_KEY,
+    TS_TYPE,
+    NonConforming,
+    castable_type,
+    conform,
+    conformance,
+    decode_coverage,
+)
 from backfill.lake.store import rows_per_day
 
 JSON_VERSION = 2
@@ -94,6 +105,7 @@ class Kind(str, Enum):
 
     UNREADABLE = "unreadable"
     SCHEMA = "schema"
+    SCHEMA_VARIANT = "schema_variant"
     NULLS = "nulls"
     TS_UNSORTED = "ts_unsorted"
     TS_DUPLICATE = "ts_duplicate"
@@ -454,8 +466,8 @@ def check_part(
     """Every contract check on one part's rows and footer; gaps only for days in [first, last]."""
     part = _Part(symbol, month, path, max_ranges)
     findings: list[Finding] = []
-    usable = _check_schema(part, table, findings)
-    table = table.select(usable).combine_chunks()
+    table = _check_schema(part, table, findings).combine_chunks()
+    usable = table.column_names
     findings += _check_nulls(part, table)
     if "ts" not in usable:
         return PartCheck(tuple(findings))
@@ -473,31 +485,43 @@ def check_part(
     return PartCheck(tuple(findings), coverage, per_day)
 
 
-def _check_schema(part: _Part, table: pa.Table, findings: list[Finding]) -> list[str]:
-    """Report schema drift; return the contract columns present with the right type."""
-    names = table.schema.names
-    if names != list(COLUMNS):
-        missing = [n for n in COLUMNS if n not in names]
-        extra = [n for n in names if n not in COLUMNS]
-        if missing or extra:
-            detail = f"missing columns {missing}, unexpected columns {extra}"
+def _check_schema(part: _Part, table: pa.Table, findings: list[Finding]) -> pa.Table:
+    """Report schema drift (``conformance``, the rule every reader applies); return the
+    contract columns present whose type casts to the contract's, cast to it."""
+    verdict = conformance(table.schema)
+    if verdict.exact:
+        return table
+    if verdict.castable:
+        try:
+            cast = conform(table)
+        except NonConforming:
+            pass  # nulls (reported as such below) or a lossy cast (reported per column)
         else:
-            detail = f"column order {names} differs from the contract {list(COLUMNS)}"
-        findings.append(part.error(Kind.SCHEMA, detail))
-    usable = []
+            findings.append(part.error(
+                Kind.SCHEMA_VARIANT,
+                f"schema is a variant of the contract ({verdict.variant}): readers cast it; "
+                "the next write to this month stores it in the contract's schema",
+            ))
+            return cast
+    else:
+        findings.append(part.error(Kind.SCHEMA, verdict.problem or ""))
+    names = table.schema.names
+    columns, fields = [], []
     for expected in BAR_SCHEMA:
         if expected.name not in names:
             continue
-        actual = table.schema.field(expected.name).type
-        if actual != expected.type:
-            findings.append(
-                part.error(
-                    Kind.SCHEMA, f"column {expected.name!r} is {actual}, not {expected.type}"
-                )
-            )
-        else:
-            usable.append(expected.name)
-    return usable
+        column = table[expected.name]
+        if not castable_type(column.type, expected.type):
+            continue  # named in the SCHEMA finding
+        try:
+            column = column.cast(expected.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if verdict.castable:
+                findings.append(part.error(Kind.SCHEMA, f"column {expected.name!r}: {exc}"))
+            continue
+        columns.append(column)
+        fields.append(expected.with_nullable(True))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
 
 
 def _check_nulls(part: _Part, table: pa.Table) -> list[Finding]:
@@ -894,6 +918,8 @@ _READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checki
 
 def _read(path: Path) -> pa.Table | Exception:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         return pq.ParquetFile(path).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         return exc
@@ -1054,7 +1080,11 @@ def _tally_minutes(
     whole = {d.toordinal() - _EPOCH_ORDINAL for d, c in coverage.items()
              if c.complete and c.rows and (first is None or first <= d)
              and (last is None or d <= last)}
-    tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole, thresholds)
+    try:  # microseconds, whatever unit a variant part holds
+        ts_us = table["ts"].combine_chunks().cast(TS_TYPE).cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return whole  # not castable: reported by check_part
+    tally.add(ts_us.drop_null(), whole, thresholds)
     return whole
 
 

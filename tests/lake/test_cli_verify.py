@@ -84,7 +84,7 @@ def test_symbols_file_and_range_narrow_the_scope(clean_lake: Path, tmp_path: Pat
         (["--from", "2025-02-30"], "--from: '2025-02-30' is not a date"),
         (["--to", "tomorrow"], "--to: 'tomorrow' is not a date"),
         (["--from", "2025-07-03", "--to", "2025-07-01"], "--from 2025-07-03 is after --to"),
-        (["--symbols", "BTC/USD"], "malformed symbol 'BTC/USD'"),
+        (["--symbols", "BTC/USD"], "malformed symbol 'BTC/'"),
         (["--symbols-file", "/nonexistent/symbols.txt"], "--symbols-file"),
     ],
 )
