@@ -123,6 +123,8 @@ class Kind(str, Enum):
     BUCKET_MINUTES = "bucket_minutes"
     PROVENANCE_MISSING = "provenance_missing"
     AGGREGATE_STALE = "aggregate_stale"
+    AGGREGATE_ORPHAN = "aggregate_orphan"
+    BUCKET_INCOMPLETE = "bucket_incomplete"
 
 
 MinuteRange = tuple[datetime, datetime]
@@ -743,7 +745,9 @@ def _stream(
             yield item
     from backfill.lake.verify_aggregates import verify_aggregates  # it imports this module
 
-    aggregate_parts, aggregate_findings = verify_aggregates(lake, chosen, first, last)
+    aggregate_parts, aggregate_findings = verify_aggregates(
+        lake, chosen, first, last, orphans=not asked
+    )
     yield AggregatesChecked(aggregate_parts)
     yield from aggregate_findings
     parts += aggregate_parts
