@@ -514,6 +514,22 @@ def write_aggregate(
     return AggregateWrite(path, table.num_rows, size, quarantined)
 
 
+def remove_aggregate(lake: Path, symbol: Symbol, timeframe: str, month: Month) -> bool:
+    """Remove one aggregate part (under its lock, as a write); whether there was one."""
+    from backfill.lake.paths import aggregate_part_path
+
+    path = aggregate_part_path(lake, symbol, timeframe, month)
+    if not path.parent.is_dir():
+        return False
+    with FileLock(lock_path(path)):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync(path.parent)
+    return True
+
+
 def _write_replace(path: Path, table: pa.Table, options: dict | None = None) -> int:
     """Temp file, fsync, ``os.replace``, fsync the folder: the part is old or new, never half."""
     tmp = temp_path(path)
