@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ib_insync import RequestError
 
+from backfill.ib.client import RequestError
 from backfill.sim import FaultConfig
 from backfill.sim.faults import decide
 from tests.sim.helpers import DAY_END, crypto
