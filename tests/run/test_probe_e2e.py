@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from backfill.domain import Symbol
+from backfill.ib import client
 from backfill.lake.gateway import gateway_facts_path
 from backfill.sim import FAST_PACING, Behaviour, FaultConfig
 from tests.oracle import expected_bars, lake_rows
@@ -54,7 +55,8 @@ def test_the_probe_document_has_exactly_the_issues_keys(make_sim, lake):
     assert done.returncode == 0, done.stderr
     assert set(doc) == {"window_edges", "day_duration", "max_window_days", "latency_s",
                         "future_end", "aggtrades", "gateway", "symbol", "checked_at",
-                        "requests", "unanswered", "evidence"}
+                        "requests", "unanswered", "evidence", "client", "client_version"}
+    assert (doc["client"], doc["client_version"]) == (client.NAME, client.VERSION)
     assert doc["aggtrades"] == "permitted" and doc["symbol"] == "BTC-USD"
     assert set(doc["latency_s"]) == {"1", "2", "4"}
     assert doc["future_end"]["partial_last_bar"] is False
