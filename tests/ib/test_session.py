@@ -24,6 +24,8 @@ from backfill.ib.session import (
 from backfill.sim import FaultConfig, PacingConfig
 from tests.oracle import expected_bars
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 BTC = Symbol("BTC", "USD")
 JULY_1 = date(2025, 7, 1)
 

@@ -49,6 +49,7 @@ def plan(gateway, lake, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.ib
 def test_the_probe_document_has_exactly_the_issues_keys(make_sim, lake):
     gateway = sim_with(make_sim)
     done, doc = probe(gateway, lake)
@@ -125,6 +126,7 @@ def test_a_partial_last_bar_is_seen(make_sim, lake):
     assert doc["future_end"]["partial_last_bar"] is True
 
 
+@pytest.mark.ib
 def test_bad_input_exits_2_and_writes_nothing(sim, lake):
     done, _ = probe(sim, lake, "--symbol", "nonsense!")
     assert done.returncode == 2 and not lake.exists()

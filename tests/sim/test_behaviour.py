@@ -17,6 +17,8 @@ from backfill.sim import NO_PACING, Behaviour, FaultConfig, bars_between
 from backfill.sim.behaviour import forming_row, served_interval, session_window_start
 from tests.sim.helpers import UTC, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 MIDNIGHT = datetime(2024, 3, 2, tzinfo=UTC)  # a Saturday
 MINUTE = timedelta(minutes=1)
 

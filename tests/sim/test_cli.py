@@ -15,6 +15,8 @@ from backfill.sim.flags import GatewayFlags
 from tests.sim.cli_helpers import start_gateway
 from tests.sim.helpers import DAY_END, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 
 def test_gateway_command_serves_and_stops_on_sigterm(tmp_path) -> None:
     log = tmp_path / "requests.jsonl"

@@ -9,6 +9,8 @@ from backfill.sim import FaultConfig
 from backfill.sim.faults import decide
 from tests.sim.helpers import DAY_END, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 
 def fetch(ib, symbol: str = "BTC", **kwargs):
     return ib.reqHistoricalData(crypto(symbol), DAY_END, "3600 S", "1 min", "AGGTRADES",

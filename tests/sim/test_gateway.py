@@ -11,6 +11,8 @@ from backfill.ib.client import RequestError, new_ib
 from backfill.sim import NO_PACING, SimGateway, bars_between, read_log
 from tests.sim.helpers import DAY_END, UTC, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 
 @pytest.mark.parametrize("readonly", [False, True])
 def test_connect_both_modes(sim: SimGateway, connect, readonly: bool) -> None:

@@ -14,6 +14,8 @@ from backfill.sim.flags import exposure_warning
 from tests.sim.cli_helpers import start_gateway
 from tests.sim.helpers import DAY_END, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 BAD_IDS = [2**31 - 1, 2**32, -(2**31) - 1]  # 2**31-1 goes out as an empty field
 
 

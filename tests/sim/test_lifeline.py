@@ -15,6 +15,8 @@ from backfill.ib.client import new_ib
 from backfill.sim.lifeline import Lifeline, lifeline_args
 from tests.sim.helpers import DAY_END, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 # A parent as ``backfill run --gateway sim`` is one: it starts the gateway, reports the
 # gateway's pid and port, then carries on until it is killed. The first starts it with the
 # simulator's lifeline alone, the second as the run does (the lifeline and a PDEATHSIG belt).
