@@ -1,5 +1,5 @@
 """The IB client library, chosen in this one place: ``ib_async`` when installed, else
-``ib_insync``; ``BACKFILL_IB_CLIENT=ib_async|ib_insync`` names one.
+``ib_insync``; ``BACKFILL_IB_CLIENT=ib_async|ib_insync`` names one (``ib/choice.py``).
 
 ``ib_async`` is the maintained fork of ``ib_insync`` (same module layout, same names). The
 two cannot share an environment: ``ib_async``'s ``aeventkit`` and ``ib_insync``'s
@@ -12,39 +12,11 @@ Everything else imports the client's names from here (``backfill/ib/`` and the t
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
 from importlib import metadata
 
-from backfill.domain import BadInput
+from backfill.ib.choice import chosen
 
-CLIENTS = ("ib_async", "ib_insync")  # in order of preference
-ENV_VAR = "BACKFILL_IB_CLIENT"
-
-
-def choose(wanted: str, installed: frozenset[str]) -> str:
-    """The client to use: ``wanted`` (the environment variable's value, "" if unset) or the
-    first of ``CLIENTS`` installed. Raises BadInput (one line) when there is none."""
-    wanted = wanted.strip()
-    if wanted:
-        if wanted not in CLIENTS:
-            raise BadInput(f"{ENV_VAR}={wanted}: expected one of {', '.join(CLIENTS)}")
-        if wanted not in installed:
-            raise BadInput(f"{ENV_VAR}={wanted}: {wanted} is not installed "
-                           f"(pip install {wanted})")
-        return wanted
-    for name in CLIENTS:
-        if name in installed:
-            return name
-    raise BadInput("no IB client library installed: pip install ib_async")
-
-
-def _installed() -> frozenset[str]:
-    # find_spec does not import: importing ib_insync on Python 3.14 raises at once.
-    return frozenset(n for n in CLIENTS if importlib.util.find_spec(n) is not None)
-
-
-NAME = choose(os.environ.get(ENV_VAR, ""), _installed())
+NAME = chosen()
 _lib = importlib.import_module(NAME)
 _wrapper = importlib.import_module(f"{NAME}.wrapper")
 
