@@ -34,7 +34,7 @@ from backfill.settings import (
     read_config_file,
     resolve_lake,
 )
-from backfill.sim.behaviour import DayDuration, Overload, TooLong, WindowEdges
+from backfill.sim.behaviour import DayDuration, HeaderFormat, Overload, TooLong, WindowEdges
 from backfill.sim.flags import GatewayFlags, MsRange, exposure_warning
 
 try:  # typer >= 0.23 vendors click; earlier versions depend on it
@@ -978,6 +978,18 @@ def gateway(
         float, typer.Option("--overload-after", min=0.0, help="Seconds of slowed answers after "
                             "which one more is an overload (--overload disconnect)."),
     ] = 20.0,
+    header_format: Annotated[
+        HeaderFormat,
+        typer.Option("--header-format", help="How the served window's start/end are written: "
+                     "login '20250714  08:59:54' (login zone), named '20250714 08:59:54 "
+                     "America/New_York', utc-dash '20250714-12:59:54', dashed '2025-07-14 "
+                     "08:59:54.0 America/New_York', utc-bare '20250714 12:59:54' (UTC), "
+                     "epoch. formatDate=1 bar times name the zone unless login."),
+    ] = HeaderFormat.NAMED,
+    header_shift_s: Annotated[
+        int, typer.Option("--header-shift-s", help="Move both header times by this many "
+                          "seconds (a lying header; bars unaffected)."),
+    ] = 0,
 ) -> None:
     """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
     from backfill.sim.gateway import run_forever
@@ -998,7 +1010,8 @@ def gateway(
             competing_session_code=competing_session_code, farm_down_after=farm_down_after,
             farm_down_for=farm_down_for, partial_last_bar=partial_last_bar,
             cancel_answer=cancel_answer, overload=overload, overload_queue=overload_queue,
-            overload_after=overload_after,
+            overload_after=overload_after, header_format=header_format,
+            header_shift_s=header_shift_s,
         ).to_config()
         lifeline = None if parent_pid is None else Lifeline.to(parent_pid)
     except BadInput as exc:

@@ -23,6 +23,7 @@ _wrapper = importlib.import_module(f"{NAME}.wrapper")
 IB = _lib.IB
 BarDataList = _lib.BarDataList
 Contract = _lib.Contract
+MarketOrder = _lib.MarketOrder  # the tests' order, which the simulator refuses
 RequestError = _wrapper.RequestError
 try:
     VERSION = metadata.version(NAME)
