@@ -6,8 +6,15 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import pytest
+from packaging.requirements import Requirement
 
 from backfill.domain import BadInput
 from backfill.ib import client
@@ -56,3 +63,15 @@ def test_a_client_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, wanted) -
     assert done.stderr.splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith(f"backfill: error: {ENV_VAR}={wanted}: ")
     assert not lake.exists()
+
+
+def test_python_3_14_installs_ib_async_and_earlier_pythons_ib_insync() -> None:
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
+    deps = [Requirement(d) for d in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+
+    def clients(python: str) -> set[str]:
+        return {d.name for d in deps if d.name in CLIENTS
+                and (d.marker is None or d.marker.evaluate({"python_version": python}))}
+
+    assert clients("3.10") == clients("3.13") == {"ib_insync"}
+    assert clients("3.14") == clients("3.15") == {"ib_async"}
