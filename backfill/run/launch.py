@@ -20,9 +20,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from backfill import __version__
 from backfill import plan as planning
 from backfill.domain import UTC, BadInput, Symbol
 from backfill.edges import DEFAULT_RULE
+from backfill.ib import client as ib_client
 from backfill.ib.preflight import check_gateway
 from backfill.lake.coverage_index import read_day_marks
 from backfill.lake.fetched import read_fetched_days
@@ -227,6 +229,10 @@ def _orchestrate(
     except OSError as exc:
         raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
             from None
+    # The log only: what ran the run, for whoever reads it later (the workers share this
+    # process's environment, so its client is theirs).
+    run_log.on_event(ev.RunStarted("", at=time.time(), version=__version__,
+                                   client=ib_client.NAME, client_version=ib_client.VERSION))
     renderer = make_renderer(console, state, json=request.json, verbose=request.verbose)
 
     def emit(event: ev.Event) -> None:
