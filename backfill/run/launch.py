@@ -11,27 +11,15 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import threading
 import time
 from collections.abc import Callable
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from backfill import plan as planning
 from backfill.domain import BadInput, Symbol
 from backfill.run import events as ev
-from backfill.run.dashboard import (
-    describe,
-    make_renderer,
-    rerun_command,
-    rerun_hint,
-    summary_table,
-)
-from backfill.run.orchestrator import (
-    Orchestrator,
-    RunConfig,
-    install_parent_stop,
-    restore_signals,
-)
 from backfill.run.request import RunRequest
 from backfill.run.runlog import RUNS_DIR, RunLog
 from backfill.run.startup import (
@@ -46,6 +34,15 @@ from backfill.run.startup import (
 from backfill.run.state import RunState
 from backfill.settings import check_lake_writable
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from backfill.run.orchestrator import Orchestrator
+
+# What only the run after start-up needs (the orchestrator with the workers' code and
+# pyarrow, the dashboard): imported on a thread while start-up waits on the gateway.
+RUN_PHASE_MODULES = ("backfill.run.orchestrator", "backfill.run.dashboard")
+
 __all__ = ["RunRequest", "execute_run", "plan_run", "replan_symbol"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -59,6 +56,8 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     def say(line: str) -> None:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
+    warm = threading.Thread(target=_import_run_phase, name="backfill-imports", daemon=True)
+    warm.start()
     with contextlib.ExitStack() as stack:
         # Everything the run learns before its workers start, in one value; nothing is
         # written until it returns (bad input ends the run with an untouched lake).
@@ -71,9 +70,17 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
         except OSError as exc:
             raise BadInput(f"--lake {request.lake}: cannot create it: {exc.strerror}") from None
         record(startup, say)
+        warm.join()
         return _orchestrate(startup, console, err_console, stack, before_listing(startup),
                             recorded_at=time.time())
     raise AssertionError("unreachable")
+
+
+def _import_run_phase() -> None:
+    """Import ``RUN_PHASE_MODULES`` (errors surface at their import in ``_orchestrate``)."""
+    with contextlib.suppress(Exception):
+        for name in RUN_PHASE_MODULES:
+            importlib.import_module(name)
 
 
 def _check_skipped(
@@ -100,6 +107,20 @@ def _orchestrate(
     told: tuple[ev.Event, ...] | list[ev.Event] = (),
     recorded_at: float = 0.0,
 ) -> int:
+    from backfill.run.dashboard import (
+        describe,
+        make_renderer,
+        rerun_command,
+        rerun_hint,
+        summary_table,
+    )
+    from backfill.run.orchestrator import (
+        Orchestrator,
+        RunConfig,
+        install_parent_stop,
+        restore_signals,
+    )
+
     request, the_plan = startup.request, startup.plan
     settings = request.settings
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)

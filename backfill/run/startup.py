@@ -28,7 +28,6 @@ from backfill.edges import DEFAULT_RULE
 from backfill.findings import apply_findings
 from backfill.ib.preflight import check_gateway
 from backfill.lake.coverage_index import read_day_marks
-from backfill.lake.fetched import read_fetched_days
 from backfill.lake.gateway import read_findings
 from backfill.lake.heads import (
     Head,
@@ -138,6 +137,10 @@ def _recorded(
     """What the footers record now; with --refetch only what this run recorded counts."""
     if request.refetch_since is None:
         return read_day_marks(request.lake, symbols, request.first, last, remember=False)
+    # Only --refetch reads the parts' footers whole (pyarrow.parquet: not imported before
+    # the first request otherwise).
+    from backfill.lake.fetched import read_fetched_days
+
     now = datetime.now(UTC)
     return {
         symbol: planning.refetch_coverage(days, request.refetch_since, now)
