@@ -165,13 +165,15 @@ def _orchestrate(
     refill = startup.refill_at - time.time()
     if refill > 0:
         time.sleep(refill)
-    run_log.on_event(startup_event(startup, ("recorded", recorded_at), ("ready", time.time())))
+    ready_at = time.time()
     previous = install_parent_stop(orchestrator)
     try:
         with renderer:
             orchestrator.run()
     finally:
         restore_signals(previous)
+    # How long start-up took, after the run's events (the log starts with the run's own).
+    run_log.on_event(startup_event(startup, ("recorded", recorded_at), ("ready", ready_at)))
     if not orchestrator.stopping:
         _check_skipped(state, resume, emit)
     out = err_console if request.json else console
