@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -183,18 +184,28 @@ class RunFigures:
     verify_exit: int
     verify_summary: str
     events: dict[str, float]  # first queued, first/last worker started, last finished
+    marks: tuple[tuple[str, float], ...] = ()  # the run log's start-up steps (wall clock)
 
     def at(self, name: str) -> float:
         """Seconds from process start to the run log's event ``name`` (nan if absent)."""
         return self.events.get(name, float("nan")) - self.started
 
 
+def run_log_events(lake: Path) -> list[dict]:
+    return [json.loads(line) for path in (lake / "_runs").glob("*.jsonl")
+            for line in path.read_text().splitlines() if line.strip()]
+
+
+def startup_marks(lake: Path) -> tuple[tuple[str, float], ...]:
+    """The run log's ``startup`` event: (step, wall clock when it ended)."""
+    found = [e for e in run_log_events(lake) if e["event"] == "startup"]
+    return tuple((name, at) for name, at in found[0]["marks"]) if found else ()
+
+
 def run_events(lake: Path) -> dict[str, float]:
     """When the orchestrator queued, the workers started and finished (the run log)."""
-    events = [json.loads(line) for path in (lake / "_runs").glob("*.jsonl")
-              for line in path.read_text().splitlines() if line.strip()]
     times: dict[str, list[float]] = {}
-    for event in events:
+    for event in run_log_events(lake):
         times.setdefault(event["event"], []).append(event["at"])
     out: dict[str, float] = {}
     if "queued" in times:
@@ -237,7 +248,56 @@ def run_backfill(args: argparse.Namespace, lake: Path, seed: int) -> RunFigures:
     else:
         print(f"backfill run exited {code}; output kept in {output}")
     return RunFigures(code, started_epoch, wall, log_figures(records), records,
-                      verify.returncode, summary, run_events(lake))
+                      verify.returncode, summary, run_events(lake), startup_marks(lake))
+
+
+def interpreter_s() -> float:
+    """A bare interpreter's start and exit (``python -c pass``): the floor under imports."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+# Start-up's steps as the run log marks their ends; heads and edges share one connection
+# and overlap (the header clock is read from the edge requests' answers: no request of its
+# own), so each is timed from the contracts' qualification.
+STEPS = (("began", "imports", None), ("lake read", "lake read", None),
+         ("connected", "connect", None), ("qualified", "gateway check", None),
+         ("heads", "heads", "qualified"), ("edges", "edges+clock", "qualified"),
+         ("planned", "replan", "LAST"), ("recorded", "record", None),
+         ("ready", "orchestrator", None))
+
+
+def startup_lines(run: RunFigures, interpreter: float) -> list[str]:
+    """Start-up, interpreter to first request, step by step with each step's share."""
+    marks = dict(run.marks)
+    if not marks:
+        return ["  (no startup event in the run log)"]
+    worker_first = min((r.received for r in run.records if r.received >= marks["ready"]),
+                       default=float("nan"))
+    total = worker_first - run.started
+    steps: list[tuple[str, float]] = [("interpreter", interpreter)]
+    previous = run.started + interpreter
+    for mark, name, since in STEPS:
+        if mark not in marks:
+            continue
+        if since == "qualified":
+            steps.append((f"{name} (overlapped)", marks[mark] - marks["qualified"]))
+            continue
+        if since == "LAST":
+            previous = max(marks.get("heads", previous), marks.get("edges", previous))
+        steps.append((name, marks[mark] - previous))
+        previous = marks[mark]
+    steps.append(("workers to 1st request", worker_first - previous))
+    first = min((r.received for r in run.records), default=float("nan")) - run.started
+    out = [f"  interpreter to the first worker request {total:.2f} s (to the first request, "
+           f"the edge learning's: {first:.2f} s):"]
+    out += [f"    {name:<24} {seconds:>6.3f} s {seconds / total:>6.1%}"
+            for name, seconds in steps]
+    return out
 
 
 def violations(records: list[RequestRecord], origin: float) -> list[str]:
@@ -313,11 +373,12 @@ def main() -> None:
     print(f"backfill run: {len(BASES)} symbols x {n_days} days ({args.first}..{args.last}) "
           f"= {windows} windows, --rate {args.rate:g}, latency {args.latency_ms} ms, "
           f"sim: IB per-contract+identical rules, max_rate {args.sim_max_rate:g}, "
-          "no soft throttle", flush=True)
+          f"no soft throttle; load {os.getloadavg()[0]:.2f}", flush=True)
     runs: list[RunFigures] = []
     for i in range(args.runs):
         runs.append(run_backfill(args, lake_root / f"lake-{i + 1}", args.seed + i))
-        print(f"  run {i + 1}: {runs[-1].wall_s:.2f} s (exit {runs[-1].exit_code})", flush=True)
+        print(f"  run {i + 1}: {runs[-1].wall_s:.2f} s (exit {runs[-1].exit_code}), load "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
 
     baselines = []
     orders = {"both": ["symbol", "day"], "none": []}.get(args.baseline, [args.baseline])
@@ -363,6 +424,10 @@ def main() -> None:
         )
     for i, run in enumerate(runs, 1):
         print(f"run {i} verify exit {run.verify_exit}: {run.verify_summary}")
+    interpreter = interpreter_s()
+    for i, run in enumerate(runs, 1):
+        print(f"run {i} start-up:")
+        print("\n".join(startup_lines(run, interpreter)))
     worst = max(runs, key=lambda r: r.wall_s)
     print()
     print(f"per symbol, run {runs.index(worst) + 1} (the slowest), from the simulator's log:")

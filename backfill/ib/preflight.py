@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -48,6 +49,9 @@ class Preflight:
     edges: EdgeFinding | None = None
     # Why the edge rule could not be learned (an IBSessionError, NoPermission among them).
     edges_error: IBSessionError | None = field(default=None, compare=False)
+    # When each step ended (wall clock): "connected", "qualified", "heads", "edges" (the
+    # benchmark's start-up shares; information only).
+    marks: tuple[tuple[str, float], ...] = field(default=(), compare=False)
 
 
 def check_gateway(
@@ -73,6 +77,7 @@ def check_gateway(
     async def check() -> Preflight:
         session = await _connect(host, port, client_id, client_id_tries, timeout_s)
         began = asyncio.get_running_loop().time()
+        marks = {"connected": time.time()}
 
         def slot_s(n: int) -> float:
             """When the check's ``n``-th message may go, from now: a first burst of
@@ -99,6 +104,7 @@ def check_gateway(
                     f"the gateway has no CRYPTO contract on PAXOS for "
                     f"{'them' if len(unknown) > 1 else 'it'}"
                 )
+            marks["qualified"] = time.time()
 
             async def head(symbol: Symbol, start_s: float) -> datetime | None:
                 await asyncio.sleep(start_s)
@@ -114,6 +120,8 @@ def check_gateway(
                                              timeout_s=edges_timeout_s)
                 except IBSessionError as exc:
                     return None, exc
+                finally:
+                    marks["edges"] = time.time()
                 return rule, None
 
             # Once per symbol for the life of a lake; overlapping and spaced as above, so a
@@ -125,9 +133,10 @@ def check_gateway(
             answers = await asyncio.gather(
                 *(head(s, slot_s(sent + n)) for n, s in enumerate(heads_for))
             )
+            marks["heads"] = time.time()
             finding, error = await learning
             heads = {s: h for s, h in zip(heads_for, answers, strict=True) if h is not None}
-            return Preflight(heads, finding, error)
+            return Preflight(heads, finding, error, tuple(marks.items()))
         finally:
             session.disconnect()
 

@@ -14,15 +14,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, TypeVar
 
 from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, Window
 from backfill.edges import DEFAULT_RULE, EdgeRule, request_for
 from backfill.ib.client import NAME, BarDataList, Contract, RequestError, new_ib
 from backfill.ib.served import HeaderClock, LoginZone, ServedWindow, login_zone
-from backfill.lake.schema import BAR_SCHEMA
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # The client logs every IB error at ERROR level; the worker reports them as events instead,
 # so its log must not scribble over the dashboard.
@@ -472,6 +472,8 @@ class IBSession:
         except _NoData:
             self.blocked_since = None  # an answer: nothing blocks the session any more
             latency = time.monotonic() - sent.sent_at
+            from backfill.lake.schema import BAR_SCHEMA  # see bars_to_table
+
             return WindowBars(window, BAR_SCHEMA.empty_table(), True, latency,
                               answered_at=time.time())
         finally:
@@ -566,6 +568,12 @@ def bars_to_table(
     A bar whose minute had not ended by ``answered_at`` (wall clock) was still forming
     when IB served it: it is dropped, never kept.
     """
+    # Imported here: the workers have pyarrow loaded (their forkserver preloads it); the
+    # run's parent asks only the gateway check, which needs none, before its first request.
+    import pyarrow as pa
+
+    from backfill.lake.schema import BAR_SCHEMA
+
     lo = int(window.ts_start.timestamp()) * 1_000_000
     hi = int(window.ts_stop.timestamp()) * 1_000_000
     if answered_at is not None:

@@ -178,6 +178,15 @@ class BeforeListing(Event):
 
 
 @dataclass(frozen=True)
+class StartupTimed(Event):
+    """How long start-up took, in the run log only (run-wide: ``symbol`` is empty):
+    ``marks`` are (step, wall clock when it ended), from "began" (the command parsed) to
+    "recorded" (what it learned written); ``scripts/bench_run.py`` prints their shares."""
+
+    marks: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Heartbeat(Event):
     """A worker is alive (sent while it has work, however quiet): the orchestrator's stall
     watch takes it and passes it on to nobody."""
@@ -201,4 +210,5 @@ EVENT_NAMES: dict[type, str] = {
     WorkerFinished: "finished",
     Heartbeat: "heartbeat",
     BeforeListing: "before_listing",
+    StartupTimed: "startup",
 }

@@ -13,26 +13,23 @@ minute longer) with the header untrusted: slower, never a bar lost. The embedded
 from __future__ import annotations
 
 import dataclasses
-import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from backfill.domain import UTC, BadInput
 from backfill.edges import RULES, UNKNOWN, EdgeRule
-from backfill.findings import apply_findings
 from backfill.ib.edges import EdgeFinding, learn_gateway_edges
 from backfill.ib.preflight import EdgeProbe, Preflight
 from backfill.ib.served import FORMATS, UNTRUSTED, HeaderClock, ZoneDatabaseMissing
 from backfill.ib.session import IBSessionError, NoPermission
-from backfill.lake.gateway import gateway_facts_path, read_finding, read_findings, write_finding
+from backfill.lake.gateway import gateway_facts_path, read_finding, write_finding
+from backfill.run.request import RunRequest
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
 
 if TYPE_CHECKING:
     from backfill.plan import Plan
-    from backfill.run.launch import RunRequest
 
 KEY = "window_edges"
 CLOCK_KEY, FORMAT_KEY = "header_clock", "header_format"
@@ -141,10 +138,12 @@ def gateway_edges(
 
 
 def remember_edges(
-    request: RunRequest, host: str, port: int, edges: GatewayEdges, console: Console,
+    request: RunRequest, host: str, port: int, edges: GatewayEdges, say: Callable[[str], None],
 ) -> None:
     """Record a learned rule in the lake, hand the probe's sends on to the symbol's worker
-    (IB's per-contract rule remembers them), and say which rule the run uses."""
+    (IB's per-contract rule remembers them), and say which rule the run uses. The learning
+    requests' share of the ``--rate`` budget is left to ``refill_at``: waited for by the
+    launcher just before the workers start, not here."""
     finding = edges.finding
     where = ""
     if finding is not None:
@@ -177,20 +176,21 @@ def remember_edges(
         rule, checked = edges.remembered
         how += (f"; {gateway_facts_path(request.lake, host, port)} remembered {rule}, checked "
                 f"{checked:%Y-%m-%d %H:%M} UTC: no longer used")
-    console.print(f"Window edges {edges.rule}: {how}{where}", markup=False, highlight=False,
-                  soft_wrap=True)
+    say(f"Window edges {edges.rule}: {how}{where}")
     said = clock_line(edges.clock, request.settings.window_days)
     if edges.remembered_format and edges.remembered_format != edges.clock.format:
         said += (f"; {gateway_facts_path(request.lake, host, port)} recorded "
                  f"{edges.remembered_format}: no longer used")
-    console.print(said, markup=False,
-                  highlight=False, soft_wrap=True)
-    if finding is not None and finding.sent_at:
-        # The learning requests spent part of the session's --rate budget: let it refill
-        # before the workers start their burst.
-        wait = len(finding.sent_at) / request.settings.rate - (_time.time() - finding.sent_at[0])
-        if wait > 0:
-            _time.sleep(wait)
+    say(said)
+
+
+def refill_at(edges: GatewayEdges | None, rate: float) -> float:
+    """When (wall clock) the ``--rate`` budget the learning requests spent has refilled:
+    the workers' first burst waits for it (0.0: nothing to wait for)."""
+    if edges is None or edges.finding is None or not edges.finding.sent_at:
+        return 0.0
+    sent = edges.finding.sent_at
+    return sent[0] + len(sent) / rate
 
 
 def clock_line(clock: HeaderClock, window_days: int) -> str:
@@ -222,18 +222,3 @@ def edges_sends(edges: GatewayEdges | None, now_mono: float, now_wall: float) ->
     if edges is None or edges.finding is None:
         return ()
     return tuple(now_mono - (now_wall - at) for at in edges.finding.sent_at)
-
-
-def apply_gateway_findings(request: RunRequest, now: datetime, console: Console) -> RunRequest:
-    """The request with ``backfill probe``'s fresh findings for its gateway applied (see
-    ``backfill.findings``), after a first line saying what they change or that they are
-    stale. The embedded simulator (a new port each run) has none."""
-    if request.gateway.embedded or not request.lake.is_dir():
-        return request
-    settings = request.settings
-    findings = read_findings(request.lake, request.gateway.host, request.gateway.port, now,
-                             settings.finding_max_age)
-    applied = apply_findings(settings, findings, command="run")
-    if applied.line:
-        console.print(applied.line, markup=False, highlight=False, soft_wrap=True)
-    return dataclasses.replace(request, settings=applied.settings)

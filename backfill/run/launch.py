@@ -11,186 +11,78 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import importlib
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
-
-from rich.console import Console
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from backfill import __version__
 from backfill import plan as planning
-from backfill.domain import UTC, BadInput, Symbol
-from backfill.edges import DEFAULT_RULE
+from backfill.domain import BadInput, Symbol
 from backfill.ib import client as ib_client
-from backfill.ib.preflight import check_gateway
-from backfill.lake.coverage_index import read_day_marks
-from backfill.lake.fetched import read_fetched_days
-from backfill.lake.heads import (
-    Head,
-    heads_path,
-    heads_to_ask,
-    listing_days,
-    read_heads,
-    record_heads,
-)
 from backfill.run import events as ev
-from backfill.run.dashboard import (
-    describe,
-    make_renderer,
-    rerun_command,
-    rerun_hint,
-    summary_table,
-)
-from backfill.run.gateway_edges import (
-    GatewayEdges,
-    apply_gateway_findings,
-    edges_sends,
-    edges_to_learn,
-    gateway_edges,
-    remember_edges,
-    untrusted_days,
-)
-from backfill.run.orchestrator import (
-    Orchestrator,
-    RunConfig,
-    install_parent_stop,
-    restore_signals,
-)
-from backfill.run.processes import start_worker_server
+from backfill.run.request import RunRequest
 from backfill.run.runlog import RUNS_DIR, RunLog
+from backfill.run.startup import (
+    Startup,
+    before_listing,
+    plan_run,
+    record,
+    replan_symbol,
+    start_up,
+    startup_event,
+)
 from backfill.run.state import RunState
-from backfill.settings import GatewayAddress, RunSettings, check_lake_writable
-from backfill.sim.embedded import EMBEDDED_SIM_ARGS, serving
+from backfill.settings import check_lake_writable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from backfill.run.orchestrator import Orchestrator
+
+# What only the run after start-up needs (the orchestrator with the workers' code and
+# pyarrow, the dashboard): imported on a thread while start-up waits on the gateway.
+RUN_PHASE_MODULES = ("backfill.run.orchestrator", "backfill.run.dashboard")
+
+__all__ = ["RunRequest", "execute_run", "plan_run", "replan_symbol"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """``backfill run`` as the user asked for it, validated."""
-
-    lake: Path
-    symbols: tuple[Symbol, ...]
-    first: date
-    last: date
-    gateway: GatewayAddress
-    settings: RunSettings
-    json: bool = False
-    command: tuple[str, ...] = ()
-    # --refetch: when the run began; days recorded before it are asked again.
-    refetch_since: datetime | None = None
-    verbose: bool = False  # plain lines: every event, not only days and parts
-
-
-def plan_run(
-    request: RunRequest, today: date, listing: dict[Symbol, date] | None = None
-) -> planning.Plan:
-    """The run's plan, from the lake's footers (a lake not there yet is empty), clipped to
-    each symbol's ``listing`` (its head timestamp's day) where known."""
-    last = min(request.last, today)
-    coverage = (
-        _recorded(request, request.symbols, last) if request.lake.is_dir() else {}
-    )
-    return planning.plan(request.symbols, request.first, request.last, coverage, today=today,
-                         settings=request.settings, listing=listing)
-
-
-def replan_symbol(
-    request: RunRequest, symbol: Symbol, today: date, listing: dict[Symbol, date] | None = None
-) -> planning.SymbolPlan:
-    """One symbol's plan again, from the lake as it is now (under its run lock)."""
-    last = min(request.last, today)
-    coverage = _recorded(request, [symbol], last)[symbol]
-    return planning.plan_symbol(symbol, request.first, last, coverage,
-                                window_days=request.settings.window_days,
-                                listing=(listing or {}).get(symbol))
-
-
-def _recorded(
-    request: RunRequest, symbols: Sequence[Symbol], last: date
-) -> Mapping[Symbol, Mapping[date, planning.RecordedDay]]:
-    """What the footers record now; with --refetch only what this run recorded counts."""
-    if request.refetch_since is None:
-        return read_day_marks(request.lake, symbols, request.first, last, remember=False)
-    now = datetime.now(UTC)
-    return {
-        symbol: planning.refetch_coverage(days, request.refetch_since, now)
-        for symbol, days in read_fetched_days(request.lake, symbols, request.first, last).items()
-    }
 
 
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
     """Run the backfill end to end; the exit code (0, 1, 2 or 130) as README says."""
     check_lake_writable(request.lake)
-    now = datetime.now(UTC)
-    today = now.date()
-    # What `backfill probe` recorded about this gateway: its first line says what it changes.
-    request = apply_gateway_findings(request, now, err_console if request.json else console)
-    # Footers (and the heads recorded in the lake) only: a lake that already holds
-    # everything asks the gateway nothing at all.
-    recorded = read_heads(request.lake)
-    listing = listing_days(recorded)
-    the_plan = plan_run(request, today, listing)
-    settings = request.settings
-    answers: dict[Symbol, Head] = {}
-    edges: GatewayEdges | None = None
-    asked = request  # as asked: an untrusted header clips its --window-days to 1
-    # A recorded head later than days the lake already holds is contradicted: asked again.
-    contradicted = [s.symbol for s in the_plan.symbols if s.head_contradicted]
+    out = err_console if request.json else console
+
+    def say(line: str) -> None:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    warm = threading.Thread(target=_import_run_phase, name="backfill-imports", daemon=True)
+    warm.start()
     with contextlib.ExitStack() as stack:
-        host, port = request.gateway.host, request.gateway.port
-        if the_plan.requests or contradicted:
-            start_worker_server()
-            host, port = stack.enter_context(serving(request.gateway, EMBEDDED_SIM_ARGS))
-            # Where each symbol's history starts, asked once for the life of the lake: no
-            # request goes out for a day before it (a coin listed in 2017 asked from 1990).
-            ask = heads_to_ask(recorded, [s.symbol for s in the_plan.symbols if s.requests],
-                               request.first, now=now, max_age_days=settings.head_max_age_days,
-                               contradicted=contradicted)
-            # The window-edge rule is learned on the same connection while the heads are
-            # asked: one connection, and the start waits for the slower of the two only.
-            # A refetch repairs what a wrong rule lost: it trusts no remembered rule.
-            learner = request if request.refetch_since is None else dataclasses.replace(
-                request, settings=dataclasses.replace(settings, finding_max_age_days=0.0))
-            probe = edges_to_learn(learner, host, port, the_plan, today)
-            # After the workers' client ids, so a worker never finds its id held by this check.
-            found = check_gateway(host, port, settings.client_id_base + settings.workers,
-                                  request.symbols, client_id_tries=settings.client_id_tries,
-                                  timeout_s=settings.connect_timeout_s, heads_for=ask,
-                                  edges_for=probe, edges_timeout_s=settings.learning_timeout_s)
-            answers = {s: Head(h, now) for s, h in found.heads.items()}
-            if answers:
-                listing = {**listing, **listing_days(answers)}
-                the_plan = plan_run(request, today, listing)
-            edges = gateway_edges(learner, host, port, the_plan, today,
-                                  None if probe is None else (probe, found))
-            # An untrusted header: one-day windows in seconds (said in the header's line).
-            asked, request = request, untrusted_days(request, edges)
-            if request is not asked:
-                the_plan = plan_run(request, today, listing)
+        # Everything the run learns before its workers start, in one value; nothing is
+        # written until it returns (bad input ends the run with an untouched lake).
+        startup = start_up(request, stack, say)
+        request = startup.request
         # Nothing has been written so far: from here on the lake is touched.
         try:
             request.lake.mkdir(parents=True, exist_ok=True)
             (request.lake / RUNS_DIR).mkdir(exist_ok=True)
         except OSError as exc:
             raise BadInput(f"--lake {request.lake}: cannot create it: {exc.strerror}") from None
-        with contextlib.suppress(OSError):  # a saving, not data: unrecorded, it is asked again
-            record_heads(request.lake, answers)
-        if edges is not None:
-            remember_edges(asked, host, port, edges, err_console if request.json else console)
-        heads = {**recorded, **answers}
-        sources = {s: "asked at the gateway now" if s in answers else
-                   f"recorded in {heads_path(request.lake)}, asked "
-                   f"{heads[s].asked_at:%Y-%m-%d %H:%M} UTC" for s in heads}
-        told = [ev.BeforeListing(str(p.symbol), at=time.time(), days=p.days_before_listing,
-                                 head=heads[p.symbol].head.isoformat(), source=sources[p.symbol])
-                for p in the_plan.symbols if p.days_before_listing and p.symbol in heads]
-        return _orchestrate(request, the_plan, host, port, console, err_console, stack, today,
-                            listing, edges, told)
+        record(startup, say)
+        warm.join()
+        return _orchestrate(startup, console, err_console, stack, before_listing(startup),
+                            recorded_at=time.time())
     raise AssertionError("unreachable")
+
+
+def _import_run_phase() -> None:
+    """Import ``RUN_PHASE_MODULES`` (errors surface at their import in ``_orchestrate``)."""
+    with contextlib.suppress(Exception):
+        for name in RUN_PHASE_MODULES:
+            importlib.import_module(name)
 
 
 def _check_skipped(
@@ -210,18 +102,28 @@ def _check_skipped(
 
 
 def _orchestrate(
-    request: RunRequest,
-    the_plan: planning.Plan,
-    host: str,
-    port: int,
+    startup: Startup,
     console: Console,
     err_console: Console,
     stack: contextlib.ExitStack,
-    today: date,
-    listing: dict[Symbol, date],
-    edges: GatewayEdges | None = None,
     told: tuple[ev.Event, ...] | list[ev.Event] = (),
+    recorded_at: float = 0.0,
 ) -> int:
+    from backfill.run.dashboard import (
+        describe,
+        make_renderer,
+        rerun_command,
+        rerun_hint,
+        summary_table,
+    )
+    from backfill.run.orchestrator import (
+        Orchestrator,
+        RunConfig,
+        install_parent_stop,
+        restore_signals,
+    )
+
+    request, the_plan = startup.request, startup.plan
     settings = request.settings
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)
     try:
@@ -247,13 +149,12 @@ def _orchestrate(
     orchestrator: Orchestrator | None = None
 
     def resume(symbol: Symbol) -> planning.SymbolPlan:
-        return replan_symbol(request, symbol, today, listing)
+        return replan_symbol(request, symbol, startup.today, startup.listing)
 
     orchestrator = Orchestrator(
-        RunConfig(lake=request.lake, host=host, port=port, settings=settings,
-                  prior_sends=edges_sends(edges, time.monotonic(), time.time()),
-                  edges=str(edges.rule) if edges else DEFAULT_RULE,
-                  header_clock=edges.clock.reading if edges else "login"),
+        RunConfig(lake=request.lake, host=startup.host, port=startup.port, settings=settings,
+                  prior_sends=startup.prior_sends(time.monotonic(), time.time()),
+                  edges=startup.edge_rule, header_clock=startup.header_clock),
         the_plan.symbols, emit, resume=resume,
     )
     # Days left out as before listing, said before the run starts (a wrong head must not
@@ -264,12 +165,21 @@ def _orchestrate(
             renderer.on_event(event)
         else:
             console.print(describe(event), markup=False, highlight=False, soft_wrap=True)
+    # The learning requests spent part of the --rate budget: the workers' first burst waits
+    # for it to refill. Waited here, after the lake's writes, the run log and the
+    # orchestrator's set-up, which took that time already (most runs wait nothing).
+    refill = startup.refill_at - time.time()
+    if refill > 0:
+        time.sleep(refill)
+    ready_at = time.time()
     previous = install_parent_stop(orchestrator)
     try:
         with renderer:
             orchestrator.run()
     finally:
         restore_signals(previous)
+    # How long start-up took, after the run's events (the log starts with the run's own).
+    run_log.on_event(startup_event(startup, ("recorded", recorded_at), ("ready", ready_at)))
     if not orchestrator.stopping:
         _check_skipped(state, resume, emit)
     out = err_console if request.json else console
