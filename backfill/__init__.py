@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["read_bars"]
+__all__ = ["read_bars", "read_events", "read_levels"]
 
 if TYPE_CHECKING:
     from backfill.lake.read import read_bars
+    from backfill.levels.read import read_events, read_levels
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from backfill.lake.read import read_bars
 
         return read_bars
+    if name in ("read_levels", "read_events"):
+        from backfill.levels import read
+
+        return getattr(read, name)
     raise AttributeError(f"module 'backfill' has no attribute {name!r}")

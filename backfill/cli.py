@@ -34,7 +34,7 @@ from backfill.settings import (
     read_config_file,
     resolve_lake,
 )
-from backfill.sim.behaviour import DayDuration, Overload, TooLong, WindowEdges
+from backfill.sim.behaviour import DayDuration, HeaderFormat, Overload, TooLong, WindowEdges
 from backfill.sim.flags import GatewayFlags, MsRange, exposure_warning
 
 try:  # typer >= 0.23 vendors click; earlier versions depend on it
@@ -338,6 +338,10 @@ def run(
                             "judges the symbol by the lake (days missing: exit 1).")
     ] = _RUN.wait_for_other_run_s,
     aggregate_tf: AggregateTfOpt = None,
+    levels_after: Annotated[bool, typer.Option(
+        "--levels", help="After the run, build the levels and B&R events (us_equity_open, "
+        "default settings) for the symbols and days of the run, as `backfill levels` does.")
+    ] = False,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -394,6 +398,8 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if after_run and code in (EXIT_OK, EXIT_FAILED):
         code = max(code, aggregate_after_run(request, after_run))
+    if levels_after and code in (EXIT_OK, EXIT_FAILED):
+        code = max(code, levels_after_run(request))
     raise typer.Exit(code)
 
 
@@ -493,6 +499,9 @@ def plan(
     strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
     tf: PlanTfOpt = None,
+    levels_status: Annotated[bool, typer.Option(
+        "--levels", help="Also show the levels parts (us_equity_open) not built or stale.")
+    ] = False,
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
@@ -506,6 +515,7 @@ def plan(
     days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
     months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive);
     with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}];
+    with --levels also levels: [{symbol, profile, missing: [YYYY-MM, ...], stale: [...]}];
     with backfill probe's findings for --gateway in the lake, gateway_findings: {path,
     checked_at, used: [finding, ...], stale: [finding, ...]} (the text's first line says it).
     """
@@ -568,8 +578,19 @@ def plan(
 
         stale = aggregate_status(root, symbol_list, timeframes, first, last,
                                  datetime.now(timezone.utc)) if root.is_dir() else ()
+    levels_stale = None
+    if levels_status:
+        from backfill.levels.build import levels_status as status_of
+        from backfill.levels.profiles import PROFILES
+
+        levels_stale = status_of(root, symbol_list, (PROFILES["us_equity_open"],), first,
+                                 last) if root.is_dir() else []
     if json:
         document = result.to_dict()
+        if levels_stale is not None:
+            from backfill.levels.view import status_json as levels_json
+
+            document["levels"] = levels_json(levels_stale)
         if findings is not None:
             document["gateway_findings"] = applied.to_json(findings)
         if rate_auto:
@@ -592,6 +613,11 @@ def plan(
             typer.echo(line)
     if stale is not None:
         for line in status_lines(stale, [t.name for t in timeframes or ()]):
+            typer.echo(line)
+    if levels_stale is not None:
+        from backfill.levels.view import status_lines as levels_lines
+
+        for line in levels_lines(levels_stale, ["us_equity_open"]):
             typer.echo(line)
 
 
@@ -749,6 +775,121 @@ def aggregate(
 
 
 @app.command()
+def levels(
+    lake: LakeOpt = None,
+    symbols: SymbolsOpt = None,
+    symbols_file: SymbolsFileOpt = None,
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="First session date, YYYY-MM-DD (its month is built whole).")] = None,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="Last session date, YYYY-MM-DD (its month is built whole).")] = None,
+    profiles: Annotated[str, typer.Option(
+        "--profiles", help="Comma-separated: us_equity_open (New York 09:30 open), asia_open "
+        "(Tokyo 09:00), daily_open_utc (00:00 UTC). Windows in docs/levels.md.")
+    ] = "us_equity_open",
+    include_partial: Annotated[bool, typer.Option(
+        "--include-partial", help="Also write rows whose windows touch an M1 day not "
+        "recorded whole, with complete=false.")] = False,
+    events: Annotated[bool, typer.Option(
+        "--events/--no-events", help="Also build the Break & Retest events (br_events).")
+    ] = True,
+    tolerance: Annotated[str, typer.Option(
+        "--tolerance", help="How close a retest must come to the level: bps:N (N/10,000 of "
+        "the level), abs:X (X in price), consumer (0.5 PD, 0.3 PM, 0.2 OR in price).")
+    ] = "bps:5",
+    max_retest_bars: Annotated[int, typer.Option(
+        "--max-retest-bars", min=1, max=10_000, help="A break not retested within this many "
+        "bars (or minutes, see --retest-unit) ends as invalidated_time.")] = 15,
+    retest_unit: Annotated[str, typer.Option(
+        "--retest-unit", help="bars (rows after the break) or minutes (since the break bar's "
+        "end).")] = "bars",
+    signal_bar: Annotated[str, typer.Option(
+        "--signal-bar", help="next: the bar after the retest is the signal; same: the "
+        "retest bar itself.")] = "next",
+    scan: Annotated[str | None, typer.Option(
+        "--scan", help="HH:MM-HH:MM, bar labels (starts) in the profile's zone, both "
+        "inclusive, where events are looked for. Default: the profile's (09:30-11:30 New "
+        "York, 09:00-11:00 Tokyo, 00:00-02:00 UTC).")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Build daily levels (PDH PDL PDC PMH PML ORH ORL) and Break & Retest events from the M1
+    lake, with no lookahead; only what changed is rebuilt.
+
+    Writes `<lake>/levels/...` and `<lake>/br_events/...` (docs/levels.md, README.md). A
+    level may be used from `available_from_utc`, the end of its window. By default only rows
+    whose windows' M1 days are all recorded whole are written. Default: every symbol in the
+    lake, every session its M1 days feed. Exit 0 done, 1 something failed (rerun), 2 bad
+    input (nothing written), 130 interrupted. --json prints one document, documented in
+    backfill/levels/view.py.
+    """
+    import json as jsonlib
+
+    from backfill.levels import view
+    from backfill.levels.build import LevelsRequest, check_request, levels_lake
+    from backfill.levels.events import EventParams
+    from backfill.levels.profiles import parse_profiles, parse_scan
+    from backfill.levels.tolerance import parse_tolerance
+
+    try:
+        if retest_unit not in ("bars", "minutes"):
+            raise BadInput(f"--retest-unit {retest_unit!r}: expected bars or minutes")
+        if signal_bar not in ("next", "same"):
+            raise BadInput(f"--signal-bar {signal_bar!r}: expected next or same")
+        params = EventParams(parse_tolerance(tolerance), max_retest_bars, retest_unit,
+                             signal_bar, None if scan is None else parse_scan(scan))
+        chosen = parse_profiles(profiles)
+        root = resolve_lake(lake)
+        symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
+        request = LevelsRequest(
+            lake=root, profiles=chosen,
+            symbols=None if symbol_list is None else tuple(symbol_list),
+            first=first, last=last, include_partial=include_partial, events=events,
+            params=params,
+        )
+        check_request(request)
+    except BadInput as exc:
+        fail_bad_input(str(exc))
+    try:
+        if json:
+            result = levels_lake(request)
+            typer.echo(jsonlib.dumps(view.to_json(request, result), indent=2))
+        else:
+            result = levels_lake(request, on_event=view.line_printer(typer.echo))
+            for line in view.summary_lines(result):
+                typer.echo(line)
+    except KeyboardInterrupt:
+        # Every part is replaced whole or not at all: nothing is half-written.
+        typer.echo("backfill: interrupted; rerun to finish", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def levels_after_run(request: Any) -> int:
+    """``run --levels``: build the default profile's levels and events for the run's symbols
+    and days."""
+    import json as jsonlib
+
+    from backfill.levels import view
+    from backfill.levels.build import LevelsRequest, levels_lake
+
+    wanted = LevelsRequest(lake=request.lake, symbols=tuple(request.symbols),
+                           first=request.first, last=request.last)
+    try:
+        result = levels_lake(wanted)
+        if request.json:  # one more NDJSON line after the run's events
+            typer.echo(jsonlib.dumps({"event": "levels", **view.to_json(wanted, result)}))
+        else:
+            for line in view.summary_lines(result):
+                typer.echo(line)
+    except BadInput as exc:
+        typer.echo(f"backfill: levels: {exc}", err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+@app.command()
 def probe(
     gateway: Annotated[str, typer.Option(
         "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT.")],
@@ -774,8 +915,9 @@ def probe(
     Finds window_edges ([) (] [] ()), day_duration (calendar or sessions, from "2 D" and
     "7 D"), max_window_days (the longest of 1, 2, 3, 5, 7, 10 days answered), latency_s
     (median of a full day with 1, 2 and 4 in flight), future_end (a window ending in the
-    future: its last bar, and whether that bar was still forming) and aggtrades (permitted,
-    or IB's error), each with its evidence, and records them in the lake
+    future: its last bar, and whether that bar was still forming), aggtrades (permitted,
+    or IB's error) and header_format/header_clock (how the served window is written, and
+    how its zone-less times read), each with its evidence, and records them in the lake
     (`_gateway/<host>-<port>.json`) for run and plan. --json prints one document with those
     keys plus gateway, symbol, checked_at, requests, unanswered and evidence. Exit 0 every
     check answered, 1 one was not (named), 2 bad input.
@@ -783,6 +925,7 @@ def probe(
     import json as jsonlib
 
     from backfill.ib.probe import KEYS, ProbeSettings, run_probe
+    from backfill.ib.served import ZoneDatabaseMissing
     from backfill.ib.session import IBSessionError
     from backfill.lake.gateway import write_finding
     from backfill.settings import GatewayAddress
@@ -804,7 +947,7 @@ def probe(
         report = run_probe(address.host, address.port, client_id, asked,
                            ProbeSettings(pause_s, batch_gap_s, request_timeout),
                            progress=progress)
-    except IBSessionError as exc:
+    except (IBSessionError, ZoneDatabaseMissing) as exc:
         fail_bad_input(f"gateway {address}: {exc}")
     try:
         for key in KEYS:
@@ -978,6 +1121,18 @@ def gateway(
         float, typer.Option("--overload-after", min=0.0, help="Seconds of slowed answers after "
                             "which one more is an overload (--overload disconnect)."),
     ] = 20.0,
+    header_format: Annotated[
+        HeaderFormat,
+        typer.Option("--header-format", help="How the served window's start/end are written: "
+                     "login '20250714  08:59:54' (login zone), named '20250714 08:59:54 "
+                     "America/New_York', utc-dash '20250714-12:59:54', dashed '2025-07-14 "
+                     "08:59:54.0 America/New_York', utc-bare '20250714 12:59:54' (UTC), "
+                     "epoch. formatDate=1 bar times name the zone unless login."),
+    ] = HeaderFormat.NAMED,
+    header_shift_s: Annotated[
+        int, typer.Option("--header-shift-s", help="Move both header times by this many "
+                          "seconds (a lying header; bars unaffected)."),
+    ] = 0,
 ) -> None:
     """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
     from backfill.sim.gateway import run_forever
@@ -998,7 +1153,8 @@ def gateway(
             competing_session_code=competing_session_code, farm_down_after=farm_down_after,
             farm_down_for=farm_down_for, partial_last_bar=partial_last_bar,
             cancel_answer=cancel_answer, overload=overload, overload_queue=overload_queue,
-            overload_after=overload_after,
+            overload_after=overload_after, header_format=header_format,
+            header_shift_s=header_shift_s,
         ).to_config()
         lifeline = None if parent_pid is None else Lifeline.to(parent_pid)
     except BadInput as exc:

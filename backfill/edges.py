@@ -68,20 +68,31 @@ def last_start(window: Window) -> datetime:
     return day_start(window.last_day) + DAY - 2 * MINUTE
 
 
-def request_for(window: Window, rule: EdgeRule) -> Request:
+def request_for(window: Window, rule: EdgeRule, *, in_seconds: bool = False) -> Request:
     """The request whose served bars include every bar of the window's days under ``rule``.
 
     ``[)`` and ``[]`` end at ``last_day 23:59`` with the window's whole days; ``(]`` ends a
     minute earlier. Under ``()`` (or a rule not learned) no whole-day duration can take in
     both ends, so the window is asked as seconds, one minute longer: IB has not documented
     whether it accepts more than ``86400 S`` (a refusal is read as "too long", down to one
-    day).
+    day). ``in_seconds``: the duration in seconds whatever the rule (an untrusted header:
+    seconds do not depend on IB's sessions, so the asked window is the served one).
     """
     if rule.known and rule.text in ("[)", "[]"):
-        return Request(last_start(window) + MINUTE, window.duration_str)
+        duration = f"{window.n_days * 86_400} S" if in_seconds else window.duration_str
+        return Request(last_start(window) + MINUTE, duration)
     if rule.known and rule.text == "(]":
-        return Request(last_start(window), window.duration_str)
+        duration = f"{window.n_days * 86_400} S" if in_seconds else window.duration_str
+        return Request(last_start(window), duration)
     return Request(last_start(window) + MINUTE, f"{window.n_days * 86_400 + 60} S")
+
+
+def asked_span(request: Request) -> tuple[datetime, datetime] | None:
+    """``[end - duration, end]`` of a request in seconds; None for "N D" (IB's count)."""
+    count, _, unit = request.duration.partition(" ")
+    if unit != "S" or not count.isdigit():
+        return None
+    return request.end - timedelta(seconds=int(count)), request.end
 
 
 def covered_days(

@@ -58,15 +58,14 @@ def apply_findings(
       the start rate: the probe sends about 20 requests, never a sustained rate, so it
       cannot show any rate above the start safe. Only for 1-day windows, the size it was
       measured on (a longer window is slower to answer, and would read as a queue);
-    - run: ``window_edges`` is used by ``gateway_edges`` (named here, changed there).
+    - run: ``window_edges``, ``header_clock`` and ``header_format`` are information only:
+      the run learns them again on its preflight connection (``run.gateway_edges``), since
+      a rule that no longer fits would lose bars.
     """
     if findings is None:
         return Applied(settings, (), "")
     used: list[str] = []
     said: list[str] = []
-    if command == "run" and "window_edges" in findings.fresh:
-        used.append("window_edges")
-        said.append(f"window edges {findings.fresh['window_edges']}")
     longest = longest_window(findings)
     if longest is not None and longest < settings.window_days:
         settings = dataclasses.replace(settings, window_days=longest)

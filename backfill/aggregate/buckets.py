@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import date, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,17 +20,6 @@ from backfill.lake.schema import AGGREGATE_SCHEMA, TS_TYPE
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _SUM_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wv", "wm", "bar_count", "minutes")
-_AGGREGATIONS = [
-    ("open", "first"),
-    ("high", "max"),
-    ("low", "min"),
-    ("close", "last"),
-    ("volume", "sum"),
-    ("wv", "sum"),
-    ("wm", "sum"),
-    ("bar_count", "sum"),
-    ("minutes", "sum"),
-]
 
 
 def to_sums(bars: pa.Table) -> pa.Table:
@@ -73,16 +63,56 @@ def bucket_ends(ts_us: pa.Array | pa.ChunkedArray, timeframe: Timeframe) -> pa.A
 
 
 def rebucket(sums: pa.Table, timeframe: Timeframe) -> pa.Table:
-    """Buckets of ``timeframe`` from a finer working table sorted by ``ts``; empty ones absent."""
-    if not sums.num_rows:
+    """Buckets of ``timeframe`` from a finer working table; empty buckets absent.
+
+    Computed over runs of equal bucket end in ``ts`` order, never from a hash grouping:
+    pyarrow's ``group_by`` emits groups in no promised order (sparse keys come back
+    shuffled), and "first"/"last" would then take another bucket's rows downstream.
+    """
+    n = sums.num_rows
+    if not n:
         return _empty_sums()
-    keyed = sums.set_column(0, "ts", bucket_ends(sums["ts"], timeframe))
-    # use_threads=False keeps rows in input order, which "first"/"last" need, and emits the
-    # groups in order of first appearance: sorted, since the input is.
-    grouped = keyed.group_by("ts", use_threads=False).aggregate(_AGGREGATIONS)
-    return grouped.rename_columns(
-        [name.rsplit("_", 1)[0] if name != "ts" else name for name in grouped.column_names]
-    ).select(list(_SUM_COLUMNS))
+    ts = _np(sums["ts"])
+    order = None
+    if n > 1 and bool(np.any(ts[1:] < ts[:-1])):
+        # The lake's parts are sorted; should a caller's table not be, sort it (stable:
+        # rows with the same ts keep their order).
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+    width = timeframe.width_us
+    ends = (ts + (width - 1)) // width * width  # ceil(ts / w) * w, as bucket_ends
+    starts = np.flatnonzero(np.concatenate(([True], ends[1:] != ends[:-1])))
+    lasts = np.append(starts[1:], n) - 1
+
+    def column(name: str) -> np.ndarray:
+        values = _np(sums[name])
+        return values if order is None else values[order]
+
+    def total(name: str) -> np.ndarray:
+        return np.add.reduceat(column(name), starts)
+
+    return pa.table(
+        {
+            "ts": ends[starts],
+            "open": column("open")[starts],
+            # fmax/fmin skip NaN as Arrow's max/min do
+            "high": np.fmax.reduceat(column("high"), starts),
+            "low": np.fmin.reduceat(column("low"), starts),
+            "close": column("close")[lasts],
+            "volume": total("volume"),
+            "wv": total("wv"),
+            "wm": total("wm"),
+            "bar_count": total("bar_count"),
+            "minutes": total("minutes"),
+        }
+    )
+
+
+def _np(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A non-null column as numpy (zero-copy when it is one chunk)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.to_numpy(zero_copy_only=False)
 
 
 def _empty_sums() -> pa.Table:

@@ -3,6 +3,10 @@
 1. ``1800 S`` ending at a past minute: which minutes of that half hour have bars.
 2. ``[a, b]`` for two of those minutes 10 minutes apart, both well inside the first window:
    whether the bars starting at ``a`` and at ``b`` come back is the rule.
+
+Both windows are asked in seconds ending at known UTC minutes, so their headers also show
+how this gateway writes the served window (``backfill.ib.served.learn_clock``): no extra
+request.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from datetime import datetime, timedelta
 
 from backfill.domain import Symbol
 from backfill.edges import UNKNOWN, EdgeRule, probe_pair, rule_from
-from backfill.ib.session import ClientIdInUse, IBSession, IBSessionError
+from backfill.ib.served import UNTRUSTED, AskedHeader, HeaderClock, learn_clock
+from backfill.ib.session import Answer, ClientIdInUse, IBSession, IBSessionError
 
 SURVEY = timedelta(minutes=30)
 SPAN = timedelta(minutes=10)
@@ -27,6 +32,7 @@ class EdgeFinding:
     seconds: float
     evidence: dict
     sent_at: tuple[float, ...] = ()  # wall clock of each request: IB's pacing remembers them
+    clock: HeaderClock = UNTRUSTED  # how the answers' headers read (learned from the same)
 
 
 async def learn_edges(
@@ -42,11 +48,25 @@ async def learn_edges(
     requests = 0
     sent_at: list[float] = []
     evidence: dict = {"symbol": str(symbol), "tries": []}
+    headers: list[AskedHeader] = []
+
+    def done(rule: EdgeRule) -> EdgeFinding:
+        clock = learn_clock(headers, session.login_zone)
+        evidence["header"] = {"clock": clock.reading, "format": clock.format,
+                              "login_zone": session.login_zone.name,
+                              "seen": [[h.header_start, h.header_end] for h in headers[:2]]}
+        if clock.note:
+            evidence["header"]["note"] = clock.note
+        return EdgeFinding(rule, requests, time.monotonic() - began, evidence,
+                           tuple(sent_at), clock)
+
     for anchor in anchors:
         end = anchor.replace(second=0, microsecond=0)
         sent_at.append(time.time())
-        survey = await _starts(session, symbol, end, SURVEY, timeout_s)
+        answer = await _ask(session, symbol, end, SURVEY, timeout_s)
         requests += 1
+        _note_header(headers, answer, end, SURVEY)
+        survey = answer.starts if answer else None
         pair = probe_pair(survey or [], end - SURVEY, end, SPAN) if survey else None
         if pair is None:
             evidence["tries"].append({"end": end.isoformat(), "bars": len(survey or [])})
@@ -54,31 +74,39 @@ async def learn_edges(
         a, b = pair
         await asyncio.sleep(pause_s)
         sent_at.append(time.time())
-        served = await _starts(session, symbol, b, b - a, timeout_s)
+        answer = await _ask(session, symbol, b, b - a, timeout_s)
         requests += 1
-        if served is None:
+        if answer is None:
             evidence["tries"].append({"end": b.isoformat(), "error": "no answer"})
             continue
+        _note_header(headers, answer, b, b - a)
+        served = answer.starts
         rule = rule_from(a, b, served)
         evidence.update(asked_start=a.isoformat(), asked_end=b.isoformat(),
                         first_served=a in served, last_served=b in served,
                         bars=len(served))
-        return EdgeFinding(rule, requests, time.monotonic() - began, evidence,
-                           tuple(sent_at))
-    return EdgeFinding(UNKNOWN, requests, time.monotonic() - began, evidence, tuple(sent_at))
+        return done(rule)
+    return done(UNKNOWN)
 
 
-async def _starts(
+def _note_header(
+    headers: list[AskedHeader], answer: Answer | None, end: datetime, length: timedelta,
+) -> None:
+    if answer is not None and answer.header is not None:
+        headers.append(AskedHeader(end - length, end, *answer.header))
+
+
+async def _ask(
     session: IBSession, symbol: Symbol, end: datetime, length: timedelta,
     timeout_s: float | None,
-) -> list[datetime] | None:
-    """Bar starts served for ``length`` ending at ``end``; None when IB did not answer.
+) -> Answer | None:
+    """The answer for ``length`` ending at ``end``; None when IB did not answer.
 
     A refusal that no retry can help (no permission) is raised.
     """
     try:
-        return await session.bar_starts(symbol, end, f"{int(length.total_seconds())} S",
-                                        timeout_s=timeout_s)
+        return await session.ask(symbol, end, f"{int(length.total_seconds())} S",
+                                 timeout_s=timeout_s)
     except IBSessionError as exc:
         if not exc.retryable:
             raise

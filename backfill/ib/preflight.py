@@ -14,6 +14,7 @@ from datetime import date, datetime
 
 from backfill.domain import BadInput, Symbol
 from backfill.ib.edges import EdgeFinding, learn_edges
+from backfill.ib.served import ZoneDatabaseMissing
 from backfill.ib.session import (
     ClientIdInUse,
     IBSession,
@@ -133,6 +134,8 @@ def check_gateway(
     try:
         return asyncio.run(check())
     except IBSessionError as exc:
+        raise BadInput(f"gateway {host}:{port}: {exc}") from None
+    except ZoneDatabaseMissing as exc:
         raise BadInput(f"gateway {host}:{port}: {exc}") from None
 
 

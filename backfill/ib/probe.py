@@ -27,7 +27,7 @@ from backfill.ib.session import (
 )
 
 KEYS = ("window_edges", "day_duration", "max_window_days", "latency_s", "future_end",
-        "aggtrades")
+        "aggtrades", "header_format", "header_clock")
 WINDOW_DAYS_TRIED = (1, 2, 3, 5, 7, 10)
 IN_FLIGHT_TRIED = (1, 2, 4)
 
@@ -109,6 +109,16 @@ async def probe(
         return report
     report.requests += found.requests
     report.evidence["window_edges"] = [found.evidence]
+    # The same answers' headers: how this gateway writes the window it served, and how
+    # the findings below read it.
+    session.header_clock = found.clock
+    report.evidence["header_format"] = [found.evidence.get("header", {})]
+    if found.clock.format:
+        report.findings["header_format"] = found.clock.format
+        report.findings["header_clock"] = found.clock.reading
+    else:
+        report.unanswered["header_format"] = report.unanswered["header_clock"] = \
+            "no answer with a header"
     if found.rule.known:
         report.findings["window_edges"] = found.rule.text
         report.findings["aggtrades"] = "permitted"

@@ -21,7 +21,7 @@ from ib_insync.wrapper import RequestError
 
 from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, Window
 from backfill.edges import DEFAULT_RULE, EdgeRule, request_for
-from backfill.ib.served import LoginZone, ServedWindow, login_zone, parse_served
+from backfill.ib.served import HeaderClock, LoginZone, ServedWindow, login_zone
 from backfill.lake.schema import BAR_SCHEMA
 
 # ib_insync logs every IB error at ERROR level; the worker reports them as events instead,
@@ -132,7 +132,7 @@ class WindowBars:
     no_data: bool
     latency_s: float
     # The window IB's header says it served (bar START times, UTC); None when the header
-    # could not be read (a login zone we cannot name) or IB said "no data".
+    # could not be read (a zone we cannot name), is untrusted, or IB said "no data".
     served_start: datetime | None = None
     served_end: datetime | None = None
     answered_at: float = 0.0  # wall clock, when the answer arrived
@@ -148,6 +148,7 @@ class Answer:
     answered_at: float  # wall clock
     no_data: bool
     last_bar: list[tuple[datetime, float, int]]  # (start, volume, trade count) of the last
+    header: tuple[str, str] | None = None  # the served window's start and end as sent
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,9 @@ class IBSession:
         # decoder hands it to historicalDataEnd, whose own version drops it.
         self._served: dict[int, tuple[str, str]] = {}
         self.login_zone = LoginZone("", None)
+        # How the served-window header reads: learned at start-up (``ib.served.learn_clock``)
+        # and set by the run; untrusted, no header is read (the asked window is taken).
+        self.header_clock = HeaderClock()
         self._hook_client()
 
     @property
@@ -408,13 +412,15 @@ class IBSession:
             no_data = True
         finally:
             header = self._served.pop(req_id, None)
-        served = parse_served(*header, self.login_zone.zone) if header else None
+        served = self.header_clock.read(*header, self.login_zone) if header else None
         starts = [b.date if b.date.tzinfo else b.date.replace(tzinfo=UTC) for b in container]
         return Answer(starts, served, time.monotonic() - sent_at, time.time(), no_data,
-                      [(b.date, float(b.volume), int(b.barCount)) for b in container[-1:]])
+                      [(b.date, float(b.volume), int(b.barCount)) for b in container[-1:]],
+                      header)
 
     def send_window(
-        self, symbol: Symbol, window: Window, rule: EdgeRule = DEFAULT_EDGES
+        self, symbol: Symbol, window: Window, rule: EdgeRule = DEFAULT_EDGES, *,
+        in_seconds: bool = False,
     ) -> SentWindow:
         """Send the request for one window now (the symbol must be qualified already), as
         the gateway's edge rule needs it to cover the window's days whole.
@@ -425,7 +431,7 @@ class IBSession:
         contract = self._contracts.get(symbol)
         if contract is None:
             raise IBError(0, f"{symbol} is not qualified on this session")
-        request = request_for(window, rule)
+        request = request_for(window, rule, in_seconds=in_seconds)
         req_id, future, container = self._request_bars(contract, request.end, request.duration)
         return SentWindow(symbol, window, req_id, future, container, time.monotonic())
 
@@ -472,7 +478,7 @@ class IBSession:
             header = self._served.pop(sent.req_id, None)
         answered_at = time.time()
         latency = time.monotonic() - sent.sent_at
-        served = parse_served(*header, self.login_zone.zone) if header else None
+        served = self.header_clock.read(*header, self.login_zone) if header else None
         if not sent.bars:
             raise EmptyAnswer(f"empty answer for {symbol} {window} without IB's no-data")
         self.blocked_since = None

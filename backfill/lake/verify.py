@@ -123,6 +123,10 @@ class Kind(str, Enum):
     BUCKET_MINUTES = "bucket_minutes"
     PROVENANCE_MISSING = "provenance_missing"
     AGGREGATE_STALE = "aggregate_stale"
+    # levels and B&R event parts (backfill/lake/verify_levels.py)
+    LEVELS_WINDOW = "levels_window"
+    EVENT_ORDER = "event_order"
+    LEVELS_STALE = "levels_stale"
 
 
 MinuteRange = tuple[datetime, datetime]
@@ -747,6 +751,12 @@ def _stream(
     yield AggregatesChecked(aggregate_parts)
     yield from aggregate_findings
     parts += aggregate_parts
+    from backfill.lake.verify_levels import verify_levels
+
+    levels_parts, levels_findings = verify_levels(lake, chosen, first, last)
+    yield AggregatesChecked(levels_parts)
+    yield from levels_findings
+    parts += levels_parts
     if parts == 0:
         yield Finding(
             Severity.WARNING, Kind.NO_PARTS, None, None, None,

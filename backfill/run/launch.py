@@ -40,6 +40,7 @@ from backfill.run.gateway_edges import (
     edges_to_learn,
     gateway_edges,
     remember_edges,
+    untrusted_days,
 )
 from backfill.run.orchestrator import (
     Orchestrator,
@@ -110,6 +111,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     settings = request.settings
     answers: dict[Symbol, Head] = {}
     edges: GatewayEdges | None = None
+    asked = request  # as asked: an untrusted header clips its --window-days to 1
     with contextlib.ExitStack() as stack:
         host, port = request.gateway.host, request.gateway.port
         if the_plan.requests:
@@ -133,6 +135,10 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
                 the_plan = plan_run(request, today, listing)
             edges = gateway_edges(request, host, port, the_plan, today,
                                   None if probe is None else (probe, found))
+            # An untrusted header: one-day windows in seconds (said in the header's line).
+            asked, request = request, untrusted_days(request, edges)
+            if request is not asked:
+                the_plan = plan_run(request, today, listing)
         # Nothing has been written so far: from here on the lake is touched.
         try:
             request.lake.mkdir(parents=True, exist_ok=True)
@@ -142,7 +148,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
         with contextlib.suppress(OSError):  # a saving, not data: unrecorded, it is asked again
             record_heads(request.lake, answers)
         if edges is not None:
-            remember_edges(request, host, port, edges, err_console if request.json else console)
+            remember_edges(asked, host, port, edges, err_console if request.json else console)
         return _orchestrate(request, the_plan, host, port, console, err_console, stack, today,
                             listing, edges)
     raise AssertionError("unreachable")
@@ -202,7 +208,8 @@ def _orchestrate(
     orchestrator = Orchestrator(
         RunConfig(lake=request.lake, host=host, port=port, settings=settings,
                   prior_sends=edges_sends(edges, time.monotonic(), time.time()),
-                  edges=str(edges.rule) if edges else DEFAULT_RULE),
+                  edges=str(edges.rule) if edges else DEFAULT_RULE,
+                  header_clock=edges.clock.reading if edges else "login"),
         the_plan.symbols, emit, resume=resume,
     )
     previous = install_parent_stop(orchestrator)

@@ -58,6 +58,7 @@ class RunConfig:
     # Sends made before the workers (time.monotonic()): the session window counts them.
     prior_sends: tuple[float, ...] = ()
     edges: str = DEFAULT_RULE  # the gateway's window-edge rule, learned at start-up
+    header_clock: str = "login"  # how its served-window header reads, learned with it
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,7 @@ class Orchestrator:
             settings=settings,
             session_granted=self.grants is not None,
             edges=self.config.edges,
+            header_clock=self.config.header_clock,
             seed=self.rng.randrange(1 << 30),
             initial_tokens=staggered_start(
                 slot, max(1, settings.workers), self.controller.rate

@@ -34,7 +34,16 @@ from backfill.domain import (
     group_windows,
     missing_minute_ranges,
 )
-from backfill.edges import DEFAULT_RULE, RULES, UNKNOWN, EdgeRule, covered_days, request_for
+from backfill.edges import (
+    DEFAULT_RULE,
+    RULES,
+    UNKNOWN,
+    EdgeRule,
+    asked_span,
+    covered_days,
+    request_for,
+)
+from backfill.ib.served import CLOCKS, HeaderClock
 from backfill.ib.session import (
     ClientIdInUse,
     Disconnected,
@@ -134,6 +143,9 @@ class WorkerConfig:
     initial_tokens: float = 1.0  # of its rate bucket; the orchestrator staggers workers
     # The gateway's window-edge rule as learned at start-up ("unknown": rely on neither end).
     edges: str = DEFAULT_RULE
+    # How the served-window header reads, learned with the edges ("untrusted": windows are
+    # asked in seconds and the asked window is taken as served).
+    header_clock: str = "login"
     seed: int = 0
 
     @property
@@ -198,6 +210,8 @@ class Worker:
         self.pacer.rules.restore(load_recent_sends(config.lake, config.symbol, time.time()))
         self.window_days = settings.window_days
         self.edges = EdgeRule.parse(config.edges) if config.edges in RULES else UNKNOWN
+        self.clock = HeaderClock(config.header_clock if config.header_clock in CLOCKS
+                                 else "untrusted")
         self.pending: deque[_Job] = deque(_Job(w) for w in config.windows)
         self.days_left_in_month: dict[Month, int] = {}
         for day in config.days:
@@ -309,6 +323,7 @@ class Worker:
                     timeout_s=self.settings.connect_timeout_s, on_taken=taken,
                 )
                 await session.qualify(self.symbol)
+                session.header_clock = self.clock
                 self.session = session
                 return
             except (ClientIdInUse, UnknownSymbol):
@@ -472,7 +487,8 @@ class Worker:
     def _send(self, job: _Job, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         assert self.session is not None
         try:
-            sent = self.session.send_window(self.symbol, job.window, self.edges)
+            sent = self.session.send_window(self.symbol, job.window, self.edges,
+                                            in_seconds=not self.clock.trusted)
         except IBSessionError as exc:
             self._on_error(job, exc)
             return
@@ -580,6 +596,11 @@ class Worker:
         if result.no_data:
             return result
         asked = datetime.fromtimestamp(job.sent_wall, UTC)
+        if not self.clock.trusted:
+            # The header cannot be read: a window asked in seconds is the window served.
+            span = asked_span(request_for(job.window, self.edges, in_seconds=True))
+            if span is not None:
+                result = replace(result, served_start=span[0], served_end=span[1])
         covered = covered_days(job.window, self.edges, result.served_start,
                                result.served_end, asked)
         missed = [day for day in job.window.days if day not in covered]
@@ -757,7 +778,7 @@ class Worker:
         return base * (0.5 + self.rng.random() / 2)
 
     def _key(self, window: Window) -> str:
-        request = request_for(window, self.edges)
+        request = request_for(window, self.edges, in_seconds=not self.clock.trusted)
         return f"{self.name}|{request.end.isoformat()}|{request.duration}"
 
 

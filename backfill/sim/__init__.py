@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "Behaviour": "backfill.sim.behaviour",
     "DayDuration": "backfill.sim.behaviour",
+    "HeaderFormat": "backfill.sim.behaviour",
     "Overload": "backfill.sim.behaviour",
     "TooLong": "backfill.sim.behaviour",
     "WindowEdges": "backfill.sim.behaviour",
@@ -29,7 +30,14 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from backfill.sim.behaviour import Behaviour, DayDuration, Overload, TooLong, WindowEdges
+    from backfill.sim.behaviour import (
+        Behaviour,
+        DayDuration,
+        HeaderFormat,
+        Overload,
+        TooLong,
+        WindowEdges,
+    )
     from backfill.sim.config import FAST_PACING, SimConfig
     from backfill.sim.faults import FaultConfig
     from backfill.sim.gateway import SimGateway
@@ -43,6 +51,7 @@ __all__ = [
     "Behaviour",
     "DayDuration",
     "FaultConfig",
+    "HeaderFormat",
     "Market",
     "Overload",
     "PacingConfig",

@@ -39,6 +39,17 @@ class TooLong(str, Enum):
     HANG = "hang"
 
 
+class HeaderFormat(str, Enum):
+    """How the start/end of a historical answer's header are written (ib-notes.md)."""
+
+    LOGIN = "login"  # 20250714  08:59:54: two spaces, login-zone wall clock (older gateways)
+    NAMED = "named"  # 20250714 08:59:54 America/New_York: TWS 10.17 and later
+    UTC_DASH = "utc-dash"  # 20250714-12:59:54: UTC, no zone (IB's "UTC format", API 10.18)
+    DASHED = "dashed"  # 2025-07-14 08:59:54.0 America/New_York
+    UTC_BARE = "utc-bare"  # 20250714 12:59:54: UTC wall clock with no zone (ib_async #230)
+    EPOCH = "epoch"  # 1752497994
+
+
 class Overload(str, Enum):
     """Past the soft rate answers slow; under ``disconnect`` sustained overload drops the client."""
 
@@ -58,7 +69,8 @@ class Behaviour:
     ``cancel_answer``: 162 "query cancelled" or 366 "No historical data query found".
     ``overload_queue``/``overload_after_s``: under ``Overload.DISCONNECT``, the requests waiting
     on the soft throttle, or the seconds it has kept some waiting, past which the connection
-    that sends one more is dropped.
+    that sends one more is dropped. ``header_format``: how the header's start and end are
+    written; ``header_shift_s`` moves both (a gateway whose header lies; bars unaffected).
     """
 
     window_edges: WindowEdges = WindowEdges.CLOSED_OPEN
@@ -76,6 +88,8 @@ class Behaviour:
     overload: Overload = Overload.SLOW
     overload_queue: int = 10
     overload_after_s: float = 20.0
+    header_format: HeaderFormat = HeaderFormat.NAMED
+    header_shift_s: int = 0  # a lying header: both its times moved by this much, bars not
 
     def __post_init__(self) -> None:
         # Plain strings are accepted (tests, flags) and stored as the enums they name.
@@ -84,6 +98,7 @@ class Behaviour:
         set_(self, "day_duration", DayDuration(self.day_duration))
         set_(self, "too_long", TooLong(self.too_long))
         set_(self, "overload", Overload(self.overload))
+        set_(self, "header_format", HeaderFormat(self.header_format))
         set_(self, "session_break", frozenset(d.strip().lower()[:3] for d in self.session_break))
         set_(self, "no_permission", frozenset(s.strip().upper() for s in self.no_permission))
         unknown = self.session_break - set(WEEKDAYS)
@@ -105,6 +120,8 @@ class Behaviour:
                 raise ValueError(f"{name} must be >= 0")
         if self.overload_queue < 1:
             raise ValueError("overload_queue must be >= 1")
+        if isinstance(self.header_shift_s, bool) or not isinstance(self.header_shift_s, int):
+            raise ValueError("header_shift_s must be whole seconds")
 
 
 def served_interval(

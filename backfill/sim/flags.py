@@ -81,6 +81,8 @@ class GatewayFlags:
     overload: str = "slow"
     overload_queue: int = 10
     overload_after: float = 20.0
+    header_format: str = "named"
+    header_shift_s: int = 0
 
     def to_config(self) -> SimConfig:
         """Build the config; the first flag typer could not check raises BadInput."""
@@ -136,6 +138,7 @@ class GatewayFlags:
                 partial_last_bar=self.partial_last_bar, cancel_answer=self.cancel_answer,
                 overload=self.overload, overload_queue=self.overload_queue,
                 overload_after_s=self.overload_after,
+                header_format=self.header_format, header_shift_s=self.header_shift_s,
             )
             return SimConfig(
                 host=self.host, port=self.port, seed=self.seed, pacing=pacing, faults=faults,

@@ -26,12 +26,14 @@ from backfill.sim import protocol as p
 from backfill.sim.behaviour import (
     Behaviour,
     DayDuration,
+    HeaderFormat,
     TooLong,
     forming_row,
     overload_reason,
     served_interval,
     session_window_start,
 )
+from backfill.sim.buckets import DAY_S, SERVED_BAR_SECONDS, aggregate
 from backfill.sim.cache import ByteLRU
 from backfill.sim.config import SimConfig
 from backfill.sim.contracts import Catalogue, ContractQuery, SimContract
@@ -63,11 +65,11 @@ FARM_MESSAGES = (
     (2106, "HMDS data farm connection is OK:ushmds"),
     (2158, "Sec-def data farm connection is OK:secdefnj"),
 )
-# Where a request id sits in messages the simulator refuses, so the refusal ends the
-# client's request instead of leaving it to time out.
-_REQ_ID_FIELD = {1: 2, 10: 2, 50: 2, 62: 2, 88: 1, 96: 1, 97: 1, 98: 1, 19: 2, 22: 1}
-_SILENT = {p.In.REQ_AUTO_OPEN_ORDERS, p.In.CANCEL_POSITIONS, p.In.CANCEL_ACCOUNT_UPDATES_MULTI,
-           p.In.CANCEL_HEAD_TIMESTAMP, p.In.CANCEL_ACCOUNT_SUMMARY}
+TEXT_IMPLIED_ZONE = (
+    "Warning: You submitted request with date-time attributes without explicit time zone. "
+    "Please switch to use yyyymmdd-hh:mm:ss in UTC or use instrument time zone, like "
+    "US/Eastern. Implied time zone functionality will be removed in the next API release"
+)
 _CLIENT_ID_GRACE_S = 0.25
 
 
@@ -105,6 +107,7 @@ class _Ask:
     end: datetime
     fmt: int
     length: timedelta  # as requested; under --day-duration sessions the window is longer
+    bar_s: int
 
 
 @dataclass
@@ -136,6 +139,7 @@ class _Server:
         self.faults = config.faults
         self.pacing = PacingRules(config.pacing)
         self.zone = UTC if config.timezone.upper() == "UTC" else ZoneInfo(config.timezone)
+        self.zone_name = "UTC" if config.timezone.upper() == "UTC" else config.timezone
         self.clients: dict[int, _Connection] = {}
         self.connections: set[_Connection] = set()
         self.server: asyncio.AbstractServer | None = None
@@ -153,7 +157,8 @@ class _Server:
         budget = config.cache_mb << 20
         self.market = Market(config.seed, no_trade_share=config.no_trade_share,
                              listings=dict(config.listings), cache_bytes=budget // 4)
-        self._encoded: ByteLRU[tuple[str, date, int], EncodedDay] = ByteLRU(budget - budget // 4)
+        self._encoded: ByteLRU[tuple[str, date, int, bool], EncodedDay] = ByteLRU(
+            budget - budget // 4)
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -232,7 +237,9 @@ class _Server:
 
     def encoded_day(self, symbol: str, day: date, fmt: int) -> EncodedDay:
         """Wire text of a day's bars, cached: encoding is the hot path of a request."""
-        key = (symbol, day, fmt)
+        # formatDate=1 text depends on the header format (older gateways: no zone name),
+        # which set_behaviour may change while the cache holds days.
+        key = (symbol, day, fmt, self.behaviour.header_format is HeaderFormat.LOGIN)
         cached = self._encoded.get(key)
         if cached is None:
             columns = self.market.columns(symbol, day)
@@ -240,16 +247,31 @@ class _Server:
             self._encoded.put(key, cached, cached.nbytes)
         return cached
 
-    def encode_rows(self, symbol: str, rows: Iterable[Row], fmt: int) -> list[str]:
-        """Each bar's wire fields, NUL-terminated."""
+    def encode_rows(
+        self, symbol: str, rows: Iterable[Row], fmt: int, *, daily: bool = False
+    ) -> list[str]:
+        """Each bar's wire fields, NUL-terminated; ``daily`` bars are dated ``yyyymmdd`` in the
+        login zone whatever ``formatDate`` (as IB dates bars of a day or more)."""
         decimals = price_decimals(base_price(symbol))
         # Values are already rounded to these decimals, so this text parses back to exactly
         # the same floats (and is 3x cheaper than repr() per field).
         template = "\0".join([f"%.{decimals}f"] * 4 + ["%.8f", f"%.{decimals}f", "%d\0"])
+        if daily:
+            return [datetime.fromtimestamp(row[0], self.zone).strftime("%Y%m%d") + "\0"
+                    + template % row[1:] for row in rows]
         if fmt == 2:
             return [f"{row[0]}\0" + template % row[1:] for row in rows]
         return [self.format_time(datetime.fromtimestamp(row[0], UTC), fmt) + "\0"
                 + template % row[1:] for row in rows]
+
+    def window_rows(self, symbol: str, low: datetime, stop: datetime) -> list[Row]:
+        """The 1-minute rows whose start is in [low, stop), in time order."""
+        rows: list[Row] = []
+        for day in days_touching(low, stop):
+            columns = self.market.columns(symbol, day)
+            span = columns.index(low, stop)
+            rows.extend(columns.rows(span.start, span.stop))
+        return rows
 
     def connection_time(self) -> str:
         """The handshake's time string: now in the login zone, then the zone's name."""
@@ -261,10 +283,15 @@ class _Server:
         return self._encoded.nbytes
 
     def format_time(self, when: datetime, fmt: int) -> str:
-        """formatDate 2: epoch seconds; 1: ``yyyymmdd  hh:mm:ss`` in the session zone."""
-        if fmt == 2:
-            return str(int(when.timestamp()))
-        return when.astimezone(self.zone).strftime("%Y%m%d  %H:%M:%S")
+        """A bar's time: formatDate 2 epoch seconds; 1 the login zone's wall clock, with its
+        name unless the header format is ``login`` (``protocol.bar_time``)."""
+        return p.bar_time(when, fmt, self.behaviour.header_format, self.zone, self.zone_name)
+
+    def header_time(self, when: datetime) -> str:
+        """A start or end of the header in ``--header-format``, moved by ``--header-shift-s``."""
+        behaviour = self.behaviour
+        shifted = when + timedelta(seconds=behaviour.header_shift_s)
+        return p.header_time(shifted, behaviour.header_format, self.zone, self.zone_name)
 
 
 class _Connection:
@@ -418,12 +445,12 @@ class _Connection:
         handler = self._handlers().get(msg_id)
         if handler is not None:
             await handler(fields)
-        elif msg_id not in _SILENT:
-            pos = _REQ_ID_FIELD.get(msg_id)
-            req_id = int(fields[pos]) if pos is not None and len(fields) > pos else -1
-            self.send_error(req_id, 321, f"Error validating request.-'bS' : cause - "
-                                         f"message id {msg_id} is not supported by the simulator")
-            self._record(kind="unsupported", req_id=req_id, outcome="error", error_code=321,
+        elif msg_id not in p.SILENT:
+            # Refused with the request's own id, so the client's request ends now.
+            _name, pos, code = p.UNSERVED.get(msg_id, ("", -1, 322))
+            req_id = p.parse_int(fields[pos]) if 0 < pos < len(fields) else -1
+            self.send_error(req_id, code, p.unserved_text(msg_id, code, req_id))
+            self._record(kind="unsupported", req_id=req_id, outcome="error", error_code=code,
                          detail=f"msg_id={msg_id}")
         await self._drain()
 
@@ -435,6 +462,11 @@ class _Connection:
             p.In.REQ_CONTRACT_DETAILS: self._contract_details,
             p.In.REQ_POSITIONS: self._simple(p.Out.POSITION_END, 1),
             p.In.REQ_OPEN_ORDERS: self._simple(p.Out.OPEN_ORDER_END, 1),
+            p.In.REQ_ALL_OPEN_ORDERS: self._simple(p.Out.OPEN_ORDER_END, 1),
+            # Lists a client waits for with no request id to refuse: answered empty.
+            p.In.REQ_FAMILY_CODES: self._simple(p.Out.FAMILY_CODES, 0),
+            p.In.REQ_MKT_DEPTH_EXCHANGES: self._simple(p.Out.MKT_DEPTH_EXCHANGES, 0),
+            p.In.REQ_NEWS_PROVIDERS: self._simple(p.Out.NEWS_PROVIDERS, 0),
             p.In.REQ_COMPLETED_ORDERS: self._simple(p.Out.COMPLETED_ORDERS_END),
             p.In.REQ_ACCOUNT_UPDATES: self._account_updates,
             p.In.REQ_ACCOUNT_UPDATES_MULTI: self._with_req_id(p.Out.ACCOUNT_UPDATE_MULTI_END),
@@ -519,10 +551,12 @@ class _Connection:
                                     fmt_text)
             if soft_delay is None:
                 return
-            if p.BAR_SIZES[bar_size] != 60:
+            if ask.bar_s not in SERVED_BAR_SECONDS:
+                # IB has these sizes, the simulator's 1-minute market does not: an HMDS
+                # refusal (162) that ends the request in every client.
                 self._refuse(base, _Refused(
-                    321, "Error validating request.-'bS' : cause - "
-                    f"bar size {bar_size!r} is not served by the simulator"))
+                    162, f"{HMDS}Bar size {bar_size!r} is not served by the simulator for "
+                    f"{contract.description}"))
                 return
             if ask.length > timedelta(days=self.server.config.max_duration_days):
                 if self.server.behaviour.too_long is TooLong.HANG:
@@ -533,7 +567,7 @@ class _Connection:
                 return
 
             def answer() -> None:
-                self._answer_bars(base, contract, ask.start, ask.end, ask.fmt)
+                self._answer_bars(base, contract, ask.start, ask.end, ask.fmt, ask.bar_s)
 
             self._run_with_faults(base, fate, answer, soft_delay)
 
@@ -560,7 +594,7 @@ class _Connection:
         if contract is None:
             raise _Refused(200, TEXT_NO_SECURITY)
         try:
-            p.parse_bar_size(bar_size)
+            bar_s = p.parse_bar_size(bar_size)
             count, unit = p.duration_parts(duration)
             length = p.parse_duration(duration)
             now = datetime.fromtimestamp(self.server.config.clock(), UTC)
@@ -572,6 +606,9 @@ class _Connection:
                 raise p.ProtocolError("keepUpToDate is not supported by the simulator")
         except (p.ProtocolError, ValueError) as exc:
             raise _Refused(321, f"Error validating request.-'bS' : cause - {exc}") from None
+        if p.end_names_no_zone(end_text):
+            # TWS 10.17+ warns, then serves the request with the end in the login zone.
+            self.send_error(req_id, 2174, TEXT_IMPLIED_ZONE)
         if what.upper() != "AGGTRADES":
             raise _Refused(10299, TEXT_AGGTRADES)
         pacing = self.server.pacing.config
@@ -582,7 +619,7 @@ class _Connection:
         start = end - length
         if unit == "D" and behaviour.day_duration is DayDuration.SESSIONS:
             start = session_window_start(end, count, self.server.zone, behaviour.session_break)
-        return _Ask(contract, start, end, fmt, length)
+        return _Ask(contract, start, end, fmt, length, bar_s)
 
     def _pace(
         self, base: RequestRecord, contract: SimContract, *identity: str
@@ -683,7 +720,7 @@ class _Connection:
 
     def _answer_bars(
         self, base: RequestRecord, contract: SimContract, start: datetime, stop: datetime,
-        fmt: int,
+        fmt: int, bar_s: int = 60,
     ) -> None:
         server = self.server
         behaviour = server.behaviour
@@ -695,13 +732,22 @@ class _Connection:
         chunks: list[str] = []
         count = 0
         listing = server.market.listing(contract.symbol)
-        for day in days_touching(max(low, listing), completed):
-            encoded = server.encoded_day(contract.symbol, day, fmt)
-            first, stop_at = encoded.index(low, completed)
-            chunks.append(encoded.text[encoded.offsets[first]:encoded.offsets[stop_at]])
-            count += stop_at - first
-        if behaviour.partial_last_bar:
-            forming = self._forming_bar(contract, clock, low, high, listing)
+        forming = (self._forming_bar(contract, clock, low, high, listing)
+                   if behaviour.partial_last_bar else None)
+        if bar_s != 60:
+            rows = server.window_rows(contract.symbol, max(low, listing), completed)
+            if forming is not None:
+                rows.append(forming)
+            decimals = price_decimals(base_price(contract.symbol))
+            merged = aggregate(rows, bar_s, server.zone, decimals)
+            chunks = server.encode_rows(contract.symbol, merged, fmt, daily=bar_s == DAY_S)
+            count = len(merged)
+        else:
+            for day in days_touching(max(low, listing), completed):
+                encoded = server.encoded_day(contract.symbol, day, fmt)
+                first, stop_at = encoded.index(low, completed)
+                chunks.append(encoded.text[encoded.offsets[first]:encoded.offsets[stop_at]])
+                count += stop_at - first
             if forming is not None:
                 chunks.extend(server.encode_rows(contract.symbol, [forming], fmt))
                 count += 1
@@ -710,10 +756,10 @@ class _Connection:
             self._refuse(base, _Refused(162, text), outcome="no_data")
             return
         server.log.add(replace(base, answered=time.time(), outcome="bars", bars=count))
-        # IB's header is the window served, as text in the login zone whatever formatDate.
+        # IB's header is the window served, as text in --header-format whatever formatDate.
         head = (
-            f"{p.Out.HISTORICAL_DATA:d}\0{base.req_id}\0{server.format_time(start, 1)}\0"
-            f"{server.format_time(min(stop, now), 1)}\0{count}\0"
+            f"{p.Out.HISTORICAL_DATA:d}\0{base.req_id}\0{server.header_time(start)}\0"
+            f"{server.header_time(min(stop, now))}\0{count}\0"
         )
         if not self.writer.is_closing():
             self.writer.write(p.frame_text(head + "".join(chunks)))

@@ -6,12 +6,15 @@ ib_insync 0.9.86 and ib_async 2.1 at server versions 166..178.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from enum import IntEnum
 from zoneinfo import ZoneInfo
+
+from backfill.sim.behaviour import HeaderFormat
 
 UTC = timezone.utc
 HEADER = struct.Struct(">I")
@@ -33,6 +36,7 @@ class In(IntEnum):
     REQ_IDS = 8
     REQ_CONTRACT_DETAILS = 9
     REQ_AUTO_OPEN_ORDERS = 15
+    REQ_ALL_OPEN_ORDERS = 16
     REQ_HISTORICAL_DATA = 20
     CANCEL_HISTORICAL_DATA = 25
     REQ_CURRENT_TIME = 49
@@ -42,6 +46,9 @@ class In(IntEnum):
     CANCEL_POSITIONS = 64
     START_API = 71
     REQ_ACCOUNT_UPDATES_MULTI = 76
+    REQ_FAMILY_CODES = 80
+    REQ_MKT_DEPTH_EXCHANGES = 82
+    REQ_NEWS_PROVIDERS = 85
     CANCEL_ACCOUNT_UPDATES_MULTI = 77
     REQ_HEAD_TIMESTAMP = 87
     CANCEL_HEAD_TIMESTAMP = 90
@@ -64,6 +71,9 @@ class Out(IntEnum):
     POSITION_END = 62
     ACCOUNT_SUMMARY_END = 64
     ACCOUNT_UPDATE_MULTI_END = 74
+    FAMILY_CODES = 78
+    MKT_DEPTH_EXCHANGES = 80
+    NEWS_PROVIDERS = 85
     HEAD_TIMESTAMP = 88
     COMPLETED_ORDERS_END = 102
 
@@ -174,6 +184,15 @@ def duration_parts(text: str) -> tuple[int, str]:
     return count, unit
 
 
+def end_names_no_zone(text: str) -> bool:
+    """Whether ``endDateTime`` is a time with no zone, read in the login zone (TWS 10.17+
+    warns 2174); empty (now), ``yyyymmdd-hh:mm:ss`` (UTC) and a named zone are explicit."""
+    text = text.strip()
+    if not text or ("-" in text[:9] and len(text) == 17):
+        return False
+    return len(text.split()) < 3
+
+
 def parse_end_datetime(text: str, now: datetime, session_zone: str = "UTC") -> datetime:
     """Parse ``endDateTime``: empty means now; a time without a zone is in the session zone.
 
@@ -198,3 +217,81 @@ def parse_end_datetime(text: str, now: datetime, session_zone: str = "UTC") -> d
         return naive.replace(tzinfo=tz).astimezone(UTC)
     except (ValueError, KeyError, OSError):
         raise ProtocolError(f"Invalid endDateTime {text!r}") from None
+
+
+# --- requests the simulator does not serve ------------------------------------------------
+
+# Message id → (name, field holding the request or order id, error code). Each is refused at
+# once with that id so no client waits for its timeout. Codes that both ib_insync and ib_async
+# treat as errors (ib_async reads 321 as a warning and would leave the request open): 201
+# rejects an order (its trade ends Cancelled), 10147 an unknown order's cancel, 354 market
+# data "not subscribed", 322 "Error processing request" for the rest.
+UNSERVED: dict[int, tuple[str, int, int]] = {
+    1: ("reqMktData", 2, 354), 3: ("placeOrder", 1, 201), 4: ("cancelOrder", 2, 10147),
+    10: ("reqMktDepth", 2, 354), 19: ("replaceFA", 4, 322), 21: ("exerciseOptions", 2, 201),
+    22: ("reqScannerSubscription", 1, 322), 50: ("reqRealTimeBars", 2, 354),
+    52: ("reqFundamentalData", 2, 322), 54: ("calculateImpliedVolatility", 2, 322),
+    55: ("calculateOptionPrice", 2, 322), 67: ("queryDisplayGroups", 2, 322),
+    68: ("subscribeToGroupEvents", 2, 322), 69: ("updateDisplayGroup", 2, 322),
+    74: ("reqPositionsMulti", 2, 322), 78: ("reqSecDefOptParams", 1, 322),
+    79: ("reqSoftDollarTiers", 1, 322), 81: ("reqMatchingSymbols", 1, 322),
+    83: ("reqSmartComponents", 1, 322), 84: ("reqNewsArticle", 1, 322),
+    86: ("reqHistoricalNews", 1, 322), 88: ("reqHistogramData", 1, 322),
+    92: ("reqPnL", 1, 322), 94: ("reqPnLSingle", 1, 322), 96: ("reqHistoricalTicks", 1, 322),
+    97: ("reqTickByTickData", 1, 354), 100: ("reqWshMetaData", 1, 322),
+    102: ("reqWshEventData", 1, 322), 104: ("reqUserInfo", 1, 322),
+}
+# Cancels and settings: IB sends nothing back, so neither does the simulator.
+SILENT: frozenset[int] = frozenset(
+    {2, 11, 12, 13, 14, 15, 23, 51, 53, 56, 57, 58, 59, 63, 64, 70, 75, 77, 89, 90, 93, 95, 98,
+     101, 103})
+
+
+def unserved_text(msg_id: int, code: int, req_id: int) -> str:
+    """The error text for an unserved request, in IB's words for its code."""
+    name = UNSERVED[msg_id][0] if msg_id in UNSERVED else f"message id {msg_id}"
+    if code == 201:
+        return f"Order rejected - reason:{name} is not accepted: the simulator serves no orders"
+    if code == 10147:
+        return f"OrderId {req_id} that needs to be cancelled is not found."
+    if code == 354:
+        return "Requested market data is not subscribed."
+    return (f"Error processing request.-'bX' : cause - {name} (message id {msg_id}) is not "
+            "served by the simulator")
+
+
+# --- times as the gateway writes them --------------------------------------------------
+
+
+def header_time(when: datetime, form: HeaderFormat, zone: tzinfo, zone_name: str) -> str:
+    """A start or end of a historical answer's header in ``form`` (see ``HeaderFormat``).
+
+    ``zone`` is the login zone and ``zone_name`` its IANA name (``UTC`` for UTC). Seconds
+    are truncated, as IB writes them; ``dashed`` always carries a ``.0`` fraction.
+    """
+    if form is HeaderFormat.EPOCH:
+        return str(math.floor(when.timestamp()))
+    utc = when.astimezone(UTC)
+    wall = when.astimezone(zone)
+    if form is HeaderFormat.LOGIN:
+        return wall.strftime("%Y%m%d  %H:%M:%S")
+    if form is HeaderFormat.NAMED:
+        return wall.strftime("%Y%m%d %H:%M:%S ") + zone_name
+    if form is HeaderFormat.UTC_DASH:
+        return utc.strftime("%Y%m%d-%H:%M:%S")
+    if form is HeaderFormat.DASHED:
+        return wall.strftime("%Y-%m-%d %H:%M:%S.0 ") + zone_name
+    return utc.strftime("%Y%m%d %H:%M:%S")  # UTC_BARE
+
+
+def bar_time(when: datetime, fmt: int, form: HeaderFormat, zone: tzinfo, zone_name: str) -> str:
+    """A bar's (or head timestamp's) time: ``formatDate=2`` epoch seconds; 1 the login-zone
+    wall clock, ``yyyymmdd  hh:mm:ss`` for older gateways (``login``), else with one space
+    and the zone's name as current gateways write it (``20250714 09:30:00 America/New_York``).
+    """
+    if fmt == 2:
+        return str(math.floor(when.timestamp()))
+    wall = when.astimezone(zone)
+    if form is HeaderFormat.LOGIN:
+        return wall.strftime("%Y%m%d  %H:%M:%S")
+    return wall.strftime("%Y%m%d %H:%M:%S ") + zone_name

@@ -68,12 +68,14 @@ def test_each_window_edge_rule_is_learned_and_every_day_lands_whole(make_sim, la
     heads_on = {r.client_id for r in records if r.kind == "head_timestamp"}
     assert {r.client_id for r in records if r.kind == "historical" and learning(r)} == heads_on
     assert len([r for r in records if r.kind == "connect" and r.client_id in heads_on]) == 1
-    # The next run remembers the rule: no learning requests.
+    # The next run learns it again (a remembered rule may no longer fit: issue 19), still
+    # 2 requests on the preflight connection.
     again = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-04", "2025-07-04",
                          "--rate", "50")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
-    assert f"Window edges {edges}: remembered from" in again.stdout
-    assert len([r for r in gateway.requests() if r.kind == "historical" and learning(r)]) == 2
+    assert f"Window edges {edges}: learned from the gateway: 2 requests" in again.stdout
+    assert "no longer used" not in again.stdout  # the remembered rule still fits
+    assert len([r for r in gateway.requests() if r.kind == "historical" and learning(r)]) == 4
     assert_lake_is_the_generator(lake, gateway, BTC, "2025-07-01", "2025-07-04")
 
 

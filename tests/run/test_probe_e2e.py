@@ -53,8 +53,9 @@ def test_the_probe_document_has_exactly_the_issues_keys(make_sim, lake):
     done, doc = probe(gateway, lake)
     assert done.returncode == 0, done.stderr
     assert set(doc) == {"window_edges", "day_duration", "max_window_days", "latency_s",
-                        "future_end", "aggtrades", "gateway", "symbol", "checked_at",
-                        "requests", "unanswered", "evidence"}
+                        "future_end", "aggtrades", "header_format", "header_clock",
+                        "gateway", "symbol", "checked_at", "requests", "unanswered",
+                        "evidence"}
     assert doc["aggtrades"] == "permitted" and doc["symbol"] == "BTC-USD"
     assert set(doc["latency_s"]) == {"1", "2", "4"}
     assert doc["future_end"]["partial_last_bar"] is False
@@ -73,12 +74,24 @@ def test_probe_finds_the_window_edges_and_the_next_run_uses_them(make_sim, lake,
     assert evidence["first_served"] == (edges[0] == "[")
     run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
-    assert f"Window edges {edges}: remembered from" in run.stdout
-    probed = {r.client_id for r in gateway.requests() if r.kind == "historical"
-              and r.duration == "600 S"}
-    assert len(probed) == 1  # the probe learnt the edges, the run did not
-    assert not [r for r in gateway.requests() if r.kind == "historical" and learning(r)
-                and r.client_id not in probed]
+    # The run learns the rule again (a remembered one may no longer fit): the same.
+    assert f"Window edges {edges}: learned from the gateway: 2 requests" in run.stdout
+    assert "no longer used" not in run.stdout
+
+
+@pytest.mark.parametrize(("form", "clock"), [("named", "written"), ("utc-bare", "utc"),
+                                            ("login", "login")])
+def test_probe_reports_the_header_format_and_reads_the_header_by_it(make_sim, lake, form,
+                                                                    clock):
+    # New York login zone: a zone-less header read in the wrong zone is off by 4 hours,
+    # and "2 D" would look like sessions.
+    gateway = sim_with(make_sim, header_format=form, timezone="America/New_York")
+    done, doc = probe(gateway, lake)
+    assert done.returncode == 0, done.stderr
+    assert (doc["header_format"], doc["header_clock"]) == (form, clock)
+    assert doc["day_duration"] == "calendar"
+    facts = json.loads(gateway_facts_path(lake, gateway.host, gateway.port).read_text())
+    assert facts["findings"]["header_format"]["value"] == form
 
 
 @pytest.mark.parametrize("day_duration", ["calendar", "sessions"])
@@ -113,7 +126,8 @@ def test_a_symbol_without_permission_is_named_and_exits_1(make_sim, lake):
     assert done.returncode == 1
     assert "No market data permissions" in doc["aggtrades"]
     assert set(doc["unanswered"]) == {"window_edges", "day_duration", "max_window_days",
-                                      "latency_s", "future_end"}
+                                      "latency_s", "future_end", "header_format",
+                                      "header_clock"}
 
 
 def test_a_partial_last_bar_is_seen(make_sim, lake):

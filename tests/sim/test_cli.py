@@ -10,7 +10,15 @@ import sys
 import pytest
 from ib_insync import IB, RequestError
 
-from backfill.sim import Behaviour, DayDuration, Overload, TooLong, WindowEdges, read_log
+from backfill.sim import (
+    Behaviour,
+    DayDuration,
+    HeaderFormat,
+    Overload,
+    TooLong,
+    WindowEdges,
+    read_log,
+)
 from backfill.sim.flags import GatewayFlags
 from tests.sim.cli_helpers import start_gateway
 from tests.sim.helpers import DAY_END, crypto
@@ -45,7 +53,8 @@ def test_gateway_command_serves_and_stops_on_sigterm(tmp_path) -> None:
      ["--bogus"], ["--port"], ["--window-edges", "[["], ["--timezone", "Mars/Base"],
      ["--day-duration", "weeks"], ["--session-break", "sat,xyz"], ["--too-long", "maybe"],
      ["--competing-session-code", "5"], ["--cancel-answer", "200"], ["--overload", "x"],
-     ["--overload-queue", "0"], ["--farm-down-for", "-1"], ["--parent-pid", "0"]],
+     ["--overload-queue", "0"], ["--farm-down-for", "-1"], ["--parent-pid", "0"],
+     ["--header-format", "iso"], ["--header-shift-s", "1.5"]],
 )
 def test_bad_flags_exit_2_with_one_line(flags: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "backfill", "gateway", *flags],
@@ -67,6 +76,9 @@ def test_help_shows_numbers_with_their_bounds() -> None:
     assert "0.0<=x<=1.0" in lines["--hang-share"]
     assert "x>=1" in lines["--max-open"]
     assert "MIN-MAX" in lines["--latency-ms"]
+    assert "<login|named|utc-dash|dashed|utc-bare|epoch>" in lines["--header-format"]
+    assert "[default: named]" in result.stdout.split("--header-format", 1)[1]
+    assert "<int>" in lines["--header-shift-s"]
 
 
 def test_switches_reach_the_gateway_process() -> None:
@@ -96,6 +108,7 @@ def test_flags_build_the_behaviour() -> None:
         competing_session_after=3, competing_session_for=1.5, competing_session_code=10197,
         farm_down_after=2, farm_down_for=4.0, partial_last_bar=True, cancel_answer=366,
         overload="disconnect", overload_queue=4, overload_after=7.0,
+        header_format="utc-dash", header_shift_s=-3600,
     ).to_config()
     assert config.timezone == "Europe/Zurich"
     assert config.behaviour == Behaviour(
@@ -105,6 +118,7 @@ def test_flags_build_the_behaviour() -> None:
         competing_session_for=1.5, competing_session_code=10197, farm_down_after=2,
         farm_down_for=4.0, partial_last_bar=True, cancel_answer=366,
         overload=Overload.DISCONNECT, overload_queue=4, overload_after_s=7.0,
+        header_format=HeaderFormat.UTC_DASH, header_shift_s=-3600,
     )
     assert GatewayFlags().to_config().behaviour == Behaviour()  # defaults unchanged
     assert GatewayFlags(session_break="none").to_config().behaviour.session_break == frozenset()
