@@ -111,6 +111,12 @@ AggregateTfOpt = Annotated[
     typer.Option("--aggregate", help="After the run, build these timeframes (e.g. M5,H1,D1) "
                  "for the symbols and days of the run, as `backfill aggregate` does."),
 ]
+RefetchOpt = Annotated[
+    bool,
+    typer.Option("--refetch", help="Ask every day of the range again, even days recorded "
+                 "complete (repairs bars a wrong window-edge rule lost: verify's "
+                 "edge_minute_missing). The store merges: a refetch that fails loses nothing."),
+]
 PlanTfOpt = Annotated[
     str | None,
     typer.Option("--tf", help="Also show the aggregate parts of these timeframes (e.g. "
@@ -211,6 +217,9 @@ def _config_file_options(
         if key not in known:
             raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
                            f"{' and '.join(CONFIG_COMMANDS)}, e.g. max-in-flight)")
+        if key == "refetch":  # a one-off remedy: in a daily job's file it would refetch daily
+            raise BadInput(f"{path}: refetch is not a setting; give --refetch on the command "
+                           "line for the run that repairs")
         if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
             raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
         name = names.get(key)
@@ -342,6 +351,7 @@ def run(
         "--levels", help="After the run, build the levels and B&R events (us_equity_open, "
         "default settings) for the symbols and days of the run, as `backfill levels` does.")
     ] = False,
+    refetch: RefetchOpt = False,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -388,6 +398,7 @@ def run(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, settings=settings, json=json,
             command=("backfill", *sys.argv[1:]),
+            refetch_since=datetime.now(timezone.utc) if refetch else None,
         )
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:
@@ -502,6 +513,7 @@ def plan(
     levels_status: Annotated[bool, typer.Option(
         "--levels", help="Also show the levels parts (us_equity_open) not built or stale.")
     ] = False,
+    refetch: RefetchOpt = False,
 ) -> None:
     """Show what is missing in the lake, how many requests that is and how long it takes.
 
@@ -566,7 +578,15 @@ def plan(
                                          timeout_s=settings.connect_timeout_s)
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
-        coverage = read_day_marks(root, symbol_list, first, min(last, today))
+        if refetch:  # what `run --refetch` would ask: nothing recorded counts yet
+            from backfill.lake.fetched import read_fetched_days
+
+            now = datetime.now(timezone.utc)
+            coverage: dict[Symbol, Any] = {
+                s: planning.refetch_coverage(days, now, now) for s, days in
+                read_fetched_days(root, symbol_list, first, min(last, today)).items()}
+        else:
+            coverage = read_day_marks(root, symbol_list, first, min(last, today))
         result = planning.plan(symbol_list, first, last, coverage, today=today,
                                settings=settings, listing=listing)
     except BadInput as exc:

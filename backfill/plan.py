@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from backfill.domain import (
+    DayCoverage,
     Month,
     Symbol,
     Window,
@@ -165,6 +166,16 @@ class Plan:
         }
 
 
+
+
+def refetch_coverage(
+    coverage: Mapping[date, DayCoverage], since: datetime, now: datetime
+) -> dict[date, DayCoverage]:
+    """``--refetch``: only days recorded by this refetch (fetched in ``[since, now]``, since
+    the run began) count as recorded; every other day of the range is asked again, whole
+    or not. A worker restarted mid-run then resumes where the refetch got to instead of
+    starting over, and ``plan --refetch`` (``since`` = now) shows every day as work."""
+    return {day: c for day, c in coverage.items() if since <= c.fetched_at <= now}
 
 
 def missing_days(days: Iterable[date], coverage: Mapping[date, RecordedDay]) -> list[date]:

@@ -75,11 +75,12 @@ class MissingMinute:
     def cause(self) -> str:
         if self.minute == 0:
             return ("likely cause: the gateway does not serve the bar starting exactly at the "
-                    "window's start (its window-edge rule); rerun `backfill run` after "
-                    "deleting the gateway's _gateway/ file so the rule is learned again")
+                    "window's start (its window-edge rule); the days are recorded complete, "
+                    "so repair with `backfill run --refetch` over them (a plain rerun asks "
+                    "nothing)")
         if self.minute == MINUTES_PER_DAY - 1:
             return ("likely cause: the window's last bar is not served (its window-edge "
-                    "rule); rerun after deleting the gateway's _gateway/ file")
+                    "rule); repair with `backfill run --refetch` over the days")
         return ("likely cause: a daily gap at the source (maintenance) or a time-zone shift "
                 "in the requests")
 

@@ -279,6 +279,10 @@ def _write_month(
         old, coverage, quarantined = _load_for_merge(path)
         merged = _merge(old, _dedupe_keep_last(rows))
         for day in days:
+            if day in partial and day in coverage and coverage[day].complete:
+                # A refetch answered while the day ran knows less than the whole day
+                # recorded: its bars merge in, the complete record stays.
+                continue
             coverage[day] = DayCoverage(day, 0, fetched_at.astimezone(UTC), day not in partial,
                                         day in no_data)
         counts = rows_per_day(merged)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import shlex
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,6 +62,7 @@ from backfill.domain import (
     iso_day,
     missing_minute_ranges,
 )
+from backfill.lake.edge_check import EdgeDay, EdgeThresholds, edge_days, edge_losses
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
 from backfill.lake.paths import (
     dataset_root,
@@ -115,6 +117,7 @@ class Kind(str, Enum):
     PARTIAL_DAY = "partial_day"
     EMPTY_DAY = "empty_day"
     MINUTE_MISSING_DAILY = "minute_missing_daily"
+    EDGE_MINUTE_MISSING = "edge_minute_missing"
     QUARANTINED = "quarantined"
     STALE_TEMP = "stale_temp"
     NO_PARTS = "no_parts"
@@ -932,6 +935,7 @@ def _verify_symbol(
     rows: dict[date, int] = {}
     gap_tally = _GapTally(symbol)
     minute_tally = MinuteTally()  # a minute of the day missing every day (minute_check)
+    edges: list[EdgeDay] = []  # a day's first/last bar missing on a pattern (edge_check)
     for month, path, table in _read_ahead(files.parts):
         if isinstance(table, Exception):
             yield counted(
@@ -941,7 +945,10 @@ def _verify_symbol(
             )
             continue
         result = check_part(table, symbol, month, path, first, last, max_ranges)
-        _tally_minutes(minute_tally, table, result.coverage, first, last, minute_thresholds)
+        whole = _tally_minutes(minute_tally, table, result.coverage, first, last,
+                               minute_thresholds)
+        if whole:
+            edges += edge_days(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole)
         del table
         for found in result.findings:
             if found.kind is Kind.GAP and not every_gap:
@@ -953,10 +960,16 @@ def _verify_symbol(
     summed = gap_tally.finding()
     if summed is not None:
         yield counted(summed)
-    for lost in missing_every_day(minute_tally, minute_thresholds):
+    daily = missing_every_day(minute_tally, minute_thresholds)
+    for lost in daily:
         yield counted(
             Finding(Severity.ERROR, Kind.MINUTE_MISSING_DAILY, symbol, None, None, lost.detail())
         )
+    for loss in edge_losses(edges, EdgeThresholds()):
+        if loss.minute not in {lost.minute for lost in daily}:  # said once, not twice
+            yield counted(Finding(Severity.ERROR, Kind.EDGE_MINUTE_MISSING, symbol, None,
+                                  loss.first_day, loss.detail(refetch_command(
+                                      lake, symbol, loss.first_day, loss.last_day))))
     span_first = first or (min(coverage) if coverage else None)
     span_last = last or (max(coverage) if coverage else None)
     if span_first and span_last and span_first > span_last:
@@ -1005,14 +1018,24 @@ def _verify_symbol(
 def _tally_minutes(
     tally: MinuteTally, table: pa.Table, coverage: dict[date, DayCoverage],
     first: date | None, last: date | None, thresholds: MinuteCheckThresholds,
-) -> None:
-    """Count one part's bars of its whole days, in range, for the minute-of-day check."""
+) -> set[int]:
+    """Count one part's bars of its whole days, in range, for the minute-of-day check;
+    those days (since the epoch), for the edge check."""
     if "ts" not in table.column_names or not pa.types.is_timestamp(table.schema.field("ts").type):
-        return
+        return set()
     whole = {d.toordinal() - _EPOCH_ORDINAL for d, c in coverage.items()
              if c.complete and c.rows and (first is None or first <= d)
              and (last is None or d <= last)}
     tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole, thresholds)
+    return whole
+
+
+def refetch_command(lake: Path, symbol: Symbol, first: date, last: date) -> str:
+    """The command that asks ``first..last`` again although recorded complete (shell-quoted:
+    a lake's name is the user's)."""
+    return shlex.join(["backfill", "run", "--refetch", "--from", first.isoformat(),
+                       "--to", last.isoformat(), "--symbols", str(symbol),
+                       "--lake", str(lake)])
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -452,8 +452,11 @@ def rerun_hint(state: RunState | RunSnapshot, command: Sequence[str]) -> str | N
             parts.append(f"{p.symbol} (failed: {reason})")
         else:
             parts.append(f"{p.symbol} (unfinished)")
+    # A refetch asks every day again, so does its rerun (the store loses nothing).
+    does = ("asks every day of the range again, losing nothing" if "--refetch" in command
+            else "fetches only what is still missing")
     return (
         f"Incomplete: {', '.join(parts)}.\n"
-        f"Rerun the same command; it fetches only what is still missing:\n"
+        f"Rerun the same command; it {does}:\n"
         f"  {shlex.join(command)}"
     )

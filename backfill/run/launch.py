@@ -11,8 +11,9 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from backfill.domain import UTC, BadInput, Symbol
 from backfill.edges import DEFAULT_RULE
 from backfill.ib.preflight import check_gateway
 from backfill.lake.coverage_index import read_day_marks
+from backfill.lake.fetched import read_fetched_days
 from backfill.lake.heads import (
     Head,
     heads_to_ask,
@@ -69,6 +71,8 @@ class RunRequest:
     settings: RunSettings
     json: bool = False
     command: tuple[str, ...] = ()
+    # --refetch: when the run began; days recorded before it are asked again.
+    refetch_since: datetime | None = None
 
 
 def plan_run(
@@ -78,8 +82,7 @@ def plan_run(
     each symbol's ``listing`` (its head timestamp's day) where known."""
     last = min(request.last, today)
     coverage = (
-        read_day_marks(request.lake, request.symbols, request.first, last, remember=False)
-        if request.lake.is_dir() else {}
+        _recorded(request, request.symbols, last) if request.lake.is_dir() else {}
     )
     return planning.plan(request.symbols, request.first, request.last, coverage, today=today,
                          settings=request.settings, listing=listing)
@@ -90,10 +93,23 @@ def replan_symbol(
 ) -> planning.SymbolPlan:
     """One symbol's plan again, from the lake as it is now (under its run lock)."""
     last = min(request.last, today)
-    coverage = read_day_marks(request.lake, [symbol], request.first, last, remember=False)[symbol]
+    coverage = _recorded(request, [symbol], last)[symbol]
     return planning.plan_symbol(symbol, request.first, last, coverage,
                                 window_days=request.settings.window_days,
                                 listing=(listing or {}).get(symbol))
+
+
+def _recorded(
+    request: RunRequest, symbols: Sequence[Symbol], last: date
+) -> Mapping[Symbol, Mapping[date, planning.RecordedDay]]:
+    """What the footers record now; with --refetch only what this run recorded counts."""
+    if request.refetch_since is None:
+        return read_day_marks(request.lake, symbols, request.first, last, remember=False)
+    now = datetime.now(UTC)
+    return {
+        symbol: planning.refetch_coverage(days, request.refetch_since, now)
+        for symbol, days in read_fetched_days(request.lake, symbols, request.first, last).items()
+    }
 
 
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
@@ -123,7 +139,10 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
                                request.first, now=now, max_age_days=settings.head_max_age_days)
             # The window-edge rule is learned on the same connection while the heads are
             # asked: one connection, and the start waits for the slower of the two only.
-            probe = edges_to_learn(request, host, port, the_plan, today)
+            # A refetch repairs what a wrong rule lost: it trusts no remembered rule.
+            learner = request if request.refetch_since is None else dataclasses.replace(
+                request, settings=dataclasses.replace(settings, finding_max_age_days=0.0))
+            probe = edges_to_learn(learner, host, port, the_plan, today)
             # After the workers' client ids, so a worker never finds its id held by this check.
             found = check_gateway(host, port, settings.client_id_base + settings.workers,
                                   request.symbols, client_id_tries=settings.client_id_tries,
@@ -133,7 +152,7 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             if answers:
                 listing = {**listing, **listing_days(answers)}
                 the_plan = plan_run(request, today, listing)
-            edges = gateway_edges(request, host, port, the_plan, today,
+            edges = gateway_edges(learner, host, port, the_plan, today,
                                   None if probe is None else (probe, found))
             # An untrusted header: one-day windows in seconds (said in the header's line).
             asked, request = request, untrusted_days(request, edges)
