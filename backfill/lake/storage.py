@@ -173,6 +173,7 @@ class LocalStorage:
     def __init__(self, location: LakeLocation) -> None:
         self.location = location
         self.root = location.path
+        self._held: set[str] = set()
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -216,10 +217,27 @@ class LocalStorage:
                 with contextlib.suppress(FileNotFoundError):
                     yield self._meta(path.relative_to(self.root).as_posix(), path.stat())
 
-    def put(self, key: str, data: bytes, mode: PutMode = OVERWRITE) -> ObjectMeta:
+    @contextlib.contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Hold ``key``'s file lock across a whole read-merge-put (the local lake's writers
+        queue rather than retry); temp files left by a killed writer are removed under it."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(path):
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+            self._held.add(key)
+            try:
+                yield
+            finally:
+                self._held.discard(key)
+
+    def put(self, key: str, data: bytes, mode: PutMode = OVERWRITE,
+            before_replace: Any = None) -> ObjectMeta:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        held = key in self._held
+        with contextlib.nullcontext() if held else self._lock(path):
             current = self.head(key)
             if mode is CREATE and current is not None:
                 raise WriteConflict(f"{key} already exists")
@@ -231,6 +249,8 @@ class LocalStorage:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())  # the bytes must be on disk before the rename
+                if before_replace is not None:
+                    before_replace(tmp)  # test seam: crash tests pause a writer here
                 os.replace(tmp, path)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -363,9 +383,7 @@ class ObjectStorage:
             if _status(exc) in (409, 412):
                 raise WriteConflict(f"{key}: another writer got there first") from exc
             raise _translate(exc, key) from exc
-        meta = self.head(key)
-        if meta is not None and meta.version == (result.get("e_tag") or meta.version):
-            return meta
+        # No head after the put: one request per part written (the put's answer has the ETag).
         return ObjectMeta(key, len(data), result.get("e_tag") or "", datetime.now(UTC))
 
     def delete(self, key: str) -> None:
@@ -383,6 +401,8 @@ class ObjectStorage:
         _check_key(key), _check_key(to_key)
         try:
             self._obs.copy(self.store, key, to_key)
+        except FileNotFoundError as exc:
+            raise NotFound(key) from exc
         except Exception as exc:
             raise _translate(exc, key) from exc
         self.delete(key)
@@ -432,3 +452,32 @@ def _translate(exc: BaseException, key: str) -> StorageError:
         return StoreUnavailable("the store's endpoint cannot be reached (check "
                                 "AWS_ENDPOINT_URL)")
     return StorageError(f"{key}: {type(exc).__name__}")
+
+
+# ---------------------------------------------------------------------------- directory view
+# What an object store lacks and the lake's readers use: folders (common prefixes) and the
+# tail of an object (a Parquet footer) without the rest.
+
+
+def _children(storage: ObjectStorage, prefix: str) -> tuple[list[str], list[ObjectMeta]]:
+    """The immediate sub-prefixes and objects below ``prefix`` (one delimited listing)."""
+    try:
+        found = storage._obs.list_with_delimiter(storage.store, prefix or None)
+    except Exception as exc:
+        raise _translate(exc, prefix) from exc
+    folders = [p.rstrip("/") for p in found["common_prefixes"]]
+    return folders, [storage._meta(raw) for raw in found["objects"]]
+
+
+def _tail(storage: ObjectStorage, key: str, length: int) -> tuple[bytes, int, ObjectMeta]:
+    """The last ``length`` bytes of an object, its size and its meta, in one request."""
+    _check_key(key)
+    try:
+        result = storage._obs.get(storage.store, key, options={"range": {"suffix": length}})
+        data = bytes(result.bytes())
+    except FileNotFoundError as exc:
+        raise NotFound(key) from exc
+    except Exception as exc:
+        raise _translate(exc, key) from exc
+    meta = storage._meta(result.meta)
+    return data, meta.size, meta
