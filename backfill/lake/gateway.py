@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from backfill.domain import UTC
+from backfill.lake.objpath import is_object, lake_path, update_whole
+from backfill.lake.storage import StorageError
 from backfill.settings import RunSettings
 
 GATEWAY_DIR = "_gateway"
@@ -23,7 +25,7 @@ FINDING_MAX_AGE = RunSettings().finding_max_age
 
 def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
     safe_host = "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
-    return Path(lake) / GATEWAY_DIR / f"{safe_host}-{port}.json"
+    return lake_path(lake) / GATEWAY_DIR / f"{safe_host}-{port}.json"
 
 
 def read_finding(
@@ -35,7 +37,7 @@ def read_finding(
         facts = json.loads(gateway_facts_path(lake, host, port).read_text())
         finding = facts["findings"][key]
         checked = datetime.fromisoformat(finding["checked_at"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, StorageError):
         return None  # missing or unreadable: the finding is learned again
     if checked.tzinfo is None or not timedelta(0) <= now - checked <= max_age:
         return None
@@ -70,7 +72,7 @@ def read_findings(
     try:
         recorded = json.loads(path.read_text())["findings"]
         items = list(recorded.items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StorageError):
         return None
     fresh: dict[str, Any] = {}
     stale: list[str] = []
@@ -99,6 +101,23 @@ def write_finding(
 ) -> Path:
     """Record one finding, keeping the others; atomic (a reader never sees half a file)."""
     path = gateway_facts_path(lake, host, port)
+    entry = {"value": value, "checked_at": checked_at.astimezone(UTC).isoformat(),
+             "evidence": evidence}
+    if is_object(path):
+        # Two probes at once: compare-and-swap, so neither loses the other's finding.
+        def change(old: bytes | None) -> bytes:
+            try:
+                facts = json.loads(old or b"")
+                if not isinstance(facts.get("findings"), dict):
+                    raise ValueError
+            except (ValueError, AttributeError):
+                facts = {"findings": {}}
+            facts["gateway"] = f"{host}:{port}"
+            facts["findings"][key] = entry
+            return json.dumps(facts, indent=1, sort_keys=True).encode()
+
+        update_whole(path, change)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         facts = json.loads(path.read_text())

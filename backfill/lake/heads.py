@@ -29,6 +29,8 @@ import filelock
 
 from backfill.domain import UTC, Symbol
 from backfill.lake.gateway import GATEWAY_DIR  # beside what the lake knows of each gateway
+from backfill.lake.objpath import is_object, update_whole
+from backfill.lake.storage import StorageError
 
 HEADS_FILE = "heads.json"
 
@@ -83,7 +85,7 @@ def read_heads(lake: Path) -> dict[Symbol, Head]:
             Symbol.parse(name): Head(_utc(entry["head"]), _utc(entry["asked_at"]))
             for name, entry in document["heads"].items()
         }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StorageError):
         return {}
 
 
@@ -92,6 +94,10 @@ def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
     if not answers:
         return
     path = heads_path(lake)
+    if is_object(path):
+        update_whole(path, lambda old: json.dumps(
+            _heads_document({**_parse_heads(old), **answers}), indent=1).encode())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(path.with_name(f".{HEADS_FILE}.lock")):
         heads = {**read_heads(lake), **answers}
@@ -110,6 +116,24 @@ def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
+
+
+def _heads_document(heads: Mapping[Symbol, Head]) -> dict:
+    return {"heads": {
+        str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}
+        for symbol, h in sorted(heads.items(), key=lambda item: str(item[0]))
+    }}
+
+
+def _parse_heads(data: bytes | None) -> dict[Symbol, Head]:
+    try:
+        document = json.loads(data or b"")
+        return {
+            Symbol.parse(name): Head(_utc(entry["head"]), _utc(entry["asked_at"]))
+            for name, entry in document["heads"].items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def _utc(text: str) -> datetime:

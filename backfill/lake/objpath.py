@@ -18,7 +18,7 @@ import fnmatch
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -254,10 +254,32 @@ def _bucket_exists(store: ObjectStorage) -> bool:
     return True
 
 
+def open_object_lake(url: str) -> ObjectPath:
+    """The root of an ``s3://`` lake, after one listing that proves the store usable; a
+    missing extra, bucket, credential or endpoint is ``BadInput`` (one line, no secret)."""
+    from backfill.domain import BadInput
+    from backfill.lake.storage import MissingExtra, StorageError
+
+    try:
+        root = ObjectPath.root(LakeLocation.parse(url))
+        store = storage_of(root.location)
+        assert isinstance(store, ObjectStorage)
+        _children(store, root.key)
+    except ValueError as exc:
+        raise BadInput(f"--lake {exc}") from None
+    except MissingExtra as exc:
+        raise BadInput(str(exc)) from None
+    except StorageError as exc:
+        raise BadInput(f"--lake {url}: {exc}") from None
+    return root
+
+
 def lake_path(text: str | os.PathLike[str]) -> Path | ObjectPath:
     """A lake root from what the user typed: a ``Path`` for a folder, an ``ObjectPath`` for
     ``s3://bucket/prefix``."""
-    raw = os.fspath(text) if not isinstance(text, ObjectPath) else str(text)
+    if isinstance(text, ObjectPath):
+        return text
+    raw = os.fspath(text)
     if raw.startswith("s3://"):
         return ObjectPath.root(LakeLocation.parse(raw))
     return Path(raw)
@@ -290,3 +312,29 @@ def write_whole(path: Path | ObjectPath, data: bytes) -> None:
 
 def write_json(path: Path | ObjectPath, document: Any, **dumps: Any) -> None:
     write_whole(path, json.dumps(document, **dumps).encode("utf-8"))
+
+
+def update_whole(path: ObjectPath, change: Callable[[bytes | None], bytes],
+                 attempts: int = 8) -> None:
+    """Read-modify-write of a small object by compare-and-swap (heads, probe findings):
+    ``change`` gets the bytes read (None: none yet) and returns the new ones; a writer that
+    got there first makes this one read and change again. ``WriteConflict`` after
+    ``attempts``."""
+    import random
+    import time
+
+    from backfill.lake.storage import CREATE, Version, WriteConflict
+
+    store = path.storage
+    for attempt in range(attempts):
+        try:
+            data, meta = store.get(path.key)
+            version: str | None = meta.version
+        except NotFound:
+            data, version = None, None
+        try:
+            store.put(path.key, change(data), CREATE if version is None else Version(version))
+            return
+        except WriteConflict:
+            time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
+    raise WriteConflict(f"{path.key}: other writers kept changing it")

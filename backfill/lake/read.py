@@ -29,6 +29,7 @@ from backfill.domain import (
     parse_day,
     parse_symbols,
 )
+from backfill.lake.objpath import lake_path
 from backfill.lake.paths import lake_symbols, part_path
 from backfill.lake.schema import TS_TYPE, empty_bars
 from backfill.lake.store import read_part
@@ -58,7 +59,7 @@ def read_bars(
     not exist, or a symbol the lake has never held; ``store.CorruptPart`` or
     ``store.PartUnreadable`` on a part in the range that cannot be read.
     """
-    root = Path(lake)
+    root = lake_path(lake)
     if not root.is_dir():
         raise BadInput(f"no lake at {root}: not a folder")
     if timeframe not in TIMEFRAMES:
