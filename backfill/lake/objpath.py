@@ -338,3 +338,13 @@ def update_whole(path: ObjectPath, change: Callable[[bytes | None], bytes],
         except WriteConflict:
             time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
     raise WriteConflict(f"{path.key}: other writers kept changing it")
+
+
+def arrow_source(path: Path | ObjectPath) -> Any:
+    """What pyarrow's readers take for ``path``: the path itself for a local file (pyarrow
+    reads only what it needs), the object's bytes in memory for an object store."""
+    if isinstance(path, ObjectPath):
+        import pyarrow as pa
+
+        return pa.BufferReader(path.read_bytes())
+    return path

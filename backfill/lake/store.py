@@ -226,6 +226,17 @@ def _read_footer(path: str | ObjectPath) -> pq.FileMetaData:
         return reader.metadata
 
 
+def read_schema(path: Path) -> pa.Schema:
+    """A part's Arrow schema with its footer metadata (``pq.read_schema``), from the footer
+    alone on an object store too. Raises like ``pq.read_schema`` (OSError, ArrowException)."""
+    if isinstance(path, ObjectPath):
+        try:
+            return _read_object_footer(path).schema.to_arrow_schema()
+        except StorageError as exc:
+            raise OSError(errno.EIO, str(exc)) from exc
+    return pq.read_schema(path)
+
+
 _TAIL_GUESS = 64 * 1024  # one ranged get holds a part's footer (a few KiB) nearly always
 
 

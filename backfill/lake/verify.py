@@ -64,6 +64,7 @@ from backfill.domain import (
 )
 from backfill.lake.edge_check import EdgeDay, EdgeThresholds, edge_days, edge_losses
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
+from backfill.lake.objpath import ObjectPath, arrow_source
 from backfill.lake.paths import (
     dataset_root,
     is_quarantined,
@@ -75,6 +76,7 @@ from backfill.lake.paths import (
     symbol_dir,
 )
 from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
+from backfill.lake.storage import StorageError
 from backfill.lake.store import rows_per_day
 
 JSON_VERSION = 2
@@ -782,6 +784,11 @@ class _SymbolFiles:
 
 def _walk(root: Path, skip: set[Path] | frozenset[Path] = frozenset()) -> Iterator[Path]:
     """Every file under ``root`` (hidden folders too: DuckDB enters them), sorted."""
+    if isinstance(root, ObjectPath):  # one listing of the prefix, not a walk per folder
+        for path, _ in sorted(root.walk_files()):
+            if not any(path.is_relative_to(folder) for folder in skip):
+                yield path  # type: ignore[misc]
+        return
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs[:] = sorted(d for d in dirs if here / d not in skip)
@@ -879,8 +886,8 @@ _READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checki
 
 def _read(path: Path) -> pa.Table | Exception:
     try:
-        return pq.ParquetFile(path).read()
-    except (OSError, ValueError, pa.ArrowException) as exc:
+        return pq.ParquetFile(arrow_source(path)).read()
+    except (OSError, ValueError, pa.ArrowException, StorageError) as exc:
         return exc
 
 
