@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import types
 import typing
@@ -178,13 +179,16 @@ def fail_bad_input(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-# Commands whose options a backfill.toml may set: its keys are their option names.
-CONFIG_COMMANDS = ("run", "plan")
+# Commands whose options a backfill.toml may set: its keys are their option names. Every
+# command that reads or writes a lake reads the file the same way.
+CONFIG_COMMANDS = ("run", "plan", "verify", "aggregate", "levels", "probe")
 
 
 def with_config_file(command: Callable[..., None]) -> Callable[..., None]:
-    """Options not given on the command line come from ``backfill.toml`` (the current
-    folder's, else the lake's), then from their defaults. ``LAKE_ROOT`` beats the file."""
+    """Options not given on the command line come from ``backfill.toml`` (an explicit
+    ``--lake``'s, else the current folder's, else ``LAKE_ROOT``'s: ``find_config_file``),
+    then from their defaults. ``LAKE_ROOT`` beats the file; the file used is named on
+    stderr in one line."""
     hints = typing.get_type_hints(command, include_extras=True)
 
     @functools.wraps(command)
@@ -213,6 +217,8 @@ def _config_file_options(
              for p in getattr(group, "commands", {})[name].params
              for opt in p.opts if opt.startswith("--")}
     found: dict[str, Any] = {}
+    # A symbol selection on the command line replaces the file's, whichever way each gives it.
+    chosen = bool({"symbols", "symbols_file"} & given)
     for key, value in read_config_file(path).items():
         if key not in known:
             raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
@@ -223,11 +229,12 @@ def _config_file_options(
         if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
             raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
         name = names.get(key)
-        if name is None or name in given:
+        if name is None or name in given or (chosen and name in ("symbols", "symbols_file")):
             continue  # another command's setting, or given on the command line
         if key == "lake" and resolve_lake(None) != Path.cwd():
             continue  # LAKE_ROOT is set: the environment beats the file
         found[name] = _config_value(path, key, value, hints[name])
+    typer.echo(f"backfill: settings from {path}", err=True)
     return found
 
 
@@ -254,8 +261,10 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
         str: isinstance(value, str),
         Path: isinstance(value, str),
     }[kind]
+    if ok and kind is float and not math.isfinite(value):
+        ok = False  # nan passes every ``min`` (a comparison with nan is false), inf too
     if not ok:
-        what = {bool: "true or false", int: "a whole number", float: "a number",
+        what = {bool: "true or false", int: "a whole number", float: "a finite number",
                 str: "a string", Path: "a path (a string)"}[kind]
         raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
     if kind is Path:
@@ -295,6 +304,11 @@ def run(
                             "away (IB Gateway restarts daily) before its symbol fails.")
     ] = _RUN.reconnect_for_s,
     json: JsonOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Without a terminal: a line for every event "
+                           "(requests, retries, pacing waits, gaps, status moves), not only "
+                           "a line per day fetched, per part written and per failure.")
+    ] = False,
     ib_identical_s: Annotated[
         float, typer.Option("--ib-identical-s", hidden=True,
                             help="IB's identical-request interval (scaled gateways).")
@@ -319,6 +333,11 @@ def run(
         float | None, typer.Option("--auto-start-rate", hidden=True, min=0.01,
                                    help="Where --rate auto starts (scaled gateways).")
     ] = None,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", min=1,
+                          help="Times a request is sent before its days are reported failed "
+                          "(pacing refusals and IB outages are not counted against it).")
+    ] = _RUN.max_attempts,
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", min=0,
                           help="Times a crashed worker is restarted before its symbol fails.")
@@ -383,6 +402,7 @@ def run(
             max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
             request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
             client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            max_attempts=max_attempts,
             stall_after_s=stall_after, stall_restart_after_s=stall_restart_after,
             wait_for_other_run_s=wait_for_other_run,
             ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
@@ -397,7 +417,7 @@ def run(
         request = RunRequest(
             lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
             gateway=address, settings=settings, json=json,
-            command=("backfill", *sys.argv[1:]),
+            command=("backfill", *sys.argv[1:]), verbose=verbose,
             refetch_since=datetime.now(timezone.utc) if refetch else None,
         )
         code = execute_run(request, Console(), Console(stderr=True))
@@ -444,13 +464,7 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     """Symbols from --symbols and/or --symbols-file (one a line, # comments)."""
     found: list[Symbol] = []
     if symbols_file is not None:
-        try:
-            # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
-            text = symbols_file.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise BadInput(f"--symbols-file {symbols_file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise BadInput(f"--symbols-file {symbols_file}: not a text file") from None
+        text = read_symbols_text(symbols_file)
         try:
             found += read_symbols_file(text)
         except BadInput as exc:
@@ -460,6 +474,33 @@ def resolve_symbols(symbols: str | None, symbols_file: Path | None) -> list[Symb
     if not found:
         raise BadInput("give --symbols or --symbols-file")
     return found
+
+
+def format_symbols(symbols: list[Symbol], limit: int = 5) -> str:
+    """``BTC-USD, ETH-USD, +998 more``: a list that fits on a line."""
+    more = f", +{len(symbols) - limit} more" if len(symbols) > limit else ""
+    return ", ".join(map(str, symbols[:limit])) + more
+
+
+SYMBOLS_FILE_MAX_BYTES = 1 << 20  # 100,000 symbols; /dev/zero is refused, not read
+
+
+def read_symbols_text(path: Path) -> str:
+    """A symbols file's text: a regular file (a FIFO or a device is refused without
+    blocking) of at most ``SYMBOLS_FILE_MAX_BYTES``, UTF-8; else BadInput."""
+    from backfill.lake.safe_json import BadJson, read_regular_file
+
+    try:
+        raw = read_regular_file(path, SYMBOLS_FILE_MAX_BYTES)
+    except BadJson as exc:
+        raise BadInput(f"--symbols-file {path}: {exc}") from None
+    if raw is None:
+        raise BadInput(f"--symbols-file {path}: No such file or directory")
+    try:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not a symbol.
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInput(f"--symbols-file {path}: not a text file") from None
 
 
 def resolve_range(first: str | None, last: str | None) -> tuple[date, date]:
@@ -523,9 +564,13 @@ def plan(
     part's inode, size and times are unchanged (delete it any time: it is only a shortcut).
     --json prints one document: {first, last, today, window_days, rate, workers,
     max_in_flight, latency_ms, totals: {symbols, days_total, days_done, days_missing,
-    months_complete, months_total, requests, eta_seconds}, symbols: [{symbol, first, last,
-    days_total, days_done, days_missing, missing_ranges: [[from, to], ...], months_complete,
-    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive);
+    days_before_listing, months_complete, months_total, requests, eta_seconds}, symbols:
+    [{symbol, first, last, days_total, days_done, days_missing, days_no_data,
+    days_before_listing, head, missing_ranges: [[from, to], ...], months_complete,
+    months_total, requests, eta_seconds}]} (days are YYYY-MM-DD, UTC, ranges inclusive;
+    head: the recorded first bar's day, null if none), with heads_from (where the heads
+    came from) when any is known, and symbols_from: "lake" when no symbols were given and
+    the lake's were planned (from its first day without --from);
     with --tf also aggregates: [{symbol, timeframe, missing: [YYYY-MM, ...], stale: [...]}];
     with --levels also levels: [{symbol, profile, missing: [YYYY-MM, ...], stale: [...]}];
     with backfill probe's findings for --gateway in the lake, gateway_findings: {path,
@@ -536,17 +581,28 @@ def plan(
     from rich.console import Console
 
     from backfill import plan as planning
+    from backfill.durations import counted
     from backfill.lake.coverage_index import read_day_marks
     from backfill.plan_view import plan_lines, plan_table
     from backfill.run.runlog import measured_rate
 
     try:
-        symbol_list = resolve_symbols(symbols, symbols_file)
-        first, last = resolve_range(from_, to)
-        timeframes = None if tf is None else parse_timeframes(tf)
         root = resolve_lake(lake)
         if root.exists() and not root.is_dir():
             raise BadInput(f"--lake {root} is not a folder")
+        from_lake, first_from_lake = False, False
+        if symbols is None and symbols_file is None and root.is_dir():
+            # A bare `backfill plan` in a lake: the symbols it holds, from its first day.
+            from backfill.lake.coverage_index import held_scope
+
+            held, held_first = held_scope(root)
+            if held:
+                symbols, from_lake = ",".join(map(str, held)), True
+                if from_ is None and held_first is not None:
+                    from_, first_from_lake = held_first.isoformat(), True
+        symbol_list = resolve_symbols(symbols, symbols_file)
+        first, last = resolve_range(from_, to)
+        timeframes = None if tf is None else parse_timeframes(tf)
         rate_value, rate_auto = parse_rate(rate)
         measured = None
         if rate_auto:
@@ -565,9 +621,10 @@ def plan(
         findings, applied = _plan_findings(ctx, root, gateway, settings, latency_ms)
         settings = applied.settings
         # Days before a head a run recorded in the lake are before listing, not missing.
-        from backfill.lake.heads import listing_days, read_heads
+        from backfill.lake.heads import heads_path, listing_days, read_heads
 
         listing = listing_days(read_heads(root))
+        heads_from = f"recorded in {heads_path(root)}" if listing else None
         if head:
             from backfill.ib.preflight import earliest_days
             from backfill.sim.embedded import serving
@@ -576,6 +633,7 @@ def plan(
                 listing |= earliest_days(host, port, settings.client_id_base, symbol_list,
                                          client_id_tries=settings.client_id_tries,
                                          timeout_s=settings.connect_timeout_s)
+            heads_from = f"asked at {gateway} now"
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
         if refetch:  # what `run --refetch` would ask: nothing recorded counts yet
@@ -615,16 +673,27 @@ def plan(
             document["gateway_findings"] = applied.to_json(findings)
         if rate_auto:
             document["rate_auto"] = {"measured_by_run": measured.run_id if measured else None}
+        if from_lake:
+            document["symbols_from"] = "lake"
+        if heads_from is not None:
+            document["heads_from"] = heads_from
         if stale is not None:
             document["aggregates"] = status_json(stale)
         typer.echo(jsonlib.dumps(document, indent=2))
         return
+    if from_lake:
+        typer.echo(f"No --symbols: the {counted(len(symbol_list), 'symbol')} the lake holds "
+                   f"({format_symbols(symbol_list)})"
+                   + (f", from the first day it holds, {first}" if first_from_lake else ""))
     if applied.line:
         typer.echo(applied.line)
     if rate_auto:
         typer.echo(f"--rate auto: {settings.rate:.2f} req/s, what run {measured.run_id} held"
                    if measured else f"--rate auto: no earlier auto run on this lake, "
                    f"{settings.rate:g} req/s (where it starts)")
+    if heads_from is not None and result.days_before_listing:
+        typer.echo(f"Days before a symbol's head (its first bar) are left out as before "
+                   f"listing; the heads were {heads_from}")
     console = Console()
     if console.is_terminal:
         console.print(plan_table(result))
@@ -632,7 +701,7 @@ def plan(
         for line in plan_lines(result):
             typer.echo(line)
     if stale is not None:
-        for line in status_lines(stale, [t.name for t in timeframes or ()]):
+        for line in status_lines(stale, [t.name for t in timeframes or ()], root):
             typer.echo(line)
     if levels_stale is not None:
         from backfill.levels.view import status_lines as levels_lines
@@ -660,7 +729,9 @@ def _plan_findings(
 
 
 @app.command()
+@with_config_file
 def verify(
+    ctx: typer.Context,
     lake: LakeOpt = None,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
@@ -686,17 +757,19 @@ def verify(
 ) -> None:
     """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
-    Default: every symbol in the lake, each over the span of its coverage. Exit 0 no error
-    (warnings included, such as an empty lake), 1 an error was found, 2 bad input.
+    Default: every symbol in the lake, each over the span of its coverage, judged as run
+    asks it: days before a symbol's head in `<lake>/_gateway/heads.json` (before listing)
+    and after today are not missing. Exit 0 no error (warnings included, such as an empty
+    lake), 1 an error was found, 2 bad input.
 
     --json prints one document (version 2): {version, lake, from, to, findings: [{severity,
     kind, symbol, path, day, detail, minutes: [[first, last], ...], ranges_total,
     minutes_total, truncated}], ok, errors, warnings, parts, symbols: [{symbol, from, to,
-    parts, days, days_complete, days_partial, days_missing, days_no_data, rows, gaps,
-    gap_minutes, gap_days, errors, warnings}]}. `minutes` are runs of bar-end minutes, at
-    most the first 5 unless --gaps: `truncated` is true when fewer than `ranges_total` are
-    listed. A symbol's `gap` warning (day null) also has `days`: [{day, gap_minutes, gaps}].
-    More in README.md.
+    parts, days, days_complete, days_partial, days_missing, days_no_data,
+    days_before_listing, head, rows, gaps, gap_minutes, gap_days, errors, warnings}]}.
+    `minutes` are runs of bar-end minutes, at most the first 5 unless --gaps: `truncated` is
+    true when fewer than `ranges_total` are listed. A symbol's `gap` warning (day null)
+    also has `days`: [{day, gap_minutes, gaps}]. More in README.md.
     """
     from backfill.lake.minute_check import MinuteCheckThresholds
     from backfill.lake.verify import Tally, verify_stream
@@ -728,7 +801,9 @@ def verify(
 
 
 @app.command()
+@with_config_file
 def aggregate(
+    ctx: typer.Context,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
     from_: FromOpt = None,
@@ -795,7 +870,9 @@ def aggregate(
 
 
 @app.command()
+@with_config_file
 def levels(
+    ctx: typer.Context,
     lake: LakeOpt = None,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
@@ -910,9 +987,12 @@ def levels_after_run(request: Any) -> int:
 
 
 @app.command()
+@with_config_file
 def probe(
-    gateway: Annotated[str, typer.Option(
-        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT.")],
+    ctx: typer.Context,
+    gateway: Annotated[str | None, typer.Option(
+        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT (required, on "
+        "the command line or in backfill.toml).", show_default=False)] = None,
     symbol: Annotated[str, typer.Option("--symbol", help="The symbol asked about.")] = "BTC-USD",
     lake: LakeOpt = None,
     client_id: Annotated[int, typer.Option(
@@ -944,6 +1024,7 @@ def probe(
     """
     import json as jsonlib
 
+    from backfill.findings import finding_text
     from backfill.ib.probe import KEYS, ProbeSettings, run_probe
     from backfill.ib.served import ZoneDatabaseMissing
     from backfill.ib.session import IBSessionError
@@ -951,6 +1032,8 @@ def probe(
     from backfill.settings import GatewayAddress
 
     try:
+        if gateway is None:
+            raise BadInput("give --gateway HOST:PORT (the gateway to measure)")
         address = GatewayAddress.parse(gateway)
         if address.embedded:
             raise BadInput("--gateway: probe measures a real gateway: give HOST:PORT")
@@ -969,21 +1052,29 @@ def probe(
                            progress=progress)
     except (IBSessionError, ZoneDatabaseMissing) as exc:
         fail_bad_input(f"gateway {address}: {exc}")
+    recorded, unrecorded = None, None
     try:
         for key in KEYS:
             if key in report.findings:
-                write_finding(root, address.host, address.port, key, report.findings[key],
-                              {"symbol": str(asked), "requests": report.evidence.get(key, [])},
-                              report.checked_at)
+                recorded = write_finding(
+                    root, address.host, address.port, key, report.findings[key],
+                    {"symbol": str(asked), "requests": report.evidence.get(key, [])},
+                    report.checked_at, source="backfill probe")
     except OSError as exc:
-        typer.echo(f"backfill: cannot record the findings in {root}: {exc}", err=True)
+        unrecorded = f"cannot record the findings in {root}: {exc.strerror or exc}"
     if json:
         typer.echo(jsonlib.dumps(report.to_json(str(address)), indent=2))
     else:
         for key in KEYS:
-            value = report.findings.get(key, f"not answered: {report.unanswered.get(key, '')}")
+            value = (finding_text(key, report.findings[key]) if key in report.findings
+                     else f"not answered: {report.unanswered.get(key, '')}")
             typer.echo(f"{key:16} {value}")
-    raise typer.Exit(EXIT_FAILED if report.unanswered else EXIT_OK)
+        if recorded is not None and unrecorded is None:
+            typer.echo(f"Recorded in {recorded}: run and plan --gateway {address} use them "
+                       f"for {_RUN.finding_max_age_days:g} days.")
+    if unrecorded is not None:  # measured, but no run will use it: not a success
+        typer.echo(f"backfill: error: {unrecorded}", err=True)
+    raise typer.Exit(EXIT_FAILED if report.unanswered or unrecorded else EXIT_OK)
 
 
 class _OneLineUsageErrors(TyperCommand):

@@ -34,13 +34,29 @@ class Symbol:
 
     @classmethod
     def parse(cls, text: str) -> Symbol:
-        match = _SYMBOL_RE.match(text.strip().upper())
+        # ASCII before upper-casing: Unicode case folding turns 'ﬆ-usd' into 'ST-USD'.
+        stripped = text.strip()
+        match = _SYMBOL_RE.match(stripped.upper()) if stripped.isascii() else None
         if not match:
-            raise BadInput(f"malformed symbol {text!r}: expected BASE-QUOTE such as BTC-USD")
+            raise BadInput(f"malformed symbol {_shown(stripped)}: expected BASE-QUOTE such as "
+                           "BTC-USD")
         return cls(match.group(1), match.group(2))
 
     def __str__(self) -> str:
         return f"{self.base}-{self.quote}"
+
+
+_SHOWN_MAX = 16
+
+
+def _shown(token: str) -> str:
+    """An offending token as an error shows it: up to its first character no symbol has,
+    at most ``_SHOWN_MAX`` characters (a symbols file pointed at a secret, such as
+    /etc/shadow, must not have its first line echoed)."""
+    cut = next((i + 1 for i, c in enumerate(token)
+                if not (c.isascii() and (c.isalnum() or c == "-"))), len(token))
+    cut = min(cut, _SHOWN_MAX)
+    return repr(token[:cut]) + ("…" if cut < len(token) else "")
 
 
 def parse_symbols(text: str) -> list[Symbol]:
@@ -132,8 +148,8 @@ class Month:
 
 def months_between(first: date, last: date) -> list[Month]:
     months = []
-    month = Month.of(first)
-    while month.first_day <= last:
+    month, final = Month.of(first), Month.of(last)
+    while month <= final:  # not by first_day: December 9999 has no next month's day
         months.append(month)
         month = month.next
     return months

@@ -1,4 +1,5 @@
-"""How a duration is written for people, in ``plan`` and on the run's dashboard."""
+"""How a duration (or a count) is written for people, in ``plan``, ``verify`` and on the
+run's dashboard."""
 
 from __future__ import annotations
 
@@ -20,3 +21,8 @@ def format_duration(seconds: float | None, *, clock: bool = False) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 worker``, ``2 workers``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

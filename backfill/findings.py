@@ -30,12 +30,17 @@ class Applied:
                 "used": list(self.used), "stale": list(findings.stale)}
 
 
+# A base latency beyond this is no measurement (IB answers a day in seconds; the request
+# timeout is a minute): an edited or corrupt file, which would make a 300-digit ETA.
+MAX_BASE_LATENCY_S = 600.0
+
+
 def base_latency(findings: GatewayFindings) -> float | None:
     """``latency_s`` with 1 in flight: the gateway's base latency for a full day."""
     measured = findings.fresh.get("latency_s")
     value = measured.get("1") if isinstance(measured, dict) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value) and value > 0:
+            and math.isfinite(value) and 0 < value <= MAX_BASE_LATENCY_S:
         return float(value)
     return None
 
@@ -91,10 +96,24 @@ def apply_findings(
                         f"1-day windows, the run asks {settings.window_days})")
     when = (f", checked {findings.checked_at:%Y-%m-%d %H:%M} UTC"
             if findings.checked_at else "")
-    line = f"Gateway findings (backfill probe) from {findings.path}{when}"
+    # Labelled by who learned them: a run records the window-edge rule it learned too.
+    line = f"Gateway findings ({findings.source()}) from {findings.path}{when}"
     body = "; ".join(said) if said else ("" if findings.stale else "nothing to change")
     if body:
         line += f": {body}"
     if findings.stale:
         line += f"{'; ' if body else ': '}ignored {findings.describe_stale()}"
     return Applied(settings, tuple(used), line)
+
+
+def finding_text(key: str, value: Any) -> str:
+    """One probe finding as a reader would say it (``probe``'s text output), not a dict."""
+    if key == "max_window_days" and isinstance(value, int):
+        return f"{value} day{'s' if value != 1 else ''}"
+    if key == "latency_s" and isinstance(value, dict):
+        return ", ".join(f"{v:.3f} s with {n} in flight" if isinstance(v, (int, float))
+                         else f"{v} with {n} in flight" for n, v in value.items())
+    if key == "future_end" and isinstance(value, dict):
+        forming = "still forming" if value.get("partial_last_bar") else "a finished minute"
+        return f"last bar starts {value.get('last_bar')} ({forming})"
+    return str(value)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from backfill.domain import (
@@ -54,6 +54,19 @@ class SymbolPlan:
     eta_seconds: float  # its worker's time running alongside the others (see ``plan``)
     # Done days that are empty because IB said it had no data (shown apart from days with bars)
     days_no_data: tuple[date, ...] = ()
+    # The day of the symbol's head (its first bar at the gateway) where known, and how many
+    # days of the asked range lie before it: left out, never asked. Said aloud, so a head
+    # that is wrong (IB's, or an edited heads.json) never passes as "done 0/0" in silence.
+    head: date | None = None
+    days_before_listing: int = 0
+    # Of those, days the lake holds anyway: a head later than bars already fetched is a
+    # contradiction (``run`` asks the head again).
+    days_held_before_listing: int = 0
+
+    @property
+    def head_contradicted(self) -> bool:
+        """The lake holds days before the head while others before it are left out."""
+        return 0 < self.days_held_before_listing < self.days_before_listing
 
     @property
     def requests(self) -> int:
@@ -72,6 +85,8 @@ class SymbolPlan:
             "days_done": self.days_done,
             "days_missing": len(self.days_missing),
             "days_no_data": len(self.days_no_data),
+            "days_before_listing": self.days_before_listing,
+            "head": iso_day(self.head),
             "missing_ranges": [[a.isoformat(), b.isoformat()] for a, b in self.missing_ranges],
             "months_complete": self.months_complete,
             "months_total": self.months_total,
@@ -125,6 +140,10 @@ class Plan:
         return sum(len(s.days_missing) for s in self.symbols)
 
     @property
+    def days_before_listing(self) -> int:
+        return sum(s.days_before_listing for s in self.symbols)
+
+    @property
     def months_total(self) -> int:
         return sum(s.months_total for s in self.symbols)
 
@@ -157,6 +176,7 @@ class Plan:
                 "days_total": self.days_total,
                 "days_done": self.days_done,
                 "days_missing": self.days_missing,
+                "days_before_listing": self.days_before_listing,
                 "months_complete": self.months_complete,
                 "months_total": self.months_total,
                 "requests": self.requests,
@@ -193,7 +213,10 @@ def plan_symbol(
     listing: date | None = None,
 ) -> SymbolPlan:
     """One symbol's plan over ``[max(first, listing), last]``; ``eta_seconds`` is left 0."""
+    before: list[date] = []
     if listing is not None:
+        before = days_between(first, min(last, listing - timedelta(days=1))) \
+            if first < listing and first <= last else []
         first = max(first, listing)
     days = days_between(first, last) if first <= last else []
     missing = missing_days(days, coverage)
@@ -214,6 +237,9 @@ def plan_symbol(
         eta_seconds=0.0,
         days_no_data=tuple(d for d in days if d in coverage and coverage[d].complete
                            and coverage[d].no_data),
+        head=listing,
+        days_before_listing=len(before),
+        days_held_before_listing=sum(1 for d in before if d in coverage),
     )
 
 

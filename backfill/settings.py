@@ -244,9 +244,12 @@ CONFIG_FILE = "backfill.toml"
 def find_config_file(
     cwd: Path, lake_flag: Path | None, env: Mapping[str, str] | None = None
 ) -> Path | None:
-    """``backfill.toml`` of the current folder, else of the lake (``--lake``, else
-    ``LAKE_ROOT``); None when neither has one."""
+    """The one ``backfill.toml`` a command reads: the folder of an explicit ``--lake``'s,
+    else the current folder's, else ``LAKE_ROOT``'s; None when none has one. A lake named
+    on the command line carries its own settings: they beat whatever folder one is in."""
     env = os.environ if env is None else env
+    if lake_flag is not None and (lake_flag / CONFIG_FILE).is_file():
+        return lake_flag / CONFIG_FILE
     here = cwd / CONFIG_FILE
     if here.is_file():
         return here
@@ -262,13 +265,24 @@ def find_config_file(
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The settings a ``backfill.toml`` holds (BadInput if it cannot be read or parsed)."""
+    from backfill.lake.safe_json import BadJson, read_regular_file
+
     try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except OSError as exc:
-        raise BadInput(f"{path}: {exc.strerror}") from None
+        # A lake's file is input too: a FIFO or /dev/zero in its place is refused, not read.
+        raw = read_regular_file(path, CONFIG_MAX_BYTES)
+    except BadJson as exc:
+        raise BadInput(f"{path}: {exc}") from None
+    if raw is None:
+        raise BadInput(f"{path}: No such file or directory")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: not valid TOML: {exc}") from None
+        raise BadInput(f"{path}: not valid TOML: {str(exc)[:200]}") from None
+    except RecursionError:  # tomllib parses nested arrays recursively
+        raise BadInput(f"{path}: not valid TOML: nested too deep") from None
+
+
+CONFIG_MAX_BYTES = 1 << 20
 
 
 def check_client_ids(base: int, workers: int) -> None:

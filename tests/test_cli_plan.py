@@ -307,3 +307,25 @@ def test_help_shows_the_lake_paths_it_names(command: str, path: str) -> None:
     shown = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
     assert shown.exit_code == 0
     assert path in " ".join(shown.stdout.split()), shown.stdout
+
+
+def test_a_bare_plan_in_a_lake_plans_the_symbols_it_holds(lake: Path, monkeypatch) -> None:
+    """Issue 19: no --symbols, no --from: the lake's own symbols from its first day, said."""
+    monkeypatch.chdir(lake)
+    monkeypatch.delenv("LAKE_ROOT", raising=False)
+    store.write_batch(lake, Symbol.parse("ETH-USD"), days_bars(Symbol.parse("ETH-USD"), JULY),
+                      JULY, fetched_at=FETCHED)
+    result = CliRunner().invoke(app, ["plan", "--to", "2025-07-05", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [s["symbol"] for s in doc["symbols"]] == ["BTC-USD", "ETH-USD"]
+    assert (doc["first"], doc["symbols_from"]) == ("2025-07-01", "lake")
+    text = CliRunner().invoke(app, ["plan", "--to", "2025-07-05"]).stdout
+    assert text.splitlines()[0] == ("No --symbols: the 2 symbols the lake holds (BTC-USD, "
+                                    "ETH-USD), from the first day it holds, 2025-07-01"), text
+    assert "2 workers" in text
+    one = CliRunner().invoke(app, ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01",
+                                   "--to", "2025-07-05"]).stdout
+    assert "1 worker " in one and "1 workers" not in one, one
+    empty = CliRunner().invoke(app, ["plan", "--lake", str(lake / "nothing-here")])
+    assert empty.exit_code == 2 and "give --symbols" in empty.stderr

@@ -113,3 +113,49 @@ def test_a_daily_job_runs_from_its_file_alone(sim, tmp_path: Path) -> None:
     asked = {r.window_end[:10] for r in sim.requests() if r.kind == "historical"}
     assert asked == {"2025-07-01", "2025-07-02", "2025-07-03"}
     assert list((tmp_path / "lake" / "_runs").glob("*.jsonl"))
+
+
+def test_verify_and_aggregate_read_the_file_too(here: Path) -> None:
+    """In a folder configured by backfill.toml, verify checks the file's lake, not the
+    (empty) current folder; aggregate builds there (issue 19)."""
+    days = [date(2025, 7, 1), date(2025, 7, 2)]
+    store.write_batch(here / "full", BTC, days_bars(BTC, days), days, fetched_at=FETCHED)
+    (here / "backfill.toml").write_text('lake = "full"\nsymbols = ["BTC-USD", "ETH-USD"]\n')
+    result = CliRunner().invoke(app, ["verify", "--json"])
+    assert result.exit_code == 1, "ETH-USD has no parts in the file's lake"
+    doc = json.loads(result.stdout)
+    assert doc["lake"] == str((here / "full").resolve()) and doc["parts"] == 1
+    assert f"settings from {here / 'backfill.toml'}" in result.stderr
+    (here / "backfill.toml").write_text('lake = "full"\nsymbols = "BTC-USD"\n')
+    assert CliRunner().invoke(app, ["verify"]).exit_code == 0
+    built = CliRunner().invoke(app, ["aggregate", "--tf", "D1", "--json"])
+    assert built.exit_code == 0, built.output
+    assert list((here / "full").rglob("timeframe=D1/**/part-*.parquet"))
+    assert sorted(p.name for p in here.iterdir()) == ["backfill.toml", "full"]
+
+
+def test_an_explicit_lakes_file_beats_the_current_folders(here: Path) -> None:
+    lake = here / "lake"
+    lake.mkdir()
+    (here / "backfill.toml").write_text(DAILY)
+    (lake / "backfill.toml").write_text(DAILY.replace("rate = 2", "rate = 3"))
+    result, doc = plan_json("--lake", str(lake))
+    assert doc["rate"] == 3.0, "the lake named on the command line carries its settings"
+    assert result.stderr.strip() == f"backfill: settings from {lake / 'backfill.toml'}"
+    result, doc = plan_json()
+    assert doc["rate"] == 2.0
+    assert result.stderr.strip() == f"backfill: settings from {here / 'backfill.toml'}"
+
+
+def test_a_command_line_symbol_selection_replaces_the_files(here: Path) -> None:
+    (here / "symbols.txt").write_text("BTC-USD\nETH-USD\n")
+    (here / "backfill.toml").write_text('symbols-file = "symbols.txt"\nfrom = 2025-07-01\n'
+                                        'to = 2025-07-02\n')
+    _, doc = plan_json()
+    assert [s["symbol"] for s in doc["symbols"]] == ["BTC-USD", "ETH-USD"]
+    _, doc = plan_json("--symbols", "SOL-USD")
+    assert [s["symbol"] for s in doc["symbols"]] == ["SOL-USD"], "replaced, not added to"
+    (here / "other.txt").write_text("DOGE-USD\n")
+    (here / "backfill.toml").write_text('symbols = "BTC-USD"\nfrom = 2025-07-01\n')
+    _, doc = plan_json("--symbols-file", str(here / "other.txt"), "--to", "2025-07-02")
+    assert [s["symbol"] for s in doc["symbols"]] == ["DOGE-USD"]

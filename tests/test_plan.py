@@ -120,6 +120,38 @@ def test_listing_date_clips_the_start() -> None:
     assert sol.days_total == 10  # no listing date known: the whole range
 
 
+def test_days_before_listing_are_counted_with_their_head() -> None:
+    listing = {BTC: d("2025-07-05"), ETH: d("2026-01-01")}
+    p = plan([BTC, ETH, SOL], d("2025-07-01"), d("2025-07-10"), {}, today=TODAY, listing=listing)
+    btc, eth, sol = p.symbols
+    assert (btc.days_before_listing, btc.head) == (4, d("2025-07-05"))
+    assert (eth.days_before_listing, eth.head) == (10, d("2026-01-01"))
+    assert (sol.days_before_listing, sol.head) == (0, None)
+    assert p.days_before_listing == 14
+    doc = p.to_dict()
+    assert doc["totals"]["days_before_listing"] == 14
+    assert (doc["symbols"][1]["days_before_listing"], doc["symbols"][1]["head"]) == (
+        10, "2026-01-01")
+    assert doc["symbols"][2]["head"] is None
+
+
+def test_a_head_later_than_days_the_lake_holds_is_contradicted() -> None:
+    listing = {BTC: d("2025-07-05")}
+    held = {BTC: covered("2025-07-01")}
+    [btc] = plan([BTC], d("2025-07-01"), d("2025-07-10"), held, today=TODAY,
+                 listing=listing).symbols
+    assert (btc.days_before_listing, btc.days_held_before_listing) == (4, 1)
+    assert btc.head_contradicted
+    # Every day before the head held: nothing to gain by asking again.
+    held = {BTC: covered("2025-07-01", "2025-07-02", "2025-07-03", "2025-07-04")}
+    [btc] = plan([BTC], d("2025-07-01"), d("2025-07-10"), held, today=TODAY,
+                 listing=listing).symbols
+    assert not btc.head_contradicted
+    [btc] = plan([BTC], d("2025-07-01"), d("2025-07-10"), {}, today=TODAY,
+                 listing=listing).symbols
+    assert not btc.head_contradicted
+
+
 def test_symbols_keep_order_and_drop_repeats() -> None:
     p = plan([ETH, BTC, ETH], d("2025-07-01"), d("2025-07-01"), {}, today=TODAY)
     assert [s.symbol for s in p.symbols] == [ETH, BTC]
@@ -215,6 +247,7 @@ def test_to_dict_shape() -> None:
         "days_total": 3,
         "days_done": 1,
         "days_missing": 2,
+        "days_before_listing": 0,
         "months_complete": 0,
         "months_total": 1,
         "requests": 2,

@@ -9,7 +9,8 @@ from datetime import date, datetime, timedelta
 
 from backfill.aggregate.timeframes import BY_NAME, Timeframe
 from backfill.domain import UTC, DayCoverage, Month
-from backfill.lake.schema import decode_coverage, encode_coverage
+from backfill.lake.safe_json import FOOTER_MAX_BYTES, expect_bool, parse_json
+from backfill.lake.schema import decode_coverage_record, encode_coverage
 
 PROVENANCE_VERSION = 1
 
@@ -62,7 +63,7 @@ class Provenance:
     @classmethod
     def decode(cls, raw: bytes) -> Provenance:
         """Parse a footer record; raises ValueError (or KeyError, TypeError) when malformed."""
-        record = json.loads(raw)
+        record = parse_json(raw, FOOTER_MAX_BYTES)  # input: size and nesting checked
         if not isinstance(record, dict) or record.get("version") != PROVENANCE_VERSION:
             raise ValueError("unknown aggregate provenance version")
         year, month = (int(x) for x in str(record["month"]).split("-"))
@@ -70,7 +71,7 @@ class Provenance:
         return cls(
             timeframe=BY_NAME[record["timeframe"]],
             month=Month(year, month),
-            include_partial=bool(record["include_partial"]),
-            source=decode_coverage(json.dumps(record["source"]).encode()),
+            include_partial=expect_bool(record["include_partial"], "include_partial"),
+            source=decode_coverage_record(record["source"]),
             recheck_after=None if recheck is None else datetime.fromisoformat(recheck),
         )

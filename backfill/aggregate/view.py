@@ -17,7 +17,9 @@ fresh (built from the M1 coverage there is now) or nothing (no bucket to write).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from backfill.aggregate.build import (
@@ -184,8 +186,11 @@ def status_json(plans: Sequence[PartPlan]) -> list[dict[str, Any]]:
     ]
 
 
-def status_lines(plans: Sequence[PartPlan], timeframes: Sequence[str]) -> list[str]:
-    """``plan --tf``'s lines: one per symbol and timeframe with something to (re)build."""
+def status_lines(
+    plans: Sequence[PartPlan], timeframes: Sequence[str], lake: Path | None = None
+) -> list[str]:
+    """``plan --tf``'s lines: one per symbol and timeframe with something to (re)build, then
+    the command that builds them (``--lake`` spelled out, quoted for a shell)."""
     entries = status_json(plans)
     if not entries:
         return [f"aggregates {','.join(timeframes)}: up to date"]
@@ -197,7 +202,9 @@ def status_lines(plans: Sequence[PartPlan], timeframes: Sequence[str]) -> list[s
         if e["stale"]:
             what.append(f"{len(e['stale'])} stale ({_months(e['stale'])})")
         lines.append(f"aggregates {e['symbol']} {e['timeframe']}: {', '.join(what)}")
-    lines.append("build them: backfill aggregate --tf " + ",".join(timeframes))
+    lake_args = () if lake is None else ("--lake", str(lake.absolute()))
+    lines.append("build them: " + shlex.join(("backfill", "aggregate", *lake_args,
+                                               "--tf", ",".join(timeframes))))
     return lines
 
 

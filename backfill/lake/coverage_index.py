@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,21 @@ from typing import TYPE_CHECKING
 
 from backfill.domain import Month, Symbol, months_between
 from backfill.lake.objpath import is_object, lake_path, write_whole
-from backfill.lake.paths import DATA_DIR, part_below_symbol, symbol_dir
+from backfill.lake.paths import (
+    DATA_DIR,
+    lake_symbols,
+    market_dir,
+    month_dirs,
+    part_below_symbol,
+    part_name,
+    symbol_dir,
+)
+from backfill.lake.safe_json import (
+    CACHE_MAX_BYTES,
+    BadJson,
+    expect_dict,
+    read_json_file,
+)
 from backfill.lake.storage import StorageError
 
 if TYPE_CHECKING:
@@ -184,8 +199,9 @@ def _object_day_marks(
                 if key in known:
                     learned[key] = None
                 continue
-            # An ETag changes whenever the bytes do: no racy window, no stamps needed.
-            identity = (meta.version, meta.size, 0, 0)
+            # An ETag changes whenever the bytes do: no racy window, no stamps needed. It is
+            # kept as a 56-bit digest, where a local part keeps its inode.
+            identity = (_etag_digest(meta.version), meta.size, 0, 0)
             marks = known.get(key)
             if marks is not None and tuple(marks.identity) == identity:
                 found.append((symbol, key, month, marks))
@@ -206,6 +222,12 @@ def _object_day_marks(
     if remember and learned:
         _save(lake, known, learned, time_ns())
     return out
+
+
+def _etag_digest(etag: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(etag.encode(), digest_size=7).digest(), "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +334,8 @@ def _identity(path: str) -> Identity | None:
         st = os.stat(path)
     except OSError:
         return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a FIFO or a folder in a part's place holds no coverage (nor blocks)
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -331,17 +355,42 @@ def _read_marks(miss: Miss) -> PartMarks:
 
 
 def _load(lake: Path) -> dict[str, PartMarks]:
-    """The cache, or nothing if it is missing, unreadable or of another version."""
+    """The cache, or nothing if it is missing, unreadable, of another version or malformed
+    in any entry (it is input: ``safe_json`` bounds its size and nesting, and each entry is
+    checked for type and range, so ``complete: -1`` never marks a month done)."""
     try:
-        record = json.loads(cache_path(lake).read_bytes())
+        record = expect_dict(read_json_file(cache_path(lake), CACHE_MAX_BYTES), "cache")
         if record.get("version") != CACHE_VERSION:
             return {}
         return {
-            key: PartMarks((ino, size, mtime, ctime), complete, no_data)
-            for key, (ino, size, mtime, ctime, complete, no_data) in record["parts"].items()
+            _cache_key(key): _cache_entry(entry)
+            for key, entry in expect_dict(record.get("parts"), "parts").items()
         }
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, StorageError):
+    except BadJson:
         return {}
+
+
+_STAMP_MAX = 1 << 63  # st_ino, st_size and the ns times fit a signed 64-bit integer
+_DAY_BITS = ((1 << 32) - 1) ^ 1  # bits 1..31: the days of a month
+_INTS = {int}
+
+
+def _cache_key(key: str) -> str:
+    if len(key) > 200 or not key.startswith("symbol=") or ".." in key:
+        raise BadJson("not a part's path")
+    return key
+
+
+def _cache_entry(entry: object) -> PartMarks:
+    # Checked inline (a warm plan loads 6,000): ``type(v) is int`` refuses a bool and a float.
+    if type(entry) is not list or len(entry) != 6 or {*map(type, entry)} != _INTS:
+        raise BadJson("entry: expected 6 integers")
+    ino, size, mtime, ctime, complete, no_data = entry
+    if min(ino, size, mtime, ctime) < 0 or max(ino, size, mtime, ctime) >= _STAMP_MAX:
+        raise BadJson("entry: a file stamp out of range")
+    if complete & ~_DAY_BITS or no_data & ~complete:  # -1 has every bit: refused here
+        raise BadJson("entry: days outside 1..31, or no-data days not complete")
+    return PartMarks((ino, size, mtime, ctime), complete, no_data)
 
 
 def _save(
@@ -350,7 +399,12 @@ def _save(
     """Write the merged cache atomically; any OS error leaves the cache as it was."""
     if not (lake / DATA_DIR).is_dir():
         return  # a lake with no parts: plan creates nothing
-    parts = dict(known)
+    # Only parts that exist are kept (a cache copied from another lake, or grown by hand,
+    # shrinks back to this lake's parts the first time it is written).
+    below = str(market_dir(lake))  # strings: 6,000 pathlib joins cost more than the stats
+    # (On an object store a part gone is found by the listing of its symbol, as None.)
+    parts = {key: marks for key, marks in known.items()
+             if key in learned or is_object(lake) or os.path.exists(os.path.join(below, key))}
     for key, marks in learned.items():
         if marks and rememberable(marks.identity, now_ns):
             parts[key] = marks
@@ -377,3 +431,18 @@ def _save(
     except OSError:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
+
+
+def held_scope(lake: Path) -> tuple[list[Symbol], date | None]:
+    """The symbols the lake holds and the first day any of them holds (None: no day): what
+    a bare ``backfill plan`` in a lake plans, when no symbols or --from are given."""
+    symbols = lake_symbols(lake)
+    firsts = []
+    for symbol in symbols:
+        month = next((m for m, folder in month_dirs(lake, symbol)
+                      if (folder / part_name(m)).is_file()), None)
+        if month is None:
+            continue
+        marks = read_day_marks(lake, [symbol], month.first_day, month.last_day)[symbol]
+        firsts.append(min(marks, default=month.first_day))
+    return symbols, min(firsts, default=None)

@@ -30,7 +30,12 @@ import filelock
 from backfill.domain import UTC, Symbol
 from backfill.lake.gateway import GATEWAY_DIR  # beside what the lake knows of each gateway
 from backfill.lake.objpath import is_object, update_whole
-from backfill.lake.storage import StorageError
+from backfill.lake.safe_json import (
+    SMALL_FILE_MAX_BYTES,
+    expect_dict,
+    expect_str,
+    read_json_file,
+)
 
 HEADS_FILE = "heads.json"
 
@@ -63,13 +68,17 @@ def heads_to_ask(
     *,
     now: datetime,
     max_age_days: float,
+    contradicted: Iterable[Symbol] = (),
 ) -> list[Symbol]:
     """Which of ``symbols`` (those with days to fetch from ``first``) need their head asked:
-    none recorded, or one recorded over ``max_age_days`` ago that ``first`` lies before."""
+    none recorded, or one recorded over ``max_age_days`` ago that ``first`` lies before.
+    ``contradicted`` ones (the lake holds bars from before their recorded head: the record
+    was edited, or IB was wrong) are asked again whatever the record's age."""
     ask = []
-    for symbol in dict.fromkeys(symbols):
+    contradicted = set(contradicted)
+    for symbol in dict.fromkeys([*symbols, *contradicted]):
         head = recorded.get(symbol)
-        if head is None or (
+        if head is None or symbol in contradicted or (
             first < head.day and now - head.asked_at > timedelta(days=max_age_days)
         ):
             ask.append(symbol)
@@ -80,12 +89,16 @@ def read_heads(lake: Path) -> dict[Symbol, Head]:
     """The recorded heads; an absent or unreadable file is an empty record (it is only a
     saving: what is not recorded is asked again)."""
     try:
-        document = json.loads(heads_path(lake).read_text(encoding="utf-8"))
+        document = expect_dict(read_json_file(heads_path(lake), SMALL_FILE_MAX_BYTES) or {},
+                               "heads.json")
         return {
-            Symbol.parse(name): Head(_utc(entry["head"]), _utc(entry["asked_at"]))
-            for name, entry in document["heads"].items()
+            Symbol.parse(expect_str(name, "symbol", 40)): Head(
+                _utc(expect_str(expect_dict(entry, name).get("head"), "head", 64)),
+                _utc(expect_str(entry.get("asked_at"), "asked_at", 64)),
+            )
+            for name, entry in expect_dict(document.get("heads", {}), "heads").items()
         }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, StorageError):
+    except (ValueError, OverflowError):  # BadJson, BadInput, a bad date: nothing recorded
         return {}
 
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from backfill.domain import (
     DAY,
     TIMEFRAME,
+    UTC,
     BadInput,
     Symbol,
     check_range,
@@ -72,7 +73,9 @@ def read_bars(
     wanted = _symbols(root, symbols)
 
     low = pa.scalar(day_start(first), TS_TYPE)
-    high = pa.scalar(day_start(last) + DAY, TS_TYPE)
+    # Any day a date can name is a day to read: 9999-12-31 has no next day to bound it with.
+    high = pa.scalar(day_start(last) + DAY if last < date.max else datetime.max.replace(
+        tzinfo=UTC), TS_TYPE)
     tables = []
     for symbol in wanted:
         for month in months_between(first, last):

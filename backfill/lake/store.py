@@ -16,7 +16,9 @@ import contextlib
 import errno
 import functools
 import io
+import os
 import random
+import stat
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,9 @@ from backfill.lake.schema import (
     COVERAGE_KEY,
     PART_WRITE_OPTIONS,
     TS_TYPE,
+    NonConforming,
+    conform,
+    conformance,
     decode_coverage,
     empty_bars,
     encode_coverage,
@@ -101,6 +106,12 @@ class CorruptPart(StoreError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class NonConformingPart(CorruptPart):
+    """A part that was read but whose schema is not the contract's and cannot be cast to it
+    without loss (a column missing, another type, nulls). Its days may be good: it is never
+    moved aside, only reported (``verify`` names it); a write to its month is refused."""
 
 
 class PartUnreadable(StoreError, OSError):
@@ -197,12 +208,12 @@ def read_coverage_record(path: Path | str) -> bytes:
     try:
         metadata = _read_footer(path if isinstance(path, ObjectPath) else str(path))
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise CorruptPart(Path(path), f"unreadable footer: {exc}") from exc
+        raise CorruptPart(_as_path(path), f"unreadable footer: {exc}") from exc
     if not metadata.schema.equals(_bar_parquet_schema()):
-        raise CorruptPart(Path(path), "schema differs from the bar schema")
+        _footer_castable(_as_path(path), metadata)
     raw = (metadata.metadata or {}).get(COVERAGE_KEY)
     if raw is None:
-        raise CorruptPart(Path(path), "no coverage record in the footer")
+        raise CorruptPart(_as_path(path), "no coverage record in the footer")
     return raw
 
 
@@ -218,6 +229,7 @@ def _read_footer(path: str | ObjectPath) -> pq.FileMetaData:
     """
     if isinstance(path, ObjectPath):
         return _read_object_footer(path)
+    _refuse_special(path)  # a FIFO would block the open below forever
     with pa.OSFile(path) as source:
         if _ParquetReader is None:
             return pq.read_metadata(source)
@@ -285,6 +297,42 @@ class _Tail(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
+
+
+def _footer_castable(path: Path, metadata: pq.FileMetaData) -> None:
+    """From the footer alone, as ``_read_checked`` would judge the rows: a variant of the
+    contract whose columns hold no null (by the footer's statistics) is read by casting, so
+    its days count; anything else raises ``NonConformingPart``. (A timestamp finer than the
+    contract's that holds sub-microsecond values is found only when the rows are read.)"""
+    try:
+        schema = metadata.schema.to_arrow_schema()
+    except (ValueError, pa.ArrowException) as exc:
+        raise CorruptPart(path, f"unreadable footer schema: {exc}") from exc
+    verdict = conformance(schema)
+    if verdict.problem is not None:
+        raise NonConformingPart(path, f"schema differs from the bar schema: {verdict.problem}")
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            stats = row_group.column(index).statistics
+            if stats is not None and stats.has_null_count and stats.null_count:
+                raise NonConformingPart(
+                    path, f"schema differs from the bar schema: nulls in "
+                    f"{row_group.column(index).path_in_schema}")
+
+
+def _as_path(path: Path | str) -> Path:
+    return path if isinstance(path, ObjectPath) else Path(path)  # type: ignore[return-value]
+
+
+def _refuse_special(path: Path | str) -> None:
+    """``OSError`` unless ``path`` is a regular file: a FIFO, a device or a socket in a
+    part's place is not read (opening a FIFO blocks until a writer comes)."""
+    if isinstance(path, ObjectPath):
+        return  # an object is bytes, never a FIFO
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a folder: the OS says EISDIR
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
 
 
 @functools.lru_cache(maxsize=1)
@@ -431,6 +479,7 @@ def _get(storage: Storage, key: str, path: Path) -> tuple[bytes, str] | None:
     """A part's bytes and version; None if there is none. The OS or the store refusing is
     ``PartUnreadable``, never a verdict on the part."""
     try:
+        _refuse_special(path)  # a FIFO would block the read forever
         data, meta = storage.get(key)
     except NotFound:
         return None
@@ -452,6 +501,8 @@ def _load_for_merge(
     data, version = found
     try:
         table, coverage = _decode_part(path, data)
+    except NonConformingPart:
+        raise  # readable, its days perhaps good: left where it is, for verify to report
     except CorruptPart:
         # Never overwrite a part that is bad: keep it aside for a human, start it afresh.
         return empty_bars(), {}, _move_aside(storage, key, path), None
@@ -478,6 +529,7 @@ def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
 
 def _read_bytes(path: Path) -> bytes:
     try:
+        _refuse_special(path)  # a FIFO would block the read forever
         return path.read_bytes()
     except OSError as exc:
         raise PartUnreadable(path, exc) from exc
@@ -490,23 +542,23 @@ def _decode_part(path: Path, data: bytes) -> tuple[pa.Table, dict[date, DayCover
         table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable: {exc}") from exc
-    coverage = _coverage_of(path, table.schema)
+    coverage = _decode(path, (table.schema.metadata or {}).get(COVERAGE_KEY))
+    try:
+        # A variant of the contract (rewritten by another tool) is read by casting; the
+        # store writes what it read back conforming, so a write to the month mends it.
+        table = conform(table)
+    except NonConforming as exc:
+        raise NonConformingPart(path, f"schema differs from the bar schema: {exc}") from exc
     return table, coverage
-
-
-def _coverage_of(path: Path, schema: pa.Schema) -> dict[date, DayCoverage]:
-    if schema.names != list(COLUMNS) or not schema.equals(BAR_SCHEMA):
-        raise CorruptPart(path, "schema differs from the bar schema")
-    return _decode(path, (schema.metadata or {}).get(COVERAGE_KEY))
 
 
 def _decode(path: Path | str, raw: bytes | None) -> dict[date, DayCoverage]:
     if raw is None:
-        raise CorruptPart(Path(path), "no coverage record in the footer")
+        raise CorruptPart(_as_path(path), "no coverage record in the footer")
     try:
         return decode_coverage(raw)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptPart(Path(path), f"malformed coverage record: {exc}") from exc
+        raise CorruptPart(_as_path(path), f"malformed coverage record: {exc}") from exc
 
 
 def _strictly_increasing(ts: pa.Array) -> bool:
@@ -685,10 +737,19 @@ def read_part_columns(
     data = _read_bytes(path)
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
-        coverage = _coverage_of(path, parquet.schema_arrow)
+        verdict = conformance(parquet.schema_arrow)
+        coverage = _decode(path, (parquet.schema_arrow.metadata or {}).get(COVERAGE_KEY))
         table = parquet.read(columns=list(columns)).replace_schema_metadata(None)
     except CorruptPart:
         raise
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable: {exc}") from exc
+    if verdict.problem is not None:
+        raise NonConformingPart(path, f"schema differs from the bar schema: {verdict.problem}")
+    if not verdict.exact:  # a variant: the same columns, cast without loss (see conform)
+        wanted = pa.schema([BAR_SCHEMA.field(name) for name in columns])
+        try:
+            table = conform(table, wanted)
+        except NonConforming as exc:
+            raise NonConformingPart(path, f"schema differs from the bar schema: {exc}") from exc
     return table, coverage

@@ -15,9 +15,8 @@ The ``--json`` document (version 2; keys may come in any order, the CLI writes
     {"version": 2, "lake": "/abs/lake", "from": "2025-07-01" | null, "to": ... | null,
      "ok": bool, "errors": int, "warnings": int, "parts": int,
      "symbols": [{"symbol", "from", "to", "parts", "days", "days_complete", "days_partial",
-                  "days_missing", "days_no_data", "rows", "gaps", "gap_minutes", "gap_days",
-                  "errors",
-                  "warnings"}],
+                  "days_missing", "days_no_data", "days_before_listing", "head", "rows",
+                  "gaps", "gap_minutes", "gap_days", "errors", "warnings"}],
      "findings": [{"severity": "error" | "warning", "kind", "symbol", "path", "day",
                    "detail", "minutes": [[first, last], ...], "ranges_total": int,
                    "minutes_total": int, "truncated": bool,
@@ -33,8 +32,10 @@ Version 1 listed every run and had no ``ranges_total``/``minutes_total``/``trunc
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import shlex
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -75,7 +76,16 @@ from backfill.lake.paths import (
     relative,
     symbol_dir,
 )
-from backfill.lake.schema import BAR_SCHEMA, COLUMNS, COVERAGE_KEY, decode_coverage
+from backfill.lake.schema import (
+    BAR_SCHEMA,
+    COVERAGE_KEY,
+    TS_TYPE,
+    NonConforming,
+    castable_type,
+    conform,
+    conformance,
+    decode_coverage,
+)
 from backfill.lake.storage import StorageError
 from backfill.lake.store import rows_per_day
 
@@ -97,6 +107,7 @@ class Kind(str, Enum):
 
     UNREADABLE = "unreadable"
     SCHEMA = "schema"
+    SCHEMA_VARIANT = "schema_variant"
     NULLS = "nulls"
     TS_UNSORTED = "ts_unsorted"
     TS_DUPLICATE = "ts_duplicate"
@@ -219,6 +230,10 @@ class SymbolSummary:
     warnings: int
     gap_days: int = 0
     days_no_data: int = 0  # complete days empty because IB said it had no data
+    # Days of the range before the symbol's recorded head (its listing), judged as run does:
+    # never asked, so not missing; ``head`` is that head's day.
+    days_before_listing: int = 0
+    head: date | None = None
 
 
 @dataclass(frozen=True)
@@ -325,6 +340,8 @@ def symbol_json(s: SymbolSummary) -> dict[str, Any]:
         "days_partial": s.days_partial,
         "days_missing": s.days_missing,
         "days_no_data": s.days_no_data,
+        "days_before_listing": s.days_before_listing,
+        "head": iso_day(s.head),
         "rows": s.rows,
         "gaps": s.gaps,
         "gap_minutes": s.gap_minutes,
@@ -451,8 +468,8 @@ def check_part(
     """Every contract check on one part's rows and footer; gaps only for days in [first, last]."""
     part = _Part(symbol, month, path, max_ranges)
     findings: list[Finding] = []
-    usable = _check_schema(part, table, findings)
-    table = table.select(usable).combine_chunks()
+    table = _check_schema(part, table, findings).combine_chunks()
+    usable = table.column_names
     findings += _check_nulls(part, table)
     if "ts" not in usable:
         return PartCheck(tuple(findings))
@@ -470,31 +487,43 @@ def check_part(
     return PartCheck(tuple(findings), coverage, per_day)
 
 
-def _check_schema(part: _Part, table: pa.Table, findings: list[Finding]) -> list[str]:
-    """Report schema drift; return the contract columns present with the right type."""
-    names = table.schema.names
-    if names != list(COLUMNS):
-        missing = [n for n in COLUMNS if n not in names]
-        extra = [n for n in names if n not in COLUMNS]
-        if missing or extra:
-            detail = f"missing columns {missing}, unexpected columns {extra}"
+def _check_schema(part: _Part, table: pa.Table, findings: list[Finding]) -> pa.Table:
+    """Report schema drift (``conformance``, the rule every reader applies); return the
+    contract columns present whose type casts to the contract's, cast to it."""
+    verdict = conformance(table.schema)
+    if verdict.exact:
+        return table
+    if verdict.castable:
+        try:
+            cast = conform(table)
+        except NonConforming:
+            pass  # nulls (reported as such below) or a lossy cast (reported per column)
         else:
-            detail = f"column order {names} differs from the contract {list(COLUMNS)}"
-        findings.append(part.error(Kind.SCHEMA, detail))
-    usable = []
+            findings.append(part.error(
+                Kind.SCHEMA_VARIANT,
+                f"schema is a variant of the contract ({verdict.variant}): readers cast it; "
+                "the next write to this month stores it in the contract's schema",
+            ))
+            return cast
+    else:
+        findings.append(part.error(Kind.SCHEMA, verdict.problem or ""))
+    names = table.schema.names
+    columns, fields = [], []
     for expected in BAR_SCHEMA:
         if expected.name not in names:
             continue
-        actual = table.schema.field(expected.name).type
-        if actual != expected.type:
-            findings.append(
-                part.error(
-                    Kind.SCHEMA, f"column {expected.name!r} is {actual}, not {expected.type}"
-                )
-            )
-        else:
-            usable.append(expected.name)
-    return usable
+        column = table[expected.name]
+        if not castable_type(column.type, expected.type):
+            continue  # named in the SCHEMA finding
+        try:
+            column = column.cast(expected.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if verdict.castable:
+                findings.append(part.error(Kind.SCHEMA, f"column {expected.name!r}: {exc}"))
+            continue
+        columns.append(column)
+        fields.append(expected.with_nullable(True))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
 
 
 def _check_nulls(part: _Part, table: pa.Table) -> list[Finding]:
@@ -717,20 +746,25 @@ def verify_stream(
     last: date | None = None,
     gaps: bool = False,
     minute_thresholds: MinuteCheckThresholds | None = None,
+    today: date | None = None,
 ) -> Iterator[Item]:
     """Findings as they are found, one part at a time; each symbol's summary after its findings.
 
-    Default range per symbol: the span of its coverage. Minutes without a bar make one ``gap``
-    warning per symbol (its first ranges, and per day the counts); ``gaps=True`` makes one per
-    day instead, and every finding then names every range. Raises ``BadInput`` (at once, not
-    when iterated) for a missing lake folder or ``first`` after ``last``; never writes.
+    Default range per symbol: the span of its coverage. The range is judged as ``run`` asks
+    it: days before a symbol's head recorded in ``_gateway/heads.json`` (before listing) and
+    days after ``today`` (default: today, UTC) are not missing. Minutes without a bar make
+    one ``gap`` warning per symbol (its first ranges, and per day the counts); ``gaps=True``
+    makes one per day instead, and every finding then names every range. Raises
+    ``BadInput`` (at once, not when iterated) for a missing lake folder or ``first`` after
+    ``last``; never writes.
     """
     if not lake.is_dir():
         raise BadInput(f"lake folder {lake} does not exist")
     if first is not None and last is not None:
         check_range(first, last)
     return _stream(lake, symbols, first, last, gaps,
-                   minute_thresholds or MinuteCheckThresholds())
+                   minute_thresholds or MinuteCheckThresholds(),
+                   today or datetime.now(UTC).date())
 
 
 def _stream(
@@ -740,13 +774,18 @@ def _stream(
     last: date | None,
     gaps: bool,
     minute_thresholds: MinuteCheckThresholds,
+    today: date,
 ) -> Iterator[Item]:
+    from backfill.lake.heads import listing_days, read_heads
+
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     chosen = list(symbols) if symbols is not None else lake_symbols(lake)
+    listing = listing_days(read_heads(lake))
     parts = 0
     for symbol in chosen:
-        for item in _verify_symbol(lake, symbol, first, last, asked, gaps, minute_thresholds):
+        for item in _verify_symbol(lake, symbol, first, last, asked, gaps, minute_thresholds,
+                                   (listing.get(symbol), today)):
             if isinstance(item, SymbolSummary):
                 parts += item.parts
             yield item
@@ -886,6 +925,8 @@ _READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checki
 
 def _read(path: Path) -> pa.Table | Exception:
     try:
+        if not isinstance(path, ObjectPath) and not stat.S_ISREG(path.stat().st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))  # a FIFO blocks
         return pq.ParquetFile(arrow_source(path)).read()
     except (OSError, ValueError, pa.ArrowException, StorageError) as exc:
         return exc
@@ -922,7 +963,9 @@ def _verify_symbol(
     asked: bool,
     every_gap: bool,
     minute_thresholds: MinuteCheckThresholds,
+    judged: tuple[date | None, date] = (None, date.max),
 ) -> Iterator[Item]:
+    """``judged``: the symbol's listing day (its head, if recorded) and today."""
     files = _symbol_files(lake, symbol, first, last)
     max_ranges = None if every_gap else MAX_RANGES
     errors = warnings = 0
@@ -958,13 +1001,14 @@ def _verify_symbol(
             edges += edge_days(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole)
         del table
         for found in result.findings:
-            if found.kind is Kind.GAP and not every_gap:
-                gap_tally.add(found)
-            else:
-                yield counted(found)
+            if found.kind is Kind.GAP and found.day is not None:
+                gap_tally.add(found)  # the summary's tally, with or without --gaps
+                if not every_gap:
+                    continue
+            yield counted(found)
         coverage.update(result.coverage)
         rows.update(result.rows_per_day)
-    summed = gap_tally.finding()
+    summed = None if every_gap else gap_tally.finding()
     if summed is not None:
         yield counted(summed)
     daily = missing_every_day(minute_tally, minute_thresholds)
@@ -979,6 +1023,14 @@ def _verify_symbol(
                                       lake, symbol, loss.first_day, loss.last_day))))
     span_first = first or (min(coverage) if coverage else None)
     span_last = last or (max(coverage) if coverage else None)
+    # Judged as run asks: nothing after today, nothing before the symbol's listing.
+    head, today = judged
+    before = 0
+    if span_last and span_last > today:
+        span_last = today
+    if span_first and span_last and head and span_first < head:
+        before = (min(span_last, head - timedelta(days=1)) - span_first).days + 1
+        span_first = head
     if span_first and span_last and span_first > span_last:
         span_first = span_last = None
     if not files.parts and asked and span_first is None:
@@ -1019,6 +1071,8 @@ def _verify_symbol(
         warnings=warnings,
         gap_days=len(gap_tally.days),
         days_no_data=no_data,
+        days_before_listing=before,
+        head=head,
     )
 
 
@@ -1033,7 +1087,11 @@ def _tally_minutes(
     whole = {d.toordinal() - _EPOCH_ORDINAL for d, c in coverage.items()
              if c.complete and c.rows and (first is None or first <= d)
              and (last is None or d <= last)}
-    tally.add(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole, thresholds)
+    try:  # microseconds, whatever unit a variant part holds
+        ts_us = table["ts"].combine_chunks().cast(TS_TYPE).cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return whole  # not castable: reported by check_part
+    tally.add(ts_us.drop_null(), whole, thresholds)
     return whole
 
 

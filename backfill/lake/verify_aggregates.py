@@ -4,6 +4,7 @@ reads the files. Findings are ``verify``'s own, in its report."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -29,11 +30,11 @@ def refresh_command(lake: Path, symbol: Symbol, timeframe: Timeframe, month: Mon
                     include_partial: bool) -> str:
     """The command that rebuilds one aggregate part from the M1 lake as it is now."""
     first, last = source_days(month)
-    partial = " --include-partial" if include_partial else ""
-    return (
-        f"backfill aggregate --lake {lake} --symbols {symbol} --tf {timeframe} "
-        f"--from {first} --to {last}{partial}"
-    )
+    partial = ("--include-partial",) if include_partial else ()
+    # Quoted for a shell: pasted, a lake named `x $(touch PWNED)` must stay a name.
+    return shlex.join(("backfill", "aggregate", "--lake", str(lake), "--symbols", str(symbol),
+                       "--tf", str(timeframe), "--from", str(first), "--to", str(last),
+                       *partial))
 
 
 def check_aggregate_part(

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from backfill.durations import counted
 from backfill.lake.verify import (
     MAX_RANGES,
     Finding,
@@ -85,16 +86,21 @@ def summary_line(s: SymbolSummary) -> str:
         f"{s.symbol} {span}: {s.days_complete}/{s.days} days complete, "
         f"{s.days_partial} partial, {s.days_missing} missing, "
         + (f"{s.days_no_data} IB had no data for, " if s.days_no_data else "")
+        + (f"{s.days_before_listing} before listing (head {s.head}), "
+           if s.days_before_listing else "")
         + f"{s.rows:,} rows, "
-        f"{s.gaps} gaps ({s.gap_minutes} min), {s.errors} errors, {s.warnings} warnings"
+        f"{counted(s.gaps, 'gap range')} ({s.gap_minutes} min), "
+        f"{counted(s.errors, 'error')}, "
+        f"{counted(s.warnings, 'warning')}"
     )
 
 
 def verdict(tally: Tally) -> str:
     state = "OK" if tally.ok else "FAILED"
     return (
-        f"verify {state}: {tally.parts} parts, {len(tally.symbols)} symbols, "
-        f"{tally.errors} errors, {tally.warnings} warnings"
+        f"verify {state}: {counted(tally.parts, 'part')}, "
+        f"{counted(len(tally.symbols), 'symbol')}, {counted(tally.errors, 'error')}, "
+        f"{counted(tally.warnings, 'warning')}"
     )
 
 
@@ -157,7 +163,7 @@ def write_terminal(
         ("days complete", "right"),
         ("missing", "right"),
         ("rows", "right"),
-        ("gaps (min)", "right"),
+        ("gap ranges (min)", "right"),  # runs of minutes without a bar
         ("errors", "right"),
         ("warnings", "right"),
     ):

@@ -16,9 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TextIO, TypeVar
 
-from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -67,71 +66,96 @@ def _days(n: int) -> str:
 
 
 def _latency(progress: SymbolProgress) -> str:
-    if progress.last_latency_s is None:
+    """The symbol's answers' moving average (the footer has the run's p50 and p95)."""
+    if progress.avg_latency_s is None:
         return "-"
-    return f"{progress.last_latency_s:.2f}/{progress.avg_latency_s or 0:.2f}s"
+    return f"{progress.avg_latency_s:.2f}s"
+
+
+def _bar(fraction: float, width: int) -> Text:
+    """A progress bar of exactly ``width`` cells (Rich's own stretches or cuts with its
+    column, and a cut cell is what the dashboard must never show)."""
+    done = round(min(max(fraction, 0.0), 1.0) * width)
+    return Text.assemble(("━" * done, "green"), ("━" * (width - done), "grey23"))
+
+
+def _rows(n: int) -> str:
+    """Rows in at most 6 cells: ``99,999``, ``640.8k``, ``2.6M``, ``12.3M``."""
+    if n < 100_000:
+        return f"{n:,}"
+    return f"{n / 1000:.1f}k" if n < 999_950 else f"{n / 1_000_000:.1f}M"
 
 
 class SymbolRow:
     """One symbol's line of the dashboard, as table cells."""
 
-    def __init__(self, progress: SymbolProgress, bar_width: int = 16) -> None:
+    def __init__(self, progress: SymbolProgress, bar_width: int = 8,
+                 now: float | None = None) -> None:
         self.progress = progress
         self.bar_width = bar_width
+        self.now = time.time() if now is None else now
+
+    def shown(self) -> tuple[Status, str]:
+        """The status and note shown (a short wait on the in-flight cap is fetching)."""
+        return self.progress.shown_status(self.now)
 
     def status_text(self) -> Text:
         """The status word, coloured by what it means."""
-        return Text(self.progress.status.value, style=STATUS_STYLES[self.progress.status])
+        status = self.shown()[0]
+        return Text(status.value, style=STATUS_STYLES[status])
+
+    def note(self) -> str:
+        """Why the symbol is in its status ("" when there is nothing to say)."""
+        p = self.progress
+        return p.failed_reason if p.status is Status.FAILED else self.shown()[1]
 
     def cells(self) -> list[RenderableType]:
-        """Cells in ``SymbolTable.COLUMNS`` order."""
+        """Cells in ``SymbolTable.COLUMNS`` order. Days and rows are those fetched (the
+        live progress; the summary counts those written to the lake)."""
         p = self.progress
         percent = int(p.fraction * 100)  # floor: 1439 of 1440 days is not 100%
-        gaps = f"{p.gaps} ({p.missing_minutes}m)" if p.gaps else "0"
-        note = p.failed_reason if p.status is Status.FAILED else p.detail
         return [
             Text(p.symbol, style="bold"),
             self.status_text(),
             str(p.client_id) if p.client_id is not None else "-",
-            ProgressBar(
-                total=max(p.days_total, 1),
-                completed=p.fraction * max(p.days_total, 1),
-                width=self.bar_width,
-            ),
-            f"{percent}%",
+            Text.assemble(_bar(p.fraction, self.bar_width), f" {percent:>3}%"),
             f"{max(p.days_done, p.days_fetched)}/{p.days_total}",
-            f"{p.rows:,}",
+            _rows(max(p.rows, p.rows_fetched)),
             p.current_day.isoformat() if p.current_day else "-",
             _latency(p),
             str(p.retries),
-            gaps,
+            str(p.gaps),
             Text(str(p.days_failed), style="red" if p.days_failed else ""),
-            Text(note, style="red" if p.status is Status.FAILED else "dim"),
         ]
 
 
 class SymbolTable:
-    """The per-symbol table; cut to ``max_rows`` with the most urgent rows kept."""
+    """The per-symbol table, cut to ``max_rows`` with the most urgent rows kept, then a line
+    per shown symbol with something to say (why it retries, waits or failed).
+
+    Every cell is whole (no "…"): the columns fit 100 terminal columns with a year of days
+    and millions of rows; a note longer than the screen wraps at its spaces.
+    """
 
     COLUMNS: tuple[tuple[str, str], ...] = (
         ("Symbol", "left"),
         ("Status", "left"),
         ("Client", "right"),
         ("Progress", "left"),
-        ("%", "right"),
         ("Days", "right"),
         ("Rows", "right"),
         ("Day", "left"),
         ("Latency", "right"),
         ("Retries", "right"),
-        ("Gaps", "right"),
+        ("Gap days", "right"),  # days with minutes without a bar (verify counts ranges)
         ("Failed", "right"),
-        ("Note", "left"),
     )
 
-    def __init__(self, symbols: Sequence[SymbolProgress], max_rows: int | None = None) -> None:
+    def __init__(self, symbols: Sequence[SymbolProgress], max_rows: int | None = None,
+                 now: float | None = None) -> None:
         self.symbols = symbols
         self.max_rows = max_rows
+        self.now = time.time() if now is None else now
 
     def visible(self) -> tuple[list[SymbolProgress], list[SymbolProgress]]:
         """(shown, hidden) rows: all of them when they fit."""
@@ -147,20 +171,20 @@ class SymbolTable:
         return shown, hidden
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
+        # One space between columns: the cells are whole at 100 columns (not at 2).
+        table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", expand=False,
+                      pad_edge=False)
         for name, justify in self.COLUMNS:
             table.add_column(
                 name,
                 justify=justify,  # type: ignore[arg-type]
                 no_wrap=True,
-                overflow="ellipsis",
-                max_width=28 if name == "Note" else None,
-                min_width=_symbol_width(self.symbols) if name == "Symbol"
-                else None if name == "Note" else len(name),
+                min_width=_symbol_width(self.symbols) if name == "Symbol" else len(name),
             )
         shown, hidden = self.visible()
-        for progress in shown:
-            table.add_row(*SymbolRow(progress).cells())
+        rows = [SymbolRow(progress, now=self.now) for progress in shown]
+        for row in rows:
+            table.add_row(*row.cells())
         yield table
         if hidden:
             counts: dict[str, int] = {}
@@ -168,6 +192,11 @@ class SymbolTable:
                 counts[p.status.value] = counts.get(p.status.value, 0) + 1
             summary = ", ".join(f"{n} {status}" for status, n in counts.items())
             yield Text(f"… and {len(hidden)} more: {summary}", style="dim")
+        room = None if self.max_rows is None else max(self.max_rows - len(shown), 0)
+        notes = [(row.progress, row.note()) for row in rows if row.note()]
+        for p, note in notes[:room]:
+            failed = p.status is Status.FAILED
+            yield Text.assemble((p.symbol, "bold"), ": ", (note, "red" if failed else "dim"))
 
 
 class Footer:
@@ -227,7 +256,7 @@ class Dashboard:
         if max_rows is None and options.height is None:
             # Live crops what does not fit; better to choose which rows go than lose the footer.
             max_rows = max(options.max_height - _FOOTER_LINES - _TABLE_CHROME, 1)
-        yield SymbolTable(snapshot.symbols, max_rows=max_rows)
+        yield SymbolTable(snapshot.symbols, max_rows=max_rows, now=snapshot.now)
         yield Text("")
         yield Footer(snapshot)
 
@@ -351,19 +380,49 @@ def describe(event: ev.Event) -> str:
     if isinstance(event, ev.WorkerFinished):
         failed = f", {_days(event.days_failed)} failed" if event.days_failed else ""
         return f"{s} finished: {_days(event.days_written)} written, {event.rows} rows{failed}"
+    if isinstance(event, ev.BeforeListing):
+        return (f"{s} {_days(event.days)} of the range left out as before listing "
+                f"(head {event.head}, {event.source})")
     return f"{s} {ev.EVENT_NAMES.get(type(event), type(event).__name__)}"
 
 
-class PlainRenderer(_ClosingContext):
-    """One line per event, ``HH:MM:SS`` UTC first: for logs, pipes and dumb terminals."""
+# What plain lines tell without --verbose: a line per day fetched and per part written, and
+# what the operator must act on or know of: failures, 162s, the budget moving, a worker's
+# own trouble (a retry about no day: its connection, its client id, a corrupt part moved
+# aside). A request's retries, pacing waits, gaps and status moves are --verbose (about
+# four lines a request otherwise).
+_PLAIN_EVENTS = (ev.WorkerStarted, ev.DayFetched, ev.PartWritten, ev.DayFailed,
+                 ev.WorkerFailed, ev.WorkerFinished, ev.PacingViolation, ev.BeforeListing,
+                 ev.BudgetChanged)
+_PLAIN_STATUSES = frozenset({Status.FAILED, Status.STALLED, Status.STOPPED, Status.WAITING,
+                             Status.SKIPPED})
 
-    def __init__(self, console: Console, clock: Clock = time.time) -> None:
+
+class PlainRenderer(_ClosingContext):
+    """One line per event worth telling, ``HH:MM:SS`` UTC first: for logs, pipes and dumb
+    terminals. ``verbose``: every event (but answered requests, told by their day's line)."""
+
+    def __init__(self, console: Console, clock: Clock = time.time,
+                 verbose: bool = False) -> None:
         self.console = console
         self.clock = clock
+        self.verbose = verbose
+
+    def tells(self, event: ev.Event) -> bool:
+        """Whether ``event`` gets a line."""
+        if isinstance(event, ev.RequestDone) and event.outcome in ("bars", "no_data"):
+            return False
+        if self.verbose:
+            return True
+        if isinstance(event, ev.StatusChanged):
+            return event.status in _PLAIN_STATUSES
+        if isinstance(event, ev.Retry):
+            return event.day is None
+        return isinstance(event, _PLAIN_EVENTS)
 
     def on_event(self, event: ev.Event) -> None:
-        """Print the event's line (an answered request is told by its day's line)."""
-        if isinstance(event, ev.RequestDone) and event.outcome in ("bars", "no_data"):
+        """Print the event's line, if it is one to tell."""
+        if not self.tells(event):
             return
         at = datetime.fromtimestamp(event.at or self.clock(), timezone.utc)
         # markup off: reasons quote IB error text, which may hold square brackets.
@@ -384,26 +443,31 @@ class JsonRenderer(_ClosingContext):
         self.file.flush()
 
 
-def make_renderer(console: Console, state: RunState, json: bool = False) -> Renderer:
-    """NDJSON when asked, the live dashboard on a terminal, plain lines otherwise."""
+def make_renderer(console: Console, state: RunState, json: bool = False,
+                  verbose: bool = False) -> Renderer:
+    """NDJSON when asked, the live dashboard on a terminal, plain lines otherwise (every
+    event's with ``verbose``)."""
     if json:
         return JsonRenderer(console.file)
     if console.is_terminal and not console.is_dumb_terminal:
         return LiveDashboard(state, console)
-    return PlainRenderer(console)
+    return PlainRenderer(console, verbose=verbose)
 
 
-def summary_table(state: RunState | RunSnapshot) -> Table:
-    """The closing table: per symbol days and rows written, gaps, retries, failures, status."""
+def summary_table(state: RunState | RunSnapshot) -> RenderableType:
+    """The closing table: per symbol days and rows written, gaps, retries, failures, status;
+    then a line per symbol that needs a rerun, with the reason (whole at 80 columns)."""
     snapshot = state.snapshot() if isinstance(state, RunState) else state
     table = Table(title="Run summary", header_style="bold")
-    # Days and rows as written to the lake, not as fetched.
-    for name in ("Symbol", "Status", "Days written", "Rows", "Gaps", "Retries", "Failed"):
-        table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right")
-    # A narrow screen squeezes the other columns; a cut symbol (BTC-U…) is no symbol.
-    table.columns[0].no_wrap = True
+    # Days and rows as written to the lake, not as fetched. Gap days: days with minutes
+    # without a bar; Gap min: those minutes (verify counts ranges). Headers on two lines,
+    # so that at 80 columns no number wraps or is cut.
+    for name in ("Symbol", "Status", "Days\nwritten", "Rows\nwritten", "Gap\ndays",
+                 "Gap\nmin", "Retries", "Failed"):
+        table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right",
+                         no_wrap=name != "Status")  # "connecting (unfinished)" may wrap
     table.columns[0].min_width = _symbol_width(snapshot.symbols)
-    table.add_column("Reason", overflow="fold")
+    reasons = []
     for p in snapshot.symbols:
         status = p.status.value if p.status in TERMINAL else f"{p.status.value} (unfinished)"
         table.add_row(
@@ -411,12 +475,15 @@ def summary_table(state: RunState | RunSnapshot) -> Table:
             Text(status, style=STATUS_STYLES[p.status]),
             f"{p.days_done}/{p.days_total}",
             f"{p.rows:,}",
-            f"{p.gaps} ({p.missing_minutes}m)" if p.gaps else "0",
+            str(p.gaps),
+            f"{p.missing_minutes:,}",
             str(p.retries),
             Text(str(p.days_failed), style="red" if p.days_failed else ""),
-            Text(p.failed_reason if p.needs_rerun else ""),  # Text: IB reasons hold [brackets]
         )
-    return table
+        if p.needs_rerun and p.failed_reason:
+            # Text: IB reasons hold [brackets]
+            reasons.append(Text.assemble((p.symbol, "bold"), ": ", (p.failed_reason, "red")))
+    return Group(table, *reasons)
 
 
 def _symbol_width(symbols: Sequence[SymbolProgress]) -> int:

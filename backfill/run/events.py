@@ -159,6 +159,16 @@ class WorkerFinished(Event):
 
 
 @dataclass(frozen=True)
+class BeforeListing(Event):
+    """Days of the asked range left out as before the symbol's head (its first bar at the
+    gateway), said once at the start: ``head`` (ISO time) and where it came from."""
+
+    days: int
+    head: str
+    source: str
+
+
+@dataclass(frozen=True)
 class Heartbeat(Event):
     """A worker is alive (sent while it has work, however quiet): the orchestrator's stall
     watch takes it and passes it on to nobody."""
@@ -180,4 +190,5 @@ EVENT_NAMES: dict[type, str] = {
     WorkerFailed: "failed",
     WorkerFinished: "finished",
     Heartbeat: "heartbeat",
+    BeforeListing: "before_listing",
 }

@@ -28,13 +28,20 @@ from backfill.lake.coverage_index import read_day_marks
 from backfill.lake.fetched import read_fetched_days
 from backfill.lake.heads import (
     Head,
+    heads_path,
     heads_to_ask,
     listing_days,
     read_heads,
     record_heads,
 )
 from backfill.run import events as ev
-from backfill.run.dashboard import make_renderer, rerun_command, rerun_hint, summary_table
+from backfill.run.dashboard import (
+    describe,
+    make_renderer,
+    rerun_command,
+    rerun_hint,
+    summary_table,
+)
 from backfill.run.gateway_edges import (
     GatewayEdges,
     apply_gateway_findings,
@@ -73,6 +80,7 @@ class RunRequest:
     command: tuple[str, ...] = ()
     # --refetch: when the run began; days recorded before it are asked again.
     refetch_since: datetime | None = None
+    verbose: bool = False  # plain lines: every event, not only days and parts
 
 
 def plan_run(
@@ -128,15 +136,18 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
     answers: dict[Symbol, Head] = {}
     edges: GatewayEdges | None = None
     asked = request  # as asked: an untrusted header clips its --window-days to 1
+    # A recorded head later than days the lake already holds is contradicted: asked again.
+    contradicted = [s.symbol for s in the_plan.symbols if s.head_contradicted]
     with contextlib.ExitStack() as stack:
         host, port = request.gateway.host, request.gateway.port
-        if the_plan.requests:
+        if the_plan.requests or contradicted:
             start_worker_server()
             host, port = stack.enter_context(serving(request.gateway, EMBEDDED_SIM_ARGS))
             # Where each symbol's history starts, asked once for the life of the lake: no
             # request goes out for a day before it (a coin listed in 2017 asked from 1990).
             ask = heads_to_ask(recorded, [s.symbol for s in the_plan.symbols if s.requests],
-                               request.first, now=now, max_age_days=settings.head_max_age_days)
+                               request.first, now=now, max_age_days=settings.head_max_age_days,
+                               contradicted=contradicted)
             # The window-edge rule is learned on the same connection while the heads are
             # asked: one connection, and the start waits for the slower of the two only.
             # A refetch repairs what a wrong rule lost: it trusts no remembered rule.
@@ -168,8 +179,15 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             record_heads(request.lake, answers)
         if edges is not None:
             remember_edges(asked, host, port, edges, err_console if request.json else console)
+        heads = {**recorded, **answers}
+        sources = {s: "asked at the gateway now" if s in answers else
+                   f"recorded in {heads_path(request.lake)}, asked "
+                   f"{heads[s].asked_at:%Y-%m-%d %H:%M} UTC" for s in heads}
+        told = [ev.BeforeListing(str(p.symbol), at=time.time(), days=p.days_before_listing,
+                                 head=heads[p.symbol].head.isoformat(), source=sources[p.symbol])
+                for p in the_plan.symbols if p.days_before_listing and p.symbol in heads]
         return _orchestrate(request, the_plan, host, port, console, err_console, stack, today,
-                            listing, edges)
+                            listing, edges, told)
     raise AssertionError("unreachable")
 
 
@@ -200,6 +218,7 @@ def _orchestrate(
     today: date,
     listing: dict[Symbol, date],
     edges: GatewayEdges | None = None,
+    told: tuple[ev.Event, ...] | list[ev.Event] = (),
 ) -> int:
     settings = request.settings
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)
@@ -208,7 +227,7 @@ def _orchestrate(
     except OSError as exc:
         raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
             from None
-    renderer = make_renderer(console, state, json=request.json)
+    renderer = make_renderer(console, state, json=request.json, verbose=request.verbose)
 
     def emit(event: ev.Event) -> None:
         state.apply(event)
@@ -231,6 +250,14 @@ def _orchestrate(
                   header_clock=edges.clock.reading if edges else "login"),
         the_plan.symbols, emit, resume=resume,
     )
+    # Days left out as before listing, said before the run starts (a wrong head must not
+    # pass for a finished symbol in silence); in the run log and --json as events too.
+    for event in told:
+        run_log.on_event(event)
+        if request.json:
+            renderer.on_event(event)
+        else:
+            console.print(describe(event), markup=False, highlight=False, soft_wrap=True)
     previous = install_parent_stop(orchestrator)
     try:
         with renderer:

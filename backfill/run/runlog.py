@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -17,6 +16,14 @@ from typing import Any
 
 from backfill.congestion import held_rate
 from backfill.lake.objpath import is_object, lake_path
+from backfill.lake.safe_json import (
+    BadJson,
+    bounded_lines,
+    expect_dict,
+    expect_number,
+    open_regular,
+    parse_json,
+)
 from backfill.lake.storage import StorageError
 from backfill.run.events import Event
 
@@ -198,8 +205,9 @@ def measured_rate(lake_root: Path, min_held_s: float = 60.0) -> MeasuredRate | N
         auto = False
         last = ""
         try:
-            with path.open(encoding="utf-8") as file:
-                for line in file:
+            with open_regular(path) as file:  # a FIFO among the logs must not hang plan
+                for raw in bounded_lines(file, _LINE_MAX_BYTES):
+                    line = raw.decode("utf-8", "replace")
                     # Only budget lines and the last one are parsed: a long run logs millions.
                     if '"event":"budget"' not in line:
                         last = line
@@ -211,7 +219,7 @@ def measured_rate(lake_root: Path, min_held_s: float = 60.0) -> MeasuredRate | N
                         auto = str(event.get("reason", "")).startswith("auto")
                     changes.append((float(event["at"]), float(event["rate"])))
                     last = line
-        except (OSError, StorageError):
+        except (OSError, BadJson, StorageError):
             continue
         final = _event(last) if changes else None
         last_at = max(changes[-1][0], float(final["at"])) if final else 0.0
@@ -223,14 +231,18 @@ def measured_rate(lake_root: Path, min_held_s: float = 60.0) -> MeasuredRate | N
     return None
 
 
+_LINE_MAX_BYTES = 64 << 10  # a run-log line is a few hundred bytes
+
+
 def _event(line: str) -> dict[str, Any] | None:
-    """One run-log line's event with a numeric ``at`` (and ``rate`` for budget lines), or
-    None for a line cut short by a crash."""
+    """One run-log line's event with a finite ``at`` (and, for budget lines, a ``rate``
+    above 0), or None for a line cut short by a crash or not written by a run (a rate of
+    0, negative or NaN is no rate a run held: the record is ignored)."""
     try:
-        event = json.loads(line)
-        float(event["at"])
+        event = expect_dict(parse_json(line, _LINE_MAX_BYTES), "event")
+        expect_number(event.get("at"), "at", 0.0, 1e11)
         if event.get("event") == "budget":
-            float(event["rate"])
-    except (ValueError, KeyError, TypeError):
+            expect_number(event.get("rate"), "rate", 1e-9, 1e9)
+    except BadJson:
         return None
-    return event if isinstance(event, dict) else None
+    return event

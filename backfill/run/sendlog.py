@@ -13,7 +13,13 @@ from pathlib import Path
 
 from backfill.lake.objpath import is_object, write_whole
 from backfill.lake.paths import recent_sends_path
-from backfill.lake.storage import StorageError
+from backfill.lake.safe_json import (
+    SMALL_FILE_MAX_BYTES,
+    expect_list,
+    expect_number,
+    expect_str,
+    read_json_file,
+)
 
 Recent = list[tuple[str, float]]  # (request key, seconds ago)
 
@@ -33,7 +39,16 @@ def save_recent_sends(lake: Path, symbol: object, recent: Recent, now_wall: floa
 def load_recent_sends(lake: Path, symbol: object, now_wall: float) -> Recent:
     """The last worker's sends as (key, seconds ago); nothing if there is no usable record."""
     try:
-        entries = json.loads(recent_sends_path(lake, symbol).read_text())
-        return [(str(key), max(0.0, now_wall - float(at))) for key, at in entries]
-    except (OSError, ValueError, TypeError, StorageError):
-        return []  # missing or unreadable: the worker's own pacing still holds
+        entries = expect_list(
+            read_json_file(recent_sends_path(lake, symbol), SMALL_FILE_MAX_BYTES) or [], "sends")
+        recent = []
+        for entry in entries[:_MAX_SENDS]:
+            key, at = expect_list(entry, "send")
+            recent.append((expect_str(key, "key", 400),
+                           max(0.0, now_wall - expect_number(at, "at", 0.0, 1e11))))
+        return recent
+    except (ValueError, TypeError):  # BadJson, or an entry not a pair
+        return []  # absent or not usable: the worker's own pacing still holds
+
+
+_MAX_SENDS = 1000  # IB remembers a few seconds of sends: a worker's are a few dozen

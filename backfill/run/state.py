@@ -27,6 +27,11 @@ ANSWERED = frozenset({"bars", "no_data"})
 ERROR_OUTCOMES = frozenset({"timeout", "upstream", "disconnect", "error"})
 # Weight of the newest latency in the moving average: about the last ten requests.
 LATENCY_ALPHA = 0.2
+# A worker waiting on the run's in-flight cap is shown "paced" only once the wait has lasted
+# this long, or three of its answers' average latency if longer: a pipelined worker waits on
+# an answer with its share open nearly all the time, and that is fetching, not pacing.
+CAP_QUIET_S = 2.0
+IN_FLIGHT_CAP = "in-flight cap"
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,8 @@ class SymbolProgress:
     days_fetched: int = 0  # answered, perhaps not written yet: the live progress
     days_failed: int = 0
     failed_days: tuple[date, ...] = ()
-    rows: int = 0
+    rows: int = 0  # written to the lake
+    rows_fetched: int = 0  # answered, perhaps not written yet (as ``days_fetched``)
     current_day: date | None = None
     requests: int = 0
     last_latency_s: float | None = None
@@ -53,6 +59,16 @@ class SymbolProgress:
     parts_written: int = 0
     starts: int = 0
     failed_reason: str = ""
+    since: float = 0.0  # when the status (or its detail) last changed, event time
+
+    def shown_status(self, now: float) -> tuple[Status, str]:
+        """The status and note to show at ``now``: a short wait on the in-flight cap is
+        fetching (see ``CAP_QUIET_S``)."""
+        if self.status is Status.PACED and self.detail == IN_FLIGHT_CAP:
+            quiet = max(CAP_QUIET_S, 3 * (self.avg_latency_s or 0.0))
+            if now - self.since < quiet:
+                return Status.FETCHING, ""
+        return self.status, self.detail
 
     @property
     def fraction(self) -> float:
@@ -69,7 +85,12 @@ class SymbolProgress:
     def apply(self, event: ev.Event) -> SymbolProgress:
         """The progress after ``event``; events of other kinds leave it unchanged."""
         handler = _SYMBOL_HANDLERS.get(type(event))
-        return handler(self, event) if handler else self
+        if handler is None:
+            return self
+        after = handler(self, event)
+        if (after.status, after.detail) != (self.status, self.detail):
+            after = replace(after, since=event.at)
+        return after
 
     def _settle(self, status: Status, detail: str = "") -> SymbolProgress:
         # Activity events imply a status for workers that never send StatusChanged, but a
@@ -101,6 +122,7 @@ def _started(p: SymbolProgress, e: ev.WorkerStarted) -> SymbolProgress:
         client_id=e.client_id,
         days_done=max(p.days_total - e.days_total, 0),
         days_fetched=max(p.days_total - e.days_total, 0),
+        rows_fetched=p.rows,  # what was fetched and not written is fetched again
         days_failed=0,
         failed_days=(),
         starts=p.starts + 1,
@@ -117,7 +139,8 @@ def _status(p: SymbolProgress, e: ev.StatusChanged) -> SymbolProgress:
 def _day_fetched(p: SymbolProgress, e: ev.DayFetched) -> SymbolProgress:
     # Counted as done only once written (PartWritten): a day fetched and then lost (a full
     # disk, a killed worker) is not in the lake.
-    p = replace(p, days_fetched=p.days_fetched + 1, current_day=e.day)
+    p = replace(p, days_fetched=p.days_fetched + 1, rows_fetched=p.rows_fetched + e.rows,
+                current_day=e.day)
     return p._settle(Status.FETCHING)
 
 
@@ -231,8 +254,8 @@ class RunSnapshot:
         return tuple(s for s in self.symbols if s.needs_rerun or s.status not in TERMINAL)
 
     def count(self, status: Status) -> int:
-        """How many symbols are in ``status``."""
-        return sum(1 for s in self.symbols if s.status is status)
+        """How many symbols are shown in ``status`` now (``SymbolProgress.shown_status``)."""
+        return sum(1 for s in self.symbols if s.shown_status(self.now)[0] is status)
 
 
 class RunState:

@@ -61,7 +61,7 @@ from backfill.ib.session import (
     connect_free_id,
 )
 from backfill.lake.schema import empty_bars
-from backfill.lake.store import PartUnreadable, write_batch
+from backfill.lake.store import NonConformingPart, PartUnreadable, write_batch
 from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -279,7 +279,7 @@ class Worker:
             self.emit(ev.WorkerFailed, reason=failure, days_failed=len(self.days_failed))
         elif interrupted and self.pending:
             left = sum(job.window.n_days for job in self.pending)
-            self.set_status(ev.Status.STOPPED, f"interrupted, {left} days left")
+            self.set_status(ev.Status.STOPPED, f"interrupted, {left} day{'s' * (left != 1)} left")
         else:
             self.set_status(ev.Status.FAILED if self.days_failed else ev.Status.DONE)
             self.emit(ev.WorkerFinished, days_fetched=self.days_fetched,
@@ -707,12 +707,13 @@ class Worker:
             writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
                                  fetched_at=buffer.fetched_at, partial_days=buffer.partial,
                                  no_data_days=buffer.no_data)
-        except OSError as exc:
+        except (OSError, NonConformingPart) as exc:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
             # stay missing in the lake (nothing half-written), fetched but not written: they
             # count as failed, and the run says why. An unreadable part (EACCES, EIO, a
-            # folder in its place) is not corruption: the store moved nothing.
-            reason = str(exc) if isinstance(exc, PartUnreadable) else \
+            # folder in its place) is not corruption, nor is a readable part that does not
+            # conform (its days may be good): the store moved nothing.
+            reason = str(exc) if isinstance(exc, (PartUnreadable, NonConformingPart)) else \
                 f"cannot write the lake: {exc}"
             for day in sorted(buffer.days):
                 self.days_failed.append(day)

@@ -111,3 +111,47 @@ def test_order_schema_and_footer_errors(built_lake: Path) -> None:
         (h4, Kind.TS_UNSORTED), (d1, Kind.SCHEMA), (m30, Kind.PROVENANCE_MISSING),
         (m5, Kind.BUCKET_MINUTES),
     }
+
+
+HOSTILE = "x $(touch PWNED)"
+
+
+def _through_a_shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` pasted into a real shell, with this venv's ``backfill`` on the PATH."""
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    return subprocess.run(["sh", "-c", command], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={"PATH": path})
+
+
+def test_hints_are_quoted_for_a_shell(edge_lake_template: Path, tmp_path: Path) -> None:
+    """verify's refresh hint and plan --tf's build command, pasted into a shell, name the
+    lake and run no substitution from its name (issue 19)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from backfill.cli import app
+
+    lake = tmp_path / HOSTILE
+    shutil.copytree(edge_lake_template, lake)
+    aggregate_lake(AggregateRequest(lake, TIMEFRAMES), now=NOW)
+    write_m1(lake, BTC, date(2025, 1, 2), date(2025, 1, 2), fetched_at=LATER, seed=3)
+    _, findings = aggregate_findings(lake)
+    stale = next(f for f in findings if f.kind is Kind.AGGREGATE_STALE)
+    command = stale.detail.split("`")[1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _through_a_shell(command, elsewhere)
+    assert not list(tmp_path.rglob("PWNED")), "the lake's name ran as a command"
+    assert done.returncode == 0, done.stderr
+    write_m1(lake, BTC, date(2025, 1, 3), date(2025, 1, 3), fetched_at=LATER, seed=4)
+    planned = CliRunner().invoke(app, ["plan", "--lake", str(lake), "--symbols", "BTC-USD",
+                                       "--from", "2025-01-01", "--to", "2025-01-31",
+                                       "--tf", "H1"])
+    [build] = [line.split(": ", 1)[1] for line in planned.stdout.splitlines()
+               if line.startswith("build them: ")]
+    assert "--lake" in build
+    done = _through_a_shell(build, elsewhere)
+    assert not list(tmp_path.rglob("PWNED"))
+    assert done.returncode == 0, done.stderr
+    assert not list(elsewhere.iterdir()), "it built in the lake, not where it was pasted"

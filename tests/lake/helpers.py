@@ -36,13 +36,31 @@ BTC = Symbol("BTC", "USD")
 ETH = Symbol("ETH", "USD")
 FETCHED = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 
-# A table whose schema drifted from the contract, three ways (store and verify refuse each).
+# A table whose schema drifted from the contract, two ways (store and verify refuse each).
 SCHEMA_DRIFTS: dict[str, Callable[[pa.Table], pa.Table]] = {
-    "column-order": lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
     "missing-column": lambda t: t.drop_columns(["wap"]),
     "column-type": lambda t: t.set_column(
         5, "volume", pc.cast(t["volume"], pa.int64(), safe=False)
     ),
+}
+
+
+
+
+def _retyped(t: pa.Table, name: str, type_: pa.DataType) -> pa.Table:
+    i = t.schema.get_field_index(name)
+    return t.set_column(i, pa.field(name, type_, nullable=False), t[name].cast(type_))
+
+
+# The same bars in a schema another tool might write: every reader casts each back.
+SCHEMA_VARIANTS: dict[str, Callable[[pa.Table], pa.Table]] = {
+    "column-order": lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
+    "nullable": lambda t: t.cast(pa.schema([f.with_nullable(True) for f in t.schema],
+                                           metadata=t.schema.metadata)),
+    "ts-ms": lambda t: _retyped(t, "ts", pa.timestamp("ms", tz="UTC")),
+    "ts-ns": lambda t: _retyped(t, "ts", pa.timestamp("ns", tz="UTC")),
+    "dictionary-text": lambda t: _retyped(t, "exchange", pa.dictionary(pa.int32(), pa.string())),
+    "large-text": lambda t: _retyped(t, "symbol", pa.large_string()),
 }
 
 

@@ -43,10 +43,10 @@ def test_clean_lake_exits_0_with_plain_lines(clean_lake: Path) -> None:
         "WARNING gap BTC-USD: 6 minute(s) without a bar in 2 range(s) on 1 day(s) "
         "[2025-07-02 10:00-10:04, 23:59] (--gaps lists every day)",
         "BTC-USD 2025-07-01..2025-07-03: 3/3 days complete, 0 partial, 0 missing, 4,314 rows, "
-        "2 gaps (6 min), 0 errors, 1 warnings",
+        "2 gap ranges (6 min), 0 errors, 1 warning",
         "ETH-USD 2025-07-31..2025-08-01: 2/2 days complete, 0 partial, 0 missing, 2,880 rows, "
-        "0 gaps (0 min), 0 errors, 0 warnings",
-        "verify OK: 3 parts, 2 symbols, 0 errors, 1 warnings",
+        "0 gap ranges (0 min), 0 errors, 0 warnings",
+        "verify OK: 3 parts, 2 symbols, 0 errors, 1 warning",
     ]
 
 
@@ -84,7 +84,7 @@ def test_symbols_file_and_range_narrow_the_scope(clean_lake: Path, tmp_path: Pat
         (["--from", "2025-02-30"], "--from: '2025-02-30' is not a date"),
         (["--to", "tomorrow"], "--to: 'tomorrow' is not a date"),
         (["--from", "2025-07-03", "--to", "2025-07-01"], "--from 2025-07-03 is after --to"),
-        (["--symbols", "BTC/USD"], "malformed symbol 'BTC/USD'"),
+        (["--symbols", "BTC/USD"], "malformed symbol 'BTC/'"),
         (["--symbols-file", "/nonexistent/symbols.txt"], "--symbols-file"),
     ],
 )
@@ -201,7 +201,7 @@ def test_an_empty_lake_warns_and_exits_0(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         f"WARNING no_parts: no parts found in {tmp_path}: nothing was checked "
         "(is --lake the right folder?)",
-        "verify OK: 0 parts, 0 symbols, 0 errors, 1 warnings",
+        "verify OK: 0 parts, 0 symbols, 0 errors, 1 warning",
     ]
 
 
@@ -230,3 +230,44 @@ def test_memory_does_not_grow_with_the_lake(
     small, large = small_and_large
     growth_mib = (peak_rss_kib(large, *flags) - peak_rss_kib(small, *flags)) / 1024
     assert growth_mib < 15, f"peak RSS grew {growth_mib:.0f} MiB for 10x the parts"
+
+
+def test_gaps_keeps_the_summary_tally_of_plain_verify(clean_lake: Path) -> None:
+    """``--gaps`` lists every day's gaps and the summary still counts them (issue 19)."""
+    plain = json.loads(runner.invoke(app, ["verify", "--lake", str(clean_lake), "--json"]).stdout)
+    every = json.loads(
+        runner.invoke(app, ["verify", "--lake", str(clean_lake), "--json", "--gaps"]).stdout
+    )
+    tally = [(s["symbol"], s["gaps"], s["gap_minutes"], s["gap_days"]) for s in plain["symbols"]]
+    assert tally[0] == ("BTC-USD", 2, 6, 1)
+    assert [(s["symbol"], s["gaps"], s["gap_minutes"], s["gap_days"])
+            for s in every["symbols"]] == tally
+    text = runner.invoke(app, ["verify", "--lake", str(clean_lake), "--gaps"]).stdout
+    assert "2 gap ranges (6 min)" in text, text
+
+
+def test_days_before_listing_and_after_today_are_not_missing(clean_lake: Path) -> None:
+    """verify judges the range as run does: the recorded head and today bound it."""
+    from datetime import date, datetime
+
+    from backfill.domain import UTC
+    from backfill.lake.heads import Head, record_heads
+
+    args = ["verify", "--lake", str(clean_lake), "--symbols", "BTC-USD", "--json"]
+    unheaded = json.loads(runner.invoke(app, [*args, "--from", "1990-01-01",
+                                              "--to", "2025-07-03"]).stdout)
+    assert unheaded["symbols"][0]["days_missing"] > 9000, "no head recorded: all asked"
+    record_heads(clean_lake, {BTC: Head(datetime(2025, 7, 1, tzinfo=UTC), datetime.now(UTC))})
+    result = runner.invoke(app, [*args, "--from", "1990-01-01", "--to", "2025-07-03"])
+    assert result.exit_code == 0, result.stdout
+    [btc] = json.loads(result.stdout)["symbols"]
+    assert (btc["days_missing"], btc["from"], btc["head"]) == (0, "2025-07-01", "2025-07-01")
+    assert btc["days_before_listing"] == (date(2025, 7, 1) - date(1990, 1, 1)).days
+    future = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+    result = runner.invoke(app, [*args, "--from", "2025-07-01", "--to", future])
+    [btc] = json.loads(result.stdout)["symbols"]
+    assert btc["to"] == datetime.now(UTC).date().isoformat()
+    days_to_today = (datetime.now(UTC).date() - date(2025, 7, 3)).days
+    assert btc["days_missing"] == days_to_today, "days after today are not missing"
+    text = runner.invoke(app, [*args[:-1], "--from", "1990-01-01", "--to", "2025-07-03"]).stdout
+    assert "before listing (head 2025-07-01)" in text, text

@@ -39,6 +39,13 @@ def test_an_old_head_is_asked_again_only_when_the_range_starts_before_it():
     assert heads_to_ask(fresh, [SOL], date(1990, 1, 1), **asked) == []
 
 
+def test_a_contradicted_head_is_asked_again_however_fresh():
+    fresh = {SOL: head(date(2020, 9, 10), asked_days_ago=0)}
+    asked = dict(now=NOW, max_age_days=30)
+    assert heads_to_ask(fresh, [], date(2020, 9, 1), contradicted=[SOL], **asked) == [SOL]
+    assert heads_to_ask(fresh, [SOL], date(2020, 9, 1), **asked) == []
+
+
 def test_the_listing_day_is_the_heads_utc_day():
     late = Head(datetime(2020, 8, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1))), NOW)
     assert listing_days({SOL: late}) == {SOL: date(2020, 9, 1)}

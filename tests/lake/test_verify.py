@@ -502,7 +502,8 @@ FINDING_KEYS = {
 }  # fmt: skip
 SYMBOL_KEYS = {
     "symbol", "from", "to", "parts", "days", "days_complete", "days_partial", "days_missing",
-    "days_no_data", "rows", "gaps", "gap_minutes", "gap_days", "errors", "warnings",
+    "days_no_data", "days_before_listing", "head", "rows", "gaps", "gap_minutes", "gap_days",
+    "errors", "warnings",
 }  # fmt: skip
 TOP_KEYS = {
     "version", "lake", "from", "to", "ok", "errors", "warnings", "parts", "symbols", "findings",

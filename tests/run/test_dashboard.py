@@ -214,7 +214,8 @@ def test_events_for_an_unplanned_symbol_get_a_row(clock: FakeClock) -> None:
 def test_rows_show_status_client_progress_counts_and_reason(state: RunState) -> None:
     text = render(Dashboard(state))
     header = row(text, "Symbol")
-    assert header[:6] == ["Symbol", "Status", "Client", "Progress", "%", "Days"]
+    assert header == ["Symbol", "Status", "Client", "Progress", "Days", "Rows", "Day",
+                      "Latency", "Retries", "Gap", "days", "Failed"]
     assert row(text, "BTC-USD") == [
         "BTC-USD",
         "fetching",
@@ -223,27 +224,15 @@ def test_rows_show_status_client_progress_counts_and_reason(state: RunState) -> 
         "3/4",
         "4,317",
         "2025-07-03",
-        "0.30/0.25s",
+        "0.25s",
         "0",
-        "1",
-        "(3m)",
+        "1",  # one day with minutes without a bar
         "0",
     ]
-    assert row(text, "ETH-USD") == [
-        "ETH-USD",
-        "failed",
-        "12",
-        "0%",
-        "0/4",
-        "0",
-        "-",
-        "0.10/4.02s",
-        "1",
-        "0",
-        "4",
-        "gateway",
-        "[disconnected]",  # IB text with brackets is shown, not eaten as markup
-    ]
+    assert row(text, "ETH-USD") == ["ETH-USD", "failed", "12", "0%", "0/4", "0", "-", "4.02s",
+                                    "1", "0", "4"]
+    # IB text with brackets is shown, not eaten as markup, on a line of its own
+    assert "ETH-USD: gateway [disconnected]" in text.splitlines()
     sol = ["SOL-USD", "queued", "-", "0%", "0/4", "0", "-", "-", "0", "0", "0"]
     assert row(text, "SOL-USD") == sol
 
@@ -337,7 +326,7 @@ def test_live_dashboard_leaves_the_last_frame(clock: FakeClock) -> None:
 
 def test_plain_renderer_prints_a_line_per_event_but_answered_requests() -> None:
     out = io.StringIO()
-    renderer = PlainRenderer(Console(file=out, width=80))
+    renderer = PlainRenderer(Console(file=out, width=80), verbose=True)
     for event in scripted_events():
         renderer.on_event(event)
     lines = out.getvalue().splitlines()
@@ -413,8 +402,9 @@ def test_summary_table_names_failures(state: RunState) -> None:
     assert "Run summary" in text
     btc = [c.strip() for c in next(ln for ln in text.splitlines() if "BTC-USD" in ln).split("│")]
     eth = [c.strip() for c in next(ln for ln in text.splitlines() if "ETH-USD" in ln).split("│")]
-    assert btc[1:9] == ["BTC-USD", "fetching (unfinished)", "3/4", "4,317", "1 (3m)", "0", "0", ""]
-    assert eth[1:9] == ["ETH-USD", "failed", "0/4", "0", "0", "1", "4", "gateway [disconnected]"]
+    assert btc[1:9] == ["BTC-USD", "fetching (unfinished)", "3/4", "4,317", "1", "3", "0", "0"]
+    assert eth[1:9] == ["ETH-USD", "failed", "0/4", "0", "0", "0", "1", "4"]
+    assert "ETH-USD: gateway [disconnected]" in text.splitlines()
 
 
 def test_rerun_hint_names_what_to_rerun(state: RunState) -> None:
@@ -437,3 +427,106 @@ def test_a_gap_line_names_minutes_by_their_end_time() -> None:
     one, span = ("2025-07-01T01:21:00+00:00",) * 2, ("2025-07-01T02:00", "2025-07-01T02:04")
     gap = ev.GapFound("BTC-USD", day=date(2025, 7, 1), missing_minutes=6, ranges=(one, span))
     assert describe(gap) == "BTC-USD day 2025-07-01 gap: 6 min missing (01:21, 02:00..02:04)"
+
+
+# -- issue 19: fits 100-120 columns, rows fetched, the in-flight cap, quiet plain lines ----
+
+
+def busy_run(clock: FakeClock) -> RunState:
+    """Ten years of days, millions of rows, long notes: the widest cells a run shows."""
+    names = ("BTC-USD", "MATIC-USD", "DOGE-USD", "SOL-USD")
+    run = RunState(names, requests_total=14612, rate_budget=0.7, clock=clock)
+    for i, name in enumerate(names):
+        run.apply(ev.WorkerStarted(name, client_id=100 + i, days_total=3653, at=T0))
+    for k in range(40):
+        run.apply(ev.RequestDone("BTC-USD", window="w", outcome="bars", latency_s=12.345,
+                                 at=T0 + k))
+        run.apply(ev.DayFetched("BTC-USD", day=d(1), rows=1440, latency_s=12.345, at=T0 + k))
+    run.apply(ev.PartWritten("BTC-USD", month="2025-07", rows=1, path="p", days=3600,
+                             rows_added=5_183_999, at=T0 + 40))
+    for _ in range(1234):
+        run.apply(ev.GapFound("BTC-USD", day=d(1), missing_minutes=10, at=T0 + 40))
+    run.apply(ev.StatusChanged("MATIC-USD", status=Status.CONNECTING, at=T0 + 40))
+    run.apply(ev.Retry("SOL-USD", reason="timeout: no answer in 30s", attempt=3,
+                       delay_s=12.5, day=d(2), at=T0 + 40))
+    for _ in range(1000):
+        run.apply(ev.DayFailed("DOGE-USD", day=d(3), reason="162: HMDS query returned no data",
+                               at=T0 + 40))
+    run.apply(ev.WorkerFailed("DOGE-USD", reason="162: HMDS query returned no data",
+                              days_failed=1000, at=T0 + 41))
+    clock.now = T0 + 50
+    return run
+
+
+@pytest.mark.parametrize("width", [100, 120])
+def test_the_dashboard_fits_100_to_120_columns_whole(clock: FakeClock, width: int) -> None:
+    run = busy_run(clock)
+    console = Console(record=True, width=width, height=40, force_terminal=True,
+                      file=io.StringIO())
+    console.print(Dashboard(run))
+    text = console.export_text()
+    assert "…" not in text, text
+    assert all(len(line) <= width for line in text.splitlines())
+    assert row(text, "BTC-USD") == ["BTC-USD", "fetching", "100", "98%", "3600/3653", "5.2M",
+                                    "2025-07-01", "12.35s", "0", "1234", "0"]
+    assert row(text, "MATIC-USD")[:2] == ["MATIC-USD", "connecting"]
+    assert row(text, "DOGE-USD")[-1] == "1000"
+    assert "SOL-USD: timeout: no answer in 30s #3, in 12.5s" in text
+    assert "DOGE-USD: 162: HMDS query returned no data" in text
+
+
+def test_rows_climb_with_the_days_before_a_part_is_written(clock: FakeClock) -> None:
+    run = RunState(["BTC-USD"], requests_total=2, rate_budget=0.7, clock=clock)
+    run.apply(ev.WorkerStarted("BTC-USD", client_id=11, days_total=2, at=T0))
+    run.apply(ev.DayFetched("BTC-USD", day=d(1), rows=1437, latency_s=0.2, at=T0))
+    assert row(render(Dashboard(run)), "BTC-USD")[3:6] == ["50%", "1/2", "1,437"]
+    summary = render(summary_table(run))
+    headers = " ".join(line for line in summary.splitlines() if "┃" in line)
+    assert "Rows" in headers and "written" in headers, summary
+
+
+def test_a_short_wait_on_the_in_flight_cap_is_fetching_not_paced(clock: FakeClock) -> None:
+    run = RunState(["BTC-USD"], requests_total=9, rate_budget=0.7, clock=clock)
+    run.apply(ev.WorkerStarted("BTC-USD", client_id=11, days_total=9, at=T0))
+    run.apply(ev.StatusChanged("BTC-USD", status=Status.PACED, detail="in-flight cap", at=T0))
+    clock.now = T0 + 0.5
+    text = render(Dashboard(run))
+    assert row(text, "BTC-USD")[1] == "fetching" and "in-flight cap" not in text
+    assert "1 fetching" in text
+    clock.now = T0 + 30  # the cap has held it back for a meaningful time: say so
+    text = render(Dashboard(run))
+    assert row(text, "BTC-USD")[1] == "paced" and "BTC-USD: in-flight cap" in text
+    assert "1 paced" in text
+    run.apply(ev.StatusChanged("BTC-USD", status=Status.PACED, detail="rate wait 1.0s",
+                               at=T0 + 30))
+    assert row(render(Dashboard(run)), "BTC-USD")[1] == "paced", "other pacing at once"
+
+
+def test_plain_lines_tell_days_parts_and_failures_unless_verbose() -> None:
+    out = io.StringIO()
+    renderer = PlainRenderer(Console(file=out, width=80))
+    for event in scripted_events():
+        renderer.on_event(event)
+    lines = [line[9:] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "BTC-USD started with clientId 11, 4 days",
+        "ETH-USD started with clientId 12, 4 days",
+        "BTC-USD day 2025-07-01 fetched 1437 rows in 0.20s",
+        "BTC-USD day 2025-07-02 fetched 1440 rows in 0.40s",
+        "ETH-USD pacing violation (162), backing off 30s",
+        "ETH-USD day 2025-07-01 failed: timeout: no answer in 5s",
+        "ETH-USD failed: gateway [disconnected] (4 days failed)",
+        "BTC-USD day 2025-07-03 fetched 1440 rows in 0.30s",
+        "BTC-USD wrote 2025-07: 4317 rows to part-2025-07.parquet",
+    ]
+
+
+def test_the_summary_is_whole_at_100_columns(clock: FakeClock) -> None:
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(summary_table(busy_run(clock)))
+    text = console.export_text()
+    assert "…" not in text, text
+    btc = [c.strip() for c in next(ln for ln in text.splitlines() if "BTC-USD" in ln).split("│")]
+    assert btc[1:9] == ["BTC-USD", "fetching (unfinished)", "3600/3653", "5,183,999", "1234",
+                        "12,340", "0", "0"]
+    assert "DOGE-USD: 162: HMDS query returned no data" in text

@@ -207,3 +207,39 @@ def test_run_rate_auto_starts_from_the_probe(make_sim, lake):
     assert line.startswith("Gateway findings (backfill probe)")
     assert (f"--rate auto starts at 5 req/s (the probe measures no sustained rate) with base "
             f"latency {doc['latency_s']['1']:.3f}s as its first estimate") in line
+
+
+def test_probe_prints_readable_lines_and_where_it_recorded_them(make_sim, lake, tmp_path):
+    gateway = sim_with(make_sim)
+    args = ("probe", "--gateway", f"{gateway.host}:{gateway.port}", *FAST)
+    done = subprocess.run(backfill(*args, "--lake", str(lake)), capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not [line for line in lines if "{" in line], "no raw Python dicts"
+    latency = next(line for line in lines if line.startswith("latency_s"))
+    assert "s with 1 in flight" in latency and "with 4 in flight" in latency
+    assert any(line.startswith("max_window_days") and line.endswith(" days") for line in lines)
+    path = gateway_facts_path(lake, gateway.host, gateway.port)
+    assert f"Recorded in {path}" in lines[-1]
+    # Measured but not recorded (the lake is a file): no run will use it, so exit 1, said.
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    failed = subprocess.run(backfill(*args, "--lake", str(blocked)), capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert failed.returncode == 1, failed.stdout
+    assert "cannot record the findings" in failed.stderr
+    assert "Recorded in" not in failed.stdout
+
+
+def test_plan_labels_findings_by_who_learned_them(make_sim, lake):
+    gateway = sim_with(make_sim)
+    run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    text = plan(gateway, lake)
+    assert first_line(text.stdout).startswith("Gateway findings (backfill run) from"), \
+        text.stdout
+    done, _ = probe(gateway, lake)
+    assert done.returncode == 0, done.stderr
+    assert first_line(plan(gateway, lake).stdout).startswith(
+        "Gateway findings (backfill probe) from")

@@ -498,7 +498,7 @@ def test_today_is_fetched_as_a_partial_day_and_fetched_again_next_run(sim, lake)
 def test_windows_too_long_for_the_gateway_are_halved_by_the_worker(make_sim, lake):
     gateway = make_sim(max_duration_days=2)
     done = run_backfill(gateway, lake, ["ETH-USD"], "2025-07-01", "2025-07-16", "--rate", "50",
-                        "--window-days", "8")
+                        "--window-days", "8", "--verbose")  # a request's retries: --verbose
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert "duration too long" in done.stdout
     durations = Counter(r.duration for r in successes(gateway))

@@ -94,7 +94,8 @@ def test_a_stop_request_ends_the_worker_without_failing_days(sim, tmp_path):
     assert 3 <= outcome.days_fetched < 31
     stopped = [e for e in events if isinstance(e, ev.StatusChanged)
                and e.status is ev.Status.STOPPED]
-    assert stopped and f"{31 - outcome.days_fetched} days left" in stopped[-1].detail
+    left = 31 - outcome.days_fetched
+    assert stopped and f"{left} day{'s' * (left != 1)} left" in stopped[-1].detail
     assert len({r[0].date() for r in lake_rows(tmp_path, ETH)}) == outcome.days_fetched
 
 
