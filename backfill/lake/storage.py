@@ -481,3 +481,20 @@ def _tail(storage: ObjectStorage, key: str, length: int) -> tuple[bytes, int, Ob
         raise _translate(exc, key) from exc
     meta = storage._meta(result.meta)
     return data, meta.size, meta
+
+
+PROBE_PREFIX = "_locks/.conditional-probe-"
+
+
+def honours_conditions(storage: Storage) -> bool:
+    """Whether the store refuses a create-only put of a key that exists (the whole of the
+    lake's safety with several writers rests on it). Writes a probe object twice."""
+    key = f"{PROBE_PREFIX}{os.getpid()}-{random.getrandbits(48):012x}"
+    storage.put(key, b"probe", CREATE)
+    try:
+        storage.put(key, b"probe again", CREATE)
+    except WriteConflict:
+        return True
+    finally:
+        storage.delete(key)
+    return False

@@ -34,6 +34,8 @@ from backfill.lake.heads import (
     read_heads,
     record_heads,
 )
+from backfill.lake.objpath import is_object
+from backfill.lake.storage import StorageError, honours_conditions
 from backfill.run import events as ev
 from backfill.run.dashboard import (
     describe,
@@ -81,6 +83,9 @@ class RunRequest:
     # --refetch: when the run began; days recorded before it are asked again.
     refetch_since: datetime | None = None
     verbose: bool = False  # plain lines: every event, not only days and parts
+    # --unsafe-single-writer: an object store that ignores conditional writes is used anyway.
+    unsafe_single_writer: bool = False
+    store_note: str = ""  # what the run says first and logs about its store (set at start)
 
 
 def plan_run(
@@ -120,9 +125,34 @@ def _recorded(
     }
 
 
+def check_conditional_writes(lake: Path, unsafe_single_writer: bool) -> str:
+    """On an object store, write a probe object twice with create-only: a store that lets the
+    second put through ignores preconditions, and two writers would lose each other's bars.
+    BadInput then, unless ``unsafe_single_writer`` (the returned note says so; '' if fine)."""
+    if not is_object(lake):
+        return ""
+    try:
+        honoured = honours_conditions(lake.storage)  # type: ignore[attr-defined]
+    except StorageError as exc:
+        raise BadInput(f"--lake {lake}: {exc}") from None
+    if honoured:
+        return ""
+    if not unsafe_single_writer:
+        raise BadInput(f"--lake {lake}: the store ignores conditional writes (a create-only "
+                       "put of an existing object succeeded), so concurrent writers could "
+                       "lose data; give --unsafe-single-writer if this run is the only writer")
+    return (f"warning: --unsafe-single-writer: {lake} ignores conditional writes; this run "
+            "assumes it is the lake's only writer")
+
+
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
     """Run the backfill end to end; the exit code (0, 1, 2 or 130) as README says."""
     check_lake_writable(request.lake)
+    store_note = check_conditional_writes(request.lake, request.unsafe_single_writer)
+    if store_note:  # the run's first line, whatever follows
+        (err_console if request.json else console).print(store_note, markup=False,
+                                                         highlight=False, soft_wrap=True)
+        request = dataclasses.replace(request, store_note=store_note)
     now = datetime.now(UTC)
     today = now.date()
     # What `backfill probe` recorded about this gateway: its first line says what it changes.
@@ -224,6 +254,8 @@ def _orchestrate(
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)
     try:
         run_log = stack.enter_context(RunLog(request.lake, keep=settings.keep_runs))
+        if request.store_note:
+            run_log.note(request.store_note)
     except OSError as exc:
         raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
             from None

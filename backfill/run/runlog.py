@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -107,6 +108,16 @@ class RunLog:
             self.close()
             return
         self._size += written
+
+    def note(self, text: str) -> None:
+        """A line that is not an event (what the operator must know about this run)."""
+        line = (json.dumps({"event": "note", "at": time.time(), "text": text},
+                           separators=(",", ":")) + "\n").encode()
+        if self._object is not None:
+            self._object.append(line)
+        elif self._fd is not None:
+            with contextlib.suppress(OSError):
+                self._size += os.write(self._fd, line)
 
     def close(self) -> None:
         """Close the file; further events raise (unless the log had failed)."""
