@@ -29,6 +29,7 @@ from backfill.aggregate.timeframes import TIMEFRAMES, Timeframe
 from backfill.domain import BadInput, DayCoverage, Month, Symbol, check_range, day_start
 from backfill.lake import store
 from backfill.lake.paths import (
+    aggregate_symbols,
     iter_aggregate_parts,
     iter_parts,
     lake_symbols,
@@ -74,6 +75,7 @@ class PartBuilt:
     plan: PartPlan
     rows: int
     path: Path | None
+    removed: bool = False  # the part was removed: built from no M1 day (its M1 parts are gone)
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,15 @@ def check_request(request: AggregateRequest) -> tuple[Symbol, ...]:
         check_range(request.first, request.last)
     if not request.lake.is_dir():
         raise BadInput(f"lake folder {request.lake} does not exist")
+    # A symbol whose M1 folder is gone but whose aggregate parts are left: a build removes
+    # them (verify calls them orphans and names that build).
+    left = aggregate_symbols(request.lake, [tf.name for tf in TIMEFRAMES])
     if request.symbols is None:
-        return tuple(lake_symbols(request.lake))
-    absent = [str(s) for s in request.symbols if not symbol_dir(request.lake, s).is_dir()]
+        return tuple(sorted({*lake_symbols(request.lake), *left}))
+    absent = [
+        str(s) for s in request.symbols
+        if not symbol_dir(request.lake, s).is_dir() and s not in left
+    ]
     if absent:
         raise BadInput(f"no M1 data in {request.lake} for {', '.join(absent)}")
     return request.symbols
@@ -275,10 +283,27 @@ def _build_symbol(
             loaded = None
             yield MonthFailed(symbol, month, timeframes, f"cannot read M1: {exc}")
             continue
+        foreign = _foreign_labels(symbol, before, loaded)
+        if foreign:
+            # Bucketed, they would be written as this symbol's bars (or with another's label).
+            yield MonthFailed(symbol, month, timeframes, foreign)
+            continue
         try:
             yield from _build_month(request, symbol, month, plans, before, loaded, now)
         except (store.StoreError, OSError) as exc:
             yield MonthFailed(symbol, month, timeframes, f"cannot write: {exc}")
+
+
+def _foreign_labels(symbol: Symbol, *months: _Loaded) -> str | None:
+    """Why M1 rows of ``symbol``'s folder cannot be bucketed as its bars, if they cannot."""
+    for loaded in months:
+        labels = set(pc.unique(loaded.bars["symbol"]).to_pylist()) - {str(symbol)}
+        if labels:
+            return (
+                f"M1 part {loaded.month} holds rows labelled {', '.join(sorted(labels))}, "
+                f"not {symbol} (verify reports it as partition): not aggregated"
+            )
+    return None
 
 
 def _build_month(
@@ -320,6 +345,11 @@ def _build_month(
         table = buckets.finish(month_sums, mask, constants, include_partial=request.include_partial)
         if not table.num_rows and plan.reason is Reason.MISSING:
             yield PartBuilt(plan, 0, None)  # nothing to write, and nothing there to replace
+            continue
+        if not table.num_rows and not coverage:
+            # Built from no M1 day at all (its M1 parts are gone): the part goes too.
+            removed = store.remove_aggregate(request.lake, symbol, tf.name, month)
+            yield PartBuilt(plan, 0, None, removed)
             continue
         pending = buckets.held_back(ends, tf, whole, now)
         provenance = built_from(

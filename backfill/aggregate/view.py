@@ -7,12 +7,13 @@ written because the part would hold no bucket)::
     {"version": 1, "lake": "/abs/lake", "from": "2025-07-01" | null, "to": ... | null,
      "timeframes": ["M5", ...], "include_partial": false, "ok": true, "elapsed_s": 1.2,
      "totals": {"built": 12, "rows": 9000, "skipped": 48, "failed": 0},
-     "built": [{"symbol", "timeframe", "month", "reason", "rows", "path"}],
+     "built": [{"symbol", "timeframe", "month", "reason", "rows", "path", "removed"}],
      "skipped": [{"symbol", "timeframe", "month", "reason"}],
      "failed": [{"symbol", "month", "timeframes": [...], "reason"}]}
 
 ``reason`` for a built part: missing, stale, mode, pending, unreadable; for a skipped one:
 fresh (built from the M1 coverage there is now) or nothing (no bucket to write).
+``removed``: the part was removed, built from no M1 day (its M1 parts are gone).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def to_json(request: AggregateRequest, result: AggregateResult) -> dict[str, Any
                 "reason": b.plan.reason.value,
                 "rows": b.rows,
                 "path": relative(request.lake, b.path),
+                "removed": b.removed,
             }
             for b in result.built
         ],
@@ -95,7 +97,9 @@ def event_line(event: Event) -> str | None:
     if isinstance(event, PartBuilt):
         plan = event.plan
         what = (
-            f"{event.rows:,} bucket(s)" if event.path is not None else "no bucket, nothing written"
+            f"{event.rows:,} bucket(s)" if event.path is not None
+            else "removed: its M1 days are gone" if event.removed
+            else "no bucket, nothing written"
         )
         return f"{plan.symbol} {plan.timeframe} {plan.month}: {what} ({plan.reason.value})"
     if isinstance(event, MonthFailed):

@@ -142,7 +142,15 @@ def is_lock(path: Path) -> bool:
 
 def lake_symbols(lake: Path) -> list[Symbol]:
     """Symbols that have a folder in the lake, sorted; folders with malformed names are skipped."""
-    root = market_dir(lake)
+    return _symbols_below(market_dir(lake))
+
+
+def aggregate_symbols(lake: Path, timeframes: Iterable[str]) -> list[Symbol]:
+    """Symbols with a folder under any of the aggregate ``timeframes``, sorted."""
+    return sorted({s for tf in timeframes for s in _symbols_below(timeframe_dir(lake, tf))})
+
+
+def _symbols_below(root: Path) -> list[Symbol]:
     if not root.is_dir():
         return []
     symbols = []

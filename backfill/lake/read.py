@@ -10,6 +10,7 @@ and hive keys; this does not, and it needs no ``pyarrow.dataset``.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from datetime import date, datetime
 from os import PathLike
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from backfill.aggregate.timeframes import BY_NAME
 from backfill.domain import (
     DAY,
     TIMEFRAME,
@@ -31,12 +34,13 @@ from backfill.domain import (
     parse_symbols,
 )
 from backfill.lake.objpath import lake_path
-from backfill.lake.paths import lake_symbols, part_path
-from backfill.lake.schema import TS_TYPE, empty_bars
-from backfill.lake.store import read_part
+from backfill.lake.paths import aggregate_part_path, aggregate_symbols, lake_symbols, part_path
+from backfill.lake.schema import AGGREGATE_SCHEMA, TS_TYPE, empty_bars
+from backfill.lake.storage import StorageError
+from backfill.lake.store import CorruptPart, PartUnreadable, read_part
 
-# The timeframes the lake defines; only M1 is written today.
-TIMEFRAMES = ("M1",)
+# The timeframes the lake defines: M1 (``run``), and those ``backfill aggregate`` builds.
+TIMEFRAMES = (TIMEFRAME, *BY_NAME)
 
 SymbolsArg = str | Symbol | Iterable[str | Symbol] | None
 DayArg = date | str
@@ -55,6 +59,9 @@ def read_bars(
     None for every symbol in the lake. ``start``/``end``: ``datetime.date`` or
     ``"YYYY-MM-DD"``. A day holds the bars stamped ``[D 00:00, D+1 00:00)`` UTC (a bar is
     stamped with its end). Rows come by symbol (in the order asked, else sorted), then ``ts``.
+    ``timeframe``: ``"M1"``, or one ``backfill aggregate`` built (``"M5"`` … ``"D1"``: the
+    aggregate columns, ``minutes`` and ``complete`` too; the D1 bar of day D is stamped
+    D+1 00:00, so it is read with day D+1).
 
     Raises ``BadInput`` (a ``ValueError``) on a malformed argument, a lake folder that does
     not exist, or a symbol the lake has never held; ``store.CorruptPart`` or
@@ -63,14 +70,15 @@ def read_bars(
     root = lake_path(lake)
     if not root.is_dir():
         raise BadInput(f"no lake at {root}: not a folder")
-    if timeframe not in TIMEFRAMES:
-        raise BadInput(f"timeframe {timeframe!r}: the lake holds {', '.join(TIMEFRAMES)}")
+    if not isinstance(timeframe, str) or timeframe not in TIMEFRAMES:
+        raise BadInput(f"timeframe {timeframe!r}: choose from {', '.join(TIMEFRAMES)}")
     first, last = _day(start, "start"), _day(end, "end")
     try:
         check_range(first, last)
     except BadInput:
         raise BadInput(f"start {first} is after end {last}") from None
-    wanted = _symbols(root, symbols)
+    aggregate = timeframe != TIMEFRAME
+    wanted = _symbols(root, symbols, timeframe if aggregate else None)
 
     low = pa.scalar(day_start(first), TS_TYPE)
     # Any day a date can name is a day to read: 9999-12-31 has no next day to bound it with.
@@ -79,15 +87,36 @@ def read_bars(
     tables = []
     for symbol in wanted:
         for month in months_between(first, last):
-            path = part_path(root, symbol, month)
+            path = (
+                aggregate_part_path(root, symbol, timeframe, month) if aggregate
+                else part_path(root, symbol, month)
+            )
             if not path.is_file():
                 continue
-            table = read_part(path).replace_schema_metadata(None)
+            table = (_read_aggregate(path) if aggregate else read_part(path))
+            table = table.replace_schema_metadata(None)
             inside = pc.and_(pc.greater_equal(table["ts"], low), pc.less(table["ts"], high))
             tables.append(table.filter(inside))
     if not tables:
-        return empty_bars()
+        return AGGREGATE_SCHEMA.empty_table() if aggregate else empty_bars()
     return pa.concat_tables(tables).combine_chunks()
+
+
+def _read_aggregate(path: Path) -> pa.Table:
+    """An aggregate part, held to the aggregate schema as ``read_part`` holds M1's."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PartUnreadable(path, exc) from exc
+    except StorageError as exc:
+        raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CorruptPart(path, f"unreadable: {exc}") from exc
+    if not table.schema.remove_metadata().equals(AGGREGATE_SCHEMA):
+        raise CorruptPart(path, "schema differs from the aggregate schema")
+    return table
 
 
 def _day(value: object, name: str) -> date:
@@ -100,8 +129,9 @@ def _day(value: object, name: str) -> date:
     raise BadInput(f"{name}: give a day (date or 'YYYY-MM-DD'), not {type(value).__name__}")
 
 
-def _symbols(lake: Path, symbols: SymbolsArg) -> list[Symbol]:
-    present = lake_symbols(lake)
+def _symbols(lake: Path, symbols: SymbolsArg, timeframe: str | None = None) -> list[Symbol]:
+    """The symbols asked, each held in the lake (at ``timeframe``, when one is given)."""
+    present = lake_symbols(lake) if timeframe is None else aggregate_symbols(lake, [timeframe])
     if symbols is None:
         return present
     if isinstance(symbols, Symbol):
@@ -121,5 +151,10 @@ def _symbols(lake: Path, symbols: SymbolsArg) -> list[Symbol]:
     absent = [str(s) for s in asked if s not in present]
     if absent:
         held = ", ".join(map(str, present)) or "none"
+        if timeframe is not None:
+            raise BadInput(
+                f"no {timeframe} parts in the lake {lake} for {', '.join(absent)} (it holds "
+                f"{timeframe} of: {held}; `backfill aggregate --tf {timeframe}` builds them)"
+            )
         raise BadInput(f"not in the lake {lake}: {', '.join(absent)} (it holds: {held})")
     return asked

@@ -261,8 +261,12 @@ class LocalStorage:
             return meta
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)  # the removal must survive a power cut too
 
     def move_aside(self, key: str, to_key: str) -> None:
         src, dst = self._path(key), self._path(to_key)

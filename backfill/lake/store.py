@@ -665,6 +665,21 @@ def write_aggregate(
     return AggregateWrite(path, table.num_rows, size, quarantined)
 
 
+def remove_aggregate(lake: Path, symbol: Symbol, timeframe: str, month: Month) -> bool:
+    """Remove one aggregate part (under its lock, as a write); whether there was one."""
+    from backfill.lake.paths import aggregate_part_path
+
+    path = aggregate_part_path(lake, symbol, timeframe, month)
+    if not isinstance(path, ObjectPath) and not path.parent.is_dir():
+        return False
+    storage, key = _target(path)
+    with _exclusive(storage, key):
+        if _head(storage, key, path) is None:
+            return False
+        storage.delete(key)
+    return True
+
+
 def _replace_derived(path: Path, table: pa.Table, options: dict | None) -> tuple[int, Path | None]:
     """Put a derived part whole (aggregates, levels, events: rebuilt, never merged), by a
     conditional put on the version seen; an unreadable part there is moved aside first."""

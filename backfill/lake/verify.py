@@ -143,6 +143,8 @@ class Kind(str, Enum):
     LEVELS_WINDOW = "levels_window"
     EVENT_ORDER = "event_order"
     LEVELS_STALE = "levels_stale"
+    AGGREGATE_ORPHAN = "aggregate_orphan"
+    BUCKET_INCOMPLETE = "bucket_incomplete"
 
 
 MinuteRange = tuple[datetime, datetime]
@@ -791,7 +793,9 @@ def _stream(
             yield item
     from backfill.lake.verify_aggregates import verify_aggregates  # it imports this module
 
-    aggregate_parts, aggregate_findings = verify_aggregates(lake, chosen, first, last)
+    aggregate_parts, aggregate_findings = verify_aggregates(
+        lake, chosen, first, last, orphans=not asked
+    )
     yield AggregatesChecked(aggregate_parts)
     yield from aggregate_findings
     parts += aggregate_parts

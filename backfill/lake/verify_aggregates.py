@@ -1,5 +1,6 @@
-"""``verify``'s checks of aggregate parts (M5 … D1): schema, order, bucket alignment, and
-provenance against the M1 footers. ``check_aggregate_part`` is pure; ``verify_aggregates``
+"""``verify``'s checks of aggregate parts (M5 … D1): schema, order, bucket alignment,
+contents (as M1's: finite prices, OHLC, volume; ``complete``), labels, and provenance
+against the M1 footers (stale, orphaned). ``check_aggregate_part`` is pure; ``verify_aggregates``
 reads the files. Findings are ``verify``'s own, in its report."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from backfill.aggregate.provenance import Provenance, source_days
 from backfill.aggregate.timeframes import TIMEFRAMES, Timeframe
 from backfill.domain import UTC, DayCoverage, Month, Symbol, day_start
 from backfill.lake.objpath import arrow_source
-from backfill.lake.paths import iter_aggregate_parts
+from backfill.lake.paths import aggregate_symbols, iter_aggregate_parts, symbol_dir
 from backfill.lake.schema import AGGREGATE_SCHEMA, PROVENANCE_KEY
 from backfill.lake.verify import Finding, Kind, Severity
 
@@ -85,8 +86,12 @@ def check_aggregate_part(
         findings.append(
             error(Kind.BUCKET_MINUTES, f"minutes outside 1..{timeframe.minutes} in a bucket")
         )
-    if len(table) and not pc.all(pc.equal(table["symbol"], str(symbol))).as_py():
-        findings.append(error(Kind.PARTITION, f"symbol column differs from the path ({symbol})"))
+    findings += [error(kind, f"{timeframe} {detail}") for kind, detail in _contents(table, ts)]
+    labels = pc.unique(table["symbol"]).to_pylist()
+    if any(label != str(symbol) for label in labels):
+        findings.append(
+            error(Kind.PARTITION, f"symbol is {sorted(labels)}, the path says {str(symbol)!r}")
+        )
     raw = (table.schema.metadata or {}).get(PROVENANCE_KEY)
     try:
         provenance = None if raw is None else Provenance.decode(raw)
@@ -101,16 +106,57 @@ def check_aggregate_part(
             error(Kind.PROVENANCE_MISSING, f"footer is for {provenance.timeframe} "
                   f"{provenance.month}, the path for {timeframe} {month}")
         )
-    elif is_stale(provenance, m1_coverage, now):
-        command = refresh_command(lake, symbol, timeframe, month, provenance.include_partial)
-        findings.append(
-            Finding(
-                Severity.WARNING, Kind.AGGREGATE_STALE, symbol, path, None,
-                f"{timeframe} {month} was built from M1 coverage that has changed since: "
-                f"refresh with `{command}`",
+    else:
+        if not provenance.include_partial and len(table) and not pc.all(table["complete"]).as_py():
+            findings.append(
+                error(Kind.BUCKET_INCOMPLETE, f"{timeframe} part built without "
+                      "--include-partial holds buckets with complete = false")
             )
-        )
+        command = refresh_command(lake, symbol, timeframe, month, provenance.include_partial)
+        if not symbol_dir(lake, symbol).is_dir() and provenance.source:
+            findings.append(
+                error(Kind.AGGREGATE_ORPHAN, f"{timeframe} {month} holds buckets of M1 days no "
+                      f"longer in the lake (no M1 folder for {symbol}): refresh with "
+                      f"`{command}` (it removes the part)")
+            )
+        elif is_stale(provenance, m1_coverage, now):
+            # An error: the part holds (or lacks) bars the M1 lake does not; readers of it
+            # get other data than readers of M1 until it is refreshed.
+            findings.append(
+                error(Kind.AGGREGATE_STALE, f"{timeframe} {month} was built from M1 coverage "
+                      f"that has changed since: refresh with `{command}`")
+            )
     return findings
+
+
+def _contents(table: pa.Table, ts: pa.Array) -> list[tuple[Kind, str]]:
+    """The M1 part's checks of values, on buckets: finite prices, OHLC, volume."""
+    out: list[tuple[Kind, str]] = []
+    if not len(table):
+        return out
+    prices = ("open", "high", "low", "close", "volume", "wap")
+    finite = pc.and_(*[pc.is_finite(table[n]) for n in prices[:2]])
+    for name in prices[2:]:
+        finite = pc.and_(finite, pc.is_finite(table[name]))
+
+    def shown(mask: pa.Array | pa.ChunkedArray) -> str:
+        bad = ts.filter(mask)
+        return f"{len(bad)} bucket(s): " + ", ".join(_iso(v) for v in bad[:_SHOWN].to_pylist())
+
+    if not pc.all(finite).as_py():
+        out.append((Kind.NOT_FINITE, f"NaN or infinite values in {shown(pc.invert(finite))}"))
+    o, h, low, c = (table[n] for n in ("open", "high", "low", "close"))
+    sane = pc.and_(
+        pc.and_(pc.less_equal(low, o), pc.less_equal(low, c)),
+        pc.and_(pc.less_equal(o, h), pc.less_equal(c, h)),
+    )
+    broken = pc.and_(pc.invert(sane), finite)  # non-finite ones are reported above, once
+    if pc.any(broken).as_py():
+        out.append((Kind.OHLC, f"low <= open, close <= high broken in {shown(broken)}"))
+    negative = pc.less(table["volume"], 0)
+    if pc.any(negative).as_py():
+        out.append((Kind.NEGATIVE_VOLUME, f"negative volume in {shown(negative)}"))
+    return out
 
 
 def verify_aggregates(
@@ -119,11 +165,18 @@ def verify_aggregates(
     first: date | None,
     last: date | None,
     now: datetime | None = None,
+    *,
+    orphans: bool = False,
 ) -> tuple[int, list[Finding]]:
-    """Check every aggregate part of ``symbols`` whose month draws on M1 days in range."""
+    """Check every aggregate part of ``symbols`` whose month draws on M1 days in range;
+    ``orphans``: also those of symbols with aggregate parts but no M1 folder."""
     now = datetime.now(UTC) if now is None else now
     parts = 0
     findings: list[Finding] = []
+    if orphans:
+        known = set(symbols)
+        symbols = [*symbols, *(s for s in aggregate_symbols(lake, [tf.name for tf in TIMEFRAMES])
+                               if s not in known)]
     for symbol in symbols:
         coverage: dict[date, DayCoverage] | None = None
         for tf in TIMEFRAMES:

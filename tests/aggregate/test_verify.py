@@ -3,6 +3,7 @@ parts are found, naming the part (and, for a stale one, the command that refresh
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from datetime import date, datetime, timedelta
@@ -16,7 +17,7 @@ import pytest
 from backfill.aggregate.build import AggregateRequest, aggregate_lake
 from backfill.aggregate.timeframes import TIMEFRAMES
 from backfill.domain import UTC, Month
-from backfill.lake.paths import aggregate_part_path
+from backfill.lake.paths import aggregate_part_path, part_path, symbol_dir
 from backfill.lake.schema import AGGREGATE_SCHEMA
 from backfill.lake.verify import Kind, Severity, verify_lake
 from tests.aggregate.conftest import BTC
@@ -44,15 +45,16 @@ def test_a_clean_build_verifies_clean(built_lake: Path) -> None:
     assert aggregate_parts > 0 and report.parts == m1_parts + aggregate_parts
 
 
-def test_a_stale_aggregate_is_a_warning_naming_the_command_that_refreshes_it(
+def test_a_stale_aggregate_is_an_error_naming_the_command_that_refreshes_it(
     built_lake: Path,
 ) -> None:
     write_m1(built_lake, BTC, date(2025, 1, 2), date(2025, 1, 2), fetched_at=LATER, seed=3)
-    _, findings = aggregate_findings(built_lake)
-    # stale is not wrong, only behind
-    assert {f.severity for f in findings} == {Severity.WARNING}
+    report, findings = aggregate_findings(built_lake)
+    # its bars are no longer the M1 lake's: readers of H1 and of M1 disagree until refreshed
+    assert not report.ok
+    assert {f.severity for f in findings} == {Severity.ERROR}
     stale = [f for f in findings if f.kind is Kind.AGGREGATE_STALE]
-    assert {f.severity for f in stale} == {Severity.WARNING}
+    assert {f.severity for f in stale} == {Severity.ERROR}
     assert {f.path for f in stale} == {
         aggregate_part_path(built_lake, BTC, tf.name, Month(2025, 1)) for tf in TIMEFRAMES
     }
@@ -155,3 +157,103 @@ def test_hints_are_quoted_for_a_shell(edge_lake_template: Path, tmp_path: Path) 
     assert not list(tmp_path.rglob("PWNED"))
     assert done.returncode == 0, done.stderr
     assert not list(elsewhere.iterdir()), "it built in the lake, not where it was pasted"
+
+
+def _column(name: str, change):
+    def spoil(table: pa.Table) -> pa.Table:
+        values = table[name].to_pylist()
+        values[3] = change(table, 3)
+        index = table.schema.get_field_index(name)
+        return table.set_column(index, name, pa.array(values, table.schema.field(name).type))
+
+    return spoil
+
+
+@pytest.mark.parametrize(
+    ("spoil", "kind"),
+    [
+        (_column("close", lambda t, i: t["high"][i].as_py() + 1), Kind.OHLC),
+        (_column("close", lambda t, i: t["low"][i].as_py() - 1), Kind.OHLC),
+        (_column("open", lambda t, i: t["high"][i].as_py() + 1), Kind.OHLC),
+        (_column("open", lambda t, i: t["low"][i].as_py() - 1), Kind.OHLC),
+        (_column("close", lambda t, i: float("nan")), Kind.NOT_FINITE),
+        (_column("high", lambda t, i: float("inf")), Kind.NOT_FINITE),
+        (_column("wap", lambda t, i: float("-inf")), Kind.NOT_FINITE),
+        (_column("volume", lambda t, i: -1.0), Kind.NEGATIVE_VOLUME),
+        (_column("complete", lambda t, i: False), Kind.BUCKET_INCOMPLETE),
+        (_column("symbol", lambda t, i: "ETH-USD"), Kind.PARTITION),
+    ],
+    ids=["close>high", "close<low", "open>high", "open<low", "nan", "inf", "wap-inf",
+         "negative-volume", "incomplete", "other-symbol"],
+)
+def test_an_aggregate_part_with_bad_contents_is_an_error(built_lake: Path, spoil, kind) -> None:
+    path = aggregate_part_path(built_lake, BTC, "H1", Month(2025, 1))
+    rewrite(path, spoil)
+    report, findings = aggregate_findings(built_lake)
+    assert not report.ok
+    assert [(f.kind, f.severity, f.path) for f in findings] == [(kind, Severity.ERROR, path)]
+    assert "2025-01-01T03:00:00+00:00" in findings[0].detail or kind in (
+        Kind.BUCKET_INCOMPLETE, Kind.PARTITION
+    )
+
+
+def test_complete_false_passes_in_a_part_built_with_include_partial(edge_lake: Path) -> None:
+    aggregate_lake(AggregateRequest(edge_lake, TIMEFRAMES, include_partial=True), now=NOW)
+    d1 = pq.read_table(aggregate_part_path(edge_lake, BTC, "D1", Month(2025, 2)))
+    assert False in d1["complete"].to_pylist()  # the partial day's D1 bar
+    assert aggregate_findings(edge_lake)[1] == []
+
+
+def _run(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backfill", *command.split()[1:]],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_orphaned_aggregates_are_errors_and_the_refresh_named_removes_them(
+    built_lake: Path,
+) -> None:
+    shutil.rmtree(symbol_dir(built_lake, BTC))  # the M1 folder is gone, H1 etc. are left
+    parts = sorted(p for p in built_lake.rglob("part-*.parquet"))
+    assert parts
+    report = verify_lake(built_lake)
+    assert not report.ok and report.parts == len(parts)
+    orphans = [f for f in report.findings if f.kind is Kind.AGGREGATE_ORPHAN]
+    assert sorted(f.path for f in orphans) == parts
+    assert {f.severity for f in orphans} == {Severity.ERROR}
+    assert not [f for f in report.findings if f.kind is Kind.AGGREGATE_STALE]  # said once
+    h1 = next(f for f in orphans if "timeframe=H1" in str(f.path) and "2025-01" in str(f.path))
+    done = _run(h1.detail.split("`")[1])
+    assert done.returncode == 0, done.stderr
+    assert not h1.path.exists()
+    # the whole-lake build removes the rest
+    done = _run(f"backfill aggregate --lake {built_lake}")
+    assert done.returncode == 0, done.stderr
+    assert not list(built_lake.rglob("part-*.parquet"))
+    assert not [f for f in verify_lake(built_lake).findings if f.severity is Severity.ERROR]
+
+
+def test_an_m1_part_holding_another_symbols_rows_is_flagged_and_not_aggregated(
+    edge_lake: Path,
+) -> None:
+    m1 = part_path(edge_lake, BTC, Month(2025, 1))
+    table = pq.read_table(m1)
+    index = table.schema.get_field_index("symbol")
+    relabelled = table.set_column(
+        index, table.schema.field(index), pa.array(["ETH-USD"] * table.num_rows, pa.string())
+    )
+    pq.write_table(relabelled, m1)  # footer (coverage) kept
+    report = verify_lake(edge_lake)
+    assert (m1, Kind.PARTITION) in {(f.path, f.kind) for f in report.findings}
+    result = aggregate_lake(AggregateRequest(edge_lake, TIMEFRAMES), now=NOW)
+    # January, and February (its first buckets draw on January 31), fail with the reason
+    assert {(f.month, "ETH-USD" in f.reason) for f in result.failed} == {
+        (Month(2025, 1), True), (Month(2025, 2), True)
+    }
+    for tf in TIMEFRAMES:
+        assert not aggregate_part_path(edge_lake, BTC, tf.name, Month(2025, 1)).exists()
+    labels = {
+        label
+        for p in edge_lake.rglob("part-*.parquet") if "timeframe=M1" not in str(p)
+        for label in pq.read_table(p, columns=["symbol"])["symbol"].unique().to_pylist()
+    }
+    assert labels <= {"BTC-USD"}

@@ -1,8 +1,10 @@
-"""A written lake reads back: ``backfill.read_bars``, and pandas, pyarrow, DuckDB and Polars on
-the whole lake as README shows them, whatever non-part files lie around."""
+"""A written lake reads back: ``backfill.read_bars``, and pandas, pyarrow, DuckDB and Polars
+as README shows them (one timeframe at a time), whatever non-part files and aggregate
+timeframes lie around."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from datetime import date, datetime
@@ -14,10 +16,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from backfill.aggregate.build import AggregateRequest, aggregate_lake
+from backfill.aggregate.timeframes import TIMEFRAMES
 from backfill.domain import UTC, BadInput, Month
 from backfill.lake import store
-from backfill.lake.paths import dataset_root, part_path, temp_path
-from backfill.lake.schema import BAR_SCHEMA, COLUMNS
+from backfill.lake.paths import market_dir, part_path, temp_path, timeframe_dir
+from backfill.lake.schema import AGGREGATE_SCHEMA, BAR_SCHEMA, COLUMNS
 from tests.lake.helpers import BTC, ETH, FETCHED, day_bars
 
 DAYS = [date(2025, 7, 31), date(2025, 8, 1)]
@@ -25,10 +29,13 @@ JUNE, JULY, AUGUST = Month(2025, 6), Month(2025, 7), Month(2025, 8)
 
 
 def write_lake(lake: Path) -> None:
-    """BTC and ETH, a day in July and a day in August: two symbols, two months."""
+    """BTC and ETH, a day in July and a day in August: two symbols, two months; and every
+    aggregate timeframe built from them (readers of M1 must not see those)."""
     for symbol in (BTC, ETH):
         batch = pa.concat_tables([day_bars(symbol, d) for d in DAYS])
         store.write_batch(lake, symbol, batch, DAYS, fetched_at=FETCHED)
+    built = aggregate_lake(AggregateRequest(lake, TIMEFRAMES), now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert built.ok and built.built
     # Leave behind every kind of non-part file the store can create.
     july = part_path(lake, BTC, JULY)
     temp_path(july).write_bytes(b"half written")
@@ -132,8 +139,8 @@ def test_read_bars_refuses_a_missing_lake_and_an_unknown_timeframe(tmp_path: Pat
 
     with pytest.raises(BadInput, match="no lake at"):
         read_bars(tmp_path / "nowhere", None, "2025-07-01", "2025-07-31")
-    with pytest.raises(BadInput, match="timeframe 'M5'"):
-        read_bars(tmp_path, None, "2025-07-01", "2025-07-31", timeframe="M5")
+    with pytest.raises(BadInput, match="timeframe 'M7'"):
+        read_bars(tmp_path, None, "2025-07-01", "2025-07-31", timeframe="M7")
     assert read_bars(tmp_path, None, "2025-07-01", "2025-07-31").schema.equals(BAR_SCHEMA)
 
 
@@ -150,17 +157,17 @@ def test_import_backfill_stays_light_and_read_bars_needs_no_dataset_module() -> 
     assert result.returncode == 0, result.stderr
 
 
-# -- whole-lake reads with other readers, as README shows them -------------------------------
+# -- other readers, one timeframe at a time, as README shows them --------------------------
 
 
-def test_pandas_reads_the_whole_lake_without_hive_keys(lake: Path) -> None:
-    frame = pd.read_parquet(dataset_root(lake), partitioning=None)
+def test_pandas_reads_m1_without_hive_keys(lake: Path) -> None:
+    frame = pd.read_parquet(market_dir(lake), partitioning=None)
     assert list(frame.columns) == list(COLUMNS)
     assert len(frame) == 4 * 1440
     assert frame.groupby("symbol").size().to_dict() == {"BTC-USD": 2880, "ETH-USD": 2880}
     assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
     btc = pd.read_parquet(
-        dataset_root(lake), partitioning=None, filters=[("symbol", "==", "BTC-USD")]
+        market_dir(lake), partitioning=None, filters=[("symbol", "==", "BTC-USD")]
     )
     assert len(btc) == 2880 and btc["ts"].is_unique
 
@@ -173,19 +180,19 @@ def test_pandas_reads_a_part(lake: Path) -> None:
     assert frame["ts"].iloc[-1] == pd.Timestamp("2025-07-31 23:59", tz="UTC")
 
 
-def test_pyarrow_read_table_reads_the_whole_lake_without_hive_keys(lake: Path) -> None:
-    table = pq.read_table(dataset_root(lake), partitioning=None)
+def test_pyarrow_read_table_reads_m1_without_hive_keys(lake: Path) -> None:
+    table = pq.read_table(market_dir(lake), partitioning=None)
     assert table.schema.names == list(COLUMNS)
     assert table.num_rows == 4 * 1440
     assert table.schema.field("symbol").type == pa.string()
 
 
-def test_pyarrow_dataset_reads_the_lake_with_hive_partitioning(lake: Path) -> None:
-    dataset = ds.dataset(dataset_root(lake), format="parquet", partitioning="hive")
+def test_pyarrow_dataset_reads_m1_with_hive_partitioning(lake: Path) -> None:
+    dataset = ds.dataset(market_dir(lake), format="parquet", partitioning="hive")
     assert len(dataset.files) == 4
     table = dataset.to_table()
     assert table.num_rows == 4 * 1440
-    assert {"year", "month", "timeframe"} <= set(table.column_names)
+    assert {"year", "month"} <= set(table.column_names)
     august_btc = dataset.to_table(
         filter=(ds.field("symbol") == "BTC-USD") & (ds.field("month") == 8)
     )
@@ -193,10 +200,10 @@ def test_pyarrow_dataset_reads_the_lake_with_hive_partitioning(lake: Path) -> No
     assert pq.read_table(dataset.files[0]).num_rows == 1440
 
 
-def test_duckdb_reads_the_whole_lake_with_a_glob(lake: Path) -> None:
+def test_duckdb_reads_m1_with_a_glob(lake: Path) -> None:
     import duckdb
 
-    glob = f"{dataset_root(lake)}/**/*.parquet"
+    glob = f"{market_dir(lake)}/**/*.parquet"
     rows = duckdb.sql(
         "select symbol, count(*), count(distinct ts), min(ts), max(ts) "
         f"from read_parquet('{glob}', hive_partitioning=true) group by symbol order by symbol"
@@ -209,10 +216,10 @@ def test_duckdb_reads_the_whole_lake_with_a_glob(lake: Path) -> None:
     )
 
 
-def test_polars_scans_the_whole_lake(lake: Path) -> None:
+def test_polars_scans_m1(lake: Path) -> None:
     import polars as pl
 
-    glob = f"{dataset_root(lake)}/**/*.parquet"
+    glob = f"{market_dir(lake)}/**/*.parquet"
     frame = pl.scan_parquet(glob, hive_partitioning=True).collect()
     assert frame.height == 4 * 1440
     assert frame.group_by("symbol").len().sort("symbol").rows() == [
@@ -223,3 +230,66 @@ def test_polars_scans_the_whole_lake(lake: Path) -> None:
     eth_frame = eth.collect()
     assert str(eth_frame.schema["ts"]) == "Datetime(time_unit='us', time_zone='UTC')"
     assert eth_frame["ts"].is_sorted() and eth_frame.height == 2880
+
+
+def _readme_readers() -> str:
+    """README's block of readers (the python block after "Other readers")."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    after = readme[readme.index("Other readers, one timeframe at a time"):]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("timeframe", ["M1", "H1"])
+def test_readmes_reader_lines_get_one_timeframe_on_a_lake_holding_aggregates(
+    lake: Path, timeframe: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    code = _readme_readers()
+    assert "timeframe=M1" in code
+    # README's own lines, run from a folder holding "lake" (the H1 run: the folder swapped)
+    cwd = tmp_path_factory.mktemp("cwd")
+    (cwd / "lake").symlink_to(lake)
+    monkeypatch.chdir(cwd)
+    names: dict = {}
+    exec(code.replace("timeframe=M1", f"timeframe={timeframe}"), names)
+    schema = BAR_SCHEMA if timeframe == "M1" else AGGREGATE_SCHEMA
+    expected = pa.concat_tables(
+        pq.read_table(p) for p in sorted(timeframe_dir(lake, timeframe).rglob("part-*.parquet"))
+    )
+    per_symbol = {s: expected.filter(pa.compute.equal(expected["symbol"], s)).num_rows
+                  for s in ("BTC-USD", "ETH-USD")}
+    assert per_symbol["BTC-USD"] > 0
+    assert len(names["btc"]) == per_symbol["BTC-USD"]
+    assert list(names["btc"].columns) == schema.names
+    assert names["table"].schema.names == schema.names
+    assert names["table"].num_rows == expected.num_rows
+    august = expected.filter(pa.compute.equal(expected["symbol"], "BTC-USD"))
+    august = august.filter(pa.compute.equal(pa.compute.month(august["ts"]), 8))
+    assert names["btc_august"].num_rows == august.num_rows
+    assert names["rows"].count("*").fetchall()[0][0] == expected.num_rows
+    assert names["frame"].height == expected.num_rows
+    assert set(schema.names) <= set(names["frame"].columns)
+
+
+def test_read_bars_reads_an_aggregate_timeframe(lake: Path) -> None:
+    from backfill import read_bars
+
+    h1 = read_bars(lake, "BTC-USD", DAYS[0], DAYS[1], timeframe="H1")
+    assert h1.schema.equals(AGGREGATE_SCHEMA) and h1.schema.metadata is None
+    # H1 buckets ending 07-31 01:00 … 08-01 23:00; the one ending 08-02 00:00 is day 08-02's
+    assert h1.num_rows == 47
+    assert h1["ts"][0].as_py() == at(DAYS[0], 1) and h1["ts"][-1].as_py() == at(DAYS[1], 23)
+    assert set(h1["symbol"].to_pylist()) == {"BTC-USD"}
+    assert h1["minutes"].to_pylist() == [60] * 47
+    d1 = read_bars(lake, None, DAYS[1], DAYS[1], timeframe="D1")  # 07-31's D1 bar
+    assert d1["symbol"].to_pylist() == ["BTC-USD", "ETH-USD"]
+    assert d1["ts"].to_pylist() == [at(DAYS[1])] * 2
+    assert read_bars(lake, "ETH-USD", "2025-06-01", "2025-06-30", timeframe="M5").num_rows == 0
+
+
+def test_read_bars_of_a_timeframe_not_built_says_how_to_build_it(lake: Path) -> None:
+    from backfill import read_bars
+
+    shutil.rmtree(timeframe_dir(lake, "H4") / "symbol=ETH-USD")
+    with pytest.raises(BadInput, match=r"no H4 parts .* for ETH-USD .*backfill aggregate --tf H4"):
+        read_bars(lake, "ETH-USD", DAYS[0], DAYS[1], timeframe="H4")
