@@ -334,3 +334,44 @@ def test_an_unusable_store_is_one_line_exit_2_nothing_written(s3_env, case, tmp_
     assert "testing-secret" not in done.stderr + done.stdout
     if case != "no bucket":
         assert objects(lake) == []
+
+
+# ---------------------------------------------------------------- readers (README's lines)
+
+
+def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
+    from backfill.lake.read import read_bars
+
+    lake = lake_path(s3_lake)
+    days = [date(2025, 7, 1), date(2025, 7, 2)]
+    store.write_batch(lake, BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
+    assert read_bars(s3_lake, "BTC-USD", "2025-07-01", "2025-07-31").num_rows == 4
+    endpoint, bucket_and_prefix = s3_env.endpoint, s3_lake.removeprefix("s3://")
+    m1 = f"{bucket_and_prefix}/data/source=ibkr/market=crypto/timeframe=M1"
+
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http")  # keys from AWS_*
+    assert ds.dataset(m1, filesystem=fs, partitioning="hive").to_table().num_rows == 4
+
+    import polars as pl
+
+    frame = pl.scan_parquet(f"s3://{m1}/**/*.parquet", hive_partitioning=True,
+                            storage_options={"aws_endpoint_url": endpoint,
+                                             "aws_allow_http": "true"}).collect()
+    assert frame.height == 4
+
+    import duckdb
+
+    try:
+        duckdb.sql("LOAD httpfs")
+    except duckdb.Error as exc:  # INSTALL httpfs downloads it: this machine has no network
+        pytest.skip(f"DuckDB's httpfs extension is not installed here: {str(exc)[:60]}")
+    duckdb.sql(f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', "
+               f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
+               f"ENDPOINT '{endpoint.removeprefix('http://')}', URL_STYLE 'path', "
+               "USE_SSL false)")
+    rows = duckdb.sql(f"select count(*) from read_parquet('s3://{m1}/**/*.parquet', "
+                      "hive_partitioning=true)").fetchone()
+    assert rows == (4,)
