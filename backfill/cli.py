@@ -267,6 +267,8 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
         what = {bool: "true or false", int: "a whole number", float: "a finite number",
                 str: "a string", Path: "a path (a string)"}[kind]
         raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
+    if kind is Path and value.startswith("s3://"):
+        return value  # an object store lake: not a folder below the file's
     if kind is Path:
         return path.parent / value  # relative to the file's folder
     if kind in (int, float):

@@ -37,8 +37,7 @@ from backfill.lake.storage import ObjectStorage  # noqa: E402
 from backfill.sim import FaultConfig, PacingConfig, SimConfig, SimGateway  # noqa: E402
 from tests.s3server import running_s3_server  # noqa: E402
 
-RUN_SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "LTC-USD", "BCH-USD", "LINK-USD", "UNI-USD",
-               "AAVE-USD", "AVAX-USD", "DOT-USD", "XRP-USD", "DOGE-USD"]
+RUN_SYMBOLS = [f"{b}-USD" for b in ("BTC", "ETH", "LTC", "BCH", "SOL", "AVAX", "LINK", "DOGE")]
 FAST_RULES = ("--ib-identical-s", "1.5", "--ib-contract-window-s", "0.2")
 
 
@@ -79,7 +78,7 @@ def count_requests() -> Counter:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--symbols", type=int, default=8)
+    parser.add_argument("--symbols", type=int, default=8, choices=range(1, 9))
     parser.add_argument("--rate", default="20")
     parser.add_argument("--thin-symbols", type=int, default=20)
     parser.add_argument("--thin-months", type=int, default=24)

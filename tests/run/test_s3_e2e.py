@@ -375,3 +375,20 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     rows = duckdb.sql(f"select count(*) from read_parquet('s3://{m1}/**/*.parquet', "
                       "hive_partitioning=true)").fetchone()
     assert rows == (4,)
+
+
+def test_lake_root_and_backfill_toml_name_an_s3_lake(s3_lake, tmp_path):
+    lake = lake_path(s3_lake)
+    days = [date(2025, 7, 1), date(2025, 7, 2)]
+    store.write_batch(lake, BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
+    plan = ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03",
+            "--json"]
+    by_env = cli(*plan, env={**os.environ, "LAKE_ROOT": s3_lake})
+    assert by_env.returncode == 0, by_env.stderr
+    assert json.loads(by_env.stdout)["totals"]["days_missing"] == 1
+    (tmp_path / "backfill.toml").write_text(f'lake = "{s3_lake}"\n')
+    by_file = subprocess.run(backfill(*plan), capture_output=True, text=True, timeout=60,
+                             cwd=tmp_path, env={k: v for k, v in os.environ.items()
+                                                if k != "LAKE_ROOT"})
+    assert by_file.returncode == 0, by_file.stderr
+    assert json.loads(by_file.stdout)["totals"]["days_missing"] == 1
