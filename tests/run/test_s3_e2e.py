@@ -392,3 +392,26 @@ def test_lake_root_and_backfill_toml_name_an_s3_lake(s3_lake, tmp_path):
                                                 if k != "LAKE_ROOT"})
     assert by_file.returncode == 0, by_file.stderr
     assert json.loads(by_file.stdout)["totals"]["days_missing"] == 1
+
+
+def test_plan_cache_on_s3_is_keyed_by_etag_and_size(s3_lake, monkeypatch):
+    from backfill.lake.coverage_index import read_day_marks
+
+    lake = lake_path(s3_lake)
+    for day in (date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1)):
+        store.write_batch(lake, BTC, _july_bars([day]), [day], fetched_at=datetime.now(UTC))
+    footers = []
+    real = store._read_object_footer
+    monkeypatch.setattr(store, "_read_object_footer", lambda p: footers.append(p) or real(p))
+
+    def marks() -> list[date]:
+        return sorted(read_day_marks(lake, [BTC], date(2025, 7, 1), date(2025, 9, 30))[BTC])
+
+    assert marks() == [date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1)]
+    assert len(footers) == 3
+    assert marks() == [date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1)]
+    assert len(footers) == 3, "an unchanged part's footer was read again"
+    day = date(2025, 8, 2)
+    store.write_batch(lake, BTC, _july_bars([day]), [day], fetched_at=datetime.now(UTC))
+    assert date(2025, 8, 2) in marks()
+    assert len(footers) == 4, "only the rewritten part's footer is read"
