@@ -34,6 +34,7 @@ from backfill.lake.safe_json import (
     SMALL_FILE_MAX_BYTES,
     expect_dict,
     expect_str,
+    parse_json,
     read_json_file,
 )
 
@@ -89,17 +90,21 @@ def read_heads(lake: Path) -> dict[Symbol, Head]:
     """The recorded heads; an absent or unreadable file is an empty record (it is only a
     saving: what is not recorded is asked again)."""
     try:
-        document = expect_dict(read_json_file(heads_path(lake), SMALL_FILE_MAX_BYTES) or {},
-                               "heads.json")
-        return {
-            Symbol.parse(expect_str(name, "symbol", 40)): Head(
-                _utc(expect_str(expect_dict(entry, name).get("head"), "head", 64)),
-                _utc(expect_str(entry.get("asked_at"), "asked_at", 64)),
-            )
-            for name, entry in expect_dict(document.get("heads", {}), "heads").items()
-        }
+        return _heads_of(read_json_file(heads_path(lake), SMALL_FILE_MAX_BYTES))
     except (ValueError, OverflowError):  # BadJson, BadInput, a bad date: nothing recorded
         return {}
+
+
+def _heads_of(raw: object) -> dict[Symbol, Head]:
+    """The heads a parsed heads.json holds (ValueError, OverflowError if it is not one)."""
+    document = expect_dict(raw or {}, "heads.json")
+    return {
+        Symbol.parse(expect_str(name, "symbol", 40)): Head(
+            _utc(expect_str(expect_dict(entry, name).get("head"), "head", 64)),
+            _utc(expect_str(entry.get("asked_at"), "asked_at", 64)),
+        )
+        for name, entry in expect_dict(document.get("heads", {}), "heads").items()
+    }
 
 
 def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
@@ -140,12 +145,8 @@ def _heads_document(heads: Mapping[Symbol, Head]) -> dict:
 
 def _parse_heads(data: bytes | None) -> dict[Symbol, Head]:
     try:
-        document = json.loads(data or b"")
-        return {
-            Symbol.parse(name): Head(_utc(entry["head"]), _utc(entry["asked_at"]))
-            for name, entry in document["heads"].items()
-        }
-    except (ValueError, KeyError, TypeError, AttributeError):
+        return _heads_of(parse_json(data, SMALL_FILE_MAX_BYTES) if data is not None else None)
+    except (ValueError, OverflowError):
         return {}
 
 
