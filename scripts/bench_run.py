@@ -97,11 +97,11 @@ def baseline_client(port: int, first: date, last: date, order: str, backoff_s: f
     """Fetch every (symbol, day) one request at a time; print one JSON line of figures."""
     import logging
 
-    from ib_insync import IB, Contract
+    from backfill.ib.client import NAME, Contract, new_ib
 
-    logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
+    logging.getLogger(NAME).setLevel(logging.CRITICAL)
     started = time.perf_counter()
-    ib = IB()
+    ib = new_ib()
     ib.connect("127.0.0.1", port, clientId=7, timeout=10)
     contracts = [Contract(secType="CRYPTO", symbol=b, currency="USD", exchange="PAXOS")
                  for b in BASES]

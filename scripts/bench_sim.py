@@ -17,6 +17,8 @@ from datetime import datetime, timedelta, timezone
 
 from sim_clients import connect, start_gateway
 
+from backfill.ib.client import NAME
+
 
 def client(slot: int, port: int, seconds: float, start_at: float, out: mp.Queue) -> None:
     """One worker-like client: sequential 1-day requests until the deadline."""
@@ -71,7 +73,7 @@ def main() -> None:
     requests = sum(done for done, _ in results)
     bars = sum(b for _, b in results)
     print(f"clients={args.clients} seconds={wall:.1f} requests={requests} bars={bars}")
-    print(f"simulator: {requests / wall:.1f} requests/s to {args.clients} ib_insync clients "
+    print(f"simulator: {requests / wall:.1f} requests/s to {args.clients} {NAME} clients "
           f"(1-day windows, zero latency, pacing off)")
     print(f"simulator CPU: {cpu_used:.2f} s = {1000 * cpu_used / max(requests, 1):.2f} ms "
           f"per request, i.e. it could serve ~{requests / max(cpu_used, 1e-9):.0f} requests/s "

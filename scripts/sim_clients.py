@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ib_insync import IB, Contract
+    from backfill.ib.client import IB, Contract
 
 SYMBOLS = ["BTC", "ETH", "LTC", "BCH", "SOL", "AVAX", "LINK", "DOGE"]
 
@@ -31,10 +31,10 @@ def connect(slot: int, port: int) -> tuple[IB, Contract]:
     """Client ``slot`` (in a process of its own) connected, its symbol's contract qualified."""
     import asyncio
 
-    from ib_insync import IB, Contract
+    from backfill.ib.client import Contract, new_ib
 
     asyncio.set_event_loop(asyncio.new_event_loop())
-    ib = IB()
+    ib = new_ib()
     ib.connect("127.0.0.1", port, clientId=100 + slot, timeout=10)
     symbol = SYMBOLS[slot % len(SYMBOLS)]
     contract = Contract(secType="CRYPTO", symbol=symbol, currency="USD", exchange="PAXOS")

@@ -15,6 +15,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from backfill.domain import UTC, Symbol
+from backfill.ib import client as ib_client
 from backfill.ib.edges import learn_edges
 from backfill.ib.session import (
     Answer,
@@ -53,6 +54,7 @@ class ProbeReport:
         doc.update(gateway=gateway, symbol=str(self.symbol),
                    checked_at=self.checked_at.isoformat(), requests=self.requests,
                    unanswered=self.unanswered, evidence=self.evidence)
+        doc.update(client=ib_client.NAME, client_version=ib_client.VERSION)
         return doc
 
 

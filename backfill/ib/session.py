@@ -1,4 +1,5 @@
-"""The IB session: the one module that imports the IB client library (ib_insync).
+"""The IB session: the one module that uses the IB client library (``ib/client.py`` picks
+ib_async or ib_insync; both behave the same here).
 
 Every outcome of a request is typed: bars come back as a table; IB's explicit "no data"
 as an empty table with ``no_data=True``; everything else raises one of the errors below.
@@ -16,17 +17,16 @@ from datetime import datetime
 from typing import TypeVar
 
 import pyarrow as pa
-from ib_insync import IB, BarDataList, Contract
-from ib_insync.wrapper import RequestError
 
 from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, Window
 from backfill.edges import DEFAULT_RULE, EdgeRule, request_for
+from backfill.ib.client import NAME, BarDataList, Contract, RequestError, new_ib
 from backfill.ib.served import HeaderClock, LoginZone, ServedWindow, login_zone
 from backfill.lake.schema import BAR_SCHEMA
 
-# ib_insync logs every IB error at ERROR level; the worker reports them as events instead,
+# The client logs every IB error at ERROR level; the worker reports them as events instead,
 # so its log must not scribble over the dashboard.
-_ib_logger = logging.getLogger("ib_insync")
+_ib_logger = logging.getLogger(NAME)
 _ib_logger.addHandler(logging.NullHandler())
 _ib_logger.propagate = False
 
@@ -211,7 +211,7 @@ class IBSession:
         self.port = port
         self.client_id = client_id
         self.timeout_s = timeout_s
-        self._ib = IB()
+        self._ib = new_ib()  # either client: a refusal (321) ends its request at once
         self._ib.RaiseRequestErrors = True
         # IB's link from the gateway to its servers (1100 lost, 1101/1102 back): while it is
         # down requests go unanswered, so the worker holds them rather than burn attempts.

@@ -51,6 +51,15 @@ class Event:
 
 
 @dataclass(frozen=True)
+class RunStarted(Event):
+    """The run log's first record (run-wide: ``symbol`` is empty): what ran this run."""
+
+    version: str  # backfill's
+    client: str  # the IB client library the workers use (backfill/ib/client.py)
+    client_version: str
+
+
+@dataclass(frozen=True)
 class WorkerQueued(Event):
     days_total: int
 
@@ -175,6 +184,7 @@ class Heartbeat(Event):
 
 
 EVENT_NAMES: dict[type, str] = {
+    RunStarted: "run_started",
     WorkerQueued: "queued",
     WorkerStarted: "started",
     StatusChanged: "status",

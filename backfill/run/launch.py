@@ -20,9 +20,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from backfill import __version__
 from backfill import plan as planning
 from backfill.domain import UTC, BadInput, Symbol
 from backfill.edges import DEFAULT_RULE
+from backfill.ib import client as ib_client
 from backfill.ib.preflight import check_gateway
 from backfill.lake.coverage_index import read_day_marks
 from backfill.lake.fetched import read_fetched_days
@@ -254,11 +256,15 @@ def _orchestrate(
     state = RunState([str(s.symbol) for s in the_plan.symbols], the_plan.requests, settings.rate)
     try:
         run_log = stack.enter_context(RunLog(request.lake, keep=settings.keep_runs))
-        if request.store_note:
-            run_log.note(request.store_note)
     except OSError as exc:
         raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
             from None
+    # The log only: what ran the run, for whoever reads it later (the workers share this
+    # process's environment, so its client is theirs).
+    run_log.on_event(ev.RunStarted("", at=time.time(), version=__version__,
+                                   client=ib_client.NAME, client_version=ib_client.VERSION))
+    if request.store_note:  # what the operator must know about this run's store
+        run_log.note(request.store_note)
     renderer = make_renderer(console, state, json=request.json, verbose=request.verbose)
 
     def emit(event: ev.Event) -> None:

@@ -11,6 +11,8 @@ import signal
 import threading
 from multiprocessing import forkserver, resource_tracker
 
+from backfill.ib.choice import chosen
+
 # Imported once by the server; every worker forks with them loaded and warmed up.
 PRELOAD = ["backfill.run.worker", "backfill.run.warmup"]
 
@@ -26,7 +28,11 @@ def worker_context() -> mp.context.BaseContext:
 
 
 def start_worker_server() -> None:
-    """Start the workers' forkserver now, so its imports overlap the parent's work."""
+    """Start the workers' forkserver now, so its imports overlap the parent's work.
+
+    Raises BadInput first if no IB client can be used (the server would import it).
+    """
+    chosen()
     if worker_context().get_start_method() != "forkserver":
         return
     if threading.current_thread() is not threading.main_thread():

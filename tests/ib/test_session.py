@@ -24,6 +24,8 @@ from backfill.ib.session import (
 from backfill.sim import FaultConfig, PacingConfig
 from tests.oracle import expected_bars
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 BTC = Symbol("BTC", "USD")
 JULY_1 = date(2025, 7, 1)
 
@@ -215,6 +217,22 @@ def test_duration_over_the_gateway_maximum_is_typed(make_sim):
 
     with pytest.raises(DurationTooLong):
         run(go())
+
+
+def test_a_refusal_321_ends_its_request_at_once_under_either_client(sim):
+    # ib_async takes 321 for a warning and would leave the request open until its timeout.
+    async def go():
+        session = await connected(sim, timeout_s=10.0)
+        try:
+            began = time.monotonic()
+            with pytest.raises(DurationTooLong, match="IB error 321"):
+                await session.ask(BTC, datetime(2025, 7, 2, tzinfo=timezone.utc), "1 M")
+            return time.monotonic() - began
+        finally:
+            session.disconnect()
+
+    assert run(go()) < 5.0
+    assert [r.error_code for r in sim.requests() if r.kind == "historical"] == [321]
 
 
 def test_dropped_connection_is_typed(sim):

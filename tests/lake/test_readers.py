@@ -147,11 +147,11 @@ def test_read_bars_refuses_a_missing_lake_and_an_unknown_timeframe(tmp_path: Pat
 def test_import_backfill_stays_light_and_read_bars_needs_no_dataset_module() -> None:
     code = (
         "import sys, backfill\n"
-        "heavy = [m for m in ('pyarrow', 'ib_insync') if m in sys.modules]\n"
+        "heavy = [m for m in ('pyarrow', 'ib_insync', 'ib_async') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "from backfill import read_bars\n"
         "assert callable(read_bars)\n"
-        "assert 'pyarrow.dataset' not in sys.modules and 'ib_insync' not in sys.modules\n"
+        "assert not {'pyarrow.dataset', 'ib_insync', 'ib_async'} & set(sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

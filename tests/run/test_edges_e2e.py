@@ -107,7 +107,7 @@ def test_days_outside_the_window_ib_says_it_served_are_asked_again(make_sim, lak
     assert_lake_is_the_generator(lake, gateway, BTC, "2025-07-01", "2025-07-03")
 
 
-@pytest.mark.parametrize("too_long", ["error", "hang"])
+@pytest.mark.parametrize("too_long", ["error", pytest.param("hang", marks=pytest.mark.ib)])
 def test_windows_too_long_are_split_whether_ib_refuses_or_hangs(make_sim, lake, too_long):
     gateway = sim_with(make_sim, too_long=too_long, max_duration_days=2)
     done = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-08", "--rate", "50",
@@ -123,6 +123,7 @@ def test_windows_too_long_are_split_whether_ib_refuses_or_hangs(make_sim, lake, 
     assert durations.count("2 D") == 4
 
 
+@pytest.mark.ib
 def test_a_symbol_without_permission_fails_at_once_and_the_others_go_on(make_sim, lake):
     gateway = sim_with(make_sim, no_permission={"ETH"})
     done = run_backfill(gateway, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-10",

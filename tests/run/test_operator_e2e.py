@@ -305,7 +305,7 @@ def test_a_full_disk_under_the_run_log_ends_the_run_cleanly(sim, lake):
     assert "run log" in done.stderr and "No space left" in done.stderr
     assert text.endswith("\n"), "the run log ends with a whole line"
     events = [json.loads(line) for line in text.splitlines()]  # every line whole
-    assert events and events[0]["event"] == "queued"
+    assert [e["event"] for e in events[:2]] == ["run_started", "queued"]
 
 
 # == phase B: what a run counts, what it leaves behind, what it asks =======================

@@ -13,6 +13,8 @@ from backfill.ib import preflight as checks
 from backfill.settings import RunSettings
 from backfill.sim import FaultConfig, embedded
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 SETTINGS = RunSettings()
 BTC = Symbol("BTC", "USD")
 

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from backfill.domain import Symbol
+from backfill.ib import client
 from backfill.lake.gateway import gateway_facts_path
 from backfill.sim import FAST_PACING, Behaviour, FaultConfig
 from tests.oracle import expected_bars, lake_rows
@@ -48,6 +49,7 @@ def plan(gateway, lake, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.ib
 def test_the_probe_document_has_exactly_the_issues_keys(make_sim, lake):
     gateway = sim_with(make_sim)
     done, doc = probe(gateway, lake)
@@ -55,7 +57,8 @@ def test_the_probe_document_has_exactly_the_issues_keys(make_sim, lake):
     assert set(doc) == {"window_edges", "day_duration", "max_window_days", "latency_s",
                         "future_end", "aggtrades", "header_format", "header_clock",
                         "gateway", "symbol", "checked_at", "requests", "unanswered",
-                        "evidence"}
+                        "evidence", "client", "client_version"}
+    assert (doc["client"], doc["client_version"]) == (client.NAME, client.VERSION)
     assert doc["aggtrades"] == "permitted" and doc["symbol"] == "BTC-USD"
     assert set(doc["latency_s"]) == {"1", "2", "4"}
     assert doc["future_end"]["partial_last_bar"] is False
@@ -137,6 +140,7 @@ def test_a_partial_last_bar_is_seen(make_sim, lake):
     assert doc["future_end"]["partial_last_bar"] is True
 
 
+@pytest.mark.ib
 def test_bad_input_exits_2_and_writes_nothing(sim, lake):
     done, _ = probe(sim, lake, "--symbol", "nonsense!")
     assert done.returncode == 2 and not lake.exists()

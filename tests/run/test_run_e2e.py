@@ -15,9 +15,9 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from ib_insync import IB
 
 from backfill.domain import Symbol, days_between
+from backfill.ib.client import new_ib
 from backfill.ib.edges import SPAN, SURVEY
 from backfill.sim import FAST_PACING, FaultConfig, PacingConfig
 from tests.lake.helpers import read_coverage
@@ -111,7 +111,8 @@ def test_month_for_one_symbol_lands_complete_and_a_rerun_asks_nothing(sim, lake)
         FaultConfig(hang_share=0.2, seed=3),
         FaultConfig(error_share=0.3, seed=4),
         FaultConfig(drop_after=4, seed=5),
-        FaultConfig(latency_ms=(0, 80), hang_share=0.05, error_share=0.1, seed=6),
+        pytest.param(FaultConfig(latency_ms=(0, 80), hang_share=0.05, error_share=0.1, seed=6),
+                     marks=pytest.mark.ib),
     ],
     ids=["hung", "transient", "dropped", "mixed"],
 )
@@ -196,7 +197,7 @@ def test_days_before_listing_are_not_asked_and_a_rerun_asks_nothing(sim, lake):
 
 def test_client_id_in_use_moves_to_the_next_id(sim, lake):
     asyncio.set_event_loop(asyncio.new_event_loop())  # an earlier test may have closed it
-    squatter = IB()
+    squatter = new_ib()
     squatter.connect(sim.host, sim.port, clientId=100, readonly=True, timeout=5)
     try:
         done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-03", "--rate", "50")

@@ -298,8 +298,10 @@ def test_a_store_that_ignores_preconditions_is_refused_unless_single_writer(
         assert done.returncode == 0, done.stderr + done.stdout
         assert done.stdout.splitlines()[0].startswith("warning: --unsafe-single-writer")
         [log] = [k for k in objects(lake) if k.startswith("_runs/")]
-        first = json.loads(lake_path(lake).joinpath(log).read_text().splitlines()[0])
-        assert first["event"] == "note" and "--unsafe-single-writer" in first["text"]
+        records = [json.loads(x) for x in lake_path(lake).joinpath(log).read_text().splitlines()]
+        assert records[0]["event"] == "run_started"
+        notes = [r for r in records if r["event"] == "note"]
+        assert notes and "--unsafe-single-writer" in notes[0]["text"]
 
 
 @pytest.mark.parametrize("case", ["no bucket", "no credentials", "unreachable", "no obstore"])

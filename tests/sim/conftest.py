@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from ib_insync import IB
 
+from backfill.ib.client import IB, new_ib
 from backfill.sim import SimGateway
 
 
@@ -29,7 +29,7 @@ def connect() -> Iterator[Callable[..., IB]]:
     clients: list[IB] = []
 
     def make(gateway: SimGateway, client_id: int = 1, **kwargs: Any) -> IB:
-        ib = IB()
+        ib = new_ib()
         ib.RaiseRequestErrors = True
         clients.append(ib)
         kwargs.setdefault("timeout", 5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from ib_insync import Contract
+from backfill.ib.client import Contract
 
 UTC = timezone.utc
 DAY_END = datetime(2024, 3, 1, 23, 59, tzinfo=UTC)

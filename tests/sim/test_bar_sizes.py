@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from ib_insync import RequestError
 
+from backfill.ib.client import RequestError
 from backfill.sim import NO_PACING, bars_between
 from tests.sim.helpers import UTC, crypto
 

@@ -10,11 +10,14 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from ib_insync import RequestError
 
+from backfill.ib.client import NAME as CLIENT
+from backfill.ib.client import RequestError
 from backfill.sim import NO_PACING, Behaviour, FaultConfig, bars_between
 from backfill.sim.behaviour import forming_row, served_interval, session_window_start
 from tests.sim.helpers import UTC, crypto
+
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 MIDNIGHT = datetime(2024, 3, 2, tzinfo=UTC)  # a Saturday
 MINUTE = timedelta(minutes=1)
@@ -82,7 +85,7 @@ def test_served_interval_is_half_open_in_bar_starts() -> None:
 
 # --- the header: the window served, as IB writes it ----------------------------------------
 def test_header_is_the_window_in_the_login_zone(make_sim, connect, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="ib_insync.client")
+    caplog.set_level(logging.DEBUG, logger=f"{CLIENT}.client")
     ib = connect(sim_with(make_sim, timezone="America/New_York"))
     seen = headers(ib)
     assert fetch(ib) and fetch(ib, MIDNIGHT - timedelta(days=1), "2 D", fmt=1)

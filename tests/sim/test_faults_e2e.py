@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from ib_insync import RequestError
 
+from backfill.ib.client import RequestError
 from backfill.sim import FaultConfig
 from backfill.sim.faults import decide
 from tests.sim.helpers import DAY_END, crypto
+
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 
 def fetch(ib, symbol: str = "BTC", **kwargs):

@@ -6,10 +6,12 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-from ib_insync import IB, RequestError
 
+from backfill.ib.client import RequestError, new_ib
 from backfill.sim import NO_PACING, SimGateway, bars_between, read_log
 from tests.sim.helpers import DAY_END, UTC, crypto
+
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 
 @pytest.mark.parametrize("readonly", [False, True])
@@ -150,7 +152,7 @@ def test_future_window_returns_bars_up_to_now(make_sim, connect) -> None:
 
 def test_duplicate_client_id_gets_326(sim: SimGateway, connect) -> None:
     connect(sim, client_id=7)
-    second = IB()
+    second = new_ib()
     codes: list[int] = []
     second.errorEvent += lambda req_id, code, text, contract: codes.append(code)
     with pytest.raises((asyncio.TimeoutError, TimeoutError, ConnectionError)):

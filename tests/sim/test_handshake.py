@@ -8,18 +8,20 @@ import subprocess
 import sys
 
 import pytest
-from ib_insync import IB
 
+from backfill.ib.client import new_ib
 from backfill.sim.flags import exposure_warning
 from tests.sim.cli_helpers import start_gateway
 from tests.sim.helpers import DAY_END, crypto
+
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 BAD_IDS = [2**31 - 1, 2**32, -(2**31) - 1]  # 2**31-1 goes out as an empty field
 
 
 def refused_codes(host: str, port: int, client_id: int) -> list[int]:
     """Connect with ``client_id``; the error codes seen before the connect gave up."""
-    ib = IB()
+    ib = new_ib()
     codes: list[int] = []
     ib.errorEvent += lambda req_id, code, text, contract: codes.append(code)
     with pytest.raises((asyncio.TimeoutError, TimeoutError, ConnectionError)):
@@ -40,7 +42,7 @@ def test_gateway_process_logs_no_traceback_for_a_bad_client_id() -> None:
     try:
         for client_id in BAD_IDS:
             assert refused_codes("127.0.0.1", port, client_id) == [320]
-        ib = IB()  # and the gateway still serves a good client
+        ib = new_ib()  # and the gateway still serves a good client
         ib.connect("127.0.0.1", port, clientId=2**31 - 2, timeout=5)
         assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES",
                                     False, 2)

@@ -11,6 +11,8 @@ import pytest
 from backfill.sim import NO_PACING, Behaviour, HeaderFormat, bars_between
 from tests.sim.helpers import UTC, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 END = datetime(2024, 3, 2, tzinfo=UTC)  # 2024-03-01 19:00 EST, 2024-03-02 08:00 HKT
 NY = "America/New_York"
 HK = "Asia/Hong_Kong"
@@ -121,7 +123,8 @@ def test_format_date_1_names_the_login_zone(make_sim, connect, form) -> None:
     bars = fetch(ib, datetime(2024, 3, 1, 15, tzinfo=UTC), "3600 S", fmt=1)
     oracle = bars_between(0, "BTC", datetime(2024, 3, 1, 14, tzinfo=UTC),
                           datetime(2024, 3, 1, 15, tzinfo=UTC))
-    # ib_insync reads "20240301 09:00:00 America/New_York" as an aware time in that zone.
+    # Either client (ib_insync, ib_async) reads "20240301 09:00:00 America/New_York" as an
+    # aware time in that zone.
     assert [b.date for b in bars] == [o.start.astimezone(ZoneInfo(NY)) for o in oracle]
     assert all(b.date.tzinfo == ZoneInfo(NY) for b in bars)
     assert bars[0].date.utcoffset() == timedelta(hours=-5)

@@ -10,10 +10,12 @@ import textwrap
 import time
 
 import pytest
-from ib_insync import IB
 
+from backfill.ib.client import new_ib
 from backfill.sim.lifeline import Lifeline, lifeline_args
 from tests.sim.helpers import DAY_END, crypto
+
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 # A parent as ``backfill run --gateway sim`` is one: it starts the gateway, reports the
 # gateway's pid and port, then carries on until it is killed. The first starts it with the
@@ -54,7 +56,7 @@ def test_gateway_ends_when_its_parent_is_killed(parent_code: str) -> None:
     assert parent.stdout is not None
     child_pid, port = map(int, parent.stdout.readline().split())
     try:
-        ib = IB()  # serving while its parent lives
+        ib = new_ib()  # serving while its parent lives
         ib.connect("127.0.0.1", port, clientId=1, timeout=5)
         assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES",
                                     False, 2)

@@ -12,6 +12,8 @@ from backfill.sim.market import Market
 from backfill.sim.records import RequestLog, RequestRecord, read_log
 from tests.sim.helpers import DAY_END, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 
 def test_byte_lru_evicts_least_recently_used_past_its_budget() -> None:
     cache: ByteLRU[str, str] = ByteLRU(100)

@@ -12,6 +12,8 @@ import pytest
 from backfill.sim import Behaviour, PacingConfig
 from tests.sim.helpers import DAY_END, crypto
 
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
+
 # Only the soft throttle: 10 req/s after a burst of one, so each request waits 0.1 s more.
 THROTTLE = PacingConfig(soft_rate=10.0, soft_burst=1, max_rate=None, contract_max=1000,
                         identical_window_s=0.0)

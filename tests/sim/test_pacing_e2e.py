@@ -6,11 +6,13 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from ib_insync import RequestError
 
+from backfill.ib.client import RequestError
 from backfill.sim import FaultConfig, PacingConfig
 from backfill.sim.pacing import PACING_TEXT
 from tests.sim.helpers import DAY_END, crypto
+
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 QUIET = PacingConfig(soft_rate=None, max_rate=None)
 

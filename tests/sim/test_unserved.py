@@ -8,11 +8,13 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from ib_insync import MarketOrder, RequestError
 
+from backfill.ib.client import MarketOrder, RequestError
 from backfill.sim import NO_PACING, bars_between
 from backfill.sim.gateway import TEXT_IMPLIED_ZONE
 from tests.sim.helpers import UTC, crypto
+
+pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 
 def errors(ib) -> list[tuple[int, int, str]]:
@@ -63,7 +65,9 @@ def test_cancelling_an_unknown_order_is_10147(sim, connect) -> None:
 def test_market_data_is_not_subscribed(sim, connect) -> None:
     ib = connect(sim)
     seen = errors(ib)
-    ticker = ib.reqMktData(crypto())
+    contract = crypto()
+    ib.qualifyContracts(contract)  # ib_async keys tickers by conId: unqualified, it raises
+    ticker = ib.reqMktData(contract)
     deadline = time.monotonic() + 2
     while not seen:
         assert time.monotonic() < deadline
