@@ -6,7 +6,7 @@ Figures, each for both lakes, whole CLI processes timed from start to end:
   (same seed, latency and rate for both), wall time and the efficiency local/S3;
 - ``plan`` over a thin lake (``--thin-symbols`` × ``--thin-months`` parts, written through
   the store): cold (no cache: every footer read; on S3 one ranged get each) and cached;
-- ``verify`` of the run's lake;
+- ``verify`` of the run's lake and of the thin lake;
 - requests made to the store per part written (puts, gets, heads), counted in-process over
   the thin lake's writes.
 
@@ -122,6 +122,9 @@ def main() -> None:
                 cold = timed("plan", "--lake", thin, *plan)  # the first plan writes the cache
                 cached = min(timed("plan", "--lake", thin, *plan) for _ in range(3))
                 print(f"  {kind:6} cold {cold:5.2f} s, cached {cached:5.2f} s (best of 3)")
+            print("verify of the thin lake")
+            for kind, (_, thin) in lakes.items():
+                print(f"  {kind:6} {timed('verify', '--lake', thin):6.2f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -417,3 +417,15 @@ def test_plan_cache_on_s3_is_keyed_by_etag_and_size(s3_lake, monkeypatch):
     store.write_batch(lake, BTC, _july_bars([day]), [day], fetched_at=datetime.now(UTC))
     assert date(2025, 8, 2) in marks()
     assert len(footers) == 4, "only the rewritten part's footer is read"
+
+
+def test_a_corrupt_part_on_s3_is_moved_aside_not_overwritten(s3_lake):
+    lake = lake_path(s3_lake)
+    path = part_path(lake, BTC, store.Month(2025, 7))
+    path.storage.put(path.key, b"not parquet")
+    day = [date(2025, 7, 4)]
+    [write] = store.write_batch(lake, BTC, _july_bars(day), day, fetched_at=datetime.now(UTC))
+    assert write.quarantined is not None and write.quarantined.name.startswith("_corrupt-")
+    assert write.quarantined.name.endswith(".bad")
+    assert write.quarantined.read_bytes() == b"not parquet"
+    assert store.read_part(path).num_rows == 2
