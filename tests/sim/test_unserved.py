@@ -30,7 +30,7 @@ def test_a_symbol_search_fails_at_once_with_its_id(sim, connect) -> None:
     # ib_insync would wait forever: reqMatchingSymbols has no timeout of its own.
     with pytest.raises(RequestError) as err:
         ib.reqMatchingSymbols("BTC")
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < 10  # answered, not left to hang (loaded CI: seconds)
     [(req_id, code, text)] = seen
     assert (err.value.reqId, err.value.code) == (req_id, code) == (req_id, 322)
     assert "reqMatchingSymbols" in text
@@ -42,7 +42,7 @@ def test_an_order_is_rejected_at_once_and_its_trade_ends(sim, connect) -> None:
     ib = connect(sim)
     seen = errors(ib)
     trade = ib.placeOrder(crypto(), MarketOrder("BUY", 1))
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while not trade.isDone():
         assert time.monotonic() < deadline, "the order was left open"
         ib.sleep(0.01)
@@ -55,7 +55,7 @@ def test_cancelling_an_unknown_order_is_10147(sim, connect) -> None:
     ib = connect(sim)
     seen = errors(ib)
     ib.client.cancelOrder(77, "")
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while not seen:
         assert time.monotonic() < deadline
         ib.sleep(0.01)
@@ -68,7 +68,7 @@ def test_market_data_is_not_subscribed(sim, connect) -> None:
     contract = crypto()
     ib.qualifyContracts(contract)  # ib_async keys tickers by conId: unqualified, it raises
     ticker = ib.reqMktData(contract)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while not seen:
         assert time.monotonic() < deadline
         ib.sleep(0.01)
