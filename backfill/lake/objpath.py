@@ -14,6 +14,7 @@ loudly rather than touching a local file of the same name.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import json
@@ -155,11 +156,15 @@ class ObjectPath:
     def is_file(self) -> bool:
         if self.kind is not None:
             return self.kind == "file"
+        if (snap := _snapshot(self)) is not None:
+            return self.key in snap.files
         return bool(self.key) and self.head() is not None
 
     def is_dir(self) -> bool:
         if self.kind is not None:
             return self.kind == "dir"
+        if (snap := _snapshot(self)) is not None:
+            return self.key in snap.children
         store = self.storage
         if not isinstance(store, ObjectStorage):  # pragma: no cover
             return False
@@ -170,6 +175,11 @@ class ObjectPath:
         return self.is_file() or self.is_dir()
 
     def iterdir(self) -> Iterator[ObjectPath]:
+        if (snap := _snapshot(self)) is not None:
+            for name in sorted(snap.children.get(self.key, ())):
+                key = f"{self.key}/{name}" if self.key else name
+                yield ObjectPath(self.location, key, "file" if key in snap.files else "dir")
+            return
         store = self.storage
         assert isinstance(store, ObjectStorage)
         folders, objects = _children(store, self.key + "/" if self.key else "")
@@ -180,6 +190,12 @@ class ObjectPath:
 
     def walk_files(self) -> Iterator[tuple[ObjectPath, ObjectMeta]]:
         """Every object below this folder (one listing, paged), hidden names included."""
+        if (snap := _snapshot(self)) is not None:
+            below = self.key + "/" if self.key else ""
+            for key in sorted(snap.files):
+                if key.startswith(below):
+                    yield ObjectPath(self.location, key, "file"), snap.files[key]
+            return
         store = self.storage
         assert isinstance(store, ObjectStorage)
         prefix = self.key + "/" if self.key else ""
@@ -247,6 +263,47 @@ class ObjectPath:
         if not missing_ok and self.head() is None:
             raise FileNotFoundError(str(self))
         self.storage.delete(self.key)
+
+
+@dataclass
+class _Snapshot:
+    prefix: str  # '' for the lake root
+    files: dict[str, ObjectMeta]
+    children: dict[str, set[str]]  # folder key -> the names directly in it
+
+
+_SNAPSHOTS: dict[LakeLocation, _Snapshot] = {}
+
+
+def _snapshot(path: ObjectPath) -> _Snapshot | None:
+    snap = _SNAPSHOTS.get(path.location)
+    if snap is None:
+        return None
+    if snap.prefix and path.key != snap.prefix and not path.key.startswith(snap.prefix + "/"):
+        return None
+    return snap
+
+
+@contextlib.contextmanager
+def listed_once(root: Path | ObjectPath) -> Iterator[None]:
+    """Within the block, folder questions below ``root`` (an object store lake) are answered
+    from one listing made at its start, not a listing per folder: for read-only walks
+    (``verify``), which read what they find by a get of its own."""
+    if not isinstance(root, ObjectPath) or root.location in _SNAPSHOTS:
+        yield
+        return
+    files = {p.key: meta for p, meta in root.walk_files()}
+    children: dict[str, set[str]] = {root.key: set()}
+    for key in files:
+        parts = key.split("/")
+        for depth in range(len(parts)):
+            parent = "/".join(parts[:depth])
+            children.setdefault(parent, set()).add(parts[depth])
+    _SNAPSHOTS[root.location] = _Snapshot(root.key, files, children)
+    try:
+        yield
+    finally:
+        _SNAPSHOTS.pop(root.location, None)
 
 
 def _bucket_exists(store: ObjectStorage) -> bool:

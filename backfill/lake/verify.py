@@ -65,7 +65,7 @@ from backfill.domain import (
 )
 from backfill.lake.edge_check import EdgeDay, EdgeThresholds, edge_days, edge_losses
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
-from backfill.lake.objpath import ObjectPath, arrow_source
+from backfill.lake.objpath import ObjectPath, arrow_source, listed_once
 from backfill.lake.paths import (
     dataset_root,
     is_quarantined,
@@ -780,6 +780,22 @@ def _stream(
 ) -> Iterator[Item]:
     from backfill.lake.heads import listing_days, read_heads
 
+    with listed_once(lake):  # an object store lake: one listing, not one per folder
+        yield from _stream_listed(lake, symbols, first, last, gaps, minute_thresholds, today,
+                                  listing_days, read_heads)
+
+
+def _stream_listed(  # type: ignore[no-untyped-def]
+    lake: Path,
+    symbols: Sequence[Symbol] | None,
+    first: date | None,
+    last: date | None,
+    gaps: bool,
+    minute_thresholds: MinuteCheckThresholds,
+    today: date,
+    listing_days,
+    read_heads,
+) -> Iterator[Item]:
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     chosen = list(symbols) if symbols is not None else lake_symbols(lake)
