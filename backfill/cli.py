@@ -267,6 +267,8 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
         what = {bool: "true or false", int: "a whole number", float: "a finite number",
                 str: "a string", Path: "a path (a string)"}[kind]
         raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
+    if kind is Path and value.startswith("s3://"):
+        return value  # an object store lake: not a folder below the file's
     if kind is Path:
         return path.parent / value  # relative to the file's folder
     if kind in (int, float):
@@ -371,6 +373,11 @@ def run(
         "default settings) for the symbols and days of the run, as `backfill levels` does.")
     ] = False,
     refetch: RefetchOpt = False,
+    unsafe_single_writer: Annotated[bool, typer.Option(
+        "--unsafe-single-writer",
+        help="On an s3:// lake whose store ignores conditional writes (If-Match, "
+        "If-None-Match), run anyway: safe only if no other writer uses the lake.")
+    ] = False,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
 
@@ -419,6 +426,7 @@ def run(
             gateway=address, settings=settings, json=json,
             command=("backfill", *sys.argv[1:]), verbose=verbose,
             refetch_since=datetime.now(timezone.utc) if refetch else None,
+            unsafe_single_writer=unsafe_single_writer,
         )
         code = execute_run(request, Console(), Console(stderr=True))
     except BadInput as exc:

@@ -212,13 +212,30 @@ def default_workers(n_symbols: int) -> int:
 
 
 def resolve_lake(flag: Path | None, env: Mapping[str, str] | None = None) -> Path:
-    """``--lake``, else ``LAKE_ROOT``, else the current directory."""
+    """``--lake``, else ``LAKE_ROOT``, else the current directory. An ``s3://bucket/prefix``
+    lake is an ``ObjectPath``, checked usable here (BadInput if not) before anything is asked
+    of a gateway or written."""
     env = os.environ if env is None else env
     if flag is not None:
-        return flag
+        return lake_root(flag)
     if env.get("LAKE_ROOT"):
-        return Path(env["LAKE_ROOT"])
+        return lake_root(env["LAKE_ROOT"])
     return Path.cwd()
+
+
+def lake_root(raw: str | os.PathLike[str]) -> Path:
+    """A lake root from what the user gave: a folder, or an object store lake (opened and
+    listed once, so a missing extra, bucket, credential or endpoint is one line, exit 2)."""
+    from backfill.lake.objpath import ObjectPath
+
+    if isinstance(raw, ObjectPath):
+        return raw  # type: ignore[return-value]
+    text = os.fspath(raw)
+    if text.startswith("s3:/"):  # a typer Path option folds s3://b/p into s3:/b/p
+        from backfill.lake.objpath import open_object_lake
+
+        return open_object_lake("s3://" + text[4:].lstrip("/"))  # type: ignore[return-value]
+    return Path(text)
 
 
 CONFIG_FILE = "backfill.toml"
@@ -239,6 +256,8 @@ def find_config_file(
     lake = lake_flag if lake_flag is not None else (
         Path(env["LAKE_ROOT"]) if env.get("LAKE_ROOT") else None
     )
+    if lake is not None and os.fspath(lake).startswith("s3:/"):
+        return None  # an object store lake's settings come from the folder the run starts in
     if lake is not None and (lake / CONFIG_FILE).is_file():
         return lake / CONFIG_FILE
     return None
@@ -286,8 +305,11 @@ def check_lake_writable(lake: Path) -> None:
     """BadInput unless ``lake`` is (or could be created as) a folder this process can write,
     with a name every part of the stack can spell, and its run folders writable too.
 
-    Touches nothing: a missing lake is judged by its nearest existing ancestor.
+    Touches nothing: a missing lake is judged by its nearest existing ancestor. An object
+    store lake was checked when it was opened (``lake_root``).
     """
+    if not isinstance(lake, Path):
+        return
     try:
         os.fsencode(lake).decode("utf-8")
     except UnicodeDecodeError:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from backfill.aggregate import buckets
 from backfill.aggregate.planner import (
@@ -185,7 +184,7 @@ def read_m1_coverage(
 def read_provenance(path: Path) -> Existing:
     """An aggregate part's footer record, or why it cannot be trusted."""
     try:
-        schema = pq.read_schema(path)
+        schema = store.read_schema(path)
     except (OSError, ValueError, pa.ArrowException) as exc:
         return Unreadable(f"unreadable footer: {exc}")
     if not schema.remove_metadata().equals(AGGREGATE_SCHEMA):

@@ -32,6 +32,7 @@ from time import time_ns
 from typing import TYPE_CHECKING
 
 from backfill.domain import Month, Symbol, months_between
+from backfill.lake.objpath import is_object, lake_path, write_whole
 from backfill.lake.paths import (
     DATA_DIR,
     lake_symbols,
@@ -47,6 +48,7 @@ from backfill.lake.safe_json import (
     expect_dict,
     read_json_file,
 )
+from backfill.lake.storage import StorageError
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -83,7 +85,7 @@ class PartMarks:
 
 
 def cache_path(lake: Path) -> Path:
-    return Path(lake) / CACHE_DIR / CACHE_NAME
+    return lake_path(lake) / CACHE_DIR / CACHE_NAME
 
 
 def days_in_range(month: Month, bits: int, first: date, last: date) -> list[date]:
@@ -125,6 +127,9 @@ def read_day_marks(
     (nanoseconds since the epoch, default the system's) judges which parts are old enough
     to remember.
     """
+    if is_object(lake):
+        return _object_day_marks(lake, list(dict.fromkeys(symbols)), first, last,
+                                 remember=remember)
     lake = Path(lake)
     symbols = list(dict.fromkeys(symbols))
     known = _load(lake) if remember else {}
@@ -169,6 +174,60 @@ def read_day_marks(
     if remember and learned:
         _save(lake, known, learned, (clock or time_ns)())
     return out
+
+
+def _object_day_marks(
+    lake: Path, symbols: list[Symbol], first: date, last: date, *, remember: bool
+) -> dict[Symbol, dict[date, DayMark]]:
+    """``read_day_marks`` on an object store: one listing per symbol prefix gives every
+    part's (key, ETag, size); the cache answers for those unchanged, and the rest have their
+    footers fetched (a ranged get of the tail each), several at once (network-bound)."""
+    known = _load(lake) if remember else {}
+    months = set(months_between(first, last))
+    found: list[tuple[Symbol, str, Month, PartMarks | int]] = []
+    misses: list[Miss] = []
+    learned: dict[str, PartMarks | None] = {}
+    for symbol in symbols:
+        prefix = f"symbol={symbol}/"
+        listed = {p.key: meta for p, meta in symbol_dir(lake, symbol).walk_files()}
+        for month in sorted(months):
+            below = part_below_symbol(month)
+            path = symbol_dir(lake, symbol) / below
+            key = prefix + below
+            meta = listed.get(path.key)
+            if meta is None:
+                if key in known:
+                    learned[key] = None
+                continue
+            # An ETag changes whenever the bytes do: no racy window, no stamps needed. It is
+            # kept as a 56-bit digest, where a local part keeps its inode.
+            identity = (_etag_digest(meta.version), meta.size, 0, 0)
+            marks = known.get(key)
+            if marks is not None and tuple(marks.identity) == identity:
+                found.append((symbol, key, month, marks))
+            else:
+                found.append((symbol, key, month, len(misses)))
+                misses.append(Miss(path, month, identity))  # type: ignore[arg-type]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        read = list(pool.map(_read_marks, misses))
+    out: dict[Symbol, dict[date, DayMark]] = {symbol: {} for symbol in symbols}
+    for symbol, key, month, entry in found:
+        if isinstance(entry, int):
+            entry = learned[key] = read[entry]
+        days = days_in_range(month, entry.complete, first, last)
+        for day in days:
+            out[symbol][day] = COMPLETE_NO_DATA if entry.no_data >> day.day & 1 else COMPLETE
+    if remember and learned:
+        _save(lake, known, learned, time_ns())
+    return out
+
+
+def _etag_digest(etag: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(etag.encode(), digest_size=7).digest(), "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,8 +402,9 @@ def _save(
     # Only parts that exist are kept (a cache copied from another lake, or grown by hand,
     # shrinks back to this lake's parts the first time it is written).
     below = str(market_dir(lake))  # strings: 6,000 pathlib joins cost more than the stats
+    # (On an object store a part gone is found by the listing of its symbol, as None.)
     parts = {key: marks for key, marks in known.items()
-             if key in learned or os.path.exists(os.path.join(below, key))}
+             if key in learned or is_object(lake) or os.path.exists(os.path.join(below, key))}
     for key, marks in learned.items():
         if marks and rememberable(marks.identity, now_ns):
             parts[key] = marks
@@ -359,6 +419,10 @@ def _save(
         },
     }
     target = cache_path(lake)
+    if is_object(lake):
+        with contextlib.suppress(StorageError):  # best effort, as on a read-only folder
+            write_whole(target, json.dumps(record, separators=(",", ":")).encode())
+        return
     temp = target.with_name(f".{CACHE_NAME}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(exist_ok=True)

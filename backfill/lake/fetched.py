@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from backfill.domain import DayCoverage, Symbol, months_between
+from backfill.lake.objpath import lake_path
 from backfill.lake.paths import part_path
 from backfill.lake.store import StoreError, read_part_coverage
 
@@ -26,7 +27,7 @@ def read_fetched_days(
         if first > last:
             continue
         for month in months_between(first, last):
-            path = part_path(Path(lake), symbol, month)
+            path = part_path(lake_path(lake), symbol, month)
             if not path.is_file():
                 continue
             try:

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from backfill.domain import UTC
-from backfill.lake.safe_json import SMALL_FILE_MAX_BYTES, expect_dict, read_json_file
+from backfill.lake.objpath import is_object, lake_path, update_whole
+from backfill.lake.safe_json import (
+    SMALL_FILE_MAX_BYTES,
+    expect_dict,
+    parse_json,
+    read_json_file,
+)
 from backfill.settings import RunSettings
 
 GATEWAY_DIR = "_gateway"
@@ -26,7 +32,7 @@ OLD_SOURCE = "backfill probe or run"
 
 def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
     safe_host = "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
-    return Path(lake) / GATEWAY_DIR / f"{safe_host}-{port}.json"
+    return lake_path(lake) / GATEWAY_DIR / f"{safe_host}-{port}.json"
 
 
 def read_finding(
@@ -144,24 +150,40 @@ def write_finding(
     """Record one finding, keeping the others; atomic (a reader never sees half a file).
     ``source`` names who learned it (``probe`` passes "backfill probe")."""
     path = gateway_facts_path(lake, host, port)
+    entry = {"value": value, "checked_at": checked_at.astimezone(UTC).isoformat(),
+             "source": source, "evidence": evidence}
+
+    def recorded(facts: Any) -> str:
+        try:
+            expect_dict(facts, "findings file")
+            expect_dict(facts.get("findings"), "findings")
+        except ValueError:  # absent, or not usable: written afresh
+            facts = {"findings": {}}
+        facts["gateway"] = f"{host}:{port}"
+        facts["findings"][key] = entry
+        try:
+            return json.dumps(facts, indent=1, sort_keys=True)
+        except (RecursionError, ValueError, TypeError):  # what was there cannot be kept
+            return json.dumps({"gateway": facts["gateway"], "findings": {key: entry}},
+                              indent=1, sort_keys=True)
+
+    if is_object(path):
+        # Two probes at once: compare-and-swap, so neither loses the other's finding.
+        def change(old: bytes | None) -> bytes:
+            try:
+                facts = parse_json(old, SMALL_FILE_MAX_BYTES) if old is not None else None
+            except ValueError:
+                facts = None
+            return recorded(facts).encode()
+
+        update_whole(path, change)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        facts = expect_dict(read_json_file(path, SMALL_FILE_MAX_BYTES), "findings file")
-        expect_dict(facts.get("findings"), "findings")
-    except ValueError:  # absent, or not usable: written afresh
-        facts = {"findings": {}}
-    facts["gateway"] = f"{host}:{port}"
-    facts["findings"][key] = {
-        "value": value,
-        "checked_at": checked_at.astimezone(UTC).isoformat(),
-        "source": source,
-        "evidence": evidence,
-    }
-    try:
-        text = json.dumps(facts, indent=1, sort_keys=True)
-    except (RecursionError, ValueError, TypeError):  # what was there cannot be kept
-        text = json.dumps({"gateway": facts["gateway"], "findings": {key: facts["findings"][key]}},
-                          indent=1, sort_keys=True)
+        facts = read_json_file(path, SMALL_FILE_MAX_BYTES)
+    except ValueError:  # not usable: written afresh
+        facts = None
+    text = recorded(facts)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_text(text)
     os.replace(temp, path)

@@ -29,10 +29,12 @@ import filelock
 
 from backfill.domain import UTC, Symbol
 from backfill.lake.gateway import GATEWAY_DIR  # beside what the lake knows of each gateway
+from backfill.lake.objpath import is_object, update_whole
 from backfill.lake.safe_json import (
     SMALL_FILE_MAX_BYTES,
     expect_dict,
     expect_str,
+    parse_json,
     read_json_file,
 )
 
@@ -88,17 +90,21 @@ def read_heads(lake: Path) -> dict[Symbol, Head]:
     """The recorded heads; an absent or unreadable file is an empty record (it is only a
     saving: what is not recorded is asked again)."""
     try:
-        document = expect_dict(read_json_file(heads_path(lake), SMALL_FILE_MAX_BYTES) or {},
-                               "heads.json")
-        return {
-            Symbol.parse(expect_str(name, "symbol", 40)): Head(
-                _utc(expect_str(expect_dict(entry, name).get("head"), "head", 64)),
-                _utc(expect_str(entry.get("asked_at"), "asked_at", 64)),
-            )
-            for name, entry in expect_dict(document.get("heads", {}), "heads").items()
-        }
+        return _heads_of(read_json_file(heads_path(lake), SMALL_FILE_MAX_BYTES))
     except (ValueError, OverflowError):  # BadJson, BadInput, a bad date: nothing recorded
         return {}
+
+
+def _heads_of(raw: object) -> dict[Symbol, Head]:
+    """The heads a parsed heads.json holds (ValueError, OverflowError if it is not one)."""
+    document = expect_dict(raw or {}, "heads.json")
+    return {
+        Symbol.parse(expect_str(name, "symbol", 40)): Head(
+            _utc(expect_str(expect_dict(entry, name).get("head"), "head", 64)),
+            _utc(expect_str(entry.get("asked_at"), "asked_at", 64)),
+        )
+        for name, entry in expect_dict(document.get("heads", {}), "heads").items()
+    }
 
 
 def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
@@ -106,6 +112,10 @@ def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
     if not answers:
         return
     path = heads_path(lake)
+    if is_object(path):
+        update_whole(path, lambda old: json.dumps(
+            _heads_document({**_parse_heads(old), **answers}), indent=1).encode())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(path.with_name(f".{HEADS_FILE}.lock")):
         heads = {**read_heads(lake), **answers}
@@ -124,6 +134,20 @@ def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
+
+
+def _heads_document(heads: Mapping[Symbol, Head]) -> dict:
+    return {"heads": {
+        str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}
+        for symbol, h in sorted(heads.items(), key=lambda item: str(item[0]))
+    }}
+
+
+def _parse_heads(data: bytes | None) -> dict[Symbol, Head]:
+    try:
+        return _heads_of(parse_json(data, SMALL_FILE_MAX_BYTES) if data is not None else None)
+    except (ValueError, OverflowError):
+        return {}
 
 
 def _utc(text: str) -> datetime:

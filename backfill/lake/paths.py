@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backfill.domain import MARKET, SOURCE, TIMEFRAME, UTC, BadInput, Month, Symbol
+from backfill.lake.objpath import lake_path
 
 DATA_DIR = "data"
 PART_SUFFIX = ".parquet"
@@ -61,12 +62,12 @@ LOCKS_DIR = "_locks"  # per-symbol run locks, and what each symbol's last worker
 
 def run_lock_path(lake: Path, symbol: object) -> Path:
     """The lock a run holds while it fetches ``symbol``: one run per symbol at a time."""
-    return Path(lake) / LOCKS_DIR / f"{symbol}.run.lock"
+    return lake_path(lake) / LOCKS_DIR / f"{symbol}.run.lock"
 
 
 def recent_sends_path(lake: Path, symbol: object) -> Path:
     """What the last worker for ``symbol`` sent in its final seconds (IB still counts it)."""
-    return Path(lake) / LOCKS_DIR / f"{symbol}.sends.json"
+    return lake_path(lake) / LOCKS_DIR / f"{symbol}.sends.json"
 
 
 def lock_path(part: Path) -> Path:

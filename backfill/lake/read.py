@@ -10,6 +10,7 @@ and hive keys; this does not, and it needs no ``pyarrow.dataset``.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from datetime import date, datetime
 from os import PathLike
@@ -32,8 +33,10 @@ from backfill.domain import (
     parse_day,
     parse_symbols,
 )
+from backfill.lake.objpath import lake_path
 from backfill.lake.paths import aggregate_part_path, aggregate_symbols, lake_symbols, part_path
 from backfill.lake.schema import AGGREGATE_SCHEMA, TS_TYPE, empty_bars
+from backfill.lake.storage import StorageError
 from backfill.lake.store import CorruptPart, PartUnreadable, read_part
 
 # The timeframes the lake defines: M1 (``run``), and those ``backfill aggregate`` builds.
@@ -64,7 +67,7 @@ def read_bars(
     not exist, or a symbol the lake has never held; ``store.CorruptPart`` or
     ``store.PartUnreadable`` on a part in the range that cannot be read.
     """
-    root = Path(lake)
+    root = lake_path(lake)
     if not root.is_dir():
         raise BadInput(f"no lake at {root}: not a folder")
     if not isinstance(timeframe, str) or timeframe not in TIMEFRAMES:
@@ -105,6 +108,8 @@ def _read_aggregate(path: Path) -> pa.Table:
         data = path.read_bytes()
     except OSError as exc:
         raise PartUnreadable(path, exc) from exc
+    except StorageError as exc:
+        raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
     try:
         table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:

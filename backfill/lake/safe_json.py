@@ -42,7 +42,10 @@ def read_json_file(path: Path | str, max_bytes: int) -> Any | None:
 
 def read_regular_file(path: Path | str, max_bytes: int) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; None if there
-    is no such file; else ``BadJson`` (never blocks on a FIFO, never reads past the cap)."""
+    is no such file; else ``BadJson`` (never blocks on a FIFO, never reads past the cap).
+    On an object store: its size from a head, then one get; a store that fails is BadJson."""
+    if _is_object(path):
+        return _read_object(path, max_bytes)
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -75,6 +78,13 @@ def read_regular_file(path: Path | str, max_bytes: int) -> bytes | None:
 def open_regular(path: Path | str) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (a FIFO is refused without
     blocking); ``FileNotFoundError`` if absent, ``BadJson`` if not a regular file."""
+    if _is_object(path):
+        import io
+
+        data = _read_object(path, 1 << 40)
+        if data is None:
+            raise FileNotFoundError(str(path))
+        return io.BytesIO(data)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -84,6 +94,31 @@ def open_regular(path: Path | str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _is_object(path: object) -> bool:
+    from backfill.lake.objpath import ObjectPath
+
+    return isinstance(path, ObjectPath)
+
+
+def _read_object(path: Any, max_bytes: int) -> bytes | None:
+    from backfill.lake.storage import StorageError
+
+    try:
+        meta = path.head()
+        if meta is None:
+            return None
+        if meta.size > max_bytes:
+            raise BadJson(f"{meta.size} bytes, more than {max_bytes}")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except (OSError, StorageError) as exc:
+        raise BadJson(f"cannot read: {exc}") from exc
+    if len(data) > max_bytes:
+        raise BadJson(f"more than {max_bytes} bytes")
+    return data
 
 
 def bounded_lines(file: BinaryIO, max_bytes: int) -> Iterator[bytes]:

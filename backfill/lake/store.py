@@ -1,25 +1,34 @@
 """The lake store: the only module that writes Parquet.
 
-A write merges a batch into its monthly parts under a per-part file lock, deduplicates on
-``ts`` (newest batch wins), sorts, writes a temp file, fsyncs it and ``os.replace``s the part,
-so a reader never sees a half-written file and a killed writer leaves the old part intact.
+A write reads a monthly part with its version, merges the batch in, deduplicates on ``ts``
+(newest batch wins), sorts, encodes the part in memory and commits it through ``Storage``
+with a conditional put: only if the part is still the version read (create-only when it was
+new). A writer that lost the race reads again and merges again, a bounded number of times.
+Locally the put is a temp file, fsync and ``os.replace`` under the part's file lock (held over
+the whole read-merge-put, so local writers queue); on an object store it is ``If-Match`` /
+``If-None-Match``. A reader never sees a half-written part and a killed writer leaves the old
+part intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import io
 import os
+import random
 import stat
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from filelock import FileLock
 
 from backfill.domain import (
     MARKET,
@@ -30,13 +39,8 @@ from backfill.domain import (
     Symbol,
     day_start,
 )
-from backfill.lake.paths import (
-    lock_path,
-    part_path,
-    quarantine_path,
-    temp_glob,
-    temp_path,
-)
+from backfill.lake.objpath import ObjectPath
+from backfill.lake.paths import part_path, quarantine_path
 from backfill.lake.schema import (
     BAR_SCHEMA,
     COLUMNS,
@@ -49,6 +53,18 @@ from backfill.lake.schema import (
     decode_coverage,
     empty_bars,
     encode_coverage,
+)
+from backfill.lake.storage import (
+    CREATE,
+    OVERWRITE,
+    LakeLocation,
+    LocalStorage,
+    NotFound,
+    ObjectMeta,
+    Storage,
+    StorageError,
+    Version,
+    WriteConflict,
 )
 
 try:  # what pq.ParquetFile wraps; _read_footer falls back to the public API without it
@@ -190,18 +206,18 @@ def read_coverage_record(path: Path | str) -> bytes:
     """A part's coverage record as stored (JSON), from its footer only; raises ``CorruptPart``
     if the footer cannot be read, has another schema or holds no record."""
     try:
-        metadata = _read_footer(str(path))
+        metadata = _read_footer(path if isinstance(path, ObjectPath) else str(path))
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise CorruptPart(Path(path), f"unreadable footer: {exc}") from exc
+        raise CorruptPart(_as_path(path), f"unreadable footer: {exc}") from exc
     if not metadata.schema.equals(_bar_parquet_schema()):
-        _footer_castable(Path(path), metadata)
+        _footer_castable(_as_path(path), metadata)
     raw = (metadata.metadata or {}).get(COVERAGE_KEY)
     if raw is None:
-        raise CorruptPart(Path(path), "no coverage record in the footer")
+        raise CorruptPart(_as_path(path), "no coverage record in the footer")
     return raw
 
 
-def _read_footer(path: str) -> pq.FileMetaData:
+def _read_footer(path: str | ObjectPath) -> pq.FileMetaData:
     """A Parquet file's footer, and nothing else (plan reads 6,000 of them).
 
     The footer alone, not the Arrow schema (``read_schema``), from an open file, not a path
@@ -211,6 +227,8 @@ def _read_footer(path: str) -> pq.FileMetaData:
     damaged footer aborts the process there (its C++ exception is not translated; found by
     ``test_a_damaged_footer_is_a_corrupt_part_and_nothing_else``).
     """
+    if isinstance(path, ObjectPath):
+        return _read_object_footer(path)
     _refuse_special(path)  # a FIFO would block the open below forever
     with pa.OSFile(path) as source:
         if _ParquetReader is None:
@@ -218,6 +236,67 @@ def _read_footer(path: str) -> pq.FileMetaData:
         reader = _ParquetReader()
         reader.open(source)
         return reader.metadata
+
+
+def read_schema(path: Path) -> pa.Schema:
+    """A part's Arrow schema with its footer metadata (``pq.read_schema``), from the footer
+    alone on an object store too. Raises like ``pq.read_schema`` (OSError, ArrowException)."""
+    if isinstance(path, ObjectPath):
+        try:
+            return _read_object_footer(path).schema.to_arrow_schema()
+        except StorageError as exc:
+            raise OSError(errno.EIO, str(exc)) from exc
+    return pq.read_schema(path)
+
+
+_TAIL_GUESS = 64 * 1024  # one ranged get holds a part's footer (a few KiB) nearly always
+
+
+def _read_object_footer(path: ObjectPath) -> pq.FileMetaData:
+    """The footer of a Parquet object from its tail alone (one ranged get, two if the footer
+    is larger than the guess): a plan over thousands of parts fetches no row data."""
+    tail, size = path.read_tail(_TAIL_GUESS)
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        raise ValueError("not a Parquet file (no PAR1 at the end)")
+    needed = int.from_bytes(tail[-8:-4], "little") + 8
+    if needed > len(tail) and needed <= size:
+        tail, size = path.read_tail(needed)
+    return pq.read_metadata(pa.PythonFile(_Tail(tail, size), mode="r"))
+
+
+class _Tail(io.RawIOBase):
+    """A read-only file of ``size`` bytes of which only the tail is held: enough for a
+    Parquet reader that reads the footer and nothing else."""
+
+    def __init__(self, tail: bytes, size: int) -> None:
+        self._tail, self._size, self._pos = tail, size, 0
+        self._start = size - len(tail)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = {0: 0, 1: self._pos, 2: self._size}[whence] + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos < self._start:
+            raise OSError("read before the fetched footer")
+        end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
+        data = self._tail[self._pos - self._start:end - self._start]
+        self._pos = end
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _footer_castable(path: Path, metadata: pq.FileMetaData) -> None:
@@ -242,9 +321,15 @@ def _footer_castable(path: Path, metadata: pq.FileMetaData) -> None:
                     f"{row_group.column(index).path_in_schema}")
 
 
+def _as_path(path: Path | str) -> Path:
+    return path if isinstance(path, ObjectPath) else Path(path)  # type: ignore[return-value]
+
+
 def _refuse_special(path: Path | str) -> None:
     """``OSError`` unless ``path`` is a regular file: a FIFO, a device or a socket in a
     part's place is not read (opening a FIFO blocks until a writer comes)."""
+    if isinstance(path, ObjectPath):
+        return  # an object is bytes, never a FIFO
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a folder: the OS says EISDIR
         raise OSError(errno.EINVAL, "not a regular file", str(path))
@@ -312,57 +397,147 @@ def _write_month(
     no_data: set[date] = frozenset(),  # type: ignore[assignment]
 ) -> PartWrite:
     path = part_path(lake, symbol, month)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(path)):
-        # Under the lock no other writer is mid-write on this part: any temp file is stale.
-        for stale in path.parent.glob(temp_glob(path)):
-            stale.unlink(missing_ok=True)
-        old, coverage, quarantined = _load_for_merge(path)
-        merged = _merge(old, _dedupe_keep_last(rows))
-        for day in days:
-            if day in partial and day in coverage and coverage[day].complete:
-                # A refetch answered while the day ran knows less than the whole day
-                # recorded: its bars merge in, the complete record stays.
-                continue
-            coverage[day] = DayCoverage(day, 0, fetched_at.astimezone(UTC), day not in partial,
-                                        day in no_data)
-        counts = rows_per_day(merged)
-        coverage = {
-            day: DayCoverage(day, counts.get(day, 0), c.fetched_at, c.complete,
-                             c.no_data and not counts.get(day, 0))
-            for day, c in coverage.items()
-        }
-        size = _replace_atomically(path, merged, coverage)
+    storage, key = _target(path)
+    new = _dedupe_keep_last(rows)
+    quarantined: Path | None = None
+    with _exclusive(storage, key):
+        for attempt in range(COMMIT_ATTEMPTS):
+            # Read with its version, merge, put only if it is still that version: a writer
+            # that got there first makes this one read again and merge again (nothing lost).
+            old, coverage, aside, version = _load_for_merge(storage, key, path)
+            quarantined = aside or quarantined
+            merged = _merge(old, new)
+            for day in days:
+                if day in partial and day in coverage and coverage[day].complete:
+                    # A refetch answered while the day ran knows less than the whole day
+                    # recorded: its bars merge in, the complete record stays.
+                    continue
+                coverage[day] = DayCoverage(day, 0, fetched_at.astimezone(UTC),
+                                            day not in partial, day in no_data)
+            counts = rows_per_day(merged)
+            coverage = {
+                day: DayCoverage(day, counts.get(day, 0), c.fetched_at, c.complete,
+                                 c.no_data and not counts.get(day, 0))
+                for day, c in coverage.items()
+            }
+            table = merged.replace_schema_metadata(
+                {COVERAGE_KEY: encode_coverage(coverage.values())})
+            try:
+                size = _put(storage, key, _encode(table), version)
+                break
+            except WriteConflict as exc:
+                _back_off(attempt, exc)
+        else:  # pragma: no cover - _back_off raises on the last attempt
+            raise AssertionError("unreachable")
     return PartWrite(path, month, merged.num_rows, tuple(days), quarantined, size)
 
 
-def _load_for_merge(path: Path) -> tuple[pa.Table, dict[date, DayCoverage], Path | None]:
+COMMIT_ATTEMPTS = 8  # conditional puts per part before the month fails (the run says why)
+_BACKOFF_BASE = 0.05  # seconds; doubled per attempt, jittered
+
+
+class CommitConflict(StoreError):
+    """Other writers kept changing a part between our read and our put: the month failed,
+    nothing was lost (their bars are in the part; ours are refetched by a rerun)."""
+
+
+def _back_off(attempt: int, exc: WriteConflict) -> None:
+    if attempt + 1 >= COMMIT_ATTEMPTS:
+        raise CommitConflict(f"{exc}; gave up after {COMMIT_ATTEMPTS} attempts") from exc
+    # Full jitter: writers that collided once do not collide again in lockstep.
+    time.sleep(random.uniform(0, _BACKOFF_BASE * 2 ** attempt))
+
+
+def _target(path: Path | ObjectPath) -> tuple[Storage, str]:
+    """The storage holding ``path`` and its key there. A local part is the key of its own
+    folder: same lock and temp names as ever, no lake root needed."""
+    if isinstance(path, ObjectPath):
+        return path.storage, path.key
+    return LocalStorage(LakeLocation(str(path.parent))), path.name
+
+
+def _exclusive(storage: Storage, key: str) -> contextlib.AbstractContextManager[None]:
+    if isinstance(storage, LocalStorage):
+        return storage.exclusive(key)
+    return contextlib.nullcontext()
+
+
+def _put(storage: Storage, key: str, data: pa.Buffer, version: str | None) -> int:
+    mode = CREATE if version is None else Version(version)
+    if isinstance(storage, LocalStorage):
+        return storage.put(key, data, mode, before_replace=_before_replace).size
+    return storage.put(key, data.to_pybytes(), mode).size
+
+
+def _encode(table: pa.Table, options: dict | None = None) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **(PART_WRITE_OPTIONS if options is None else options))
+    return sink.getvalue()
+
+
+def _get(storage: Storage, key: str, path: Path) -> tuple[bytes, str] | None:
+    """A part's bytes and version; None if there is none. The OS or the store refusing is
+    ``PartUnreadable``, never a verdict on the part."""
     try:
-        table, coverage = _read_checked(path)
-    except PartUnreadable as exc:
-        if exc.errno == errno.ENOENT:
-            return empty_bars(), {}, None
-        raise  # not known to be bad: leave it where it is and let the run say why
+        _refuse_special(path)  # a FIFO would block the read forever
+        data, meta = storage.get(key)
+    except NotFound:
+        return None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PartUnreadable(path, exc) from exc
+    except StorageError as exc:
+        raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
+    return data, meta.version
+
+
+def _load_for_merge(
+    storage: Storage, key: str, path: Path
+) -> tuple[pa.Table, dict[date, DayCoverage], Path | None, str | None]:
+    found = _get(storage, key, path)
+    if found is None:
+        return empty_bars(), {}, None, None
+    data, version = found
+    try:
+        table, coverage = _decode_part(path, data)
     except NonConformingPart:
         raise  # readable, its days perhaps good: left where it is, for verify to report
     except CorruptPart:
         # Never overwrite a part that is bad: keep it aside for a human, start it afresh.
-        destination = quarantine_path(path, datetime.now(UTC))
-        os.rename(path, destination)
-        _fsync(path.parent)
-        return empty_bars(), {}, destination
-    return table.replace_schema_metadata(None), coverage, None
+        return empty_bars(), {}, _move_aside(storage, key, path), None
+    return table.replace_schema_metadata(None), coverage, None, version
+
+
+def _move_aside(storage: Storage, key: str, path: Path) -> Path:
+    destination = quarantine_path(path, datetime.now(UTC))
+    try:
+        storage.move_aside(key, key.rsplit("/", 1)[0] + "/" + destination.name
+                           if "/" in key else destination.name)
+    except (NotFound, FileNotFoundError) as exc:
+        # Another writer moved it first; our CREATE will meet whatever it wrote since.
+        raise WriteConflict(f"{key} was moved aside by another writer") from exc
+    return destination
 
 
 def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
     # Read the bytes ourselves: an OSError here is the OS refusing (permissions, too many
     # open files, I/O error), never a verdict on the file. pyarrow reports bad Parquet as
     # OSError too ("Couldn't deserialize thrift"), so only after this can it mean corrupt.
+    return _decode_part(path, _read_bytes(path))
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        _refuse_special(path)
-        data = path.read_bytes()
+        _refuse_special(path)  # a FIFO would block the read forever
+        return path.read_bytes()
     except OSError as exc:
         raise PartUnreadable(path, exc) from exc
+    except StorageError as exc:
+        raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
+
+
+def _decode_part(path: Path, data: bytes) -> tuple[pa.Table, dict[date, DayCoverage]]:
     try:
         table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
@@ -379,11 +554,11 @@ def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
 
 def _decode(path: Path | str, raw: bytes | None) -> dict[date, DayCoverage]:
     if raw is None:
-        raise CorruptPart(Path(path), "no coverage record in the footer")
+        raise CorruptPart(_as_path(path), "no coverage record in the footer")
     try:
         return decode_coverage(raw)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptPart(Path(path), f"malformed coverage record: {exc}") from exc
+        raise CorruptPart(_as_path(path), f"malformed coverage record: {exc}") from exc
 
 
 def _strictly_increasing(ts: pa.Array) -> bool:
@@ -437,17 +612,12 @@ def rows_per_day(table: pa.Table) -> dict[date, int]:
 
 
 def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCoverage]) -> int:
+    """Replace a part whole, unconditionally, by a caller that holds its lock (tools, tests)."""
     table = table.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage.values())})
-    return _write_replace(path, table)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data, or a folder's entries (so a replace survives a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    storage, key = _target(path)
+    if isinstance(storage, LocalStorage):
+        storage._held.add(key)  # the caller holds the file lock: do not wait on it
+    return storage.put(key, _encode(table).to_pybytes(), OVERWRITE).size
 
 
 # ---------------------------------------------------------------- aggregate parts
@@ -490,27 +660,8 @@ def write_aggregate(
     if buckets.num_rows and not pc.all(_in_month(ts, month)).as_py():
         raise BadBars(f"{symbol} {timeframe} {month}: a bucket ends outside the month")
     path = aggregate_part_path(lake, symbol, timeframe, month)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = buckets.replace_schema_metadata({PROVENANCE_KEY: provenance})
-    with FileLock(lock_path(path)):
-        # Under the lock no other writer is mid-write on this part: any temp file is stale.
-        for stale in path.parent.glob(temp_glob(path)):
-            stale.unlink(missing_ok=True)
-        quarantined = None
-        if path.exists():
-            # An OSError opening it is the OS refusing, not a verdict on the file: it
-            # propagates. Only a footer read and found bad makes the part corrupt.
-            with open(path, "rb") as handle:
-                try:
-                    pq.read_metadata(handle)
-                    corrupt = False
-                except (OSError, ValueError, pa.ArrowException):
-                    corrupt = True
-            if corrupt:
-                quarantined = quarantine_path(path, datetime.now(UTC))
-                os.rename(path, quarantined)
-                _fsync(path.parent)
-        size = _write_replace(path, table)
+    size, quarantined = _replace_derived(path, table, None)
     return AggregateWrite(path, table.num_rows, size, quarantined)
 
 
@@ -519,32 +670,64 @@ def remove_aggregate(lake: Path, symbol: Symbol, timeframe: str, month: Month) -
     from backfill.lake.paths import aggregate_part_path
 
     path = aggregate_part_path(lake, symbol, timeframe, month)
-    if not path.parent.is_dir():
+    if not isinstance(path, ObjectPath) and not path.parent.is_dir():
         return False
-    with FileLock(lock_path(path)):
-        try:
-            path.unlink()
-        except FileNotFoundError:
+    storage, key = _target(path)
+    with _exclusive(storage, key):
+        if _head(storage, key, path) is None:
             return False
-        _fsync(path.parent)
+        storage.delete(key)
     return True
 
 
-def _write_replace(path: Path, table: pa.Table, options: dict | None = None) -> int:
-    """Temp file, fsync, ``os.replace``, fsync the folder: the part is old or new, never half."""
-    tmp = temp_path(path)
+def _replace_derived(path: Path, table: pa.Table, options: dict | None) -> tuple[int, Path | None]:
+    """Put a derived part whole (aggregates, levels, events: rebuilt, never merged), by a
+    conditional put on the version seen; an unreadable part there is moved aside first."""
+    storage, key = _target(path)
+    data = _encode(table, options)
+    quarantined = None
+    with _exclusive(storage, key):
+        for attempt in range(COMMIT_ATTEMPTS):
+            meta = _head(storage, key, path)
+            version = None
+            if meta is not None:
+                if _footer_is_corrupt(path):
+                    quarantined = _move_aside(storage, key, path)
+                else:
+                    version = meta.version
+            try:
+                return _put(storage, key, data, version), quarantined
+            except WriteConflict as exc:
+                _back_off(attempt, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _head(storage: Storage, key: str, path: Path) -> ObjectMeta | None:
     try:
-        pq.write_table(table, tmp, **(PART_WRITE_OPTIONS if options is None else options))
-        _fsync(tmp)  # the bytes must be on disk before the rename makes them the part
-        size = tmp.stat().st_size
-        if _before_replace is not None:
-            _before_replace(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)  # and the rename itself must survive a power cut
-    return size
+        return storage.head(key)
+    except OSError as exc:
+        raise PartUnreadable(path, exc) from exc
+    except StorageError as exc:
+        raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
+
+
+def _footer_is_corrupt(path: Path) -> bool:
+    # An OSError opening it is the OS refusing, not a verdict on the file: it propagates.
+    # Only a footer read and found bad makes the part corrupt.
+    if isinstance(path, ObjectPath):
+        try:
+            _read_footer(path)
+        except (FileNotFoundError, PartUnreadable):
+            raise
+        except (OSError, ValueError, pa.ArrowException):
+            return True
+        return False
+    with open(path, "rb") as handle:
+        try:
+            pq.read_metadata(handle)
+        except (OSError, ValueError, pa.ArrowException):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- levels and B&R events
@@ -556,25 +739,8 @@ def write_derived(
 ) -> AggregateWrite:
     """Replace the part at ``path`` (a levels or events part) with ``table`` under its lock;
     an unreadable part there is moved aside, never overwritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = table.replace_schema_metadata(metadata)
-    with FileLock(lock_path(path)):
-        # Under the lock no other writer is mid-write on this part: any temp file is stale.
-        for stale in path.parent.glob(temp_glob(path)):
-            stale.unlink(missing_ok=True)
-        quarantined = None
-        if path.exists():
-            with open(path, "rb") as handle:
-                try:
-                    pq.read_metadata(handle)
-                    corrupt = False
-                except (OSError, ValueError, pa.ArrowException):
-                    corrupt = True
-            if corrupt:
-                quarantined = quarantine_path(path, datetime.now(UTC))
-                os.rename(path, quarantined)
-                _fsync(path.parent)
-        size = _write_replace(path, table, options)
+    size, quarantined = _replace_derived(path, table, options)
     return AggregateWrite(path, table.num_rows, size, quarantined)
 
 
@@ -583,11 +749,7 @@ def read_part_columns(
 ) -> tuple[pa.Table, dict[date, DayCoverage]]:
     """Some columns of a part, and its coverage, from one read of the file (levels need
     five of the thirteen: a third of ``read_part``'s time). Raises like ``read_part``."""
-    try:
-        _refuse_special(path)
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PartUnreadable(path, exc) from exc
+    data = _read_bytes(path)
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
         verdict = conformance(parquet.schema_arrow)

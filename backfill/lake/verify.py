@@ -65,6 +65,7 @@ from backfill.domain import (
 )
 from backfill.lake.edge_check import EdgeDay, EdgeThresholds, edge_days, edge_losses
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
+from backfill.lake.objpath import ObjectPath, arrow_source, listed_once
 from backfill.lake.paths import (
     dataset_root,
     is_quarantined,
@@ -85,6 +86,7 @@ from backfill.lake.schema import (
     conformance,
     decode_coverage,
 )
+from backfill.lake.storage import StorageError
 from backfill.lake.store import rows_per_day
 
 JSON_VERSION = 2
@@ -778,6 +780,22 @@ def _stream(
 ) -> Iterator[Item]:
     from backfill.lake.heads import listing_days, read_heads
 
+    with listed_once(lake):  # an object store lake: one listing, not one per folder
+        yield from _stream_listed(lake, symbols, first, last, gaps, minute_thresholds, today,
+                                  listing_days, read_heads)
+
+
+def _stream_listed(  # type: ignore[no-untyped-def]
+    lake: Path,
+    symbols: Sequence[Symbol] | None,
+    first: date | None,
+    last: date | None,
+    gaps: bool,
+    minute_thresholds: MinuteCheckThresholds,
+    today: date,
+    listing_days,
+    read_heads,
+) -> Iterator[Item]:
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     chosen = list(symbols) if symbols is not None else lake_symbols(lake)
@@ -825,6 +843,11 @@ class _SymbolFiles:
 
 def _walk(root: Path, skip: set[Path] | frozenset[Path] = frozenset()) -> Iterator[Path]:
     """Every file under ``root`` (hidden folders too: DuckDB enters them), sorted."""
+    if isinstance(root, ObjectPath):  # one listing of the prefix, not a walk per folder
+        for path, _ in sorted(root.walk_files()):
+            if not any(path.is_relative_to(folder) for folder in skip):
+                yield path  # type: ignore[misc]
+        return
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs[:] = sorted(d for d in dirs if here / d not in skip)
@@ -922,10 +945,10 @@ _READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checki
 
 def _read(path: Path) -> pa.Table | Exception:
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return pq.ParquetFile(path).read()
-    except (OSError, ValueError, pa.ArrowException) as exc:
+        if not isinstance(path, ObjectPath) and not stat.S_ISREG(path.stat().st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))  # a FIFO blocks
+        return pq.ParquetFile(arrow_source(path)).read()
+    except (OSError, ValueError, pa.ArrowException, StorageError) as exc:
         return exc
 
 

@@ -19,6 +19,7 @@ from backfill.aggregate.planner import is_stale
 from backfill.aggregate.provenance import Provenance, source_days
 from backfill.aggregate.timeframes import TIMEFRAMES, Timeframe
 from backfill.domain import UTC, DayCoverage, Month, Symbol, day_start
+from backfill.lake.objpath import arrow_source
 from backfill.lake.paths import aggregate_symbols, iter_aggregate_parts, symbol_dir
 from backfill.lake.schema import AGGREGATE_SCHEMA, PROVENANCE_KEY
 from backfill.lake.verify import Finding, Kind, Severity
@@ -187,7 +188,7 @@ def verify_aggregates(
                 if coverage is None:
                     coverage = read_m1_coverage(lake, symbol)[0]
                 try:
-                    table = pq.read_table(path)
+                    table = pq.read_table(arrow_source(path))
                 except (OSError, ValueError, pa.ArrowException) as exc:
                     findings.append(
                         Finding(Severity.ERROR, Kind.UNREADABLE, symbol, path, None,

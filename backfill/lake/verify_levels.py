@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from backfill.aggregate.build import read_m1_coverage
 from backfill.domain import Month, Symbol
+from backfill.lake.objpath import arrow_source
 from backfill.lake.verify import Finding, Kind, Severity
 from backfill.levels.build import EVENTS, LEVELS
 from backfill.levels.compute import session_windows
@@ -162,7 +163,7 @@ def verify_levels(lake: Path, symbols: Sequence[Symbol], first: date | None,
                     if coverage is None:
                         coverage = read_m1_coverage(lake, symbol)[0]
                     try:
-                        table = pq.read_table(path)
+                        table = pq.read_table(arrow_source(path))
                     except (OSError, ValueError, pa.ArrowException) as exc:
                         findings.append(Finding(Severity.ERROR, Kind.UNREADABLE, symbol, path,
                                                 None, f"cannot read: {exc}"))

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from backfill.aggregate.build import read_m1_coverage
 from backfill.domain import BadInput, DayCoverage, Month, Symbol, check_range, months_between
 from backfill.lake import store
 from backfill.lake.paths import lake_symbols, part_path, symbol_dir
 from backfill.lake.schema import BAR_SCHEMA
+from backfill.lake.store import read_schema
 from backfill.levels.compute import Bars, compute_levels, session_windows, window_complete
 from backfill.levels.events import EventParams, compute_events
 from backfill.levels.paths import events_part_path, levels_part_path
@@ -163,7 +163,7 @@ def check_request(request: LevelsRequest) -> tuple[Symbol, ...]:
 def read_provenance(path: Path, schema: pa.Schema) -> Provenance | str:
     """A part's footer record, or why it cannot be trusted."""
     try:
-        found = pq.read_schema(path)
+        found = read_schema(path)
     except (OSError, ValueError, pa.ArrowException) as exc:
         return f"unreadable footer: {exc}"
     if not found.remove_metadata().equals(schema):

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backfill.domain import BadInput, check_range, months_between
+from backfill.lake.objpath import arrow_source, lake_path
 from backfill.lake.read import DayArg, SymbolsArg, _day, _symbols
 from backfill.levels.paths import events_part_path, levels_part_path
 from backfill.levels.profiles import PROFILES
@@ -57,7 +58,7 @@ def read_events(
 
 
 def _args(lake, symbols, start, end, profile):  # type: ignore[no-untyped-def]
-    root = Path(lake)
+    root = lake_path(lake)
     if not root.is_dir():
         raise BadInput(f"no lake at {root}: not a folder")
     if profile not in PROFILES:
@@ -75,7 +76,7 @@ def _read(schema: pa.Schema, first, last, paths: list[Path]) -> pa.Table:  # typ
     for path in paths:
         if not path.is_file():
             continue
-        table = pq.read_table(path).replace_schema_metadata(None)
+        table = pq.read_table(arrow_source(path)).replace_schema_metadata(None)
         if not table.schema.equals(schema):
             raise BadInput(f"{path}: not a part of this dataset's schema")
         day = table["session_date"]

@@ -11,6 +11,7 @@ hint and the exit code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import threading
 import time
@@ -21,6 +22,8 @@ from backfill import __version__
 from backfill import plan as planning
 from backfill.domain import BadInput, Symbol
 from backfill.ib import client as ib_client
+from backfill.lake.objpath import is_object
+from backfill.lake.storage import StorageError, honours_conditions
 from backfill.run import events as ev
 from backfill.run.request import RunRequest
 from backfill.run.runlog import RUNS_DIR, RunLog
@@ -37,6 +40,8 @@ from backfill.run.state import RunState
 from backfill.settings import check_lake_writable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
     from backfill.run.orchestrator import Orchestrator
@@ -50,10 +55,34 @@ __all__ = ["RunRequest", "execute_run", "plan_run", "replan_symbol"]
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
+def check_conditional_writes(lake: Path, unsafe_single_writer: bool) -> str:
+    """On an object store, write a probe object twice with create-only: a store that lets the
+    second put through ignores preconditions, and two writers would lose each other's bars.
+    BadInput then, unless ``unsafe_single_writer`` (the returned note says so; '' if fine)."""
+    if not is_object(lake):
+        return ""
+    try:
+        honoured = honours_conditions(lake.storage)  # type: ignore[attr-defined]
+    except StorageError as exc:
+        raise BadInput(f"--lake {lake}: {exc}") from None
+    if honoured:
+        return ""
+    if not unsafe_single_writer:
+        raise BadInput(f"--lake {lake}: the store ignores conditional writes (a create-only "
+                       "put of an existing object succeeded), so concurrent writers could "
+                       "lose data; give --unsafe-single-writer if this run is the only writer")
+    return (f"warning: --unsafe-single-writer: {lake} ignores conditional writes; this run "
+            "assumes it is the lake's only writer")
+
+
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
     """Run the backfill end to end; the exit code (0, 1, 2 or 130) as README says."""
     check_lake_writable(request.lake)
     out = err_console if request.json else console
+    store_note = check_conditional_writes(request.lake, request.unsafe_single_writer)
+    if store_note:  # the run's first line, whatever follows
+        out.print(store_note, markup=False, highlight=False, soft_wrap=True)
+        request = dataclasses.replace(request, store_note=store_note)
 
     def say(line: str) -> None:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -135,6 +164,8 @@ def _orchestrate(
     # process's environment, so its client is theirs).
     run_log.on_event(ev.RunStarted("", at=time.time(), version=__version__,
                                    client=ib_client.NAME, client_version=ib_client.VERSION))
+    if request.store_note:  # what the operator must know about this run's store
+        run_log.note(request.store_note)
     renderer = make_renderer(console, state, json=request.json, verbose=request.verbose)
 
     def emit(event: ev.Event) -> None:

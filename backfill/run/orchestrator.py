@@ -32,7 +32,9 @@ from backfill.congestion import (
 )
 from backfill.domain import Symbol
 from backfill.edges import DEFAULT_RULE
-from backfill.lake.paths import run_lock_path
+from backfill.lake.lease import LEASE_SUFFIX, LeaseHeld, ObjectLease
+from backfill.lake.objpath import is_object
+from backfill.lake.paths import LOCKS_DIR, run_lock_path
 from backfill.pacing import Budget, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
 from backfill.run import events as ev
@@ -215,6 +217,14 @@ class _Active:
     killed: str = ""
 
 
+def run_lock(lake: Path, symbol: Symbol) -> filelock.BaseFileLock:
+    """The per-symbol run lock: a file lock in a local lake, a lease on an object store
+    (``backfill.lake.lease``). Both ``acquire()`` without waiting and ``release()``."""
+    if is_object(lake):
+        return ObjectLease(lake / LOCKS_DIR / f"{symbol}{LEASE_SUFFIX}")  # type: ignore[return-value,operator]
+    return filelock.FileLock(run_lock_path(lake, symbol), timeout=0)
+
+
 class Orchestrator:
     """Run the jobs to the end; see the module docstring.
 
@@ -341,10 +351,10 @@ class Orchestrator:
             if not_before > now:
                 queue.append((job, not_before))
                 continue
-            lock = filelock.FileLock(run_lock_path(self.config.lake, job.symbol), timeout=0)
+            lock = run_lock(self.config.lake, job.symbol)
             try:
                 lock.acquire()
-            except filelock.Timeout:
+            except (filelock.Timeout, LeaseHeld):
                 # Another run is fetching it: wait, and take over if that run stops early
                 # (the lake, read under the lock, then says what is still missing).
                 if job.symbol not in self.waiting:

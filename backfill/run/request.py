@@ -29,3 +29,6 @@ class RunRequest:
     # --refetch: when the run began; days recorded before it are asked again.
     refetch_since: datetime | None = None
     verbose: bool = False  # plain lines: every event, not only days and parts
+    # --unsafe-single-writer: an object store that ignores conditional writes is used anyway.
+    unsafe_single_writer: bool = False
+    store_note: str = ""  # what the run says first and logs about its store (set at start)

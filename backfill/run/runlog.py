@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from backfill.congestion import held_rate
+from backfill.lake.objpath import is_object, lake_path
 from backfill.lake.safe_json import (
     BadJson,
     bounded_lines,
@@ -21,6 +25,7 @@ from backfill.lake.safe_json import (
     open_regular,
     parse_json,
 )
+from backfill.lake.storage import StorageError
 from backfill.run.events import Event
 
 RUNS_DIR = "_runs"
@@ -38,7 +43,7 @@ def new_run_id(now: datetime | None = None, token: str | None = None) -> str:
 
 def run_log_path(lake_root: Path, run_id: str) -> Path:
     """Where the run log of ``run_id`` lives."""
-    return Path(lake_root) / RUNS_DIR / f"{run_id}.jsonl"
+    return lake_path(lake_root) / RUNS_DIR / f"{run_id}.jsonl"
 
 
 def prune_run_logs(runs: Path, keep: int) -> list[Path]:
@@ -49,7 +54,7 @@ def prune_run_logs(runs: Path, keep: int) -> list[Path]:
     logs = sorted(p for p in runs.iterdir() if _RUN_LOG_NAME.fullmatch(p.name))
     gone = logs[: max(0, len(logs) - keep)]
     for path in gone:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, StorageError):
             path.unlink()
     return gone
 
@@ -66,6 +71,15 @@ class RunLog:
                  keep: int = DEFAULT_KEEP) -> None:
         self.run_id = run_id or new_run_id()
         self.path = run_log_path(lake_root, self.run_id)
+        self.failure = ""
+        if is_object(self.path):
+            # No append on an object store: the log is one object replaced whole at most
+            # every FLUSH_S (and at close), so a crash loses at most that interval's lines.
+            self._fd = None
+            self._object: _ObjectLog | None = _ObjectLog(self.path)
+            prune_run_logs(self.path.parent, keep)
+            return
+        self._object = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size
@@ -74,6 +88,10 @@ class RunLog:
 
     def on_event(self, event: Event) -> None:
         """Append one event as a JSON line (nothing once the log has failed)."""
+        if self._object is not None:
+            if not self._object.append((event.to_json() + "\n").encode()):
+                self.failure = self.failure or self._object.failure
+            return
         if self._fd is None:
             if self.failure:
                 return
@@ -91,8 +109,21 @@ class RunLog:
             return
         self._size += written
 
+    def note(self, text: str) -> None:
+        """A line that is not an event (what the operator must know about this run)."""
+        line = (json.dumps({"event": "note", "at": time.time(), "text": text},
+                           separators=(",", ":")) + "\n").encode()
+        if self._object is not None:
+            self._object.append(line)
+        elif self._fd is not None:
+            with contextlib.suppress(OSError):
+                self._size += os.write(self._fd, line)
+
     def close(self) -> None:
         """Close the file; further events raise (unless the log had failed)."""
+        if self._object is not None:
+            self._object.close()
+            self.failure = self.failure or self._object.failure
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -109,6 +140,64 @@ class RunLog:
         self.close()
 
 
+FLUSH_S = 2.0  # an object-store run log is put whole at most this often
+
+
+class _ObjectLog:
+    """A run log on an object store: lines kept in memory, the whole object put when
+    ``FLUSH_S`` has passed since the last put (by the next line, or by a timer), and at
+    close. Puts are unconditional: the run id makes the key this run's own."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+        self.failure = ""
+        self._lines = bytearray()
+        self._dirty = False
+        self._closed = False
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+        self._flush()  # the log exists from the start, as a local one does
+        self._timer = threading.Thread(target=self._tick, name="runlog-flush", daemon=True)
+        self._wake = threading.Event()
+        self._timer.start()
+
+    def append(self, line: bytes) -> bool:
+        with self._lock:
+            if self._closed:
+                if self.failure:
+                    return False
+                raise ValueError(f"run log {self.path} is closed")
+            self._lines += line
+            self._dirty = True
+            due = time.monotonic() - self._last >= FLUSH_S
+        if due:
+            self._flush()
+        return not self.failure
+
+    def _tick(self) -> None:
+        while not self._wake.wait(FLUSH_S):
+            if self._dirty:
+                self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            if self.failure:
+                return
+            data, self._dirty, self._last = bytes(self._lines), False, time.monotonic()
+            try:
+                self.path.write_bytes(data)
+            except (OSError, StorageError) as exc:
+                self.failure = f"cannot write the run log {self.path}: {exc}"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._wake.set()
+        if self._dirty:
+            self._flush()
+        self._closed = True
+
+
 @dataclass(frozen=True)
 class MeasuredRate:
     """The rate an earlier ``--rate auto`` run held on this lake, and which run."""
@@ -121,7 +210,7 @@ class MeasuredRate:
 def measured_rate(lake_root: Path, min_held_s: float = 60.0) -> MeasuredRate | None:
     """What the newest ``--rate auto`` run on this lake held (time-weighted), if any ran
     for ``min_held_s`` or more; what ``plan --rate auto`` estimates with."""
-    runs = sorted((Path(lake_root) / RUNS_DIR).glob("*.jsonl"), reverse=True)
+    runs = sorted((lake_path(lake_root) / RUNS_DIR).glob("*.jsonl"), reverse=True)
     for path in runs:
         changes: list[tuple[float, float]] = []
         auto = False
@@ -141,7 +230,7 @@ def measured_rate(lake_root: Path, min_held_s: float = 60.0) -> MeasuredRate | N
                         auto = str(event.get("reason", "")).startswith("auto")
                     changes.append((float(event["at"]), float(event["rate"])))
                     last = line
-        except (OSError, BadJson):
+        except (OSError, BadJson, StorageError):
             continue
         final = _event(last) if changes else None
         last_at = max(changes[-1][0], float(final["at"])) if final else 0.0

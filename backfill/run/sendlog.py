@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from backfill.lake.objpath import is_object, write_whole
 from backfill.lake.paths import recent_sends_path
 from backfill.lake.safe_json import (
     SMALL_FILE_MAX_BYTES,
@@ -26,6 +27,9 @@ Recent = list[tuple[str, float]]  # (request key, seconds ago)
 def save_recent_sends(lake: Path, symbol: object, recent: Recent, now_wall: float) -> None:
     """Write ``recent`` as wall-clock times, atomically (a reader never sees half a file)."""
     path = recent_sends_path(lake, symbol)
+    if is_object(path):
+        write_whole(path, json.dumps([[key, now_wall - ago] for key, ago in recent]).encode())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_text(json.dumps([[key, now_wall - ago] for key, ago in recent]))

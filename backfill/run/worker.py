@@ -61,7 +61,8 @@ from backfill.ib.session import (
     connect_free_id,
 )
 from backfill.lake.schema import empty_bars
-from backfill.lake.store import NonConformingPart, PartUnreadable, write_batch
+from backfill.lake.storage import StorageError
+from backfill.lake.store import CommitConflict, NonConformingPart, PartUnreadable, write_batch
 from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -707,13 +708,16 @@ class Worker:
             writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
                                  fetched_at=buffer.fetched_at, partial_days=buffer.partial,
                                  no_data_days=buffer.no_data)
-        except (OSError, NonConformingPart) as exc:
+        except (OSError, NonConformingPart, CommitConflict, StorageError) as exc:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
             # stay missing in the lake (nothing half-written), fetched but not written: they
             # count as failed, and the run says why. An unreadable part (EACCES, EIO, a
             # folder in its place) is not corruption, nor is a readable part that does not
             # conform (its days may be good): the store moved nothing.
-            reason = str(exc) if isinstance(exc, (PartUnreadable, NonConformingPart)) else \
+            # On an object store: other writers kept winning the part (CommitConflict), or
+            # the store failed; their bars are in the part, these days a rerun fetches.
+            reason = str(exc) if isinstance(exc, (PartUnreadable, NonConformingPart,
+                                                  CommitConflict)) else \
                 f"cannot write the lake: {exc}"
             for day in sorted(buffer.days):
                 self.days_failed.append(day)
@@ -761,7 +765,7 @@ class Worker:
     def _hand_on_recent_sends(self) -> None:
         recent = self.pacer.rules.recent()
         if recent:
-            with contextlib.suppress(OSError):  # a courtesy to the next worker, not data
+            with contextlib.suppress(OSError, StorageError):  # a courtesy, not data
                 save_recent_sends(self.config.lake, self.symbol, [(str(k), a) for k, a in recent],
                                   time.time())
 

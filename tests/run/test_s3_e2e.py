@@ -1,0 +1,431 @@
+"""The lake on S3: the core end-to-end cases on both backends, and what only an object store
+needs (compare-and-swap commits, leases, a store that ignores conditions, a store that
+cannot be used). The S3 server is moto's, on 127.0.0.1, started here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from backfill.domain import Symbol
+from backfill.lake import store
+from backfill.lake.lease import LeaseHeld, ObjectLease
+from backfill.lake.objpath import ObjectPath, lake_path
+from backfill.lake.paths import part_path
+from backfill.lake.storage import LakeLocation, ObjectStorage, Version
+from tests.run.conftest import backfill, run_args, run_backfill
+from tests.run.test_run_e2e import assert_lake_equals_simulator, successes
+from tests.s3proxy import precondition_stripping_proxy
+from tests.s3server import S3Server, running_s3_server
+
+pytest.importorskip("obstore")
+pytest.importorskip("moto")
+
+WEEK = ("2025-07-01", "2025-07-07")
+BTC = Symbol("BTC", "USD")
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The AWS variables a user sets, in this process and every child it starts."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
+@pytest.fixture
+def s3_lake(s3_env: S3Server) -> str:
+    return f"s3://{s3_env.new_bucket()}/team/lake"
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_lake(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    return request.getfixturevalue("s3_lake")
+
+
+def objects(lake: str) -> list[str]:
+    root = lake_path(lake)
+    assert isinstance(root, ObjectPath)
+    return sorted(p.key for p, _ in root.walk_files())
+
+
+def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(backfill(*args), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=env)
+
+
+# ---------------------------------------------------------------- both backends
+
+
+@pytest.mark.e2e
+def test_run_rerun_verify_aggregate_levels_plan_on_both_backends(sim, any_lake):
+    days = ("2025-07-01", "2025-07-03")
+    # One process runs, then aggregates and builds levels, as `aggregate` and `levels` do.
+    done = run_backfill(sim, any_lake, ["BTC-USD"], *days, "--rate", "50",
+                        "--aggregate", "H1,D1", "--levels")
+    assert done.returncode == 0, done.stderr + done.stdout
+    lake = lake_path(any_lake)
+    assert_lake_equals_simulator(lake, sim, ["BTC-USD"], *days)
+    asked = len(sim.requests())
+    again = run_backfill(sim, any_lake, ["BTC-USD"], *days, "--rate", "50")
+    assert again.returncode == 0, again.stderr
+    assert len(sim.requests()) == asked, "a rerun over a complete lake must ask nothing"
+    checked = cli("verify", "--lake", any_lake, "--json")
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    report = json.loads(checked.stdout)
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+    assert report["parts"] >= 5  # M1, H1, D1, levels and events, all verified
+    plan = cli("plan", "--lake", any_lake, "--symbols", "BTC-USD", "--from", days[0],
+               "--to", days[1], "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["totals"]["days_missing"] == 0
+
+
+# ---------------------------------------------------------------- compare-and-swap commits
+
+
+def _july_bars(days: list[date]) -> pa.Table:
+    from backfill.lake.schema import BAR_SCHEMA
+
+    ts = [datetime(d.year, d.month, d.day, h, tzinfo=UTC) for d in days for h in (1, 2)]
+    n = len(ts)
+    return pa.table({
+        "ts": ts, "open": [1.0] * n, "high": [2.0] * n, "low": [0.5] * n, "close": [1.5] * n,
+        "volume": [1.0] * n, "wap": [1.2] * n, "bar_count": [3] * n,
+        "source": ["ibkr"] * n, "market": ["crypto"] * n, "symbol": ["BTC-USD"] * n,
+        "exchange": ["PAXOS"] * n, "what_to_show": ["AGGTRADES"] * n,
+    }).select(BAR_SCHEMA.names).cast(BAR_SCHEMA)
+
+
+def test_a_write_between_read_and_put_is_merged_not_lost(s3_lake, monkeypatch):
+    lake = lake_path(s3_lake)
+    mine, theirs = [date(2025, 7, 1)], [date(2025, 7, 2)]
+    real_put = store._put
+    injected = []
+
+    def put_after_a_competitor(storage, key, data, version):
+        if not injected:  # another writer commits between our read and our put
+            injected.append(key)
+            store.write_batch(lake, BTC, _july_bars(theirs), theirs,
+                              fetched_at=datetime.now(UTC))
+        return real_put(storage, key, data, version)
+
+    monkeypatch.setattr(store, "_put", put_after_a_competitor)
+    store.write_batch(lake, BTC, _july_bars(mine), mine, fetched_at=datetime.now(UTC))
+    table = store.read_part(part_path(lake, BTC, store.Month(2025, 7)))
+    days = {ts.date() for ts in table["ts"].to_pylist()}
+    assert days == {date(2025, 7, 1), date(2025, 7, 2)}, "one writer's bars were lost"
+    coverage = store.read_part_coverage(part_path(lake, BTC, store.Month(2025, 7)))
+    assert set(coverage) == {date(2025, 7, 1), date(2025, 7, 2)}
+
+
+def test_a_part_that_keeps_changing_fails_the_month_after_bounded_attempts(s3_lake, monkeypatch):
+    lake = lake_path(s3_lake)
+    real_put = store._put
+    puts = []
+    competing = []
+
+    def always_beaten(storage, key, data, version):
+        if competing:  # the competitor's own put
+            return real_put(storage, key, data, version)
+        puts.append(version)
+        competing.append(1)  # a competitor commits another day first, every time
+        try:
+            other = [date(2025, 7, 10 + len(puts))]
+            store.write_batch(lake, BTC, _july_bars(other), other, fetched_at=datetime.now(UTC))
+        finally:
+            competing.clear()
+        return real_put(storage, key, data, version)
+
+    monkeypatch.setattr(store, "_put", always_beaten)
+    monkeypatch.setattr(store, "_BACKOFF_BASE", 0.0)
+    day = [date(2025, 7, 3)]
+    with pytest.raises(store.CommitConflict, match="gave up after 8 attempts"):
+        store.write_batch(lake, BTC, _july_bars(day), day, fetched_at=datetime.now(UTC))
+    assert len(puts) == store.COMMIT_ATTEMPTS
+
+
+def test_one_put_per_part_written(s3_lake, monkeypatch):
+    lake = lake_path(s3_lake)
+    storage = lake.storage
+    assert isinstance(storage, ObjectStorage)
+    calls = Counter()
+    for name in ("put", "get", "head"):
+        real = getattr(storage, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(storage, name, counted)
+    for day in (date(2025, 7, 1), date(2025, 7, 2)):
+        store.write_batch(lake, BTC, _july_bars([day]), [day], fetched_at=datetime.now(UTC))
+    assert calls == {"get": 2, "put": 2}, calls
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_a_lease_is_taken_over_only_after_its_etag_stood_still_for_its_ttl():
+    from obstore.store import MemoryStore
+
+    from backfill.lake import objpath
+
+    location = LakeLocation("s3://memory/lease-test")
+    objpath._OPEN[location] = ObjectStorage(location, MemoryStore())
+    path = ObjectPath(location, "_locks/BTC-USD.lease")
+    now = [100.0]
+    holder = ObjectLease(path, ttl_s=30.0, clock=lambda: now[0])
+    holder.acquire()
+    holder._stop.set()  # the holder is frozen: it renews only when the test says so
+    taker = ObjectLease(path, ttl_s=30.0, clock=lambda: now[0])
+    with pytest.raises(LeaseHeld):
+        taker.acquire()
+    now[0] += 29.0
+    with pytest.raises(LeaseHeld):
+        taker.acquire()
+    holder._version = path.storage.put(path.key, holder._body(),  # a renewal: new ETag
+                                       Version(holder._version)).version
+    now[0] += 29.0  # 58 s since the first look, but the ETag changed: the count restarts
+    with pytest.raises(LeaseHeld):
+        taker.acquire()
+    now[0] += 29.0
+    with pytest.raises(LeaseHeld):
+        taker.acquire()
+    now[0] += 1.5  # the new ETag has stood still for a whole TTL on the taker's clock
+    taker.acquire()
+    assert taker.is_locked
+    holder.release()  # its compare-and-swap fails: it never frees the lease it lost
+    third = ObjectLease(path, ttl_s=30.0, clock=lambda: now[0])
+    with pytest.raises(LeaseHeld):
+        third.acquire()
+    taker.release()
+    third.acquire()  # released by its holder: taken at once
+    third.release()
+
+
+@pytest.mark.e2e
+def test_two_runs_at_once_on_one_s3_lake_fetch_each_day_once(sim, s3_lake):
+    from backfill.sim import FaultConfig
+
+    sim.set_faults(FaultConfig(latency_ms=(20, 60)))
+    first = subprocess.Popen(run_args(sim, s3_lake, ["BTC-USD", "ETH-USD"], *WEEK, "--rate", "20"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(run_args(sim, s3_lake, ["ETH-USD", "SOL-USD"], *WEEK, "--rate", "20"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err1 = first.communicate(timeout=120)
+    _, err2 = second.communicate(timeout=120)
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    asked = Counter((r.symbol, r.end) for r in successes(sim))
+    assert asked and max(asked.values()) == 1, "a day was fetched twice"
+    assert_lake_equals_simulator(lake_path(s3_lake), sim, ["BTC-USD", "ETH-USD", "SOL-USD"],
+                                 *WEEK)
+
+
+@pytest.mark.e2e
+def test_sigkill_mid_run_then_the_dead_runs_lease_is_taken_over_after_its_ttl(
+    sim, s3_lake, monkeypatch
+):
+    from backfill.sim import FaultConfig
+
+    monkeypatch.setenv("BACKFILL_LEASE_TTL_S", "2")
+    sim.set_faults(FaultConfig(latency_ms=(40, 80)))
+    symbols = ["BTC-USD", "ETH-USD"]
+    process = subprocess.Popen(run_args(sim, s3_lake, symbols, "2025-07-01", "2025-07-12",
+                                        "--json", "--rate", "20"),
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    try:
+        assert process.stdout is not None
+        written = 0
+        deadline = time.monotonic() + 60
+        while written < 2 and time.monotonic() < deadline:  # parts are being committed
+            line = process.stdout.readline()
+            written += '"part_written"' in line
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    leases = [k for k in objects(s3_lake) if k.endswith(".lease")]
+    assert leases, "the killed run held leases"
+    done = run_backfill(sim, s3_lake, symbols, "2025-07-01", "2025-07-12", "--rate", "50",
+                        "--json")
+    assert done.returncode == 0, done.stderr + done.stdout
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    waited = [e for e in events if e.get("status") == "waiting"]
+    assert waited, "the dead run's lease was taken before its TTL"
+    assert_lake_equals_simulator(lake_path(s3_lake), sim, symbols, "2025-07-01", "2025-07-12")
+
+
+# ---------------------------------------------------------------- stores that cannot be trusted
+
+
+@pytest.mark.e2e
+def test_a_store_that_ignores_preconditions_is_refused_unless_single_writer(
+    sim, s3_env, monkeypatch
+):
+    bucket = s3_env.new_bucket()
+    lake = f"s3://{bucket}/lake"
+    with precondition_stripping_proxy(s3_env.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
+        done = run_backfill(sim, lake, ["BTC-USD"], *WEEK, "--rate", "50")
+        assert done.returncode == 2, done.stderr + done.stdout
+        assert "ignores conditional writes" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert objects(lake) == [], "nothing written"
+        assert not sim.requests(), "the gateway was asked nothing"
+        done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50",
+                            "--unsafe-single-writer")
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert done.stdout.splitlines()[0].startswith("warning: --unsafe-single-writer")
+        [log] = [k for k in objects(lake) if k.startswith("_runs/")]
+        records = [json.loads(x) for x in lake_path(lake).joinpath(log).read_text().splitlines()]
+        assert records[0]["event"] == "run_started"
+        notes = [r for r in records if r["event"] == "note"]
+        assert notes and "--unsafe-single-writer" in notes[0]["text"]
+
+
+@pytest.mark.parametrize("case", ["no bucket", "no credentials", "unreachable", "no obstore"])
+def test_an_unusable_store_is_one_line_exit_2_nothing_written(s3_env, case, tmp_path):
+    env = {**os.environ}
+    lake = f"s3://{s3_env.new_bucket()}/lake"
+    args = ["verify", "--lake", lake]
+    expected = ""
+    if case == "no bucket":
+        args[2] = "s3://no-such-bucket-here/lake"
+        expected = "the bucket does not exist"
+    elif case == "no credentials":
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.pop(name)
+        env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        expected = "credentials"
+    elif case == "unreachable":
+        env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
+        expected = "cannot be reached"
+    if case == "no obstore":
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; sys.modules['obstore'] = None; "
+             "from backfill.entry import main; sys.argv[0] = 'backfill'; main()", *args],
+            capture_output=True, text=True, timeout=60, env=env)
+        expected = "an s3:// lake needs obstore: pip install 'backfill[s3]'"
+    else:
+        done = cli(*args, env=env, timeout=60)
+    assert done.returncode == 2, done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1 and expected in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "testing-secret" not in done.stderr + done.stdout
+    if case != "no bucket":
+        assert objects(lake) == []
+
+
+# ---------------------------------------------------------------- readers (README's lines)
+
+
+def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
+    from backfill.lake.read import read_bars
+
+    lake = lake_path(s3_lake)
+    days = [date(2025, 7, 1), date(2025, 7, 2)]
+    store.write_batch(lake, BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
+    assert read_bars(s3_lake, "BTC-USD", "2025-07-01", "2025-07-31").num_rows == 4
+    endpoint, bucket_and_prefix = s3_env.endpoint, s3_lake.removeprefix("s3://")
+    m1 = f"{bucket_and_prefix}/data/source=ibkr/market=crypto/timeframe=M1"
+
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http")  # keys from AWS_*
+    assert ds.dataset(m1, filesystem=fs, partitioning="hive").to_table().num_rows == 4
+
+    import polars as pl
+
+    frame = pl.scan_parquet(f"s3://{m1}/**/*.parquet", hive_partitioning=True,
+                            storage_options={"aws_endpoint_url": endpoint,
+                                             "aws_allow_http": "true"}).collect()
+    assert frame.height == 4
+
+    import duckdb
+
+    try:
+        duckdb.sql("LOAD httpfs")
+    except duckdb.Error as exc:  # INSTALL httpfs downloads it: this machine has no network
+        pytest.skip(f"DuckDB's httpfs extension is not installed here: {str(exc)[:60]}")
+    duckdb.sql(f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', "
+               f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
+               f"ENDPOINT '{endpoint.removeprefix('http://')}', URL_STYLE 'path', "
+               "USE_SSL false)")
+    rows = duckdb.sql(f"select count(*) from read_parquet('s3://{m1}/**/*.parquet', "
+                      "hive_partitioning=true)").fetchone()
+    assert rows == (4,)
+
+
+def test_lake_root_and_backfill_toml_name_an_s3_lake(s3_lake, tmp_path):
+    lake = lake_path(s3_lake)
+    days = [date(2025, 7, 1), date(2025, 7, 2)]
+    store.write_batch(lake, BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
+    plan = ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03",
+            "--json"]
+    by_env = cli(*plan, env={**os.environ, "LAKE_ROOT": s3_lake})
+    assert by_env.returncode == 0, by_env.stderr
+    assert json.loads(by_env.stdout)["totals"]["days_missing"] == 1
+    (tmp_path / "backfill.toml").write_text(f'lake = "{s3_lake}"\n')
+    by_file = subprocess.run(backfill(*plan), capture_output=True, text=True, timeout=60,
+                             cwd=tmp_path, env={k: v for k, v in os.environ.items()
+                                                if k != "LAKE_ROOT"})
+    assert by_file.returncode == 0, by_file.stderr
+    assert json.loads(by_file.stdout)["totals"]["days_missing"] == 1
+
+
+def test_plan_cache_on_s3_is_keyed_by_etag_and_size(s3_lake, monkeypatch):
+    from backfill.lake.coverage_index import read_day_marks
+
+    lake = lake_path(s3_lake)
+    for day in (date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1)):
+        store.write_batch(lake, BTC, _july_bars([day]), [day], fetched_at=datetime.now(UTC))
+    footers = []
+    real = store._read_object_footer
+    monkeypatch.setattr(store, "_read_object_footer", lambda p: footers.append(p) or real(p))
+
+    def marks() -> list[date]:
+        return sorted(read_day_marks(lake, [BTC], date(2025, 7, 1), date(2025, 9, 30))[BTC])
+
+    assert marks() == [date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1)]
+    assert len(footers) == 3
+    assert marks() == [date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1)]
+    assert len(footers) == 3, "an unchanged part's footer was read again"
+    day = date(2025, 8, 2)
+    store.write_batch(lake, BTC, _july_bars([day]), [day], fetched_at=datetime.now(UTC))
+    assert date(2025, 8, 2) in marks()
+    assert len(footers) == 4, "only the rewritten part's footer is read"
+
+
+def test_a_corrupt_part_on_s3_is_moved_aside_not_overwritten(s3_lake):
+    lake = lake_path(s3_lake)
+    path = part_path(lake, BTC, store.Month(2025, 7))
+    path.storage.put(path.key, b"not parquet")
+    day = [date(2025, 7, 4)]
+    [write] = store.write_batch(lake, BTC, _july_bars(day), day, fetched_at=datetime.now(UTC))
+    assert write.quarantined is not None and write.quarantined.name.startswith("_corrupt-")
+    assert write.quarantined.name.endswith(".bad")
+    assert write.quarantined.read_bytes() == b"not parquet"
+    assert store.read_part(path).num_rows == 2
