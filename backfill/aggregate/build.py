@@ -255,7 +255,7 @@ def _prev(month: Month) -> Month:
 _READ_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "bar_count", *_CONSTANTS)
 _READ_SCHEMA = pa.schema(
     [
-        pa.field(name, pa.dictionary(pa.int32(), pa.string()))  # as Parquet reads them
+        pa.field(name, pa.dictionary(pa.int32(), pa.string()), nullable=False)
         if name in _CONSTANTS else BAR_SCHEMA.field(name)
         for name in _READ_COLUMNS
     ]

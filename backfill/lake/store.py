@@ -593,7 +593,9 @@ def read_part_columns(
         raise PartUnreadable(path, exc) from exc
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(dictionary) or None)
-        verdict = conformance(parquet.schema_arrow)
+        # Judged as stored (``schema_arrow`` names the columns read as dictionaries so).
+        stored = parquet.metadata.schema.to_arrow_schema() if dictionary else parquet.schema_arrow
+        verdict = conformance(stored)
         coverage = _decode(path, (parquet.schema_arrow.metadata or {}).get(COVERAGE_KEY))
         table = parquet.read(columns=list(columns)).replace_schema_metadata(None)
     except CorruptPart:
