@@ -201,6 +201,12 @@ def read_coverage_record(path: Path | str) -> bytes:
     return raw
 
 
+def read_footer(path: Path | str) -> pq.FileMetaData:
+    """A Parquet file's footer alone, as ``plan`` reads them; raises as pyarrow does
+    (``OSError``, ``ValueError``, ``ArrowException``)."""
+    return _read_footer(str(path))
+
+
 def _read_footer(path: str) -> pq.FileMetaData:
     """A Parquet file's footer, and nothing else (plan reads 6,000 of them).
 
