@@ -7,7 +7,11 @@ M15 …): memory holds one month of one symbol at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import queue
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -38,10 +42,8 @@ from backfill.lake.paths import (
 )
 from backfill.lake.schema import (
     AGGREGATE_SCHEMA,
-    COVERAGE_KEY,
+    BAR_SCHEMA,
     PROVENANCE_KEY,
-    decode_coverage,
-    empty_bars,
 )
 
 _CONSTANTS = ("source", "market", "symbol", "exchange", "what_to_show")
@@ -149,9 +151,13 @@ def aggregate_lake(
     built: list[PartBuilt] = []
     failed: list[MonthFailed] = []
     skipped = [p for plans, _, _ in work for p in plans if not p.builds]
-    for (plans, coverage_failures, _), symbol in zip(work, symbols, strict=True):
-        todo = [p for p in plans if p.builds]
-        for event in _build_symbol(request, symbol, todo, coverage_failures, now):
+    jobs = [
+        _Job(symbol, todo, coverage_failures)
+        for (plans, coverage_failures, _), symbol in zip(work, symbols, strict=True)
+        if (todo := [p for p in plans if p.builds])
+    ]
+    with closing(_build_jobs(request, jobs, now)) as events:  # closed: its threads stop
+        for event in events:
             on_event(event)
             if isinstance(event, PartBuilt):
                 built.append(event)
@@ -184,12 +190,14 @@ def read_m1_coverage(
 def read_provenance(path: Path) -> Existing:
     """An aggregate part's footer record, or why it cannot be trusted."""
     try:
-        schema = store.read_schema(path)
+        # The footer alone (a third of read_schema's time: a rerun reads every part's).
+        metadata = store.read_footer(path)
+        schema = metadata.schema.to_arrow_schema()
     except (OSError, ValueError, pa.ArrowException) as exc:
         return Unreadable(f"unreadable footer: {exc}")
     if not schema.remove_metadata().equals(AGGREGATE_SCHEMA):
         return Unreadable("schema differs from the aggregate schema")
-    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
+    raw = (metadata.metadata or {}).get(PROVENANCE_KEY)
     if raw is None:
         return Unreadable("no provenance record in the footer")
     try:
@@ -243,29 +251,106 @@ def _prev(month: Month) -> Month:
     return Month(month.year - 1, 12) if month.month == 1 else Month(month.year, month.month - 1)
 
 
+# The M1 columns a build reads: the text ones dictionary-encoded (each holds one value a
+# part; decoding them to a string a row was most of the read's time).
+_READ_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "bar_count", *_CONSTANTS)
+_READ_SCHEMA = pa.schema(
+    [
+        pa.field(name, pa.dictionary(pa.int32(), pa.string()), nullable=False)
+        if name in _CONSTANTS else BAR_SCHEMA.field(name)
+        for name in _READ_COLUMNS
+    ]
+)
+
+
 def _read_m1(lake: Path, symbol: Symbol, month: Month) -> _Loaded:
     """One M1 part's rows and, from the same read, its coverage (so the provenance recorded
     is exactly that of the rows bucketed, even if a run replaces the part meanwhile)."""
     path = part_path(lake, symbol, month)
     if not path.is_file():
-        return _Loaded(month, empty_bars(), {})
-    table = store.read_part(path)
-    coverage = decode_coverage(table.schema.metadata[COVERAGE_KEY])
-    return _Loaded(month, table.replace_schema_metadata(None), coverage)
+        return _Loaded(month, _READ_SCHEMA.empty_table(), {})
+    table, coverage = store.read_part_columns(path, _READ_COLUMNS, dictionary=_CONSTANTS)
+    if not table.schema.equals(_READ_SCHEMA):  # one schema, so months concatenate
+        table = table.cast(_READ_SCHEMA)
+    return _Loaded(month, table, coverage)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One symbol's parts to build, and its M1 months that could not be read."""
+
+    symbol: Symbol
+    todo: list[PartPlan]
+    unreadable: dict[Month, str]
+
+
+# Symbols built at once, each in its own thread. Most of a build's time is waiting on the
+# disk (every part is fsync'ed, then its folder) and in Parquet and numpy code that releases
+# the GIL: threads overlap those waits and use both cores, and concurrent fsyncs share the
+# file system's journal commits. On 2 cores (20 symbols x 12 months) two were slower, eight
+# no faster and 90 MB larger.
+BUILD_THREADS = 4
+
+
+@dataclass(frozen=True)
+class _Crashed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+def _build_jobs(request: AggregateRequest, jobs: list[_Job], now: datetime) -> Iterator[Event]:
+    """Every job's events, in job order (as one thread would give them), built in threads.
+
+    Each symbol's parts are built by one thread, in month order, so each part is built as
+    it would be alone. Interrupted (or failing), the threads finish the month they are in
+    (each part is replaced whole or not at all) and start nothing more.
+    """
+    if len(jobs) <= 1 or BUILD_THREADS <= 1:
+        for job in jobs:
+            yield from _build_symbol(request, job, now)
+        return
+    stop = threading.Event()
+    queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in jobs]
+
+    def work(job: _Job, out: queue.SimpleQueue) -> None:
+        try:
+            for event in _build_symbol(request, job, now, stop):
+                out.put(event)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            out.put(_Crashed(exc))
+        finally:
+            out.put(_DONE)
+
+    pool = ThreadPoolExecutor(min(BUILD_THREADS, len(jobs)), thread_name_prefix="aggregate")
+    try:
+        for job, out in zip(jobs, queues, strict=True):
+            pool.submit(work, job, out)
+        for out in queues:
+            while (item := out.get()) is not _DONE:
+                if isinstance(item, _Crashed):
+                    raise item.error
+                yield item
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _build_symbol(
     request: AggregateRequest,
-    symbol: Symbol,
-    todo: list[PartPlan],
-    unreadable: dict[Month, str],
+    job: _Job,
     now: datetime,
-):
+    stop: threading.Event | None = None,
+) -> Iterator[Event]:
+    symbol, unreadable = job.symbol, job.unreadable
     by_month: dict[Month, list[PartPlan]] = {}
-    for plan in todo:
+    for plan in job.todo:
         by_month.setdefault(plan.month, []).append(plan)
     loaded: _Loaded | None = None
     for month in sorted(by_month):
+        if stop is not None and stop.is_set():
+            return
         plans = sorted(by_month[month], key=lambda p: p.timeframe)
         timeframes = tuple(p.timeframe for p in plans)
         bad = [m for m in (_prev(month), month) if m in unreadable]
@@ -314,7 +399,7 @@ def _build_month(
     before: _Loaded,
     current: _Loaded,
     now: datetime,
-):
+) -> Iterator[Event]:
     start = day_start(month.first_day)
     stop = day_start(month.next.first_day)
     tail_from = buckets._us(start - timedelta(days=1))

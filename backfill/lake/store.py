@@ -217,6 +217,17 @@ def read_coverage_record(path: Path | str) -> bytes:
     return raw
 
 
+def read_footer(path: Path | str | ObjectPath) -> pq.FileMetaData:
+    """A Parquet file's footer alone, as ``plan`` reads them; raises as pyarrow does
+    (``OSError``, ``ValueError``, ``ArrowException``)."""
+    if isinstance(path, ObjectPath):
+        try:
+            return _read_object_footer(path)
+        except StorageError as exc:
+            raise OSError(errno.EIO, str(exc)) from exc
+    return _read_footer(str(path))
+
+
 def _read_footer(path: str | ObjectPath) -> pq.FileMetaData:
     """A Parquet file's footer, and nothing else (plan reads 6,000 of them).
 
@@ -745,14 +756,19 @@ def write_derived(
 
 
 def read_part_columns(
-    path: Path, columns: Sequence[str]
+    path: Path, columns: Sequence[str], dictionary: Collection[str] = ()
 ) -> tuple[pa.Table, dict[date, DayCoverage]]:
     """Some columns of a part, and its coverage, from one read of the file (levels need
-    five of the thirteen: a third of ``read_part``'s time). Raises like ``read_part``."""
+    five of the thirteen: a third of ``read_part``'s time). Raises like ``read_part``.
+
+    The text columns named in ``dictionary`` come back dictionary-encoded: decoding the
+    constant text columns to one string a row is most of a whole part's read time."""
     data = _read_bytes(path)
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        verdict = conformance(parquet.schema_arrow)
+        parquet = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(dictionary) or None)
+        # Judged as stored (``schema_arrow`` names the columns read as dictionaries so).
+        stored = parquet.metadata.schema.to_arrow_schema() if dictionary else parquet.schema_arrow
+        verdict = conformance(stored)
         coverage = _decode(path, (parquet.schema_arrow.metadata or {}).get(COVERAGE_KEY))
         table = parquet.read(columns=list(columns)).replace_schema_metadata(None)
     except CorruptPart:
@@ -767,4 +783,7 @@ def read_part_columns(
             table = conform(table, wanted)
         except NonConforming as exc:
             raise NonConformingPart(path, f"schema differs from the bar schema: {exc}") from exc
+        for name in dictionary:  # conform cast them to plain text
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, pc.dictionary_encode(table[name]))
     return table, coverage
