@@ -294,13 +294,15 @@ def _identity(path: str) -> Identity | None:
 
 def _read_marks(miss: Miss) -> PartMarks:
     """A part's marks from its footer (no coverage if it cannot be read)."""
-    # pyarrow is imported on a miss only: a warm plan does without it (0.2 s of start-up)
+    # pyarrow is imported on a miss only: a warm plan does without it (0.2 s of start-up);
+    # and only its Parquet reader (footers, not the store: 0.06 s less for each helper).
+    from backfill.lake import footers
+    from backfill.lake.errors import CorruptPart
     from backfill.lake.schema import coverage_bits
-    from backfill.lake.store import CorruptPart, read_coverage_record
 
     try:
         complete, no_data = coverage_bits(
-            read_coverage_record(miss.path), miss.month.year, miss.month.month
+            footers.read_coverage_record(miss.path), miss.month.year, miss.month.month
         )
     except (CorruptPart, ValueError):
         complete = no_data = 0

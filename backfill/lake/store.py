@@ -8,9 +8,7 @@ so a reader never sees a half-written file and a killed writer leaves the old pa
 from __future__ import annotations
 
 import errno
-import functools
 import os
-import stat
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -30,6 +28,8 @@ from backfill.domain import (
     Symbol,
     day_start,
 )
+from backfill.lake.errors import CorruptPart, NonConformingPart, StoreError
+from backfill.lake.footers import _refuse_special, read_coverage_record
 from backfill.lake.paths import (
     lock_path,
     part_path,
@@ -51,20 +51,11 @@ from backfill.lake.schema import (
     encode_coverage,
 )
 
-try:  # what pq.ParquetFile wraps; _read_footer falls back to the public API without it
-    from pyarrow._parquet import ParquetReader as _ParquetReader
-except ImportError:  # pragma: no cover
-    _ParquetReader = None
-
 _SHOWN_OFFENDERS = 5
 
 # Test seam: crash-safety tests pause a writer here (temp file complete, part not yet
 # replaced) so a SIGKILL lands exactly in the window that matters. None in production.
 _before_replace: Callable[[Path], None] | None = None
-
-
-class StoreError(Exception):
-    """Base of the lake store's errors."""
 
 
 class BadBars(StoreError, ValueError):
@@ -81,21 +72,6 @@ class OutOfWindowRows(BadBars):
         shown = ", ".join(ts.isoformat() for ts in self.offending)
         more = f" (and {count - len(self.offending)} more)" if count > len(self.offending) else ""
         super().__init__(f"{symbol}: {count} row(s) outside the declared days: {shown}{more}")
-
-
-class CorruptPart(StoreError):
-    """A part that cannot be read, or breaks the data contract."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-
-class NonConformingPart(CorruptPart):
-    """A part that was read but whose schema is not the contract's and cannot be cast to it
-    without loss (a column missing, another type, nulls). Its days may be good: it is never
-    moved aside, only reported (``verify`` names it); a write to its month is refused."""
 
 
 class PartUnreadable(StoreError, OSError):
@@ -184,78 +160,6 @@ def read_part(path: Path) -> pa.Table:
 def read_part_coverage(path: Path | str) -> dict[date, DayCoverage]:
     """A part's coverage record, from its footer only; raises ``CorruptPart``."""
     return _decode(path, read_coverage_record(path))
-
-
-def read_coverage_record(path: Path | str) -> bytes:
-    """A part's coverage record as stored (JSON), from its footer only; raises ``CorruptPart``
-    if the footer cannot be read, has another schema or holds no record."""
-    try:
-        metadata = _read_footer(str(path))
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise CorruptPart(Path(path), f"unreadable footer: {exc}") from exc
-    if not metadata.schema.equals(_bar_parquet_schema()):
-        _footer_castable(Path(path), metadata)
-    raw = (metadata.metadata or {}).get(COVERAGE_KEY)
-    if raw is None:
-        raise CorruptPart(Path(path), "no coverage record in the footer")
-    return raw
-
-
-def _read_footer(path: str) -> pq.FileMetaData:
-    """A Parquet file's footer, and nothing else (plan reads 6,000 of them).
-
-    The footer alone, not the Arrow schema (``read_schema``), from an open file, not a path
-    (no filesystem lookup), through the reader ``ParquetFile`` wraps, without the column
-    index ``ParquetFile`` builds in Python: about a quarter of ``read_schema``'s time.
-    Not ``pyarrow._parquet._reconstruct_filemetadata`` on the tail's bytes, 40% faster: a
-    damaged footer aborts the process there (its C++ exception is not translated; found by
-    ``test_a_damaged_footer_is_a_corrupt_part_and_nothing_else``).
-    """
-    _refuse_special(path)  # a FIFO would block the open below forever
-    with pa.OSFile(path) as source:
-        if _ParquetReader is None:
-            return pq.read_metadata(source)
-        reader = _ParquetReader()
-        reader.open(source)
-        return reader.metadata
-
-
-def _footer_castable(path: Path, metadata: pq.FileMetaData) -> None:
-    """From the footer alone, as ``_read_checked`` would judge the rows: a variant of the
-    contract whose columns hold no null (by the footer's statistics) is read by casting, so
-    its days count; anything else raises ``NonConformingPart``. (A timestamp finer than the
-    contract's that holds sub-microsecond values is found only when the rows are read.)"""
-    try:
-        schema = metadata.schema.to_arrow_schema()
-    except (ValueError, pa.ArrowException) as exc:
-        raise CorruptPart(path, f"unreadable footer schema: {exc}") from exc
-    verdict = conformance(schema)
-    if verdict.problem is not None:
-        raise NonConformingPart(path, f"schema differs from the bar schema: {verdict.problem}")
-    for group in range(metadata.num_row_groups):
-        row_group = metadata.row_group(group)
-        for index in range(row_group.num_columns):
-            stats = row_group.column(index).statistics
-            if stats is not None and stats.has_null_count and stats.null_count:
-                raise NonConformingPart(
-                    path, f"schema differs from the bar schema: nulls in "
-                    f"{row_group.column(index).path_in_schema}")
-
-
-def _refuse_special(path: Path | str) -> None:
-    """``OSError`` unless ``path`` is a regular file: a FIFO, a device or a socket in a
-    part's place is not read (opening a FIFO blocks until a writer comes)."""
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a folder: the OS says EISDIR
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-
-
-@functools.lru_cache(maxsize=1)
-def _bar_parquet_schema() -> pq.ParquetSchema:
-    """The Parquet schema every part has (as written from ``BAR_SCHEMA``)."""
-    sink = pa.BufferOutputStream()
-    pq.ParquetWriter(sink, BAR_SCHEMA, **PART_WRITE_OPTIONS).close()  # no rows: no pandas import
-    return pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
 
 
 def _conform(bars: pa.Table, symbol: Symbol) -> pa.Table:

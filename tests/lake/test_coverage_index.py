@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill.domain import MINUTE, DayCoverage, Month, Symbol, day_start
-from backfill.lake import coverage_index, store
+from backfill.lake import coverage_index, footers, store
 from backfill.lake.coverage_index import (
     COMPLETE,
     COMPLETE_NO_DATA,
@@ -81,17 +81,17 @@ def truth(lake: Path, symbols: list[Symbol], first: date, last: date) -> dict:
 
 
 class FooterCount:
-    """How many footers ``read_day_marks`` parsed (it reads them through the store)."""
+    """How many footers ``read_day_marks`` parsed (it reads them through ``footers``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        real = store.read_coverage_record
+        real = footers.read_coverage_record
 
         def counted(path: Path | str) -> bytes:
             self.count += 1
             return real(path)
 
-        monkeypatch.setattr(store, "read_coverage_record", counted)
+        monkeypatch.setattr(footers, "read_coverage_record", counted)
 
     def take(self) -> int:
         taken, self.count = self.count, 0
@@ -292,7 +292,8 @@ _HELPERS = textwrap.dedent(
         def send(self, rows):
             with open(os.path.join(lake, f"helper-{os.getpid()}"), "w") as f:
                 json.dump({"rows": sum(len(marks) for _, marks in rows),
-                           "numpy": sys.modules.get("numpy") is not None}, f)
+                           "imported": [m for m in ("numpy", "pyarrow.compute", "filelock")
+                                        if sys.modules.get(m) is not None]}, f)
             self.sender.send(rows)
 
         def close(self):
@@ -313,8 +314,9 @@ _HELPERS = textwrap.dedent(
 @pytest.mark.parametrize(
     "mode", ["helpers-read-all", "a-helper-dies", "a-helper-dies-holding-the-counter"])
 def test_footers_read_by_helpers_say_what_one_process_reads(lake: Path, mode: str) -> None:
-    """Helpers read the footers and plan's own process imports no pyarrow (nor they numpy);
-    what a helper that died did not send, the process reads itself."""
+    """Helpers read the footers and plan's own process imports no pyarrow (nor they numpy,
+    pyarrow.compute or filelock: only the footer reader); what a helper that died did not
+    send, the process reads itself."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core: the footers are read by one process")
     done = subprocess.run([sys.executable, "-c", _HELPERS, str(lake), mode],
@@ -327,7 +329,7 @@ def test_footers_read_by_helpers_say_what_one_process_reads(lake: Path, mode: st
         for s, days in truth(lake, [BTC, ETH], FIRST, LAST).items()
     }
     reports = [json.loads(p.read_text()) for p in lake.glob("helper-*")]
-    assert not any(r["numpy"] for r in reports), "a helper imported numpy"
+    assert [r["imported"] for r in reports if r["imported"]] == [], "only the footer reader"
     if mode == "helpers-read-all":
         assert sum(r["rows"] for r in reports) == 3  # BTC July and August, ETH July
         assert not out["parent_imported_pyarrow"]
@@ -434,7 +436,7 @@ def test_a_part_replaced_between_its_stat_and_its_footer_is_read_again(
 ) -> None:
     """A run replaces a part just as plan has read its footer: what plan read is of the old
     part, so it must not be remembered under the new part's identity."""
-    real = store.read_coverage_record
+    real = footers.read_coverage_record
     replaced: list[str] = []
 
     def read_then_replace(path: Path | str) -> bytes:
@@ -444,7 +446,7 @@ def test_a_part_replaced_between_its_stat_and_its_footer_is_read_again(
             store.write_batch(lake, ETH, day_bars(ETH, JULY_2), [JULY_2], fetched_at=FETCHED)
         return record
 
-    monkeypatch.setattr(store, "read_coverage_record", read_then_replace)
+    monkeypatch.setattr(footers, "read_coverage_record", read_then_replace)
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {JULY_1: COMPLETE}
     assert replaced
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {
