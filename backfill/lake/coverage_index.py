@@ -184,18 +184,20 @@ class Miss:
 
 def read_footers(misses: list[Miss]) -> list[PartMarks]:
     """Each miss's marks, read by forked helpers while this process waits (one helper for
-    every ``PER_HELPER`` misses, at most one a core and ``HELPERS``), or by this process if it
-    has threads (pyarrow is loaded: nothing to save).
+    every ``PER_HELPER`` misses, at most one a core and ``HELPERS``); by this process for
+    fewer than ``HELPERS_FROM`` misses or if it has threads (pyarrow is loaded already).
 
     This process then never imports pyarrow (0.15 s of CPU with numpy), and a helper imports
-    only its Parquet reader, without numpy (a footer needs none: 0.06 s), so even one changed
-    part is cheaper read by a helper. The helpers take chunks from a shared counter, so none
+    only its Parquet reader, without numpy (a footer needs none: 0.06 s), so a hundred
+    changed parts are cheaper read by a helper. (A few are read here: a caller that reads a
+    part at a time, as ``held_scope`` does, pays pyarrow's import once, not a helper's each
+    time.) The helpers take chunks from a shared counter, so none
     waits on another when one core is slower. They are forked only while this process has a
     single thread (before pyarrow, whose allocator and numpy start threads, is imported
     here), so the fork is safe. Whatever a helper that could not start or died did not send,
     this process reads itself.
     """
-    if not misses or not _single_threaded():
+    if len(misses) < HELPERS_FROM or not _single_threaded():
         return [_read_marks(m) for m in misses]
     helpers = max(1, min(_cores(), HELPERS, -(-len(misses) // PER_HELPER)))
     import multiprocessing
@@ -231,6 +233,7 @@ def read_footers(misses: list[Miss]) -> list[PartMarks]:
 
 
 HELPERS = 4  # at most: 6,000 footers are 0.7 s of one core, a helper's start-up 0.05 s
+HELPERS_FROM = 32  # fewer misses: read here
 PER_HELPER = 500  # misses a helper's start-up (a fork, pyarrow's reader: 0.06 s) pays for
 CHUNK = 64  # misses taken at a time: small enough to even out, large enough not to contend
 

@@ -268,6 +268,7 @@ _HELPERS = textwrap.dedent(
     from backfill.lake import coverage_index as ci
 
     lake, mode = sys.argv[1], sys.argv[2]
+    ci.HELPERS_FROM = 2
     if mode != "few-misses-one-helper":
         ci.PER_HELPER, ci.CHUNK = 1, 1
     parent, chunks, real_read = os.getpid(), ci._read_chunks, ci._read_for_parent
@@ -453,3 +454,26 @@ def test_a_part_replaced_between_its_stat_and_its_footer_is_read_again(
     assert replaced
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {
         JULY_1: COMPLETE, JULY_2: COMPLETE}
+
+
+def test_a_part_at_a_time_is_read_here_not_by_a_helper_each(lake: Path) -> None:
+    """``held_scope`` reads each symbol's first part alone: a helper each (a fork and
+    pyarrow's import every time) would cost a second over 100 symbols."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from backfill.lake import coverage_index as ci
+
+        def no_helper(*args):
+            raise SystemExit("a helper was forked")
+
+        ci._read_for_parent = no_helper
+        symbols, first = ci.held_scope(Path(sys.argv[1]))
+        print(len(symbols), first)
+        """)
+    done = subprocess.run([sys.executable, "-c", code, str(lake)], capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.split() == ["2", "2025-07-01"]
