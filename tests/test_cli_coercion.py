@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,14 +54,15 @@ def test_every_option_coerces_as_typer_does() -> None:
     assert checked > 1000
 
 
-def test_plan_imports_no_pydantic(tmp_path: Path) -> None:
+def test_plan_imports_neither_pydantic_nor_rich_for_plain_output(tmp_path: Path) -> None:
     code = ("import sys\nfrom backfill.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('pydantic' in sys.modules)")
+            "print('pydantic' in sys.modules or 'rich' in sys.modules)")
     done = subprocess.run(
         [sys.executable, "-c", code, "plan", "--symbols", "BTC-USD", "--from", "2025-01-01",
          "--to", "2025-01-03", "--window-days", "2", "--latency-ms", "250", "--lake",
-         str(tmp_path / "lake")], capture_output=True, text=True, timeout=60)
+         str(tmp_path / "lake")], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")})
     assert done.stdout.splitlines()[-1] == "False", done.stdout + done.stderr
     assert "requests 2" in done.stdout
 
