@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import re
 import sys
 import types
 import typing
@@ -43,6 +45,62 @@ try:  # typer >= 0.23 vendors click; earlier versions depend on it
 except ImportError:  # pragma: no cover
     from click.exceptions import UsageError
 from typer.core import TyperCommand
+
+# typer (0.2x) coerces every option's value through a pydantic TypeAdapter, built when the
+# option is first parsed: pydantic's import and a dozen adapters are 0.15-0.25 s of a 0.5 s
+# `plan`. The plain values the commands take (a str; a Path; an int or a float written as
+# plain digits; no bounds, no path checks) are coerced here as pydantic would; anything else
+# (a bound, an enum, "1e3", a bad value) goes to typer's own coercion, built only then, so
+# its rules and messages stay typer's.
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_PLAIN_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,17})?")
+_PATH_DEFAULTS = {"exists": False, "file_okay": True, "dir_okay": True, "writable": False,
+                  "readable": True, "resolve_path": False, "allow_dash": False,
+                  "path_type": None}
+
+
+class _PlainCoercion:
+    """typer's runtime coercion of one option, without pydantic for a plain value."""
+
+    def __init__(self, descriptor: Any, build: Callable[[Any], Any]) -> None:
+        self.descriptor, self.build, self.typers = descriptor, build, None
+        info = descriptor.parameter_info
+        kind = descriptor.annotation
+        plain = descriptor.file_annotation is None and all(
+            getattr(info, name, "?") is None for name in ("parser", "min", "max"))
+        plain = plain and getattr(info, "clamp", True) is False
+        if kind is Path:
+            plain = plain and all(getattr(info, name, "?") == default
+                                  for name, default in _PATH_DEFAULTS.items())
+        self.kind = kind if plain and kind in (str, int, float, Path) else None
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:  # as typer's: nothing given, nothing to coerce
+            return () if param.multiple or param.nargs == -1 else None
+        if self.kind is not None and not (param.multiple or param.nargs != 1):
+            if type(value) is self.kind:
+                return value
+            if type(value) is str:
+                if self.kind is Path and value and "\0" not in value:
+                    return Path(value)
+                if self.kind is int and _PLAIN_INT.fullmatch(value):
+                    return int(value)
+                if self.kind is float and _PLAIN_FLOAT.fullmatch(value):
+                    return float(value)
+        if self.typers is None:
+            self.typers = self.build(self.descriptor)
+        return self.typers.coerce(value, param=param, ctx=ctx)
+
+
+def _coerce_without_pydantic() -> None:
+    import typer.core as typer_core
+
+    build = getattr(typer_core, "build_runtime_param", None)
+    if build is not None:  # else another typer: its own coercion throughout
+        typer_core.build_runtime_param = lambda descriptor: _PlainCoercion(descriptor, build)
+
+
+_coerce_without_pydantic()
 
 # Every default below is read from here: they are defined once, in backfill/settings.py.
 _RUN = RunSettings()
@@ -586,8 +644,6 @@ def plan(
     """
     import json as jsonlib
 
-    from rich.console import Console
-
     from backfill import plan as planning
     from backfill.durations import counted
     from backfill.lake.coverage_index import read_day_marks
@@ -702,8 +758,8 @@ def plan(
     if heads_from is not None and result.days_before_listing:
         typer.echo(f"Days before a symbol's head (its first bar) are left out as before "
                    f"listing; the heads were {heads_from}")
-    console = Console()
-    if console.is_terminal:
+    console = _terminal_console()
+    if console is not None:
         console.print(plan_table(result))
     else:
         for line in plan_lines(result):
@@ -716,6 +772,22 @@ def plan(
 
         for line in levels_lines(levels_stale, ["us_equity_open"]):
             typer.echo(line)
+
+
+def _terminal_console() -> Any:
+    """Rich's Console if stdout is a terminal as Rich judges it, else None: without importing
+    Rich (0.03 s) when stdout is no TTY and nothing Rich reads (FORCE_COLOR, TTY_COMPATIBLE)
+    says to treat it as one."""
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed: Rich says no terminal too
+        tty = False
+    if not tty and "FORCE_COLOR" not in os.environ and "TTY_COMPATIBLE" not in os.environ:
+        return None
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else None
 
 
 def _plan_findings(

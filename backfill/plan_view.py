@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from backfill.durations import counted, format_duration
 from backfill.plan import Plan, SymbolPlan
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 MAX_RANGES_SHOWN = 3
 
@@ -35,6 +37,8 @@ def _settings_line(plan: Plan) -> str:
 
 def plan_table(plan: Plan) -> Table:
     """The plan as a Rich table, one row a symbol and a totals footer."""
+    from rich.table import Table  # only on a terminal: plain lines need no Rich (0.03 s)
+
     table = Table(
         title=f"backfill plan {plan.first} → {plan.last}",
         caption=_settings_line(plan),

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from backfill.cli import app
 from backfill.domain import Symbol
 from backfill.durations import format_duration
-from backfill.lake import coverage_index, store
+from backfill.lake import coverage_index, footers, store
 from backfill.plan import plan
 from backfill.plan_view import format_ranges, plan_table
 from backfill.run import events as ev
@@ -79,7 +79,7 @@ def test_a_second_plan_comes_from_the_cache_and_says_the_same(
     def no_footer(path: object) -> bytes:
         raise AssertionError(f"footer of {path} read again")
 
-    monkeypatch.setattr(store, "read_coverage_record", no_footer)
+    monkeypatch.setattr(footers, "read_coverage_record", no_footer)
     second = invoke(args, lake)
     assert second.exit_code == 0, second.output
     assert json.loads(second.stdout) == json.loads(first.stdout)

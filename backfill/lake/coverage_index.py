@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from backfill.lake.storage import StorageError
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
     from multiprocessing.sharedctypes import Synchronized
 
 CACHE_DIR = "_cache"
@@ -240,47 +242,58 @@ class Miss:
 
 
 def read_footers(misses: list[Miss]) -> list[PartMarks]:
-    """Each miss's marks, read by this process and, for many misses on a multi-core machine,
-    one forked helper (6,000 footers take 0.75 s of one core).
+    """Each miss's marks, read by forked helpers while this process waits (one helper for
+    every ``PER_HELPER`` misses, at most one a core and ``HELPERS``); by this process for
+    fewer than ``HELPERS_FROM`` misses or if it has threads (pyarrow is loaded already).
 
-    The two take chunks from a shared counter, so neither waits on the other when one
-    core is slower. The helper is forked only while this process has a single thread
-    (before pyarrow, whose allocator and numpy start threads, is imported here), so the
-    fork is safe; otherwise this process reads them all, as it reads whatever a helper
-    that could not start or died did not send.
+    This process then never imports pyarrow (0.15 s of CPU with numpy), and a helper imports
+    only its Parquet reader, without numpy (a footer needs none: 0.06 s), so a hundred
+    changed parts are cheaper read by a helper. (A few are read here: a caller that reads a
+    part at a time, as ``held_scope`` does, pays pyarrow's import once, not a helper's each
+    time.) The helpers take chunks from a shared counter, so none
+    waits on another when one core is slower. They are forked only while this process has a
+    single thread (before pyarrow, whose allocator and numpy start threads, is imported
+    here), so the fork is safe. Whatever a helper that could not start or died did not send,
+    this process reads itself.
     """
-    if len(misses) < PARALLEL_FROM or _cores() < 2 or not _single_threaded():
+    if len(misses) < HELPERS_FROM or not _single_threaded():
         return [_read_marks(m) for m in misses]
+    helpers = max(1, min(_cores(), HELPERS, -(-len(misses) // PER_HELPER)))
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
     taken = context.Value("q", 0)
-    receiver, sender = context.Pipe(duplex=False)
-    helper = context.Process(target=_read_for_parent, args=(misses, taken, sender),
-                             daemon=True)
     found: list[PartMarks | None] = [None] * len(misses)
-    with contextlib.suppress(OSError):  # no helper: this process reads them all
-        helper.start()
-    sender.close()
+    started: list[tuple[BaseProcess, Connection]] = []
     try:
-        for start, marks in _read_chunks(misses, taken):
-            found[start : start + len(marks)] = marks
-        if helper.pid is not None:
-            with contextlib.suppress(EOFError, OSError):  # a helper that died sent nothing
-                for start, rows in receiver.recv():
-                    found[start : start + len(rows)] = [PartMarks(*row) for row in rows]
+        for _ in range(helpers):
+            receiver, sender = context.Pipe(duplex=False)
+            helper = context.Process(target=_read_for_parent, args=(misses, taken, sender),
+                                     daemon=True)
+            started.append((helper, receiver))
+            with contextlib.suppress(OSError):  # no helper: the others, or this process
+                helper.start()
+            sender.close()
+        for helper, receiver in started:
+            if helper.pid is not None:
+                with contextlib.suppress(EOFError, OSError):  # a helper that died sent nothing
+                    for start, rows in receiver.recv():
+                        found[start : start + len(rows)] = [PartMarks(*row) for row in rows]
     finally:
-        receiver.close()
-        if helper.pid is not None:
-            # Done (it has sent all it will), or this process is being interrupted: either
-            # way nothing is left for it to do.
-            helper.kill()
-            helper.join()
+        for helper, receiver in started:
+            receiver.close()
+            if helper.pid is not None:
+                # Done (it has sent all it will), or this process is being interrupted:
+                # either way nothing is left for it to do.
+                helper.kill()
+                helper.join()
     return [m if m is not None else _read_marks(miss) for m, miss in zip(found, misses,
                                                                           strict=True)]
 
 
-PARALLEL_FROM = 256  # fewer misses than this: a fork (about 20 ms) is not worth it
+HELPERS = 4  # at most: 6,000 footers are 0.7 s of one core, a helper's start-up 0.05 s
+HELPERS_FROM = 32  # fewer misses: read here
+PER_HELPER = 500  # misses a helper's start-up (a fork, pyarrow's reader: 0.06 s) pays for
 CHUNK = 64  # misses taken at a time: small enough to even out, large enough not to contend
 
 
@@ -304,6 +317,10 @@ def _read_chunks(misses: list[Miss], taken: Synchronized) -> Iterator[tuple[int,
 
 def _read_for_parent(misses: list[Miss], taken: Synchronized, sender: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # pyarrow imports numpy if it can (0.1 s of CPU), and a footer needs none: this process
+    # only reads footers and exits (were one to need it, the ImportError ends this helper
+    # and the parent reads what it did not send).
+    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     with contextlib.suppress(OSError):  # the parent is gone (killed): nobody to tell
         sender.send([
             (start, [(m.identity, m.complete, m.no_data) for m in marks])
@@ -341,13 +358,15 @@ def _identity(path: str) -> Identity | None:
 
 def _read_marks(miss: Miss) -> PartMarks:
     """A part's marks from its footer (no coverage if it cannot be read)."""
-    # pyarrow is imported on a miss only: a warm plan does without it (0.2 s of start-up)
+    # pyarrow is imported on a miss only: a warm plan does without it (0.2 s of start-up);
+    # and only its Parquet reader (footers, not the store: 0.06 s less for each helper).
+    from backfill.lake import footers
+    from backfill.lake.errors import CorruptPart
     from backfill.lake.schema import coverage_bits
-    from backfill.lake.store import CorruptPart, read_coverage_record
 
     try:
         complete, no_data = coverage_bits(
-            read_coverage_record(miss.path), miss.month.year, miss.month.month
+            footers.read_coverage_record(miss.path), miss.month.year, miss.month.month
         )
     except (CorruptPart, ValueError):
         complete = no_data = 0

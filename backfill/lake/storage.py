@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from filelock import FileLock
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 UTC = timezone.utc
 
@@ -180,6 +181,9 @@ class LocalStorage:
 
     def _lock(self, path: Path) -> FileLock:
         # Same name the store has always used, so old and new writers exclude each other.
+        # Imported here: plan's footer-reading helpers reach this module and take no lock.
+        from filelock import FileLock
+
         return FileLock(str(path.parent / f".{path.name}.lock"))
 
     @staticmethod

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill.domain import MINUTE, DayCoverage, Month, Symbol, day_start
-from backfill.lake import coverage_index, store
+from backfill.lake import coverage_index, footers, store
 from backfill.lake.coverage_index import (
     COMPLETE,
     COMPLETE_NO_DATA,
@@ -81,17 +81,17 @@ def truth(lake: Path, symbols: list[Symbol], first: date, last: date) -> dict:
 
 
 class FooterCount:
-    """How many footers ``read_day_marks`` parsed (it reads them through the store)."""
+    """How many footers ``read_day_marks`` parsed (it reads them through ``footers``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        real = store.read_coverage_record
+        real = footers.read_coverage_record
 
         def counted(path: Path | str) -> bytes:
             self.count += 1
             return real(path)
 
-        monkeypatch.setattr(store, "read_coverage_record", counted)
+        monkeypatch.setattr(footers, "read_coverage_record", counted)
 
     def take(self) -> int:
         taken, self.count = self.count, 0
@@ -258,9 +258,9 @@ def test_no_lake_no_cache(tmp_path: Path) -> None:
     assert not lake.exists()
 
 
-# -- the footers read in two processes (a fresh process: pyarrow not imported yet) ----------
+# -- the footers read by helper processes (a fresh process: pyarrow not imported yet) -------
 
-_TWO_PROCESSES = textwrap.dedent(
+_HELPERS = textwrap.dedent(
     """
     import json, os, sys, time
     from datetime import date
@@ -268,58 +268,76 @@ _TWO_PROCESSES = textwrap.dedent(
     from backfill.lake import coverage_index as ci
 
     lake, mode = sys.argv[1], sys.argv[2]
-    marker = os.path.join(lake, "helper-pid")
-    ci.PARALLEL_FROM, ci.CHUNK = 2, 1
+    ci.HELPERS_FROM = 2
+    if mode != "few-misses-one-helper":
+        ci.PER_HELPER, ci.CHUNK = 1, 1
     parent, chunks, real_read = os.getpid(), ci._read_chunks, ci._read_for_parent
 
     def helper(misses, taken, sender):
-        if mode == "helper-dies-holding-the-counter":
+        try:  # the first helper to start is the one that fails, if one does
+            os.close(os.open(os.path.join(lake, "first-helper"), os.O_CREAT | os.O_EXCL))
+            first = True
+        except FileExistsError:
+            first = False
+        if first and mode == "a-helper-dies-holding-the-counter":
             taken.get_lock().acquire()
-            with open(marker, "w") as f:
-                f.write(str(os.getpid()))
             os._exit(1)
-        first = next(chunks(misses, taken))  # the helper has the first part for sure
-        with open(marker, "w") as f:
-            f.write(str(os.getpid()))
-        if mode == "helper-dies":
+        if first and mode == "a-helper-dies":
+            next(chunks(misses, taken))
             os._exit(1)  # with its part taken and not sent
-        sender.send([(first[0], [(m.identity, m.complete, m.no_data) for m in first[1]]),
-                     *[(start, [(m.identity, m.complete, m.no_data) for m in marks])
-                       for start, marks in chunks(misses, taken)]])
+        real_read(misses, taken, ReportingSender(sender))
 
-    def parent_chunks(misses, taken):
-        deadline = time.monotonic() + 30
-        while os.getpid() == parent and not os.path.exists(marker):
-            assert time.monotonic() < deadline, "no helper"
-            time.sleep(0.01)
-        yield from chunks(misses, taken)
+    class ReportingSender:
+        def __init__(self, sender):
+            self.sender = sender
 
-    ci._read_for_parent, ci._read_chunks = helper, parent_chunks
+        def send(self, rows):
+            with open(os.path.join(lake, f"helper-{os.getpid()}"), "w") as f:
+                json.dump({"rows": sum(len(marks) for _, marks in rows),
+                           "imported": [m for m in ("numpy", "pyarrow.compute", "filelock")
+                                        if sys.modules.get(m) is not None]}, f)
+            self.sender.send(rows)
+
+        def close(self):
+            self.sender.close()
+
+    ci._read_for_parent = helper
     symbols = [Symbol("BTC", "USD"), Symbol("ETH", "USD")]
     marks = ci.read_day_marks(lake, symbols, date(2025, 6, 1), date(2025, 9, 30),
                               remember=False)
-    print(json.dumps({str(s): {d.isoformat(): [m.complete, m.no_data] for d, m in days.items()}
-                      for s, days in marks.items()}))
+    print(json.dumps({
+        "marks": {str(s): {d.isoformat(): [m.complete, m.no_data] for d, m in days.items()}
+                  for s, days in marks.items()},
+        "parent_imported_pyarrow": "pyarrow" in sys.modules}))
     """
 )
 
 
 @pytest.mark.parametrize(
-    "mode", ["helper-reads-half", "helper-dies", "helper-dies-holding-the-counter"])
-def test_footers_read_by_two_processes_say_what_one_reads(lake: Path, mode: str) -> None:
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one core: the footers are read by one process")
-    done = subprocess.run([sys.executable, "-c", _TWO_PROCESSES, str(lake), mode],
+    "mode", ["helpers-read-all", "few-misses-one-helper", "a-helper-dies",
+             "a-helper-dies-holding-the-counter"])
+def test_footers_read_by_helpers_say_what_one_process_reads(lake: Path, mode: str) -> None:
+    """Helpers read the footers and plan's own process imports no pyarrow (nor they numpy,
+    pyarrow.compute or filelock: only the footer reader); what a helper that died did not
+    send, the process reads itself."""
+    done = subprocess.run([sys.executable, "-c", _HELPERS, str(lake), mode],
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    helper = int((lake / "helper-pid").read_text())
-    assert helper != os.getpid()
-    expected = {
+    out = json.loads(done.stdout)
+    assert out["marks"] == {
         str(s): {d.isoformat(): [m.complete, m.no_data] for d, m in days.items()}
         for s, days in truth(lake, [BTC, ETH], FIRST, LAST).items()
     }
-    assert json.loads(done.stdout) == expected
+    reports = [json.loads(p.read_text()) for p in lake.glob("helper-*")]
+    assert [r["imported"] for r in reports if r["imported"]] == [], "only the footer reader"
+    if mode in ("helpers-read-all", "few-misses-one-helper"):
+        assert sum(r["rows"] for r in reports) == 3  # BTC July and August, ETH July
+        assert not out["parent_imported_pyarrow"]
+        assert len(reports) == (1 if mode == "few-misses-one-helper" else
+                                min(3, len(os.sched_getaffinity(0)), coverage_index.HELPERS))
+    else:
+        assert out["parent_imported_pyarrow"], "the parent read what the dead helper took"
 
 
 def test_a_schema_drifted_part_covers_nothing(lake: Path) -> None:
@@ -421,7 +439,7 @@ def test_a_part_replaced_between_its_stat_and_its_footer_is_read_again(
 ) -> None:
     """A run replaces a part just as plan has read its footer: what plan read is of the old
     part, so it must not be remembered under the new part's identity."""
-    real = store.read_coverage_record
+    real = footers.read_coverage_record
     replaced: list[str] = []
 
     def read_then_replace(path: Path | str) -> bytes:
@@ -431,8 +449,31 @@ def test_a_part_replaced_between_its_stat_and_its_footer_is_read_again(
             store.write_batch(lake, ETH, day_bars(ETH, JULY_2), [JULY_2], fetched_at=FETCHED)
         return record
 
-    monkeypatch.setattr(store, "read_coverage_record", read_then_replace)
+    monkeypatch.setattr(footers, "read_coverage_record", read_then_replace)
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {JULY_1: COMPLETE}
     assert replaced
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {
         JULY_1: COMPLETE, JULY_2: COMPLETE}
+
+
+def test_a_part_at_a_time_is_read_here_not_by_a_helper_each(lake: Path) -> None:
+    """``held_scope`` reads each symbol's first part alone: a helper each (a fork and
+    pyarrow's import every time) would cost a second over 100 symbols."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from backfill.lake import coverage_index as ci
+
+        def no_helper(*args):
+            raise SystemExit("a helper was forked")
+
+        ci._read_for_parent = no_helper
+        symbols, first = ci.held_scope(Path(sys.argv[1]))
+        print(len(symbols), first)
+        """)
+    done = subprocess.run([sys.executable, "-c", code, str(lake)], capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.split() == ["2", "2025-07-01"]
