@@ -42,13 +42,42 @@ try:  # typer >= 0.23 vendors click; earlier versions depend on it
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover
     from click.exceptions import UsageError
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 # Every default below is read from here: they are defined once, in backfill/settings.py.
 _RUN = RunSettings()
 _IB = IBRules()
 
+
+
+class _FlagsTakeNoValue(TyperGroup):
+    """``backfill`` and its commands, with help that shows a flag as taking no value.
+
+    Typer's help panels (0.2x, its own click) print every option's type, a flag's as
+    ``<bool>`` (``--json <bool>``), as if it took a value; click skips flags. An option's
+    metavar replaces its type there, so flags get an empty one: here, for every command
+    at once (their ``--help`` included), since typer builds the options itself."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _without_flag_metavar(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _without_flag_metavar(command.get_params(ctx))  # the options help will show
+        return command
+
+
+def _without_flag_metavar(params: list[Any]) -> list[Any]:
+    for param in params:
+        is_flag = getattr(param, "is_flag", False) and not getattr(param, "count", False)
+        if is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_FlagsTakeNoValue,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="markdown",
