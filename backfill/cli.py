@@ -47,7 +47,6 @@ _RUN = RunSettings()
 _IB = IBRules()
 
 
-
 class _FlagsTakeNoValue(TyperGroup):
     """``backfill`` and its commands, with help that shows a flag as taking no value.
 
