@@ -37,14 +37,12 @@ from backfill.settings import (
     read_config_file,
     resolve_lake,
 )
-from backfill.sim.behaviour import DayDuration, HeaderFormat, Overload, TooLong, WindowEdges
-from backfill.sim.flags import GatewayFlags, MsRange, exposure_warning
 
 try:  # typer >= 0.23 vendors click; earlier versions depend on it
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover
     from click.exceptions import UsageError
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 # typer (0.2x) coerces every option's value through a pydantic TypeAdapter, built when the
 # option is first parsed: pydantic's import and a dozen adapters are 0.15-0.25 s of a 0.5 s
@@ -106,7 +104,35 @@ _coerce_without_pydantic()
 _RUN = RunSettings()
 _IB = IBRules()
 
+
+class _FlagsTakeNoValue(TyperGroup):
+    """``backfill`` and its commands, with help that shows a flag as taking no value.
+
+    Typer's help panels (0.2x, its own click) print every option's type, a flag's as
+    ``<bool>`` (``--json <bool>``), as if it took a value; click skips flags. An option's
+    metavar replaces its type there, so flags get an empty one: here, for every command
+    at once (their ``--help`` included), since typer builds the options itself."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _without_flag_metavar(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _without_flag_metavar(command.get_params(ctx))  # the options help will show
+        return command
+
+
+def _without_flag_metavar(params: list[Any]) -> list[Any]:
+    for param in params:
+        is_flag = getattr(param, "is_flag", False) and not getattr(param, "count", False)
+        if is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_FlagsTakeNoValue,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -1169,204 +1195,10 @@ class _OneLineUsageErrors(TyperCommand):
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-@app.command(cls=_OneLineUsageErrors)
-def gateway(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="TCP port; 0 picks a free one.")
-    ] = 7497,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of bars and faults.")] = 0,
-    latency_ms: Annotated[
-        MsRange,
-        typer.Option("--latency-ms", parser=MsRange.parse, metavar="MIN-MAX",
-                     help="Answer latency in ms, uniform within MIN-MAX (or one N)."),
-    ] = "0",  # type: ignore[assignment]
-    no_pacing: Annotated[bool, typer.Option("--no-pacing", help="Disable every limit.")] = False,
-    strict_pacing: Annotated[
-        bool, typer.Option("--strict-pacing", help="60 requests/10 min for every bar size.")
-    ] = False,
-    log: Annotated[
-        Path | None, typer.Option("--log", help="Append the request log here (JSON lines).")
-    ] = None,
-    symbols: Annotated[
-        str | None, typer.Option("--symbols", help="Base assets quoted in USD, e.g. BTC,ETH.")
-    ] = None,
-    soft_rate: Annotated[
-        float, typer.Option("--soft-rate", min=0.0,
-                            help="Req/s above which answers slow (0 = off).")
-    ] = 1.0,
-    max_rate: Annotated[
-        float, typer.Option("--max-rate", min=0.0,
-                            help="Req/s over 10 s above which: 162 (0 = off).")
-    ] = 5.0,
-    identical_window: Annotated[
-        float, typer.Option("--identical-window", min=0.0,
-                            help="Seconds an identical request is paced.")
-    ] = 15.0,
-    contract_window: Annotated[
-        float, typer.Option("--contract-window", min=0.0,
-                            help="Seconds of the 6-per-contract rule.")
-    ] = 2.0,
-    max_open: Annotated[
-        int, typer.Option("--max-open", min=1, help="Open historical requests allowed.")
-    ] = 50,
-    hang_share: Annotated[
-        float, typer.Option("--hang-share", min=0.0, max=1.0,
-                            help="Share of requests never answered.")
-    ] = 0.0,
-    error_share: Annotated[
-        float, typer.Option("--error-share", min=0.0, max=1.0,
-                            help="Share answered with a transient 162.")
-    ] = 0.0,
-    drop_after: Annotated[
-        int | None,
-        typer.Option("--drop-after", min=0, help="Drop a connection after N data requests."),
-    ] = None,
-    drop_share: Annotated[
-        float, typer.Option("--drop-share", min=0.0, max=1.0,
-                            help="Share of requests that drop the connection.")
-    ] = 0.0,
-    max_duration_days: Annotated[
-        float, typer.Option("--max-duration-days", min=0.0,
-                            help="Longest 1-min request, in days (> 0).")
-    ] = 10.0,
-    no_trade_share: Annotated[
-        float, typer.Option("--no-trade-share", min=0.0, max=1.0,
-                            help="Share of minutes without a bar (< 1).")
-    ] = 0.02,
-    parent_pid: Annotated[
-        int | None,
-        typer.Option("--parent-pid", min=1, help="Exit when this process ends (a lifeline for "
-                     "whoever starts the gateway as a child; checked 5 times a second)."),
-    ] = None,
-    # Where real IB's behaviour is undocumented: one switch per plausible answer.
-    window_edges: Annotated[
-        WindowEdges,
-        typer.Option("--window-edges", help="Bar starts served for end-duration..end, in "
-                     "interval notation ('()': 1,439 minutes in 86400 S)."),
-    ] = WindowEdges.CLOSED_OPEN,
-    timezone_: Annotated[
-        str, typer.Option("--timezone", help="The login time zone (IANA name): header and "
-                          "formatDate=1 times, zone-less end times; named in the handshake."),
-    ] = "UTC",
-    day_duration: Annotated[
-        DayDuration,
-        typer.Option("--day-duration", help="'N D' as N*24 h, or as N sessions of a calendar "
-                     "with a weekly break (the header says which window was served)."),
-    ] = DayDuration.CALENDAR,
-    session_break: Annotated[
-        str, typer.Option("--session-break", help="Weekdays without a session under "
-                          "--day-duration sessions, e.g. sat,sun; 'none' for none."),
-    ] = "sat",
-    too_long: Annotated[
-        TooLong,
-        typer.Option("--too-long", help="A request over --max-duration-days: 162 'Time length "
-                     "exceed max.', or never answered."),
-    ] = TooLong.ERROR,
-    no_permission: Annotated[
-        str | None, typer.Option("--no-permission", help="Base assets answered 162 'No market "
-                                 "data permissions', e.g. BTC,ETH."),
-    ] = None,
-    competing_session_after: Annotated[
-        int | None,
-        typer.Option("--competing-session-after", min=0, help="Data requests served before a "
-                     "competing session blocks the rest (162 or 10197)."),
-    ] = None,
-    competing_session_for: Annotated[
-        float | None,
-        typer.Option("--competing-session-for", min=0.0,
-                     help="Seconds the competing session lasts. Default: for good.",
-                     show_default=False),
-    ] = None,
-    competing_session_code: Annotated[
-        int, typer.Option("--competing-session-code", help="162 (connected from a different "
-                          "IP address) or 10197 (competing live session)."),
-    ] = 162,
-    farm_down_after: Annotated[
-        int | None,
-        typer.Option("--farm-down-after", min=0, help="Data requests served before 2105 'HMDS "
-                     "data farm connection is broken': later ones are held until 2106."),
-    ] = None,
-    farm_down_for: Annotated[
-        float, typer.Option("--farm-down-for", min=0.0,
-                            help="Seconds from 2105 to 2106 (--farm-down-after)."),
-    ] = 60.0,
-    partial_last_bar: Annotated[
-        bool, typer.Option("--partial-last-bar", help="A window reaching into the future also "
-                           "gets the bar of the minute still forming."),
-    ] = False,
-    cancel_answer: Annotated[
-        int, typer.Option("--cancel-answer", help="A cancelled open request gets 162 'query "
-                          "cancelled' or 366 'No historical data query found'."),
-    ] = 162,
-    overload: Annotated[
-        Overload,
-        typer.Option("--overload", help="Past --soft-rate answers slow; 'disconnect' also drops "
-                     "a client that adds to a sustained overload."),
-    ] = Overload.SLOW,
-    overload_queue: Annotated[
-        int, typer.Option("--overload-queue", min=1, help="Requests waiting on the soft "
-                          "throttle at which one more is an overload (--overload disconnect)."),
-    ] = 10,
-    overload_after: Annotated[
-        float, typer.Option("--overload-after", min=0.0, help="Seconds of slowed answers after "
-                            "which one more is an overload (--overload disconnect)."),
-    ] = 20.0,
-    header_format: Annotated[
-        HeaderFormat,
-        typer.Option("--header-format", help="How the served window's start/end are written: "
-                     "login '20250714  08:59:54' (login zone), named '20250714 08:59:54 "
-                     "America/New_York', utc-dash '20250714-12:59:54', dashed '2025-07-14 "
-                     "08:59:54.0 America/New_York', utc-bare '20250714 12:59:54' (UTC), "
-                     "epoch. formatDate=1 bar times name the zone unless login."),
-    ] = HeaderFormat.NAMED,
-    header_shift_s: Annotated[
-        int, typer.Option("--header-shift-s", help="Move both header times by this many "
-                          "seconds (a lying header; bars unaffected)."),
-    ] = 0,
-) -> None:
-    """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
-    from backfill.sim.gateway import run_forever
-    from backfill.sim.lifeline import Lifeline
+# `backfill gateway`: its options and body are in backfill/cli_gateway.py.
+from backfill.cli_gateway import gateway  # noqa: E402 (registered here: listed last)
 
-    try:
-        config = GatewayFlags(
-            host=host, port=port, seed=seed, latency_ms=latency_ms, no_pacing=no_pacing,
-            strict_pacing=strict_pacing, log=log, symbols=symbols, soft_rate=soft_rate,
-            max_rate=max_rate, identical_window=identical_window,
-            contract_window=contract_window, max_open=max_open, hang_share=hang_share,
-            error_share=error_share, drop_after=drop_after, drop_share=drop_share,
-            max_duration_days=max_duration_days, no_trade_share=no_trade_share,
-            window_edges=window_edges, timezone=timezone_, day_duration=day_duration,
-            session_break=session_break, too_long=too_long, no_permission=no_permission,
-            competing_session_after=competing_session_after,
-            competing_session_for=competing_session_for,
-            competing_session_code=competing_session_code, farm_down_after=farm_down_after,
-            farm_down_for=farm_down_for, partial_last_bar=partial_last_bar,
-            cancel_answer=cancel_answer, overload=overload, overload_queue=overload_queue,
-            overload_after=overload_after, header_format=header_format,
-            header_shift_s=header_shift_s,
-        ).to_config()
-        lifeline = None if parent_pid is None else Lifeline.to(parent_pid)
-    except BadInput as exc:
-        fail_bad_input(str(exc))
-    except ValueError as exc:
-        fail_bad_input(f"--parent-pid: {exc}")
-
-    warning = exposure_warning(config.host)
-    if warning is not None:
-        typer.echo(f"backfill: warning: {warning}", err=True)
-
-    def announce(bound_host: str, bound_port: int) -> None:
-        # The orchestrator parses this exact line to learn the port.
-        typer.echo(f"gateway listening on {bound_host}:{bound_port}")
-        sys.stdout.flush()
-
-    try:
-        run_forever(config, announce, lifeline)
-    except OSError as exc:  # e.g. the port is taken
-        typer.echo(f"backfill: error: cannot listen on {host}:{port}: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+app.command(cls=_OneLineUsageErrors)(gateway)
 
 
 def main() -> None:

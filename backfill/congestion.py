@@ -304,7 +304,9 @@ class RateController:
             return None
         if statistics.median(fresh) > line:
             return Zone.CONGESTED
-        if min(fresh) > base + (line - self.base_latency()) / 4:
+        typical = self.base_latency()
+        assert typical is not None  # latency_line() is None without it
+        if min(fresh) > base + (line - typical) / 4:
             return Zone.QUEUE
         return Zone.FLAT
 
@@ -394,6 +396,7 @@ class RateController:
             # which drains at the rate IB serves minus ours: they say nothing new yet.
             return None
         line, base = self.latency_line(), self.base_latency()
+        assert line is not None and base is not None  # zone() is CONGESTED: both measured
         # A queue stands at IB, so it serves what it can: go below that and the queue
         # drains, whatever rate the overshoot had reached (BBR's drain).
         served = self.delivered()

@@ -275,7 +275,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if raw is None:
         raise BadInput(f"{path}: No such file or directory")
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        settings: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))  # tomli: Any on 3.10
+        return settings
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not valid TOML: {str(exc)[:200]}") from None
     except RecursionError:  # tomllib parses nested arrays recursively

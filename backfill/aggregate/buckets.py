@@ -112,7 +112,8 @@ def _np(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A non-null column as numpy (zero-copy when it is one chunk)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    return column.to_numpy(zero_copy_only=False)
+    values: np.ndarray = column.to_numpy(zero_copy_only=False)  # pyarrow has no stubs
+    return values
 
 
 def _empty_sums() -> pa.Table:

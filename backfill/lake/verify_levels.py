@@ -83,6 +83,7 @@ def check_part(table: pa.Table, kind: str, lake: Path, symbol: Symbol, profile: 
     if provenance is None:
         return [*findings, error(Kind.PROVENANCE_MISSING, "no provenance record in the footer")]
     scan = None
+    keys: list[tuple[object, ...]]  # the order rows must hold: levels' and events' differ
     if kind == LEVELS:
         keys = [(r["session_date"], LEVEL_ORDER.get(r["level"], 99)) for r in rows]
         findings += _windows(rows, profile, error)

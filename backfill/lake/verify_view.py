@@ -104,7 +104,7 @@ def verdict(tally: Tally) -> str:
     )
 
 
-Emit = Callable[[str, Severity | None], None]
+Emit = Callable[[str, Severity | None], object]  # what it returns is not used
 
 
 def show(

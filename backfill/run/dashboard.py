@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TextIO, TypeVar
+from typing import IO, Protocol, TypeVar
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
@@ -434,7 +434,7 @@ class PlainRenderer(_ClosingContext):
 class JsonRenderer(_ClosingContext):
     """NDJSON: each event's ``to_json`` on its own line, flushed, for machines."""
 
-    def __init__(self, file: TextIO | None = None) -> None:
+    def __init__(self, file: IO[str] | None = None) -> None:
         self.file = file or sys.stdout
 
     def on_event(self, event: ev.Event) -> None:

@@ -62,7 +62,8 @@ class EmbeddedGateway:
             raise RuntimeError(f"embedded gateway did not start: {line.strip()} {error.strip()}")
         # Keep draining its output so a chatty gateway can never block on a full pipe.
         for stream in (process.stdout, process.stderr):
-            threading.Thread(target=stream.read, daemon=True).start()
+            if stream is not None:  # both are pipes
+                threading.Thread(target=stream.read, daemon=True).start()
         self.running = GatewayProcess(match.group(1), int(match.group(2)), process)
         return self.running
 

@@ -536,9 +536,9 @@ class _Connection:
         fate = self._fate(base)
         if fate is None:
             return
-        refused = self.server.session_refusal(contract)
-        if refused is not None:
-            self._refuse(base, refused)
+        refusal = self.server.session_refusal(contract)
+        if refusal is not None:
+            self._refuse(base, refusal)
             return
         if self.server.upstream_lost:
             # As IB does while it cannot reach its servers: the request is never answered.
@@ -934,7 +934,11 @@ class SimGateway:
 
     def drop_connections(self) -> None:
         """Close every client connection now, as a gateway restart would."""
-        self._call(lambda server: [conn.close() for conn in list(server.connections)])
+        def close_all(server: _Server) -> None:
+            for conn in list(server.connections):
+                conn.close()
+
+        self._call(close_all)
 
     def lose_upstream(self) -> None:
         """IB's servers become unreachable: error 1100 to every client, data requests hang."""
@@ -946,7 +950,8 @@ class SimGateway:
 
     def open_requests(self) -> int:
         """Data requests received and not yet settled (waiting, hung or held)."""
-        return int(self._call(lambda server: server.open_count()) or 0)
+        count = self._call(lambda server: server.open_count())
+        return count if isinstance(count, int) else 0
 
     def _call(self, action: Callable[[_Server], object]) -> object:
         """Run ``action`` on the gateway's loop; its result."""

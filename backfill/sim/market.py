@@ -186,11 +186,9 @@ class DayColumns:
 
     @classmethod
     def from_rows(cls, rows: Sequence[Row]) -> DayColumns:
-        if not rows:
-            return cls(array("q"), *(array("d") for _ in range(6)), array("q"))
-        columns = list(zip(*rows, strict=True))
-        return cls(array("q", columns[0]), *(array("d", c) for c in columns[1:7]),
-                   array("q", columns[7]))
+        columns = list(zip(*rows, strict=True)) or [()] * 8  # no rows: 8 empty columns
+        op, hi, lo, cl, vol, wap = (array("d", c) for c in columns[1:7])
+        return cls(array("q", columns[0]), op, hi, lo, cl, vol, wap, array("q", columns[7]))
 
     def __len__(self) -> int:
         return len(self.starts)
