@@ -1,6 +1,7 @@
 """The documentation holds together: README.md stays a front page that opens with the two
 commands, every relative link in README.md and docs/*.md reaches a file (and a heading, when
-it names one), and every Python block names the test that runs it."""
+it names one), every Python block names the test that runs it, every JSON block parses, and
+every ``backfill <command> --flag`` shown names a real command and its real flags."""
 
 from __future__ import annotations
 
@@ -38,8 +39,11 @@ def anchors(path: Path) -> set[str]:
 
 
 def relative_links(path: Path) -> list[str]:
-    return [target for target in LINK.findall(prose(path.read_text(encoding="utf-8")))
-            if not re.match(r"[a-z][a-z0-9+.-]*:", target)]  # http:, https:, mailto:
+    return [
+        target
+        for target in LINK.findall(prose(path.read_text(encoding="utf-8")))
+        if not re.match(r"[a-z][a-z0-9+.-]*:", target)
+    ]  # http:, https:, mailto:
 
 
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -81,13 +85,14 @@ def test_every_python_block_names_the_test_that_runs_it(page: Path) -> None:
     for match in FENCE.finditer(text):
         if match.group(1) != "python":
             continue
-        before = text[:match.start()].rstrip().rsplit("\n\n", 1)[-1]  # the paragraph above
+        before = text[: match.start()].rstrip().rsplit("\n\n", 1)[-1]  # the paragraph above
         named = re.findall(r"`(tests/[\w/]+\.py)`", before)
         assert named, f"{page.name}: a python block whose paragraph names no test:\n{before}"
         for test in named:
-            assert f'doc_text("{page.name}")' in (ROOT / test).read_text() or \
-                f'PAGE = "{page.name}"' in (ROOT / test).read_text(), \
-                f"{test} does not read {page.name}"
+            assert (
+                f'doc_text("{page.name}")' in (ROOT / test).read_text()
+                or f'PAGE = "{page.name}"' in (ROOT / test).read_text()
+            ), f"{test} does not read {page.name}"
 
 
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -95,3 +100,39 @@ def test_every_json_block_parses(page: Path) -> None:
     for language, body in fenced(page.read_text(encoding="utf-8")):
         if language == "json":
             json.loads(body)
+
+
+def command_lines(text: str) -> list[str]:
+    """Every ``backfill <command> …`` the page shows: lines of its bash blocks and code spans."""
+    found = []
+    for language, body in fenced(text):
+        if language in ("bash", "sh"):
+            found += [line for line in body.replace("\\\n", " ").splitlines()]
+    found += re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
+    return [
+        m.group(0) for line in found for m in re.finditer(r"\bbackfill [a-z]+(?: [^|&;]*)?", line)
+    ]
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_command_shown_names_a_command_and_its_flags(page: Path) -> None:
+    import typer
+
+    from backfill.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    wrong = []
+    for line in command_lines(page.read_text(encoding="utf-8")):
+        name = line.split()[1]
+        if name not in commands:
+            wrong.append(f"{line}: no command {name}")
+            continue
+        flags = {"--help"} | {
+            opt for param in commands[name].params for opt in [*param.opts, *param.secondary_opts]
+        }
+        wrong += [
+            f"{line}: {name} has no {flag}"
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line)
+            if flag not in flags
+        ]
+    assert not wrong, wrong
