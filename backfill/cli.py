@@ -875,7 +875,7 @@ def verify(
     days_before_listing, head, rows, gaps, gap_minutes, gap_days, errors, warnings}]}.
     `minutes` are runs of bar-end minutes, at most the first 5 unless --gaps: `truncated` is
     true when fewer than `ranges_total` are listed. A symbol's `gap` warning (day null)
-    also has `days`: [{day, gap_minutes, gaps}]. More in README.md.
+    also has `days`: [{day, gap_minutes, gaps}]. More in docs/verify.md.
     """
     from backfill.lake.minute_check import MinuteCheckThresholds
     from backfill.lake.verify import Tally, verify_stream
@@ -932,7 +932,7 @@ def aggregate(
     written: every lake day their minutes belong to was recorded whole. Default: every symbol
     in the lake, every M1 day; --from/--to pick the M1 days whose months are rebuilt.
     Exit 0 done, 1 something failed (rerun), 2 bad input (nothing written), 130 interrupted.
-    --json prints one document, documented in backfill/aggregate/view.py and README.md.
+    --json prints one document, documented in backfill/aggregate/view.py and docs/aggregate.md.
     """
     import json as jsonlib
 
@@ -1018,7 +1018,7 @@ def levels(
     """Build daily levels (PDH PDL PDC PMH PML ORH ORL) and Break & Retest events from the M1
     lake, with no lookahead; only what changed is rebuilt.
 
-    Writes `<lake>/levels/...` and `<lake>/br_events/...` (docs/levels.md, README.md). A
+    Writes `<lake>/levels/...` and `<lake>/br_events/...` (docs/levels-guide.md). A
     level may be used from `available_from_utc`, the end of its window. By default only rows
     whose windows' M1 days are all recorded whole are written. Default: every symbol in the
     lake, every session its M1 days feed. Exit 0 done, 1 something failed (rerun), 2 bad

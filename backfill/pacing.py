@@ -1,7 +1,7 @@
 """Pacing: token buckets, IB's per-contract rules, backoff and the global rate budget.
 
 Pure: no sleeps and no I/O. Every class takes ``clock`` (monotonic seconds) and answers
-"how long until I may send"; the caller does the waiting. README.md, "run", says how the
+"how long until I may send"; the caller does the waiting. docs/run.md says how the
 run uses them.
 """
 

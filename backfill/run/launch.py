@@ -76,7 +76,7 @@ def check_conditional_writes(lake: Path, unsafe_single_writer: bool) -> str:
 
 
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
-    """Run the backfill end to end; the exit code (0, 1, 2 or 130) as README says."""
+    """Run the backfill end to end; the exit code (0, 1, 2 or 130) as README.md's exit codes say."""
     check_lake_writable(request.lake)
     out = err_console if request.json else console
     store_note = check_conditional_writes(request.lake, request.unsafe_single_writer)

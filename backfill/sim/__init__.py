@@ -1,4 +1,4 @@
-"""The embedded IB Gateway simulator (``backfill gateway``): see README "Simulator".
+"""The embedded IB Gateway simulator (``backfill gateway``): see docs/simulator.md.
 
 Names are imported on first use, so the CLI can import ``backfill.sim.flags`` for its option
 types without loading the server (asyncio, the market generator) on every command.

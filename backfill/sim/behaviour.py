@@ -1,7 +1,7 @@
 """Where real IB's behaviour is undocumented or known to vary: one switch per plausible answer.
 
-Each switch of ``Behaviour`` is a ``backfill gateway`` flag of the same name (see README
-"Simulator"); the defaults are the simulator's long-standing behaviour. The functions here are
+Each switch of ``Behaviour`` is a ``backfill gateway`` flag of the same name (see
+docs/simulator.md); the defaults are the simulator's long-standing behaviour. The functions here are
 pure: they take times and return times.
 """
 

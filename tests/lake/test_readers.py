@@ -1,5 +1,5 @@
 """A written lake reads back: ``backfill.read_bars``, and pandas, pyarrow, DuckDB and Polars
-as README shows them (one timeframe at a time), whatever non-part files and aggregate
+as docs/lake.md shows them (one timeframe at a time), whatever non-part files and aggregate
 timeframes lie around."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from backfill.domain import UTC, BadInput, Month
 from backfill.lake import store
 from backfill.lake.paths import market_dir, part_path, temp_path, timeframe_dir
 from backfill.lake.schema import AGGREGATE_SCHEMA, BAR_SCHEMA, COLUMNS
+from tests.docs import doc_text
 from tests.lake.helpers import BTC, ETH, FETCHED, day_bars
 
 DAYS = [date(2025, 7, 31), date(2025, 8, 1)]
@@ -157,7 +158,7 @@ def test_import_backfill_stays_light_and_read_bars_needs_no_dataset_module() -> 
     assert result.returncode == 0, result.stderr
 
 
-# -- other readers, one timeframe at a time, as README shows them --------------------------
+# -- other readers, one timeframe at a time, as docs/lake.md shows them -----------------------
 
 
 def test_pandas_reads_m1_without_hive_keys(lake: Path) -> None:
@@ -232,9 +233,24 @@ def test_polars_scans_m1(lake: Path) -> None:
     assert eth_frame["ts"].is_sorted() and eth_frame.height == 2880
 
 
+def test_the_pages_read_bars_block_reads_the_lake(
+    lake: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    page = doc_text("lake.md")
+    after = page[page.index("Read it back with `backfill.read_bars`"):]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    cwd = tmp_path_factory.mktemp("cwd")
+    (cwd / "lake").symlink_to(lake)  # the page reads "lake", relative
+    monkeypatch.chdir(cwd)
+    names: dict = {}
+    exec(code, names)
+    assert names["bars"].num_rows == 2 * 1440  # 2025-07-31 of BTC-USD and ETH-USD
+    assert len(names["df"]) == 2 * 1440 and list(names["df"].columns) == BAR_SCHEMA.names
+
+
 def _readme_readers() -> str:
-    """README's block of readers (the python block after "Other readers")."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    """docs/lake.md's block of readers (the python block after "Other readers")."""
+    readme = doc_text("lake.md")
     after = readme[readme.index("Other readers, one timeframe at a time"):]
     return after.split("```python\n", 1)[1].split("```", 1)[0]
 
@@ -246,7 +262,7 @@ def test_readmes_reader_lines_get_one_timeframe_on_a_lake_holding_aggregates(
 ) -> None:
     code = _readme_readers()
     assert "timeframe=M1" in code
-    # README's own lines, run from a folder holding "lake" (the H1 run: the folder swapped)
+    # the page's own lines, run from a folder holding "lake" (the H1 run: the folder swapped)
     cwd = tmp_path_factory.mktemp("cwd")
     (cwd / "lake").symlink_to(lake)
     monkeypatch.chdir(cwd)

@@ -588,7 +588,7 @@ def test_unfetched_runs() -> None:
 
 
 def duckdb_rows(lake: Path) -> tuple[int, int]:
-    """(rows, distinct ts) of BTC-USD as DuckDB reads the whole lake, as the README shows."""
+    """(rows, distinct ts) of BTC-USD as DuckDB reads the whole lake, as docs/lake.md shows."""
     duckdb = pytest.importorskip("duckdb")
     glob = (lake / "data" / "**" / "*.parquet").as_posix()
     [row] = duckdb.sql(

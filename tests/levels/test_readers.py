@@ -1,4 +1,4 @@
-"""The README's lines reading levels and events (backfill, pandas, DuckDB, Polars), run as
+"""docs/levels-guide.md's lines reading levels and events (backfill, pandas, DuckDB, Polars), run as
 written, and its one-line relabel for strategies that stamp bars by their start."""
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import pytest
 import backfill
 from backfill.levels.events import EventParams
 from backfill.levels.tolerance import Tolerance
+from tests.docs import doc_text
 from tests.levels.test_examples import at, build, example_c
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = "levels-guide.md"  # docs/levels-guide.md
 
 
 def readme_block() -> list[str]:
-    text = README.read_text()
+    text = doc_text(PAGE)
     after = text.split("Read them back (each line is run by `tests/levels/test_readers.py`):")[1]
     block = after.split("```python\n", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line.strip()]
@@ -29,7 +30,7 @@ def readme_block() -> list[str]:
 def lake_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     build(tmp_path / "lake", example_c(), date(2025, 7, 14), date(2025, 7, 16),
           EventParams(Tolerance("bps", 5.0)))
-    monkeypatch.chdir(tmp_path)  # the README's paths are relative: "lake"
+    monkeypatch.chdir(tmp_path)  # the page's paths are relative: "lake"
     return tmp_path / "lake"
 
 
@@ -53,7 +54,7 @@ def test_every_readme_line_reads_both_datasets(lake_dir: Path) -> None:
 
 
 def test_the_relabel_line_stamps_bars_by_their_start(lake_dir: Path) -> None:
-    line = re.search(r"`(bars = bars\.set_column\(0, \"ts\".*?)`", README.read_text()).group(1)
+    line = re.search(r"`(bars = bars\.set_column\(0, \"ts\".*?)`", doc_text(PAGE)).group(1)
     bars = backfill.read_bars("lake", "BTC-USD", "2025-07-15", "2025-07-15")
     namespace = {"bars": bars, "pa": pa, "pc": pa.compute}
     exec(line, namespace)

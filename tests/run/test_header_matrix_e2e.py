@@ -1,5 +1,5 @@
 """Issue 18: whichever way the gateway writes the served-window header, the lake equals the
-generator bar for bar, at the requests per day README states.
+generator bar for bar, at the requests per day docs/run.md states.
 
 Every ``--header-format`` × login zone × window edges ``[)``/``()`` × ``--window-days 1``/``7``
 (72 runs). Cheap by design: the real CLI in process (typer's runner; the workers are real
@@ -88,7 +88,7 @@ def test_every_header_format_zone_and_rule_lands_the_generators_bars(
     assert f"Served-window header ({form}): " in done.output  # trusted: no "untrusted"
     assert lake_rows(tmp_path / "lake", BTC) == expected_bars(gateway.market, BTC, first, last)
     days = (last - first).days + 1
-    assert len(asked_for_days(gateway, since)) == days // window_days  # README: 1 or 1/7
+    assert len(asked_for_days(gateway, since)) == days // window_days  # docs/run.md: 1 or 1/7
 
 
 @pytest.mark.parametrize("edges", EDGES)

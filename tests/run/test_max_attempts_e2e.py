@@ -1,4 +1,4 @@
-"""``run --max-attempts``: the README's flag bounds the sends of a request IB keeps refusing."""
+"""``run --max-attempts``: docs/run.md's flag bounds the sends of a request IB keeps refusing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_max_attempts_bounds_the_requests_for_a_day(make_sim, lake):
-    """README's ``--max-attempts``: a request IB keeps refusing is sent that many times."""
+    """docs/run.md's ``--max-attempts``: a request IB keeps refusing is sent that many times."""
     sim = make_sim(faults=FaultConfig(error_share=1.0))
     done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-01", "--rate", "50",
                         "--max-attempts", "2")

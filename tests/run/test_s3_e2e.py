@@ -24,6 +24,7 @@ from backfill.lake.lease import LeaseHeld, ObjectLease
 from backfill.lake.objpath import ObjectPath, lake_path
 from backfill.lake.paths import part_path
 from backfill.lake.storage import LakeLocation, ObjectStorage, Version
+from tests.docs import doc_text
 from tests.run.conftest import backfill, run_args, run_backfill
 from tests.run.test_run_e2e import assert_lake_equals_simulator, successes
 from tests.s3proxy import precondition_stripping_proxy
@@ -338,7 +339,7 @@ def test_an_unusable_store_is_one_line_exit_2_nothing_written(s3_env, case, tmp_
         assert objects(lake) == []
 
 
-# ---------------------------------------------------------------- readers (README's lines)
+# ------------------------------------------------------ readers (docs/lake.md's lines)
 
 
 def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
@@ -351,18 +352,16 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     endpoint, bucket_and_prefix = s3_env.endpoint, s3_lake.removeprefix("s3://")
     m1 = f"{bucket_and_prefix}/data/source=ibkr/market=crypto/timeframe=M1"
 
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
-
-    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http")  # keys from AWS_*
-    assert ds.dataset(m1, filesystem=fs, partitioning="hive").to_table().num_rows == 4
-
-    import polars as pl
-
-    frame = pl.scan_parquet(f"s3://{m1}/**/*.parquet", hive_partitioning=True,
-                            storage_options={"aws_endpoint_url": endpoint,
-                                             "aws_allow_http": "true"}).collect()
-    assert frame.height == 4
+    # docs/lake.md's block, as written but for the bucket and the endpoint (keys from AWS_*)
+    page = doc_text("lake.md")
+    after = page[page.index("Reading the lake where it lies"):]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.count("bucket/prefix") == 1 and code.count("http://minio:9000") == 2
+    names: dict = {}
+    exec(code.replace("bucket/prefix", bucket_and_prefix)
+         .replace("http://minio:9000", endpoint), names)
+    assert names["table"].num_rows == 4
+    assert names["frame"].height == 4
 
     import duckdb
 
