@@ -65,13 +65,14 @@ class CongestionConfig:
     # answers to requests sent at the current rate (a run that does not use its rate,
     # e.g. waiting on IB's per-contract rules, learns nothing by raising it).
     probe_every_s: float = 2.0
-    # Until the first sign of a queue: ×``startup_gain`` every ``probe_every_s`` while the
+    # Until the first sign of a queue: ×``startup_gain`` every ``startup_every_s`` while the
     # last answers (``min_samples`` of any pace, ``startup_samples`` will do for the first
     # round; one at least to the current rate) show no queue. Below a soft throttle's
     # capacity latency says nothing (a token bucket hides even an overshoot for a while),
     # so start-up goes by the clock: at 0.7 req/s, rounds of 5 answers to the current rate
     # spent 20 s under a 3 req/s capacity.
     startup_gain: float = 2.0
+    startup_every_s: float = 1.0
     startup_samples: int = 3
     probe_step: float = 0.05  # after it: additive, this share of the rate after the last cut
     min_samples: int = 5
@@ -495,12 +496,14 @@ class RateController:
                 return None
             step = (cfg.ceiling - self._low) / cfg.climb_steps
             return self._set(min(cfg.ceiling, self._rate + step), "climbing back")
-        if now - self._changed_at < cfg.probe_every_s:
-            return None
         if self._startup and self._rate < cfg.ceiling:
+            if now - self._changed_at < cfg.startup_every_s:
+                return None
             change = self._startup_round()
             if self._startup:
                 return change
+        if now - self._changed_at < cfg.probe_every_s:
+            return None
         if zone is None:
             return None
         # A share of the rate after the last cut (never less than of the start rate), so

@@ -251,7 +251,7 @@ def test_auto_drains_ibs_queue_then_cruises_just_under_what_ib_served() -> None:
     assert cruise.reason.startswith("auto: IB's queue drained, back to 98% of the ")
 
 
-def test_auto_start_up_doubles_every_round_on_a_few_flat_answers_of_any_pace() -> None:
+def test_auto_start_up_doubles_every_second_on_a_few_flat_answers_of_any_pace() -> None:
     # At 0.7 req/s rounds of 5 answers to the current rate kept a 3 req/s gateway idle for
     # 20 s; below a token bucket's capacity latency says nothing either way.
     ctl, clock = auto()
@@ -259,9 +259,9 @@ def test_auto_start_up_doubles_every_round_on_a_few_flat_answers_of_any_pace() -
     first = ctl.tick()
     assert first is not None and first.rate == pytest.approx(1.4)
     assert first.reason == "auto: latency flat, probing up"
+    answer(ctl, clock, 0.1, n=1, gap=0.0)  # one answer to the new rate
+    assert ctl.tick() is None  # a round is startup_every_s long
     clock.advance(1.0)
-    assert ctl.tick() is None  # a round is probe_every_s long
-    answer(ctl, clock, 0.1, n=1, gap=1.0)  # one answer to the new rate
     second = ctl.tick()
     assert second is not None and second.rate == pytest.approx(2.8)
     clock.advance(5.0)
@@ -304,7 +304,7 @@ def test_auto_never_cruises_above_the_rate_the_queue_formed_at() -> None:
     assert first is not None
     ctl._drain_until = 0.0  # a second cut while it drains
     second = None
-    for i in range(30):
+    for _ in range(30):
         clock.advance(1 / 3)
         second = ctl.observe(Signal.ANSWERED, clock.now - 2.0, 2.0)
         if second:
