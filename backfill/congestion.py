@@ -511,6 +511,11 @@ class RateController:
         step = cfg.probe_step * max(self._low, cfg.start)
         if zone is Zone.QUEUE:
             self._startup, self._flat_rounds = False, 0
+            if math.isfinite(self._known) and self._rate <= cfg.cruise * self._known:
+                # Below what IB served at the last latency cut no queue stands at a soft
+                # throttle: a busy machine slows every answer a little. Hold, do not climb
+                # (a real fall in capacity shows as congestion, and that still cuts).
+                return None
             return self._set(max(cfg.floor, self._rate - step),
                              "auto: a queue is forming at IB, easing off")
         if zone is not Zone.FLAT:

@@ -316,6 +316,23 @@ def test_auto_never_cruises_above_the_rate_the_queue_formed_at() -> None:
     assert cruise is not None and cruise.rate == pytest.approx(0.98 * 2.0, rel=0.01)
 
 
+def test_auto_holds_below_what_ib_served_when_answers_read_as_a_queue() -> None:
+    # On a loaded machine every answer is a little slower: the fastest fresh one reads as
+    # a queue at a rate IB has served. Easing off from there drifted 2.9 req/s to 2.1.
+    ctl, clock = auto(probe_every_s=1.0)
+    ctl._rate, ctl._known, ctl._low, ctl._startup = 2.9, 3.0, 2.9, False
+    answer(ctl, clock, 0.1, n=10, gap=0.3)
+    ctl._changed_at = clock.now  # the rate was set here
+    answer(ctl, clock, 0.2, n=6, gap=0.3)
+    assert ctl.zone() is Zone.QUEUE
+    assert ctl.tick() is None and ctl.rate == 2.9
+    ctl._rate, ctl._changed_at = 3.5, clock.now  # above it, the same reading eases off
+    clock.advance(1.0)
+    answer(ctl, clock, 0.2, n=6, gap=0.3)
+    eased = ctl.tick()
+    assert eased is not None and eased.rate < 3.5
+
+
 def test_auto_cruises_at_the_first_unqueued_answer_after_a_latency_cut() -> None:
     ctl, clock = auto(probe_every_s=2.0)
     ctl._rate = 6.0  # overshot a gateway serving 3 req/s
