@@ -50,9 +50,13 @@ class CongestionConfig:
     decrease: float = 0.7
     pacing_decrease: float = 0.5
     # A latency step-down goes at most to ``drain`` × what IB served meanwhile, so the queue
-    # drains; once it has, the rate goes back to ``cruise`` × that (BBR's drain, cruise).
+    # drains; once it has (the first answer to a request sent after the step-down comes
+    # back unqueued), the rate goes back to ``cruise`` × that (BBR's drain, cruise). What
+    # IB served is read off the spacing of the queued answers: a standing queue hands them
+    # out one per 1/capacity, where a count over the last seconds also counts the burst a
+    # token bucket let through before the queue formed.
     drain: float = 0.5
-    cruise: float = 0.95
+    cruise: float = 0.98
     hold_s: float = 10.0  # after a decrease, no increase for this long
     # Fixed: back to ``rate`` in ``climb_steps`` equal steps, one every ``climb_every_s``.
     climb_steps: int = 4
@@ -61,7 +65,15 @@ class CongestionConfig:
     # answers to requests sent at the current rate (a run that does not use its rate,
     # e.g. waiting on IB's per-contract rules, learns nothing by raising it).
     probe_every_s: float = 2.0
-    startup_gain: float = 1.5  # until the first congestion signal: multiplicative probing
+    # Until the first sign of a queue: ×``startup_gain`` every ``startup_every_s`` while the
+    # last answers (``min_samples`` of any pace, ``startup_samples`` will do for the first
+    # round; one at least to the current rate) show no queue. Below a soft throttle's
+    # capacity latency says nothing (a token bucket hides even an overshoot for a while),
+    # so start-up goes by the clock: at 0.7 req/s, rounds of 5 answers to the current rate
+    # spent 20 s under a 3 req/s capacity.
+    startup_gain: float = 2.0
+    startup_every_s: float = 1.0
+    startup_samples: int = 3
     probe_step: float = 0.05  # after it: additive, this share of the rate after the last cut
     min_samples: int = 5
     # A retry never goes out faster than the pace that timed out: until the timed-out
@@ -103,7 +115,8 @@ class CongestionConfig:
             (all(0 < f < 1 for f in (self.decrease, self.pacing_decrease, self.drain,
                                        self.cruise)),
              "decreases in (0, 1)"),
-            (self.climb_steps >= 1 and self.min_samples >= 1, "steps and samples >= 1"),
+            (self.climb_steps >= 1 and self.min_samples >= 1 and self.startup_samples >= 1,
+             "steps and samples >= 1"),
             (self.startup_gain > 1 and self.probe_step > 0, "probing must raise the rate"),
             (self.latency_factor > 1 and self.latency_slack_s >= 0, "latency line above base"),
             (1 <= self.min_in_flight <= self.max_in_flight, "1 <= min_in_flight <= max"),
@@ -233,6 +246,8 @@ class RateController:
         self._startup = config.auto  # multiplicative probing until the first sign of a queue
         self._flat_rounds = 0  # probe rounds in a row that found latency flat
         self._served: float | None = None  # what IB served when latency last cut the rate
+        self._drained = False  # since that cut, an answer came back unqueued
+        self._peak = self._rate  # the rate before the first latency cut of this drain
         self._known = math.inf  # what IB served at the last latency cut: probe gently past it
         self._drain_until = -math.inf  # no second latency cut while the backlog drains
         self._base = WindowedMin(config.base_window_s, clock=clock)  # fastest answer
@@ -298,17 +313,46 @@ class RateController:
         is a quarter of the way from the base to the line. Queueing delays every answer,
         so it shows in the minimum (as BBR reads it), where jitter mostly does not.
         """
-        fresh = self._fresh()
-        base, line = self._base.get(), self.latency_line()
-        if base is None or line is None or len(fresh) < self.config.min_samples:
+        return self._zone_of(self._fresh(), self.config.min_samples)
+
+    def _zone_of(self, latencies: list[float], enough: int) -> Zone | None:
+        line, queued = self.latency_line(), self._queued_above()
+        if line is None or queued is None or len(latencies) < enough:
             return None
-        if statistics.median(fresh) > line:
+        if statistics.median(latencies) > line:
             return Zone.CONGESTED
-        typical = self.base_latency()
-        assert typical is not None  # latency_line() is None without it
-        if min(fresh) > base + (line - typical) / 4:
+        if min(latencies) > queued:
             return Zone.QUEUE
         return Zone.FLAT
+
+    def _queued_above(self) -> float | None:
+        """An answer slower than this waited in a queue at IB: a quarter of the way from the
+        fastest answer to the line (None until measured)."""
+        fastest, line, base = self._base.get(), self.latency_line(), self.base_latency()
+        if fastest is None or line is None or base is None:
+            return None
+        return fastest + (line - base) / 4
+
+    def served(self) -> float | None:
+        """What IB serves while a queue stands at it: the spacing of the longest recent run of
+        answers (in the order answered, at ``sent_at + latency``) each above the latency line,
+        at most ``delivered``. None before ``min_samples`` answers.
+
+        A FIFO queue hands answers out one per 1/capacity whatever we send; a count over the
+        last seconds also counts the burst a token bucket let through before it. Above the
+        line, not merely slower than the fastest: jitter must not join two runs. At most
+        ``delivered``: on a busy machine a few slow answers can arrive bunched.
+        """
+        delivered, line = self.delivered(), self.latency_line()
+        if delivered is not None and line is not None:
+            run: list[float] = []
+            best: list[float] = []
+            for at, lat in sorted((sent + lat, lat) for sent, _, lat in self._recent):
+                run = [*run, at] if lat > line else []
+                best = run if len(run) > len(best) else best
+            if len(best) >= self.config.min_samples and best[-1] > best[0]:
+                return min(delivered, (len(best) - 1) / (best[-1] - best[0]))
+        return delivered
 
     def in_flight_cap(self, workers: int = 1) -> int:
         """Requests in flight across all workers: rate × unqueued p95 latency, with headroom.
@@ -387,6 +431,12 @@ class RateController:
         recent = sorted(lat for _, _, lat in self._recent)
         if len(recent) >= 20:  # fewer: the p95 is the maximum, or a lucky low one
             self._base_p95.add(recent[round(0.95 * (len(recent) - 1))])
+        queued = self._queued_above()
+        if (self._served is not None and sent_at >= self._decreased_at
+                and queued is not None and latency_s <= queued):
+            # Sent after the cut and answered without waiting: IB's queue is empty, and
+            # every second more at the drain rate is capacity unused.
+            self._drained = True
         if self.zone() is not Zone.CONGESTED:
             return None
         p50 = statistics.median(self._fresh())
@@ -399,14 +449,18 @@ class RateController:
         assert line is not None and base is not None  # zone() is CONGESTED: both measured
         # A queue stands at IB, so it serves what it can: go below that and the queue
         # drains, whatever rate the overshoot had reached (BBR's drain).
-        served = self.delivered()
+        served = self.served()
+        # The rate the queue formed at: IB serves no more than that. A second cut while
+        # the queue drains keeps the first one's.
+        peak = self._rate if self._served is None else max(self._rate, self._peak)
         factor = self.config.decrease
         if served is not None:
             factor = min(factor, self.config.drain * served / self._rate)
         change = self._cut(sent_at, factor,
                            f"latency p50 {p50:.2f}s > {line:.2f}s (base {base:.2f}s)")
         if change is not None:
-            self._served = served
+            self._served = None if served is None else min(served, peak)
+            self._peak, self._drained = peak, False
             # A backlog of p50 - base seconds at IB's pace drains at what IB serves above
             # our new rate, and what is sent meanwhile is answered a p50 later.
             spare = 1 - change.rate / served if served else 1 - factor
@@ -427,8 +481,7 @@ class RateController:
         cfg = self.config
         now = self._clock()
         zone = self.zone()
-        if (cfg.auto and self._served is not None and zone is Zone.FLAT
-                and now - self._changed_at >= cfg.probe_every_s):
+        if cfg.auto and self._served is not None and self._drained:
             served, self._served = self._served, None
             self._known = served
             if self._rate < cfg.cruise * served:
@@ -444,13 +497,26 @@ class RateController:
                 return None
             step = (cfg.ceiling - self._low) / cfg.climb_steps
             return self._set(min(cfg.ceiling, self._rate + step), "climbing back")
-        if zone is None or now - self._changed_at < cfg.probe_every_s:
+        if self._startup and self._rate < cfg.ceiling:
+            if now - self._changed_at < cfg.startup_every_s:
+                return None
+            change = self._startup_round()
+            if self._startup:
+                return change
+        if now - self._changed_at < cfg.probe_every_s:
+            return None
+        if zone is None:
             return None
         # A share of the rate after the last cut (never less than of the start rate), so
         # the climb's pace is the same after a deep cut as after a small one.
         step = cfg.probe_step * max(self._low, cfg.start)
         if zone is Zone.QUEUE:
             self._startup, self._flat_rounds = False, 0
+            if math.isfinite(self._known) and self._rate <= cfg.cruise * self._known:
+                # Below what IB served at the last latency cut no queue stands at a soft
+                # throttle: a busy machine slows every answer a little. Hold, do not climb
+                # (a real fall in capacity shows as congestion, and that still cuts).
+                return None
             return self._set(max(cfg.floor, self._rate - step),
                              "auto: a queue is forming at IB, easing off")
         if zone is not Zone.FLAT:
@@ -458,19 +524,31 @@ class RateController:
             return None
         if self._rate >= cfg.ceiling:
             return None
-        if self._startup:
-            new, why = self._rate * cfg.startup_gain, "auto: latency flat, probing up"
-        else:
-            # Small steps near the rate that was too much; each flat round in a row doubles
-            # the step (BBRv2's probe-up), never beyond the start-up's multiplicative pace,
-            # and not at all past what IB served at the last latency cut: a throttle with
-            # a burst allowance shows nothing for a while, and doubling would overshoot.
-            if self._rate < self._known:
-                step = min(step * 2 ** self._flat_rounds,
-                           self._rate * (cfg.startup_gain - 1))
-            new, why = self._rate + step, "auto: latency flat, climbing"
-            self._flat_rounds += 1
-        return self._set(min(cfg.ceiling, new), why)
+        # Small steps near the rate that was too much; each flat round in a row doubles
+        # the step (BBRv2's probe-up), never beyond half the rate a round, and not at all
+        # past what IB served at the last latency cut: a throttle with a burst allowance
+        # shows nothing for a while, and doubling would overshoot.
+        if self._rate < self._known:
+            step = min(step * 2 ** self._flat_rounds, self._rate / 2)
+        self._flat_rounds += 1
+        return self._set(min(cfg.ceiling, self._rate + step), "auto: latency flat, climbing")
+
+    def _startup_round(self) -> RateChange | None:
+        """Start-up: ×``startup_gain`` while the last answers, of any pace, show no queue."""
+        cfg = self.config
+        if not any(sent >= self._changed_at for sent, _, _ in self._recent):
+            return None  # nothing sent at this rate came back: the run is not using it
+        # The last ``min_samples`` answers once there are so many: fewer would read a
+        # queue into jitter now and then, and end the start-up early.
+        latest = [lat for _, _, lat in list(self._recent)[-cfg.min_samples:]]
+        zone = self._zone_of(latest, min(cfg.startup_samples, cfg.min_samples))
+        if zone is None:
+            return None
+        if zone is not Zone.FLAT:
+            self._startup, self._flat_rounds = False, 0
+            return None  # from here the climb is additive, and a queue is eased off
+        return self._set(min(cfg.ceiling, self._rate * cfg.startup_gain),
+                         "auto: latency flat, probing up")
 
     def _set(self, rate: float, reason: str) -> RateChange | None:
         self._changed_at = self._clock()
