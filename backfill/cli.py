@@ -52,9 +52,16 @@ from typer.core import TyperCommand, TyperGroup
 # its rules and messages stay typer's.
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
 _PLAIN_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,17})?")
-_PATH_DEFAULTS = {"exists": False, "file_okay": True, "dir_okay": True, "writable": False,
-                  "readable": True, "resolve_path": False, "allow_dash": False,
-                  "path_type": None}
+_PATH_DEFAULTS = {
+    "exists": False,
+    "file_okay": True,
+    "dir_okay": True,
+    "writable": False,
+    "readable": True,
+    "resolve_path": False,
+    "allow_dash": False,
+    "path_type": None,
+}
 
 
 class _PlainCoercion:
@@ -65,11 +72,13 @@ class _PlainCoercion:
         info = descriptor.parameter_info
         kind = descriptor.annotation
         plain = descriptor.file_annotation is None and all(
-            getattr(info, name, "?") is None for name in ("parser", "min", "max"))
+            getattr(info, name, "?") is None for name in ("parser", "min", "max")
+        )
         plain = plain and getattr(info, "clamp", True) is False
         if kind is Path:
-            plain = plain and all(getattr(info, name, "?") == default
-                                  for name, default in _PATH_DEFAULTS.items())
+            plain = plain and all(
+                getattr(info, name, "?") == default for name, default in _PATH_DEFAULTS.items()
+            )
         self.kind = kind if plain and kind in (str, int, float, Path) else None
 
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
@@ -165,17 +174,18 @@ SymbolsFileOpt = Annotated[
 FromOpt = Annotated[
     str | None, typer.Option("--from", help="First UTC day, YYYY-MM-DD (inclusive).")
 ]
-ToOpt = Annotated[
-    str | None, typer.Option("--to", help="Last UTC day, YYYY-MM-DD (inclusive).")
-]
+ToOpt = Annotated[str | None, typer.Option("--to", help="Last UTC day, YYYY-MM-DD (inclusive).")]
 UntilOpt = Annotated[
     str | None,
     typer.Option("--to", help="Last UTC day, YYYY-MM-DD (inclusive). Default: today (UTC)."),
 ]
 StrictOpt = Annotated[
     bool,
-    typer.Option("--strict-pacing", help="Also keep IB's 60-requests-in-10-minutes rule "
-                 "across all workers (documented for small bars; slow: 0.1 req/s sustained)."),
+    typer.Option(
+        "--strict-pacing",
+        help="Also keep IB's 60-requests-in-10-minutes rule "
+        "across all workers (documented for small bars; slow: 0.1 req/s sustained).",
+    ),
 ]
 GatewayOpt = Annotated[
     str,
@@ -193,25 +203,37 @@ ClientIdBaseOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 AggregateTfOpt = Annotated[
     str | None,
-    typer.Option("--aggregate", help="After the run, build these timeframes (e.g. M5,H1,D1) "
-                 "for the symbols and days of the run, as `backfill aggregate` does."),
+    typer.Option(
+        "--aggregate",
+        help="After the run, build these timeframes (e.g. M5,H1,D1) "
+        "for the symbols and days of the run, as `backfill aggregate` does.",
+    ),
 ]
 RefetchOpt = Annotated[
     bool,
-    typer.Option("--refetch", help="Ask every day of the range again, even days recorded "
-                 "complete (repairs bars a wrong window-edge rule lost: verify's "
-                 "edge_minute_missing). The store merges: a refetch that fails loses nothing."),
+    typer.Option(
+        "--refetch",
+        help="Ask every day of the range again, even days recorded "
+        "complete (repairs bars a wrong window-edge rule lost: verify's "
+        "edge_minute_missing). The store merges: a refetch that fails loses nothing.",
+    ),
 ]
 PlanTfOpt = Annotated[
     str | None,
-    typer.Option("--tf", help="Also show the aggregate parts of these timeframes (e.g. "
-                 "M5,H1,D1) that are missing or stale."),
+    typer.Option(
+        "--tf",
+        help="Also show the aggregate parts of these timeframes (e.g. "
+        "M5,H1,D1) that are missing or stale.",
+    ),
 ]
 RateOpt = Annotated[
     str,
-    typer.Option("--rate", help="Requests per second across all workers (0.7 is IB-safe), "
-                 "or 'auto': start at 0.7 and find the fastest pace the gateway serves "
-                 "without its answers slowing, at most --max-rate."),
+    typer.Option(
+        "--rate",
+        help="Requests per second across all workers (0.7 is IB-safe), "
+        "or 'auto': start at 0.7 and find the fastest pace the gateway serves "
+        "without its answers slowing, at most --max-rate.",
+    ),
 ]
 MaxRateOpt = Annotated[
     float,
@@ -219,24 +241,37 @@ MaxRateOpt = Annotated[
 ]
 MaxInFlightTotalOpt = Annotated[
     int | None,
-    typer.Option("--max-in-flight-total", min=1, show_default=False,
-                 help="Requests open at once across all workers. Default: the rate times "
-                 "the gateway's p95 latency with headroom, at most IB's 50."),
+    typer.Option(
+        "--max-in-flight-total",
+        min=1,
+        show_default=False,
+        help="Requests open at once across all workers. Default: the rate times "
+        "the gateway's p95 latency with headroom, at most IB's 50.",
+    ),
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", help="Worker processes at once. Default: one per symbol, at "
-                 "most 8 (one gateway serves only so many clients).", show_default=False),
+    typer.Option(
+        "--workers",
+        help="Worker processes at once. Default: one per symbol, at "
+        "most 8 (one gateway serves only so many clients).",
+        show_default=False,
+    ),
 ]
 WindowDaysOpt = Annotated[
     int,
-    typer.Option("--window-days", help="Whole days per request; a gateway that refuses the "
-                 "duration makes workers halve it."),
+    typer.Option(
+        "--window-days",
+        help="Whole days per request; a gateway that refuses the duration makes workers halve it.",
+    ),
 ]
 MaxInFlightOpt = Annotated[
     int,
-    typer.Option("--max-in-flight", help="Requests one worker keeps open at once (pipelining; "
-                 "all workers together stay within IB's 50)."),
+    typer.Option(
+        "--max-in-flight",
+        help="Requests one worker keeps open at once (pipelining; "
+        "all workers together stay within IB's 50).",
+    ),
 ]
 
 
@@ -250,8 +285,9 @@ def _show_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True,
-                     help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Backfill 1-minute crypto bars from Interactive Brokers into a Parquet lake."""
@@ -289,27 +325,41 @@ def with_config_file(command: Callable[..., None]) -> Callable[..., None]:
 def _config_file_options(
     ctx: typer.Context, options: dict[str, Any], hints: dict[str, Any]
 ) -> dict[str, Any]:
-    given = {name for name in options
-             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    given = {
+        name
+        for name in options
+        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+    }
     path = find_config_file(Path.cwd(), options["lake"] if "lake" in given else None)
     if path is None:
         return {}
-    names = {p.opts[0][2:]: p.name for p in ctx.command.params
-             if p.name and p.opts and p.opts[0].startswith("--")}
+    names = {
+        p.opts[0][2:]: p.name
+        for p in ctx.command.params
+        if p.name and p.opts and p.opts[0].startswith("--")
+    }
     group = ctx.parent.command if ctx.parent is not None else None
-    known = {opt[2:] for name in CONFIG_COMMANDS
-             for p in getattr(group, "commands", {})[name].params
-             for opt in p.opts if opt.startswith("--")}
+    known = {
+        opt[2:]
+        for name in CONFIG_COMMANDS
+        for p in getattr(group, "commands", {})[name].params
+        for opt in p.opts
+        if opt.startswith("--")
+    }
     found: dict[str, Any] = {}
     # A symbol selection on the command line replaces the file's, whichever way each gives it.
     chosen = bool({"symbols", "symbols_file"} & given)
     for key, value in read_config_file(path).items():
         if key not in known:
-            raise BadInput(f"{path}: unknown setting {key!r} (use the option names of "
-                           f"{' and '.join(CONFIG_COMMANDS)}, e.g. max-in-flight)")
+            raise BadInput(
+                f"{path}: unknown setting {key!r} (use the option names of "
+                f"{' and '.join(CONFIG_COMMANDS)}, e.g. max-in-flight)"
+            )
         if key == "refetch":  # a one-off remedy: in a daily job's file it would refetch daily
-            raise BadInput(f"{path}: refetch is not a setting; give --refetch on the command "
-                           "line for the run that repairs")
+            raise BadInput(
+                f"{path}: refetch is not a setting; give --refetch on the command "
+                "line for the run that repairs"
+            )
         if key == "lake" and path.parent.resolve() != Path.cwd().resolve():
             raise BadInput(f"{path}: a lake's own backfill.toml cannot name another lake")
         name = names.get(key)
@@ -348,8 +398,13 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
     if ok and kind is float and not math.isfinite(value):
         ok = False  # nan passes every ``min`` (a comparison with nan is false), inf too
     if not ok:
-        what = {bool: "true or false", int: "a whole number", float: "a finite number",
-                str: "a string", Path: "a path (a string)"}[kind]
+        what = {
+            bool: "true or false",
+            int: "a whole number",
+            float: "a finite number",
+            str: "a string",
+            Path: "a path (a string)",
+        }[kind]
         raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
     if kind is Path and value.startswith("s3://"):
         return value  # an object store lake: not a folder below the file's
@@ -380,87 +435,151 @@ def run(
     max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     max_in_flight_total: MaxInFlightTotalOpt = None,
     request_timeout: Annotated[
-        float, typer.Option("--request-timeout", min=1.0,
-                            help="Seconds before an unanswered request is cancelled, retried.")
+        float,
+        typer.Option(
+            "--request-timeout",
+            min=1.0,
+            help="Seconds before an unanswered request is cancelled, retried.",
+        ),
     ] = _RUN.request_timeout_s,
     strict_pacing: StrictOpt = False,
     reconnect_for: Annotated[
-        float, typer.Option("--reconnect-for", min=1.0,
-                            help="Seconds a worker keeps reconnecting to a gateway that went "
-                            "away (IB Gateway restarts daily) before its symbol fails.")
+        float,
+        typer.Option(
+            "--reconnect-for",
+            min=1.0,
+            help="Seconds a worker keeps reconnecting to a gateway that went "
+            "away (IB Gateway restarts daily) before its symbol fails.",
+        ),
     ] = _RUN.reconnect_for_s,
     json: JsonOpt = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Without a terminal: a line for every event "
-                           "(requests, retries, pacing waits, gaps, status moves), not only "
-                           "a line per day fetched, per part written and per failure.")
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Without a terminal: a line for every event "
+            "(requests, retries, pacing waits, gaps, status moves), not only "
+            "a line per day fetched, per part written and per failure.",
+        ),
     ] = False,
     ib_identical_s: Annotated[
-        float, typer.Option("--ib-identical-s", hidden=True,
-                            help="IB's identical-request interval (scaled gateways).")
+        float,
+        typer.Option(
+            "--ib-identical-s",
+            hidden=True,
+            help="IB's identical-request interval (scaled gateways).",
+        ),
     ] = _IB.identical_s,
     ib_contract_max: Annotated[
-        int, typer.Option("--ib-contract-max", hidden=True,
-                          help="IB's most requests per contract per window.")
+        int,
+        typer.Option(
+            "--ib-contract-max", hidden=True, help="IB's most requests per contract per window."
+        ),
     ] = _IB.contract_max,
     ib_contract_window_s: Annotated[
-        float, typer.Option("--ib-contract-window-s", hidden=True,
-                            help="IB's per-contract window in seconds.")
+        float,
+        typer.Option(
+            "--ib-contract-window-s", hidden=True, help="IB's per-contract window in seconds."
+        ),
     ] = _IB.contract_window_s,
     ib_session_max: Annotated[
-        int, typer.Option("--ib-session-max", hidden=True, min=1,
-                          help="IB's most requests per session window (strict mode).")
+        int,
+        typer.Option(
+            "--ib-session-max",
+            hidden=True,
+            min=1,
+            help="IB's most requests per session window (strict mode).",
+        ),
     ] = _IB.session_max,
     ib_session_window_s: Annotated[
-        float, typer.Option("--ib-session-window-s", hidden=True,
-                            help="IB's session window in seconds (strict mode).")
+        float,
+        typer.Option(
+            "--ib-session-window-s",
+            hidden=True,
+            help="IB's session window in seconds (strict mode).",
+        ),
     ] = _IB.session_window_s,
     auto_start: Annotated[
-        float | None, typer.Option("--auto-start-rate", hidden=True, min=0.01,
-                                   help="Where --rate auto starts (scaled gateways).")
+        float | None,
+        typer.Option(
+            "--auto-start-rate",
+            hidden=True,
+            min=0.01,
+            help="Where --rate auto starts (scaled gateways).",
+        ),
     ] = None,
     max_attempts: Annotated[
-        int, typer.Option("--max-attempts", min=1,
-                          help="Times a request is sent before its days are reported failed "
-                          "(pacing refusals and IB outages are not counted against it).")
+        int,
+        typer.Option(
+            "--max-attempts",
+            min=1,
+            help="Times a request is sent before its days are reported failed "
+            "(pacing refusals and IB outages are not counted against it).",
+        ),
     ] = _RUN.max_attempts,
     max_restarts: Annotated[
-        int, typer.Option("--max-restarts", min=0,
-                          help="Times a crashed worker is restarted before its symbol fails.")
+        int,
+        typer.Option(
+            "--max-restarts",
+            min=0,
+            help="Times a crashed worker is restarted before its symbol fails.",
+        ),
     ] = _RUN.max_restarts,
     keep_runs: Annotated[
-        int, typer.Option("--keep-runs",
-                          help="Run logs kept in `<lake>/_runs/`: the newest N, this run's "
-                          "included; older ones are deleted at the start of each run.")
+        int,
+        typer.Option(
+            "--keep-runs",
+            help="Run logs kept in `<lake>/_runs/`: the newest N, this run's "
+            "included; older ones are deleted at the start of each run.",
+        ),
     ] = _RUN.keep_runs,
     stall_after: Annotated[
-        float, typer.Option("--stall-after", min=0.0,
-                            help="Seconds a worker may send nothing while it has work before "
-                            "it is shown stalled and its share of the rate goes to the "
-                            "others (a waiting worker sends heartbeats); 0: never.")
+        float,
+        typer.Option(
+            "--stall-after",
+            min=0.0,
+            help="Seconds a worker may send nothing while it has work before "
+            "it is shown stalled and its share of the rate goes to the "
+            "others (a waiting worker sends heartbeats); 0: never.",
+        ),
     ] = _RUN.stall_after_s,
     stall_restart_after: Annotated[
-        float, typer.Option("--stall-restart-after", min=0.0,
-                            help="Seconds of such silence before the worker is killed and "
-                            "restarted like a crashed one (resumes from the lake); 0: never.")
+        float,
+        typer.Option(
+            "--stall-restart-after",
+            min=0.0,
+            help="Seconds of such silence before the worker is killed and "
+            "restarted like a crashed one (resumes from the lake); 0: never.",
+        ),
     ] = _RUN.stall_restart_after_s,
     wait_for_other_run: Annotated[
-        float, typer.Option("--wait-for-other-run", min=0.0,
-                            help="A symbol another backfill run is fetching is waited for "
-                            "and taken over if that run stops early; once this run has "
-                            "nothing else to do, it waits at most this many seconds, then "
-                            "judges the symbol by the lake (days missing: exit 1).")
+        float,
+        typer.Option(
+            "--wait-for-other-run",
+            min=0.0,
+            help="A symbol another backfill run is fetching is waited for "
+            "and taken over if that run stops early; once this run has "
+            "nothing else to do, it waits at most this many seconds, then "
+            "judges the symbol by the lake (days missing: exit 1).",
+        ),
     ] = _RUN.wait_for_other_run_s,
     aggregate_tf: AggregateTfOpt = None,
-    levels_after: Annotated[bool, typer.Option(
-        "--levels", help="After the run, build the levels and B&R events (us_equity_open, "
-        "default settings) for the symbols and days of the run, as `backfill levels` does.")
+    levels_after: Annotated[
+        bool,
+        typer.Option(
+            "--levels",
+            help="After the run, build the levels and B&R events (us_equity_open, "
+            "default settings) for the symbols and days of the run, as `backfill levels` does.",
+        ),
     ] = False,
     refetch: RefetchOpt = False,
-    unsafe_single_writer: Annotated[bool, typer.Option(
-        "--unsafe-single-writer",
-        help="On an s3:// lake whose store ignores conditional writes (If-Match, "
-        "If-None-Match), run anyway: safe only if no other writer uses the lake.")
+    unsafe_single_writer: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-single-writer",
+            help="On an s3:// lake whose store ignores conditional writes (If-Match, "
+            "If-None-Match), run anyway: safe only if no other writer uses the lake.",
+        ),
     ] = False,
 ) -> None:
     """Fetch the missing days of each symbol into the lake, with a live dashboard.
@@ -487,18 +606,30 @@ def run(
         if rate_auto and auto_start is not None:
             rate_value = auto_start
         settings = RunSettings(
-            rate=rate_value, rate_auto=rate_auto, max_rate=max_rate,
+            rate=rate_value,
+            rate_auto=rate_auto,
+            max_rate=max_rate,
             max_in_flight_total=max_in_flight_total,
             workers=default_workers(len(symbol_list)) if workers is None else workers,
-            max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
-            request_timeout_s=request_timeout, reconnect_for_s=reconnect_for,
-            client_id_base=client_id_base, max_restarts=max_restarts, keep_runs=keep_runs,
+            max_in_flight=max_in_flight,
+            window_days=window_days,
+            strict_pacing=strict_pacing,
+            request_timeout_s=request_timeout,
+            reconnect_for_s=reconnect_for,
+            client_id_base=client_id_base,
+            max_restarts=max_restarts,
+            keep_runs=keep_runs,
             max_attempts=max_attempts,
-            stall_after_s=stall_after, stall_restart_after_s=stall_restart_after,
+            stall_after_s=stall_after,
+            stall_restart_after_s=stall_restart_after,
             wait_for_other_run_s=wait_for_other_run,
-            ib=IBRules(identical_s=ib_identical_s, contract_max=ib_contract_max,
-                       contract_window_s=ib_contract_window_s, session_max=ib_session_max,
-                       session_window_s=ib_session_window_s),
+            ib=IBRules(
+                identical_s=ib_identical_s,
+                contract_max=ib_contract_max,
+                contract_window_s=ib_contract_window_s,
+                session_max=ib_session_max,
+                session_window_s=ib_session_window_s,
+            ),
         )
         settings.check()
         # The workers' server imports ib_insync and pyarrow while this process does too.
@@ -506,9 +637,15 @@ def run(
         from backfill.run.launch import RunRequest, execute_run
 
         request = RunRequest(
-            lake=resolve_lake(lake), symbols=tuple(symbol_list), first=first, last=last,
-            gateway=address, settings=settings, json=json,
-            command=("backfill", *sys.argv[1:]), verbose=verbose,
+            lake=resolve_lake(lake),
+            symbols=tuple(symbol_list),
+            first=first,
+            last=last,
+            gateway=address,
+            settings=settings,
+            json=json,
+            command=("backfill", *sys.argv[1:]),
+            verbose=verbose,
             refetch_since=datetime.now(timezone.utc) if refetch else None,
             unsafe_single_writer=unsafe_single_writer,
         )
@@ -534,8 +671,11 @@ def aggregate_after_run(request: Any, timeframes: tuple[Any, ...]) -> int:
     from backfill.aggregate.build import AggregateRequest, aggregate_lake
 
     wanted = AggregateRequest(
-        lake=request.lake, timeframes=timeframes, symbols=tuple(request.symbols),
-        first=request.first, last=request.last,
+        lake=request.lake,
+        timeframes=timeframes,
+        symbols=tuple(request.symbols),
+        first=request.first,
+        last=request.last,
     )
     try:
         result = aggregate_lake(wanted, now=datetime.now(timezone.utc))
@@ -630,21 +770,32 @@ def plan(
     workers: WorkersOpt = None,
     max_in_flight: MaxInFlightOpt = _RUN.max_in_flight,
     latency_ms: Annotated[
-        float, typer.Option("--latency-ms", help="Expected gateway latency per request. Not "
-                            "given: the base latency backfill probe measured for --gateway "
-                            "(within 7 days), else this default.")
+        float,
+        typer.Option(
+            "--latency-ms",
+            help="Expected gateway latency per request. Not "
+            "given: the base latency backfill probe measured for --gateway "
+            "(within 7 days), else this default.",
+        ),
     ] = _RUN.latency_s * 1000,
     head: Annotated[
-        bool, typer.Option("--head", help="Ask the gateway for each symbol's earliest bar "
-                           "and clip the range to it (the only time plan talks to IB).")
+        bool,
+        typer.Option(
+            "--head",
+            help="Ask the gateway for each symbol's earliest bar "
+            "and clip the range to it (the only time plan talks to IB).",
+        ),
     ] = False,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     client_id_base: ClientIdBaseOpt = _RUN.client_id_base,
     strict_pacing: StrictOpt = False,
     json: JsonOpt = False,
     tf: PlanTfOpt = None,
-    levels_status: Annotated[bool, typer.Option(
-        "--levels", help="Also show the levels parts (us_equity_open) not built or stale.")
+    levels_status: Annotated[
+        bool,
+        typer.Option(
+            "--levels", help="Also show the levels parts (us_equity_open) not built or stale."
+        ),
     ] = False,
     refetch: RefetchOpt = False,
 ) -> None:
@@ -700,10 +851,15 @@ def plan(
             measured = measured_rate(root) if root.is_dir() else None
             rate_value = min(max_rate, measured.rate) if measured else rate_value
         settings = RunSettings(
-            rate=rate_value, rate_auto=rate_auto, max_rate=max_rate,
+            rate=rate_value,
+            rate_auto=rate_auto,
+            max_rate=max_rate,
             workers=default_workers(len(symbol_list)) if workers is None else workers,
-            max_in_flight=max_in_flight, window_days=window_days, strict_pacing=strict_pacing,
-            latency_s=latency_ms / 1000, client_id_base=client_id_base,
+            max_in_flight=max_in_flight,
+            window_days=window_days,
+            strict_pacing=strict_pacing,
+            latency_s=latency_ms / 1000,
+            client_id_base=client_id_base,
         )
         settings.check()
         # What `backfill probe` recorded about --gateway: its longest window, its base
@@ -720,9 +876,14 @@ def plan(
             from backfill.sim.embedded import serving
 
             with serving(GatewayAddress.parse(gateway)) as (host, port):
-                listing |= earliest_days(host, port, settings.client_id_base, symbol_list,
-                                         client_id_tries=settings.client_id_tries,
-                                         timeout_s=settings.connect_timeout_s)
+                listing |= earliest_days(
+                    host,
+                    port,
+                    settings.client_id_base,
+                    symbol_list,
+                    client_id_tries=settings.client_id_tries,
+                    timeout_s=settings.connect_timeout_s,
+                )
             heads_from = f"asked at {gateway} now"
         today = datetime.now(timezone.utc).date()
         # A missing lake is an empty one: everything is missing, nothing is created.
@@ -731,12 +892,14 @@ def plan(
 
             now = datetime.now(timezone.utc)
             coverage: dict[Symbol, Any] = {
-                s: planning.refetch_coverage(days, now, now) for s, days in
-                read_fetched_days(root, symbol_list, first, min(last, today)).items()}
+                s: planning.refetch_coverage(days, now, now)
+                for s, days in read_fetched_days(root, symbol_list, first, min(last, today)).items()
+            }
         else:
             coverage = read_day_marks(root, symbol_list, first, min(last, today))
-        result = planning.plan(symbol_list, first, last, coverage, today=today,
-                               settings=settings, listing=listing)
+        result = planning.plan(
+            symbol_list, first, last, coverage, today=today, settings=settings, listing=listing
+        )
     except BadInput as exc:
         fail_bad_input(str(exc))
     stale = None
@@ -744,15 +907,21 @@ def plan(
         from backfill.aggregate.build import aggregate_status
         from backfill.aggregate.view import status_json, status_lines
 
-        stale = aggregate_status(root, symbol_list, timeframes, first, last,
-                                 datetime.now(timezone.utc)) if root.is_dir() else ()
+        stale = (
+            aggregate_status(root, symbol_list, timeframes, first, last, datetime.now(timezone.utc))
+            if root.is_dir()
+            else ()
+        )
     levels_stale = None
     if levels_status:
         from backfill.levels.build import levels_status as status_of
         from backfill.levels.profiles import PROFILES
 
-        levels_stale = status_of(root, symbol_list, (PROFILES["us_equity_open"],), first,
-                                 last) if root.is_dir() else []
+        levels_stale = (
+            status_of(root, symbol_list, (PROFILES["us_equity_open"],), first, last)
+            if root.is_dir()
+            else []
+        )
     if json:
         document = result.to_dict()
         if levels_stale is not None:
@@ -772,18 +941,25 @@ def plan(
         typer.echo(jsonlib.dumps(document, indent=2))
         return
     if from_lake:
-        typer.echo(f"No --symbols: the {counted(len(symbol_list), 'symbol')} the lake holds "
-                   f"({format_symbols(symbol_list)})"
-                   + (f", from the first day it holds, {first}" if first_from_lake else ""))
+        typer.echo(
+            f"No --symbols: the {counted(len(symbol_list), 'symbol')} the lake holds "
+            f"({format_symbols(symbol_list)})"
+            + (f", from the first day it holds, {first}" if first_from_lake else "")
+        )
     if applied.line:
         typer.echo(applied.line)
     if rate_auto:
-        typer.echo(f"--rate auto: {settings.rate:.2f} req/s, what run {measured.run_id} held"
-                   if measured else f"--rate auto: no earlier auto run on this lake, "
-                   f"{settings.rate:g} req/s (where it starts)")
+        typer.echo(
+            f"--rate auto: {settings.rate:.2f} req/s, what run {measured.run_id} held"
+            if measured
+            else f"--rate auto: no earlier auto run on this lake, "
+            f"{settings.rate:g} req/s (where it starts)"
+        )
     if heads_from is not None and result.days_before_listing:
-        typer.echo(f"Days before a symbol's head (its first bar) are left out as before "
-                   f"listing; the heads were {heads_from}")
+        typer.echo(
+            f"Days before a symbol's head (its first bar) are left out as before "
+            f"listing; the heads were {heads_from}"
+        )
     console = _terminal_console()
     if console is not None:
         console.print(plan_table(result))
@@ -817,7 +993,11 @@ def _terminal_console() -> Any:
 
 
 def _plan_findings(
-    ctx: typer.Context, root: Path, gateway: str, settings: RunSettings, latency_ms: float,
+    ctx: typer.Context,
+    root: Path,
+    gateway: str,
+    settings: RunSettings,
+    latency_ms: float,
 ) -> tuple[Any, Any]:
     """The probe's findings for ``plan --gateway`` and what they change (both None-safe)."""
     from backfill.findings import apply_findings
@@ -826,11 +1006,14 @@ def _plan_findings(
     address = GatewayAddress.parse(gateway)
     findings = None
     if not address.embedded and root.is_dir():
-        findings = read_findings(root, address.host, address.port, datetime.now(timezone.utc),
-                                 settings.finding_max_age)
+        findings = read_findings(
+            root, address.host, address.port, datetime.now(timezone.utc), settings.finding_max_age
+        )
     # Given: on the command line, or (a value other than the default) by backfill.toml.
-    given = (getattr(ctx.get_parameter_source("latency_ms"), "name", "") == "COMMANDLINE"
-             or latency_ms != _RUN.latency_s * 1000)
+    given = (
+        getattr(ctx.get_parameter_source("latency_ms"), "name", "") == "COMMANDLINE"
+        or latency_ms != _RUN.latency_s * 1000
+    )
     return findings, apply_findings(settings, findings, command="plan", latency_given=given)
 
 
@@ -844,22 +1027,43 @@ def verify(
     from_: FromOpt = None,
     to: ToOpt = None,
     gaps: Annotated[
-        bool, typer.Option("--gaps", help="One warning per day with minutes without a bar, "
-                           "naming every range (and every range of each error). Default: one "
-                           "per symbol, with per-day counts; a finding names its first 5 ranges.")
+        bool,
+        typer.Option(
+            "--gaps",
+            help="One warning per day with minutes without a bar, "
+            "naming every range (and every range of each error). Default: one "
+            "per symbol, with per-day counts; a finding names its first 5 ranges.",
+        ),
     ] = False,
     json: JsonOpt = False,
-    daily_days: Annotated[int, typer.Option(
-        "--daily-gap-days", min=1,
-        help="A minute of the day missing on nearly every day is an error (a bar lost to the "
-             "request's window edges, or a daily gap at the source) once a symbol has at "
-             "least this many whole days to judge by.")] = 7,
-    daily_share: Annotated[float, typer.Option(
-        "--daily-gap-share", min=0.0, max=1.0,
-        help="... missing on at least this share of those days.")] = 0.9,
-    daily_full: Annotated[float, typer.Option(
-        "--daily-gap-full", min=0.0, max=1.0,
-        help="... counting only days holding at least this share of 1,440 bars.")] = 0.95,
+    daily_days: Annotated[
+        int,
+        typer.Option(
+            "--daily-gap-days",
+            min=1,
+            help="A minute of the day missing on nearly every day is an error (a bar lost to the "
+            "request's window edges, or a daily gap at the source) once a symbol has at "
+            "least this many whole days to judge by.",
+        ),
+    ] = 7,
+    daily_share: Annotated[
+        float,
+        typer.Option(
+            "--daily-gap-share",
+            min=0.0,
+            max=1.0,
+            help="... missing on at least this share of those days.",
+        ),
+    ] = 0.9,
+    daily_full: Annotated[
+        float,
+        typer.Option(
+            "--daily-gap-full",
+            min=0.0,
+            max=1.0,
+            help="... counting only days holding at least this share of 1,440 bars.",
+        ),
+    ] = 0.95,
 ) -> None:
     """Check the lake: schema, order, duplicates, prices, partitions, coverage, gaps, stray files.
 
@@ -883,8 +1087,14 @@ def verify(
     try:
         symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
         root = resolve_lake(lake)
-        stream = verify_stream(root, symbol_list, first, last, gaps,
-                               MinuteCheckThresholds(daily_days, daily_full, daily_share))
+        stream = verify_stream(
+            root,
+            symbol_list,
+            first,
+            last,
+            gaps,
+            MinuteCheckThresholds(daily_days, daily_full, daily_share),
+        )
     except BadInput as exc:
         fail_bad_input(str(exc))
     tally = Tally(root, first, last)
@@ -916,12 +1126,18 @@ def aggregate(
     to: ToOpt = None,
     lake: LakeOpt = None,
     tf: Annotated[
-        str, typer.Option("--tf", help="Timeframes to build, comma-separated, from "
-                          "M5,M15,M30,H1,H4,D1.")
+        str,
+        typer.Option(
+            "--tf", help="Timeframes to build, comma-separated, from M5,M15,M30,H1,H4,D1."
+        ),
     ] = "M5,M15,M30,H1,H4,D1",
     include_partial: Annotated[
-        bool, typer.Option("--include-partial", help="Also write buckets whose M1 days are "
-                           "not all recorded whole, with complete=false.")
+        bool,
+        typer.Option(
+            "--include-partial",
+            help="Also write buckets whose M1 days are "
+            "not all recorded whole, with complete=false.",
+        ),
     ] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -946,9 +1162,12 @@ def aggregate(
         root, timeframes = resolve_lake(lake), parse_timeframes(tf)
         symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
         request = AggregateRequest(
-            lake=root, timeframes=timeframes,
+            lake=root,
+            timeframes=timeframes,
             symbols=None if symbol_list is None else tuple(symbol_list),
-            first=first, last=last, include_partial=include_partial,
+            first=first,
+            last=last,
+            include_partial=include_partial,
         )
         check_request(request)
     except BadInput as exc:
@@ -982,37 +1201,77 @@ def levels(
     lake: LakeOpt = None,
     symbols: SymbolsOpt = None,
     symbols_file: SymbolsFileOpt = None,
-    from_: Annotated[str | None, typer.Option(
-        "--from", help="First session date, YYYY-MM-DD (its month is built whole).")] = None,
-    to: Annotated[str | None, typer.Option(
-        "--to", help="Last session date, YYYY-MM-DD (its month is built whole).")] = None,
-    profiles: Annotated[str, typer.Option(
-        "--profiles", help="Comma-separated: us_equity_open (New York 09:30 open), asia_open "
-        "(Tokyo 09:00), daily_open_utc (00:00 UTC). Windows in docs/levels.md.")
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="First session date, YYYY-MM-DD (its month is built whole)."),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Last session date, YYYY-MM-DD (its month is built whole)."),
+    ] = None,
+    profiles: Annotated[
+        str,
+        typer.Option(
+            "--profiles",
+            help="Comma-separated: us_equity_open (New York 09:30 open), asia_open "
+            "(Tokyo 09:00), daily_open_utc (00:00 UTC). Windows in docs/levels.md.",
+        ),
     ] = "us_equity_open",
-    include_partial: Annotated[bool, typer.Option(
-        "--include-partial", help="Also write rows whose windows touch an M1 day not "
-        "recorded whole, with complete=false.")] = False,
-    events: Annotated[bool, typer.Option(
-        "--events/--no-events", help="Also build the Break & Retest events (br_events).")
+    include_partial: Annotated[
+        bool,
+        typer.Option(
+            "--include-partial",
+            help="Also write rows whose windows touch an M1 day not "
+            "recorded whole, with complete=false.",
+        ),
+    ] = False,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events/--no-events", help="Also build the Break & Retest events (br_events)."
+        ),
     ] = True,
-    tolerance: Annotated[str, typer.Option(
-        "--tolerance", help="How close a retest must come to the level: bps:N (N/10,000 of "
-        "the level), abs:X (X in price), consumer (0.5 PD, 0.3 PM, 0.2 OR in price).")
+    tolerance: Annotated[
+        str,
+        typer.Option(
+            "--tolerance",
+            help="How close a retest must come to the level: bps:N (N/10,000 of "
+            "the level), abs:X (X in price), consumer (0.5 PD, 0.3 PM, 0.2 OR in price).",
+        ),
     ] = "bps:5",
-    max_retest_bars: Annotated[int, typer.Option(
-        "--max-retest-bars", min=1, max=10_000, help="A break not retested within this many "
-        "bars (or minutes, see --retest-unit) ends as invalidated_time.")] = 15,
-    retest_unit: Annotated[str, typer.Option(
-        "--retest-unit", help="bars (rows after the break) or minutes (since the break bar's "
-        "end).")] = "bars",
-    signal_bar: Annotated[str, typer.Option(
-        "--signal-bar", help="next: the bar after the retest is the signal; same: the "
-        "retest bar itself.")] = "next",
-    scan: Annotated[str | None, typer.Option(
-        "--scan", help="HH:MM-HH:MM, bar labels (starts) in the profile's zone, both "
-        "inclusive, where events are looked for. Default: the profile's (09:30-11:30 New "
-        "York, 09:00-11:00 Tokyo, 00:00-02:00 UTC).")] = None,
+    max_retest_bars: Annotated[
+        int,
+        typer.Option(
+            "--max-retest-bars",
+            min=1,
+            max=10_000,
+            help="A break not retested within this many "
+            "bars (or minutes, see --retest-unit) ends as invalidated_time.",
+        ),
+    ] = 15,
+    retest_unit: Annotated[
+        str,
+        typer.Option(
+            "--retest-unit",
+            help="bars (rows after the break) or minutes (since the break bar's end).",
+        ),
+    ] = "bars",
+    signal_bar: Annotated[
+        str,
+        typer.Option(
+            "--signal-bar",
+            help="next: the bar after the retest is the signal; same: the retest bar itself.",
+        ),
+    ] = "next",
+    scan: Annotated[
+        str | None,
+        typer.Option(
+            "--scan",
+            help="HH:MM-HH:MM, bar labels (starts) in the profile's zone, both "
+            "inclusive, where events are looked for. Default: the profile's (09:30-11:30 New "
+            "York, 09:00-11:00 Tokyo, 00:00-02:00 UTC).",
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Build daily levels (PDH PDL PDC PMH PML ORH ORL) and Break & Retest events from the M1
@@ -1038,15 +1297,24 @@ def levels(
             raise BadInput(f"--retest-unit {retest_unit!r}: expected bars or minutes")
         if signal_bar not in ("next", "same"):
             raise BadInput(f"--signal-bar {signal_bar!r}: expected next or same")
-        params = EventParams(parse_tolerance(tolerance), max_retest_bars, retest_unit,
-                             signal_bar, None if scan is None else parse_scan(scan))
+        params = EventParams(
+            parse_tolerance(tolerance),
+            max_retest_bars,
+            retest_unit,
+            signal_bar,
+            None if scan is None else parse_scan(scan),
+        )
         chosen = parse_profiles(profiles)
         root = resolve_lake(lake)
         symbol_list, first, last = resolve_scope(symbols, symbols_file, from_, to)
         request = LevelsRequest(
-            lake=root, profiles=chosen,
+            lake=root,
+            profiles=chosen,
             symbols=None if symbol_list is None else tuple(symbol_list),
-            first=first, last=last, include_partial=include_partial, events=events,
+            first=first,
+            last=last,
+            include_partial=include_partial,
+            events=events,
             params=params,
         )
         check_request(request)
@@ -1075,8 +1343,9 @@ def levels_after_run(request: Any) -> int:
     from backfill.levels import view
     from backfill.levels.build import LevelsRequest, levels_lake
 
-    wanted = LevelsRequest(lake=request.lake, symbols=tuple(request.symbols),
-                           first=request.first, last=request.last)
+    wanted = LevelsRequest(
+        lake=request.lake, symbols=tuple(request.symbols), first=request.first, last=request.last
+    )
     try:
         result = levels_lake(wanted)
         if request.json:  # one more NDJSON line after the run's events
@@ -1096,23 +1365,43 @@ def levels_after_run(request: Any) -> int:
 @with_config_file
 def probe(
     ctx: typer.Context,
-    gateway: Annotated[str | None, typer.Option(
-        "--gateway", help="The real IB Gateway/TWS to measure, as HOST:PORT (required, on "
-        "the command line or in backfill.toml).", show_default=False)] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway",
+            help="The real IB Gateway/TWS to measure, as HOST:PORT (required, on "
+            "the command line or in backfill.toml).",
+            show_default=False,
+        ),
+    ] = None,
     symbol: Annotated[str, typer.Option("--symbol", help="The symbol asked about.")] = "BTC-USD",
     lake: LakeOpt = None,
-    client_id: Annotated[int, typer.Option(
-        "--client-id", min=1, help="clientId of the probe; a taken id moves to the next.")
+    client_id: Annotated[
+        int,
+        typer.Option(
+            "--client-id", min=1, help="clientId of the probe; a taken id moves to the next."
+        ),
     ] = 99,
-    request_timeout: Annotated[float, typer.Option(
-        "--request-timeout", min=0.1, help="Seconds a request may go unanswered before it "
-        "counts as refused (real gateways answer some too-long windows by never answering).")
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout",
+            min=0.1,
+            help="Seconds a request may go unanswered before it "
+            "counts as refused (real gateways answer some too-long windows by never answering).",
+        ),
     ] = 30.0,
-    pause_s: Annotated[float, typer.Option(
-        "--pause-s", hidden=True, help="Seconds between requests (5 per contract in 2 s).")
+    pause_s: Annotated[
+        float,
+        typer.Option(
+            "--pause-s", hidden=True, help="Seconds between requests (5 per contract in 2 s)."
+        ),
     ] = 0.45,
-    batch_gap_s: Annotated[float, typer.Option(
-        "--batch-gap-s", hidden=True, help="Seconds before a batch of requests sent at once.")
+    batch_gap_s: Annotated[
+        float,
+        typer.Option(
+            "--batch-gap-s", hidden=True, help="Seconds before a batch of requests sent at once."
+        ),
     ] = 2.2,
     json: JsonOpt = False,
 ) -> None:
@@ -1153,9 +1442,14 @@ def probe(
             typer.echo(f"probe: {step}", err=True)
 
     try:
-        report = run_probe(address.host, address.port, client_id, asked,
-                           ProbeSettings(pause_s, batch_gap_s, request_timeout),
-                           progress=progress)
+        report = run_probe(
+            address.host,
+            address.port,
+            client_id,
+            asked,
+            ProbeSettings(pause_s, batch_gap_s, request_timeout),
+            progress=progress,
+        )
     except (IBSessionError, ZoneDatabaseMissing) as exc:
         fail_bad_input(f"gateway {address}: {exc}")
     recorded, unrecorded = None, None
@@ -1163,21 +1457,32 @@ def probe(
         for key in KEYS:
             if key in report.findings:
                 recorded = write_finding(
-                    root, address.host, address.port, key, report.findings[key],
+                    root,
+                    address.host,
+                    address.port,
+                    key,
+                    report.findings[key],
                     {"symbol": str(asked), "requests": report.evidence.get(key, [])},
-                    report.checked_at, source="backfill probe")
+                    report.checked_at,
+                    source="backfill probe",
+                )
     except OSError as exc:
         unrecorded = f"cannot record the findings in {root}: {exc.strerror or exc}"
     if json:
         typer.echo(jsonlib.dumps(report.to_json(str(address)), indent=2))
     else:
         for key in KEYS:
-            value = (finding_text(key, report.findings[key]) if key in report.findings
-                     else f"not answered: {report.unanswered.get(key, '')}")
+            value = (
+                finding_text(key, report.findings[key])
+                if key in report.findings
+                else f"not answered: {report.unanswered.get(key, '')}"
+            )
             typer.echo(f"{key:16} {value}")
         if recorded is not None and unrecorded is None:
-            typer.echo(f"Recorded in {recorded}: run and plan --gateway {address} use them "
-                       f"for {_RUN.finding_max_age_days:g} days.")
+            typer.echo(
+                f"Recorded in {recorded}: run and plan --gateway {address} use them "
+                f"for {_RUN.finding_max_age_days:g} days."
+            )
     if unrecorded is not None:  # measured, but no run will use it: not a success
         typer.echo(f"backfill: error: {unrecorded}", err=True)
     raise typer.Exit(EXIT_FAILED if report.unanswered or unrecorded else EXIT_OK)

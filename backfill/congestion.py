@@ -112,18 +112,29 @@ class CongestionConfig:
             (math.isfinite(self.rate) and self.rate > 0, "rate must be > 0"),
             (self.max_rate > 0, "max_rate must be > 0"),
             (self.floor > 0, "floor must be > 0"),
-            (all(0 < f < 1 for f in (self.decrease, self.pacing_decrease, self.drain,
-                                       self.cruise)),
-             "decreases in (0, 1)"),
-            (self.climb_steps >= 1 and self.min_samples >= 1 and self.startup_samples >= 1,
-             "steps and samples >= 1"),
+            (
+                all(
+                    0 < f < 1
+                    for f in (self.decrease, self.pacing_decrease, self.drain, self.cruise)
+                ),
+                "decreases in (0, 1)",
+            ),
+            (
+                self.climb_steps >= 1 and self.min_samples >= 1 and self.startup_samples >= 1,
+                "steps and samples >= 1",
+            ),
             (self.startup_gain > 1 and self.probe_step > 0, "probing must raise the rate"),
             (self.latency_factor > 1 and self.latency_slack_s >= 0, "latency line above base"),
             (1 <= self.min_in_flight <= self.max_in_flight, "1 <= min_in_flight <= max"),
-            (self.in_flight_per_worker >= 1 and self.in_flight_gain > 0,
-             "in_flight_per_worker >= 1, in_flight_gain > 0"),
-            (self.base_hint_s is None or (math.isfinite(self.base_hint_s)
-                                          and self.base_hint_s > 0), "base_hint_s > 0"),
+            (
+                self.in_flight_per_worker >= 1 and self.in_flight_gain > 0,
+                "in_flight_per_worker >= 1, in_flight_gain > 0",
+            ),
+            (
+                self.base_hint_s is None
+                or (math.isfinite(self.base_hint_s) and self.base_hint_s > 0),
+                "base_hint_s > 0",
+            ),
         ]
         for ok, why in checks:
             if not ok:
@@ -387,7 +398,8 @@ class RateController:
         """The slowest pace a request still waiting for its retry timed out at (or inf)."""
         now = self._clock()
         self._timed_out = {
-            key: (pace, at) for key, (pace, at) in self._timed_out.items()
+            key: (pace, at)
+            for key, (pace, at) in self._timed_out.items()
             if now - at < self.config.retry_hold_s
         }
         return min((pace for pace, _ in self._timed_out.values()), default=math.inf)
@@ -412,8 +424,9 @@ class RateController:
         if signal is Signal.PACING:
             return self._cut(sent_at, self.config.pacing_decrease, "pacing violation (162)")
         if signal is Signal.TIMEOUT:
-            return self._cut(sent_at, self.config.decrease,
-                             f"request timed out after {latency_s:.0f}s")
+            return self._cut(
+                sent_at, self.config.decrease, f"request timed out after {latency_s:.0f}s"
+            )
         if signal is Signal.DROPPED:
             # IB's last word on overload ("eventually an API disconnect"); a restarting
             # gateway costs a step down and the climb back, no more.
@@ -432,8 +445,12 @@ class RateController:
         if len(recent) >= 20:  # fewer: the p95 is the maximum, or a lucky low one
             self._base_p95.add(recent[round(0.95 * (len(recent) - 1))])
         queued = self._queued_above()
-        if (self._served is not None and sent_at >= self._decreased_at
-                and queued is not None and latency_s <= queued):
+        if (
+            self._served is not None
+            and sent_at >= self._decreased_at
+            and queued is not None
+            and latency_s <= queued
+        ):
             # Sent after the cut and answered without waiting: IB's queue is empty, and
             # every second more at the drain rate is capacity unused.
             self._drained = True
@@ -456,8 +473,9 @@ class RateController:
         factor = self.config.decrease
         if served is not None:
             factor = min(factor, self.config.drain * served / self._rate)
-        change = self._cut(sent_at, factor,
-                           f"latency p50 {p50:.2f}s > {line:.2f}s (base {base:.2f}s)")
+        change = self._cut(
+            sent_at, factor, f"latency p50 {p50:.2f}s > {line:.2f}s (base {base:.2f}s)"
+        )
         if change is not None:
             self._served = None if served is None else min(served, peak)
             self._peak, self._drained = peak, False
@@ -486,8 +504,11 @@ class RateController:
             self._known = served
             if self._rate < cfg.cruise * served:
                 self._low = min(cfg.ceiling, cfg.cruise * served)
-                return self._set(self._low, f"auto: IB's queue drained, back to "
-                                 f"{cfg.cruise:.0%} of the {served:.2f} req/s it served")
+                return self._set(
+                    self._low,
+                    f"auto: IB's queue drained, back to "
+                    f"{cfg.cruise:.0%} of the {served:.2f} req/s it served",
+                )
         if now - self._decreased_at < cfg.hold_s:
             return None
         if not cfg.auto:
@@ -517,8 +538,9 @@ class RateController:
                 # throttle: a busy machine slows every answer a little. Hold, do not climb
                 # (a real fall in capacity shows as congestion, and that still cuts).
                 return None
-            return self._set(max(cfg.floor, self._rate - step),
-                             "auto: a queue is forming at IB, easing off")
+            return self._set(
+                max(cfg.floor, self._rate - step), "auto: a queue is forming at IB, easing off"
+            )
         if zone is not Zone.FLAT:
             self._startup, self._flat_rounds = False, 0
             return None
@@ -529,7 +551,7 @@ class RateController:
         # past what IB served at the last latency cut: a throttle with a burst allowance
         # shows nothing for a while, and doubling would overshoot.
         if self._rate < self._known:
-            step = min(step * 2 ** self._flat_rounds, self._rate / 2)
+            step = min(step * 2**self._flat_rounds, self._rate / 2)
         self._flat_rounds += 1
         return self._set(min(cfg.ceiling, self._rate + step), "auto: latency flat, climbing")
 
@@ -540,15 +562,16 @@ class RateController:
             return None  # nothing sent at this rate came back: the run is not using it
         # The last ``min_samples`` answers once there are so many: fewer would read a
         # queue into jitter now and then, and end the start-up early.
-        latest = [lat for _, _, lat in list(self._recent)[-cfg.min_samples:]]
+        latest = [lat for _, _, lat in list(self._recent)[-cfg.min_samples :]]
         zone = self._zone_of(latest, min(cfg.startup_samples, cfg.min_samples))
         if zone is None:
             return None
         if zone is not Zone.FLAT:
             self._startup, self._flat_rounds = False, 0
             return None  # from here the climb is additive, and a queue is eased off
-        return self._set(min(cfg.ceiling, self._rate * cfg.startup_gain),
-                         "auto: latency flat, probing up")
+        return self._set(
+            min(cfg.ceiling, self._rate * cfg.startup_gain), "auto: latency flat, probing up"
+        )
 
     def _set(self, rate: float, reason: str) -> RateChange | None:
         self._changed_at = self._clock()

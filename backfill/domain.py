@@ -38,8 +38,9 @@ class Symbol:
         stripped = text.strip()
         match = _SYMBOL_RE.match(stripped.upper()) if stripped.isascii() else None
         if not match:
-            raise BadInput(f"malformed symbol {_shown(stripped)}: expected BASE-QUOTE such as "
-                           "BTC-USD")
+            raise BadInput(
+                f"malformed symbol {_shown(stripped)}: expected BASE-QUOTE such as BTC-USD"
+            )
         return cls(match.group(1), match.group(2))
 
     def __str__(self) -> str:
@@ -53,8 +54,10 @@ def _shown(token: str) -> str:
     """An offending token as an error shows it: up to its first character no symbol has,
     at most ``_SHOWN_MAX`` characters (a symbols file pointed at a secret, such as
     /etc/shadow, must not have its first line echoed)."""
-    cut = next((i + 1 for i, c in enumerate(token)
-                if not (c.isascii() and (c.isalnum() or c == "-"))), len(token))
+    cut = next(
+        (i + 1 for i, c in enumerate(token) if not (c.isascii() and (c.isalnum() or c == "-"))),
+        len(token),
+    )
     cut = min(cut, _SHOWN_MAX)
     return repr(token[:cut]) + ("…" if cut < len(token) else "")
 

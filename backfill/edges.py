@@ -114,9 +114,7 @@ def covered_days(
     for day in window.days:
         need_first = day_start(day) - MINUTE
         need_last = min(day_start(day) + DAY - 2 * MINUTE, ended)
-        starts_ok = served_start < need_first or (
-            served_start == need_first and rule.first_served
-        )
+        starts_ok = served_start < need_first or (served_start == need_first and rule.first_served)
         ends_ok = served_end > need_last or (served_end == need_last and rule.last_served)
         if starts_ok and ends_ok:
             covered.append(day)

@@ -25,9 +25,12 @@ class Applied:
     def to_json(self, findings: GatewayFindings | None) -> dict[str, Any] | None:
         if findings is None:
             return None
-        return {"path": str(findings.path),
-                "checked_at": findings.checked_at.isoformat() if findings.checked_at else None,
-                "used": list(self.used), "stale": list(findings.stale)}
+        return {
+            "path": str(findings.path),
+            "checked_at": findings.checked_at.isoformat() if findings.checked_at else None,
+            "used": list(self.used),
+            "stale": list(findings.stale),
+        }
 
 
 # A base latency beyond this is no measurement (IB answers a day in seconds; the request
@@ -39,20 +42,26 @@ def base_latency(findings: GatewayFindings) -> float | None:
     """``latency_s`` with 1 in flight: the gateway's base latency for a full day."""
     measured = findings.fresh.get("latency_s")
     value = measured.get("1") if isinstance(measured, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value) and 0 < value <= MAX_BASE_LATENCY_S:
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value <= MAX_BASE_LATENCY_S
+    ):
         return float(value)
     return None
 
 
 def longest_window(findings: GatewayFindings) -> int | None:
     value = findings.fresh.get("max_window_days")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 \
-        else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def apply_findings(
-    settings: RunSettings, findings: GatewayFindings | None, *, command: str,
+    settings: RunSettings,
+    findings: GatewayFindings | None,
+    *,
+    command: str,
     latency_given: bool = False,
 ) -> Applied:
     """The settings ``command`` ("run" or "plan") uses with these findings, and its line.
@@ -88,14 +97,17 @@ def apply_findings(
         if settings.window_days == 1:
             settings = dataclasses.replace(settings, base_latency_hint_s=base)
             used.append("latency_s")
-            said.append(f"--rate auto starts at {settings.rate:g} req/s (the probe measures "
-                        f"no sustained rate) with base latency {base:.3f}s as its first "
-                        "estimate")
+            said.append(
+                f"--rate auto starts at {settings.rate:g} req/s (the probe measures "
+                f"no sustained rate) with base latency {base:.3f}s as its first "
+                "estimate"
+            )
         else:
-            said.append(f"base latency {base:.3f}s not used by --rate auto (measured on "
-                        f"1-day windows, the run asks {settings.window_days})")
-    when = (f", checked {findings.checked_at:%Y-%m-%d %H:%M} UTC"
-            if findings.checked_at else "")
+            said.append(
+                f"base latency {base:.3f}s not used by --rate auto (measured on "
+                f"1-day windows, the run asks {settings.window_days})"
+            )
+    when = f", checked {findings.checked_at:%Y-%m-%d %H:%M} UTC" if findings.checked_at else ""
     # Labelled by who learned them: a run records the window-edge rule it learned too.
     line = f"Gateway findings ({findings.source()}) from {findings.path}{when}"
     body = "; ".join(said) if said else ("" if findings.stale else "nothing to change")
@@ -111,8 +123,12 @@ def finding_text(key: str, value: Any) -> str:
     if key == "max_window_days" and isinstance(value, int):
         return f"{value} day{'s' if value != 1 else ''}"
     if key == "latency_s" and isinstance(value, dict):
-        return ", ".join(f"{v:.3f} s with {n} in flight" if isinstance(v, (int, float))
-                         else f"{v} with {n} in flight" for n, v in value.items())
+        return ", ".join(
+            f"{v:.3f} s with {n} in flight"
+            if isinstance(v, (int, float))
+            else f"{v} with {n} in flight"
+            for n, v in value.items()
+        )
     if key == "future_end" and isinstance(value, dict):
         forming = "still forming" if value.get("partial_last_bar") else "a finished minute"
         return f"last bar starts {value.get('last_bar')} ({forming})"

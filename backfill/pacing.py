@@ -376,7 +376,11 @@ class SessionGrants:
     """
 
     def __init__(
-        self, max_count: int, window_s: float, *, clock: Clock,
+        self,
+        max_count: int,
+        window_s: float,
+        *,
+        clock: Clock,
         margin_s: float = _RUN.pacing_margin_s,
     ) -> None:
         if max_count < 1 or window_s <= 0 or margin_s < 0:

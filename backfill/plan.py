@@ -186,8 +186,6 @@ class Plan:
         }
 
 
-
-
 def refetch_coverage(
     coverage: Mapping[date, DayCoverage], since: datetime, now: datetime
 ) -> dict[date, DayCoverage]:
@@ -215,8 +213,11 @@ def plan_symbol(
     """One symbol's plan over ``[max(first, listing), last]``; ``eta_seconds`` is left 0."""
     before: list[date] = []
     if listing is not None:
-        before = days_between(first, min(last, listing - timedelta(days=1))) \
-            if first < listing and first <= last else []
+        before = (
+            days_between(first, min(last, listing - timedelta(days=1)))
+            if first < listing and first <= last
+            else []
+        )
         first = max(first, listing)
     days = days_between(first, last) if first <= last else []
     missing = missing_days(days, coverage)
@@ -235,8 +236,9 @@ def plan_symbol(
         months_total=len(months),
         windows=tuple(group_windows(missing, window_days)),
         eta_seconds=0.0,
-        days_no_data=tuple(d for d in days if d in coverage and coverage[d].complete
-                           and coverage[d].no_data),
+        days_no_data=tuple(
+            d for d in days if d in coverage and coverage[d].complete and coverage[d].no_data
+        ),
         head=listing,
         days_before_listing=len(before),
         days_held_before_listing=sum(1 for d in before if d in coverage),

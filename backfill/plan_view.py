@@ -54,8 +54,7 @@ def plan_table(plan: Plan) -> Table:
     table.add_column("missing", overflow="fold")
     listed = plan.days_before_listing > 0 or any(s.head for s in plan.symbols)
     if listed:  # days left out as before listing are said, with the head they come from
-        table.add_column("before listing", justify="right",
-                         footer=str(plan.days_before_listing))
+        table.add_column("before listing", justify="right", footer=str(plan.days_before_listing))
     table.add_column("requests", justify="right", footer=str(plan.requests))
     table.add_column("ETA", justify="right", footer=format_duration(plan.eta_seconds))
     for s in plan.symbols:
@@ -83,8 +82,11 @@ def before_listing(s: SymbolPlan) -> str:
     if s.head is None:
         return "-"
     # Days the lake holds before the head contradict it: run asks the head again.
-    held = (f", the lake holds {s.days_held_before_listing} of them"
-            if s.days_held_before_listing else "")
+    held = (
+        f", the lake holds {s.days_held_before_listing} of them"
+        if s.days_held_before_listing
+        else ""
+    )
     return f"{s.days_before_listing} (head {s.head}{held})"
 
 

@@ -130,25 +130,32 @@ class RunSettings:
                 f"not {self.max_in_flight}"
             )
         if not (self.max_rate > 0 and math.isfinite(self.max_rate)):
-            raise BadInput(f"--max-rate must be a number of requests/s above 0, not "
-                           f"{self.max_rate}")
+            raise BadInput(
+                f"--max-rate must be a number of requests/s above 0, not {self.max_rate}"
+            )
         total = self.max_in_flight_total
         if total is not None and not 1 <= total <= self.ib.max_open:
-            raise BadInput(f"--max-in-flight-total must be from 1 to {self.ib.max_open} "
-                           f"(IB's open requests), not {total}")
+            raise BadInput(
+                f"--max-in-flight-total must be from 1 to {self.ib.max_open} "
+                f"(IB's open requests), not {total}"
+            )
         if self.window_days < 1:
             raise BadInput(f"--window-days must be at least 1, not {self.window_days}")
         if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
             raise BadInput(f"--latency-ms must be 0 or more, not {self.latency_s * 1000}")
         if self.keep_runs < 1:
-            raise BadInput(f"--keep-runs must be at least 1 (this run's log), not "
-                           f"{self.keep_runs}")
+            raise BadInput(f"--keep-runs must be at least 1 (this run's log), not {self.keep_runs}")
         if not (self.stall_after_s >= 0 and self.stall_restart_after_s >= 0):
             raise BadInput("--stall-after and --stall-restart-after must be 0 (off) or more")
-        if self.stall_after_s and self.stall_restart_after_s \
-                and self.stall_restart_after_s < self.stall_after_s:
-            raise BadInput(f"--stall-restart-after ({self.stall_restart_after_s:g}) must be at "
-                           f"least --stall-after ({self.stall_after_s:g})")
+        if (
+            self.stall_after_s
+            and self.stall_restart_after_s
+            and self.stall_restart_after_s < self.stall_after_s
+        ):
+            raise BadInput(
+                f"--stall-restart-after ({self.stall_restart_after_s:g}) must be at "
+                f"least --stall-after ({self.stall_after_s:g})"
+            )
         check_client_ids(self.client_id_base, self.workers)
 
     @property
@@ -160,7 +167,9 @@ class RunSettings:
         """The global rate controller's settings: fixed ``rate``, or ``auto`` from it."""
         return CongestionConfig(
             rate=min(self.rate, self.max_rate) if self.rate_auto else self.rate,
-            auto=self.rate_auto, max_rate=self.max_rate, hold_s=self.rate_hold_s,
+            auto=self.rate_auto,
+            max_rate=self.max_rate,
+            hold_s=self.rate_hold_s,
             climb_every_s=self.rate_climb_every_s,
             max_in_flight=self.max_in_flight_total or self.ib.max_open,
             min_in_flight=min(4, self.max_in_flight_total or self.ib.max_open),
@@ -253,8 +262,10 @@ def find_config_file(
     here = cwd / CONFIG_FILE
     if here.is_file():
         return here
-    lake = lake_flag if lake_flag is not None else (
-        Path(env["LAKE_ROOT"]) if env.get("LAKE_ROOT") else None
+    lake = (
+        lake_flag
+        if lake_flag is not None
+        else (Path(env["LAKE_ROOT"]) if env.get("LAKE_ROOT") else None)
     )
     if lake is not None and os.fspath(lake).startswith("s3:/"):
         return None  # an object store lake's settings come from the folder the run starts in
@@ -354,8 +365,15 @@ class GatewayAddress:
             host, port = parts.hostname, parts.port
         except ValueError:
             raise problem from None
-        if not host or not port or parts.path or parts.query or parts.fragment \
-                or parts.username or (text.count(":") > 1 and not text.startswith("[")):
+        if (
+            not host
+            or not port
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or (text.count(":") > 1 and not text.startswith("["))
+        ):
             raise problem
         return cls(host, port)
 

@@ -125,11 +125,18 @@ def month_of_bars(symbol: Symbol, month: Month) -> pa.Table:
             "ts": pa.array([(s + 60) * 1_000_000 for s in cols[0]], pa.int64()).cast(
                 pa.timestamp("us", tz="UTC")
             ),
-            "open": cols[1], "high": cols[2], "low": cols[3], "close": cols[4],
+            "open": cols[1],
+            "high": cols[2],
+            "low": cols[3],
+            "close": cols[4],
             "volume": cols[5],
-            "source": [SOURCE] * n, "market": [MARKET] * n, "symbol": [str(symbol)] * n,
-            "exchange": [EXCHANGE] * n, "what_to_show": [WHAT_TO_SHOW] * n,
-            "wap": cols[6], "bar_count": cols[7],
+            "source": [SOURCE] * n,
+            "market": [MARKET] * n,
+            "symbol": [str(symbol)] * n,
+            "exchange": [EXCHANGE] * n,
+            "what_to_show": [WHAT_TO_SHOW] * n,
+            "wap": cols[6],
+            "bar_count": cols[7],
         },
         schema=BAR_SCHEMA,
     )
@@ -148,8 +155,9 @@ def build_m1_lake(lake: Path, n_symbols: int, n_months: int) -> None:
     for i in range(n_symbols):
         symbol = Symbol(f"S{i:02d}", "USD")
         for month in months:
-            store.write_batch(lake, symbol, month_of_bars(symbol, month), month.days(),
-                              fetched_at=FETCHED)
+            store.write_batch(
+                lake, symbol, month_of_bars(symbol, month), month.days(), fetched_at=FETCHED
+            )
         print(f"  {symbol}: {len(months)} months", flush=True)
     marker.touch()
     print(f"M1 lake: built in {time.monotonic() - started:.0f}s in {lake}")
@@ -230,7 +238,8 @@ def main() -> None:
             f"  six timeframes: backfill aggregate {six:.2f}s ({doc['totals']['built']} parts, "
             f"{doc['totals']['rows']:,} buckets, peak RSS {six_rss:.0f} MB); DuckDB reading "
             f"the lake once {once:.2f}s ({once_files} files, peak RSS {once_rss:.0f} MB): "
-            f"ratio {six / once:.2f}x", flush=True
+            f"ratio {six / once:.2f}x",
+            flush=True,
         )
         drop_aggregates(lake)
         four, four_rss, out = run_measured([*ours, "--tf", ",".join(TIMEFRAMES)])
@@ -238,10 +247,15 @@ def main() -> None:
         print(
             f"  four timeframes: backfill aggregate {four:.2f}s (peak RSS {four_rss:.0f} MB); "
             f"DuckDB reading the lake per timeframe {per_tf:.2f}s ({per_tf_files} files, peak "
-            f"RSS {per_tf_rss:.0f} MB): ratio {four / per_tf:.2f}x", flush=True
+            f"RSS {per_tf_rss:.0f} MB): ratio {four / per_tf:.2f}x",
+            flush=True,
         )
-        for key, value, mb in (("six", six, six_rss), ("duck-once", once, once_rss),
-                               ("four", four, four_rss), ("duck-per-tf", per_tf, per_tf_rss)):
+        for key, value, mb in (
+            ("six", six, six_rss),
+            ("duck-once", once, once_rss),
+            ("four", four, four_rss),
+            ("duck-per-tf", per_tf, per_tf_rss),
+        ):
             times[key].append(value)
             rss[key].append(mb)
         ratios["once"].append(six / once)
@@ -254,13 +268,15 @@ def main() -> None:
         s00 = Symbol("S00", "USD")
         march = month_of_bars(s00, Month(2024, 3))
         day = pc.equal(pc.cast(march["ts"], pa.date32()), pa.scalar(date(2024, 3, 10)))
-        store.write_batch(lake, s00, march.filter(day), [date(2024, 3, 10)],
-                          fetched_at=datetime.now(UTC))
+        store.write_batch(
+            lake, s00, march.filter(day), [date(2024, 3, 10)], fetched_at=datetime.now(UTC)
+        )
         one_day, _, one_out = run_measured(all_six)
         print(
             f"  rerun with nothing new {rerun:.2f}s (peak RSS {rerun_rss:.0f} MB); after one "
             f"M1 day changed {one_day:.2f}s ({json.loads(one_out)['totals']['built']} parts "
-            f"rebuilt)", flush=True
+            f"rebuilt)",
+            flush=True,
         )
     print(f"after: {uptime()}")
     print(

@@ -86,15 +86,18 @@ def same_levels(lake: Path, out_dir: Path) -> int:
 
     checked = 0
     for profile in PROFILES.split(","):
-        ours = backfill.read_levels(lake, "S00-USD", "2000-01-01", "2100-01-01",
-                                    profile=profile).to_pylist()
+        ours = backfill.read_levels(
+            lake, "S00-USD", "2000-01-01", "2100-01-01", profile=profile
+        ).to_pylist()
         glob = out_dir / f"profile={profile}" / "symbol=S00-USD" / "**" / "*.parquet"
         theirs = {
-            row[0]: dict(zip(("PDH", "PDL", "PDC", "PMH", "PML", "ORH", "ORL"), row[1:],
-                             strict=True))
+            row[0]: dict(
+                zip(("PDH", "PDL", "PDC", "PMH", "PML", "ORH", "ORL"), row[1:], strict=True)
+            )
             for row in duckdb.sql(
                 "select session_date, pdh, pdl, pdc, pmh, pml, orh, orl "
-                f"from read_parquet('{glob}')").fetchall()
+                f"from read_parquet('{glob}')"
+            ).fetchall()
         }
         for row in ours:
             if row["value"] is not None:
@@ -114,8 +117,17 @@ def main() -> None:
     lake = args.cache / f"lake-{args.symbols}x{args.months}"
     build_m1_lake(lake, args.symbols, args.months)
     print(f"load average {os.getloadavg()[0]:.1f}")
-    ours = [sys.executable, "-m", "backfill", "levels", "--lake", str(lake),
-            "--profiles", PROFILES, "--json"]
+    ours = [
+        sys.executable,
+        "-m",
+        "backfill",
+        "levels",
+        "--lake",
+        str(lake),
+        "--profiles",
+        PROFILES,
+        "--json",
+    ]
     drop_levels(lake)
     levels_s, levels_rss, out = run_measured([*ours, "--no-events"])
     levels_doc = json.loads(out)
@@ -123,8 +135,7 @@ def main() -> None:
     events_doc = json.loads(out)
     out_dir = Path(tempfile.mkdtemp(prefix="duckdb-levels-", dir=args.cache))
     m1_glob = str(market_dir(lake) / "*" / "*" / "*" / "*.parquet")
-    duck_s, duck_rss, _ = run_measured([sys.executable, "-c", DUCKDB_SCRIPT, m1_glob,
-                                        str(out_dir)])
+    duck_s, duck_rss, _ = run_measured([sys.executable, "-c", DUCKDB_SCRIPT, m1_glob, str(out_dir)])
     agree = same_levels(lake, out_dir)
     shutil.rmtree(out_dir)
     rerun_s, _, out = run_measured(ours)
@@ -134,18 +145,25 @@ def main() -> None:
     few_s, few_rss, _ = run_measured([*ours, "--symbols", few])
     drop_levels(lake)
     all_s, all_rss, _ = run_measured(ours)
-    print(f"levels, 3 profiles, no events: {levels_s:.2f}s ({levels_doc['totals']['built']} "
-          f"parts, {levels_doc['totals']['rows']:,} rows), peak RSS {levels_rss:.0f} MB")
-    print(f"DuckDB script, same levels ({agree:,} values of S00-USD checked equal): "
-          f"{duck_s:.2f}s, peak RSS {duck_rss:.0f} MB: levels "
-          f"at {levels_s / duck_s:.2f}x DuckDB's time")
-    print(f"events (levels fresh, recomputed in memory): {events_s:.2f}s "
-          f"({events_doc['totals']['rows']:,} events), peak RSS {events_rss:.0f} MB: "
-          f"{events_s / levels_s:.2f}x the levels' time")
-    print(f"levels and events in one build: {all_s:.2f}s; rerun with nothing new "
-          f"{rerun_s:.2f}s")
-    print(f"peak RSS, levels and events: 5 symbols {few_rss:.0f} MB ({few_s:.2f}s), "
-          f"{args.symbols} symbols {all_rss:.0f} MB")
+    print(
+        f"levels, 3 profiles, no events: {levels_s:.2f}s ({levels_doc['totals']['built']} "
+        f"parts, {levels_doc['totals']['rows']:,} rows), peak RSS {levels_rss:.0f} MB"
+    )
+    print(
+        f"DuckDB script, same levels ({agree:,} values of S00-USD checked equal): "
+        f"{duck_s:.2f}s, peak RSS {duck_rss:.0f} MB: levels "
+        f"at {levels_s / duck_s:.2f}x DuckDB's time"
+    )
+    print(
+        f"events (levels fresh, recomputed in memory): {events_s:.2f}s "
+        f"({events_doc['totals']['rows']:,} events), peak RSS {events_rss:.0f} MB: "
+        f"{events_s / levels_s:.2f}x the levels' time"
+    )
+    print(f"levels and events in one build: {all_s:.2f}s; rerun with nothing new {rerun_s:.2f}s")
+    print(
+        f"peak RSS, levels and events: 5 symbols {few_rss:.0f} MB ({few_s:.2f}s), "
+        f"{args.symbols} symbols {all_rss:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

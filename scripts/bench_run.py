@@ -53,10 +53,15 @@ def parse_latency(text: str) -> tuple[float, float]:
 
 def make_sim(latency: tuple[float, float], max_rate: float, seed: int) -> SimGateway:
     """IB's per-contract and identical rules; no soft throttle; ceiling above the asked rate."""
-    return SimGateway(SimConfig(
-        port=0, seed=seed, pacing=PacingConfig(soft_rate=None, max_rate=max_rate),
-        faults=FaultConfig(latency_ms=latency, seed=seed), keep_requests=True,
-    )).start()
+    return SimGateway(
+        SimConfig(
+            port=0,
+            seed=seed,
+            pacing=PacingConfig(soft_rate=None, max_rate=max_rate),
+            faults=FaultConfig(latency_ms=latency, seed=seed),
+            keep_requests=True,
+        )
+    ).start()
 
 
 def days_of(first: date, last: date) -> list[date]:
@@ -84,7 +89,9 @@ def log_figures(records: list[RequestRecord]) -> LogFigures:
     answered = [r for r in hist if r.outcome in DATA_OUTCOMES]
     violations = [r for r in hist if r.error_code == 162 and r.detail in PACING_RULES]
     return LogFigures(
-        requests=len(hist), answered=len(answered), violations=len(violations),
+        requests=len(hist),
+        answered=len(answered),
+        violations=len(violations),
         other_errors=len(hist) - len(answered) - len(violations),
         first_received=min((r.received for r in hist), default=0.0),
         last_answered=max((r.answered or 0.0 for r in hist), default=0.0),
@@ -104,8 +111,9 @@ def baseline_client(port: int, first: date, last: date, order: str, backoff_s: f
     started = time.perf_counter()
     ib = new_ib()
     ib.connect("127.0.0.1", port, clientId=7, timeout=10)
-    contracts = [Contract(secType="CRYPTO", symbol=b, currency="USD", exchange="PAXOS")
-                 for b in BASES]
+    contracts = [
+        Contract(secType="CRYPTO", symbol=b, currency="USD", exchange="PAXOS") for b in BASES
+    ]
     ib.qualifyContracts(*contracts)
     errors: dict[int, int] = {}
 
@@ -125,9 +133,16 @@ def baseline_client(port: int, first: date, last: date, order: str, backoff_s: f
         end = datetime.combine(day, dtime(23, 59), timezone.utc).strftime("%Y%m%d %H:%M:%S UTC")
         while True:
             errors.clear()
-            got = ib.reqHistoricalData(contract, endDateTime=end, durationStr="86400 S",
-                                       barSizeSetting="1 min", whatToShow="AGGTRADES",
-                                       useRTH=False, formatDate=2, timeout=60)
+            got = ib.reqHistoricalData(
+                contract,
+                endDateTime=end,
+                durationStr="86400 S",
+                barSizeSetting="1 min",
+                whatToShow="AGGTRADES",
+                useRTH=False,
+                formatDate=2,
+                timeout=60,
+            )
             if got or 162 not in errors.values():
                 break
             retries += 1
@@ -136,9 +151,18 @@ def baseline_client(port: int, first: date, last: date, order: str, backoff_s: f
         empty += not got
     loop_wall = time.perf_counter() - loop_started
     ib.disconnect()
-    print(json.dumps({"windows": len(windows), "bars": bars, "retries": retries,
-                      "empty": empty, "loop_s": loop_wall,
-                      "total_s": time.perf_counter() - started}))
+    print(
+        json.dumps(
+            {
+                "windows": len(windows),
+                "bars": bars,
+                "retries": retries,
+                "empty": empty,
+                "loop_s": loop_wall,
+                "total_s": time.perf_counter() - started,
+            }
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -156,10 +180,23 @@ def run_baseline(args: argparse.Namespace, order: str) -> Baseline:
     sim = make_sim(args.latency, args.sim_max_rate, args.seed)
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, __file__, "--baseline-client", str(sim.port), "--baseline-order",
-         order, "--from", args.first.isoformat(), "--to", args.last.isoformat(),
-         "--baseline-backoff", str(args.baseline_backoff)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            __file__,
+            "--baseline-client",
+            str(sim.port),
+            "--baseline-order",
+            order,
+            "--from",
+            args.first.isoformat(),
+            "--to",
+            args.last.isoformat(),
+            "--baseline-backoff",
+            str(args.baseline_backoff),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     total = time.perf_counter() - started
     records = sim.requests()
@@ -167,8 +204,15 @@ def run_baseline(args: argparse.Namespace, order: str) -> Baseline:
     if done.returncode != 0:
         sys.exit(f"baseline failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    return Baseline(order, out["loop_s"], total, out["windows"], out["retries"], out["empty"],
-                    log_figures(records))
+    return Baseline(
+        order,
+        out["loop_s"],
+        total,
+        out["windows"],
+        out["retries"],
+        out["empty"],
+        log_figures(records),
+    )
 
 
 # --- backfill run -----------------------------------------------------------------------
@@ -192,8 +236,12 @@ class RunFigures:
 
 
 def run_log_events(lake: Path) -> list[dict]:
-    return [json.loads(line) for path in (lake / "_runs").glob("*.jsonl")
-            for line in path.read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for path in (lake / "_runs").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def startup_marks(lake: Path) -> tuple[tuple[str, float], ...]:
@@ -220,35 +268,64 @@ def run_events(lake: Path) -> dict[str, float]:
 def run_backfill(args: argparse.Namespace, lake: Path, seed: int) -> RunFigures:
     sim = make_sim(args.latency, args.sim_max_rate, seed)
     symbols = ",".join(f"{b}-USD" for b in BASES)
-    cmd = [sys.executable, "-m", "backfill", "run", "--gateway", f"{sim.host}:{sim.port}",
-           "--symbols", symbols, "--from", args.first.isoformat(), "--to",
-           args.last.isoformat(), "--rate", str(args.rate), "--lake", str(lake)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "backfill",
+        "run",
+        "--gateway",
+        f"{sim.host}:{sim.port}",
+        "--symbols",
+        symbols,
+        "--from",
+        args.first.isoformat(),
+        "--to",
+        args.last.isoformat(),
+        "--rate",
+        str(args.rate),
+        "--lake",
+        str(lake),
+    ]
     output = lake.parent / f"{lake.name}.run.out"
     with output.open("w") as out:
         started_epoch = time.time()
         started = time.perf_counter()
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, check=False).returncode
+        code = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False
+        ).returncode
         wall = time.perf_counter() - started
     records = [r for r in sim.requests() if r.kind == "historical"]
     sim.stop()
     verify = subprocess.run(
         [sys.executable, "-m", "backfill", "verify", "--lake", str(lake), "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     try:
         doc = json.loads(verify.stdout)
-        summary = (f"ok={doc['ok']} errors={doc['errors']} warnings={doc['warnings']} "
-                   f"parts={doc['parts']} days_complete="
-                   f"{sum(s['days_complete'] for s in doc['symbols'])}")
+        summary = (
+            f"ok={doc['ok']} errors={doc['errors']} warnings={doc['warnings']} "
+            f"parts={doc['parts']} days_complete="
+            f"{sum(s['days_complete'] for s in doc['symbols'])}"
+        )
     except (json.JSONDecodeError, KeyError):
         summary = verify.stderr.strip()[-300:]
     if code == 0:
         output.unlink()
     else:
         print(f"backfill run exited {code}; output kept in {output}")
-    return RunFigures(code, started_epoch, wall, log_figures(records), records,
-                      verify.returncode, summary, run_events(lake), startup_marks(lake))
+    return RunFigures(
+        code,
+        started_epoch,
+        wall,
+        log_figures(records),
+        records,
+        verify.returncode,
+        summary,
+        run_events(lake),
+        startup_marks(lake),
+    )
 
 
 def interpreter_s() -> float:
@@ -264,11 +341,17 @@ def interpreter_s() -> float:
 # Start-up's steps as the run log marks their ends; heads and edges share one connection
 # and overlap (the header clock is read from the edge requests' answers: no request of its
 # own), so each is timed from the contracts' qualification.
-STEPS = (("began", "imports", None), ("lake read", "lake read", None),
-         ("connected", "connect", None), ("qualified", "gateway check", None),
-         ("heads", "heads", "qualified"), ("edges", "edges+clock", "qualified"),
-         ("planned", "replan", "LAST"), ("recorded", "record", None),
-         ("ready", "orchestrator", None))
+STEPS = (
+    ("began", "imports", None),
+    ("lake read", "lake read", None),
+    ("connected", "connect", None),
+    ("qualified", "gateway check", None),
+    ("heads", "heads", "qualified"),
+    ("edges", "edges+clock", "qualified"),
+    ("planned", "replan", "LAST"),
+    ("recorded", "record", None),
+    ("ready", "orchestrator", None),
+)
 
 
 def startup_lines(run: RunFigures, interpreter: float) -> list[str]:
@@ -276,8 +359,9 @@ def startup_lines(run: RunFigures, interpreter: float) -> list[str]:
     marks = dict(run.marks)
     if not marks:
         return ["  (no startup event in the run log)"]
-    worker_first = min((r.received for r in run.records if r.received >= marks["ready"]),
-                       default=float("nan"))
+    worker_first = min(
+        (r.received for r in run.records if r.received >= marks["ready"]), default=float("nan")
+    )
     total = worker_first - run.started
     steps: list[tuple[str, float]] = [("interpreter", interpreter)]
     previous = run.started + interpreter
@@ -293,10 +377,11 @@ def startup_lines(run: RunFigures, interpreter: float) -> list[str]:
         previous = marks[mark]
     steps.append(("workers to 1st request", worker_first - previous))
     first = min((r.received for r in run.records), default=float("nan")) - run.started
-    out = [f"  interpreter to the first worker request {total:.2f} s (to the first request, "
-           f"the edge learning's: {first:.2f} s):"]
-    out += [f"    {name:<24} {seconds:>6.3f} s {seconds / total:>6.1%}"
-            for name, seconds in steps]
+    out = [
+        f"  interpreter to the first worker request {total:.2f} s (to the first request, "
+        f"the edge learning's: {first:.2f} s):"
+    ]
+    out += [f"    {name:<24} {seconds:>6.3f} s {seconds / total:>6.1%}" for name, seconds in steps]
     return out
 
 
@@ -304,10 +389,19 @@ def violations(records: list[RequestRecord], origin: float) -> list[str]:
     """Each pacing 162 with the same contract's arrivals in the 2 s before it."""
     lines = []
     for bad in (r for r in records if r.error_code == 162 and r.detail in PACING_RULES):
-        before = sorted(r.received - origin for r in records if r.symbol == bad.symbol
-                        and bad.received - 2.0 <= r.received < bad.received)
-        retry = min((r.received for r in records if r.symbol == bad.symbol
-                     and r.end == bad.end and r.received > bad.received), default=None)
+        before = sorted(
+            r.received - origin
+            for r in records
+            if r.symbol == bad.symbol and bad.received - 2.0 <= r.received < bad.received
+        )
+        retry = min(
+            (
+                r.received
+                for r in records
+                if r.symbol == bad.symbol and r.end == bad.end and r.received > bad.received
+            ),
+            default=None,
+        )
         lines.append(
             f"  {bad.symbol} {bad.end} refused ({bad.detail}) at {bad.received - origin:.3f} s;"
             f" arrivals in the 2 s before: {', '.join(f'{t:.3f}' for t in before)};"
@@ -318,8 +412,10 @@ def violations(records: list[RequestRecord], origin: float) -> list[str]:
 
 def per_symbol(records: list[RequestRecord], origin: float) -> list[str]:
     """Per symbol: when its worker's first request arrived, its send rate, its gaps."""
-    lines = [f"  {'symbol':<6} {'reqs':>4} {'first':>6} {'last':>6} {'sent/s':>6} "
-             f"{'gap med':>7} {'gap p90':>7} {'gap max':>7}  (s from process start)"]
+    lines = [
+        f"  {'symbol':<6} {'reqs':>4} {'first':>6} {'last':>6} {'sent/s':>6} "
+        f"{'gap med':>7} {'gap p90':>7} {'gap max':>7}  (s from process start)"
+    ]
     for base in BASES:
         mine = sorted((r for r in records if r.symbol == base), key=lambda r: r.received)
         if not mine:
@@ -329,8 +425,9 @@ def per_symbol(records: list[RequestRecord], origin: float) -> list[str]:
         span = sent[-1] - sent[0]
         rate = (len(sent) - 1) / span if span > 0 else 0.0
         last = max(r.answered or r.received for r in mine)
-        deciles = (statistics.quantiles(gaps, n=10, method="inclusive")
-                   if len(gaps) > 1 else gaps * 9)
+        deciles = (
+            statistics.quantiles(gaps, n=10, method="inclusive") if len(gaps) > 1 else gaps * 9
+        )
         lines.append(
             f"  {base:<6} {len(mine):>4} {sent[0] - origin:>6.2f} {last - origin:>6.2f} "
             f"{rate:>6.2f} {statistics.median(gaps):>7.3f} {deciles[-1]:>7.3f} "
@@ -360,8 +457,9 @@ def main() -> None:
         args.last = min(args.last, args.first + timedelta(days=6))
         args.runs = 1
     if args.baseline_client is not None:
-        baseline_client(args.baseline_client, args.first, args.last, args.baseline_order,
-                        args.baseline_backoff)
+        baseline_client(
+            args.baseline_client, args.first, args.last, args.baseline_order, args.baseline_backoff
+        )
         return
     args.latency = parse_latency(args.latency_ms)
     n_days = len(days_of(args.first, args.last))
@@ -370,15 +468,21 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-run-"))
     lake_root = args.keep or root
-    print(f"backfill run: {len(BASES)} symbols x {n_days} days ({args.first}..{args.last}) "
-          f"= {windows} windows, --rate {args.rate:g}, latency {args.latency_ms} ms, "
-          f"sim: IB per-contract+identical rules, max_rate {args.sim_max_rate:g}, "
-          f"no soft throttle; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"backfill run: {len(BASES)} symbols x {n_days} days ({args.first}..{args.last}) "
+        f"= {windows} windows, --rate {args.rate:g}, latency {args.latency_ms} ms, "
+        f"sim: IB per-contract+identical rules, max_rate {args.sim_max_rate:g}, "
+        f"no soft throttle; load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     runs: list[RunFigures] = []
     for i in range(args.runs):
         runs.append(run_backfill(args, lake_root / f"lake-{i + 1}", args.seed + i))
-        print(f"  run {i + 1}: {runs[-1].wall_s:.2f} s (exit {runs[-1].exit_code}), load "
-              f"{os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"  run {i + 1}: {runs[-1].wall_s:.2f} s (exit {runs[-1].exit_code}), load "
+            f"{os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
 
     baselines = []
     orders = {"both": ["symbol", "day"], "none": []}.get(args.baseline, [args.baseline])
@@ -388,12 +492,16 @@ def main() -> None:
         print(f"  done in {baselines[-1].wall_s:.2f} s", flush=True)
 
     print()
-    print(f"ideal wall = {windows} windows / {args.rate:g} req/s = {ideal:.2f} s; per-worker "
-          f"budget {args.rate / len(BASES):.2f} req/s, per-contract cap 5/(2 s + {MARGIN_S} s) "
-          f"= {5 / (2 + MARGIN_S):.2f} req/s")
-    header = (f"{'run':>3} {'wall s':>7} {'phase s':>7} {'eff e2e':>7} {'eff phs':>7} "
-              f"{'ans/s':>6} {'reqs':>5} {'162 pace':>8} {'other':>5} {'verify':>6}   "
-              f"{'start>q':>7} {'q>wkrs':>7} {'>1st req':>8} {'tail':>6}")
+    print(
+        f"ideal wall = {windows} windows / {args.rate:g} req/s = {ideal:.2f} s; per-worker "
+        f"budget {args.rate / len(BASES):.2f} req/s, per-contract cap 5/(2 s + {MARGIN_S} s) "
+        f"= {5 / (2 + MARGIN_S):.2f} req/s"
+    )
+    header = (
+        f"{'run':>3} {'wall s':>7} {'phase s':>7} {'eff e2e':>7} {'eff phs':>7} "
+        f"{'ans/s':>6} {'reqs':>5} {'162 pace':>8} {'other':>5} {'verify':>6}   "
+        f"{'start>q':>7} {'q>wkrs':>7} {'>1st req':>8} {'tail':>6}"
+    )
     print(header)
     print("-" * len(header))
     for i, run in enumerate(runs, 1):
@@ -407,10 +515,12 @@ def main() -> None:
             f"{log.first_received - run.started:>8.2f} "
             f"{run.started + run.wall_s - log.last_answered:>6.2f}"
         )
-    print("start>q: process start to orchestrator ready (interpreter, imports, preflight); "
-          "q>wkrs: to the last worker started (forkserver, preload, forks); >1st req: process "
-          "start to the first request received; tail: last answer to process exit (final "
-          "flush). eff = ideal / wall, over the whole process (e2e) or the request phase.")
+    print(
+        "start>q: process start to orchestrator ready (interpreter, imports, preflight); "
+        "q>wkrs: to the last worker started (forkserver, preload, forks); >1st req: process "
+        "start to the first request received; tail: last answer to process exit (final "
+        "flush). eff = ideal / wall, over the whole process (e2e) or the request phase."
+    )
     walls = sorted(run.wall_s for run in runs)
     phases = sorted(run.log.phase_s for run in runs)
     median_wall, median_phase = statistics.median(walls), statistics.median(phases)

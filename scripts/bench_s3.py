@@ -43,8 +43,12 @@ FAST_RULES = ("--ib-identical-s", "1.5", "--ib-contract-window-s", "0.2")
 
 def timed(*args: str) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "backfill", *args], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "backfill", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     elapsed = time.perf_counter() - started
     if done.returncode not in (0, 1):
         raise SystemExit(f"backfill {args[0]} failed ({done.returncode}): {done.stderr[-400:]}")
@@ -52,12 +56,31 @@ def timed(*args: str) -> float:
 
 
 def run_once(lake: str, count: int, rate: str) -> float:
-    sim = SimGateway(SimConfig(port=0, seed=7, pacing=PacingConfig(soft_rate=None, max_rate=60),
-                               faults=FaultConfig(latency_ms=(20, 60), seed=7))).start()
+    sim = SimGateway(
+        SimConfig(
+            port=0,
+            seed=7,
+            pacing=PacingConfig(soft_rate=None, max_rate=60),
+            faults=FaultConfig(latency_ms=(20, 60), seed=7),
+        )
+    ).start()
     try:
-        return timed("run", "--gateway", f"{sim.host}:{sim.port}", "--lake", lake,
-                     "--symbols", ",".join(RUN_SYMBOLS[:count]), "--from", "2025-07-01",
-                     "--to", "2025-07-31", "--rate", rate, *FAST_RULES)
+        return timed(
+            "run",
+            "--gateway",
+            f"{sim.host}:{sim.port}",
+            "--lake",
+            lake,
+            "--symbols",
+            ",".join(RUN_SYMBOLS[:count]),
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-31",
+            "--rate",
+            rate,
+            *FAST_RULES,
+        )
     finally:
         sim.stop()
 
@@ -92,8 +115,10 @@ def main() -> None:
             lakes = {"local": (str(work / "run"), str(work / "thin")), "s3": (s3_run, s3_thin)}
 
             print(f"run: {args.symbols} symbols x 31 days at --rate {args.rate}")
-            walls = {kind: run_once(run_lake, args.symbols, args.rate)
-                     for kind, (run_lake, _) in lakes.items()}
+            walls = {
+                kind: run_once(run_lake, args.symbols, args.rate)
+                for kind, (run_lake, _) in lakes.items()
+            }
             for kind, wall in walls.items():
                 print(f"  {kind:6} {wall:6.2f} s")
             print(f"  efficiency (local/S3) {walls['local'] / walls['s3']:.2f}")
@@ -107,16 +132,27 @@ def main() -> None:
             calls = count_requests()
             for kind, (_, thin) in lakes.items():
                 started = time.perf_counter()
-                written = sum(write_symbol(lake_path(thin), symbol, args.thin_months, seed)
-                              for seed, symbol in enumerate(symbols(args.thin_symbols)))
+                written = sum(
+                    write_symbol(lake_path(thin), symbol, args.thin_months, seed)
+                    for seed, symbol in enumerate(symbols(args.thin_symbols))
+                )
                 print(f"  {kind:6} {time.perf_counter() - started:6.2f} s ({written} parts)")
             per_part = {name: n / parts for name, n in sorted(calls.items())}
-            print("  S3 requests per part written: "
-                  + ", ".join(f"{name} {n:.2f}" for name, n in per_part.items()))
+            print(
+                "  S3 requests per part written: "
+                + ", ".join(f"{name} {n:.2f}" for name, n in per_part.items())
+            )
 
             first, last = months(args.thin_months)[0], months(args.thin_months)[-1]
-            plan = ["--symbols", ",".join(str(s) for s in symbols(args.thin_symbols)),
-                    "--from", str(first.first_day), "--to", str(last.last_day), "--json"]
+            plan = [
+                "--symbols",
+                ",".join(str(s) for s in symbols(args.thin_symbols)),
+                "--from",
+                str(first.first_day),
+                "--to",
+                str(last.last_day),
+                "--json",
+            ]
             print("plan over the thin lake")
             for kind, (_, thin) in lakes.items():
                 cold = timed("plan", "--lake", thin, *plan)  # the first plan writes the cache

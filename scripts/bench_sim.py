@@ -29,8 +29,9 @@ def client(slot: int, port: int, seconds: float, start_at: float, out: mp.Queue)
     done = bars = 0
     deadline = start_at + seconds
     while time.time() < deadline:
-        got = ib.reqHistoricalData(contract, end, "86400 S", "1 min", "AGGTRADES", False, 2,
-                                   timeout=30)
+        got = ib.reqHistoricalData(
+            contract, end, "86400 S", "1 min", "AGGTRADES", False, 2, timeout=30
+        )
         bars += len(got)
         done += 1
         end -= timedelta(days=1)
@@ -55,8 +56,10 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start_at = time.time() + 3.0  # let every client connect before the clock starts
-    procs = [ctx.Process(target=client, args=(i, port, args.seconds, start_at, out))
-             for i in range(args.clients)]
+    procs = [
+        ctx.Process(target=client, args=(i, port, args.seconds, start_at, out))
+        for i in range(args.clients)
+    ]
     for proc in procs:
         proc.start()
     while time.time() < start_at:
@@ -73,11 +76,15 @@ def main() -> None:
     requests = sum(done for done, _ in results)
     bars = sum(b for _, b in results)
     print(f"clients={args.clients} seconds={wall:.1f} requests={requests} bars={bars}")
-    print(f"simulator: {requests / wall:.1f} requests/s to {args.clients} {NAME} clients "
-          f"(1-day windows, zero latency, pacing off)")
-    print(f"simulator CPU: {cpu_used:.2f} s = {1000 * cpu_used / max(requests, 1):.2f} ms "
-          f"per request, i.e. it could serve ~{requests / max(cpu_used, 1e-9):.0f} requests/s "
-          f"on one core")
+    print(
+        f"simulator: {requests / wall:.1f} requests/s to {args.clients} {NAME} clients "
+        f"(1-day windows, zero latency, pacing off)"
+    )
+    print(
+        f"simulator CPU: {cpu_used:.2f} s = {1000 * cpu_used / max(requests, 1):.2f} ms "
+        f"per request, i.e. it could serve ~{requests / max(cpu_used, 1e-9):.0f} requests/s "
+        f"on one core"
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ def client(slot: int, port: int, days: int, window_days: int, out: mp.Queue) -> 
     end = datetime(2024, 12, 31, tzinfo=timezone.utc)
     requests = bars = 0
     for _ in range(0, days, window_days):
-        got = ib.reqHistoricalData(contract, end, f"{window_days} D", "1 min", "AGGTRADES",
-                                   False, 2, timeout=60)
+        got = ib.reqHistoricalData(
+            contract, end, f"{window_days} D", "1 min", "AGGTRADES", False, 2, timeout=60
+        )
         bars += len(got)
         requests += 1
         end -= timedelta(days=window_days)
@@ -53,8 +54,10 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     started = time.time()
-    procs = [ctx.Process(target=client, args=(i, port, days, args.window_days, out))
-             for i in range(args.symbols)]
+    procs = [
+        ctx.Process(target=client, args=(i, port, days, args.window_days, out))
+        for i in range(args.symbols)
+    ]
     for proc in procs:
         proc.start()
     results = [out.get(timeout=3600) for _ in procs]
@@ -66,10 +69,11 @@ def main() -> None:
     gateway.wait(10)
     requests = sum(r for r, _ in results)
     bars = sum(b for _, b in results)
-    print(f"served {args.symbols} symbol(s) x {days} days ({args.window_days}-day windows): "
-          f"{requests} requests, {bars} bars in {wall:.1f} s")
-    print(f"gateway RSS: {rss_start:.0f} MB at start, {rss_end:.0f} MB after, "
-          f"peak {peak:.0f} MB")
+    print(
+        f"served {args.symbols} symbol(s) x {days} days ({args.window_days}-day windows): "
+        f"{requests} requests, {bars} bars in {wall:.1f} s"
+    )
+    print(f"gateway RSS: {rss_start:.0f} MB at start, {rss_end:.0f} MB after, peak {peak:.0f} MB")
 
 
 if __name__ == "__main__":

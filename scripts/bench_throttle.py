@@ -68,19 +68,38 @@ def backfill(*args: str) -> list[str]:
 
 
 def bench_row(
-    rate: str, days: int, work: Path, gateway_src: Path | None, extra: tuple[str, ...] = (),
-    capacity: float = CAPACITY, rep: int = 1,
+    rate: str,
+    days: int,
+    work: Path,
+    gateway_src: Path | None,
+    extra: tuple[str, ...] = (),
+    capacity: float = CAPACITY,
+    rep: int = 1,
 ) -> dict[str, Any]:
     name = f"{rate}-c{capacity:g}-r{rep}"
     lake, log = work / f"lake-{name}", work / f"gateway-{name}.jsonl"
     load_before = os.getloadavg()[0]
     port = free_port()
     gateway = subprocess.Popen(
-        backfill("gateway", "--port", str(port), "--soft-rate", str(capacity),
-                 "--max-rate", str(max(5.0, capacity * 5 / 3)),
-                 "--overload", "disconnect", "--latency-ms", "50-150", "--log", str(log),
-                 "--symbols", ",".join(s.split("-")[0] for s in SYMBOLS.split(","))),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        backfill(
+            "gateway",
+            "--port",
+            str(port),
+            "--soft-rate",
+            str(capacity),
+            "--max-rate",
+            str(max(5.0, capacity * 5 / 3)),
+            "--overload",
+            "disconnect",
+            "--latency-ms",
+            "50-150",
+            "--log",
+            str(log),
+            "--symbols",
+            ",".join(s.split("-")[0] for s in SYMBOLS.split(",")),
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(gateway_src)} if gateway_src else None,
     )
     try:
@@ -88,10 +107,25 @@ def bench_row(
         last = FIRST + timedelta(days=days - 1)
         started, started_at = time.perf_counter(), time.time()
         done = subprocess.run(
-            backfill("run", "--gateway", f"127.0.0.1:{port}", "--lake", str(lake),
-                     "--symbols", SYMBOLS, "--from", str(FIRST), "--to", str(last),
-                     "--rate", rate, "--json", *extra),
-            capture_output=True, text=True,
+            backfill(
+                "run",
+                "--gateway",
+                f"127.0.0.1:{port}",
+                "--lake",
+                str(lake),
+                "--symbols",
+                SYMBOLS,
+                "--from",
+                str(FIRST),
+                "--to",
+                str(last),
+                "--rate",
+                rate,
+                "--json",
+                *extra,
+            ),
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - started
     finally:
@@ -108,21 +142,29 @@ def bench_row(
     requests = sum(1 for e in events if e.get("event") == "request")
     span = max(stamps) - min(stamps) if stamps else 0.0
     return {
-        "rate": rate, "capacity": capacity, "rep": rep, "extra": " ".join(extra),
-        "days": days, "exit": done.returncode, "wall_s": round(wall, 1),
-        "answered": answered, "throughput": round(answered / wall, 3),
+        "rate": rate,
+        "capacity": capacity,
+        "rep": rep,
+        "extra": " ".join(extra),
+        "days": days,
+        "exit": done.returncode,
+        "wall_s": round(wall, 1),
+        "answered": answered,
+        "throughput": round(answered / wall, 3),
         "efficiency": round(answered / wall / capacity, 3),
         "before_s": round(min(stamps) - started_at, 1) if stamps else None,
         "after_s": round(started_at + wall - max(stamps), 1) if stamps else None,
         "request_phase_efficiency": round(requests / span / capacity, 3) if span else None,
         "dropped_overload": sum(1 for r in historical if r.get("outcome") == "dropped"),
-        "timeouts": sum(1 for e in events if e.get("event") == "request"
-                        and e.get("outcome") == "timeout"),
+        "timeouts": sum(
+            1 for e in events if e.get("event") == "request" and e.get("outcome") == "timeout"
+        ),
         "pacing_162": sum(1 for r in historical if r.get("error_code") == 162),
         "rate_at_end": budgets[-1]["rate"] if budgets else None,
         "budget_changes": len(budgets),
         "verify_exit": verify.returncode,
-        "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1),
+        "load_before": round(load_before, 1),
+        "load_after": round(os.getloadavg()[0], 1),
     }
 
 
@@ -131,14 +173,21 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--slow-days", type=int, default=8, help="days of the 0.7 row")
     parser.add_argument("--rows", default="auto,0.7,3,10")
-    parser.add_argument("--capacity", default=str(CAPACITY),
-                        help="the gateway's hidden soft rate(s), req/s, comma-separated")
+    parser.add_argument(
+        "--capacity",
+        default=str(CAPACITY),
+        help="the gateway's hidden soft rate(s), req/s, comma-separated",
+    )
     parser.add_argument("--reps", type=int, default=2, help="runs of each row")
     parser.add_argument("--keep", type=Path, help="keep lakes and gateway logs here")
-    parser.add_argument("--lift-cap", action="store_true",
-                        help="--max-in-flight-total 50: the run's in-flight cap at IB's 50")
-    parser.add_argument("--gateway-src", type=Path,
-                        help="run the gateway from this source tree (another checkout)")
+    parser.add_argument(
+        "--lift-cap",
+        action="store_true",
+        help="--max-in-flight-total 50: the run's in-flight cap at IB's 50",
+    )
+    parser.add_argument(
+        "--gateway-src", type=Path, help="run the gateway from this source tree (another checkout)"
+    )
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-throttle-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,18 +198,28 @@ def main() -> None:
                 days = args.slow_days if rate == "0.7" else args.days
                 rows = []
                 for rep in range(1, args.reps + 1):
-                    rows.append(bench_row(rate, days, work, args.gateway_src, extra,
-                                          capacity, rep))
+                    rows.append(bench_row(rate, days, work, args.gateway_src, extra, capacity, rep))
                     print(json.dumps(rows[-1]), flush=True)
                 shares = [r["efficiency"] for r in rows]
-                print(json.dumps({
-                    "summary": rate, "capacity": capacity, "reps": len(rows),
-                    "efficiency": [min(shares), max(shares)],
-                    **{key: sum(r[key] for r in rows)
-                       for key in ("dropped_overload", "timeouts", "pacing_162")},
-                    "load": [min(r["load_before"] for r in rows),
-                             max(r["load_after"] for r in rows)],
-                }), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "summary": rate,
+                            "capacity": capacity,
+                            "reps": len(rows),
+                            "efficiency": [min(shares), max(shares)],
+                            **{
+                                key: sum(r[key] for r in rows)
+                                for key in ("dropped_overload", "timeouts", "pacing_162")
+                            },
+                            "load": [
+                                min(r["load_before"] for r in rows),
+                                max(r["load_after"] for r in rows),
+                            ],
+                        }
+                    ),
+                    flush=True,
+                )
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

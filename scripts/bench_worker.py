@@ -79,10 +79,12 @@ class Scenario:
         if self.rules == "ib":
             return PacingConfig(soft_rate=None, max_rate=None)
         if self.rules == "scaled":
-            return PacingConfig(contract_window_s=0.2, identical_window_s=1.5,
-                                soft_rate=None, max_rate=None)
-        return PacingConfig(contract_max=100_000, identical_window_s=1.5,
-                            soft_rate=None, max_rate=None)
+            return PacingConfig(
+                contract_window_s=0.2, identical_window_s=1.5, soft_rate=None, max_rate=None
+            )
+        return PacingConfig(
+            contract_max=100_000, identical_window_s=1.5, soft_rate=None, max_rate=None
+        )
 
     def worker_flags(self) -> list[str]:
         if self.rules == "scaled":
@@ -234,17 +236,38 @@ def historical(records: list[RequestRecord]) -> list[RequestRecord]:
 
 def run_scenario(scenario: Scenario, keep: Path | None) -> Result:
     """Start a fresh simulator, run ``backfill run`` once, measure."""
-    sim = SimGateway(SimConfig(
-        port=0, keep_requests=True, pacing=scenario.sim_pacing(),
-        faults=FaultConfig(latency_ms=(scenario.latency_ms, scenario.latency_ms)),
-    )).start()
+    sim = SimGateway(
+        SimConfig(
+            port=0,
+            keep_requests=True,
+            pacing=scenario.sim_pacing(),
+            faults=FaultConfig(latency_ms=(scenario.latency_ms, scenario.latency_ms)),
+        )
+    ).start()
     lake = Path(tempfile.mkdtemp(prefix="bench-worker-"))
     last_day = FIRST_DAY + timedelta(days=scenario.days - 1)
     args = [
-        sys.executable, "-m", "backfill", "run", "--gateway", f"{sim.host}:{sim.port}",
-        "--symbols", "BTC-USD", "--from", FIRST_DAY.isoformat(), "--to", last_day.isoformat(),
-        "--rate", str(RATE), "--lake", str(lake), "--window-days", str(scenario.window_days),
-        "--max-in-flight", str(scenario.max_in_flight), *scenario.worker_flags(),
+        sys.executable,
+        "-m",
+        "backfill",
+        "run",
+        "--gateway",
+        f"{sim.host}:{sim.port}",
+        "--symbols",
+        "BTC-USD",
+        "--from",
+        FIRST_DAY.isoformat(),
+        "--to",
+        last_day.isoformat(),
+        "--rate",
+        str(RATE),
+        "--lake",
+        str(lake),
+        "--window-days",
+        str(scenario.window_days),
+        "--max-in-flight",
+        str(scenario.max_in_flight),
+        *scenario.worker_flags(),
     ]
     watcher = WorkerWatcher(lake)
     watcher.start()
@@ -253,8 +276,9 @@ def run_scenario(scenario: Scenario, keep: Path | None) -> Result:
     output = (keep or lake.parent) / f"bench-worker-{os.getpid()}-{scenario.name}.out"
     with output.open("w") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         watcher.root = proc.pid
         _, status = os.waitpid(proc.pid, 0)
         wall = time.perf_counter() - started
@@ -278,8 +302,11 @@ def run_scenario(scenario: Scenario, keep: Path | None) -> Result:
         if r.outcome not in DATA_OUTCOMES:
             key = f"{r.error_code}:{r.detail or r.outcome}"
             refused[key] = refused.get(key, 0) + 1
-    phase = (max(r.answered or 0.0 for r in answered) - min(r.received for r in records)
-             if answered else 0.0)
+    phase = (
+        max(r.answered or 0.0 for r in answered) - min(r.received for r in records)
+        if answered
+        else 0.0
+    )
     if proc.returncode != 0:
         notes.append(f"run exited {proc.returncode}: see {output}")
     else:
@@ -287,8 +314,13 @@ def run_scenario(scenario: Scenario, keep: Path | None) -> Result:
     if keep is None:
         shutil.rmtree(lake)
     return Result(
-        scenario=scenario, exit_code=proc.returncode, wall_s=wall, requests=len(records),
-        answered=len(answered), refused=refused, phase_s=phase,
+        scenario=scenario,
+        exit_code=proc.returncode,
+        wall_s=wall,
+        requests=len(records),
+        answered=len(answered),
+        refused=refused,
+        phase_s=phase,
         worker_cpu_s=child_ticks / CLK_TCK,
         run_cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         worker_hwm_kb=max(watcher.hwm_kb.values(), default=0),
@@ -316,9 +348,11 @@ def scenarios(days: int, ib_days: int) -> list[Scenario]:
 
 
 def print_table(results: list[Result]) -> None:
-    header = (f"{'scenario':<24} {'days':>4} {'reqs':>5} {'wall s':>7} {'phase':>7} "
-              f"{'req/s':>6} {'e2e':>6} {'cap':>6} {'wkr CPU':>8} {'ms/req':>7} "
-              f"{'run CPU':>8} {'sim CPU':>8} {'wkr RSS':>8} {'largest':>8}  refused")
+    header = (
+        f"{'scenario':<24} {'days':>4} {'reqs':>5} {'wall s':>7} {'phase':>7} "
+        f"{'req/s':>6} {'e2e':>6} {'cap':>6} {'wkr CPU':>8} {'ms/req':>7} "
+        f"{'run CPU':>8} {'sim CPU':>8} {'wkr RSS':>8} {'largest':>8}  refused"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -340,8 +374,12 @@ def print_table(results: list[Result]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365, help="days per scenario")
-    parser.add_argument("--ib-days", type=int, default=60,
-                        help="days for 1-day windows under IB's rules (2.44 req/s)")
+    parser.add_argument(
+        "--ib-days",
+        type=int,
+        default=60,
+        help="days for 1-day windows under IB's rules (2.44 req/s)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 days, 10 at IB")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--keep", type=Path, help="keep lakes and outputs under this folder")
@@ -353,25 +391,32 @@ def main() -> None:
         args.keep.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(args.keep)
     make_subreaper()
-    print(f"backfill run --symbols BTC-USD --rate {RATE:g} from {FIRST_DAY}; "
-          f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    print(
+        f"backfill run --symbols BTC-USD --rate {RATE:g} from {FIRST_DAY}; "
+        f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}"
+    )
     results: list[Result] = []
     for scenario in chosen:
         result = run_scenario(scenario, args.keep)
         results.append(result)
-        print(f"  {scenario.label}: {result.answered} answers in {result.wall_s:.1f} s "
-              f"(exit {result.exit_code})", flush=True)
+        print(
+            f"  {scenario.label}: {result.answered} answers in {result.wall_s:.1f} s "
+            f"(exit {result.exit_code})",
+            flush=True,
+        )
     print()
     print_table(results)
     print()
-    print("req/s = data answers / (first request received .. last answered), sim log; "
-          "e2e = answers / whole `backfill run` process life; cap = min(rate, per-contract "
-          f"5/(window+{CONTRACT_MARGIN_S} s margin), in-flight/latency); "
-          "wkr CPU = the worker process's user+sys; ms/req = that / requests; "
-          "run CPU = whole process tree of the run; "
-          "sim CPU = this process (the in-process simulator + 10 ms sampling); wkr RSS = worker "
-          "VmHWM; largest = largest VmHWM in the run's process tree (sampled every 10 ms; "
-          "not ru_maxrss, which on Linux keeps the forking parent's RSS across exec).")
+    print(
+        "req/s = data answers / (first request received .. last answered), sim log; "
+        "e2e = answers / whole `backfill run` process life; cap = min(rate, per-contract "
+        f"5/(window+{CONTRACT_MARGIN_S} s margin), in-flight/latency); "
+        "wkr CPU = the worker process's user+sys; ms/req = that / requests; "
+        "run CPU = whole process tree of the run; "
+        "sim CPU = this process (the in-process simulator + 10 ms sampling); wkr RSS = worker "
+        "VmHWM; largest = largest VmHWM in the run's process tree (sampled every 10 ms; "
+        "not ru_maxrss, which on Linux keeps the forking parent's RSS across exec)."
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ def start_gateway() -> tuple[subprocess.Popen[str], int]:
     """``backfill gateway --port 0 --no-pacing`` (zero latency), and the port it listens on."""
     gateway = subprocess.Popen(
         [sys.executable, "-m", "backfill", "gateway", "--port", "0", "--no-pacing"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert gateway.stdout is not None
     match = re.search(r":(\d+)$", gateway.stdout.readline().strip())

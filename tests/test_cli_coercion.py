@@ -14,8 +14,28 @@ from typer._coercion import build_runtime_param
 
 from backfill import cli
 
-VALUES = ["0", "5", "-3", "2.5", "007", "1e3", " 5", "5 ", "", "abc", "a/b", "1_000", "-0",
-          "99999999999999999999", 5, 2.5, -1, True, None, Path("x")]
+VALUES = [
+    "0",
+    "5",
+    "-3",
+    "2.5",
+    "007",
+    "1e3",
+    " 5",
+    "5 ",
+    "",
+    "abc",
+    "a/b",
+    "1_000",
+    "-0",
+    "99999999999999999999",
+    5,
+    2.5,
+    -1,
+    True,
+    None,
+    Path("x"),
+]
 
 
 def outcome(coerce: object, value: object, param: object, ctx: Context) -> object:
@@ -31,8 +51,9 @@ def options() -> list[tuple[str, object, object]]:
     found = []
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         for sub in getattr(command, "commands", {name: command}).values():
-            found += [(f"{name} {p.name}", sub, p) for p in sub.params
-                      if hasattr(p, "type_descriptor")]
+            found += [
+                (f"{name} {p.name}", sub, p) for p in sub.params if hasattr(p, "type_descriptor")
+            ]
     return found
 
 
@@ -55,14 +76,35 @@ def test_every_option_coerces_as_typer_does() -> None:
 
 
 def test_plan_imports_neither_pydantic_nor_rich_for_plain_output(tmp_path: Path) -> None:
-    code = ("import sys\nfrom backfill.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('pydantic' in sys.modules or 'rich' in sys.modules)")
+    code = (
+        "import sys\nfrom backfill.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('pydantic' in sys.modules or 'rich' in sys.modules)"
+    )
     done = subprocess.run(
-        [sys.executable, "-c", code, "plan", "--symbols", "BTC-USD", "--from", "2025-01-01",
-         "--to", "2025-01-03", "--window-days", "2", "--latency-ms", "250", "--lake",
-         str(tmp_path / "lake")], capture_output=True, text=True, timeout=60,
-        env={k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")})
+        [
+            sys.executable,
+            "-c",
+            code,
+            "plan",
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-01-01",
+            "--to",
+            "2025-01-03",
+            "--window-days",
+            "2",
+            "--latency-ms",
+            "250",
+            "--lake",
+            str(tmp_path / "lake"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")},
+    )
     assert done.stdout.splitlines()[-1] == "False", done.stdout + done.stderr
     assert "requests 2" in done.stdout
 
@@ -70,8 +112,23 @@ def test_plan_imports_neither_pydantic_nor_rich_for_plain_output(tmp_path: Path)
 @pytest.mark.parametrize("value", ["x", "1.5"])
 def test_a_bad_value_gets_typers_message(tmp_path: Path, value: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "backfill", "plan", "--symbols", "BTC-USD", "--from",
-         "2025-01-01", "--window-days", value, "--lake", str(tmp_path)],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "backfill",
+            "plan",
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-01-01",
+            "--window-days",
+            value,
+            "--lake",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "valid integer" in done.stderr

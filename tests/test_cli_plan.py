@@ -89,8 +89,9 @@ def test_a_second_plan_comes_from_the_cache_and_says_the_same(
 
 
 def test_plain_text_when_not_a_terminal(lake: Path) -> None:
-    result = invoke("--symbols BTC-USD --from 2025-07-01 --to 2025-07-04 --window-days 2 --lake",
-                    lake)
+    result = invoke(
+        "--symbols BTC-USD --from 2025-07-01 --to 2025-07-04 --window-days 2 --lake", lake
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("BTC-USD  days 3/4  months 0/1  missing 2025-07-04  requests 1")
@@ -112,8 +113,9 @@ def test_settings_reach_the_plan(lake: Path) -> None:
 
 
 def test_workers_default_like_run(tmp_path: Path) -> None:
-    result = invoke("--symbols BTC-USD,ETH-USD --from 2025-07-01 --to 2025-07-01 --json --lake",
-                    tmp_path)
+    result = invoke(
+        "--symbols BTC-USD,ETH-USD --from 2025-07-01 --to 2025-07-01 --json --lake", tmp_path
+    )
     assert json.loads(result.stdout)["workers"] == 2
 
 
@@ -121,7 +123,8 @@ def test_symbols_file_and_lake_root_from_the_environment(lake: Path, tmp_path: P
     listing = tmp_path / "symbols.txt"
     listing.write_text("# what we trade\nBTC-USD\neth-usd  # lower case is fine\n")
     result = invoke(
-        "--from 2025-07-01 --to 2025-07-03 --json --symbols-file", listing,
+        "--from 2025-07-01 --to 2025-07-03 --json --symbols-file",
+        listing,
         env={"LAKE_ROOT": str(lake)},
     )
     assert result.exit_code == 0, result.output
@@ -206,23 +209,38 @@ def test_plan_rate_auto_estimates_from_what_earlier_auto_runs_held(lake: Path) -
     assert doc["rate"] == 0.7 and doc["rate_auto"] == {"measured_by_run": None}
     t0 = 1_750_000_000.0
     # An auto run: 0.7 req/s for 20 s, 2.0 for 60 s, 1.4 for its last 20 s.
-    write_run_log(lake, "20250701T000000Z-aaaa", [
-        ev.BudgetChanged("", at=t0, rate=0.7, reason="auto: probing from the start rate"),
-        ev.BudgetChanged("", at=t0 + 20, rate=2.0, reason="auto: latency flat, probing up"),
-        ev.RequestDone("BTC-USD", window="2025-07-01", outcome="bars", latency_s=0.1,
-                       at=t0 + 50),
-        ev.BudgetChanged("", at=t0 + 80, rate=1.4, reason="request timed out: stepped down"),
-        ev.WorkerFinished("BTC-USD", at=t0 + 100, days_fetched=1, rows=1440),
-    ])
+    write_run_log(
+        lake,
+        "20250701T000000Z-aaaa",
+        [
+            ev.BudgetChanged("", at=t0, rate=0.7, reason="auto: probing from the start rate"),
+            ev.BudgetChanged("", at=t0 + 20, rate=2.0, reason="auto: latency flat, probing up"),
+            ev.RequestDone(
+                "BTC-USD", window="2025-07-01", outcome="bars", latency_s=0.1, at=t0 + 50
+            ),
+            ev.BudgetChanged("", at=t0 + 80, rate=1.4, reason="request timed out: stepped down"),
+            ev.WorkerFinished("BTC-USD", at=t0 + 100, days_fetched=1, rows=1440),
+        ],
+    )
     # A later fixed-rate run, and an auto run too short to say anything: both skipped.
-    write_run_log(lake, "20250702T000000Z-bbbb", [
-        ev.BudgetChanged("", at=t0 + 900, rate=9.0, reason="start"),
-        ev.WorkerFinished("BTC-USD", at=t0 + 1900, days_fetched=1, rows=1440),
-    ])
-    write_run_log(lake, "20250703T000000Z-cccc", [
-        ev.BudgetChanged("", at=t0 + 2000, rate=0.7, reason="auto: probing from the start rate"),
-        ev.WorkerFinished("BTC-USD", at=t0 + 2010, days_fetched=1, rows=1440),
-    ])
+    write_run_log(
+        lake,
+        "20250702T000000Z-bbbb",
+        [
+            ev.BudgetChanged("", at=t0 + 900, rate=9.0, reason="start"),
+            ev.WorkerFinished("BTC-USD", at=t0 + 1900, days_fetched=1, rows=1440),
+        ],
+    )
+    write_run_log(
+        lake,
+        "20250703T000000Z-cccc",
+        [
+            ev.BudgetChanged(
+                "", at=t0 + 2000, rate=0.7, reason="auto: probing from the start rate"
+            ),
+            ev.WorkerFinished("BTC-USD", at=t0 + 2010, days_fetched=1, rows=1440),
+        ],
+    )
     result = invoke(f"{GOOD} --rate auto --json --lake", lake)
     doc = json.loads(result.stdout)
     held = (0.7 * 20 + 2.0 * 60 + 1.4 * 20) / 100
@@ -230,15 +248,18 @@ def test_plan_rate_auto_estimates_from_what_earlier_auto_runs_held(lake: Path) -
     assert doc["rate_auto"] == {"measured_by_run": "20250701T000000Z-aaaa"}
     text = invoke(f"{GOOD} --rate auto --lake", lake).stdout
     assert text.splitlines()[0] == (
-        f"--rate auto: {held:.2f} req/s, what run 20250701T000000Z-aaaa held")
+        f"--rate auto: {held:.2f} req/s, what run 20250701T000000Z-aaaa held"
+    )
     capped = json.loads(invoke(f"{GOOD} --rate auto --max-rate 1 --json --lake", lake).stdout)
     assert capped["rate"] == 1.0
 
 
 def test_unreadable_symbols_file_is_bad_input(tmp_path: Path) -> None:
     result = invoke(
-        "--from 2025-07-01 --to 2025-07-02 --symbols-file", tmp_path / "absent.txt",
-        "--lake", tmp_path,
+        "--from 2025-07-01 --to 2025-07-02 --symbols-file",
+        tmp_path / "absent.txt",
+        "--lake",
+        tmp_path,
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("backfill: error: --symbols-file")
@@ -255,8 +276,14 @@ def test_a_lake_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
 
 def test_the_terminal_table_shows_symbols_and_totals() -> None:
     symbols = [BTC, Symbol("ETH", "USD")]
-    p = plan(symbols, date(2025, 7, 1), date(2025, 7, 3), {}, today=date(2025, 9, 1),
-             settings=RunSettings())
+    p = plan(
+        symbols,
+        date(2025, 7, 1),
+        date(2025, 7, 3),
+        {},
+        today=date(2025, 9, 1),
+        settings=RunSettings(),
+    )
     console = Console(record=True, width=140, force_terminal=True)
     console.print(plan_table(p))
     text = console.export_text()
@@ -276,7 +303,8 @@ def test_head_clips_each_symbol_to_its_earliest_bar_at_the_gateway(make_sim, tmp
     gateway = make_sim()  # SOL lists on 2020-09-01 in the simulator; BTC long before
     result = invoke(
         f"--head --gateway {gateway.host}:{gateway.port} --symbols SOL-USD,BTC-USD "
-        "--from 2020-08-25 --to 2020-09-03 --json --lake", tmp_path / "lake",
+        "--from 2020-08-25 --to 2020-09-03 --json --lake",
+        tmp_path / "lake",
     )
     assert result.exit_code == 0, result.output
     by_symbol = {s["symbol"]: s for s in json.loads(result.output)["symbols"]}
@@ -291,7 +319,8 @@ def test_head_with_an_unknown_symbol_is_bad_input(make_sim, tmp_path):
     gateway = make_sim()
     result = invoke(
         f"--head --gateway {gateway.host}:{gateway.port} --symbols NOPE-USD "
-        "--from 2020-08-25 --to 2020-09-03 --lake", tmp_path / "lake",
+        "--from 2020-08-25 --to 2020-09-03 --lake",
+        tmp_path / "lake",
     )
     assert result.exit_code == 2
     assert "NOPE-USD" in result.output
@@ -299,8 +328,12 @@ def test_head_with_an_unknown_symbol_is_bad_input(make_sim, tmp_path):
 
 @pytest.mark.parametrize(
     ("command", "path"),
-    [("plan", "<lake>/_cache/coverage.json"), ("plan", "<lake>/_gateway/heads.json"),
-     ("run", "<lake>/_runs/"), ("probe", "_gateway/<host>-<port>.json")],
+    [
+        ("plan", "<lake>/_cache/coverage.json"),
+        ("plan", "<lake>/_gateway/heads.json"),
+        ("run", "<lake>/_runs/"),
+        ("probe", "_gateway/<host>-<port>.json"),
+    ],
 )
 def test_help_shows_the_lake_paths_it_names(command: str, path: str) -> None:
     """--help is rendered as Markdown, where a bare <lake> is an HTML tag and vanishes."""
@@ -313,19 +346,29 @@ def test_a_bare_plan_in_a_lake_plans_the_symbols_it_holds(lake: Path, monkeypatc
     """Issue 19: no --symbols, no --from: the lake's own symbols from its first day, said."""
     monkeypatch.chdir(lake)
     monkeypatch.delenv("LAKE_ROOT", raising=False)
-    store.write_batch(lake, Symbol.parse("ETH-USD"), days_bars(Symbol.parse("ETH-USD"), JULY),
-                      JULY, fetched_at=FETCHED)
+    store.write_batch(
+        lake,
+        Symbol.parse("ETH-USD"),
+        days_bars(Symbol.parse("ETH-USD"), JULY),
+        JULY,
+        fetched_at=FETCHED,
+    )
     result = CliRunner().invoke(app, ["plan", "--to", "2025-07-05", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert [s["symbol"] for s in doc["symbols"]] == ["BTC-USD", "ETH-USD"]
     assert (doc["first"], doc["symbols_from"]) == ("2025-07-01", "lake")
     text = CliRunner().invoke(app, ["plan", "--to", "2025-07-05"]).stdout
-    assert text.splitlines()[0] == ("No --symbols: the 2 symbols the lake holds (BTC-USD, "
-                                    "ETH-USD), from the first day it holds, 2025-07-01"), text
+    assert text.splitlines()[0] == (
+        "No --symbols: the 2 symbols the lake holds (BTC-USD, "
+        "ETH-USD), from the first day it holds, 2025-07-01"
+    ), text
     assert "2 workers" in text
-    one = CliRunner().invoke(app, ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01",
-                                   "--to", "2025-07-05"]).stdout
+    one = (
+        CliRunner()
+        .invoke(app, ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-05"])
+        .stdout
+    )
     assert "1 worker " in one and "1 workers" not in one, one
     empty = CliRunner().invoke(app, ["plan", "--lake", str(lake / "nothing-here")])
     assert empty.exit_code == 2 and "give --symbols" in empty.stderr

@@ -104,11 +104,17 @@ def test_a_daily_job_runs_from_its_file_alone(sim, tmp_path: Path) -> None:
     # Everything a run needs, scaled IB rules included, in the file: no flags at all.
     (tmp_path / "backfill.toml").write_text(
         f'gateway = "{sim.host}:{sim.port}"\nlake = "lake"\nsymbols = ["BTC-USD"]\n'
-        'from = 2025-07-01\nto = 2025-07-03\nrate = 50\n'
+        "from = 2025-07-01\nto = 2025-07-03\nrate = 50\n"
         "ib-identical-s = 1.5\nib-contract-window-s = 0.2\n"
     )
-    done = subprocess.run(backfill("run"), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        backfill("run"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     asked = {r.window_end[:10] for r in sim.requests() if r.kind == "historical"}
     assert asked == {"2025-07-01", "2025-07-02", "2025-07-03"}
@@ -149,8 +155,9 @@ def test_an_explicit_lakes_file_beats_the_current_folders(here: Path) -> None:
 
 def test_a_command_line_symbol_selection_replaces_the_files(here: Path) -> None:
     (here / "symbols.txt").write_text("BTC-USD\nETH-USD\n")
-    (here / "backfill.toml").write_text('symbols-file = "symbols.txt"\nfrom = 2025-07-01\n'
-                                        'to = 2025-07-02\n')
+    (here / "backfill.toml").write_text(
+        'symbols-file = "symbols.txt"\nfrom = 2025-07-01\nto = 2025-07-02\n'
+    )
     _, doc = plan_json()
     assert [s["symbol"] for s in doc["symbols"]] == ["BTC-USD", "ETH-USD"]
     _, doc = plan_json("--symbols", "SOL-USD")

@@ -389,8 +389,12 @@ def run_program(ctl: RateController, clock: FakeClock, program: list, check) -> 
         sent = clock.now
         clock.advance(x)
         before = ctl.rate
-        signal = {"answer": Signal.ANSWERED, "timeout": Signal.TIMEOUT,
-                  "pacing": Signal.PACING, "dropped": Signal.DROPPED}[kind]
+        signal = {
+            "answer": Signal.ANSWERED,
+            "timeout": Signal.TIMEOUT,
+            "pacing": Signal.PACING,
+            "dropped": Signal.DROPPED,
+        }[kind]
         cut_due = signal is not Signal.ANSWERED and sent >= ctl._decreased_at
         change = ctl.observe(signal, sent, x)
         check(change, (before, cut_due))
@@ -412,8 +416,10 @@ def test_never_above_the_ceiling_and_every_fresh_signal_steps_down(
             before, cut_due = signal
             if cut_due:  # a timeout or 162 from a request sent at the current pace
                 assert change is not None or before <= cfg.floor + TOL
-                assert ctl.rate <= max(cfg.floor, before * max(cfg.decrease,
-                                                                cfg.pacing_decrease)) + TOL
+                assert (
+                    ctl.rate
+                    <= max(cfg.floor, before * max(cfg.decrease, cfg.pacing_decrease)) + TOL
+                )
             else:  # an answer, or a signal about a pace already cut: never a raise
                 assert change is None or change.rate < before
 

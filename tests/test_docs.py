@@ -111,7 +111,8 @@ def command_lines(text: str) -> list[str]:
     found += re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
     return [
         # not a path argument of another tool (`ruff check backfill tests scripts`)
-        m.group(0) for line in found
+        m.group(0)
+        for line in found
         for m in re.finditer(r"(?<![\w/.-] )\bbackfill [a-z]+(?: [^|&;]*)?", line)
     ]
 

@@ -35,8 +35,11 @@ def served_starts(end: datetime, length: timedelta, rule: str) -> set[datetime]:
     minute = start.replace(second=0)
     out = set()
     while minute <= end:
-        if (start < minute < end or (minute == start and rule[0] == "[")
-                or (minute == end and rule[1] == "]")):
+        if (
+            start < minute < end
+            or (minute == start and rule[0] == "[")
+            or (minute == end and rule[1] == "]")
+        ):
             out.add(minute)
         minute += MINUTE
     return out
@@ -64,8 +67,7 @@ def test_a_rule_not_learned_is_asked_so_that_any_rule_serves_the_days(rule):
 
 def test_the_default_rule_asks_as_before():
     request = request_for(Window.single(JULY_1), EdgeRule.parse("[)"))
-    assert (request.end, request.duration) == (datetime(2025, 7, 1, 23, 59, tzinfo=UTC),
-                                               "86400 S")
+    assert (request.end, request.duration) == (datetime(2025, 7, 1, 23, 59, tzinfo=UTC), "86400 S")
     assert request_for(Window(JULY_1, date(2025, 7, 7)), EdgeRule.parse("[)")).duration == "7 D"
 
 
@@ -92,8 +94,9 @@ def test_a_day_still_running_needs_only_its_ended_minutes():
     asked = datetime(2025, 7, 1, 12, 30, 20, tzinfo=UTC)
     served_to_now = datetime(2025, 7, 1, 12, 30, tzinfo=UTC)
     assert covered_days(window, EdgeRule.parse("[)"), start, served_to_now, asked) == [JULY_1]
-    assert covered_days(window, EdgeRule.parse("[)"), start, served_to_now - 5 * MINUTE,
-                        asked) == []
+    assert (
+        covered_days(window, EdgeRule.parse("[)"), start, served_to_now - 5 * MINUTE, asked) == []
+    )
 
 
 def test_the_probe_pair_and_the_rule_it_shows():

@@ -13,8 +13,11 @@ NOW = datetime(2026, 1, 10, 12, tzinfo=timezone.utc)
 
 
 def lake_with(tmp_path: Path, age: timedelta) -> Path:
-    for key, value in (("latency_s", {"1": 0.6, "2": 0.7, "4": 0.9}), ("max_window_days", 3),
-                       ("window_edges", "(]")):
+    for key, value in (
+        ("latency_s", {"1": 0.6, "2": 0.7, "4": 0.9}),
+        ("max_window_days", 3),
+        ("window_edges", "(]"),
+    ):
         write_finding(tmp_path, "gw", 4002, key, value, {}, NOW - age)
     return tmp_path
 
@@ -25,8 +28,9 @@ def test_fresh_findings_set_plans_latency_and_clip_the_window(tmp_path: Path) ->
     assert applied.settings.latency_s == 0.6 and applied.settings.window_days == 3
     assert applied.used == ("max_window_days", "latency_s")
     assert "base latency 0.600s for the ETA" in applied.line
-    given = apply_findings(RunSettings(window_days=2, latency_s=0.3), found, command="plan",
-                           latency_given=True)
+    given = apply_findings(
+        RunSettings(window_days=2, latency_s=0.3), found, command="plan", latency_given=True
+    )
     assert given.settings.latency_s == 0.3 and given.settings.window_days == 2  # never raised
 
 
@@ -48,7 +52,11 @@ def test_stale_findings_are_ignored_and_named(tmp_path: Path) -> None:
     applied = apply_findings(RunSettings(window_days=7), found, command="plan")
     assert applied.settings == RunSettings(window_days=7) and applied.used == ()
     assert "stale, run backfill probe again" in applied.line
-    shorter = read_findings(tmp_path, "gw", 4002, NOW,
-                            RunSettings(finding_max_age_days=9).finding_max_age)
-    assert shorter is not None and set(shorter.fresh) == {"latency_s", "max_window_days",
-                                                          "window_edges"}
+    shorter = read_findings(
+        tmp_path, "gw", 4002, NOW, RunSettings(finding_max_age_days=9).finding_max_age
+    )
+    assert shorter is not None and set(shorter.fresh) == {
+        "latency_s",
+        "max_window_days",
+        "window_edges",
+    }

@@ -24,16 +24,25 @@ PLAN = ("plan", "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "backfill", *args], capture_output=True,
-                          text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "backfill", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+    )
 
 
 def assert_refused(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     # Besides the error: at most the line naming the backfill.toml that was read.
-    lines = [line for line in done.stderr.strip().splitlines()
-             if not line.startswith("backfill: settings from ")]
+    lines = [
+        line
+        for line in done.stderr.strip().splitlines()
+        if not line.startswith("backfill: settings from ")
+    ]
     assert len(lines) == 1, done.stderr
     return lines[0]
 
@@ -70,8 +79,9 @@ SYMBOLS_FILES = {
 def test_a_symbols_file_that_is_no_symbols_file(tmp_path: Path, make) -> None:
     path = make(tmp_path)
     lake = tmp_path / "lake"
-    line = assert_refused(cli(*PLAN[:1], "--lake", str(lake), "--symbols-file", str(path),
-                              *PLAN[3:]))
+    line = assert_refused(
+        cli(*PLAN[:1], "--lake", str(lake), "--symbols-file", str(path), *PLAN[3:])
+    )
     assert "saltsalt" not in line and "hash" not in line and "99999" not in line
     # The same file named by a lake's backfill.toml.
     lake.mkdir()
@@ -105,8 +115,7 @@ def test_request_timeout_must_be_a_finite_number_of_seconds(tmp_path: Path, valu
     lake = tmp_path / "lake"
     lake.mkdir()
     (lake / "backfill.toml").write_text(f"request-timeout = {value}\n")
-    line = assert_refused(cli("run", "--gateway", "127.0.0.1:1", "--lake", str(lake),
-                              *PLAN[1:]))
+    line = assert_refused(cli("run", "--gateway", "127.0.0.1:1", "--lake", str(lake), *PLAN[1:]))
     assert "request-timeout" in line
 
 
@@ -127,8 +136,9 @@ def test_read_bars_takes_every_day_a_date_can_name(tmp_path: Path) -> None:
     from backfill.lake import store
     from tests.lake.helpers import BTC, FETCHED, day_bars
 
-    store.write_batch(tmp_path, BTC, day_bars(BTC, date(2025, 7, 1)), [date(2025, 7, 1)],
-                      fetched_at=FETCHED)
+    store.write_batch(
+        tmp_path, BTC, day_bars(BTC, date(2025, 7, 1)), [date(2025, 7, 1)], fetched_at=FETCHED
+    )
     table = read_bars(tmp_path, "BTC-USD", "0001-01-01", "9999-12-31")
     assert table.num_rows == 1440
 

@@ -18,9 +18,17 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "backfill"
 # Known and filed (issue 22 item 5, another helper's): to be emptied, never grown.
 KNOWN = {frozenset({"backfill.lake.verify", "backfill.lake.verify_aggregates"})}
-STARTUP = ["backfill.run.launch", "backfill.run.startup", "backfill.run.gateway_edges",
-           "backfill.run.request", "backfill.ib.preflight", "backfill.ib.edges",
-           "backfill.lake.heads", "backfill.lake.gateway", "backfill.findings"]
+STARTUP = [
+    "backfill.run.launch",
+    "backfill.run.startup",
+    "backfill.run.gateway_edges",
+    "backfill.run.request",
+    "backfill.ib.preflight",
+    "backfill.ib.edges",
+    "backfill.lake.heads",
+    "backfill.lake.gateway",
+    "backfill.findings",
+]
 
 
 def module_name(path: Path) -> str:
@@ -54,8 +62,10 @@ def top_level_imports(tree: ast.Module, modules: set[str]) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(files)
-    return {name: top_level_imports(ast.parse(path.read_text()), modules) - {name}
-            for name, path in files.items()}
+    return {
+        name: top_level_imports(ast.parse(path.read_text()), modules) - {name}
+        for name, path in files.items()
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
@@ -103,6 +113,11 @@ def test_the_cycle_finder_sees_a_type_checking_circle() -> None:
 
 @pytest.mark.parametrize("module", STARTUP)
 def test_each_start_up_module_imports_alone(module: str) -> None:
-    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]

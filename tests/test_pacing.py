@@ -561,15 +561,17 @@ def test_workers_sharing_a_budget_stay_under_the_global_rate(
 
 def test_a_successor_takes_on_the_sends_ib_still_remembers() -> None:
     clock = FakeClock()
-    first = ContractRules(clock=clock, identical_s=15.0, max_per_window=5, window_s=2.0,
-                          margin_s=0.1)
+    first = ContractRules(
+        clock=clock, identical_s=15.0, max_per_window=5, window_s=2.0, margin_s=0.1
+    )
     for key in ("d1", "d2", "d3", "d4", "d5"):
         first.record(key)
         clock.advance(0.1)
     clock.advance(0.5)  # the worker ends 1.0 s after its first send
     later = FakeClock(clock.now + 7000.0)  # another process, another clock origin
-    successor = ContractRules(clock=later, identical_s=15.0, max_per_window=5, window_s=2.0,
-                              margin_s=0.1)
+    successor = ContractRules(
+        clock=later, identical_s=15.0, max_per_window=5, window_s=2.0, margin_s=0.1
+    )
     successor.restore(first.recent())
     assert successor.wait("d1") == (pytest.approx(15.1 - 1.0), Rule.IDENTICAL)
     assert successor.wait("d6") == (pytest.approx(2.1 - 1.0), Rule.CONTRACT)

@@ -30,8 +30,15 @@ def plan(symbols, first, last, coverage, *, today, listing=None, in_flight=None,
     """``plan.plan`` with the run's settings given as keywords (``in_flight``: per worker)."""
     if in_flight is not None:
         settings["max_in_flight"] = in_flight
-    return planning.plan(symbols, first, last, coverage, today=today, listing=listing,
-                         settings=RunSettings(**settings))
+    return planning.plan(
+        symbols,
+        first,
+        last,
+        coverage,
+        today=today,
+        listing=listing,
+        settings=RunSettings(**settings),
+    )
 
 
 def d(text: str) -> date:
@@ -131,24 +138,27 @@ def test_days_before_listing_are_counted_with_their_head() -> None:
     doc = p.to_dict()
     assert doc["totals"]["days_before_listing"] == 14
     assert (doc["symbols"][1]["days_before_listing"], doc["symbols"][1]["head"]) == (
-        10, "2026-01-01")
+        10,
+        "2026-01-01",
+    )
     assert doc["symbols"][2]["head"] is None
 
 
 def test_a_head_later_than_days_the_lake_holds_is_contradicted() -> None:
     listing = {BTC: d("2025-07-05")}
     held = {BTC: covered("2025-07-01")}
-    [btc] = plan([BTC], d("2025-07-01"), d("2025-07-10"), held, today=TODAY,
-                 listing=listing).symbols
+    [btc] = plan(
+        [BTC], d("2025-07-01"), d("2025-07-10"), held, today=TODAY, listing=listing
+    ).symbols
     assert (btc.days_before_listing, btc.days_held_before_listing) == (4, 1)
     assert btc.head_contradicted
     # Every day before the head held: nothing to gain by asking again.
     held = {BTC: covered("2025-07-01", "2025-07-02", "2025-07-03", "2025-07-04")}
-    [btc] = plan([BTC], d("2025-07-01"), d("2025-07-10"), held, today=TODAY,
-                 listing=listing).symbols
+    [btc] = plan(
+        [BTC], d("2025-07-01"), d("2025-07-10"), held, today=TODAY, listing=listing
+    ).symbols
     assert not btc.head_contradicted
-    [btc] = plan([BTC], d("2025-07-01"), d("2025-07-10"), {}, today=TODAY,
-                 listing=listing).symbols
+    [btc] = plan([BTC], d("2025-07-01"), d("2025-07-10"), {}, today=TODAY, listing=listing).symbols
     assert not btc.head_contradicted
 
 
@@ -311,15 +321,25 @@ def test_plans_contract_gap_is_the_pace_of_a_workers_own_pacer(margin_s: float) 
     # pacer (built from the same settings as in a run) takes to let the requests out.
     settings = RunSettings(rate=1000.0, latency_s=0.0, pacing_margin_s=margin_s, workers=1)
     now = [0.0]
-    pacer = Pacer(settings.rate, clock=lambda: now[0], rng=random.Random(0),
-                  rules=worker_rules(settings, clock=lambda: now[0], strict=False))
+    pacer = Pacer(
+        settings.rate,
+        clock=lambda: now[0],
+        rng=random.Random(0),
+        rules=worker_rules(settings, clock=lambda: now[0], strict=False),
+    )
     n = 1 + 5 * 40  # IB's 5-per-2 s bound: the first goes at 0, each later 5 one gap apart
     for day in range(n):
         wait, _ = pacer.delay(day)
         now[0] += wait
         pacer.record(day)
-    p = planning.plan([BTC], d("2025-01-01"), d("2025-01-01") + timedelta(days=n - 1), {},
-                      today=TODAY, settings=settings)
+    p = planning.plan(
+        [BTC],
+        d("2025-01-01"),
+        d("2025-01-01") + timedelta(days=n - 1),
+        {},
+        today=TODAY,
+        settings=settings,
+    )
     assert p.requests == n
     # The plan counts a gap per request; the pacer's first request needs none.
     assert p.eta_seconds / n == pytest.approx(now[0] / (n - 1))

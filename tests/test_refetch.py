@@ -41,18 +41,28 @@ def test_only_days_this_refetch_recorded_count_as_recorded():
 
 def test_a_worker_restarted_mid_refetch_resumes_where_it_got_to(tmp_path):
     lake = tmp_path / "lake"
-    write_batch(lake, BTC, pa.concat_tables([day_bars(BTC, d) for d in JULY]), JULY,
-                fetched_at=OLD)
-    request = RunRequest(lake=lake, symbols=(BTC,), first=JULY[0], last=JULY[-1],
-                         gateway=GatewayAddress.parse("127.0.0.1:7497"),
-                         settings=RunSettings(window_days=3),
-                         refetch_since=datetime.now(UTC) - timedelta(seconds=1))
+    write_batch(lake, BTC, pa.concat_tables([day_bars(BTC, d) for d in JULY]), JULY, fetched_at=OLD)
+    request = RunRequest(
+        lake=lake,
+        symbols=(BTC,),
+        first=JULY[0],
+        last=JULY[-1],
+        gateway=GatewayAddress.parse("127.0.0.1:7497"),
+        settings=RunSettings(window_days=3),
+        refetch_since=datetime.now(UTC) - timedelta(seconds=1),
+    )
     today = date(2025, 9, 1)
     assert replan_symbol(request, BTC, today).days_missing == tuple(JULY)
     write_batch(lake, BTC, day_bars(BTC, JULY[0]), JULY[:1], fetched_at=datetime.now(UTC))
     assert replan_symbol(request, BTC, today).days_missing == tuple(JULY[1:])
-    plain = RunRequest(lake=lake, symbols=(BTC,), first=JULY[0], last=JULY[-1],
-                       gateway=GatewayAddress.parse("127.0.0.1:7497"), settings=RunSettings())
+    plain = RunRequest(
+        lake=lake,
+        symbols=(BTC,),
+        first=JULY[0],
+        last=JULY[-1],
+        gateway=GatewayAddress.parse("127.0.0.1:7497"),
+        settings=RunSettings(),
+    )
     assert replan_symbol(plain, BTC, today).days_missing == ()
 
 
@@ -63,8 +73,14 @@ def test_a_refetch_answered_while_the_day_ran_keeps_the_complete_record_and_ever
     path = part_path(lake, BTC, Month.of(day))
     # Half the day, fetched "while it ran" (a clock that says so): no bar lost, and the
     # record stays the complete one.
-    write_batch(lake, BTC, day_bars(BTC, day, price=101.0, skip=range(720, 1440)), [day],
-                fetched_at=START, partial_days=[day])
+    write_batch(
+        lake,
+        BTC,
+        day_bars(BTC, day, price=101.0, skip=range(720, 1440)),
+        [day],
+        fetched_at=START,
+        partial_days=[day],
+    )
     [after] = read_part_coverage(path).values()
     assert (after.complete, after.rows, after.fetched_at) == (True, 1440, OLD)
     table = read_part(path)
@@ -77,8 +93,9 @@ def test_an_empty_refetch_removes_no_bar(tmp_path):
     day = JULY[0]
     write_batch(lake, BTC, day_bars(BTC, day, skip=[0]), [day], fetched_at=OLD)
     # IB says "no data" this time: the day's bars stay, and the record is not "no data".
-    write_batch(lake, BTC, day_bars(BTC, day, skip=range(1440)), [day], fetched_at=START,
-                no_data_days=[day])
+    write_batch(
+        lake, BTC, day_bars(BTC, day, skip=range(1440)), [day], fetched_at=START, no_data_days=[day]
+    )
     [after] = read_part_coverage(part_path(lake, BTC, Month.of(day))).values()
     assert (after.complete, after.rows, after.no_data) == (True, 1439, False)
 
@@ -99,7 +116,19 @@ def test_refetch_is_not_a_setting_of_backfill_toml(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "backfill.toml").write_text("refetch = true\n")
-    result = CliRunner().invoke(app, ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01",
-                                      "--to", "2025-07-02", "--lake", str(tmp_path / "lake")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-02",
+            "--lake",
+            str(tmp_path / "lake"),
+        ],
+    )
     assert result.exit_code == 2 and "refetch is not a setting" in result.output
     assert not (tmp_path / "lake").exists()

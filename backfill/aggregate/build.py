@@ -120,7 +120,8 @@ def check_request(request: AggregateRequest) -> tuple[Symbol, ...]:
     if request.symbols is None:
         return tuple(sorted({*lake_symbols(request.lake), *left}))
     absent = [
-        str(s) for s in request.symbols
+        str(s)
+        for s in request.symbols
         if not symbol_dir(request.lake, s).is_dir() and s not in left
     ]
     if absent:
@@ -222,9 +223,14 @@ def _plan(
     coverage, unreadable = read_m1_coverage(request.lake, symbol)
     existing = read_existing(request.lake, symbol, request.timeframes)
     plans = plan_symbol(
-        symbol, request.timeframes, coverage, existing,
-        include_partial=request.include_partial, now=now,
-        first=request.first, last=request.last,
+        symbol,
+        request.timeframes,
+        coverage,
+        existing,
+        include_partial=request.include_partial,
+        now=now,
+        first=request.first,
+        last=request.last,
     )
     # A month whose M1 part cannot be read is built by nobody: its coverage is unknown.
     if unreadable:
@@ -257,7 +263,8 @@ _READ_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "wap", "bar_cou
 _READ_SCHEMA = pa.schema(
     [
         pa.field(name, pa.dictionary(pa.int32(), pa.string()), nullable=False)
-        if name in _CONSTANTS else BAR_SCHEMA.field(name)
+        if name in _CONSTANTS
+        else BAR_SCHEMA.field(name)
         for name in _READ_COLUMNS
     ]
 )
@@ -360,7 +367,8 @@ def _build_symbol(
             continue
         try:
             before = (
-                loaded if loaded is not None and loaded.month == _prev(month)
+                loaded
+                if loaded is not None and loaded.month == _prev(month)
                 else _read_m1(request.lake, symbol, _prev(month))
             )
             loaded = _read_m1(request.lake, symbol, month)
@@ -403,15 +411,11 @@ def _build_month(
     start = day_start(month.first_day)
     stop = day_start(month.next.first_day)
     tail_from = buckets._us(start - timedelta(days=1))
-    tail = before.bars.filter(
-        pc.greater_equal(pc.cast(before.bars["ts"], pa.int64()), tail_from)
-    )
+    tail = before.bars.filter(pc.greater_equal(pc.cast(before.bars["ts"], pa.int64()), tail_from))
     bars = pa.concat_tables([tail, current.bars]) if tail.num_rows else current.bars
     coverage = source_of({**before.coverage, **current.coverage}, month)
     whole = [d for d, c in coverage.items() if c.complete]
-    constants = (
-        {name: bars[name][0].as_py() for name in _CONSTANTS} if bars.num_rows else {}
-    )
+    constants = {name: bars[name][0].as_py() for name in _CONSTANTS} if bars.num_rows else {}
     sums = buckets.to_sums(bars)
     wanted = {plan.timeframe: plan for plan in plans}
     for tf in _chain(wanted):
@@ -438,7 +442,10 @@ def _build_month(
             continue
         pending = buckets.held_back(ends, tf, whole, now)
         provenance = built_from(
-            tf, month, coverage, include_partial=request.include_partial,
+            tf,
+            month,
+            coverage,
+            include_partial=request.include_partial,
             held_back=() if pending is None else (pending,),
         )
         written = store.write_aggregate(
@@ -466,8 +473,16 @@ def aggregate_status(
     for symbol in symbols:
         coverage, _ = read_m1_coverage(lake, symbol)
         existing = read_existing(lake, symbol, timeframes)
-        plans = plan_symbol(symbol, timeframes, coverage, existing, include_partial=False,
-                            now=now, first=first, last=last)
+        plans = plan_symbol(
+            symbol,
+            timeframes,
+            coverage,
+            existing,
+            include_partial=False,
+            now=now,
+            first=first,
+            last=last,
+        )
         # Whether partial buckets are wanted is the builder's choice, not staleness.
         out += [p for p in plans if p.builds and p.reason is not Reason.MODE]
     return tuple(out)

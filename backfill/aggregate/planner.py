@@ -158,8 +158,13 @@ def plan_symbol(
             months.add(month)
     return [
         plan_part(
-            symbol, tf, month, coverage, existing.get((tf, month)),
-            include_partial=include_partial, now=now,
+            symbol,
+            tf,
+            month,
+            coverage,
+            existing.get((tf, month)),
+            include_partial=include_partial,
+            now=now,
         )
         for month in sorted(months)
         for tf in sorted(timeframes)

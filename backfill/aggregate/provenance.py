@@ -52,7 +52,8 @@ class Provenance:
             "month": str(self.month),
             "include_partial": self.include_partial,
             "recheck_after": (
-                None if self.recheck_after is None
+                None
+                if self.recheck_after is None
                 else self.recheck_after.astimezone(UTC).isoformat()
             ),
             # Each M1 day's coverage entry, in the M1 footer's own format.

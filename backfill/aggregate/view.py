@@ -97,8 +97,10 @@ def event_line(event: Event) -> str | None:
     if isinstance(event, PartBuilt):
         plan = event.plan
         what = (
-            f"{event.rows:,} bucket(s)" if event.path is not None
-            else "removed: its M1 days are gone" if event.removed
+            f"{event.rows:,} bucket(s)"
+            if event.path is not None
+            else "removed: its M1 days are gone"
+            if event.removed
             else "no bucket, nothing written"
         )
         return f"{plan.symbol} {plan.timeframe} {plan.month}: {what} ({plan.reason.value})"
@@ -185,8 +187,7 @@ def status_json(plans: Sequence[PartPlan]) -> list[dict[str, Any]]:
         )
         entry["missing" if plan.reason is Reason.MISSING else "stale"].append(str(plan.month))
     return [
-        {"symbol": symbol, "timeframe": tf, **months}
-        for (symbol, tf), months in grouped.items()
+        {"symbol": symbol, "timeframe": tf, **months} for (symbol, tf), months in grouped.items()
     ]
 
 
@@ -207,8 +208,10 @@ def status_lines(
             what.append(f"{len(e['stale'])} stale ({_months(e['stale'])})")
         lines.append(f"aggregates {e['symbol']} {e['timeframe']}: {', '.join(what)}")
     lake_args = () if lake is None else ("--lake", str(lake.absolute()))
-    lines.append("build them: " + shlex.join(("backfill", "aggregate", *lake_args,
-                                               "--tf", ",".join(timeframes))))
+    lines.append(
+        "build them: "
+        + shlex.join(("backfill", "aggregate", *lake_args, "--tf", ",".join(timeframes)))
+    )
     return lines
 
 

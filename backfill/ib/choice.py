@@ -20,8 +20,7 @@ def choose(wanted: str, installed: frozenset[str]) -> str:
         if wanted not in CLIENTS:
             raise BadInput(f"{ENV_VAR}={wanted}: expected one of {', '.join(CLIENTS)}")
         if wanted not in installed:
-            raise BadInput(f"{ENV_VAR}={wanted}: {wanted} is not installed "
-                           f"(pip install {wanted})")
+            raise BadInput(f"{ENV_VAR}={wanted}: {wanted} is not installed (pip install {wanted})")
         return wanted
     for name in CLIENTS:
         if name in installed:

@@ -36,7 +36,11 @@ class EdgeFinding:
 
 
 async def learn_edges(
-    session: IBSession, symbol: Symbol, anchors: list[datetime], *, pause_s: float = 0.0,
+    session: IBSession,
+    symbol: Symbol,
+    anchors: list[datetime],
+    *,
+    pause_s: float = 0.0,
     timeout_s: float | None = None,
 ) -> EdgeFinding:
     """The rule, from the first anchor (a past minute, UTC) with two bars 10 minutes apart.
@@ -52,13 +56,17 @@ async def learn_edges(
 
     def done(rule: EdgeRule) -> EdgeFinding:
         clock = learn_clock(headers, session.login_zone)
-        evidence["header"] = {"clock": clock.reading, "format": clock.format,
-                              "login_zone": session.login_zone.name,
-                              "seen": [[h.header_start, h.header_end] for h in headers[:2]]}
+        evidence["header"] = {
+            "clock": clock.reading,
+            "format": clock.format,
+            "login_zone": session.login_zone.name,
+            "seen": [[h.header_start, h.header_end] for h in headers[:2]],
+        }
         if clock.note:
             evidence["header"]["note"] = clock.note
-        return EdgeFinding(rule, requests, time.monotonic() - began, evidence,
-                           tuple(sent_at), clock)
+        return EdgeFinding(
+            rule, requests, time.monotonic() - began, evidence, tuple(sent_at), clock
+        )
 
     for anchor in anchors:
         end = anchor.replace(second=0, microsecond=0)
@@ -82,22 +90,32 @@ async def learn_edges(
         _note_header(headers, answer, b, b - a)
         served = answer.starts
         rule = rule_from(a, b, served)
-        evidence.update(asked_start=a.isoformat(), asked_end=b.isoformat(),
-                        first_served=a in served, last_served=b in served,
-                        bars=len(served))
+        evidence.update(
+            asked_start=a.isoformat(),
+            asked_end=b.isoformat(),
+            first_served=a in served,
+            last_served=b in served,
+            bars=len(served),
+        )
         return done(rule)
     return done(UNKNOWN)
 
 
 def _note_header(
-    headers: list[AskedHeader], answer: Answer | None, end: datetime, length: timedelta,
+    headers: list[AskedHeader],
+    answer: Answer | None,
+    end: datetime,
+    length: timedelta,
 ) -> None:
     if answer is not None and answer.header is not None:
         headers.append(AskedHeader(end - length, end, *answer.header))
 
 
 async def _ask(
-    session: IBSession, symbol: Symbol, end: datetime, length: timedelta,
+    session: IBSession,
+    symbol: Symbol,
+    end: datetime,
+    length: timedelta,
     timeout_s: float | None,
 ) -> Answer | None:
     """The answer for ``length`` ending at ``end``; None when IB did not answer.
@@ -105,8 +123,9 @@ async def _ask(
     A refusal that no retry can help (no permission) is raised.
     """
     try:
-        return await session.ask(symbol, end, f"{int(length.total_seconds())} S",
-                                 timeout_s=timeout_s)
+        return await session.ask(
+            symbol, end, f"{int(length.total_seconds())} S", timeout_s=timeout_s
+        )
     except IBSessionError as exc:
         if not exc.retryable:
             raise
@@ -114,8 +133,15 @@ async def _ask(
 
 
 def learn_gateway_edges(
-    host: str, port: int, client_id: int, symbol: Symbol, anchors: list[datetime],
-    *, timeout_s: float = 10.0, pause_s: float = 0.0, request_timeout_s: float | None = None,
+    host: str,
+    port: int,
+    client_id: int,
+    symbol: Symbol,
+    anchors: list[datetime],
+    *,
+    timeout_s: float = 10.0,
+    pause_s: float = 0.0,
+    request_timeout_s: float | None = None,
 ) -> EdgeFinding:
     """Connect (the next free clientId if taken), learn the rule, disconnect; each request
     waits ``request_timeout_s`` (default ``timeout_s``, the connection's)."""
@@ -128,8 +154,9 @@ def learn_gateway_edges(
             except ClientIdInUse:
                 continue
             try:
-                return await learn_edges(session, symbol, anchors, pause_s=pause_s,
-                                         timeout_s=request_timeout_s)
+                return await learn_edges(
+                    session, symbol, anchors, pause_s=pause_s, timeout_s=request_timeout_s
+                )
             finally:
                 session.disconnect()
         raise ClientIdInUse(client_id)

@@ -116,8 +116,12 @@ def check_gateway(
                 if edges_for is None:
                     return None, None
                 try:
-                    rule = await learn_edges(session, edges_for.symbol, list(edges_for.anchors),
-                                             timeout_s=edges_timeout_s)
+                    rule = await learn_edges(
+                        session,
+                        edges_for.symbol,
+                        list(edges_for.anchors),
+                        timeout_s=edges_timeout_s,
+                    )
                 except IBSessionError as exc:
                     return None, exc
                 finally:
@@ -174,9 +178,7 @@ def earliest_days(
         raise BadInput(f"gateway {host}:{port}: {exc}") from None
 
 
-async def _connect(
-    host: str, port: int, client_id: int, tries: int, timeout_s: float
-) -> IBSession:
+async def _connect(host: str, port: int, client_id: int, tries: int, timeout_s: float) -> IBSession:
     try:
         return await connect_free_id(host, port, client_id, tries=tries, timeout_s=timeout_s)
     except ClientIdInUse:

@@ -27,8 +27,16 @@ from backfill.ib.session import (
     connect_free_id,
 )
 
-KEYS = ("window_edges", "day_duration", "max_window_days", "latency_s", "future_end",
-        "aggtrades", "header_format", "header_clock")
+KEYS = (
+    "window_edges",
+    "day_duration",
+    "max_window_days",
+    "latency_s",
+    "future_end",
+    "aggtrades",
+    "header_format",
+    "header_clock",
+)
 WINDOW_DAYS_TRIED = (1, 2, 3, 5, 7, 10)
 IN_FLIGHT_TRIED = (1, 2, 4)
 
@@ -51,9 +59,14 @@ class ProbeReport:
 
     def to_json(self, gateway: str) -> dict[str, Any]:
         doc: dict[str, Any] = {key: self.findings.get(key) for key in KEYS}
-        doc.update(gateway=gateway, symbol=str(self.symbol),
-                   checked_at=self.checked_at.isoformat(), requests=self.requests,
-                   unanswered=self.unanswered, evidence=self.evidence)
+        doc.update(
+            gateway=gateway,
+            symbol=str(self.symbol),
+            checked_at=self.checked_at.isoformat(),
+            requests=self.requests,
+            unanswered=self.unanswered,
+            evidence=self.evidence,
+        )
         doc.update(client=ib_client.NAME, client_version=ib_client.VERSION)
         return doc
 
@@ -66,11 +79,12 @@ def _record(end: datetime, duration: str, answer: Answer | None, error: str = ""
     entry: dict[str, Any] = {"end": end.isoformat(), "duration": duration}
     if answer is not None:
         entry.update(
-            bars=len(answer.starts), no_data=answer.no_data,
+            bars=len(answer.starts),
+            no_data=answer.no_data,
             first_bar=_iso(answer.starts[0] if answer.starts else None),
             last_bar=_iso(answer.starts[-1] if answer.starts else None),
-            served=[_iso(answer.served.start), _iso(answer.served.end)] if answer.served
-            else None, latency_s=round(answer.latency_s, 4),
+            served=[_iso(answer.served.start), _iso(answer.served.end)] if answer.served else None,
+            latency_s=round(answer.latency_s, 4),
         )
     if error:
         entry["error"] = error
@@ -78,7 +92,10 @@ def _record(end: datetime, duration: str, answer: Answer | None, error: str = ""
 
 
 async def probe(
-    session: IBSession, symbol: Symbol, now: datetime, settings: ProbeSettings,
+    session: IBSession,
+    symbol: Symbol,
+    now: datetime,
+    settings: ProbeSettings,
     progress: Callable[[str], None] = lambda _: None,
 ) -> ProbeReport:
     """Every finding of ``KEYS`` it can get; what it cannot is in ``unanswered``."""
@@ -98,8 +115,10 @@ async def probe(
 
     # Window edges, and with them whether the account may read AGGTRADES history at all.
     progress("window edges (2 requests)")
-    anchors = [today - timedelta(days=1) + timedelta(hours=12),
-               today - timedelta(days=2) + timedelta(hours=12)]
+    anchors = [
+        today - timedelta(days=1) + timedelta(hours=12),
+        today - timedelta(days=2) + timedelta(hours=12),
+    ]
     try:
         found = await learn_edges(session, symbol, anchors, pause_s=settings.pause_s)
     except NoPermission as exc:
@@ -119,8 +138,9 @@ async def probe(
         report.findings["header_format"] = found.clock.format
         report.findings["header_clock"] = found.clock.reading
     else:
-        report.unanswered["header_format"] = report.unanswered["header_clock"] = \
+        report.unanswered["header_format"] = report.unanswered["header_clock"] = (
             "no answer with a header"
+        )
     if found.rule.known:
         report.findings["window_edges"] = found.rule.text
         report.findings["aggtrades"] = "permitted"
@@ -206,15 +226,20 @@ async def probe(
             last = answer.starts[-1]
             report.findings["future_end"] = {
                 "last_bar": last.isoformat(),
-                "partial_last_bar": (last + timedelta(minutes=1)).timestamp()
-                > answer.answered_at,
+                "partial_last_bar": (last + timedelta(minutes=1)).timestamp() > answer.answered_at,
             }
     return report
 
 
 def run_probe(
-    host: str, port: int, client_id: int, symbol: Symbol, settings: ProbeSettings,
-    *, connect_timeout_s: float = 10.0, progress: Callable[[str], None] = lambda _: None,
+    host: str,
+    port: int,
+    client_id: int,
+    symbol: Symbol,
+    settings: ProbeSettings,
+    *,
+    connect_timeout_s: float = 10.0,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> ProbeReport:
     """Connect (the next free clientId if taken), qualify, probe, disconnect.
 
@@ -222,8 +247,9 @@ def run_probe(
     """
 
     async def go() -> ProbeReport:
-        session = await connect_free_id(host, port, client_id, tries=16,
-                                        timeout_s=connect_timeout_s)
+        session = await connect_free_id(
+            host, port, client_id, tries=16, timeout_s=connect_timeout_s
+        )
         try:
             await session.qualify(symbol)
             return await probe(session, symbol, datetime.now(UTC), settings, progress)

@@ -24,34 +24,58 @@ UTC = timezone.utc
 # Names TWS writes for the zones of its login screen, mapped to IANA zones. Abbreviations
 # are ambiguous in general (IST, CST); these are the readings TWS users' zones give them.
 _ALIASES: dict[str, str] = {
-    "UTC": "UTC", "GMT": "UTC", "Z": "UTC", "Coordinated Universal Time": "UTC",
-    "Greenwich Mean Time": "Europe/London", "BST": "Europe/London",
+    "UTC": "UTC",
+    "GMT": "UTC",
+    "Z": "UTC",
+    "Coordinated Universal Time": "UTC",
+    "Greenwich Mean Time": "Europe/London",
+    "BST": "Europe/London",
     "British Summer Time": "Europe/London",
-    "EST": "America/New_York", "EDT": "America/New_York", "ET": "America/New_York",
-    "Eastern Standard Time": "America/New_York", "Eastern Daylight Time": "America/New_York",
-    "CST": "America/Chicago", "CDT": "America/Chicago", "CT": "America/Chicago",
-    "Central Standard Time": "America/Chicago", "Central Daylight Time": "America/Chicago",
-    "MST": "America/Denver", "MDT": "America/Denver",
-    "Mountain Standard Time": "America/Denver", "Mountain Daylight Time": "America/Denver",
-    "PST": "America/Los_Angeles", "PDT": "America/Los_Angeles",
+    "EST": "America/New_York",
+    "EDT": "America/New_York",
+    "ET": "America/New_York",
+    "Eastern Standard Time": "America/New_York",
+    "Eastern Daylight Time": "America/New_York",
+    "CST": "America/Chicago",
+    "CDT": "America/Chicago",
+    "CT": "America/Chicago",
+    "Central Standard Time": "America/Chicago",
+    "Central Daylight Time": "America/Chicago",
+    "MST": "America/Denver",
+    "MDT": "America/Denver",
+    "Mountain Standard Time": "America/Denver",
+    "Mountain Daylight Time": "America/Denver",
+    "PST": "America/Los_Angeles",
+    "PDT": "America/Los_Angeles",
     "Pacific Standard Time": "America/Los_Angeles",
     "Pacific Daylight Time": "America/Los_Angeles",
-    "CET": "Europe/Paris", "CEST": "Europe/Paris", "MET": "Europe/Paris",
+    "CET": "Europe/Paris",
+    "CEST": "Europe/Paris",
+    "MET": "Europe/Paris",
     "Central European Time": "Europe/Paris",
     "Central European Standard Time": "Europe/Paris",
     "Central European Summer Time": "Europe/Paris",
-    "EET": "Europe/Athens", "EEST": "Europe/Athens",
+    "EET": "Europe/Athens",
+    "EEST": "Europe/Athens",
     "Eastern European Time": "Europe/Athens",
     "Eastern European Summer Time": "Europe/Athens",
-    "MSK": "Europe/Moscow", "Moscow Standard Time": "Europe/Moscow",
-    "HKT": "Asia/Hong_Kong", "Hong Kong Time": "Asia/Hong_Kong",
+    "MSK": "Europe/Moscow",
+    "Moscow Standard Time": "Europe/Moscow",
+    "HKT": "Asia/Hong_Kong",
+    "Hong Kong Time": "Asia/Hong_Kong",
     "Hong Kong Standard Time": "Asia/Hong_Kong",
-    "China Standard Time": "Asia/Shanghai", "中国标准时间": "Asia/Shanghai",
-    "SGT": "Asia/Singapore", "Singapore Standard Time": "Asia/Singapore",
-    "JST": "Asia/Tokyo", "Japan Standard Time": "Asia/Tokyo",
-    "KST": "Asia/Seoul", "Korean Standard Time": "Asia/Seoul",
-    "IST": "Asia/Kolkata", "India Standard Time": "Asia/Kolkata",
-    "AEST": "Australia/Sydney", "AEDT": "Australia/Sydney",
+    "China Standard Time": "Asia/Shanghai",
+    "中国标准时间": "Asia/Shanghai",
+    "SGT": "Asia/Singapore",
+    "Singapore Standard Time": "Asia/Singapore",
+    "JST": "Asia/Tokyo",
+    "Japan Standard Time": "Asia/Tokyo",
+    "KST": "Asia/Seoul",
+    "Korean Standard Time": "Asia/Seoul",
+    "IST": "Asia/Kolkata",
+    "India Standard Time": "Asia/Kolkata",
+    "AEST": "Australia/Sydney",
+    "AEDT": "Australia/Sydney",
     "Australian Eastern Standard Time": "Australia/Sydney",
     "Australian Eastern Daylight Time": "Australia/Sydney",
 }
@@ -61,7 +85,8 @@ FORMATS = ("login", "named", "utc-dash", "dashed", "utc-bare", "epoch")
 _COMPACT_RE = re.compile(r"^(\d{8})( +)(\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:\s+(\S.*))?$")
 _UTC_DASH_RE = re.compile(r"^(\d{8})-(\d{2}):(\d{2}):(\d{2})(\.\d+)?$")
 _DASHED_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:\s+(\S.*))?$")
+    r"^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:\s+(\S.*))?$"
+)
 # What an IANA zone name looks like ("Area/Location", "EST5EDT"): on a machine without a
 # zone database such a name is not unknown, it is unreadable here (install tzdata).
 _IANA_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)+$|^[A-Z]{3,4}\d[A-Z]{3,4}$")
@@ -74,7 +99,8 @@ class ZoneDatabaseMissing(Exception):
     def __init__(self, name: str) -> None:
         super().__init__(
             f"time zone {name!r} cannot be read: this machine has no time zone database "
-            f"(install one: {TZDATA_HINT})")
+            f"(install one: {TZDATA_HINT})"
+        )
         self.name = name
 
 
@@ -150,8 +176,7 @@ def split_header_time(text: str) -> HeaderTime | None:
         if match := _UTC_DASH_RE.match(text):
             day, hh, mm, ss, frac = match.groups()
             wall = datetime.strptime(f"{day} {hh}:{mm}:{ss}", "%Y%m%d %H:%M:%S")
-            return HeaderTime("utc-dash", wall.replace(microsecond=_fraction(frac)),
-                              instant=True)
+            return HeaderTime("utc-dash", wall.replace(microsecond=_fraction(frac)), instant=True)
         if match := _DASHED_RE.match(text):
             y, mo, d, hh, mm, ss, frac, named = match.groups()
             wall = datetime(int(y), int(mo), int(d), int(hh), int(mm), int(ss), _fraction(frac))
@@ -195,9 +220,7 @@ def read_header_time(text: str, zone: tzinfo | None) -> list[datetime]:
     return _instants(parsed.wall, zone)
 
 
-def parse_served_time(
-    text: str, zone: tzinfo | None, *, latest: bool = False
-) -> datetime | None:
+def parse_served_time(text: str, zone: tzinfo | None, *, latest: bool = False) -> datetime | None:
     """A header time as a UTC datetime; None when it cannot be read for sure.
 
     Epoch seconds and the UTC dash need no zone; wall-clock text is read in its own zone
@@ -285,8 +308,9 @@ class AskedHeader:
 
 
 def _matches(asked: AskedHeader, zone: tzinfo | None) -> bool:
-    return (asked.start in read_header_time(asked.header_start, zone)
-            and asked.end in read_header_time(asked.header_end, zone))
+    return asked.start in read_header_time(
+        asked.header_start, zone
+    ) and asked.end in read_header_time(asked.header_end, zone)
 
 
 def learn_clock(answers: list[AskedHeader], login: LoginZone) -> HeaderClock:
@@ -315,13 +339,17 @@ def learn_clock(answers: list[AskedHeader], login: LoginZone) -> HeaderClock:
         return HeaderClock("login", shape)
     where = login.name or "none named"
     if in_utc:
-        note = (f"it reads the same in UTC and in the login zone ({where}) on these dates, "
-                "which differ on others")
+        note = (
+            f"it reads the same in UTC and in the login zone ({where}) on these dates, "
+            "which differ on others"
+        )
     else:
         sample = answers[0]
-        note = (f"{sample.header_start!r} to {sample.header_end!r} for the asked "
-                f"{sample.start:%Y-%m-%d %H:%M:%S} to {sample.end:%Y-%m-%d %H:%M:%S} UTC: "
-                f"neither as written, nor in UTC, nor in the login zone ({where})")
+        note = (
+            f"{sample.header_start!r} to {sample.header_end!r} for the asked "
+            f"{sample.start:%Y-%m-%d %H:%M:%S} to {sample.end:%Y-%m-%d %H:%M:%S} UTC: "
+            f"neither as written, nor in UTC, nor in the login zone ({where})"
+        )
     return HeaderClock("untrusted", shape, note)
 
 

@@ -164,9 +164,7 @@ class SentWindow:
 
 
 def crypto_contract(symbol: Symbol) -> Contract:
-    return Contract(
-        secType="CRYPTO", symbol=symbol.base, currency=symbol.quote, exchange=EXCHANGE
-    )
+    return Contract(secType="CRYPTO", symbol=symbol.base, currency=symbol.quote, exchange=EXCHANGE)
 
 
 def classify_error(code: int, text: str, *, bars: bool = False) -> IBSessionError | None:
@@ -307,7 +305,10 @@ class IBSession:
         self._ib.errorEvent += on_error
         connecting = asyncio.ensure_future(
             self._ib.connectAsync(
-                self.host, self.port, clientId=self.client_id, timeout=self.timeout_s,
+                self.host,
+                self.port,
+                clientId=self.client_id,
+                timeout=self.timeout_s,
                 readonly=True,
             )
         )
@@ -403,7 +404,10 @@ class IBSession:
         no_data = False
         try:
             await self._answer(
-                asyncio.shield(future), timeout_s=timeout_s, bars=True, no_data_ok=True,
+                asyncio.shield(future),
+                timeout_s=timeout_s,
+                bars=True,
+                no_data_ok=True,
                 timed_out=f"no answer for {symbol} {duration} to {end:%Y-%m-%d %H:%M}",
                 lost=f"connection lost during {symbol} {duration}",
                 on_timeout=lambda: self._cancel_historical(req_id),
@@ -414,12 +418,22 @@ class IBSession:
             header = self._served.pop(req_id, None)
         served = self.header_clock.read(*header, self.login_zone) if header else None
         starts = [b.date if b.date.tzinfo else b.date.replace(tzinfo=UTC) for b in container]
-        return Answer(starts, served, time.monotonic() - sent_at, time.time(), no_data,
-                      [(b.date, float(b.volume), int(b.barCount)) for b in container[-1:]],
-                      header)
+        return Answer(
+            starts,
+            served,
+            time.monotonic() - sent_at,
+            time.time(),
+            no_data,
+            [(b.date, float(b.volume), int(b.barCount)) for b in container[-1:]],
+            header,
+        )
 
     def send_window(
-        self, symbol: Symbol, window: Window, rule: EdgeRule = DEFAULT_EDGES, *,
+        self,
+        symbol: Symbol,
+        window: Window,
+        rule: EdgeRule = DEFAULT_EDGES,
+        *,
         in_seconds: bool = False,
     ) -> SentWindow:
         """Send the request for one window now (the symbol must be qualified already), as
@@ -451,8 +465,16 @@ class IBSession:
         # that late outcome so asyncio does not log it as never retrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         ib.client.reqHistoricalData(
-            req_id, contract, end.strftime("%Y%m%d %H:%M:%S UTC"), duration, "1 min",
-            WHAT_TO_SHOW, False, 2, False, [],
+            req_id,
+            contract,
+            end.strftime("%Y%m%d %H:%M:%S UTC"),
+            duration,
+            "1 min",
+            WHAT_TO_SHOW,
+            False,
+            2,
+            False,
+            [],
         )
         return req_id, future, container
 
@@ -474,8 +496,9 @@ class IBSession:
             latency = time.monotonic() - sent.sent_at
             from backfill.lake.schema import BAR_SCHEMA  # see bars_to_table
 
-            return WindowBars(window, BAR_SCHEMA.empty_table(), True, latency,
-                              answered_at=time.time())
+            return WindowBars(
+                window, BAR_SCHEMA.empty_table(), True, latency, answered_at=time.time()
+            )
         finally:
             header = self._served.pop(sent.req_id, None)
         answered_at = time.time()
@@ -485,8 +508,12 @@ class IBSession:
             raise EmptyAnswer(f"empty answer for {symbol} {window} without IB's no-data")
         self.blocked_since = None
         return WindowBars(
-            window, bars_to_table(symbol, window, sent.bars, answered_at=answered_at), False,
-            latency, served.start if served else None, served.end if served else None,
+            window,
+            bars_to_table(symbol, window, sent.bars, answered_at=answered_at),
+            False,
+            latency,
+            served.start if served else None,
+            served.end if served else None,
             answered_at,
         )
 

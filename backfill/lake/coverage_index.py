@@ -130,8 +130,7 @@ def read_day_marks(
     to remember.
     """
     if is_object(lake):
-        return _object_day_marks(lake, list(dict.fromkeys(symbols)), first, last,
-                                 remember=remember)
+        return _object_day_marks(lake, list(dict.fromkeys(symbols)), first, last, remember=remember)
     lake = Path(lake)
     symbols = list(dict.fromkeys(symbols))
     known = _load(lake) if remember else {}
@@ -268,8 +267,9 @@ def read_footers(misses: list[Miss]) -> list[PartMarks]:
     try:
         for _ in range(helpers):
             receiver, sender = context.Pipe(duplex=False)
-            helper = context.Process(target=_read_for_parent, args=(misses, taken, sender),
-                                     daemon=True)
+            helper = context.Process(
+                target=_read_for_parent, args=(misses, taken, sender), daemon=True
+            )
             started.append((helper, receiver))
             with contextlib.suppress(OSError):  # no helper: the others, or this process
                 helper.start()
@@ -287,8 +287,9 @@ def read_footers(misses: list[Miss]) -> list[PartMarks]:
                 # either way nothing is left for it to do.
                 helper.kill()
                 helper.join()
-    return [m if m is not None else _read_marks(miss) for m, miss in zip(found, misses,
-                                                                          strict=True)]
+    return [
+        m if m is not None else _read_marks(miss) for m, miss in zip(found, misses, strict=True)
+    ]
 
 
 HELPERS = 4  # at most: 6,000 footers are 0.7 s of one core, a helper's start-up 0.05 s
@@ -322,10 +323,12 @@ def _read_for_parent(misses: list[Miss], taken: Synchronized, sender: Connection
     # and the parent reads what it did not send).
     sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     with contextlib.suppress(OSError):  # the parent is gone (killed): nobody to tell
-        sender.send([
-            (start, [(m.identity, m.complete, m.no_data) for m in marks])
-            for start, marks in _read_chunks(misses, taken)
-        ])
+        sender.send(
+            [
+                (start, [(m.identity, m.complete, m.no_data) for m in marks])
+                for start, marks in _read_chunks(misses, taken)
+            ]
+        )
     sender.close()
 
 
@@ -422,8 +425,11 @@ def _save(
     # shrinks back to this lake's parts the first time it is written).
     below = str(market_dir(lake))  # strings: 6,000 pathlib joins cost more than the stats
     # (On an object store a part gone is found by the listing of its symbol, as None.)
-    parts = {key: marks for key, marks in known.items()
-             if key in learned or is_object(lake) or os.path.exists(os.path.join(below, key))}
+    parts = {
+        key: marks
+        for key, marks in known.items()
+        if key in learned or is_object(lake) or os.path.exists(os.path.join(below, key))
+    }
     for key, marks in learned.items():
         if marks and rememberable(marks.identity, now_ns):
             parts[key] = marks
@@ -433,9 +439,7 @@ def _save(
         return
     record = {
         "version": CACHE_VERSION,
-        "parts": {
-            key: [*m.identity, m.complete, m.no_data] for key, m in sorted(parts.items())
-        },
+        "parts": {key: [*m.identity, m.complete, m.no_data] for key, m in sorted(parts.items())},
     }
     target = cache_path(lake)
     if is_object(lake):
@@ -458,8 +462,9 @@ def held_scope(lake: Path) -> tuple[list[Symbol], date | None]:
     symbols = lake_symbols(lake)
     firsts = []
     for symbol in symbols:
-        month = next((m for m, folder in month_dirs(lake, symbol)
-                      if (folder / part_name(m)).is_file()), None)
+        month = next(
+            (m for m, folder in month_dirs(lake, symbol) if (folder / part_name(m)).is_file()), None
+        )
         if month is None:
             continue
         marks = read_day_marks(lake, [symbol], month.first_day, month.last_day)[symbol]

@@ -68,23 +68,28 @@ def edge_days(ts_us: pa.Array, whole_days: Iterable[int]) -> list[EdgeDay]:
     minutes = pc.divide(ts_us, _US_PER_MINUTE)
     days = pc.divide(minutes, MINUTES_PER_DAY)
     of_day = pc.subtract(minutes, pc.multiply(days, MINUTES_PER_DAY))
-    near = pc.or_(pc.less_equal(of_day, NEIGHBOURS),
-                  pc.greater_equal(of_day, LAST - NEIGHBOURS))
+    near = pc.or_(pc.less_equal(of_day, NEIGHBOURS), pc.greater_equal(of_day, LAST - NEIGHBOURS))
     keep = pc.and_(near, pc.is_in(days, pa.array(wanted, pa.int64())))
     # Per day: [first minute present, bars next to it, last minute present, bars next to it],
     # counted by Arrow (a bucket per (day, part of the edge)), not bar by bar.
     near_day, near_minute = pc.filter(days, keep), pc.filter(of_day, keep)
-    bucket = pc.if_else(pc.equal(near_minute, FIRST), 0, pc.if_else(
-        pc.less_equal(near_minute, NEIGHBOURS), 1, pc.if_else(
-            pc.equal(near_minute, LAST), 2, 3)))
+    bucket = pc.if_else(
+        pc.equal(near_minute, FIRST),
+        0,
+        pc.if_else(
+            pc.less_equal(near_minute, NEIGHBOURS), 1, pc.if_else(pc.equal(near_minute, LAST), 2, 3)
+        ),
+    )
     counted = pc.value_counts(pc.add(pc.multiply(near_day, 4), pc.cast(bucket, pa.int64())))
     seen: dict[int, list[int]] = {}
-    for key, n in zip(counted.field("values").to_pylist(),
-                      counted.field("counts").to_pylist(), strict=True):
+    for key, n in zip(
+        counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+    ):
         seen.setdefault(key // 4, [0, 0, 0, 0])[key % 4] = n
     return [
         EdgeDay(day, not t[0], NEIGHBOURS - t[1], not t[2], NEIGHBOURS - t[3])
-        for day in wanted if (t := seen.get(day))
+        for day in wanted
+        if (t := seen.get(day))
     ]
 
 
@@ -116,8 +121,13 @@ class EdgeLoss:
 
     def detail(self, command: str) -> str:
         which = "first" if self.minute == FIRST else "last"
-        pattern = "" if self.period == 1 else (
-            f", on every {_ordinal(self.period)} day {self.class_missing} of {self.class_days}")
+        pattern = (
+            ""
+            if self.period == 1
+            else (
+                f", on every {_ordinal(self.period)} day {self.class_missing} of {self.class_days}"
+            )
+        )
         return (
             f"the bar ending {self.label} UTC (a day's {which} bar) is missing on "
             f"{len(self.missing)} of {self.days} whole days{pattern}, where the minutes "
@@ -141,8 +151,11 @@ def edge_losses(days: Sequence[EdgeDay], thresholds: EdgeThresholds) -> list[Edg
 
 def _judge(days: Sequence[EdgeDay], minute: int, thresholds: EdgeThresholds) -> EdgeLoss | None:
     marks = [
-        (d.day, d.first_missing if minute == FIRST else d.last_missing,
-         null_share(d.first_around if minute == FIRST else d.last_around))
+        (
+            d.day,
+            d.first_missing if minute == FIRST else d.last_missing,
+            null_share(d.first_around if minute == FIRST else d.last_around),
+        )
         for d in days
     ]
     tried = sum(PERIODS)
@@ -168,8 +181,17 @@ def _judge(days: Sequence[EdgeDay], minute: int, thresholds: EdgeThresholds) -> 
         return None
     p_value, period, phase, k, x, expected = best
     missing = tuple(date.fromordinal(_EPOCH_ORDINAL + day) for day, m, _ in marks if m)
-    return EdgeLoss(minute, period, phase, k, x, expected, min(1.0, p_value * tried),
-                    len(marks), tuple(sorted(missing)))
+    return EdgeLoss(
+        minute,
+        period,
+        phase,
+        k,
+        x,
+        expected,
+        min(1.0, p_value * tried),
+        len(marks),
+        tuple(sorted(missing)),
+    )
 
 
 def null_share(around_missing: int) -> float:
@@ -189,8 +211,11 @@ def binomial_tail(x: int, n: int, p: float) -> float:
         return 1.0
     log_p, log_q = math.log(p), math.log1p(-p)
     terms = [
-        math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
-        + j * log_p + (n - j) * log_q
+        math.lgamma(n + 1)
+        - math.lgamma(j + 1)
+        - math.lgamma(n - j + 1)
+        + j * log_p
+        + (n - j) * log_q
         for j in range(x, n + 1)
     ]
     top = max(terms)

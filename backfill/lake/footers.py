@@ -126,13 +126,13 @@ class _Tail(io.RawIOBase):
         if self._pos < self._start:
             raise OSError("read before the fetched footer")
         end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
-        data = self._tail[self._pos - self._start:end - self._start]
+        data = self._tail[self._pos - self._start : end - self._start]
         self._pos = end
         return data
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
 
@@ -154,8 +154,10 @@ def _footer_castable(path: Path, metadata: pq.FileMetaData) -> None:
             stats = row_group.column(index).statistics
             if stats is not None and stats.has_null_count and stats.null_count:
                 raise NonConformingPart(
-                    path, f"schema differs from the bar schema: nulls in "
-                    f"{row_group.column(index).path_in_schema}")
+                    path,
+                    f"schema differs from the bar schema: nulls in "
+                    f"{row_group.column(index).path_in_schema}",
+                )
 
 
 def _as_path(path: Path | str) -> Path:

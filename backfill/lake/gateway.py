@@ -36,7 +36,11 @@ def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
 
 
 def read_finding(
-    lake: Path, host: str, port: int, key: str, now: datetime,
+    lake: Path,
+    host: str,
+    port: int,
+    key: str,
+    now: datetime,
     max_age: timedelta = FINDING_MAX_AGE,
 ) -> dict[str, Any] | None:
     """The finding ``key`` if recorded within ``max_age`` of ``now``, else None."""
@@ -58,9 +62,13 @@ def _recorded(lake: Path, host: str, port: int) -> dict[str, Any]:
     if facts is None:
         raise KeyError("findings")
     recorded = expect_dict(expect_dict(facts, "findings file").get("findings"), "findings")
-    return {key: finding for key, finding in recorded.items()
-            if isinstance(finding, dict) and isinstance(finding.get("checked_at"), str)
-            and len(finding["checked_at"]) <= 64}
+    return {
+        key: finding
+        for key, finding in recorded.items()
+        if isinstance(finding, dict)
+        and isinstance(finding.get("checked_at"), str)
+        and len(finding["checked_at"]) <= 64
+    }
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,9 @@ class GatewayFindings:
 
     def source(self, keys: tuple[str, ...] | list[str] | None = None) -> str:
         """Who recorded ``keys`` (default: every fresh finding), e.g. "backfill run"."""
-        names = dict.fromkeys(self.sources.get(k, OLD_SOURCE)
-                              for k in (self.fresh if keys is None else keys))
+        names = dict.fromkeys(
+            self.sources.get(k, OLD_SOURCE) for k in (self.fresh if keys is None else keys)
+        )
         return ", ".join(names) or OLD_SOURCE
 
     def describe_stale(self) -> str:
@@ -93,18 +102,24 @@ class GatewayFindings:
         old = [key for key in self.stale if key not in self.future]
         said = []
         if old:
-            when = (f", checked {self.stale_checked_at:%Y-%m-%d %H:%M} UTC"
-                    if self.stale_checked_at else "")
+            when = (
+                f", checked {self.stale_checked_at:%Y-%m-%d %H:%M} UTC"
+                if self.stale_checked_at
+                else ""
+            )
             said.append(f"{', '.join(old)} older than {self.max_age.days} days{when}")
         if self.future:
-            when = (f" {self.future_checked_at:%Y-%m-%d %H:%M} UTC"
-                    if self.future_checked_at else "")
+            when = f" {self.future_checked_at:%Y-%m-%d %H:%M} UTC" if self.future_checked_at else ""
             said.append(f"{', '.join(self.future)} checked in the future{when}, not trusted")
         return f"{'; '.join(said)}: stale, run backfill probe again"
 
 
 def read_findings(
-    lake: Path, host: str, port: int, now: datetime, max_age: timedelta = FINDING_MAX_AGE,
+    lake: Path,
+    host: str,
+    port: int,
+    now: datetime,
+    max_age: timedelta = FINDING_MAX_AGE,
 ) -> GatewayFindings | None:
     """Every finding recorded for the gateway, fresh or stale; None without a readable file."""
     path = gateway_facts_path(lake, host, port)
@@ -137,21 +152,38 @@ def read_findings(
                 future_at.append(checked)
             elif checked.tzinfo is not None:
                 stale_at.append(checked)
-    return GatewayFindings(path, fresh, tuple(stale), min(fresh_at, default=None),
-                           max(stale_at, default=None), max_age, tuple(future),
-                           max(future_at, default=None), sources)
+    return GatewayFindings(
+        path,
+        fresh,
+        tuple(stale),
+        min(fresh_at, default=None),
+        max(stale_at, default=None),
+        max_age,
+        tuple(future),
+        max(future_at, default=None),
+        sources,
+    )
 
 
 def write_finding(
-    lake: Path, host: str, port: int, key: str, value: Any, evidence: dict[str, Any],
+    lake: Path,
+    host: str,
+    port: int,
+    key: str,
+    value: Any,
+    evidence: dict[str, Any],
     checked_at: datetime,
     source: str = "backfill run",
 ) -> Path:
     """Record one finding, keeping the others; atomic (a reader never sees half a file).
     ``source`` names who learned it (``probe`` passes "backfill probe")."""
     path = gateway_facts_path(lake, host, port)
-    entry = {"value": value, "checked_at": checked_at.astimezone(UTC).isoformat(),
-             "source": source, "evidence": evidence}
+    entry = {
+        "value": value,
+        "checked_at": checked_at.astimezone(UTC).isoformat(),
+        "source": source,
+        "evidence": evidence,
+    }
 
     def recorded(facts: Any) -> str:
         try:
@@ -164,8 +196,9 @@ def write_finding(
         try:
             return json.dumps(facts, indent=1, sort_keys=True)
         except (RecursionError, ValueError, TypeError):  # what was there cannot be kept
-            return json.dumps({"gateway": facts["gateway"], "findings": {key: entry}},
-                              indent=1, sort_keys=True)
+            return json.dumps(
+                {"gateway": facts["gateway"], "findings": {key: entry}}, indent=1, sort_keys=True
+            )
 
     if is_object(path):
         # Two probes at once: compare-and-swap, so neither loses the other's finding.

@@ -79,8 +79,10 @@ def heads_to_ask(
     contradicted = set(contradicted)
     for symbol in dict.fromkeys([*symbols, *contradicted]):
         head = recorded.get(symbol)
-        if head is None or symbol in contradicted or (
-            first < head.day and now - head.asked_at > timedelta(days=max_age_days)
+        if (
+            head is None
+            or symbol in contradicted
+            or (first < head.day and now - head.asked_at > timedelta(days=max_age_days))
         ):
             ask.append(symbol)
     return ask
@@ -113,16 +115,22 @@ def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
         return
     path = heads_path(lake)
     if is_object(path):
-        update_whole(path, lambda old: json.dumps(
-            _heads_document({**_parse_heads(old), **answers}), indent=1).encode())
+        update_whole(
+            path,
+            lambda old: json.dumps(
+                _heads_document({**_parse_heads(old), **answers}), indent=1
+            ).encode(),
+        )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(path.with_name(f".{HEADS_FILE}.lock")):
         heads = {**read_heads(lake), **answers}
-        document = {"heads": {
-            str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}
-            for symbol, h in sorted(heads.items(), key=lambda item: str(item[0]))
-        }}
+        document = {
+            "heads": {
+                str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}
+                for symbol, h in sorted(heads.items(), key=lambda item: str(item[0]))
+            }
+        }
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{HEADS_FILE}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -137,10 +145,12 @@ def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
 
 
 def _heads_document(heads: Mapping[Symbol, Head]) -> dict:
-    return {"heads": {
-        str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}
-        for symbol, h in sorted(heads.items(), key=lambda item: str(item[0]))
-    }}
+    return {
+        "heads": {
+            str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}
+            for symbol, h in sorted(heads.items(), key=lambda item: str(item[0]))
+        }
+    }
 
 
 def _parse_heads(data: bytes | None) -> dict[Symbol, Head]:

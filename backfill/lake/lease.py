@@ -55,8 +55,9 @@ _SEEN_LOCK = threading.Lock()
 class ObjectLease:
     """``acquire()`` (non-blocking: ``LeaseHeld``) and ``release()``, like a file lock."""
 
-    def __init__(self, path: ObjectPath, ttl_s: float | None = None,
-                 clock: object = time.monotonic) -> None:
+    def __init__(
+        self, path: ObjectPath, ttl_s: float | None = None, clock: object = time.monotonic
+    ) -> None:
         self.path = path
         self.ttl_s = lease_ttl() if ttl_s is None else ttl_s
         self.token = secrets.token_hex(8)
@@ -73,8 +74,15 @@ class ObjectLease:
 
     def _body(self, released: bool = False) -> bytes:
         self._beat += 1  # every write differs, so every write has a new ETag
-        return json.dumps({"holder": self.token, "pid": os.getpid(), "beat": self._beat,
-                           "ttl_s": self.ttl_s, "released": released}).encode()
+        return json.dumps(
+            {
+                "holder": self.token,
+                "pid": os.getpid(),
+                "beat": self._beat,
+                "ttl_s": self.ttl_s,
+                "released": released,
+            }
+        ).encode()
 
     def acquire(self) -> None:
         store, key = self.path.storage, self.path.key

@@ -45,18 +45,22 @@ class MinuteTally:
         days = pc.divide(minutes, MINUTES_PER_DAY)
         counts = pc.value_counts(pc.filter(days, pc.is_in(days, pa.array(sorted(whole_days)))))
         full = {
-            day for day, n in zip(counts.field("values").to_pylist(),
-                                  counts.field("counts").to_pylist(), strict=True)
+            day
+            for day, n in zip(
+                counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+            )
             if n >= thresholds.full_share * MINUTES_PER_DAY
         }
         if not full:
             return
         mask = pc.is_in(days, pa.array(sorted(full), pa.int64()))
-        of_day = pc.subtract(pc.filter(minutes, mask),
-                             pc.multiply(pc.filter(days, mask), MINUTES_PER_DAY))
+        of_day = pc.subtract(
+            pc.filter(minutes, mask), pc.multiply(pc.filter(days, mask), MINUTES_PER_DAY)
+        )
         counted = pc.value_counts(of_day)
-        for minute, n in zip(counted.field("values").to_pylist(),
-                             counted.field("counts").to_pylist(), strict=True):
+        for minute, n in zip(
+            counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+        ):
             self.present[minute] += n
         self.days += len(full)
 
@@ -74,24 +78,30 @@ class MissingMinute:
     @property
     def cause(self) -> str:
         if self.minute == 0:
-            return ("likely cause: the gateway does not serve the bar starting exactly at the "
-                    "window's start (its window-edge rule); the days are recorded complete, "
-                    "so repair with `backfill run --refetch` over them (a plain rerun asks "
-                    "nothing)")
+            return (
+                "likely cause: the gateway does not serve the bar starting exactly at the "
+                "window's start (its window-edge rule); the days are recorded complete, "
+                "so repair with `backfill run --refetch` over them (a plain rerun asks "
+                "nothing)"
+            )
         if self.minute == MINUTES_PER_DAY - 1:
-            return ("likely cause: the window's last bar is not served (its window-edge "
-                    "rule); repair with `backfill run --refetch` over the days")
-        return ("likely cause: a daily gap at the source (maintenance) or a time-zone shift "
-                "in the requests")
+            return (
+                "likely cause: the window's last bar is not served (its window-edge "
+                "rule); repair with `backfill run --refetch` over the days"
+            )
+        return (
+            "likely cause: a daily gap at the source (maintenance) or a time-zone shift "
+            "in the requests"
+        )
 
     def detail(self) -> str:
-        return (f"the bar ending {self.label} UTC is missing on {self.missing_days} of "
-                f"{self.days} nearly full days: {self.cause}")
+        return (
+            f"the bar ending {self.label} UTC is missing on {self.missing_days} of "
+            f"{self.days} nearly full days: {self.cause}"
+        )
 
 
-def missing_every_day(
-    tally: MinuteTally, thresholds: MinuteCheckThresholds
-) -> list[MissingMinute]:
+def missing_every_day(tally: MinuteTally, thresholds: MinuteCheckThresholds) -> list[MissingMinute]:
     """Minutes missing on at least ``missing_share`` of the counted days."""
     if tally.days < thresholds.min_days:
         return []

@@ -124,7 +124,7 @@ class ObjectPath:
             return PurePosixPath()
         if not self.key.startswith(other.key + "/"):
             raise ValueError(f"{self} is not below {other}")
-        return PurePosixPath(self.key[len(other.key) + 1:])
+        return PurePosixPath(self.key[len(other.key) + 1 :])
 
     def is_relative_to(self, other: Any) -> bool:
         try:
@@ -371,8 +371,9 @@ def write_json(path: Path | ObjectPath, document: Any, **dumps: Any) -> None:
     write_whole(path, json.dumps(document, **dumps).encode("utf-8"))
 
 
-def update_whole(path: ObjectPath, change: Callable[[bytes | None], bytes],
-                 attempts: int = 8) -> None:
+def update_whole(
+    path: ObjectPath, change: Callable[[bytes | None], bytes], attempts: int = 8
+) -> None:
     """Read-modify-write of a small object by compare-and-swap (heads, probe findings):
     ``change`` gets the bytes read (None: none yet) and returns the new ones; a writer that
     got there first makes this one read and change again. ``WriteConflict`` after
@@ -393,7 +394,7 @@ def update_whole(path: ObjectPath, change: Callable[[bytes | None], bytes],
             store.put(path.key, change(data), CREATE if version is None else Version(version))
             return
         except WriteConflict:
-            time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))
     raise WriteConflict(f"{path.key}: other writers kept changing it")
 
 

@@ -82,18 +82,20 @@ def read_bars(
 
     low = pa.scalar(day_start(first), TS_TYPE)
     # Any day a date can name is a day to read: 9999-12-31 has no next day to bound it with.
-    high = pa.scalar(day_start(last) + DAY if last < date.max else datetime.max.replace(
-        tzinfo=UTC), TS_TYPE)
+    high = pa.scalar(
+        day_start(last) + DAY if last < date.max else datetime.max.replace(tzinfo=UTC), TS_TYPE
+    )
     tables = []
     for symbol in wanted:
         for month in months_between(first, last):
             path = (
-                aggregate_part_path(root, symbol, timeframe, month) if aggregate
+                aggregate_part_path(root, symbol, timeframe, month)
+                if aggregate
                 else part_path(root, symbol, month)
             )
             if not path.is_file():
                 continue
-            table = (_read_aggregate(path) if aggregate else read_part(path))
+            table = _read_aggregate(path) if aggregate else read_part(path)
             table = table.replace_schema_metadata(None)
             inside = pc.and_(pc.greater_equal(table["ts"], low), pc.less(table["ts"], high))
             tables.append(table.filter(inside))

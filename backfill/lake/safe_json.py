@@ -184,8 +184,12 @@ def expect_int(value: Any, what: str, low: int, high: int) -> int:
 
 def expect_number(value: Any, what: str, low: float, high: float) -> float:
     """A finite number (not a bool) in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
         raise BadJson(f"{what}: expected a number in [{low:g}, {high:g}]")
     return float(value)
 

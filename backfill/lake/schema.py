@@ -200,8 +200,11 @@ def castable_type(actual: pa.DataType, expected: pa.DataType) -> bool:
     if actual == expected:
         return True
     if pa.types.is_string(expected):
-        return (pa.types.is_string(actual) or pa.types.is_large_string(actual)
-                or pa.types.is_string_view(actual))
+        return (
+            pa.types.is_string(actual)
+            or pa.types.is_large_string(actual)
+            or pa.types.is_string_view(actual)
+        )
     if pa.types.is_timestamp(expected):
         return pa.types.is_timestamp(actual) and actual.tz in _UTC_NAMES
     return False
@@ -215,10 +218,17 @@ def conformance(schema: pa.Schema, contract: pa.Schema = BAR_SCHEMA) -> Conforma
     missing = [n for n in contract.names if n not in names]
     extra = [n for n in names if n not in contract.names]
     if missing or extra or len(names) != len(set(names)):
-        return Conformance(False, f"missing columns {missing}, unexpected columns {extra}"
-                           if missing or extra else f"repeated columns in {names}")
-    wrong = [f"column {f.name!r} is {schema.field(f.name).type}, not {f.type}"
-             for f in contract if not castable_type(schema.field(f.name).type, f.type)]
+        return Conformance(
+            False,
+            f"missing columns {missing}, unexpected columns {extra}"
+            if missing or extra
+            else f"repeated columns in {names}",
+        )
+    wrong = [
+        f"column {f.name!r} is {schema.field(f.name).type}, not {f.type}"
+        for f in contract
+        if not castable_type(schema.field(f.name).type, f.type)
+    ]
     if wrong:
         return Conformance(False, "; ".join(wrong))
     variant = []
@@ -227,8 +237,11 @@ def conformance(schema: pa.Schema, contract: pa.Schema = BAR_SCHEMA) -> Conforma
     nullable = [f.name for f in contract if schema.field(f.name).nullable and not f.nullable]
     if nullable:
         variant.append(f"nullable {', '.join(nullable)}")
-    retyped = [f"{f.name} {schema.field(f.name).type}" for f in contract
-               if schema.field(f.name).type != f.type]
+    retyped = [
+        f"{f.name} {schema.field(f.name).type}"
+        for f in contract
+        if schema.field(f.name).type != f.type
+    ]
     if retyped:
         variant.append(f"types {', '.join(retyped)}")
     return Conformance(False, None, "; ".join(variant))

@@ -236,8 +236,9 @@ class LocalStorage:
             finally:
                 self._held.discard(key)
 
-    def put(self, key: str, data: bytes, mode: PutMode = OVERWRITE,
-            before_replace: Any = None) -> ObjectMeta:
+    def put(
+        self, key: str, data: bytes, mode: PutMode = OVERWRITE, before_replace: Any = None
+    ) -> ObjectMeta:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         held = key in self._held
@@ -297,9 +298,7 @@ def _obstore() -> Any:
     try:
         import obstore
     except ImportError as exc:
-        raise MissingExtra(
-            "an s3:// lake needs obstore: pip install 'backfill[s3]'"
-        ) from exc
+        raise MissingExtra("an s3:// lake needs obstore: pip install 'backfill[s3]'") from exc
     return obstore
 
 
@@ -319,8 +318,11 @@ class ObjectStorage:
         from obstore.store import S3Store
 
         config: dict[str, Any] = dict(overrides)
-        endpoint = config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3") \
+        endpoint = (
+            config.get("endpoint")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL")
+        )
         if endpoint:
             config["endpoint"] = endpoint
             if endpoint.startswith("http://"):
@@ -335,13 +337,16 @@ class ObjectStorage:
             credential_provider = _profile_credentials(profile)
         # Env (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION)
         # is read by object_store itself.
-        store = S3Store(location.bucket, prefix=location.prefix or None,
-                        credential_provider=credential_provider, **config)
+        store = S3Store(
+            location.bucket,
+            prefix=location.prefix or None,
+            credential_provider=credential_provider,
+            **config,
+        )
         return cls(location, store)
 
     def _meta(self, raw: dict[str, Any]) -> ObjectMeta:
-        return ObjectMeta(raw["path"], raw["size"], raw.get("e_tag") or "",
-                          raw["last_modified"])
+        return ObjectMeta(raw["path"], raw["size"], raw.get("e_tag") or "", raw["last_modified"])
 
     def head(self, key: str) -> ObjectMeta | None:
         _check_key(key)
@@ -452,13 +457,17 @@ def _translate(exc: BaseException, key: str) -> StorageError:
     text = str(exc)
     if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
         return StoreUnavailable("the bucket does not exist")
-    if _status(exc) in (401, 403) or "InvalidAccessKeyId" in text \
-            or "SignatureDoesNotMatch" in text:
-        return StoreUnavailable("the store refused the credentials (check AWS_ACCESS_KEY_ID, "
-                                "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+    if (
+        _status(exc) in (401, 403)
+        or "InvalidAccessKeyId" in text
+        or "SignatureDoesNotMatch" in text
+    ):
+        return StoreUnavailable(
+            "the store refused the credentials (check AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+        )
     if "connect" in text.lower() or "dns" in text.lower() or "timed out" in text.lower():
-        return StoreUnavailable("the store's endpoint cannot be reached (check "
-                                "AWS_ENDPOINT_URL)")
+        return StoreUnavailable("the store's endpoint cannot be reached (check AWS_ENDPOINT_URL)")
     return StorageError(f"{key}: {type(exc).__name__}")
 
 

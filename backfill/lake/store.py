@@ -161,8 +161,9 @@ def write_batch(
         month_days = [day for day in declared if Month.of(day) == month]
         month_rows = table.filter(_in_month(table["ts"], month))
         writes.append(
-            _write_month(lake, symbol, month, month_rows, month_days, fetched_at, partial,
-                         set(no_data_days))
+            _write_month(
+                lake, symbol, month, month_rows, month_days, fetched_at, partial, set(no_data_days)
+            )
         )
     return writes
 
@@ -251,16 +252,23 @@ def _write_month(
                     # A refetch answered while the day ran knows less than the whole day
                     # recorded: its bars merge in, the complete record stays.
                     continue
-                coverage[day] = DayCoverage(day, 0, fetched_at.astimezone(UTC),
-                                            day not in partial, day in no_data)
+                coverage[day] = DayCoverage(
+                    day, 0, fetched_at.astimezone(UTC), day not in partial, day in no_data
+                )
             counts = rows_per_day(merged)
             coverage = {
-                day: DayCoverage(day, counts.get(day, 0), c.fetched_at, c.complete,
-                                 c.no_data and not counts.get(day, 0))
+                day: DayCoverage(
+                    day,
+                    counts.get(day, 0),
+                    c.fetched_at,
+                    c.complete,
+                    c.no_data and not counts.get(day, 0),
+                )
                 for day, c in coverage.items()
             }
             table = merged.replace_schema_metadata(
-                {COVERAGE_KEY: encode_coverage(coverage.values())})
+                {COVERAGE_KEY: encode_coverage(coverage.values())}
+            )
             try:
                 size = _put(storage, key, _encode(table), version)
                 break
@@ -284,7 +292,7 @@ def _back_off(attempt: int, exc: WriteConflict) -> None:
     if attempt + 1 >= COMMIT_ATTEMPTS:
         raise CommitConflict(f"{exc}; gave up after {COMMIT_ATTEMPTS} attempts") from exc
     # Full jitter: writers that collided once do not collide again in lockstep.
-    time.sleep(random.uniform(0, _BACKOFF_BASE * 2 ** attempt))
+    time.sleep(random.uniform(0, _BACKOFF_BASE * 2**attempt))
 
 
 def _target(path: Path | ObjectPath) -> tuple[Storage, str]:
@@ -351,8 +359,9 @@ def _load_for_merge(
 def _move_aside(storage: Storage, key: str, path: Path) -> Path:
     destination = quarantine_path(path, datetime.now(UTC))
     try:
-        storage.move_aside(key, key.rsplit("/", 1)[0] + "/" + destination.name
-                           if "/" in key else destination.name)
+        storage.move_aside(
+            key, key.rsplit("/", 1)[0] + "/" + destination.name if "/" in key else destination.name
+        )
     except (NotFound, FileNotFoundError) as exc:
         # Another writer moved it first; our CREATE will meet whatever it wrote since.
         raise WriteConflict(f"{key} was moved aside by another writer") from exc

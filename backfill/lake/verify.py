@@ -434,9 +434,7 @@ class _Part:
         day: date | None = None,
         runs: Sequence[_Run] = (),
     ) -> Finding:
-        return finding(
-            severity, kind, self.symbol, self.path, day, detail, runs, self.max_ranges
-        )
+        return finding(severity, kind, self.symbol, self.path, day, detail, runs, self.max_ranges)
 
     def error(
         self, kind: Kind, detail: str, day: date | None = None, runs: Sequence[_Run] = ()
@@ -501,11 +499,13 @@ def _check_schema(part: _Part, table: pa.Table, findings: list[Finding]) -> pa.T
         except NonConforming:
             pass  # nulls (reported as such below) or a lossy cast (reported per column)
         else:
-            findings.append(part.error(
-                Kind.SCHEMA_VARIANT,
-                f"schema is a variant of the contract ({verdict.variant}): readers cast it; "
-                "the next write to this month stores it in the contract's schema",
-            ))
+            findings.append(
+                part.error(
+                    Kind.SCHEMA_VARIANT,
+                    f"schema is a variant of the contract ({verdict.variant}): readers cast it; "
+                    "the next write to this month stores it in the contract's schema",
+                )
+            )
             return cast
     else:
         findings.append(part.error(Kind.SCHEMA, verdict.problem or ""))
@@ -764,9 +764,15 @@ def verify_stream(
         raise BadInput(f"lake folder {lake} does not exist")
     if first is not None and last is not None:
         check_range(first, last)
-    return _stream(lake, symbols, first, last, gaps,
-                   minute_thresholds or MinuteCheckThresholds(),
-                   today or datetime.now(UTC).date())
+    return _stream(
+        lake,
+        symbols,
+        first,
+        last,
+        gaps,
+        minute_thresholds or MinuteCheckThresholds(),
+        today or datetime.now(UTC).date(),
+    )
 
 
 def _stream(
@@ -781,8 +787,9 @@ def _stream(
     from backfill.lake.heads import listing_days, read_heads
 
     with listed_once(lake):  # an object store lake: one listing, not one per folder
-        yield from _stream_listed(lake, symbols, first, last, gaps, minute_thresholds, today,
-                                  listing_days, read_heads)
+        yield from _stream_listed(
+            lake, symbols, first, last, gaps, minute_thresholds, today, listing_days, read_heads
+        )
 
 
 def _stream_listed(  # type: ignore[no-untyped-def]
@@ -802,8 +809,9 @@ def _stream_listed(  # type: ignore[no-untyped-def]
     listing = listing_days(read_heads(lake))
     parts = 0
     for symbol in chosen:
-        for item in _verify_symbol(lake, symbol, first, last, asked, gaps, minute_thresholds,
-                                   (listing.get(symbol), today)):
+        for item in _verify_symbol(
+            lake, symbol, first, last, asked, gaps, minute_thresholds, (listing.get(symbol), today)
+        ):
             if isinstance(item, SymbolSummary):
                 parts += item.parts
             yield item
@@ -1015,8 +1023,7 @@ def _verify_symbol(
             )
             continue
         result = check_part(table, symbol, month, path, first, last, max_ranges)
-        whole = _tally_minutes(minute_tally, table, result.coverage, first, last,
-                               minute_thresholds)
+        whole = _tally_minutes(minute_tally, table, result.coverage, first, last, minute_thresholds)
         if whole:
             edges += edge_days(table["ts"].combine_chunks().cast(pa.int64()).drop_null(), whole)
         del table
@@ -1038,9 +1045,16 @@ def _verify_symbol(
         )
     for loss in edge_losses(edges, EdgeThresholds()):
         if loss.minute not in {lost.minute for lost in daily}:  # said once, not twice
-            yield counted(Finding(Severity.ERROR, Kind.EDGE_MINUTE_MISSING, symbol, None,
-                                  loss.first_day, loss.detail(refetch_command(
-                                      lake, symbol, loss.first_day, loss.last_day))))
+            yield counted(
+                Finding(
+                    Severity.ERROR,
+                    Kind.EDGE_MINUTE_MISSING,
+                    symbol,
+                    None,
+                    loss.first_day,
+                    loss.detail(refetch_command(lake, symbol, loss.first_day, loss.last_day)),
+                )
+            )
     span_first = first or (min(coverage) if coverage else None)
     span_last = last or (max(coverage) if coverage else None)
     # Judged as run asks: nothing after today, nothing before the symbol's listing.
@@ -1097,16 +1111,22 @@ def _verify_symbol(
 
 
 def _tally_minutes(
-    tally: MinuteTally, table: pa.Table, coverage: dict[date, DayCoverage],
-    first: date | None, last: date | None, thresholds: MinuteCheckThresholds,
+    tally: MinuteTally,
+    table: pa.Table,
+    coverage: dict[date, DayCoverage],
+    first: date | None,
+    last: date | None,
+    thresholds: MinuteCheckThresholds,
 ) -> set[int]:
     """Count one part's bars of its whole days, in range, for the minute-of-day check;
     those days (since the epoch), for the edge check."""
     if "ts" not in table.column_names or not pa.types.is_timestamp(table.schema.field("ts").type):
         return set()
-    whole = {d.toordinal() - _EPOCH_ORDINAL for d, c in coverage.items()
-             if c.complete and c.rows and (first is None or first <= d)
-             and (last is None or d <= last)}
+    whole = {
+        d.toordinal() - _EPOCH_ORDINAL
+        for d, c in coverage.items()
+        if c.complete and c.rows and (first is None or first <= d) and (last is None or d <= last)
+    }
     try:  # microseconds, whatever unit a variant part holds
         ts_us = table["ts"].combine_chunks().cast(TS_TYPE).cast(pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -1118,9 +1138,21 @@ def _tally_minutes(
 def refetch_command(lake: Path, symbol: Symbol, first: date, last: date) -> str:
     """The command that asks ``first..last`` again although recorded complete (shell-quoted:
     a lake's name is the user's)."""
-    return shlex.join(["backfill", "run", "--refetch", "--from", first.isoformat(),
-                       "--to", last.isoformat(), "--symbols", str(symbol),
-                       "--lake", str(lake)])
+    return shlex.join(
+        [
+            "backfill",
+            "run",
+            "--refetch",
+            "--from",
+            first.isoformat(),
+            "--to",
+            last.isoformat(),
+            "--symbols",
+            str(symbol),
+            "--lake",
+            str(lake),
+        ]
+    )
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

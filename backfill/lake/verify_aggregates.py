@@ -27,15 +27,30 @@ from backfill.lake.verify import Finding, Kind, Severity
 _SHOWN = 3
 
 
-def refresh_command(lake: Path, symbol: Symbol, timeframe: Timeframe, month: Month,
-                    include_partial: bool) -> str:
+def refresh_command(
+    lake: Path, symbol: Symbol, timeframe: Timeframe, month: Month, include_partial: bool
+) -> str:
     """The command that rebuilds one aggregate part from the M1 lake as it is now."""
     first, last = source_days(month)
     partial = ("--include-partial",) if include_partial else ()
     # Quoted for a shell: pasted, a lake named `x $(touch PWNED)` must stay a name.
-    return shlex.join(("backfill", "aggregate", "--lake", str(lake), "--symbols", str(symbol),
-                       "--tf", str(timeframe), "--from", str(first), "--to", str(last),
-                       *partial))
+    return shlex.join(
+        (
+            "backfill",
+            "aggregate",
+            "--lake",
+            str(lake),
+            "--symbols",
+            str(symbol),
+            "--tf",
+            str(timeframe),
+            "--from",
+            str(first),
+            "--to",
+            str(last),
+            *partial,
+        )
+    )
 
 
 def check_aggregate_part(
@@ -65,8 +80,9 @@ def check_aggregate_part(
         if pc.any(pc.equal(steps, 0)).as_py():
             findings.append(error(Kind.TS_DUPLICATE, f"{timeframe} bucket end repeated"))
     start, stop = _us(day_start(month.first_day)), _us(day_start(month.next.first_day))
-    off_grid = pc.not_equal(pc.subtract(ts, pc.multiply(pc.divide(ts, timeframe.width_us),
-                                                        timeframe.width_us)), 0)
+    off_grid = pc.not_equal(
+        pc.subtract(ts, pc.multiply(pc.divide(ts, timeframe.width_us), timeframe.width_us)), 0
+    )
     outside = pc.or_(pc.less(ts, start), pc.greater_equal(ts, stop))
     bad = ts.filter(pc.or_(off_grid, outside))
     if len(bad):
@@ -80,9 +96,12 @@ def check_aggregate_part(
             )
         )
     minutes = table["minutes"]
-    if len(minutes) and not pc.all(
-        pc.and_(pc.greater_equal(minutes, 1), pc.less_equal(minutes, timeframe.minutes))
-    ).as_py():
+    if (
+        len(minutes)
+        and not pc.all(
+            pc.and_(pc.greater_equal(minutes, 1), pc.less_equal(minutes, timeframe.minutes))
+        ).as_py()
+    ):
         findings.append(
             error(Kind.BUCKET_MINUTES, f"minutes outside 1..{timeframe.minutes} in a bucket")
         )
@@ -103,28 +122,40 @@ def check_aggregate_part(
         return findings
     if provenance.timeframe != timeframe or provenance.month != month:
         findings.append(
-            error(Kind.PROVENANCE_MISSING, f"footer is for {provenance.timeframe} "
-                  f"{provenance.month}, the path for {timeframe} {month}")
+            error(
+                Kind.PROVENANCE_MISSING,
+                f"footer is for {provenance.timeframe} "
+                f"{provenance.month}, the path for {timeframe} {month}",
+            )
         )
     else:
         if not provenance.include_partial and len(table) and not pc.all(table["complete"]).as_py():
             findings.append(
-                error(Kind.BUCKET_INCOMPLETE, f"{timeframe} part built without "
-                      "--include-partial holds buckets with complete = false")
+                error(
+                    Kind.BUCKET_INCOMPLETE,
+                    f"{timeframe} part built without "
+                    "--include-partial holds buckets with complete = false",
+                )
             )
         command = refresh_command(lake, symbol, timeframe, month, provenance.include_partial)
         if not symbol_dir(lake, symbol).is_dir() and provenance.source:
             findings.append(
-                error(Kind.AGGREGATE_ORPHAN, f"{timeframe} {month} holds buckets of M1 days no "
-                      f"longer in the lake (no M1 folder for {symbol}): refresh with "
-                      f"`{command}` (it removes the part)")
+                error(
+                    Kind.AGGREGATE_ORPHAN,
+                    f"{timeframe} {month} holds buckets of M1 days no "
+                    f"longer in the lake (no M1 folder for {symbol}): refresh with "
+                    f"`{command}` (it removes the part)",
+                )
             )
         elif is_stale(provenance, m1_coverage, now):
             # An error: the part holds (or lacks) bars the M1 lake does not; readers of it
             # get other data than readers of M1 until it is refreshed.
             findings.append(
-                error(Kind.AGGREGATE_STALE, f"{timeframe} {month} was built from M1 coverage "
-                      f"that has changed since: refresh with `{command}`")
+                error(
+                    Kind.AGGREGATE_STALE,
+                    f"{timeframe} {month} was built from M1 coverage "
+                    f"that has changed since: refresh with `{command}`",
+                )
             )
     return findings
 
@@ -175,8 +206,10 @@ def verify_aggregates(
     findings: list[Finding] = []
     if orphans:
         known = set(symbols)
-        symbols = [*symbols, *(s for s in aggregate_symbols(lake, [tf.name for tf in TIMEFRAMES])
-                               if s not in known)]
+        symbols = [
+            *symbols,
+            *(s for s in aggregate_symbols(lake, [tf.name for tf in TIMEFRAMES]) if s not in known),
+        ]
     for symbol in symbols:
         coverage: dict[date, DayCoverage] | None = None
         for tf in TIMEFRAMES:
@@ -191,8 +224,14 @@ def verify_aggregates(
                     table = pq.read_table(arrow_source(path))
                 except (OSError, ValueError, pa.ArrowException) as exc:
                     findings.append(
-                        Finding(Severity.ERROR, Kind.UNREADABLE, symbol, path, None,
-                                f"cannot read: {exc}")
+                        Finding(
+                            Severity.ERROR,
+                            Kind.UNREADABLE,
+                            symbol,
+                            path,
+                            None,
+                            f"cannot read: {exc}",
+                        )
                     )
                     continue
                 findings += check_aggregate_part(

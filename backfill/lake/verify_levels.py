@@ -41,23 +41,50 @@ def refresh_command(lake: Path, symbol: Symbol, provenance: Provenance) -> str:
     """The ``backfill levels`` command that rebuilds one part as its footer says it was built."""
     p = provenance.params
     month = provenance.month
-    args = ["backfill", "levels", "--lake", str(lake), "--symbols", str(symbol),
-            "--profiles", str(p.get("profile")), "--from", str(month.first_day),
-            "--to", str(month.last_day)]
+    args = [
+        "backfill",
+        "levels",
+        "--lake",
+        str(lake),
+        "--symbols",
+        str(symbol),
+        "--profiles",
+        str(p.get("profile")),
+        "--from",
+        str(month.first_day),
+        "--to",
+        str(month.last_day),
+    ]
     if p.get("include_partial"):
         args.append("--include-partial")
     if provenance.kind == EVENTS:
-        args += ["--tolerance", str(p.get("tolerance")),
-                 "--max-retest-bars", str(p.get("max_retest_bars")),
-                 "--retest-unit", str(p.get("retest_unit")),
-                 "--signal-bar", str(p.get("signal_bar")), "--scan", str(p.get("scan"))]
+        args += [
+            "--tolerance",
+            str(p.get("tolerance")),
+            "--max-retest-bars",
+            str(p.get("max_retest_bars")),
+            "--retest-unit",
+            str(p.get("retest_unit")),
+            "--signal-bar",
+            str(p.get("signal_bar")),
+            "--scan",
+            str(p.get("scan")),
+        ]
     else:
         args.append("--no-events")
     return shlex.join(args)
 
 
-def check_part(table: pa.Table, kind: str, lake: Path, symbol: Symbol, profile: Profile,
-               month: Month, path: Path, coverage: dict) -> list[Finding]:
+def check_part(
+    table: pa.Table,
+    kind: str,
+    lake: Path,
+    symbol: Symbol,
+    profile: Profile,
+    month: Month,
+    path: Path,
+    coverage: dict,
+) -> list[Finding]:
     """Every check of one levels or events part (pure: the table and the M1 coverage in)."""
 
     def error(kind_: Kind, detail: str) -> Finding:
@@ -70,8 +97,12 @@ def check_part(table: pa.Table, kind: str, lake: Path, symbol: Symbol, profile: 
     findings: list[Finding] = []
     rows = table.to_pylist()
     if any(r["symbol"] != str(symbol) or r["profile"] != profile.name for r in rows):
-        findings.append(error(Kind.PARTITION, f"symbol or profile differs from the path "
-                                              f"({symbol}, {profile.name})"))
+        findings.append(
+            error(
+                Kind.PARTITION,
+                f"symbol or profile differs from the path ({symbol}, {profile.name})",
+            )
+        )
     outside = [r["session_date"] for r in rows if Month.of(r["session_date"]) != month]
     if outside:
         findings.append(error(Kind.PARTITION, f"session dates outside {month}: {outside[0]}"))
@@ -92,19 +123,31 @@ def check_part(table: pa.Table, kind: str, lake: Path, symbol: Symbol, profile: 
             scan = parse_scan(str(provenance.params.get("scan")))
         except ValueError:
             scan = profile.scan
-        keys = [(r["session_date"], r["break_ts"], LEVEL_ORDER.get(r["level"], 99),
-                 r["attempt"]) for r in rows]
+        keys = [
+            (r["session_date"], r["break_ts"], LEVEL_ORDER.get(r["level"], 99), r["attempt"])
+            for r in rows
+        ]
         findings += _events(rows, profile, scan, error)
     if any(a >= b for a, b in itertools.pairwise(keys)):
-        findings.append(error(Kind.TS_UNSORTED, f"{name} rows not sorted, or a key repeated "
-                                                "(levels.md section 5)"))
+        findings.append(
+            error(
+                Kind.TS_UNSORTED, f"{name} rows not sorted, or a key repeated (levels.md section 5)"
+            )
+        )
     first, last = source_days(profile, month, scan)
     if dict(provenance.source) != source_of(coverage, first, last):
         command = refresh_command(lake, symbol, provenance)
-        findings.append(Finding(
-            Severity.WARNING, Kind.LEVELS_STALE, symbol, path, None,
-            f"{name} {profile.name} {month} was built from M1 coverage that has changed "
-            f"since: refresh with `{command}`"))
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                Kind.LEVELS_STALE,
+                symbol,
+                path,
+                None,
+                f"{name} {profile.name} {month} was built from M1 coverage that has changed "
+                f"since: refresh with `{command}`",
+            )
+        )
     return findings
 
 
@@ -113,16 +156,24 @@ def _windows(rows: list[dict], profile: Profile, error) -> list[Finding]:  # typ
     for r in rows:
         w = session_windows(profile, r["session_date"], None)
         window = {"PD": w.pd, "PM": w.pm, "OR": w.opening}.get(r["level"][:2])
-        if (window is None or r["window_start_utc"] != window.start
-                or r["window_end_utc"] != window.end
-                or r["available_from_utc"] != window.end
-                or r["valid_to_utc"] != w.session.end
-                or r["expected_minutes"] != window.minutes):
+        if (
+            window is None
+            or r["window_start_utc"] != window.start
+            or r["window_end_utc"] != window.end
+            or r["available_from_utc"] != window.end
+            or r["valid_to_utc"] != w.session.end
+            or r["expected_minutes"] != window.minutes
+        ):
             bad.append(f"{r['session_date']} {r['level']}")
     if not bad:
         return []
-    return [error(Kind.LEVELS_WINDOW, f"{len(bad)} row(s) whose window or available_from_utc "
-                  f"is not {profile.name}'s rule: {', '.join(bad[:_SHOWN])}")]
+    return [
+        error(
+            Kind.LEVELS_WINDOW,
+            f"{len(bad)} row(s) whose window or available_from_utc "
+            f"is not {profile.name}'s rule: {', '.join(bad[:_SHOWN])}",
+        )
+    ]
 
 
 def _events(rows: list[dict], profile: Profile, scan, error) -> list[Finding]:  # type: ignore[no-untyped-def]
@@ -134,18 +185,27 @@ def _events(rows: list[dict], profile: Profile, scan, error) -> list[Finding]:  
         if r["retest_ts"] is not None:
             ok = ok and r["break_ts"] < r["retest_ts"] <= r["end_ts"]
         if r["signal_ts"] is not None:
-            ok = (ok and r["retest_ts"] is not None
-                  and r["retest_ts"] <= r["signal_ts"] <= r["end_ts"])
+            ok = (
+                ok
+                and r["retest_ts"] is not None
+                and r["retest_ts"] <= r["signal_ts"] <= r["end_ts"]
+            )
         if not ok:
             bad.append(f"{r['session_date']} {r['level']} #{r['attempt']}")
     if not bad:
         return []
-    return [error(Kind.EVENT_ORDER, f"{len(bad)} event(s) not in the order prev_ts < break_ts "
-                  f"< retest_ts <= signal_ts <= end_ts inside the scan: {', '.join(bad[:_SHOWN])}")]
+    return [
+        error(
+            Kind.EVENT_ORDER,
+            f"{len(bad)} event(s) not in the order prev_ts < break_ts "
+            f"< retest_ts <= signal_ts <= end_ts inside the scan: {', '.join(bad[:_SHOWN])}",
+        )
+    ]
 
 
-def verify_levels(lake: Path, symbols: Sequence[Symbol], first: date | None,
-                  last: date | None) -> tuple[int, list[Finding]]:
+def verify_levels(
+    lake: Path, symbols: Sequence[Symbol], first: date | None, last: date | None
+) -> tuple[int, list[Finding]]:
     """Check every levels and events part of ``symbols`` whose month meets ``[first, last]``."""
     parts = 0
     findings: list[Finding] = []
@@ -154,11 +214,13 @@ def verify_levels(lake: Path, symbols: Sequence[Symbol], first: date | None,
         for profile in PROFILES.values():
             folders = [(LEVELS, levels_symbol_dir(lake, profile.name, symbol))] + [
                 (EVENTS, events_symbol_dir(lake, profile.name, tol, symbol))
-                for tol in event_tolerances(lake, profile.name)]
+                for tol in event_tolerances(lake, profile.name)
+            ]
             for kind, folder in folders:
                 for month, path in iter_month_parts(folder):
-                    if ((first is not None and month.last_day < first)
-                            or (last is not None and month.first_day > last)):
+                    if (first is not None and month.last_day < first) or (
+                        last is not None and month.first_day > last
+                    ):
                         continue
                     parts += 1
                     if coverage is None:
@@ -166,12 +228,18 @@ def verify_levels(lake: Path, symbols: Sequence[Symbol], first: date | None,
                     try:
                         table = pq.read_table(arrow_source(path))
                     except (OSError, ValueError, pa.ArrowException) as exc:
-                        findings.append(Finding(Severity.ERROR, Kind.UNREADABLE, symbol, path,
-                                                None, f"cannot read: {exc}"))
+                        findings.append(
+                            Finding(
+                                Severity.ERROR,
+                                Kind.UNREADABLE,
+                                symbol,
+                                path,
+                                None,
+                                f"cannot read: {exc}",
+                            )
+                        )
                         continue
-                    findings += check_part(table, kind, lake, symbol, profile, month, path,
-                                           coverage)
+                    findings += check_part(
+                        table, kind, lake, symbol, profile, month, path, coverage
+                    )
     return parts, findings
-
-
-

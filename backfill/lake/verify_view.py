@@ -86,8 +86,11 @@ def summary_line(s: SymbolSummary) -> str:
         f"{s.symbol} {span}: {s.days_complete}/{s.days} days complete, "
         f"{s.days_partial} partial, {s.days_missing} missing, "
         + (f"{s.days_no_data} IB had no data for, " if s.days_no_data else "")
-        + (f"{s.days_before_listing} before listing (head {s.head}), "
-           if s.days_before_listing else "")
+        + (
+            f"{s.days_before_listing} before listing (head {s.head}), "
+            if s.days_before_listing
+            else ""
+        )
         + f"{s.rows:,} rows, "
         f"{counted(s.gaps, 'gap range')} ({s.gap_minutes} min), "
         f"{counted(s.errors, 'error')}, "

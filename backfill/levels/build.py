@@ -61,20 +61,25 @@ class LevelsRequest:
 
     def footer_params(self, profile: Profile, kind: str) -> dict[str, object]:
         """The parameters a part's rows depend on: recorded, and compared on the next run."""
-        params: dict[str, object] = {"profile": profile.name,
-                                     "include_partial": self.include_partial}
+        params: dict[str, object] = {
+            "profile": profile.name,
+            "include_partial": self.include_partial,
+        }
         if kind == EVENTS:
             p = self.params
-            params |= {"tolerance": p.tolerance.spec, "max_retest_bars": p.max_retest_bars,
-                       "retest_unit": p.retest_unit, "signal_bar": p.signal_bar,
-                       "scan": str(p.scan or profile.scan)}
+            params |= {
+                "tolerance": p.tolerance.spec,
+                "max_retest_bars": p.max_retest_bars,
+                "retest_unit": p.retest_unit,
+                "signal_bar": p.signal_bar,
+                "scan": str(p.scan or profile.scan),
+            }
         return params
 
     def path(self, kind: str, profile: Profile, symbol: Symbol, month: Month) -> Path:
         if kind == LEVELS:
             return levels_part_path(self.lake, profile.name, symbol, month)
-        return events_part_path(self.lake, profile.name, self.params.tolerance.spec, symbol,
-                                month)
+        return events_part_path(self.lake, profile.name, self.params.tolerance.spec, symbol, month)
 
     def source_days(self, kind: str, profile: Profile, month: Month) -> tuple[date, date]:
         scan = (self.params.scan or profile.scan) if kind == EVENTS else None
@@ -177,8 +182,9 @@ def read_provenance(path: Path, schema: pa.Schema) -> Provenance | str:
         return f"malformed provenance record: {exc}"
 
 
-def scope_months(coverage: Mapping[date, DayCoverage], first: date | None,
-                 last: date | None) -> list[Month]:
+def scope_months(
+    coverage: Mapping[date, DayCoverage], first: date | None, last: date | None
+) -> list[Month]:
     """Months of session dates to consider: those asked, else the recorded days' span and
     the day after it (its PD is the last recorded day)."""
     if not coverage and (first is None or last is None):
@@ -188,14 +194,21 @@ def scope_months(coverage: Mapping[date, DayCoverage], first: date | None,
     return months_between(lo, hi) if lo <= hi else []
 
 
-def plan_part(request: LevelsRequest, kind: str, profile: Profile, symbol: Symbol,
-              month: Month, coverage: Mapping[date, DayCoverage]) -> PartPlan:
+def plan_part(
+    request: LevelsRequest,
+    kind: str,
+    profile: Profile,
+    symbol: Symbol,
+    month: Month,
+    coverage: Mapping[date, DayCoverage],
+) -> PartPlan:
     path = request.path(kind, profile, symbol, month)
     first, last = request.source_days(kind, profile, month)
     source = source_of(coverage, first, last)
     if not path.is_file():
-        reason = Reason.MISSING if may_have_rows(request, profile, month, source) else (
-            Reason.NOTHING)
+        reason = (
+            Reason.MISSING if may_have_rows(request, profile, month, source) else (Reason.NOTHING)
+        )
     else:
         found = read_provenance(path, LEVELS_SCHEMA if kind == LEVELS else EVENTS_SCHEMA)
         if isinstance(found, str):
@@ -209,8 +222,9 @@ def plan_part(request: LevelsRequest, kind: str, profile: Profile, symbol: Symbo
     return PartPlan(symbol, profile, kind, month, reason)
 
 
-def may_have_rows(request: LevelsRequest, profile: Profile, month: Month,
-                  coverage: Mapping[date, DayCoverage]) -> bool:
+def may_have_rows(
+    request: LevelsRequest, profile: Profile, month: Month, coverage: Mapping[date, DayCoverage]
+) -> bool:
     """Whether building the month could write a levels row (from coverage alone): a window
     whose days are all recorded whole (or, with --include-partial, any day recorded)."""
     if request.include_partial:
@@ -223,9 +237,12 @@ def may_have_rows(request: LevelsRequest, profile: Profile, month: Month,
     return False
 
 
-def plan_symbol(request: LevelsRequest, symbol: Symbol,
-                coverage: Mapping[date, DayCoverage],
-                unreadable: Mapping[Month, str] | None = None) -> list[PartPlan]:
+def plan_symbol(
+    request: LevelsRequest,
+    symbol: Symbol,
+    coverage: Mapping[date, DayCoverage],
+    unreadable: Mapping[Month, str] | None = None,
+) -> list[PartPlan]:
     kinds = (LEVELS, EVENTS) if request.events else (LEVELS,)
     unreadable = unreadable or {}
     # An M1 part that cannot be read has unknown coverage: its months are in scope, and
@@ -262,8 +279,9 @@ def levels_lake(
 
     def one_symbol(item: tuple[Symbol, list[PartPlan], Mapping[Month, str]]) -> list[Event]:
         symbol, symbol_plans, unreadable = item
-        return list(_build_symbol(request, symbol, [p for p in symbol_plans if p.builds],
-                                  unreadable))
+        return list(
+            _build_symbol(request, symbol, [p for p in symbol_plans if p.builds], unreadable)
+        )
 
     # Four symbols at a time: while one waits on fsync or Parquet (which release the GIL),
     # another computes. Memory stays that of four symbols, whatever their number.
@@ -278,19 +296,26 @@ def levels_lake(
         # (each part is replaced whole, so stopping anywhere leaves old or new parts).
         pool.shutdown(wait=True, cancel_futures=True)
     skipped = tuple(p for p in plans if not p.builds)
-    return LevelsResult(symbols, tuple(built), skipped, tuple(failed),
-                        clock.monotonic() - started)
+    return LevelsResult(symbols, tuple(built), skipped, tuple(failed), clock.monotonic() - started)
 
 
-def levels_status(lake: Path, symbols: list[Symbol], profiles: tuple[Profile, ...],
-                  first: date | None, last: date | None) -> list[PartPlan]:
+def levels_status(
+    lake: Path,
+    symbols: list[Symbol],
+    profiles: tuple[Profile, ...],
+    first: date | None,
+    last: date | None,
+) -> list[PartPlan]:
     """The levels parts (default settings) missing, stale or unreadable (``plan --levels``)."""
     request = LevelsRequest(lake, profiles, tuple(symbols), first, last, events=False)
     out = []
     for symbol in symbols:
         coverage, _ = read_m1_coverage(lake, symbol)
-        out += [p for p in plan_symbol(request, symbol, coverage)
-                if p.builds and p.reason is not Reason.MODE]
+        out += [
+            p
+            for p in plan_symbol(request, symbol, coverage)
+            if p.builds and p.reason is not Reason.MODE
+        ]
     return out
 
 
@@ -320,8 +345,9 @@ class _M1Cache:
         return pa.concat_tables(tables), coverage
 
 
-def _build_symbol(request: LevelsRequest, symbol: Symbol, todo: list[PartPlan],
-                  unreadable: Mapping[Month, str]):
+def _build_symbol(
+    request: LevelsRequest, symbol: Symbol, todo: list[PartPlan], unreadable: Mapping[Month, str]
+):
     by_month: dict[Month, list[PartPlan]] = {}
     for plan in todo:
         by_month.setdefault(plan.month, []).append(plan)
@@ -333,8 +359,14 @@ def _build_symbol(request: LevelsRequest, symbol: Symbol, todo: list[PartPlan],
             yield MonthFailed(symbol, month, str(exc))
 
 
-def _build_month(request: LevelsRequest, symbol: Symbol, month: Month, plans: list[PartPlan],
-                 cache: _M1Cache, unreadable: Mapping[Month, str]):
+def _build_month(
+    request: LevelsRequest,
+    symbol: Symbol,
+    month: Month,
+    plans: list[PartPlan],
+    cache: _M1Cache,
+    unreadable: Mapping[Month, str],
+):
     for profile in request.profiles:
         mine = {p.kind: p for p in plans if p.profile == profile}
         if not mine:
@@ -342,8 +374,9 @@ def _build_month(request: LevelsRequest, symbol: Symbol, month: Month, plans: li
         first, last = request.source_days(EVENTS if request.events else LEVELS, profile, month)
         bad = [m for m in months_between(first, last) if m in unreadable]
         if bad:
-            yield MonthFailed(symbol, month, "; ".join(
-                f"M1 part {m} unreadable: {unreadable[m]}" for m in bad))
+            yield MonthFailed(
+                symbol, month, "; ".join(f"M1 part {m} unreadable: {unreadable[m]}" for m in bad)
+            )
             continue
         table, coverage = cache.load(first, last)
         bars = Bars.of(table)
@@ -362,21 +395,29 @@ def _build_month(request: LevelsRequest, symbol: Symbol, month: Month, plans: li
                     rows = rows.filter(rows["complete"])
             # An events part with no event is still written beside levels rows: it records
             # that its sessions were scanned (a rerun then finds it fresh).
-            if not rows.num_rows and plan.reason is Reason.MISSING and (
-                    kind == LEVELS or not written.num_rows):
+            if (
+                not rows.num_rows
+                and plan.reason is Reason.MISSING
+                and (kind == LEVELS or not written.num_rows)
+            ):
                 yield PartBuilt(plan, 0, None)
                 continue
             lo, hi = request.source_days(kind, profile, month)
-            record = Provenance(kind, month, request.footer_params(profile, kind),
-                                source_of(coverage, lo, hi))
+            record = Provenance(
+                kind, month, request.footer_params(profile, kind), source_of(coverage, lo, hi)
+            )
             result = store.write_derived(
-                request.path(kind, profile, symbol, month), rows,
-                {LEVELS_PROVENANCE_KEY: record.encode()}, WRITE_OPTIONS)
+                request.path(kind, profile, symbol, month),
+                rows,
+                {LEVELS_PROVENANCE_KEY: record.encode()},
+                WRITE_OPTIONS,
+            )
             yield PartBuilt(plan, result.rows, result.path)
 
 
-def _sessions_recorded(levels: pa.Table, profile: Profile, days: list[date],
-                       coverage: Mapping[date, DayCoverage]) -> pa.Table:
+def _sessions_recorded(
+    levels: pa.Table, profile: Profile, days: list[date], coverage: Mapping[date, DayCoverage]
+) -> pa.Table:
     """Only the sessions some M1 day of which is recorded (a session of the future, or of
     a span never fetched, has no row even with --include-partial)."""
     kept = []

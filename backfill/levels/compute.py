@@ -95,9 +95,11 @@ def window_stats(bars: Bars, starts_us: np.ndarray, ends_us: np.ndarray) -> Wind
         big = np.iinfo(np.int64).max
         # The first bar reaching the value: value_ts is when the level became what it is.
         high_at[full] = np.minimum.reduceat(
-            np.where(h == np.repeat(hmax, counts), index, big), offsets)
+            np.where(h == np.repeat(hmax, counts), index, big), offsets
+        )
         low_at[full] = np.minimum.reduceat(
-            np.where(lw == np.repeat(lmin, counts), index, big), offsets)
+            np.where(lw == np.repeat(lmin, counts), index, big), offsets
+        )
         high[full], low[full] = hmax, lmin
     return WindowStats(n, high, high_at, low, low_at, last_at)
 
@@ -135,7 +137,9 @@ def compute_levels(
         ends = np.array([us(w.end) for w in ws], dtype=np.int64)
         s = stats[kind] = window_stats(bars, starts, ends)
         common = {
-            "window_start_utc": starts, "window_end_utc": ends, "available_from_utc": ends,
+            "window_start_utc": starts,
+            "window_end_utc": ends,
+            "available_from_utc": ends,
             "minutes": s.n.astype(np.int32),
             "expected_minutes": ((ends - starts) // _MIN_US).astype(np.int32),
             "complete": np.array([window_complete(w, complete_days) for w in ws], dtype=bool),
@@ -149,8 +153,12 @@ def compute_levels(
             close = bars.close[np.maximum(s.last_at, 0)] if len(ts) else np.zeros(len(ws))
             per["PDH"] = {**common, "value": s.high, "value_ts": at(s.high_at), "null": empty}
             per["PDL"] = {**common, "value": s.low, "value_ts": at(s.low_at), "null": empty}
-            per["PDC"] = {**common, "value": np.where(empty, np.nan, close),
-                          "value_ts": at(s.last_at), "null": empty}
+            per["PDC"] = {
+                **common,
+                "value": np.where(empty, np.nan, close),
+                "value_ts": at(s.last_at),
+                "null": empty,
+            }
         else:
             h, lo_ = f"{kind}H", f"{kind}L"
             per[h] = {**common, "value": s.high, "value_ts": at(s.high_at), "null": empty}
@@ -186,8 +194,9 @@ def compute_levels(
         "profile": pa.array([profile.name] * rows, pa.string()),
         "tz": pa.array([profile.tz] * rows, pa.string()),
         # From day numbers: pa.array of numpy datetime64 imports pandas (1 s at start-up).
-        "session_date": pa.array(np.repeat(np.array(
-            [d.toordinal() - _EPOCH_ORDINAL for d in days], dtype=np.int32), k)).cast(pa.date32()),
+        "session_date": pa.array(
+            np.repeat(np.array([d.toordinal() - _EPOCH_ORDINAL for d in days], dtype=np.int32), k)
+        ).cast(pa.date32()),
         "level": pa.array(names * n_days, pa.string()),
         "direction": pa.array([DIRECTION[name] for name in names] * n_days, pa.string()),
         "value": pa.array(value, pa.float64(), mask=null),

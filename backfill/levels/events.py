@@ -76,8 +76,7 @@ def compute_events(
     if not len(cand_bar):
         return empty(EVENTS_SCHEMA)
     last = hi[cand_row] - 1
-    code, at = _resolve(bars, cand_bar, last, value[cand_row], up[cand_row], tol[cand_row],
-                        params)
+    code, at = _resolve(bars, cand_bar, last, value[cand_row], up[cand_row], tol[cand_row], params)
     # Chain: a break counts only on a bar after the previous attempt of its level ended.
     chosen: list[int] = []
     attempts: list[int] = []
@@ -92,17 +91,36 @@ def compute_events(
         attempts.append(attempt)
         end_now = int(_end_of(code[i], at[i], last[i], b, params.signal_bar))
     pick = np.array(chosen, dtype=np.int64)
-    return _table(bars, rows, profile, params, complete_days, scans, tol,
-                  cand_row[pick], cand_bar[pick], code[pick], at[pick], last[pick],
-                  np.array(attempts, dtype=np.int16))
+    return _table(
+        bars,
+        rows,
+        profile,
+        params,
+        complete_days,
+        scans,
+        tol,
+        cand_row[pick],
+        cand_bar[pick],
+        code[pick],
+        at[pick],
+        last[pick],
+        np.array(attempts, dtype=np.int16),
+    )
 
 
 # codes of _resolve: what ended (or moved) the attempt, at bar ``at``
 _C_OPEN, _C_TIME, _C_PRICE, _C_RETEST = 0, 1, 2, 3
 
 
-def _resolve(bars: Bars, b: np.ndarray, last: np.ndarray, level: np.ndarray, up: np.ndarray,
-             tol: np.ndarray, params: EventParams) -> tuple[np.ndarray, np.ndarray]:
+def _resolve(
+    bars: Bars,
+    b: np.ndarray,
+    last: np.ndarray,
+    level: np.ndarray,
+    up: np.ndarray,
+    tol: np.ndarray,
+    params: EventParams,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each break at bar ``b``: the first bar after it that ends the attempt (time,
     price) or retests, tested in the contract's order; OPEN when none does by ``last``."""
     k_max = params.max_retest_bars + 1  # bar max+1 (or earlier, in minutes) ends it on time
@@ -138,10 +156,21 @@ def _end_of(code: int, at: int, last: int, b: int, signal_bar: str) -> int:
     return max(at, b)
 
 
-def _table(bars: Bars, rows: pa.Table, profile: Profile, params: EventParams,
-           complete_days: Collection[date], scans: list, tol: np.ndarray,
-           row: np.ndarray, b: np.ndarray, code: np.ndarray, at: np.ndarray,
-           last: np.ndarray, attempt: np.ndarray) -> pa.Table:
+def _table(
+    bars: Bars,
+    rows: pa.Table,
+    profile: Profile,
+    params: EventParams,
+    complete_days: Collection[date],
+    scans: list,
+    tol: np.ndarray,
+    row: np.ndarray,
+    b: np.ndarray,
+    code: np.ndarray,
+    at: np.ndarray,
+    last: np.ndarray,
+    attempt: np.ndarray,
+) -> pa.Table:
     ts, mid = bars.ts, bars.mid
     n = len(b)
     retested = code == _C_RETEST
@@ -153,12 +182,14 @@ def _table(bars: Bars, rows: pa.Table, profile: Profile, params: EventParams,
         signal_at = at + 1
     end = np.where(retested, np.where(signalled, signal_at, at), np.maximum(at, b))
     outcome = np.where(
-        signalled, _SIGNAL,
+        signalled,
+        _SIGNAL,
         np.where(code == _C_PRICE, _PRICE, np.where(code == _C_TIME, _TIME, _OPEN)),
     )
     safe_signal = np.minimum(signal_at, len(ts) - 1)
-    scan_complete = np.array([window_complete(scans[r], complete_days) for r in row.tolist()],
-                             dtype=bool)
+    scan_complete = np.array(
+        [window_complete(scans[r], complete_days) for r in row.tolist()], dtype=bool
+    )
     level_complete = rows["complete"].to_numpy(zero_copy_only=False)[row]
     ts_type = EVENTS_SCHEMA.field("break_ts").type
 
@@ -172,8 +203,16 @@ def _table(bars: Bars, rows: pa.Table, profile: Profile, params: EventParams,
     not_retested, not_signalled = ~retested, ~signalled
     columns = {
         name: rows[name].take(take)
-        for name in ("source", "market", "symbol", "profile", "tz", "session_date", "level",
-                     "direction")
+        for name in (
+            "source",
+            "market",
+            "symbol",
+            "profile",
+            "tz",
+            "session_date",
+            "level",
+            "direction",
+        )
     }
     columns |= {
         "level_value": rows["value"].take(take),
@@ -209,7 +248,13 @@ def _table(bars: Bars, rows: pa.Table, profile: Profile, params: EventParams,
     order = pa.array([LEVEL_ORDER[x] for x in table["level"].to_pylist()], pa.int8())
     return (
         table.append_column("_order", order)
-        .sort_by([("session_date", "ascending"), ("break_ts", "ascending"),
-                  ("_order", "ascending"), ("attempt", "ascending")])
+        .sort_by(
+            [
+                ("session_date", "ascending"),
+                ("break_ts", "ascending"),
+                ("_order", "ascending"),
+                ("attempt", "ascending"),
+            ]
+        )
         .drop_columns(["_order"])
     )

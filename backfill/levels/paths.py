@@ -24,13 +24,24 @@ def events_root(lake: Path) -> Path:
 
 
 def levels_symbol_dir(lake: Path, profile: str, symbol: Symbol) -> Path:
-    return (levels_root(lake) / f"source={SOURCE}" / f"market={MARKET}" / f"profile={profile}"
-            / f"symbol={symbol}")
+    return (
+        levels_root(lake)
+        / f"source={SOURCE}"
+        / f"market={MARKET}"
+        / f"profile={profile}"
+        / f"symbol={symbol}"
+    )
 
 
 def events_symbol_dir(lake: Path, profile: str, tolerance: str, symbol: Symbol) -> Path:
-    return (events_root(lake) / f"source={SOURCE}" / f"market={MARKET}" / f"profile={profile}"
-            / f"tolerance={tolerance}" / f"symbol={symbol}")
+    return (
+        events_root(lake)
+        / f"source={SOURCE}"
+        / f"market={MARKET}"
+        / f"profile={profile}"
+        / f"tolerance={tolerance}"
+        / f"symbol={symbol}"
+    )
 
 
 def _below(folder: Path, month: Month) -> Path:
@@ -42,8 +53,9 @@ def levels_part_path(lake: Path, profile: str, symbol: Symbol, month: Month) -> 
     return _below(levels_symbol_dir(lake, profile, symbol), month)
 
 
-def events_part_path(lake: Path, profile: str, tolerance: str, symbol: Symbol,
-                     month: Month) -> Path:
+def events_part_path(
+    lake: Path, profile: str, tolerance: str, symbol: Symbol, month: Month
+) -> Path:
     """``<lake>/br_events/…/profile=P/tolerance=T/symbol=S/year=Y/month=MM/part-Y-MM.parquet``."""
     return _below(events_symbol_dir(lake, profile, tolerance, symbol), month)
 
@@ -61,5 +73,8 @@ def event_tolerances(lake: Path, profile: str) -> list[str]:
     root = events_root(lake) / f"source={SOURCE}" / f"market={MARKET}" / f"profile={profile}"
     if not root.is_dir():
         return []
-    return sorted(p.name.removeprefix("tolerance=") for p in root.iterdir()
-                  if p.is_dir() and p.name.startswith("tolerance="))
+    return sorted(
+        p.name.removeprefix("tolerance=")
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith("tolerance=")
+    )

@@ -40,10 +40,14 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("us_equity_open", "America/New_York", (time(4), time(9, 30)), time(9, 30),
-                Scan(time(9, 30), time(11, 30))),
-        Profile("asia_open", "Asia/Tokyo", (time(0), time(9)), time(9),
-                Scan(time(9), time(11))),
+        Profile(
+            "us_equity_open",
+            "America/New_York",
+            (time(4), time(9, 30)),
+            time(9, 30),
+            Scan(time(9, 30), time(11, 30)),
+        ),
+        Profile("asia_open", "Asia/Tokyo", (time(0), time(9)), time(9), Scan(time(9), time(11))),
         Profile("daily_open_utc", "UTC", None, time(0), Scan(time(0), time(2))),
     )
 }

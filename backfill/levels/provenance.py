@@ -25,8 +25,9 @@ def source_days(profile: Profile, month: Month, scan: Scan | None = None) -> tup
     return first.pd.lake_days()[0], max(w.lake_days()[1] for w in ends)
 
 
-def source_of(coverage: Mapping[date, DayCoverage], first: date, last: date
-              ) -> dict[date, DayCoverage]:
+def source_of(
+    coverage: Mapping[date, DayCoverage], first: date, last: date
+) -> dict[date, DayCoverage]:
     return {d: c for d, c in sorted(coverage.items()) if first <= d <= last}
 
 
@@ -59,5 +60,9 @@ class Provenance:
         params = record["params"]
         if not isinstance(params, dict) or record["kind"] not in ("levels", "events"):
             raise ValueError("malformed levels provenance record")
-        return cls(record["kind"], Month(year, month), params,
-                   decode_coverage(json.dumps(record["source"]).encode()))
+        return cls(
+            record["kind"],
+            Month(year, month),
+            params,
+            decode_coverage(json.dumps(record["source"]).encode()),
+        )

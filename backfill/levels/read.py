@@ -35,9 +35,16 @@ def read_levels(
     ``BadInput`` (a ValueError) on a malformed argument.
     """
     root, wanted, first, last = _args(lake, symbols, start, end, profile)
-    return _read(LEVELS_SCHEMA, first, last, [
-        levels_part_path(root, profile, s, m) for s in wanted for m in months_between(first, last)
-    ])
+    return _read(
+        LEVELS_SCHEMA,
+        first,
+        last,
+        [
+            levels_part_path(root, profile, s, m)
+            for s in wanted
+            for m in months_between(first, last)
+        ],
+    )
 
 
 def read_events(
@@ -51,10 +58,16 @@ def read_events(
     """The B&R event rows of session dates ``start`` … ``end`` built with ``tolerance``."""
     root, wanted, first, last = _args(lake, symbols, start, end, profile)
     spec = parse_tolerance(tolerance).spec
-    return _read(EVENTS_SCHEMA, first, last, [
-        events_part_path(root, profile, spec, s, m)
-        for s in wanted for m in months_between(first, last)
-    ])
+    return _read(
+        EVENTS_SCHEMA,
+        first,
+        last,
+        [
+            events_part_path(root, profile, spec, s, m)
+            for s in wanted
+            for m in months_between(first, last)
+        ],
+    )
 
 
 def _args(lake, symbols, start, end, profile):  # type: ignore[no-untyped-def]
@@ -80,8 +93,14 @@ def _read(schema: pa.Schema, first, last, paths: list[Path]) -> pa.Table:  # typ
         if not table.schema.equals(schema):
             raise BadInput(f"{path}: not a part of this dataset's schema")
         day = table["session_date"]
-        tables.append(table.filter(pc.and_(pc.greater_equal(day, pa.scalar(first, pa.date32())),
-                                           pc.less_equal(day, pa.scalar(last, pa.date32())))))
+        tables.append(
+            table.filter(
+                pc.and_(
+                    pc.greater_equal(day, pa.scalar(first, pa.date32())),
+                    pc.less_equal(day, pa.scalar(last, pa.date32())),
+                )
+            )
+        )
     if not tables:
         return empty(schema)
     return pa.concat_tables(tables).combine_chunks()

@@ -8,8 +8,15 @@ from backfill.lake.schema import TS_TYPE
 
 LEVELS = ("PDH", "PDL", "PDC", "PMH", "PML", "ORH", "ORL")
 LEVEL_ORDER = {name: i for i, name in enumerate(LEVELS)}
-DIRECTION = {"PDH": "up", "PDL": "down", "PDC": None, "PMH": "up", "PML": "down",
-             "ORH": "up", "ORL": "down"}
+DIRECTION = {
+    "PDH": "up",
+    "PDL": "down",
+    "PDC": None,
+    "PMH": "up",
+    "PML": "down",
+    "ORH": "up",
+    "ORL": "down",
+}
 OUTCOMES = ("signal", "invalidated_price", "invalidated_time", "open_at_scan_end")
 
 _KEY = [
@@ -81,8 +88,19 @@ WRITE_OPTIONS = {
     "compression": "zstd",
     "compression_level": 1,
     "write_statistics": True,
-    "use_dictionary": ["source", "market", "symbol", "profile", "tz", "level", "direction",
-                       "tolerance_spec", "retest_unit", "signal_bar", "outcome"],
+    "use_dictionary": [
+        "source",
+        "market",
+        "symbol",
+        "profile",
+        "tz",
+        "level",
+        "direction",
+        "tolerance_spec",
+        "retest_unit",
+        "signal_bar",
+        "outcome",
+    ],
 }
 
 

@@ -64,15 +64,25 @@ def to_json(request: LevelsRequest, result: LevelsResult) -> dict[str, Any]:
             "failed": len(result.failed),
         },
         "built": [
-            {"symbol": str(b.plan.symbol), "profile": b.plan.profile.name,
-             "dataset": _dataset(b.plan), "month": str(b.plan.month),
-             "reason": b.plan.reason.value, "rows": b.rows,
-             "path": relative(request.lake, b.path)}
+            {
+                "symbol": str(b.plan.symbol),
+                "profile": b.plan.profile.name,
+                "dataset": _dataset(b.plan),
+                "month": str(b.plan.month),
+                "reason": b.plan.reason.value,
+                "rows": b.rows,
+                "path": relative(request.lake, b.path),
+            }
             for b in result.built
         ],
         "skipped": [
-            {"symbol": str(s.symbol), "profile": s.profile.name, "dataset": _dataset(s),
-             "month": str(s.month), "reason": s.reason.value}
+            {
+                "symbol": str(s.symbol),
+                "profile": s.profile.name,
+                "dataset": _dataset(s),
+                "month": str(s.month),
+                "reason": s.reason.value,
+            }
             for s in result.skipped
         ],
         "failed": [
@@ -88,8 +98,10 @@ def event_line(event: Event) -> str | None:
     if isinstance(event, PartBuilt):
         plan = event.plan
         what = f"{event.rows:,} row(s)" if event.path is not None else "no row, nothing written"
-        return (f"{plan.symbol} {plan.profile.name} {_dataset(plan)} {plan.month}: {what} "
-                f"({plan.reason.value})")
+        return (
+            f"{plan.symbol} {plan.profile.name} {_dataset(plan)} {plan.month}: {what} "
+            f"({plan.reason.value})"
+        )
     if isinstance(event, MonthFailed):
         return f"{event.symbol} {event.month}: FAILED: {event.reason}"
     return None
@@ -107,8 +119,10 @@ def line_printer(echo: Callable[[str], None]) -> Callable[[Event], None]:
 def summary_lines(result: LevelsResult) -> Iterator[str]:
     rows = sum(b.rows for b in result.built)
     written = sum(b.path is not None for b in result.built)
-    yield (f"levels: {written} part(s) written ({rows:,} rows), {len(result.skipped)} up to "
-           f"date or empty, {len(result.failed)} failed, in {result.elapsed_s:.1f}s")
+    yield (
+        f"levels: {written} part(s) written ({rows:,} rows), {len(result.skipped)} up to "
+        f"date or empty, {len(result.failed)} failed, in {result.elapsed_s:.1f}s"
+    )
     if result.failed:
         yield "rerun the same command to retry what failed"
 
@@ -117,8 +131,10 @@ def status_json(stale: list[PartPlan]) -> list[dict[str, Any]]:
     """``plan --levels``: [{symbol, profile, missing: [YYYY-MM, ...], stale: [...]}]."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for p in stale:
-        entry = out.setdefault((str(p.symbol), p.profile.name), {
-            "symbol": str(p.symbol), "profile": p.profile.name, "missing": [], "stale": []})
+        entry = out.setdefault(
+            (str(p.symbol), p.profile.name),
+            {"symbol": str(p.symbol), "profile": p.profile.name, "missing": [], "stale": []},
+        )
         entry["missing" if p.reason.value == "missing" else "stale"].append(str(p.month))
     return list(out.values())
 

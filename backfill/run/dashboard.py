@@ -89,8 +89,9 @@ def _rows(n: int) -> str:
 class SymbolRow:
     """One symbol's line of the dashboard, as table cells."""
 
-    def __init__(self, progress: SymbolProgress, bar_width: int = 8,
-                 now: float | None = None) -> None:
+    def __init__(
+        self, progress: SymbolProgress, bar_width: int = 8, now: float | None = None
+    ) -> None:
         self.progress = progress
         self.bar_width = bar_width
         self.now = time.time() if now is None else now
@@ -151,8 +152,12 @@ class SymbolTable:
         ("Failed", "right"),
     )
 
-    def __init__(self, symbols: Sequence[SymbolProgress], max_rows: int | None = None,
-                 now: float | None = None) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[SymbolProgress],
+        max_rows: int | None = None,
+        now: float | None = None,
+    ) -> None:
         self.symbols = symbols
         self.max_rows = max_rows
         self.now = time.time() if now is None else now
@@ -172,8 +177,9 @@ class SymbolTable:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         # One space between columns: the cells are whole at 100 columns (not at 2).
-        table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", expand=False,
-                      pad_edge=False)
+        table = Table(
+            box=None, padding=(0, 1, 0, 0), header_style="bold", expand=False, pad_edge=False
+        )
         for name, justify in self.COLUMNS:
             table.add_column(
                 name,
@@ -381,8 +387,10 @@ def describe(event: ev.Event) -> str:
         failed = f", {_days(event.days_failed)} failed" if event.days_failed else ""
         return f"{s} finished: {_days(event.days_written)} written, {event.rows} rows{failed}"
     if isinstance(event, ev.BeforeListing):
-        return (f"{s} {_days(event.days)} of the range left out as before listing "
-                f"(head {event.head}, {event.source})")
+        return (
+            f"{s} {_days(event.days)} of the range left out as before listing "
+            f"(head {event.head}, {event.source})"
+        )
     return f"{s} {ev.EVENT_NAMES.get(type(event), type(event).__name__)}"
 
 
@@ -391,19 +399,27 @@ def describe(event: ev.Event) -> str:
 # own trouble (a retry about no day: its connection, its client id, a corrupt part moved
 # aside). A request's retries, pacing waits, gaps and status moves are --verbose (about
 # four lines a request otherwise).
-_PLAIN_EVENTS = (ev.WorkerStarted, ev.DayFetched, ev.PartWritten, ev.DayFailed,
-                 ev.WorkerFailed, ev.WorkerFinished, ev.PacingViolation, ev.BeforeListing,
-                 ev.BudgetChanged)
-_PLAIN_STATUSES = frozenset({Status.FAILED, Status.STALLED, Status.STOPPED, Status.WAITING,
-                             Status.SKIPPED})
+_PLAIN_EVENTS = (
+    ev.WorkerStarted,
+    ev.DayFetched,
+    ev.PartWritten,
+    ev.DayFailed,
+    ev.WorkerFailed,
+    ev.WorkerFinished,
+    ev.PacingViolation,
+    ev.BeforeListing,
+    ev.BudgetChanged,
+)
+_PLAIN_STATUSES = frozenset(
+    {Status.FAILED, Status.STALLED, Status.STOPPED, Status.WAITING, Status.SKIPPED}
+)
 
 
 class PlainRenderer(_ClosingContext):
     """One line per event worth telling, ``HH:MM:SS`` UTC first: for logs, pipes and dumb
     terminals. ``verbose``: every event (but answered requests, told by their day's line)."""
 
-    def __init__(self, console: Console, clock: Clock = time.time,
-                 verbose: bool = False) -> None:
+    def __init__(self, console: Console, clock: Clock = time.time, verbose: bool = False) -> None:
         self.console = console
         self.clock = clock
         self.verbose = verbose
@@ -443,8 +459,9 @@ class JsonRenderer(_ClosingContext):
         self.file.flush()
 
 
-def make_renderer(console: Console, state: RunState, json: bool = False,
-                  verbose: bool = False) -> Renderer:
+def make_renderer(
+    console: Console, state: RunState, json: bool = False, verbose: bool = False
+) -> Renderer:
     """NDJSON when asked, the live dashboard on a terminal, plain lines otherwise (every
     event's with ``verbose``)."""
     if json:
@@ -462,10 +479,21 @@ def summary_table(state: RunState | RunSnapshot) -> RenderableType:
     # Days and rows as written to the lake, not as fetched. Gap days: days with minutes
     # without a bar; Gap min: those minutes (verify counts ranges). Headers on two lines,
     # so that at 80 columns no number wraps or is cut.
-    for name in ("Symbol", "Status", "Days\nwritten", "Rows\nwritten", "Gap\ndays",
-                 "Gap\nmin", "Retries", "Failed"):
-        table.add_column(name, justify="left" if name in ("Symbol", "Status") else "right",
-                         no_wrap=name != "Status")  # "connecting (unfinished)" may wrap
+    for name in (
+        "Symbol",
+        "Status",
+        "Days\nwritten",
+        "Rows\nwritten",
+        "Gap\ndays",
+        "Gap\nmin",
+        "Retries",
+        "Failed",
+    ):
+        table.add_column(
+            name,
+            justify="left" if name in ("Symbol", "Status") else "right",
+            no_wrap=name != "Status",
+        )  # "connecting (unfinished)" may wrap
     table.columns[0].min_width = _symbol_width(snapshot.symbols)
     reasons = []
     for p in snapshot.symbols:
@@ -495,8 +523,7 @@ def rerun_command(argv: Sequence[str], lake: Path) -> tuple[str, ...]:
     ``$LAKE_ROOT`` or the current folder: pasted into another shell, it fills the same lake.
     """
     given = any(arg == "--lake" or arg.startswith("--lake=") for arg in argv)
-    return ("backfill", *argv) if given else ("backfill", *argv, "--lake",
-                                                str(lake.absolute()))
+    return ("backfill", *argv) if given else ("backfill", *argv, "--lake", str(lake.absolute()))
 
 
 def rerun_hint(state: RunState | RunSnapshot, command: Sequence[str]) -> str | None:
@@ -520,8 +547,11 @@ def rerun_hint(state: RunState | RunSnapshot, command: Sequence[str]) -> str | N
         else:
             parts.append(f"{p.symbol} (unfinished)")
     # A refetch asks every day again, so does its rerun (the store loses nothing).
-    does = ("asks every day of the range again, losing nothing" if "--refetch" in command
-            else "fetches only what is still missing")
+    does = (
+        "asks every day of the range again, losing nothing"
+        if "--refetch" in command
+        else "fetches only what is still missing"
+    )
     return (
         f"Incomplete: {', '.join(parts)}.\n"
         f"Rerun the same command; it {does}:\n"

@@ -64,13 +64,16 @@ def probe_anchors(first: date, last: date, today: date) -> list[datetime]:
 
 
 def _remembered(
-    request: RunRequest, host: str, port: int, now: datetime, key: str = KEY,
+    request: RunRequest,
+    host: str,
+    port: int,
+    now: datetime,
+    key: str = KEY,
 ) -> tuple[str, datetime] | None:
     """The finding ``key`` the lake remembers for the address, fresh (information: never
     used instead of learning it)."""
     if not request.gateway.embedded and request.lake.is_dir():
-        found = read_finding(request.lake, host, port, key, now,
-                             request.settings.finding_max_age)
+        found = read_finding(request.lake, host, port, key, now, request.settings.finding_max_age)
         valid = RULES if key == KEY else FORMATS
         if found is not None and found.get("value") in valid:
             return found["value"], datetime.fromisoformat(found["checked_at"])
@@ -78,7 +81,11 @@ def _remembered(
 
 
 def edges_to_learn(
-    request: RunRequest, host: str, port: int, the_plan: Plan, today: date,
+    request: RunRequest,
+    host: str,
+    port: int,
+    the_plan: Plan,
+    today: date,
 ) -> EdgeProbe | None:
     """What the preflight connection learns the rule from, alongside the heads: the first
     symbol with days to fetch; None when nothing is asked."""
@@ -90,7 +97,11 @@ def edges_to_learn(
 
 
 def gateway_edges(
-    request: RunRequest, host: str, port: int, the_plan: Plan, today: date,
+    request: RunRequest,
+    host: str,
+    port: int,
+    the_plan: Plan,
+    today: date,
     learned: tuple[EdgeProbe, Preflight] | None = None,
 ) -> GatewayEdges:
     """The rule to send windows by; reads the lake, writes nothing (see ``remember_edges``).
@@ -109,16 +120,23 @@ def gateway_edges(
         if not job.days_missing or not anchors:
             continue
         try:
-            if learned is not None and learned[0].symbol == job.symbol \
-                    and learned[0].anchors == tuple(anchors):
+            if (
+                learned is not None
+                and learned[0].symbol == job.symbol
+                and learned[0].anchors == tuple(anchors)
+            ):
                 if learned[1].edges_error is not None:
                     raise learned[1].edges_error
                 finding = learned[1].edges
                 assert finding is not None
             else:
                 finding = learn_gateway_edges(
-                    host, port, settings.client_id_base + settings.workers, job.symbol,
-                    anchors, timeout_s=settings.connect_timeout_s,
+                    host,
+                    port,
+                    settings.client_id_base + settings.workers,
+                    job.symbol,
+                    anchors,
+                    timeout_s=settings.connect_timeout_s,
                     request_timeout_s=settings.learning_timeout_s,
                 )
         except ZoneDatabaseMissing as exc:
@@ -130,15 +148,20 @@ def gateway_edges(
             note = str(exc)
             break
         if finding.rule.known:
-            return GatewayEdges(finding.rule, "learned", now, finding, remembered=remembered,
-                                remembered_format=form)
+            return GatewayEdges(
+                finding.rule, "learned", now, finding, remembered=remembered, remembered_format=form
+            )
         note = f"no two bars 10 minutes apart for {job.symbol}"
         return GatewayEdges(UNKNOWN, "learned", now, finding, note, remembered, form)
     return GatewayEdges(UNKNOWN, "not learned", now, None, note, remembered, form)
 
 
 def remember_edges(
-    request: RunRequest, host: str, port: int, edges: GatewayEdges, say: Callable[[str], None],
+    request: RunRequest,
+    host: str,
+    port: int,
+    edges: GatewayEdges,
+    say: Callable[[str], None],
 ) -> None:
     """Record a learned rule in the lake, hand the probe's sends on to the symbol's worker
     (IB's per-contract rule remembers them), and say which rule the run uses. The learning
@@ -150,13 +173,28 @@ def remember_edges(
         clock, paths = finding.clock, []
         if not request.gateway.embedded and clock.format:  # a header was seen
             evidence = finding.evidence.get("header", {})
-            paths.append(write_finding(request.lake, host, port, CLOCK_KEY, clock.reading,
-                                       evidence, edges.checked_at))
-            paths.append(write_finding(request.lake, host, port, FORMAT_KEY, clock.format,
-                                       evidence, edges.checked_at))
+            paths.append(
+                write_finding(
+                    request.lake, host, port, CLOCK_KEY, clock.reading, evidence, edges.checked_at
+                )
+            )
+            paths.append(
+                write_finding(
+                    request.lake, host, port, FORMAT_KEY, clock.format, evidence, edges.checked_at
+                )
+            )
         if not request.gateway.embedded and edges.rule.known:
-            paths.append(write_finding(request.lake, host, port, KEY, edges.rule.text,
-                                       finding.evidence, edges.checked_at))
+            paths.append(
+                write_finding(
+                    request.lake,
+                    host,
+                    port,
+                    KEY,
+                    edges.rule.text,
+                    finding.evidence,
+                    edges.checked_at,
+                )
+            )
         if paths:
             where = f", remembered in {paths[-1]}"
         symbol = finding.evidence.get("symbol")
@@ -170,17 +208,23 @@ def remember_edges(
     else:
         how = "not learned"
     if not edges.rule.known:
-        how += (f" ({edges.note}); windows are asked one minute longer, in seconds, so that "
-                "any rule covers them")
+        how += (
+            f" ({edges.note}); windows are asked one minute longer, in seconds, so that "
+            "any rule covers them"
+        )
     if edges.remembered is not None and edges.remembered[0] != str(edges.rule):
         rule, checked = edges.remembered
-        how += (f"; {gateway_facts_path(request.lake, host, port)} remembered {rule}, checked "
-                f"{checked:%Y-%m-%d %H:%M} UTC: no longer used")
+        how += (
+            f"; {gateway_facts_path(request.lake, host, port)} remembered {rule}, checked "
+            f"{checked:%Y-%m-%d %H:%M} UTC: no longer used"
+        )
     say(f"Window edges {edges.rule}: {how}{where}")
     said = clock_line(edges.clock, request.settings.window_days)
     if edges.remembered_format and edges.remembered_format != edges.clock.format:
-        said += (f"; {gateway_facts_path(request.lake, host, port)} recorded "
-                 f"{edges.remembered_format}: no longer used")
+        said += (
+            f"; {gateway_facts_path(request.lake, host, port)} recorded "
+            f"{edges.remembered_format}: no longer used"
+        )
     say(said)
 
 
@@ -200,12 +244,16 @@ def clock_line(clock: HeaderClock, window_days: int) -> str:
         return f"Served-window header{seen}: read as written, it matches the asked windows"
     if clock.reading in ("utc", "login"):
         zone = "UTC" if clock.reading == "utc" else "the login zone"
-        return (f"Served-window header{seen}: zone-less, read in {zone}, where it matches "
-                "the asked windows")
+        return (
+            f"Served-window header{seen}: zone-less, read in {zone}, where it matches "
+            "the asked windows"
+        )
     clipped = f"; --window-days {window_days} clipped to 1" if window_days > 1 else ""
     why = clock.note or "not learned"
-    return (f"Served-window header{seen} untrusted: {why}. Windows are asked a day at a "
-            f"time in seconds (86400 S or 86460 S), taken as served{clipped}")
+    return (
+        f"Served-window header{seen} untrusted: {why}. Windows are asked a day at a "
+        f"time in seconds (86400 S or 86460 S), taken as served{clipped}"
+    )
 
 
 def untrusted_days(request: RunRequest, edges: GatewayEdges | None) -> RunRequest:
@@ -214,7 +262,8 @@ def untrusted_days(request: RunRequest, edges: GatewayEdges | None) -> RunReques
     if edges is None or edges.clock.trusted or request.settings.window_days <= 1:
         return request
     return dataclasses.replace(
-        request, settings=dataclasses.replace(request.settings, window_days=1))
+        request, settings=dataclasses.replace(request.settings, window_days=1)
+    )
 
 
 def edges_sends(edges: GatewayEdges | None, now_mono: float, now_wall: float) -> tuple[float, ...]:

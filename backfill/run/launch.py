@@ -68,11 +68,15 @@ def check_conditional_writes(lake: Path, unsafe_single_writer: bool) -> str:
     if honoured:
         return ""
     if not unsafe_single_writer:
-        raise BadInput(f"--lake {lake}: the store ignores conditional writes (a create-only "
-                       "put of an existing object succeeded), so concurrent writers could "
-                       "lose data; give --unsafe-single-writer if this run is the only writer")
-    return (f"warning: --unsafe-single-writer: {lake} ignores conditional writes; this run "
-            "assumes it is the lake's only writer")
+        raise BadInput(
+            f"--lake {lake}: the store ignores conditional writes (a create-only "
+            "put of an existing object succeeded), so concurrent writers could "
+            "lose data; give --unsafe-single-writer if this run is the only writer"
+        )
+    return (
+        f"warning: --unsafe-single-writer: {lake} ignores conditional writes; this run "
+        "assumes it is the lake's only writer"
+    )
 
 
 def execute_run(request: RunRequest, console: Console, err_console: Console) -> int:
@@ -102,8 +106,9 @@ def execute_run(request: RunRequest, console: Console, err_console: Console) -> 
             raise BadInput(f"--lake {request.lake}: cannot create it: {exc.strerror}") from None
         record(startup, say)
         warm.join()
-        return _orchestrate(startup, console, err_console, stack, before_listing(startup),
-                            recorded_at=time.time())
+        return _orchestrate(
+            startup, console, err_console, stack, before_listing(startup), recorded_at=time.time()
+        )
     raise AssertionError("unreachable")
 
 
@@ -115,7 +120,8 @@ def _import_run_phase() -> None:
 
 
 def _check_skipped(
-    state: RunState, resume: Callable[[Symbol], planning.SymbolPlan],
+    state: RunState,
+    resume: Callable[[Symbol], planning.SymbolPlan],
     emit: Callable[[ev.Event], None],
 ) -> None:
     """A symbol skipped (another run held it) is checked in the lake at the end: days still
@@ -124,8 +130,10 @@ def _check_skipped(
         if progress.status is not ev.Status.SKIPPED:
             continue
         missing = resume(Symbol.parse(progress.symbol)).days_missing
-        reason = (f"another backfill run was fetching it (skipped); {len(missing)} "
-                  f"day{'s' if len(missing) != 1 else ''} missing at the end of this run")
+        reason = (
+            f"another backfill run was fetching it (skipped); {len(missing)} "
+            f"day{'s' if len(missing) != 1 else ''} missing at the end of this run"
+        )
         for day in missing:
             emit(ev.DayFailed(progress.symbol, at=time.time(), day=day, reason=reason))
 
@@ -158,12 +166,20 @@ def _orchestrate(
     try:
         run_log = stack.enter_context(RunLog(request.lake, keep=settings.keep_runs))
     except OSError as exc:
-        raise BadInput(f"--lake {request.lake}: cannot create the run log: {exc.strerror}") \
-            from None
+        raise BadInput(
+            f"--lake {request.lake}: cannot create the run log: {exc.strerror}"
+        ) from None
     # The log only: what ran the run, for whoever reads it later (the workers share this
     # process's environment, so its client is theirs).
-    run_log.on_event(ev.RunStarted("", at=time.time(), version=__version__,
-                                   client=ib_client.NAME, client_version=ib_client.VERSION))
+    run_log.on_event(
+        ev.RunStarted(
+            "",
+            at=time.time(),
+            version=__version__,
+            client=ib_client.NAME,
+            client_version=ib_client.VERSION,
+        )
+    )
     if request.store_note:  # what the operator must know about this run's store
         run_log.note(request.store_note)
     renderer = make_renderer(console, state, json=request.json, verbose=request.verbose)
@@ -183,10 +199,18 @@ def _orchestrate(
         return replan_symbol(request, symbol, startup.today, startup.listing)
 
     orchestrator = Orchestrator(
-        RunConfig(lake=request.lake, host=startup.host, port=startup.port, settings=settings,
-                  prior_sends=startup.prior_sends(time.monotonic(), time.time()),
-                  edges=startup.edge_rule, header_clock=startup.header_clock),
-        the_plan.symbols, emit, resume=resume,
+        RunConfig(
+            lake=request.lake,
+            host=startup.host,
+            port=startup.port,
+            settings=settings,
+            prior_sends=startup.prior_sends(time.monotonic(), time.time()),
+            edges=startup.edge_rule,
+            header_clock=startup.header_clock,
+        ),
+        the_plan.symbols,
+        emit,
+        resume=resume,
     )
     # Days left out as before listing, said before the run starts (a wrong head must not
     # pass for a finished symbol in silence); in the run log and --json as events too.
@@ -222,8 +246,12 @@ def _orchestrate(
         out.print(hint, markup=False, highlight=False, soft_wrap=True)
     out.print(f"Run log: {run_log.path}", markup=False, highlight=False, soft_wrap=True)
     if orchestrator.aborted:
-        err_console.print(f"backfill: error: {orchestrator.aborted}; the run stopped (rerun "
-                          "resumes)", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"backfill: error: {orchestrator.aborted}; the run stopped (rerun resumes)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return EXIT_FAILED
     if orchestrator.interrupted:
         return EXIT_INTERRUPTED

@@ -256,21 +256,25 @@ class Orchestrator:
             # Every send needs a grant from IB's session window, kept here for all workers.
             self.grants = GrantArrays(*(self.ctx.Array("q", n, lock=False) for _ in range(3)))
             self.session = SessionGrants(
-                settings.ib.session_max, settings.ib.session_window_s,
-                clock=time.monotonic, margin_s=settings.pacing_margin_s,
+                settings.ib.session_max,
+                settings.ib.session_window_s,
+                clock=time.monotonic,
+                margin_s=settings.pacing_margin_s,
             )
             for at in config.prior_sends:
                 self.session.note_sent(at)
             self._seen_sent = [0] * n
-        self.in_flight = InFlightArrays(self.ctx.Array("i", n, lock=False),
-                                        self.ctx.Array("i", n, lock=False))
+        self.in_flight = InFlightArrays(
+            self.ctx.Array("i", n, lock=False), self.ctx.Array("i", n, lock=False)
+        )
         self._allowance: dict[int, int] = {}
         self._split_turn = 0
         self.controller = RateController(settings.congestion(), clock=time.monotonic)
         self.budget = Budget(self.controller.rate)
         self.restarts: dict[Symbol, int] = {}
-        self.stalls = StallWatch(settings.stall_after_s, settings.stall_restart_after_s,
-                                 clock=time.monotonic)
+        self.stalls = StallWatch(
+            settings.stall_after_s, settings.stall_restart_after_s, clock=time.monotonic
+        )
         self.waiting: set[Symbol] = set()  # symbols whose run lock another run holds
         self._only_waiting_since: float | None = None
         self.interrupted = False
@@ -297,13 +301,17 @@ class Orchestrator:
         """Until every job has ended, or every worker has stopped after ``request_stop``."""
         queue: deque[tuple[SymbolPlan, float]] = deque()
         for job in self.jobs:
-            self.emit(ev.WorkerQueued(str(job.symbol), at=time.time(),
-                                      days_total=len(job.days_missing)))
+            self.emit(
+                ev.WorkerQueued(str(job.symbol), at=time.time(), days_total=len(job.days_missing))
+            )
             queue.append((job, 0.0))
         active: dict[int, _Active] = {}
         free_slots = list(range(max(1, self.settings.workers)))
-        self.emit(ev.BudgetChanged("", at=time.time(), rate=self.controller.rate,
-                                   reason=self.controller.reason))
+        self.emit(
+            ev.BudgetChanged(
+                "", at=time.time(), rate=self.controller.rate, reason=self.controller.reason
+            )
+        )
         while (queue or active) and not (self.stopping and not active):
             now = time.monotonic()
             if not self.stopping:
@@ -359,9 +367,14 @@ class Orchestrator:
                 # (the lake, read under the lock, then says what is still missing).
                 if job.symbol not in self.waiting:
                     self.waiting.add(job.symbol)
-                    self.emit(ev.StatusChanged(
-                        str(job.symbol), at=time.time(), status=ev.Status.WAITING,
-                        detail="another backfill run is fetching this symbol; waiting for it"))
+                    self.emit(
+                        ev.StatusChanged(
+                            str(job.symbol),
+                            at=time.time(),
+                            status=ev.Status.WAITING,
+                            detail="another backfill run is fetching this symbol; waiting for it",
+                        )
+                    )
                 queue.append((job, now + LOCK_RETRY_S))
                 continue
             self.waiting.discard(job.symbol)
@@ -370,8 +383,9 @@ class Orchestrator:
             fresh = self.resume(job.symbol)
             if not fresh.windows:
                 lock.release()
-                self.emit(ev.WorkerFinished(str(job.symbol), at=time.time(),
-                                            days_fetched=0, rows=0))
+                self.emit(
+                    ev.WorkerFinished(str(job.symbol), at=time.time(), days_fetched=0, rows=0)
+                )
                 continue
             slot = free_slots.pop(0)
             self._apply(self.budget.start(slot))
@@ -390,8 +404,14 @@ class Orchestrator:
             return
         while queue:
             job, _ = queue.popleft()
-            self.emit(ev.StatusChanged(str(job.symbol), at=time.time(), status=ev.Status.SKIPPED,
-                                       detail="another backfill run is fetching this symbol"))
+            self.emit(
+                ev.StatusChanged(
+                    str(job.symbol),
+                    at=time.time(),
+                    status=ev.Status.SKIPPED,
+                    detail="another backfill run is fetching this symbol",
+                )
+            )
 
     def _spawn(self, job: SymbolPlan, slot: int, lock: filelock.BaseFileLock) -> _Active:
         settings = self.settings
@@ -407,15 +427,21 @@ class Orchestrator:
             edges=self.config.edges,
             header_clock=self.config.header_clock,
             seed=self.rng.randrange(1 << 30),
-            initial_tokens=staggered_start(
-                slot, max(1, settings.workers), self.controller.rate
-            ),
+            initial_tokens=staggered_start(slot, max(1, settings.workers), self.controller.rate),
         )
         parent_conn, child_conn = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(
             target=_worker_main,
-            args=(config, child_conn, self.rates, slot, self.pause, self.stop, self.grants,
-                  self.in_flight),
+            args=(
+                config,
+                child_conn,
+                self.rates,
+                slot,
+                self.pause,
+                self.stop,
+                self.grants,
+                self.in_flight,
+            ),
             name=f"backfill-{job.symbol}",
             daemon=True,
         )
@@ -446,11 +472,14 @@ class Orchestrator:
             return
         self._apply(self.budget.start(worker.slot))  # its share comes back
         last = worker.status
-        self.emit(ev.StatusChanged(
-            str(worker.job.symbol), at=time.time(),
-            status=last.status if last is not None else ev.Status.CONNECTING,
-            detail=f"resumed after a stall{'; ' + last.detail if last and last.detail else ''}",
-        ))
+        self.emit(
+            ev.StatusChanged(
+                str(worker.job.symbol),
+                at=time.time(),
+                status=last.status if last is not None else ev.Status.CONNECTING,
+                detail=f"resumed after a stall{'; ' + last.detail if last and last.detail else ''}",
+            )
+        )
 
     def _check_stalls(self, active: dict[int, _Active]) -> None:
         """Workers silent too long (checked after reading every pipe): a stall hands their
@@ -463,11 +492,15 @@ class Orchestrator:
             symbol = str(worker.job.symbol)
             if verdict is Verdict.STALLED:
                 self._apply(self.budget.finish(worker.slot))
-                self.emit(ev.StatusChanged(
-                    symbol, at=time.time(), status=ev.Status.STALLED,
-                    detail=f"no word from its worker for {silent:.0f}s; its share of the "
-                    "rate goes to the others",
-                ))
+                self.emit(
+                    ev.StatusChanged(
+                        symbol,
+                        at=time.time(),
+                        status=ev.Status.STALLED,
+                        detail=f"no word from its worker for {silent:.0f}s; its share of the "
+                        "rate goes to the others",
+                    )
+                )
             elif verdict is Verdict.RESTART:
                 worker.killed = f"worker stalled (no word for {silent:.0f}s), killed"
                 with contextlib.suppress(OSError):
@@ -482,18 +515,23 @@ class Orchestrator:
         if isinstance(event, ev.RequestDone) and event.outcome in SIGNALS:
             # Events carry wall time; the controller runs on the monotonic clock.
             sent_at = time.monotonic() - (time.time() - event.at) - event.latency_s
-            self._set_rate(self.controller.observe(
-                SIGNALS[event.outcome], sent_at, event.latency_s,
-                key=(event.symbol, event.window),
-            ))
+            self._set_rate(
+                self.controller.observe(
+                    SIGNALS[event.outcome],
+                    sent_at,
+                    event.latency_s,
+                    key=(event.symbol, event.window),
+                )
+            )
 
     def _set_rate(self, change: RateChange | None) -> None:
         """Share a new global rate among the workers and say why it moved."""
         if change is None:
             return
         self._apply(self.budget.set_global(change.rate))
-        self.emit(ev.BudgetChanged("", at=time.time(), rate=round(change.rate, 4),
-                                   reason=change.reason))
+        self.emit(
+            ev.BudgetChanged("", at=time.time(), rate=round(change.rate, 4), reason=change.reason)
+        )
 
     def _split_in_flight(self, active: dict[int, _Active]) -> None:
         """Share the global in-flight cap among the active workers (cuts first)."""
@@ -512,18 +550,30 @@ class Orchestrator:
         restarts = self.restarts[symbol] = self.restarts.get(symbol, 0) + 1
         settings = self.settings
         if restarts > settings.max_restarts:
-            self.emit(ev.WorkerFailed(
-                str(symbol), at=time.time(),
-                reason=f"{reason}; gave up after {settings.max_restarts} restarts",
-                days_failed=len(worker.job.days_missing),
-            ))
+            self.emit(
+                ev.WorkerFailed(
+                    str(symbol),
+                    at=time.time(),
+                    reason=f"{reason}; gave up after {settings.max_restarts} restarts",
+                    days_failed=len(worker.job.days_missing),
+                )
+            )
             return
         # A killed worker could not hand on what it sent: wait until IB has forgotten it
         # (identical requests within 15 s), or the restart repeats its requests in flight.
-        delay = max(settings.restart_backoff_s * 2 ** (restarts - 1),
-                    settings.ib.identical_s + settings.pacing_margin_s)
-        self.emit(ev.Retry(str(symbol), at=time.time(), reason=f"{reason}, restarting",
-                           attempt=restarts, delay_s=delay))
+        delay = max(
+            settings.restart_backoff_s * 2 ** (restarts - 1),
+            settings.ib.identical_s + settings.pacing_margin_s,
+        )
+        self.emit(
+            ev.Retry(
+                str(symbol),
+                at=time.time(),
+                reason=f"{reason}, restarting",
+                attempt=restarts,
+                delay_s=delay,
+            )
+        )
         queue.append((worker.job, time.monotonic() + delay))
 
     # -- strict mode: IB's session window, one grant per send ------------------------------

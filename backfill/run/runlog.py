@@ -67,8 +67,9 @@ class RunLog:
     ``failure`` says why, and the caller decides what the run does about it.
     """
 
-    def __init__(self, lake_root: Path, run_id: str | None = None,
-                 keep: int = DEFAULT_KEEP) -> None:
+    def __init__(
+        self, lake_root: Path, run_id: str | None = None, keep: int = DEFAULT_KEEP
+    ) -> None:
         self.run_id = run_id or new_run_id()
         self.path = run_log_path(lake_root, self.run_id)
         self.failure = ""
@@ -111,8 +112,10 @@ class RunLog:
 
     def note(self, text: str) -> None:
         """A line that is not an event (what the operator must know about this run)."""
-        line = (json.dumps({"event": "note", "at": time.time(), "text": text},
-                           separators=(",", ":")) + "\n").encode()
+        line = (
+            json.dumps({"event": "note", "at": time.time(), "text": text}, separators=(",", ":"))
+            + "\n"
+        ).encode()
         if self._object is not None:
             self._object.append(line)
         elif self._fd is not None:

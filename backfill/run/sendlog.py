@@ -40,12 +40,17 @@ def load_recent_sends(lake: Path, symbol: object, now_wall: float) -> Recent:
     """The last worker's sends as (key, seconds ago); nothing if there is no usable record."""
     try:
         entries = expect_list(
-            read_json_file(recent_sends_path(lake, symbol), SMALL_FILE_MAX_BYTES) or [], "sends")
+            read_json_file(recent_sends_path(lake, symbol), SMALL_FILE_MAX_BYTES) or [], "sends"
+        )
         recent = []
         for entry in entries[:_MAX_SENDS]:
             key, at = expect_list(entry, "send")
-            recent.append((expect_str(key, "key", 400),
-                           max(0.0, now_wall - expect_number(at, "at", 0.0, 1e11))))
+            recent.append(
+                (
+                    expect_str(key, "key", 400),
+                    max(0.0, now_wall - expect_number(at, "at", 0.0, 1e11)),
+                )
+            )
         return recent
     except (ValueError, TypeError):  # BadJson, or an entry not a pair
         return []  # absent or not usable: the worker's own pacing still holds

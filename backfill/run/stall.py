@@ -80,8 +80,12 @@ class StallWatch:
             if not watched.stalled and silent >= self.stall_after_s:
                 watched.stalled = True
                 verdicts.append((key, Verdict.STALLED, silent))
-            if (watched.stalled and not watched.restart_told and self.restart_after_s > 0
-                    and silent >= self.restart_after_s):
+            if (
+                watched.stalled
+                and not watched.restart_told
+                and self.restart_after_s > 0
+                and silent >= self.restart_after_s
+            ):
                 watched.restart_told = True
                 verdicts.append((key, Verdict.RESTART, silent))
         return verdicts

@@ -111,24 +111,35 @@ def plan_run(
     """The run's plan, from the lake's footers (a lake not there yet is empty), clipped to
     each symbol's ``listing`` (its head timestamp's day) where known."""
     last = min(request.last, today)
-    coverage = (
-        _recorded(request, request.symbols, last) if request.lake.is_dir() else {}
+    coverage = _recorded(request, request.symbols, last) if request.lake.is_dir() else {}
+    return planning.plan(
+        request.symbols,
+        request.first,
+        request.last,
+        coverage,
+        today=today,
+        settings=request.settings,
+        listing=None if listing is None else dict(listing),
     )
-    return planning.plan(request.symbols, request.first, request.last, coverage, today=today,
-                         settings=request.settings,
-                         listing=None if listing is None else dict(listing))
 
 
 def replan_symbol(
-    request: RunRequest, symbol: Symbol, today: date,
+    request: RunRequest,
+    symbol: Symbol,
+    today: date,
     listing: Mapping[Symbol, date] | None = None,
 ) -> planning.SymbolPlan:
     """One symbol's plan again, from the lake as it is now (under its run lock)."""
     last = min(request.last, today)
     coverage = _recorded(request, [symbol], last)[symbol]
-    return planning.plan_symbol(symbol, request.first, last, coverage,
-                                window_days=request.settings.window_days,
-                                listing=(listing or {}).get(symbol))
+    return planning.plan_symbol(
+        symbol,
+        request.first,
+        last,
+        coverage,
+        window_days=request.settings.window_days,
+        listing=(listing or {}).get(symbol),
+    )
 
 
 def _recorded(
@@ -155,8 +166,9 @@ def with_findings(request: RunRequest, now: datetime) -> tuple[RunRequest, str]:
     if request.gateway.embedded or not request.lake.is_dir():
         return request, ""
     settings = request.settings
-    findings = read_findings(request.lake, request.gateway.host, request.gateway.port, now,
-                             settings.finding_max_age)
+    findings = read_findings(
+        request.lake, request.gateway.host, request.gateway.port, now, settings.finding_max_age
+    )
     applied = apply_findings(settings, findings, command="run")
     return dataclasses.replace(request, settings=applied.settings), applied.line
 
@@ -190,41 +202,84 @@ def start_up(
     # A recorded head later than days the lake already holds is contradicted: asked again.
     contradicted = [s.symbol for s in the_plan.symbols if s.head_contradicted]
     if not (the_plan.requests or contradicted):
-        return Startup(request, request, host, port, now, the_plan, recorded, {}, listing,
-                       None, findings_line=line, marks=tuple(marks))
+        return Startup(
+            request,
+            request,
+            host,
+            port,
+            now,
+            the_plan,
+            recorded,
+            {},
+            listing,
+            None,
+            findings_line=line,
+            marks=tuple(marks),
+        )
     start_worker_server()
     host, port = stack.enter_context(serving(request.gateway, EMBEDDED_SIM_ARGS))
     settings = request.settings
     # Where each symbol's history starts, asked once for the life of the lake: no request
     # goes out for a day before it (a coin listed in 2017 asked from 1990).
-    ask = heads_to_ask(recorded, [s.symbol for s in the_plan.symbols if s.requests],
-                       request.first, now=now, max_age_days=settings.head_max_age_days,
-                       contradicted=contradicted)
+    ask = heads_to_ask(
+        recorded,
+        [s.symbol for s in the_plan.symbols if s.requests],
+        request.first,
+        now=now,
+        max_age_days=settings.head_max_age_days,
+        contradicted=contradicted,
+    )
     # The window-edge rule is learned on the same connection while the heads are asked:
     # one connection, and the start waits for the slower of the two only. A refetch
     # repairs what a wrong rule lost: it trusts no remembered rule.
-    learner = request if request.refetch_since is None else dataclasses.replace(
-        request, settings=dataclasses.replace(settings, finding_max_age_days=0.0))
+    learner = (
+        request
+        if request.refetch_since is None
+        else dataclasses.replace(
+            request, settings=dataclasses.replace(settings, finding_max_age_days=0.0)
+        )
+    )
     probe = edges_to_learn(learner, host, port, the_plan, today)
     # After the workers' client ids, so a worker never finds its id held by this check.
-    found = check_gateway(host, port, settings.client_id_base + settings.workers,
-                          request.symbols, client_id_tries=settings.client_id_tries,
-                          timeout_s=settings.connect_timeout_s, heads_for=ask,
-                          edges_for=probe, edges_timeout_s=settings.learning_timeout_s)
+    found = check_gateway(
+        host,
+        port,
+        settings.client_id_base + settings.workers,
+        request.symbols,
+        client_id_tries=settings.client_id_tries,
+        timeout_s=settings.connect_timeout_s,
+        heads_for=ask,
+        edges_for=probe,
+        edges_timeout_s=settings.learning_timeout_s,
+    )
     marks += found.marks
     answers = {s: Head(h, now) for s, h in found.heads.items()}
     if answers:
         listing = {**listing, **listing_days(answers)}
         the_plan = plan_run(request, today, listing)
-    edges = gateway_edges(learner, host, port, the_plan, today,
-                          None if probe is None else (probe, found))
+    edges = gateway_edges(
+        learner, host, port, the_plan, today, None if probe is None else (probe, found)
+    )
     # An untrusted header: one-day windows in seconds (said in the header's line).
     used = untrusted_days(request, edges)
     if used is not request:
         the_plan = plan_run(used, today, listing)
     marks.append(("planned", time.time()))
-    return Startup(used, request, host, port, now, the_plan, recorded, answers, listing, edges,
-                   contracts_ok=True, findings_line=line, marks=tuple(marks))
+    return Startup(
+        used,
+        request,
+        host,
+        port,
+        now,
+        the_plan,
+        recorded,
+        answers,
+        listing,
+        edges,
+        contracts_ok=True,
+        findings_line=line,
+        marks=tuple(marks),
+    )
 
 
 def record(startup: Startup, say: Callable[[str], None]) -> None:
@@ -241,12 +296,23 @@ def before_listing(startup: Startup) -> list[ev.Event]:
     a wrong head must not pass for a finished symbol in silence)."""
     heads = startup.heads
     lake = startup.request.lake
-    sources = {s: "asked at the gateway now" if s in startup.answers else
-               f"recorded in {heads_path(lake)}, asked "
-               f"{heads[s].asked_at:%Y-%m-%d %H:%M} UTC" for s in heads}
-    return [ev.BeforeListing(str(p.symbol), at=time.time(), days=p.days_before_listing,
-                             head=heads[p.symbol].head.isoformat(), source=sources[p.symbol])
-            for p in startup.plan.symbols if p.days_before_listing and p.symbol in heads]
+    sources = {
+        s: "asked at the gateway now"
+        if s in startup.answers
+        else f"recorded in {heads_path(lake)}, asked {heads[s].asked_at:%Y-%m-%d %H:%M} UTC"
+        for s in heads
+    }
+    return [
+        ev.BeforeListing(
+            str(p.symbol),
+            at=time.time(),
+            days=p.days_before_listing,
+            head=heads[p.symbol].head.isoformat(),
+            source=sources[p.symbol],
+        )
+        for p in startup.plan.symbols
+        if p.days_before_listing and p.symbol in heads
+    ]
 
 
 def startup_event(startup: Startup, *later: tuple[str, float]) -> ev.StartupTimed:

@@ -139,8 +139,9 @@ def _status(p: SymbolProgress, e: ev.StatusChanged) -> SymbolProgress:
 def _day_fetched(p: SymbolProgress, e: ev.DayFetched) -> SymbolProgress:
     # Counted as done only once written (PartWritten): a day fetched and then lost (a full
     # disk, a killed worker) is not in the lake.
-    p = replace(p, days_fetched=p.days_fetched + 1, rows_fetched=p.rows_fetched + e.rows,
-                current_day=e.day)
+    p = replace(
+        p, days_fetched=p.days_fetched + 1, rows_fetched=p.rows_fetched + e.rows, current_day=e.day
+    )
     return p._settle(Status.FETCHING)
 
 
@@ -172,8 +173,12 @@ def _violation(p: SymbolProgress, e: ev.PacingViolation) -> SymbolProgress:
 
 
 def _part_written(p: SymbolProgress, e: ev.PartWritten) -> SymbolProgress:
-    return replace(p, parts_written=p.parts_written + 1, days_done=p.days_done + e.days,
-                   rows=p.rows + e.rows_added)
+    return replace(
+        p,
+        parts_written=p.parts_written + 1,
+        days_done=p.days_done + e.days,
+        rows=p.rows + e.rows_added,
+    )
 
 
 def _day_failed(p: SymbolProgress, e: ev.DayFailed) -> SymbolProgress:

@@ -82,12 +82,15 @@ class Controls(Protocol):
     def may_send(self) -> bool:
         """Strict mode: whether the session window grants one more send (asks if not)."""
         ...
+
     def note_sent(self) -> None:
         """A request left: it used the grant ``may_send`` gave."""
         ...
+
     def in_flight_allowance(self) -> int:
         """This worker's share of the global in-flight cap: send only while under it."""
         ...
+
     def note_in_flight(self, count: int) -> None:
         """How many requests this worker has open now."""
         ...
@@ -203,7 +206,8 @@ class Worker:
             rng=self.rng,
             initial_tokens=config.initial_tokens,
             rules=worker_rules(
-                settings, clock=time.monotonic,
+                settings,
+                clock=time.monotonic,
                 strict=settings.strict_pacing and not config.session_granted,
             ),
         )
@@ -211,8 +215,9 @@ class Worker:
         self.pacer.rules.restore(load_recent_sends(config.lake, config.symbol, time.time()))
         self.window_days = settings.window_days
         self.edges = EdgeRule.parse(config.edges) if config.edges in RULES else UNKNOWN
-        self.clock = HeaderClock(config.header_clock if config.header_clock in CLOCKS
-                                 else "untrusted")
+        self.clock = HeaderClock(
+            config.header_clock if config.header_clock in CLOCKS else "untrusted"
+        )
         self.pending: deque[_Job] = deque(_Job(w) for w in config.windows)
         self.days_left_in_month: dict[Month, int] = {}
         for day in config.days:
@@ -246,8 +251,9 @@ class Worker:
 
     async def run(self) -> WorkerOutcome:
         days_total = len(self.config.days)
-        self.emit(ev.WorkerStarted, client_id=self.client_id, days_total=days_total,
-                  pid=os.getpid())
+        self.emit(
+            ev.WorkerStarted, client_id=self.client_id, days_total=days_total, pid=os.getpid()
+        )
         failure = ""
         beat = asyncio.ensure_future(self._heartbeat())
         try:
@@ -283,12 +289,21 @@ class Worker:
             self.set_status(ev.Status.STOPPED, f"interrupted, {left} day{'s' * (left != 1)} left")
         else:
             self.set_status(ev.Status.FAILED if self.days_failed else ev.Status.DONE)
-            self.emit(ev.WorkerFinished, days_fetched=self.days_fetched,
-                      rows=self.rows_written, days_failed=len(self.days_failed),
-                      days_written=self.days_written)
+            self.emit(
+                ev.WorkerFinished,
+                days_fetched=self.days_fetched,
+                rows=self.rows_written,
+                days_failed=len(self.days_failed),
+                days_written=self.days_written,
+            )
         return WorkerOutcome(
-            self.symbol, self.days_fetched, tuple(sorted(self.days_failed)),
-            self.rows_written, self.client_id, interrupted, failure,
+            self.symbol,
+            self.days_fetched,
+            tuple(sorted(self.days_failed)),
+            self.rows_written,
+            self.client_id,
+            interrupted,
+            failure,
         )
 
     async def _heartbeat(self) -> None:
@@ -312,16 +327,23 @@ class Worker:
             nonlocal id_tries
             id_tries += 1
             self.client_id = next_id
-            self.emit(ev.Retry, reason=f"client id in use, trying {self.client_id}",
-                      attempt=id_tries, delay_s=0.0)
+            self.emit(
+                ev.Retry,
+                reason=f"client id in use, trying {self.client_id}",
+                attempt=id_tries,
+                delay_s=0.0,
+            )
 
         while True:
             session: IBSession | None = None
             try:
                 session = await connect_free_id(
-                    self.config.host, self.config.port, self.client_id,
+                    self.config.host,
+                    self.config.port,
+                    self.client_id,
                     tries=self.settings.client_id_tries - id_tries,
-                    timeout_s=self.settings.connect_timeout_s, on_taken=taken,
+                    timeout_s=self.settings.connect_timeout_s,
+                    on_taken=taken,
                 )
                 await session.qualify(self.symbol)
                 session.header_clock = self.clock
@@ -363,8 +385,7 @@ class Worker:
                 delay = self._backoff(self.reconnects)
                 self._check_outage(delay, "the connection keeps dropping")
                 self.set_status(ev.Status.RETRYING, "reconnecting")
-                self.emit(ev.Retry, reason="disconnected", attempt=self.reconnects,
-                          delay_s=delay)
+                self.emit(ev.Retry, reason="disconnected", attempt=self.reconnects, delay_s=delay)
                 await self._sleep(delay)
                 if self.controls.stop_requested():
                     raise _Stopped
@@ -409,9 +430,7 @@ class Worker:
         job = self.pending[0]
         if job.window.n_days > self.window_days:
             self.pending.popleft()
-            self.pending.extendleft(reversed([
-                replace(job, window=w) for w in job.window.split()
-            ]))
+            self.pending.extendleft(reversed([replace(job, window=w) for w in job.window.split()]))
             job = self.pending[0]
         self.pacer.set_rate(self.controls.rate())
         now_wall = time.time()
@@ -456,8 +475,10 @@ class Worker:
                 f"{self.session.blocked_text} for {now - blocked:.0f}s: another session "
                 "holds this account's market data"
             )
-        detail = (f"blocked: {self.session.blocked_text} (another session holds the "
-                  "account's market data); retrying slowly")
+        detail = (
+            f"blocked: {self.session.blocked_text} (another session holds the "
+            "account's market data); retrying slowly"
+        )
         self.set_status(ev.Status.PACED, detail, tell=self.status_detail != detail)
         if n_in_flight or now < self.blocked_next_try:
             return 0.25
@@ -477,9 +498,7 @@ class Worker:
         """
         now = time.monotonic()
         for index, job in enumerate(itertools.islice(self.pending, look_ahead)):
-            if job.not_before <= now and not self.pacer.rules.identical_wait(
-                self._key(job.window)
-            ):
+            if job.not_before <= now and not self.pacer.rules.identical_wait(self._key(job.window)):
                 if index:
                     del self.pending[index]
                     self.pending.appendleft(job)
@@ -488,8 +507,9 @@ class Worker:
     def _send(self, job: _Job, in_flight: dict[asyncio.Task[WindowBars], _Job]) -> None:
         assert self.session is not None
         try:
-            sent = self.session.send_window(self.symbol, job.window, self.edges,
-                                            in_seconds=not self.clock.trusted)
+            sent = self.session.send_window(
+                self.symbol, job.window, self.edges, in_seconds=not self.clock.trusted
+            )
         except IBSessionError as exc:
             self._on_error(job, exc)
             return
@@ -512,16 +532,23 @@ class Worker:
             return
         except IBSessionError as exc:
             outcome = _outcome(exc)
-            if outcome == "timeout" and self.session is not None \
-                    and self.session.upstream_lost_after(job.sent_mono):
+            if (
+                outcome == "timeout"
+                and self.session is not None
+                and self.session.upstream_lost_after(job.sent_mono)
+            ):
                 outcome = "upstream"  # IB lost its own link: not the session's congestion
-            self.emit(ev.RequestDone, window=str(job.window), outcome=outcome,
-                      latency_s=round(latency, 4))
+            self.emit(
+                ev.RequestDone, window=str(job.window), outcome=outcome, latency_s=round(latency, 4)
+            )
             self._on_error(job, exc)
             return
-        self.emit(ev.RequestDone, window=str(job.window),
-                  outcome="no_data" if result.no_data else "bars",
-                  latency_s=round(result.latency_s, 4))
+        self.emit(
+            ev.RequestDone,
+            window=str(job.window),
+            outcome="no_data" if result.no_data else "bars",
+            latency_s=round(result.latency_s, 4),
+        )
         self.outage_since, self.reconnects = None, 0  # the gateway answers: any outage is over
         result = self._served_whole(result, job)
         if result is not None:
@@ -546,16 +573,26 @@ class Worker:
         if isinstance(exc, DurationTooLong) and job.window.n_days > 1:
             # The gateway refuses this duration: every later window is cut shorter too.
             self.window_days = max(1, job.window.n_days // 2)
-            self.emit(ev.Retry, reason=f"duration too long, windows of {self.window_days} "
-                      "day(s)", attempt=job.attempt, delay_s=0.0, day=job.window.first_day)
+            self.emit(
+                ev.Retry,
+                reason=f"duration too long, windows of {self.window_days} day(s)",
+                attempt=job.attempt,
+                delay_s=0.0,
+                day=job.window.first_day,
+            )
             self.pending.extendleft(reversed([_Job(w) for w in job.window.split()]))
             return
         if isinstance(exc, SessionBlocked):
             # Not the request's fault, nor the day's: the hold above retries slowly and
             # gives up after reconnect_for_s.
             self.set_status(ev.Status.RETRYING, _outcome(exc))
-            self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
-                      delay_s=self._blocked_retry_s(), day=job.window.first_day)
+            self.emit(
+                ev.Retry,
+                reason=f"{_outcome(exc)}: {exc}",
+                attempt=job.attempt,
+                delay_s=self._blocked_retry_s(),
+                day=job.window.first_day,
+            )
             self.pending.appendleft(job)
             return
         if isinstance(exc, PacingViolation):
@@ -583,8 +620,13 @@ class Worker:
         delay = self._backoff(max(1, job.attempt + job.excused_failures))
         job.not_before = time.monotonic() + delay
         self.set_status(ev.Status.RETRYING, _outcome(exc))
-        self.emit(ev.Retry, reason=f"{_outcome(exc)}: {exc}", attempt=job.attempt,
-                  delay_s=round(delay, 3), day=job.window.first_day)
+        self.emit(
+            ev.Retry,
+            reason=f"{_outcome(exc)}: {exc}",
+            attempt=job.attempt,
+            delay_s=round(delay, 3),
+            day=job.window.first_day,
+        )
         self.pending.appendleft(job)
 
     def _served_whole(self, result: WindowBars, job: _Job) -> WindowBars | None:
@@ -602,12 +644,16 @@ class Worker:
             span = asked_span(request_for(job.window, self.edges, in_seconds=True))
             if span is not None:
                 result = replace(result, served_start=span[0], served_end=span[1])
-        covered = covered_days(job.window, self.edges, result.served_start,
-                               result.served_end, asked)
+        covered = covered_days(
+            job.window, self.edges, result.served_start, result.served_end, asked
+        )
         missed = [day for day in job.window.days if day not in covered]
         if missed:
-            served = (f"{_iso_dt(result.served_start)} to {_iso_dt(result.served_end)}"
-                      if result.served_start and result.served_end else "unreadable")
+            served = (
+                f"{_iso_dt(result.served_start)} to {_iso_dt(result.served_end)}"
+                if result.served_start and result.served_end
+                else "unreadable"
+            )
             reason = f"not served whole: IB served {served} (edges {self.edges})"
             job.attempt += 1
             if job.attempt >= self.settings.max_attempts:
@@ -616,22 +662,27 @@ class Worker:
                     self.emit(ev.DayFailed, day=day, reason=reason)
                 self._resolve_days(missed)
             else:
-                self.emit(ev.Retry, reason=reason, attempt=job.attempt, delay_s=0.0,
-                          day=missed[0])
-                self.pending.extendleft(reversed([
-                    _Job(w, attempt=job.attempt)
-                    for w in group_windows(missed, self.window_days)
-                ]))
+                self.emit(ev.Retry, reason=reason, attempt=job.attempt, delay_s=0.0, day=missed[0])
+                self.pending.extendleft(
+                    reversed(
+                        [
+                            _Job(w, attempt=job.attempt)
+                            for w in group_windows(missed, self.window_days)
+                        ]
+                    )
+                )
         if not covered:
             return None
         window = Window(covered[0], covered[-1])
         bars = result.bars
         if bars.num_rows:
             ts = bars.column("ts")
-            bars = bars.filter(pc.and_(
-                pc.greater_equal(ts, pa.scalar(window.ts_start, ts.type)),
-                pc.less(ts, pa.scalar(window.ts_stop, ts.type)),
-            ))
+            bars = bars.filter(
+                pc.and_(
+                    pc.greater_equal(ts, pa.scalar(window.ts_start, ts.type)),
+                    pc.less(ts, pa.scalar(window.ts_stop, ts.type)),
+                )
+            )
         return replace(result, window=window, bars=bars)
 
     def _accept(self, result: WindowBars, asked_at: float) -> None:
@@ -662,17 +713,26 @@ class Worker:
             start_us = int(day_start(day).timestamp()) * 1_000_000
             stop_us = start_us + 86_400_000_000
             day_ts = [t for t in ts_us if start_us <= t < stop_us]
-            self.emit(ev.DayFetched, day=day, rows=len(day_ts),
-                      latency_s=round(result.latency_s, 4), complete=complete,
-                      no_data=result.no_data)
+            self.emit(
+                ev.DayFetched,
+                day=day,
+                rows=len(day_ts),
+                latency_s=round(result.latency_s, 4),
+                complete=complete,
+                no_data=result.no_data,
+            )
             if not result.no_data:
                 # Minutes that had not ended when asked cannot be missing yet.
                 horizon_us = min(stop_us, int(asked_at) // 60 * 60_000_000)
                 gaps = missing_minute_ranges(day_ts, start_us, horizon_us)
                 missing = sum((b - a) // 60_000_000 + 1 for a, b in gaps)
                 if missing:
-                    self.emit(ev.GapFound, day=day, missing_minutes=missing,
-                              ranges=tuple((_iso(a), _iso(b)) for a, b in gaps[:20]))
+                    self.emit(
+                        ev.GapFound,
+                        day=day,
+                        missing_minutes=missing,
+                        ranges=tuple((_iso(a), _iso(b)) for a, b in gaps[:20]),
+                    )
         self._resolve_days(result.window.days)
 
     def _resolve_days(self, days: list[date]) -> None:
@@ -705,9 +765,15 @@ class Worker:
         bars = pa.concat_tables(buffer.tables) if buffer.tables else empty_bars()
         assert buffer.fetched_at is not None
         try:
-            writes = write_batch(self.config.lake, self.symbol, bars, buffer.days,
-                                 fetched_at=buffer.fetched_at, partial_days=buffer.partial,
-                                 no_data_days=buffer.no_data)
+            writes = write_batch(
+                self.config.lake,
+                self.symbol,
+                bars,
+                buffer.days,
+                fetched_at=buffer.fetched_at,
+                partial_days=buffer.partial,
+                no_data_days=buffer.no_data,
+            )
         except (OSError, NonConformingPart, CommitConflict, StorageError) as exc:
             # Disk full, permissions, a path in the way: no restart would fix it. The days
             # stay missing in the lake (nothing half-written), fetched but not written: they
@@ -716,9 +782,11 @@ class Worker:
             # conform (its days may be good): the store moved nothing.
             # On an object store: other writers kept winning the part (CommitConflict), or
             # the store failed; their bars are in the part, these days a rerun fetches.
-            reason = str(exc) if isinstance(exc, (PartUnreadable, NonConformingPart,
-                                                  CommitConflict)) else \
-                f"cannot write the lake: {exc}"
+            reason = (
+                str(exc)
+                if isinstance(exc, (PartUnreadable, NonConformingPart, CommitConflict))
+                else f"cannot write the lake: {exc}"
+            )
             for day in sorted(buffer.days):
                 self.days_failed.append(day)
                 self.emit(ev.DayFailed, day=day, reason=reason)
@@ -726,14 +794,29 @@ class Worker:
         self.rows_written += bars.num_rows
         self.days_written += len(buffer.days)
         for write in writes:
-            added = bars.num_rows if len(writes) == 1 else pc.sum(
-                pc.equal(pc.strftime(bars.column("ts"), format="%Y-%m"), str(write.month))
-            ).as_py() or 0
-            self.emit(ev.PartWritten, month=str(write.month), rows=write.rows,
-                      path=str(write.path), days=len(write.days), rows_added=added)
+            added = (
+                bars.num_rows
+                if len(writes) == 1
+                else pc.sum(
+                    pc.equal(pc.strftime(bars.column("ts"), format="%Y-%m"), str(write.month))
+                ).as_py()
+                or 0
+            )
+            self.emit(
+                ev.PartWritten,
+                month=str(write.month),
+                rows=write.rows,
+                path=str(write.path),
+                days=len(write.days),
+                rows_added=added,
+            )
             if write.quarantined is not None:
-                self.emit(ev.Retry, reason=f"corrupt part moved aside to {write.quarantined}",
-                          attempt=0, delay_s=0.0)
+                self.emit(
+                    ev.Retry,
+                    reason=f"corrupt part moved aside to {write.quarantined}",
+                    attempt=0,
+                    delay_s=0.0,
+                )
 
     def _fail_remaining(self, reason: str) -> None:
         for job in self.pending:
@@ -766,8 +849,9 @@ class Worker:
         recent = self.pacer.rules.recent()
         if recent:
             with contextlib.suppress(OSError, StorageError):  # a courtesy, not data
-                save_recent_sends(self.config.lake, self.symbol, [(str(k), a) for k, a in recent],
-                                  time.time())
+                save_recent_sends(
+                    self.config.lake, self.symbol, [(str(k), a) for k, a in recent], time.time()
+                )
 
     def _check_outage(self, next_delay: float, why: str) -> None:
         """Give up once the current outage would outlast ``reconnect_for_s``."""
@@ -817,8 +901,6 @@ def _iso_dt(when: datetime | None) -> str:
 
 def _iso(micros: int) -> str:
     return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M")
-
-
 
 
 def run_worker(config: WorkerConfig, emit: EventSink, controls: Controls) -> WorkerOutcome:

@@ -177,13 +177,19 @@ def forming_row(
     part_volume = max(1e-8, round(volume * share, 8))
     if part_volume >= volume:
         part_volume = max(1e-8, volume - 1e-8)
-    return (start, open_, part_high, part_low, part_close, part_volume, part_wap,
-            max(1, int(count * share)))
+    return (
+        start,
+        open_,
+        part_high,
+        part_low,
+        part_close,
+        part_volume,
+        part_wap,
+        max(1, int(count * share)),
+    )
 
 
-def overload_reason(
-    behaviour: Behaviour, queued: int, slowed_for_s: float
-) -> str | None:
+def overload_reason(behaviour: Behaviour, queued: int, slowed_for_s: float) -> str | None:
     """Why one more request is too many under ``Overload.DISCONNECT``, else None."""
     if behaviour.overload is not Overload.DISCONNECT:
         return None

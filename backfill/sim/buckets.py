@@ -15,7 +15,8 @@ from backfill.sim.market import Row
 DAY_S = 86400
 # Sizes IB serves for crypto, all served here; seconds bars, weeks and months are not.
 SERVED_BAR_SECONDS = frozenset(
-    {60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 14400, 28800, DAY_S})
+    {60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 14400, 28800, DAY_S}
+)
 
 
 def bucket_start(start: int, size_s: int, zone: tzinfo) -> int:
@@ -30,8 +31,7 @@ def bucket_span(start: int, size_s: int, zone: tzinfo) -> tuple[int, int]:
     local = datetime.fromtimestamp(start, zone)
     day = datetime(local.year, local.month, local.day, tzinfo=zone)
     midnight = int(day.timestamp())
-    following = int((day.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=zone)
-                    .timestamp())
+    following = int((day.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=zone).timestamp())
     if size_s >= DAY_S:
         return midnight, following
     begin = midnight + (start - midnight) // size_s * size_s
@@ -49,8 +49,18 @@ def aggregate(rows: Iterable[Row], size_s: int, zone: tzinfo, decimals: int) -> 
 
     def flush() -> None:
         wap = round(notional / volume, decimals) if volume > 0 else close
-        out.append((current, open_, high, low, close, round(volume, 8),  # type: ignore[arg-type]
-                    min(max(wap, low), high), count))
+        out.append(
+            (
+                current,
+                open_,
+                high,
+                low,
+                close,
+                round(volume, 8),  # type: ignore[arg-type]
+                min(max(wap, low), high),
+                count,
+            )
+        )
 
     for start, o, h, lo, c, v, w, n in rows:
         if current is None or start >= ends:  # rows are in time order: a new bucket

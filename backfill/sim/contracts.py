@@ -25,8 +25,14 @@ class ContractQuery:
         """Parse ``conId, symbol, secType, lastTrade, strike, right, multiplier, exchange,
         primaryExchange, currency, localSymbol, tradingClass``."""
         con_id = int(fields[0] or 0)
-        return cls(con_id, fields[1].upper(), fields[2].upper(), fields[7].upper(),
-                   fields[9].upper(), fields[10].upper())
+        return cls(
+            con_id,
+            fields[1].upper(),
+            fields[2].upper(),
+            fields[7].upper(),
+            fields[9].upper(),
+            fields[10].upper(),
+        )
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,13 @@ class Catalogue:
         if query.sec_type not in ("", SEC_TYPE) or query.exchange not in ("", EXCHANGE, "SMART"):
             return []
         return [
-            c for c in self.contracts
-            if (query.symbol in ("", c.symbol) and query.currency in ("", c.currency)
-                and query.local_symbol in ("", c.local_symbol))
+            c
+            for c in self.contracts
+            if (
+                query.symbol in ("", c.symbol)
+                and query.currency in ("", c.currency)
+                and query.local_symbol in ("", c.local_symbol)
+            )
             and (query.symbol or query.local_symbol)
         ]
 
@@ -82,9 +92,44 @@ class Catalogue:
     def details_fields(req_id: int, c: SimContract) -> list[object]:
         """``contractDetails`` without version field (server version >= 164)."""
         return [
-            10, req_id, c.symbol, SEC_TYPE, "", 0, "", EXCHANGE, c.currency, c.local_symbol,
-            c.symbol, c.symbol, c.con_id, 0.01, "", "LMT,MKT,STP", EXCHANGE, 1, 0,
-            f"{c.symbol} {c.currency}", "", "", "", "", "", "UTC",
-            "", "", "", "", 0, 1, "", "", "", "", "", "0.00000001", "0.00000001",
+            10,
+            req_id,
+            c.symbol,
+            SEC_TYPE,
+            "",
+            0,
+            "",
+            EXCHANGE,
+            c.currency,
+            c.local_symbol,
+            c.symbol,
+            c.symbol,
+            c.con_id,
+            0.01,
+            "",
+            "LMT,MKT,STP",
+            EXCHANGE,
+            1,
+            0,
+            f"{c.symbol} {c.currency}",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "UTC",
+            "",
+            "",
+            "",
+            "",
+            0,
+            1,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "0.00000001",
+            "0.00000001",
             "0.00000001",
         ]

@@ -47,14 +47,20 @@ class EmbeddedGateway:
         # No preexec_fn: it would run Python's at-fork hooks in the child, where a Ctrl-C
         # landing before exec prints a traceback.
         process = subprocess.Popen(
-            [*self.args, *lifeline_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, stdin=subprocess.DEVNULL,
+            [*self.args, *lifeline_args()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
         )
         assert process.stdout is not None
         # It prints its address when it listens; a gateway that never does must not hang us.
         ready, _, _ = select.select([process.stdout], [], [], EMBEDDED_START_TIMEOUT_S)
-        line = process.stdout.readline() if ready else "(nothing within "\
-            f"{EMBEDDED_START_TIMEOUT_S:g}s)"
+        line = (
+            process.stdout.readline()
+            if ready
+            else f"(nothing within {EMBEDDED_START_TIMEOUT_S:g}s)"
+        )
         match = _READY.search(line)
         if not match:
             process.kill()

@@ -127,24 +127,36 @@ class GatewayFlags:
         session_break = "" if self.session_break.strip().lower() == "none" else self.session_break
         try:
             behaviour = Behaviour(
-                window_edges=self.window_edges, day_duration=self.day_duration,
+                window_edges=self.window_edges,
+                day_duration=self.day_duration,
                 session_break=frozenset(d for d in session_break.split(",") if d.strip()),
                 too_long=self.too_long,
                 no_permission=frozenset(_bases(self.no_permission or "")),
                 competing_session_after=self.competing_session_after,
                 competing_session_for=self.competing_session_for,
                 competing_session_code=self.competing_session_code,
-                farm_down_after=self.farm_down_after, farm_down_for=self.farm_down_for,
-                partial_last_bar=self.partial_last_bar, cancel_answer=self.cancel_answer,
-                overload=self.overload, overload_queue=self.overload_queue,
+                farm_down_after=self.farm_down_after,
+                farm_down_for=self.farm_down_for,
+                partial_last_bar=self.partial_last_bar,
+                cancel_answer=self.cancel_answer,
+                overload=self.overload,
+                overload_queue=self.overload_queue,
                 overload_after_s=self.overload_after,
-                header_format=self.header_format, header_shift_s=self.header_shift_s,
+                header_format=self.header_format,
+                header_shift_s=self.header_shift_s,
             )
             return SimConfig(
-                host=self.host, port=self.port, seed=self.seed, pacing=pacing, faults=faults,
-                log_path=self.log, max_duration_days=self.max_duration_days,
-                no_trade_share=self.no_trade_share, timezone=self.timezone,
-                behaviour=behaviour, **extra,
+                host=self.host,
+                port=self.port,
+                seed=self.seed,
+                pacing=pacing,
+                faults=faults,
+                log_path=self.log,
+                max_duration_days=self.max_duration_days,
+                no_trade_share=self.no_trade_share,
+                timezone=self.timezone,
+                behaviour=behaviour,
+                **extra,
             )
         except ValueError as exc:
             # Messages start with the field's name, the flag's but for dashes.
@@ -152,7 +164,7 @@ class GatewayFlags:
             field_name = name.rstrip(":")
             flag = {"overload_after_s": "overload_after"}.get(field_name, field_name)
             if hasattr(self, flag):
-                name = "--" + flag.replace("_", "-") + name[len(field_name):]
+                name = "--" + flag.replace("_", "-") + name[len(field_name) :]
             raise BadInput(f"{name} {rest}") from None
 
 
@@ -168,10 +180,14 @@ def exposure_warning(host: str) -> str | None:
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:  # a host name: it may well resolve to a public address
-        return (f"the simulator listens on {host}, which other machines may reach; it has no "
-                "authentication")
+        return (
+            f"the simulator listens on {host}, which other machines may reach; it has no "
+            "authentication"
+        )
     if address.is_loopback:
         return None
     where = "every interface" if address.is_unspecified else str(address)
-    return (f"the simulator listens on {where} with no authentication: anyone who can reach "
-            "this port can connect; use --host 127.0.0.1 unless you mean it")
+    return (
+        f"the simulator listens on {where} with no authentication: anyone who can reach "
+        "this port can connect; use --host 127.0.0.1 unless you mean it"
+    )

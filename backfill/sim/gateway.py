@@ -89,8 +89,10 @@ class EncodedDay:
 
     def index(self, start: datetime, stop: datetime) -> tuple[int, int]:
         """Bar indices ``first, stop`` of the bars whose start is in [start, stop)."""
-        return (bisect.bisect_left(self.starts, start.timestamp()),
-                bisect.bisect_left(self.starts, stop.timestamp()))
+        return (
+            bisect.bisect_left(self.starts, start.timestamp()),
+            bisect.bisect_left(self.starts, stop.timestamp()),
+        )
 
     @property
     def nbytes(self) -> int:
@@ -155,10 +157,15 @@ class _Server:
         self.soft_waiting = 0  # requests waiting on the soft throttle now
         self.slowed_since = 0.0  # monotonic; meaningful while soft_waiting > 0
         budget = config.cache_mb << 20
-        self.market = Market(config.seed, no_trade_share=config.no_trade_share,
-                             listings=dict(config.listings), cache_bytes=budget // 4)
+        self.market = Market(
+            config.seed,
+            no_trade_share=config.no_trade_share,
+            listings=dict(config.listings),
+            cache_bytes=budget // 4,
+        )
         self._encoded: ByteLRU[tuple[str, date, int, bool], EncodedDay] = ByteLRU(
-            budget - budget // 4)
+            budget - budget // 4
+        )
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -219,7 +226,8 @@ class _Server:
             self.farm_triggered = True
             self.set_farm(down=True)
             asyncio.get_running_loop().call_later(
-                behaviour.farm_down_for, lambda: self.set_farm(down=False))
+                behaviour.farm_down_for, lambda: self.set_farm(down=False)
+            )
         after = behaviour.competing_session_after
         if after is not None and self.competing_until is None and self.data_requests > after:
             lasts = behaviour.competing_session_for
@@ -257,12 +265,18 @@ class _Server:
         # the same floats (and is 3x cheaper than repr() per field).
         template = "\0".join([f"%.{decimals}f"] * 4 + ["%.8f", f"%.{decimals}f", "%d\0"])
         if daily:
-            return [datetime.fromtimestamp(row[0], self.zone).strftime("%Y%m%d") + "\0"
-                    + template % row[1:] for row in rows]
+            return [
+                datetime.fromtimestamp(row[0], self.zone).strftime("%Y%m%d")
+                + "\0"
+                + template % row[1:]
+                for row in rows
+            ]
         if fmt == 2:
             return [f"{row[0]}\0" + template % row[1:] for row in rows]
-        return [self.format_time(datetime.fromtimestamp(row[0], UTC), fmt) + "\0"
-                + template % row[1:] for row in rows]
+        return [
+            self.format_time(datetime.fromtimestamp(row[0], UTC), fmt) + "\0" + template % row[1:]
+            for row in rows
+        ]
 
     def window_rows(self, symbol: str, low: datetime, stop: datetime) -> list[Row]:
         """The 1-minute rows whose start is in [low, stop), in time order."""
@@ -364,11 +378,18 @@ class _Connection:
             pass
 
     def _unreadable(self, exc: Exception, fields: list[str]) -> None:
-        text = str(exc) if isinstance(exc, p.UnreadableField) else (
-            f"Error reading request. Unable to parse data. {type(exc).__name__}: {exc}")
+        text = (
+            str(exc)
+            if isinstance(exc, p.UnreadableField)
+            else (f"Error reading request. Unable to parse data. {type(exc).__name__}: {exc}")
+        )
         self.send_error(-1, 320, text)
-        self._record(kind="unreadable", outcome="error", error_code=320,
-                     detail=f"msg_id={fields[0]!r}: {exc}")
+        self._record(
+            kind="unreadable",
+            outcome="error",
+            error_code=320,
+            detail=f"msg_id={fields[0]!r}: {exc}",
+        )
 
     async def _handshake(self) -> bool:
         prefix = await self.reader.readexactly(len(p.API_PREFIX))
@@ -387,8 +408,12 @@ class _Connection:
             self.client_id = p.parse_int(fields[2] if len(fields) > 2 else "")
         except p.UnreadableField as exc:
             self.send_error(-1, 320, str(exc))
-            self._record(kind="connect", outcome="error", error_code=320,
-                         detail=f"clientId {fields[2] if len(fields) > 2 else None!r}")
+            self._record(
+                kind="connect",
+                outcome="error",
+                error_code=320,
+                detail=f"clientId {fields[2] if len(fields) > 2 else None!r}",
+            )
             await self._drain()
             return False
         received = time.time()
@@ -433,13 +458,19 @@ class _Connection:
     async def _dispatch(self, fields: list[str]) -> None:
         msg_id = int(fields[0])
         if self._over_message_rate():
-            pos = 1 if msg_id in (p.In.REQ_HISTORICAL_DATA, p.In.REQ_HEAD_TIMESTAMP) else (
-                2 if msg_id in (p.In.REQ_CONTRACT_DETAILS, 1) else None
+            pos = (
+                1
+                if msg_id in (p.In.REQ_HISTORICAL_DATA, p.In.REQ_HEAD_TIMESTAMP)
+                else (2 if msg_id in (p.In.REQ_CONTRACT_DETAILS, 1) else None)
             )
             req_id = int(fields[pos]) if pos is not None and len(fields) > pos else -1
             limit = self.server.pacing.config.max_msg_rate
-            self.send_error(req_id, 100, f"Max rate of messages per second has been exceeded:"
-                            f"max={limit} rec={len(self._msg_times)} (1)")
+            self.send_error(
+                req_id,
+                100,
+                f"Max rate of messages per second has been exceeded:"
+                f"max={limit} rec={len(self._msg_times)} (1)",
+            )
             self._record(kind="rate_limit", req_id=req_id, outcome="error", error_code=100)
             return
         handler = self._handlers().get(msg_id)
@@ -450,8 +481,13 @@ class _Connection:
             _name, pos, code = p.UNSERVED.get(msg_id, ("", -1, 322))
             req_id = p.parse_int(fields[pos]) if 0 < pos < len(fields) else -1
             self.send_error(req_id, code, p.unserved_text(msg_id, code, req_id))
-            self._record(kind="unsupported", req_id=req_id, outcome="error", error_code=code,
-                         detail=f"msg_id={msg_id}")
+            self._record(
+                kind="unsupported",
+                req_id=req_id,
+                outcome="error",
+                error_code=code,
+                detail=f"msg_id={msg_id}",
+            )
         await self._drain()
 
     def _handlers(self) -> dict[int, Callable[[list[str]], Awaitable[None]]]:
@@ -503,11 +539,21 @@ class _Connection:
         symbol = query.symbol or query.local_symbol or str(query.con_id)
         if not found:
             self.send_error(req_id, 200, TEXT_NO_SECURITY)
-            self._record(kind="contract_details", req_id=req_id, symbol=symbol,
-                         outcome="error", error_code=200)
+            self._record(
+                kind="contract_details",
+                req_id=req_id,
+                symbol=symbol,
+                outcome="error",
+                error_code=200,
+            )
             return
-        self._record(kind="contract_details", req_id=req_id, symbol=symbol, outcome="ok",
-                     detail=",".join(c.symbol for c in found))
+        self._record(
+            kind="contract_details",
+            req_id=req_id,
+            symbol=symbol,
+            outcome="ok",
+            detail=",".join(c.symbol for c in found),
+        )
         for contract in found:
             self.send(Catalogue.details_fields(req_id, contract))
         self.send([p.Out.CONTRACT_DATA_END, 1, req_id])
@@ -519,9 +565,17 @@ class _Connection:
         query = ContractQuery.from_fields(fields[2:14])
         end_text, bar_size, duration, _rth, what, fmt_text, keep = fields[15:22]
         base = RequestRecord(
-            received=received, answered=None, client_id=self.client_id, req_id=req_id,
-            kind="historical", outcome="", symbol=query.symbol or query.local_symbol,
-            end=end_text, duration=duration, bar_size=bar_size, what_to_show=what,
+            received=received,
+            answered=None,
+            client_id=self.client_id,
+            req_id=req_id,
+            kind="historical",
+            outcome="",
+            symbol=query.symbol or query.local_symbol,
+            end=end_text,
+            duration=duration,
+            bar_size=bar_size,
+            what_to_show=what,
         )
         try:
             ask = self._check_historical(
@@ -531,8 +585,12 @@ class _Connection:
             self._refuse(base, refused)
             return
         contract = ask.contract
-        base = replace(base, symbol=contract.symbol, window_start=ask.start.isoformat(),
-                       window_end=ask.end.isoformat())
+        base = replace(
+            base,
+            symbol=contract.symbol,
+            window_start=ask.start.isoformat(),
+            window_end=ask.end.isoformat(),
+        )
         fate = self._fate(base)
         if fate is None:
             return
@@ -547,16 +605,20 @@ class _Connection:
             return
 
         def proceed() -> None:
-            soft_delay = self._pace(base, contract, end_text, bar_size, duration, what,
-                                    fmt_text)
+            soft_delay = self._pace(base, contract, end_text, bar_size, duration, what, fmt_text)
             if soft_delay is None:
                 return
             if ask.bar_s not in SERVED_BAR_SECONDS:
                 # IB has these sizes, the simulator's 1-minute market does not: an HMDS
                 # refusal (162) that ends the request in every client.
-                self._refuse(base, _Refused(
-                    162, f"{HMDS}Bar size {bar_size!r} is not served by the simulator for "
-                    f"{contract.description}"))
+                self._refuse(
+                    base,
+                    _Refused(
+                        162,
+                        f"{HMDS}Bar size {bar_size!r} is not served by the simulator for "
+                        f"{contract.description}",
+                    ),
+                )
                 return
             if ask.length > timedelta(days=self.server.config.max_duration_days):
                 if self.server.behaviour.too_long is TooLong.HANG:
@@ -583,13 +645,21 @@ class _Connection:
         self.server.held.append((self, item, proceed))
 
     def _check_historical(
-        self, req_id: int, query: ContractQuery, end_text: str, bar_size: str, duration: str,
-        what: str, fmt_text: str, keep: str,
+        self,
+        req_id: int,
+        query: ContractQuery,
+        end_text: str,
+        bar_size: str,
+        duration: str,
+        what: str,
+        fmt_text: str,
+        keep: str,
     ) -> _Ask:
         """Validate in IB's order; the window follows ``--day-duration``."""
         if req_id in self.open:
-            raise _Refused(322, f"Error processing request.-'bX' : cause - "
-                                f"Duplicate ticker id {req_id}")
+            raise _Refused(
+                322, f"Error processing request.-'bX' : cause - Duplicate ticker id {req_id}"
+            )
         contract = self.server.catalogue.resolve(query)
         if contract is None:
             raise _Refused(200, TEXT_NO_SECURITY)
@@ -613,17 +683,18 @@ class _Connection:
             raise _Refused(10299, TEXT_AGGTRADES)
         pacing = self.server.pacing.config
         if pacing.enabled and self.server.open_count() >= pacing.max_open:
-            raise _Refused(322, "Error processing request.-'bX' : cause - Maximum number of "
-                           f"simultaneous historical data requests exceeded ({pacing.max_open})")
+            raise _Refused(
+                322,
+                "Error processing request.-'bX' : cause - Maximum number of "
+                f"simultaneous historical data requests exceeded ({pacing.max_open})",
+            )
         behaviour = self.server.behaviour
         start = end - length
         if unit == "D" and behaviour.day_duration is DayDuration.SESSIONS:
             start = session_window_start(end, count, self.server.zone, behaviour.session_break)
         return _Ask(contract, start, end, fmt, length, bar_s)
 
-    def _pace(
-        self, base: RequestRecord, contract: SimContract, *identity: str
-    ) -> float | None:
+    def _pace(self, base: RequestRecord, contract: SimContract, *identity: str) -> float | None:
         """Apply the session's pacing rules: the soft delay, or None when refused (162) or
         when the soft throttle's backlog drops the connection (``--overload disconnect``)."""
         key = RequestKey(
@@ -643,15 +714,23 @@ class _Connection:
             reason = overload_reason(server.behaviour, server.soft_waiting, slowed_for)
             if reason is not None:
                 server.pacing.release_soft_slot(now)
-                server.log.add(replace(base, answered=time.time(), outcome="dropped",
-                                       detail=reason))
+                server.log.add(
+                    replace(base, answered=time.time(), outcome="dropped", detail=reason)
+                )
                 self.close()
                 return None
         return verdict.delay_s
 
     def _refuse(self, base: RequestRecord, refused: _Refused, outcome: str = "error") -> None:
-        self.server.log.add(replace(base, answered=time.time(), outcome=outcome,
-                                    error_code=refused.code, detail=refused.detail))
+        self.server.log.add(
+            replace(
+                base,
+                answered=time.time(),
+                outcome=outcome,
+                error_code=refused.code,
+                detail=refused.detail,
+            )
+        )
         self.send_error(base.req_id, refused.code, refused.text)
 
     def _fate(self, base: RequestRecord) -> FaultDecision | None:
@@ -672,7 +751,10 @@ class _Connection:
         return fate
 
     def _run_with_faults(
-        self, base: RequestRecord, fate: FaultDecision, answer: Callable[[], None],
+        self,
+        base: RequestRecord,
+        fate: FaultDecision,
+        answer: Callable[[], None],
         soft_delay: float = 0.0,
     ) -> None:
         """Answer now, later, never, or with a transient error, as the faults decide."""
@@ -682,10 +764,13 @@ class _Connection:
             self.server.log.add(replace(base, outcome="hung", detail="fault"))
             return
         if fate.error:
+
             def answer_error() -> None:
                 code = faults.error_code
-                self._refuse(base, _Refused(code, faults.error_text.format(req_id=base.req_id),
-                                            detail="fault"))
+                self._refuse(
+                    base,
+                    _Refused(code, faults.error_text.format(req_id=base.req_id), detail="fault"),
+                )
 
             answer = answer_error
         delay = fate.latency_s + soft_delay
@@ -719,8 +804,13 @@ class _Connection:
         task.add_done_callback(done)
 
     def _answer_bars(
-        self, base: RequestRecord, contract: SimContract, start: datetime, stop: datetime,
-        fmt: int, bar_s: int = 60,
+        self,
+        base: RequestRecord,
+        contract: SimContract,
+        start: datetime,
+        stop: datetime,
+        fmt: int,
+        bar_s: int = 60,
     ) -> None:
         server = self.server
         behaviour = server.behaviour
@@ -732,8 +822,11 @@ class _Connection:
         chunks: list[str] = []
         count = 0
         listing = server.market.listing(contract.symbol)
-        forming = (self._forming_bar(contract, clock, low, high, listing)
-                   if behaviour.partial_last_bar else None)
+        forming = (
+            self._forming_bar(contract, clock, low, high, listing)
+            if behaviour.partial_last_bar
+            else None
+        )
         if bar_s != 60:
             rows = server.window_rows(contract.symbol, max(low, listing), completed)
             if forming is not None:
@@ -746,7 +839,7 @@ class _Connection:
             for day in days_touching(max(low, listing), completed):
                 encoded = server.encoded_day(contract.symbol, day, fmt)
                 first, stop_at = encoded.index(low, completed)
-                chunks.append(encoded.text[encoded.offsets[first]:encoded.offsets[stop_at]])
+                chunks.append(encoded.text[encoded.offsets[first] : encoded.offsets[stop_at]])
                 count += stop_at - first
             if forming is not None:
                 chunks.extend(server.encode_rows(contract.symbol, [forming], fmt))
@@ -765,7 +858,11 @@ class _Connection:
             self.writer.write(p.frame_text(head + "".join(chunks)))
 
     def _forming_bar(
-        self, contract: SimContract, clock: float, low: datetime, high: datetime,
+        self,
+        contract: SimContract,
+        clock: float,
+        low: datetime,
+        high: datetime,
         listing: datetime,
     ) -> Row | None:
         """The bar of the minute still under way at ``clock``, if the window holds it."""
@@ -789,11 +886,17 @@ class _Connection:
         code = self.server.behaviour.cancel_answer
         if item.task is not None:
             item.task.cancel()
-            self.server.log.add(replace(item.base, answered=time.time(), outcome="cancelled",
-                                        error_code=code))
+            self.server.log.add(
+                replace(item.base, answered=time.time(), outcome="cancelled", error_code=code)
+            )
         else:
-            self._record(kind="cancel", req_id=req_id, symbol=item.base.symbol,
-                         outcome="cancelled", error_code=code)
+            self._record(
+                kind="cancel",
+                req_id=req_id,
+                symbol=item.base.symbol,
+                outcome="cancelled",
+                error_code=code,
+            )
         if code == 366:  # IB's other answer to a cancel (ib_async issue 88)
             self.send_error(req_id, 366, f"No historical data query found for ticker id:{req_id}")
         else:
@@ -805,9 +908,16 @@ class _Connection:
         req_id = p.parse_int(fields[1])
         query = ContractQuery.from_fields(fields[2:14])
         _expired, _rth, what, fmt_text = fields[14:18]
-        base = RequestRecord(received=received, answered=None, client_id=self.client_id,
-                             req_id=req_id, kind="head_timestamp", outcome="",
-                             symbol=query.symbol or query.local_symbol, what_to_show=what)
+        base = RequestRecord(
+            received=received,
+            answered=None,
+            client_id=self.client_id,
+            req_id=req_id,
+            kind="head_timestamp",
+            outcome="",
+            symbol=query.symbol or query.local_symbol,
+            what_to_show=what,
+        )
         contract = self.server.catalogue.resolve(query)
         if contract is None:
             self._refuse(base, _Refused(200, TEXT_NO_SECURITY))
@@ -819,8 +929,9 @@ class _Connection:
 
         def answer() -> None:
             first = self.server.market.first_bar(contract.symbol)
-            self.server.log.add(replace(base, answered=time.time(), outcome="ok",
-                                        window_start=first.isoformat()))
+            self.server.log.add(
+                replace(base, answered=time.time(), outcome="ok", window_start=first.isoformat())
+            )
             self.send([p.Out.HEAD_TIMESTAMP, req_id, self.server.format_time(first, fmt)])
 
         fate = self._fate(base)
@@ -857,8 +968,11 @@ class SimGateway:
     def market(self) -> Market:
         """The bar oracle the gateway serves from."""
         if self._server is None:
-            return Market(self.config.seed, no_trade_share=self.config.no_trade_share,
-                          listings=dict(self.config.listings))
+            return Market(
+                self.config.seed,
+                no_trade_share=self.config.no_trade_share,
+                listings=dict(self.config.listings),
+            )
         return self._server.market
 
     def start(self) -> SimGateway:
@@ -934,6 +1048,7 @@ class SimGateway:
 
     def drop_connections(self) -> None:
         """Close every client connection now, as a gateway restart would."""
+
         def close_all(server: _Server) -> None:
             for conn in list(server.connections):
                 conn.close()
@@ -975,15 +1090,15 @@ class SimGateway:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
 
 
-async def serve(
-    config: SimConfig, ready: Callable[[str, int], None], stop: asyncio.Event
-) -> None:
+async def serve(config: SimConfig, ready: Callable[[str, int], None], stop: asyncio.Event) -> None:
     """Run the gateway on the current loop until ``stop`` is set (the CLI's foreground mode)."""
     log = RequestLog(config.log_path, keep=config.keep_requests)
     server = _Server(config, log)
@@ -1013,8 +1128,9 @@ def run_forever(
                 await asyncio.sleep(POLL_S)
             stop.set()
 
-        previous = {sig: signal.signal(sig, request_stop)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         watcher = None if lifeline is None else asyncio.create_task(watch(lifeline))
         try:
             await serve(config, announce, stop)

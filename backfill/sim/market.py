@@ -28,8 +28,14 @@ _EPOCH_DAY = date(1970, 1, 1)
 
 # Rough price levels so the walks look like the real assets.
 BASE_PRICES: dict[str, float] = {
-    "BTC": 30000.0, "ETH": 2000.0, "LTC": 80.0, "BCH": 250.0, "SOL": 50.0,
-    "AVAX": 25.0, "LINK": 12.0, "DOGE": 0.1,
+    "BTC": 30000.0,
+    "ETH": 2000.0,
+    "LTC": 80.0,
+    "BCH": 250.0,
+    "SOL": 50.0,
+    "AVAX": 25.0,
+    "LINK": 12.0,
+    "DOGE": 0.1,
 }
 DEFAULT_LISTINGS: dict[str, datetime] = {
     "BTC": datetime(2017, 1, 1, tzinfo=UTC),
@@ -116,7 +122,8 @@ def day_rows(seed: int, symbol: str, day: date, *, no_trade_share: float) -> tup
     log, sqrt, cos, tau = math.log, math.sqrt, math.cos, 2 * math.pi
     # Box-Muller on the first 2n words: one normal step per minute.
     steps = [
-        sigma * sqrt(-2.0 * log(((words[2 * i] >> 11) + 1) * _U53))
+        sigma
+        * sqrt(-2.0 * log(((words[2 * i] >> 11) + 1) * _U53))
         * cos(tau * (words[2 * i + 1] >> 11) * _U53)
         for i in range(n)
     ]
@@ -133,7 +140,7 @@ def day_rows(seed: int, symbol: str, day: date, *, no_trade_share: float) -> tup
     epoch0 = day_index * 86400
     rows: list[Row] = []
     append_row = rows.append
-    for i, word in enumerate(words[2 * n:]):
+    for i, word in enumerate(words[2 * n :]):
         if word & 0xFFFF < skip_below:
             continue
         open_, close = prices[i], prices[i + 1]
@@ -164,9 +171,7 @@ def to_bar(row: Row) -> SimBar:
     return SimBar(datetime.fromtimestamp(row[0], UTC), *row[1:])
 
 
-def day_bars(
-    seed: int, symbol: str, day: date, *, no_trade_share: float
-) -> tuple[SimBar, ...]:
+def day_bars(seed: int, symbol: str, day: date, *, no_trade_share: float) -> tuple[SimBar, ...]:
     """Every bar of one UTC day as ``SimBar`` values, ignoring listing."""
     return tuple(map(to_bar, day_rows(seed, symbol, day, no_trade_share=no_trade_share)))
 
@@ -204,12 +209,22 @@ class DayColumns:
 
     def index(self, start: datetime, stop: datetime) -> range:
         """Indices of the bars whose start is in [start, stop)."""
-        return range(bisect.bisect_left(self.starts, start.timestamp()),
-                     bisect.bisect_left(self.starts, stop.timestamp()))
+        return range(
+            bisect.bisect_left(self.starts, start.timestamp()),
+            bisect.bisect_left(self.starts, stop.timestamp()),
+        )
 
     def _columns(self) -> tuple[array[Any], ...]:
-        return (self.starts, self.open, self.high, self.low, self.close, self.volume, self.wap,
-                self.bar_count)
+        return (
+            self.starts,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            self.wap,
+            self.bar_count,
+        )
 
 
 # Generated days kept for reuse; a day is asked once in a backfill, more often in tests.
@@ -272,7 +287,7 @@ class Market:
         result: list[SimBar] = []
         for day in days_touching(max(start, self.listing(symbol)), stop):
             span = self.columns(symbol, day).index(start, stop)
-            result.extend(self.day(symbol, day)[span.start:span.stop])
+            result.extend(self.day(symbol, day)[span.start : span.stop])
         return result
 
     def first_bar(self, symbol: str) -> datetime:

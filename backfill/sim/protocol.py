@@ -87,8 +87,10 @@ class UnreadableField(ProtocolError):
 
     def __init__(self, text: str) -> None:
         # TWS is Java: its answer quotes the exception its parser threw.
-        super().__init__("Error reading request. Unable to parse data. "
-                         f'java.lang.NumberFormatException: For input string: "{text}"')
+        super().__init__(
+            "Error reading request. Unable to parse data. "
+            f'java.lang.NumberFormatException: For input string: "{text}"'
+        )
 
 
 _JAVA_INT = re.compile(r"^[+-]?\d{1,10}$")
@@ -146,11 +148,27 @@ def error_fields(req_id: int, code: int, text: str) -> list[object]:
 # --- request-field parsing -------------------------------------------------------------
 
 BAR_SIZES: dict[str, int] = {
-    "1 secs": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 30,
-    "1 min": 60, "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600,
-    "15 mins": 900, "20 mins": 1200, "30 mins": 1800, "1 hour": 3600, "2 hours": 7200,
-    "3 hours": 10800, "4 hours": 14400, "8 hours": 28800, "1 day": 86400,
-    "1 week": 604800, "1 month": 2592000,
+    "1 secs": 1,
+    "5 secs": 5,
+    "10 secs": 10,
+    "15 secs": 15,
+    "30 secs": 30,
+    "1 min": 60,
+    "2 mins": 120,
+    "3 mins": 180,
+    "5 mins": 300,
+    "10 mins": 600,
+    "15 mins": 900,
+    "20 mins": 1200,
+    "30 mins": 1800,
+    "1 hour": 3600,
+    "2 hours": 7200,
+    "3 hours": 10800,
+    "4 hours": 14400,
+    "8 hours": 28800,
+    "1 day": 86400,
+    "1 week": 604800,
+    "1 month": 2592000,
 }
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s+([SDWMY])\s*$")
@@ -227,24 +245,66 @@ def parse_end_datetime(text: str, now: datetime, session_zone: str = "UTC") -> d
 # rejects an order (its trade ends Cancelled), 10147 an unknown order's cancel, 354 market
 # data "not subscribed", 322 "Error processing request" for the rest.
 UNSERVED: dict[int, tuple[str, int, int]] = {
-    1: ("reqMktData", 2, 354), 3: ("placeOrder", 1, 201), 4: ("cancelOrder", 2, 10147),
-    10: ("reqMktDepth", 2, 354), 19: ("replaceFA", 4, 322), 21: ("exerciseOptions", 2, 201),
-    22: ("reqScannerSubscription", 1, 322), 50: ("reqRealTimeBars", 2, 354),
-    52: ("reqFundamentalData", 2, 322), 54: ("calculateImpliedVolatility", 2, 322),
-    55: ("calculateOptionPrice", 2, 322), 67: ("queryDisplayGroups", 2, 322),
-    68: ("subscribeToGroupEvents", 2, 322), 69: ("updateDisplayGroup", 2, 322),
-    74: ("reqPositionsMulti", 2, 322), 78: ("reqSecDefOptParams", 1, 322),
-    79: ("reqSoftDollarTiers", 1, 322), 81: ("reqMatchingSymbols", 1, 322),
-    83: ("reqSmartComponents", 1, 322), 84: ("reqNewsArticle", 1, 322),
-    86: ("reqHistoricalNews", 1, 322), 88: ("reqHistogramData", 1, 322),
-    92: ("reqPnL", 1, 322), 94: ("reqPnLSingle", 1, 322), 96: ("reqHistoricalTicks", 1, 322),
-    97: ("reqTickByTickData", 1, 354), 100: ("reqWshMetaData", 1, 322),
-    102: ("reqWshEventData", 1, 322), 104: ("reqUserInfo", 1, 322),
+    1: ("reqMktData", 2, 354),
+    3: ("placeOrder", 1, 201),
+    4: ("cancelOrder", 2, 10147),
+    10: ("reqMktDepth", 2, 354),
+    19: ("replaceFA", 4, 322),
+    21: ("exerciseOptions", 2, 201),
+    22: ("reqScannerSubscription", 1, 322),
+    50: ("reqRealTimeBars", 2, 354),
+    52: ("reqFundamentalData", 2, 322),
+    54: ("calculateImpliedVolatility", 2, 322),
+    55: ("calculateOptionPrice", 2, 322),
+    67: ("queryDisplayGroups", 2, 322),
+    68: ("subscribeToGroupEvents", 2, 322),
+    69: ("updateDisplayGroup", 2, 322),
+    74: ("reqPositionsMulti", 2, 322),
+    78: ("reqSecDefOptParams", 1, 322),
+    79: ("reqSoftDollarTiers", 1, 322),
+    81: ("reqMatchingSymbols", 1, 322),
+    83: ("reqSmartComponents", 1, 322),
+    84: ("reqNewsArticle", 1, 322),
+    86: ("reqHistoricalNews", 1, 322),
+    88: ("reqHistogramData", 1, 322),
+    92: ("reqPnL", 1, 322),
+    94: ("reqPnLSingle", 1, 322),
+    96: ("reqHistoricalTicks", 1, 322),
+    97: ("reqTickByTickData", 1, 354),
+    100: ("reqWshMetaData", 1, 322),
+    102: ("reqWshEventData", 1, 322),
+    104: ("reqUserInfo", 1, 322),
 }
 # Cancels and settings: IB sends nothing back, so neither does the simulator.
 SILENT: frozenset[int] = frozenset(
-    {2, 11, 12, 13, 14, 15, 23, 51, 53, 56, 57, 58, 59, 63, 64, 70, 75, 77, 89, 90, 93, 95, 98,
-     101, 103})
+    {
+        2,
+        11,
+        12,
+        13,
+        14,
+        15,
+        23,
+        51,
+        53,
+        56,
+        57,
+        58,
+        59,
+        63,
+        64,
+        70,
+        75,
+        77,
+        89,
+        90,
+        93,
+        95,
+        98,
+        101,
+        103,
+    }
+)
 
 
 def unserved_text(msg_id: int, code: int, req_id: int) -> str:
@@ -256,8 +316,10 @@ def unserved_text(msg_id: int, code: int, req_id: int) -> str:
         return f"OrderId {req_id} that needs to be cancelled is not found."
     if code == 354:
         return "Requested market data is not subscribed."
-    return (f"Error processing request.-'bX' : cause - {name} (message id {msg_id}) is not "
-            "served by the simulator")
+    return (
+        f"Error processing request.-'bX' : cause - {name} (message id {msg_id}) is not "
+        "served by the simulator"
+    )
 
 
 # --- times as the gateway writes them --------------------------------------------------

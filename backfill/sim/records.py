@@ -63,8 +63,10 @@ class RequestLog:
 
     def records(self) -> list[RequestRecord]:
         if not self.keep:
-            raise RuntimeError("request records are not kept: start the simulator with "
-                               "SimConfig(keep_requests=True), or read its --log file")
+            raise RuntimeError(
+                "request records are not kept: start the simulator with "
+                "SimConfig(keep_requests=True), or read its --log file"
+            )
         with self._lock:
             return list(self._records)
 

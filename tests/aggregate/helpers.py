@@ -32,7 +32,10 @@ def sim_bars(
     """The simulator's bars of lake days ``[first, last]``, in lake form (ts = bar end);
     ``no_trade_share`` near 1 makes a thin market (most minutes absent)."""
     bars = bars_between(
-        seed, symbol.base, day_start(first) - MINUTE, day_start(last) + DAY - MINUTE,
+        seed,
+        symbol.base,
+        day_start(first) - MINUTE,
+        day_start(last) + DAY - MINUTE,
         no_trade_share=no_trade_share,
     )
     return lake_table(symbol, bars)
@@ -54,9 +57,12 @@ def write_m1(
     for month in sorted({Month.of(d) for d in days}):
         month_days = [d for d in days if Month.of(d) == month]
         store.write_batch(
-            lake, symbol, sim_bars(
+            lake,
+            symbol,
+            sim_bars(
                 symbol, month_days[0], month_days[-1], seed=seed, no_trade_share=no_trade_share
             ),
             month_days,
-            fetched_at=fetched_at, partial_days=[d for d in partial if d in month_days],
+            fetched_at=fetched_at,
+            partial_days=[d for d in partial if d in month_days],
         )

@@ -68,13 +68,17 @@ def polars_buckets(lake: Path, tf: Timeframe) -> pl.DataFrame:
         .sort("ts")
         .group_by_dynamic("ts", every=f"{tf.minutes}m", closed="right", label="right")
         .agg(
-            pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
-            pl.col("close").last(), pl.col("volume").sum(),
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
             pl.when(pl.col("volume").sum() > 0)
             .then((pl.col("wap") * pl.col("volume")).sum() / pl.col("volume").sum())
             .otherwise(pl.col("wap").mean())
             .alias("wap"),
-            pl.col("bar_count").sum(), pl.len().alias("minutes"),
+            pl.col("bar_count").sum(),
+            pl.len().alias("minutes"),
         )
     )
 
@@ -163,8 +167,10 @@ def test_a_days_d1_volume_is_the_sum_of_its_minutes(edge_lake: Path) -> None:
     start = datetime(2025, 1, 1, tzinfo=UTC)
     # Day D's minutes are the bars ending in (D 00:00, D+1 00:00].
     minutes = m1.filter(
-        pc.and_(pc.greater(m1["ts"], pa.scalar(start, m1["ts"].type)),
-                pc.less_equal(m1["ts"], pa.scalar(start + timedelta(days=1), m1["ts"].type)))
+        pc.and_(
+            pc.greater(m1["ts"], pa.scalar(start, m1["ts"].type)),
+            pc.less_equal(m1["ts"], pa.scalar(start + timedelta(days=1), m1["ts"].type)),
+        )
     )
     row = d1.filter(pc.equal(d1["ts"], pa.scalar(start + timedelta(days=1), d1["ts"].type)))
     assert row.num_rows == 1, day
@@ -194,7 +200,8 @@ def test_a_day_recorded_partial_yields_no_complete_d1(edge_lake: Path) -> None:
 def snapshot(lake: Path) -> dict[str, tuple[int, int]]:
     return {
         p.relative_to(lake).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
-        for p in lake.rglob("*") if p.is_file()
+        for p in lake.rglob("*")
+        if p.is_file()
     }
 
 

@@ -62,9 +62,7 @@ def test_plain_lines_then_a_json_document_of_what_was_skipped(edge_lake: Path) -
     lines = result.stdout.splitlines()
     assert "BTC-USD H1 2025-01:" in result.stdout and "(missing)" in result.stdout
     assert lines[-1].startswith("aggregate: 6 part(s) written")
-    result = runner.invoke(
-        app, ["aggregate", "--lake", str(edge_lake), "--tf", "D1,H1", "--json"]
-    )
+    result = runner.invoke(app, ["aggregate", "--lake", str(edge_lake), "--tf", "D1,H1", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["version"] == 1 and doc["ok"] is True
@@ -78,8 +76,18 @@ def test_plain_lines_then_a_json_document_of_what_was_skipped(edge_lake: Path) -
 
 def test_json_names_each_part_built_and_why(edge_lake: Path) -> None:
     result = runner.invoke(
-        app, ["aggregate", "--lake", str(edge_lake), "--tf", "h4", "--json", "--include-partial",
-              "--from", "2025-02-01"]
+        app,
+        [
+            "aggregate",
+            "--lake",
+            str(edge_lake),
+            "--tf",
+            "h4",
+            "--json",
+            "--include-partial",
+            "--from",
+            "2025-02-01",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -109,8 +117,10 @@ def test_two_aggregates_at_once_on_one_lake_are_safe(edge_lake: Path, tmp_path: 
     shutil.copytree(edge_lake, alone)
     assert runner.invoke(app, ["aggregate", "--lake", str(alone)]).exit_code == 0
     command = [sys.executable, "-m", "backfill", "aggregate", "--lake", str(edge_lake), "--json"]
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [run.communicate(timeout=60) for run in runs]
     for run, (out, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, err
@@ -124,5 +134,6 @@ def test_two_aggregates_at_once_on_one_lake_are_safe(edge_lake: Path, tmp_path: 
     assert snapshot(edge_lake) == before
     # the symbols the two processes share are all there
     assert {p.split("/")[4] for p in aggregate_tables(edge_lake)} == {
-        f"symbol={BTC}", f"symbol={ETH}"
+        f"symbol={BTC}",
+        f"symbol={ETH}",
     }

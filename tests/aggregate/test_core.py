@@ -133,8 +133,10 @@ def test_aggregate_values_and_absent_empty_buckets() -> None:
 
 
 def test_coarser_from_finer_equals_from_minutes_even_without_volume() -> None:
-    rows = [(at(2025, 7, 1) + timedelta(minutes=m), 100.0 + m, 0.0 if m > 20 else 0.5 * m)
-            for m in range(1, 61)]
+    rows = [
+        (at(2025, 7, 1) + timedelta(minutes=m), 100.0 + m, 0.0 if m > 20 else 0.5 * m)
+        for m in range(1, 61)
+    ]
     bars = _m1(rows)
     whole = [date(2025, 7, 1)]
     from_m1 = buckets.aggregate(bars, H1, whole, NOW)
@@ -155,17 +157,20 @@ def test_source_days_are_the_day_before_the_month_to_its_end() -> None:
 
 def test_candidate_months_include_the_month_a_last_day_feeds() -> None:
     assert candidate_months([date(2025, 7, 30), date(2025, 7, 31)]) == [
-        Month(2025, 7), Month(2025, 8)
+        Month(2025, 7),
+        Month(2025, 8),
     ]
     assert candidate_months([date(2025, 7, 30)]) == [Month(2025, 7)]
-    assert candidate_months(covered(date(2025, 6, 1), date(2025, 8, 31)), date(2025, 7, 5),
-                            date(2025, 7, 6)) == [Month(2025, 7)]
+    assert candidate_months(
+        covered(date(2025, 6, 1), date(2025, 8, 31)), date(2025, 7, 5), date(2025, 7, 6)
+    ) == [Month(2025, 7)]
 
 
 def test_provenance_round_trips_through_the_footer_encoding() -> None:
     coverage = covered(date(2025, 6, 30), date(2025, 7, 31), partial=(date(2025, 7, 31),))
-    record = built_from(H1, Month(2025, 7), coverage, include_partial=True,
-                        held_back=[at(2025, 7, 31, 12)])
+    record = built_from(
+        H1, Month(2025, 7), coverage, include_partial=True, held_back=[at(2025, 7, 31, 12)]
+    )
     assert Provenance.decode(record.encode()) == record
     assert set(record.source) == set(coverage)
 
@@ -176,8 +181,9 @@ def test_a_part_is_rebuilt_only_when_its_source_coverage_changed() -> None:
     built = built_from(H1, july, coverage, include_partial=False)
 
     def decide(cov, existing, include_partial=False, now=NOW):
-        return plan_part(BTC, H1, july, cov, existing, include_partial=include_partial,
-                         now=now).reason
+        return plan_part(
+            BTC, H1, july, cov, existing, include_partial=include_partial, now=now
+        ).reason
 
     assert decide(coverage, None) is Reason.MISSING
     assert decide(coverage, built) is Reason.FRESH
@@ -191,8 +197,7 @@ def test_a_part_is_rebuilt_only_when_its_source_coverage_changed() -> None:
     assert decide(other, built) is Reason.FRESH
     assert decide(coverage, built, include_partial=True) is Reason.MODE
     assert decide(coverage, Unreadable("x")) is Reason.UNREADABLE
-    waiting = built_from(H1, july, coverage, include_partial=False,
-                         held_back=[at(2025, 7, 31, 23)])
+    waiting = built_from(H1, july, coverage, include_partial=False, held_back=[at(2025, 7, 31, 23)])
     assert decide(coverage, waiting, now=at(2025, 7, 31, 22)) is Reason.FRESH
     assert decide(coverage, waiting, now=at(2025, 7, 31, 23)) is Reason.PENDING
 
@@ -202,25 +207,44 @@ def test_nothing_to_build_without_a_complete_bucket() -> None:
     # only the day before the month: its last bucket needs July 1 whole
     before = covered(date(2025, 6, 30), date(2025, 6, 30))
     for tf in TIMEFRAMES:
-        assert plan_part(BTC, tf, july, before, None, include_partial=False,
-                         now=NOW).reason is Reason.NOTHING
-        assert plan_part(BTC, tf, july, before, None, include_partial=True,
-                         now=NOW).reason is Reason.MISSING
+        assert (
+            plan_part(BTC, tf, july, before, None, include_partial=False, now=NOW).reason
+            is Reason.NOTHING
+        )
+        assert (
+            plan_part(BTC, tf, july, before, None, include_partial=True, now=NOW).reason
+            is Reason.MISSING
+        )
     # one whole day in the month: intraday buckets yes, its D1 bar needs the next day
     one = covered(date(2025, 7, 5), date(2025, 7, 5))
-    assert plan_part(BTC, H1, july, one, None, include_partial=False,
-                     now=NOW).reason is Reason.MISSING
-    assert plan_part(BTC, D1, july, one, None, include_partial=False,
-                     now=NOW).reason is Reason.NOTHING
+    assert (
+        plan_part(BTC, H1, july, one, None, include_partial=False, now=NOW).reason is Reason.MISSING
+    )
+    assert (
+        plan_part(BTC, D1, july, one, None, include_partial=False, now=NOW).reason is Reason.NOTHING
+    )
     partial = covered(date(2025, 7, 5), date(2025, 7, 6), partial=(date(2025, 7, 6),))
-    assert plan_part(BTC, D1, july, partial, None, include_partial=False,
-                     now=NOW).reason is Reason.NOTHING
+    assert (
+        plan_part(BTC, D1, july, partial, None, include_partial=False, now=NOW).reason
+        is Reason.NOTHING
+    )
 
 
 def test_plan_symbol_scopes_months_by_the_asked_days() -> None:
     coverage = covered(date(2025, 6, 1), date(2025, 8, 31))
-    plans = plan_symbol(BTC, (M5, D1), coverage, {}, include_partial=False, now=NOW,
-                        first=date(2025, 7, 31), last=date(2025, 7, 31))
+    plans = plan_symbol(
+        BTC,
+        (M5, D1),
+        coverage,
+        {},
+        include_partial=False,
+        now=NOW,
+        first=date(2025, 7, 31),
+        last=date(2025, 7, 31),
+    )
     assert [(p.timeframe, p.month) for p in plans] == [
-        (M5, Month(2025, 7)), (D1, Month(2025, 7)), (M5, Month(2025, 8)), (D1, Month(2025, 8))
+        (M5, Month(2025, 7)),
+        (D1, Month(2025, 7)),
+        (M5, Month(2025, 8)),
+        (D1, Month(2025, 8)),
     ]

@@ -32,8 +32,10 @@ def many_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six symbols, two days at each month edge of 2025's first quarter (thin, so small)."""
     lake = tmp_path_factory.mktemp("many")
     for i, symbol in enumerate(SYMBOLS):
-        for first, last in ((date(2025, 1, 30), date(2025, 2, 1)),
-                            (date(2025, 2, 27), date(2025, 3, 2))):
+        for first, last in (
+            (date(2025, 1, 30), date(2025, 2, 1)),
+            (date(2025, 2, 27), date(2025, 3, 2)),
+        ):
             write_m1(lake, symbol, first, last, seed=i, no_trade_share=0.5)
     return lake
 
@@ -49,7 +51,8 @@ def all_parts(lake: Path) -> dict[str, tuple[list[dict], bytes]]:
     """Every aggregate part's rows (floats compared exactly) and footer record."""
     return {
         p.relative_to(lake).as_posix(): (
-            pq.read_table(p).to_pylist(), pq.read_schema(p).metadata[b"backfill.aggregate"]
+            pq.read_table(p).to_pylist(),
+            pq.read_schema(p).metadata[b"backfill.aggregate"],
         )
         for p in sorted(dataset_root(lake).rglob("*.parquet"))
         if "timeframe=M1/" not in p.as_posix()
@@ -59,10 +62,12 @@ def all_parts(lake: Path) -> dict[str, tuple[list[dict], bytes]]:
 def events_of(lake: Path, symbols: tuple[Symbol, ...] | None = None) -> list[tuple]:
     seen: list[tuple] = []
     aggregate_lake(
-        AggregateRequest(lake, TIMEFRAMES, symbols), now=NOW,
+        AggregateRequest(lake, TIMEFRAMES, symbols),
+        now=NOW,
         on_event=lambda e: seen.append(
             (str(e.plan.symbol), e.plan.timeframe.name, str(e.plan.month), e.rows)
-            if isinstance(e, PartBuilt) else (type(e).__name__,)
+            if isinstance(e, PartBuilt)
+            else (type(e).__name__,)
         ),
     )
     return seen
@@ -115,16 +120,16 @@ def test_a_failure_in_a_thread_is_raised_to_the_caller(
 
 
 @pytest.mark.parametrize("variant", list(SCHEMA_VARIANTS))
-def test_a_variant_m1_part_builds_the_same_parts(
-    many: Path, tmp_path: Path, variant: str
-) -> None:
+def test_a_variant_m1_part_builds_the_same_parts(many: Path, tmp_path: Path, variant: str) -> None:
     conforming = tmp_path / "conforming"
     shutil.copytree(many, conforming)
     for month in MONTHS[:2]:  # January's last day feeds February: both read as variants
         path = part_path(many, SYMBOLS[0], month)
         pq.write_table(SCHEMA_VARIANTS[variant](pq.read_table(path)), path)  # footer kept
-    assert not pq.read_schema(part_path(many, SYMBOLS[0], MONTHS[0])).remove_metadata().equals(
-        pq.read_schema(part_path(conforming, SYMBOLS[0], MONTHS[0])).remove_metadata()
+    assert (
+        not pq.read_schema(part_path(many, SYMBOLS[0], MONTHS[0]))
+        .remove_metadata()
+        .equals(pq.read_schema(part_path(conforming, SYMBOLS[0], MONTHS[0])).remove_metadata())
     )
     assert events_of(many, SYMBOLS[:1]) == events_of(conforming, SYMBOLS[:1])
     assert all_parts(many) == all_parts(conforming)
@@ -135,8 +140,12 @@ def test_the_text_columns_are_taken_from_the_m1_rows(many: Path) -> None:
     path = part_path(many, SYMBOLS[1], MONTHS[1])
     table = pq.read_table(path)
     index = table.schema.get_field_index("exchange")
-    pq.write_table(table.set_column(index, table.schema.field(index),
-                                    pa.array(["OTHER"] * table.num_rows, pa.string())), path)
+    pq.write_table(
+        table.set_column(
+            index, table.schema.field(index), pa.array(["OTHER"] * table.num_rows, pa.string())
+        ),
+        path,
+    )
     aggregate_lake(AggregateRequest(many, TIMEFRAMES), now=NOW)
     root = dataset_root(many) / "source=ibkr" / "market=crypto"
     for tf in TIMEFRAMES:

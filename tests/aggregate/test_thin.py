@@ -176,8 +176,9 @@ def test_a_thin_market_builds_every_timeframe_right(tmp_path: Path) -> None:
 
 SUBSETS = st.sets(st.sampled_from(TIMEFRAMES), min_size=1).map(lambda s: tuple(sorted(s)))
 # A Feb 29, a year edge, a month edge, a plain mid-month
-STARTS = st.sampled_from([date(2024, 2, 28), date(2024, 12, 30), date(2025, 1, 30),
-                          date(2025, 6, 14)])
+STARTS = st.sampled_from(
+    [date(2024, 2, 28), date(2024, 12, 30), date(2025, 1, 30), date(2025, 6, 14)]
+)
 # From dense (every minute) to very thin (one minute in 500)
 DENSITIES = st.sampled_from([1.0, 0.95, 0.5, 0.1, 0.03, 0.002])
 
@@ -185,10 +186,24 @@ DENSITIES = st.sampled_from([1.0, 0.95, 0.5, 0.1, 0.03, 0.002])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Thin cases, always tried (the first is one pyarrow's group_by shuffled; the random
 # examples find such cases in most runs, not in every run)
-@example(tfs=(H1, D1), start=date(2025, 1, 30), n_days=2, density=0.1, seed=0,
-         partial_index=None, include_partial=False)
-@example(tfs=(M5, D1), start=date(2024, 2, 28), n_days=2, density=0.03, seed=1,
-         partial_index=1, include_partial=True)
+@example(
+    tfs=(H1, D1),
+    start=date(2025, 1, 30),
+    n_days=2,
+    density=0.1,
+    seed=0,
+    partial_index=None,
+    include_partial=False,
+)
+@example(
+    tfs=(M5, D1),
+    start=date(2024, 2, 28),
+    n_days=2,
+    density=0.03,
+    seed=1,
+    partial_index=1,
+    include_partial=True,
+)
 @given(
     tfs=SUBSETS,
     start=STARTS,

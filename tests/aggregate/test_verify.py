@@ -63,13 +63,18 @@ def test_a_stale_aggregate_is_an_error_naming_the_command_that_refreshes_it(
         f"backfill aggregate --lake {built_lake} --symbols BTC-USD --tf H1 "
         "--from 2024-12-31 --to 2025-01-31"
     )
-    done = subprocess.run([sys.executable, "-m", "backfill", *command.split()[1:]],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "backfill", *command.split()[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     _, findings = aggregate_findings(built_lake)
     assert {str(f.path) for f in findings if f.kind is Kind.AGGREGATE_STALE} == {
         str(aggregate_part_path(built_lake, BTC, tf.name, Month(2025, 1)))
-        for tf in TIMEFRAMES if tf.name != "H1"
+        for tf in TIMEFRAMES
+        if tf.name != "H1"
     }
 
 
@@ -106,11 +111,17 @@ def test_order_schema_and_footer_errors(built_lake: Path) -> None:
     m30 = aggregate_part_path(built_lake, BTC, "M30", Month(2025, 1))
     pq.write_table(pq.read_table(m30).replace_schema_metadata(None), m30)
     m5 = aggregate_part_path(built_lake, BTC, "M5", Month(2025, 1))
-    rewrite(m5, lambda t: t.set_column(
-        t.schema.get_field_index("minutes"), "minutes", pc.multiply(t["minutes"], 2)))
+    rewrite(
+        m5,
+        lambda t: t.set_column(
+            t.schema.get_field_index("minutes"), "minutes", pc.multiply(t["minutes"], 2)
+        ),
+    )
     _, findings = aggregate_findings(built_lake)
     assert {(f.path, f.kind) for f in findings} == {
-        (h4, Kind.TS_UNSORTED), (d1, Kind.SCHEMA), (m30, Kind.PROVENANCE_MISSING),
+        (h4, Kind.TS_UNSORTED),
+        (d1, Kind.SCHEMA),
+        (m30, Kind.PROVENANCE_MISSING),
         (m5, Kind.BUCKET_MINUTES),
     }
 
@@ -121,8 +132,14 @@ HOSTILE = "x $(touch PWNED)"
 def _through_a_shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``command`` pasted into a real shell, with this venv's ``backfill`` on the PATH."""
     path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
-    return subprocess.run(["sh", "-c", command], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={"PATH": path})
+    return subprocess.run(
+        ["sh", "-c", command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": path},
+    )
 
 
 def test_hints_are_quoted_for_a_shell(edge_lake_template: Path, tmp_path: Path) -> None:
@@ -147,11 +164,27 @@ def test_hints_are_quoted_for_a_shell(edge_lake_template: Path, tmp_path: Path) 
     assert not list(tmp_path.rglob("PWNED")), "the lake's name ran as a command"
     assert done.returncode == 0, done.stderr
     write_m1(lake, BTC, date(2025, 1, 3), date(2025, 1, 3), fetched_at=LATER, seed=4)
-    planned = CliRunner().invoke(app, ["plan", "--lake", str(lake), "--symbols", "BTC-USD",
-                                       "--from", "2025-01-01", "--to", "2025-01-31",
-                                       "--tf", "H1"])
-    [build] = [line.split(": ", 1)[1] for line in planned.stdout.splitlines()
-               if line.startswith("build them: ")]
+    planned = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "--lake",
+            str(lake),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-01-01",
+            "--to",
+            "2025-01-31",
+            "--tf",
+            "H1",
+        ],
+    )
+    [build] = [
+        line.split(": ", 1)[1]
+        for line in planned.stdout.splitlines()
+        if line.startswith("build them: ")
+    ]
     assert "--lake" in build
     done = _through_a_shell(build, elsewhere)
     assert not list(tmp_path.rglob("PWNED"))
@@ -183,8 +216,18 @@ def _column(name: str, change):
         (_column("complete", lambda t, i: False), Kind.BUCKET_INCOMPLETE),
         (_column("symbol", lambda t, i: "ETH-USD"), Kind.PARTITION),
     ],
-    ids=["close>high", "close<low", "open>high", "open<low", "nan", "inf", "wap-inf",
-         "negative-volume", "incomplete", "other-symbol"],
+    ids=[
+        "close>high",
+        "close<low",
+        "open>high",
+        "open<low",
+        "nan",
+        "inf",
+        "wap-inf",
+        "negative-volume",
+        "incomplete",
+        "other-symbol",
+    ],
 )
 def test_an_aggregate_part_with_bad_contents_is_an_error(built_lake: Path, spoil, kind) -> None:
     path = aggregate_part_path(built_lake, BTC, "H1", Month(2025, 1))
@@ -193,7 +236,8 @@ def test_an_aggregate_part_with_bad_contents_is_an_error(built_lake: Path, spoil
     assert not report.ok
     assert [(f.kind, f.severity, f.path) for f in findings] == [(kind, Severity.ERROR, path)]
     assert "2025-01-01T03:00:00+00:00" in findings[0].detail or kind in (
-        Kind.BUCKET_INCOMPLETE, Kind.PARTITION
+        Kind.BUCKET_INCOMPLETE,
+        Kind.PARTITION,
     )
 
 
@@ -205,8 +249,12 @@ def test_complete_false_passes_in_a_part_built_with_include_partial(edge_lake: P
 
 
 def _run(command: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backfill", *command.split()[1:]],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "backfill", *command.split()[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_orphaned_aggregates_are_errors_and_the_refresh_named_removes_them(
@@ -247,13 +295,15 @@ def test_an_m1_part_holding_another_symbols_rows_is_flagged_and_not_aggregated(
     result = aggregate_lake(AggregateRequest(edge_lake, TIMEFRAMES), now=NOW)
     # January, and February (its first buckets draw on January 31), fail with the reason
     assert {(f.month, "ETH-USD" in f.reason) for f in result.failed} == {
-        (Month(2025, 1), True), (Month(2025, 2), True)
+        (Month(2025, 1), True),
+        (Month(2025, 2), True),
     }
     for tf in TIMEFRAMES:
         assert not aggregate_part_path(edge_lake, BTC, tf.name, Month(2025, 1)).exists()
     labels = {
         label
-        for p in edge_lake.rglob("part-*.parquet") if "timeframe=M1" not in str(p)
+        for p in edge_lake.rglob("part-*.parquet")
+        if "timeframe=M1" not in str(p)
         for label in pq.read_table(p, columns=["symbol"])["symbol"].unique().to_pylist()
     }
     assert labels <= {"BTC-USD"}

@@ -22,20 +22,26 @@ UTC = timezone.utc
 HMDS = "Historical Market Data Service error message:"
 
 
-@pytest.mark.parametrize(("code", "text", "kind"), [
-    (162, f"{HMDS}No market data permissions for PAXOS CRYPTO", NoPermission),
-    (354, "Requested market data is not subscribed.", NoPermission),
-    (162, f"{HMDS}Trading TWS session is connected from a different IP address",
-     SessionBlocked),
-    (10197, "No market data during competing live session", SessionBlocked),
-    (162, f"{HMDS}Time length exceed max.", DurationTooLong),
-    (162, f"{HMDS}invalid step", DurationTooLong),
-    (162, "Historical data request pacing violation", PacingViolation),
-    (322, "Error processing request.-'bX' : cause - Duplicate ticker id 5", PacingViolation),
-    (162, f"{HMDS}API historical data query cancelled: 7", IBError),
-    (366, "No historical data query found for ticker id:7", IBError),
-    (1100, "Connectivity between IB and Trader Workstation has been lost.", Disconnected),
-])
+@pytest.mark.parametrize(
+    ("code", "text", "kind"),
+    [
+        (162, f"{HMDS}No market data permissions for PAXOS CRYPTO", NoPermission),
+        (354, "Requested market data is not subscribed.", NoPermission),
+        (
+            162,
+            f"{HMDS}Trading TWS session is connected from a different IP address",
+            SessionBlocked,
+        ),
+        (10197, "No market data during competing live session", SessionBlocked),
+        (162, f"{HMDS}Time length exceed max.", DurationTooLong),
+        (162, f"{HMDS}invalid step", DurationTooLong),
+        (162, "Historical data request pacing violation", PacingViolation),
+        (322, "Error processing request.-'bX' : cause - Duplicate ticker id 5", PacingViolation),
+        (162, f"{HMDS}API historical data query cancelled: 7", IBError),
+        (366, "No historical data query found for ticker id:7", IBError),
+        (1100, "Connectivity between IB and Trader Workstation has been lost.", Disconnected),
+    ],
+)
 def test_each_answer_seen_on_real_gateways_is_typed(code, text, kind):
     assert type(classify_error(code, text, bars=True)) is kind
 
@@ -65,6 +71,7 @@ def test_farm_status_codes_are_information():
 
 # -- the served window --------------------------------------------------------------------
 
+
 def test_header_text_is_read_in_the_login_zone_learned_at_the_handshake():
     zone = login_zone("20250702 08:00:00 EST").zone
     served = parse_served("20250630  19:59:00", "20250701  19:59:00", zone)
@@ -74,14 +81,17 @@ def test_header_text_is_read_in_the_login_zone_learned_at_the_handshake():
     assert served.end == datetime(2025, 7, 1, 23, 59, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("handshake", "wall", "utc_hour"), [
-    ("20250115 12:00:00 UTC", "20250115  12:00:00", 12),
-    ("20250115 12:00:00 America/New_York", "20250115  12:00:00", 17),
-    ("20250115 12:00:00 China Standard Time", "20250115  12:00:00", 4),
-    ("20250115 12:00:00 中国标准时间", "20250115  12:00:00", 4),
-    ("20250115 12:00:00 CET", "20250115  12:00:00", 11),
-    ("20250115 12:00:00 Greenwich Mean Time", "20250115  12:00:00", 12),
-])
+@pytest.mark.parametrize(
+    ("handshake", "wall", "utc_hour"),
+    [
+        ("20250115 12:00:00 UTC", "20250115  12:00:00", 12),
+        ("20250115 12:00:00 America/New_York", "20250115  12:00:00", 17),
+        ("20250115 12:00:00 China Standard Time", "20250115  12:00:00", 4),
+        ("20250115 12:00:00 中国标准时间", "20250115  12:00:00", 4),
+        ("20250115 12:00:00 CET", "20250115  12:00:00", 11),
+        ("20250115 12:00:00 Greenwich Mean Time", "20250115  12:00:00", 12),
+    ],
+)
 def test_login_zones_as_gateways_name_them(handshake, wall, utc_hour):
     when = parse_served_time(wall, login_zone(handshake).zone)
     assert when == datetime(2025, 1, 15, utc_hour, tzinfo=UTC)
@@ -90,7 +100,8 @@ def test_login_zones_as_gateways_name_them(handshake, wall, utc_hour):
 def test_epoch_seconds_and_a_written_zone_need_no_login_zone():
     assert parse_served_time("1751414340", None) == datetime(2025, 7, 1, 23, 59, tzinfo=UTC)
     assert parse_served_time("20250701 19:59:00 US/Eastern", None) == datetime(
-        2025, 7, 1, 23, 59, tzinfo=UTC)
+        2025, 7, 1, 23, 59, tzinfo=UTC
+    )
 
 
 def test_a_header_that_cannot_be_read_for_sure_is_unknown():

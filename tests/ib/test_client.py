@@ -54,9 +54,26 @@ def test_a_client_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, wanted) -
         wanted = next(n for n in CLIENTS if importlib.util.find_spec(n) is None)
     lake = tmp_path / "lake"
     done = subprocess.run(
-        [sys.executable, "-m", "backfill", "run", "--gateway", "sim", "--symbols", "BTC-USD",
-         "--from", "2025-07-01", "--to", "2025-07-01", "--lake", str(lake)],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "backfill",
+            "run",
+            "--gateway",
+            "sim",
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-01",
+            "--lake",
+            str(lake),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, ENV_VAR: wanted},
     )
     assert done.returncode == 2
@@ -70,8 +87,12 @@ def test_python_3_14_installs_ib_async_and_earlier_pythons_ib_insync() -> None:
     deps = [Requirement(d) for d in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
 
     def clients(python: str) -> set[str]:
-        return {d.name for d in deps if d.name in CLIENTS
-                and (d.marker is None or d.marker.evaluate({"python_version": python}))}
+        return {
+            d.name
+            for d in deps
+            if d.name in CLIENTS
+            and (d.marker is None or d.marker.evaluate({"python_version": python}))
+        }
 
     assert clients("3.10") == clients("3.13") == {"ib_insync"}
     assert clients("3.14") == clients("3.15") == {"ib_async"}

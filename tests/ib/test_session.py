@@ -190,8 +190,9 @@ def test_transient_error_is_a_retryable_ib_error(sim):
 
 
 def test_pacing_violation_is_typed(make_sim):
-    gateway = make_sim(pacing=PacingConfig(contract_window_s=5.0, contract_max=2,
-                                           soft_rate=None, max_rate=None))
+    gateway = make_sim(
+        pacing=PacingConfig(contract_window_s=5.0, contract_max=2, soft_rate=None, max_rate=None)
+    )
 
     async def go():
         session = await connected(gateway)

@@ -45,8 +45,6 @@ SCHEMA_DRIFTS: dict[str, Callable[[pa.Table], pa.Table]] = {
 }
 
 
-
-
 def _retyped(t: pa.Table, name: str, type_: pa.DataType) -> pa.Table:
     i = t.schema.get_field_index(name)
     return t.set_column(i, pa.field(name, type_, nullable=False), t[name].cast(type_))
@@ -55,8 +53,9 @@ def _retyped(t: pa.Table, name: str, type_: pa.DataType) -> pa.Table:
 # The same bars in a schema another tool might write: every reader casts each back.
 SCHEMA_VARIANTS: dict[str, Callable[[pa.Table], pa.Table]] = {
     "column-order": lambda t: t.select(["ts", "high", "open", *t.column_names[3:]]),
-    "nullable": lambda t: t.cast(pa.schema([f.with_nullable(True) for f in t.schema],
-                                           metadata=t.schema.metadata)),
+    "nullable": lambda t: t.cast(
+        pa.schema([f.with_nullable(True) for f in t.schema], metadata=t.schema.metadata)
+    ),
     "ts-ms": lambda t: _retyped(t, "ts", pa.timestamp("ms", tz="UTC")),
     "ts-ns": lambda t: _retyped(t, "ts", pa.timestamp("ns", tz="UTC")),
     "dictionary-text": lambda t: _retyped(t, "exchange", pa.dictionary(pa.int32(), pa.string())),
@@ -200,8 +199,9 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
     """A real tmpfs mounted at ``path`` (made if missing); skips if mounting is refused."""
     path.mkdir(parents=True, exist_ok=True)
     opts = ",".join(options) or "defaults"
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:

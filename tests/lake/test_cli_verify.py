@@ -240,8 +240,9 @@ def test_gaps_keeps_the_summary_tally_of_plain_verify(clean_lake: Path) -> None:
     )
     tally = [(s["symbol"], s["gaps"], s["gap_minutes"], s["gap_days"]) for s in plain["symbols"]]
     assert tally[0] == ("BTC-USD", 2, 6, 1)
-    assert [(s["symbol"], s["gaps"], s["gap_minutes"], s["gap_days"])
-            for s in every["symbols"]] == tally
+    assert [
+        (s["symbol"], s["gaps"], s["gap_minutes"], s["gap_days"]) for s in every["symbols"]
+    ] == tally
     text = runner.invoke(app, ["verify", "--lake", str(clean_lake), "--gaps"]).stdout
     assert "2 gap ranges (6 min)" in text, text
 
@@ -254,8 +255,9 @@ def test_days_before_listing_and_after_today_are_not_missing(clean_lake: Path) -
     from backfill.lake.heads import Head, record_heads
 
     args = ["verify", "--lake", str(clean_lake), "--symbols", "BTC-USD", "--json"]
-    unheaded = json.loads(runner.invoke(app, [*args, "--from", "1990-01-01",
-                                              "--to", "2025-07-03"]).stdout)
+    unheaded = json.loads(
+        runner.invoke(app, [*args, "--from", "1990-01-01", "--to", "2025-07-03"]).stdout
+    )
     assert unheaded["symbols"][0]["days_missing"] > 9000, "no head recorded: all asked"
     record_heads(clean_lake, {BTC: Head(datetime(2025, 7, 1, tzinfo=UTC), datetime.now(UTC))})
     result = runner.invoke(app, [*args, "--from", "1990-01-01", "--to", "2025-07-03"])

@@ -63,10 +63,22 @@ def lake(tmp_path: Path) -> Path:
     """BTC: 1-2 July whole, 3 July no data (IB said so), 4 July partial, 10 August whole;
     ETH: 1 July whole. No June or September parts."""
     root = tmp_path / "lake"
-    store.write_batch(root, BTC, days_bars(BTC, [JULY_1, JULY_2]), [JULY_1, JULY_2, JULY_3],
-                      fetched_at=FETCHED, no_data_days=[JULY_3])
-    store.write_batch(root, BTC, day_bars(BTC, JULY_4, skip=range(600, 1440)), [JULY_4],
-                      fetched_at=FETCHED, partial_days=[JULY_4])
+    store.write_batch(
+        root,
+        BTC,
+        days_bars(BTC, [JULY_1, JULY_2]),
+        [JULY_1, JULY_2, JULY_3],
+        fetched_at=FETCHED,
+        no_data_days=[JULY_3],
+    )
+    store.write_batch(
+        root,
+        BTC,
+        day_bars(BTC, JULY_4, skip=range(600, 1440)),
+        [JULY_4],
+        fetched_at=FETCHED,
+        partial_days=[JULY_4],
+    )
     store.write_batch(root, BTC, day_bars(BTC, AUG_10), [AUG_10], fetched_at=FETCHED)
     store.write_batch(root, ETH, day_bars(ETH, JULY_1), [JULY_1], fetched_at=FETCHED)
     return root
@@ -109,8 +121,14 @@ def test_marks_are_the_complete_days_with_their_no_data_flag(lake: Path) -> None
 
 @pytest.mark.parametrize(
     ("first", "last"),
-    [(JULY_2, JULY_3), (JULY_3, AUG_10), (date(2025, 7, 31), date(2025, 8, 9)),
-     (JULY_1, JULY_1), (date(2025, 8, 10), date(2025, 8, 31)), (FIRST, date(2025, 6, 30))],
+    [
+        (JULY_2, JULY_3),
+        (JULY_3, AUG_10),
+        (date(2025, 7, 31), date(2025, 8, 9)),
+        (JULY_1, JULY_1),
+        (date(2025, 8, 10), date(2025, 8, 31)),
+        (FIRST, date(2025, 6, 30)),
+    ],
 )
 def test_a_range_is_clipped_alike_from_footers_and_from_the_cache(
     lake: Path, first: date, last: date
@@ -189,7 +207,9 @@ def test_a_part_copied_over_with_the_same_size_and_mtime_is_read_again(tmp_path:
     os.utime(copy, ns=(original.st_atime_ns, original.st_mtime_ns))
     os.replace(copy, part)
     assert (part.stat().st_size, part.stat().st_mtime_ns) == (
-        original.st_size, original.st_mtime_ns)
+        original.st_size,
+        original.st_mtime_ns,
+    )
     marks = read_day_marks(lake, [BTC], FIRST, LAST, clock=later)[BTC]
     assert marks == {JULY_1: COMPLETE, JULY_2: COMPLETE}
 
@@ -198,7 +218,9 @@ def test_a_deleted_part_covers_nothing(lake: Path) -> None:
     read_day_marks(lake, [BTC], FIRST, LAST, clock=later)
     part_path(lake, BTC, Month(2025, 8)).unlink()
     assert read_day_marks(lake, [BTC], FIRST, LAST, clock=later)[BTC] == {
-        JULY_1: COMPLETE, JULY_2: COMPLETE, JULY_3: COMPLETE_NO_DATA
+        JULY_1: COMPLETE,
+        JULY_2: COMPLETE,
+        JULY_3: COMPLETE_NO_DATA,
     }
     assert "month=08" not in cache_path(lake).read_text()
 
@@ -217,16 +239,23 @@ def test_a_part_turned_corrupt_covers_nothing_and_a_mended_one_counts_again(
 
 @pytest.mark.parametrize(
     "cache",
-    [b"not json", b"[]", b'{"version": 99, "parts": {}}', b'{"version": 1, "parts": []}',
-     b'{"version": 1, "parts": {"symbol=BTC-USD/year=2025/month=07/part-2025-07.parquet":'
-     b' [1, 2]}}', b""],
+    [
+        b"not json",
+        b"[]",
+        b'{"version": 99, "parts": {}}',
+        b'{"version": 1, "parts": []}',
+        b'{"version": 1, "parts": {"symbol=BTC-USD/year=2025/month=07/part-2025-07.parquet":'
+        b" [1, 2]}}",
+        b"",
+    ],
     ids=["garbage", "list", "version", "parts-list", "short-entry", "empty"],
 )
 def test_a_broken_cache_is_ignored_and_written_anew(lake: Path, cache: bytes) -> None:
     cache_path(lake).parent.mkdir()
     cache_path(lake).write_bytes(cache)
     assert read_day_marks(lake, [BTC, ETH], FIRST, LAST, clock=later) == truth(
-        lake, [BTC, ETH], FIRST, LAST)
+        lake, [BTC, ETH], FIRST, LAST
+    )
     record = json.loads(cache_path(lake).read_bytes())
     assert record["version"] == coverage_index.CACHE_VERSION
     assert len(record["parts"]) == 3
@@ -242,7 +271,9 @@ def test_a_cache_entry_for_a_part_that_changed_is_not_believed(lake: Path) -> No
     cache_path(lake).write_text(json.dumps(record))
     store.write_batch(lake, ETH, day_bars(ETH, JULY_2), [JULY_2], fetched_at=FETCHED)
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {
-        JULY_1: COMPLETE, JULY_2: COMPLETE}
+        JULY_1: COMPLETE,
+        JULY_2: COMPLETE,
+    }
 
 
 def test_a_read_only_cache_folder_is_planned_all_the_same(lake: Path) -> None:
@@ -314,14 +345,24 @@ _HELPERS = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    "mode", ["helpers-read-all", "few-misses-one-helper", "a-helper-dies",
-             "a-helper-dies-holding-the-counter"])
+    "mode",
+    [
+        "helpers-read-all",
+        "few-misses-one-helper",
+        "a-helper-dies",
+        "a-helper-dies-holding-the-counter",
+    ],
+)
 def test_footers_read_by_helpers_say_what_one_process_reads(lake: Path, mode: str) -> None:
     """Helpers read the footers and plan's own process imports no pyarrow (nor they numpy,
     pyarrow.compute or filelock: only the footer reader); what a helper that died did not
     send, the process reads itself."""
-    done = subprocess.run([sys.executable, "-c", _HELPERS, str(lake), mode],
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [sys.executable, "-c", _HELPERS, str(lake), mode],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     out = json.loads(done.stdout)
@@ -334,8 +375,11 @@ def test_footers_read_by_helpers_say_what_one_process_reads(lake: Path, mode: st
     if mode in ("helpers-read-all", "few-misses-one-helper"):
         assert sum(r["rows"] for r in reports) == 3  # BTC July and August, ETH July
         assert not out["parent_imported_pyarrow"]
-        assert len(reports) == (1 if mode == "few-misses-one-helper" else
-                                min(3, len(os.sched_getaffinity(0)), coverage_index.HELPERS))
+        assert len(reports) == (
+            1
+            if mode == "few-misses-one-helper"
+            else min(3, len(os.sched_getaffinity(0)), coverage_index.HELPERS)
+        )
     else:
         assert out["parent_imported_pyarrow"], "the parent read what the dead helper took"
 
@@ -343,8 +387,7 @@ def test_footers_read_by_helpers_say_what_one_process_reads(lake: Path, mode: st
 def test_a_schema_drifted_part_covers_nothing(lake: Path) -> None:
     part = part_path(lake, ETH, Month(2025, 7))
     table = pq.read_table(part)
-    pq.write_table(table.drop_columns(["wap"]).replace_schema_metadata(table.schema.metadata),
-                   part)
+    pq.write_table(table.drop_columns(["wap"]).replace_schema_metadata(table.schema.metadata), part)
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {}
 
 
@@ -367,8 +410,18 @@ _DAY = {"rows": 5, "fetched_at": "2025-08-01T00:00:00+00:00", "complete": True}
         {"version": 1, "days": {"2025-07-01": None}},
         [],
     ],
-    ids=["version", "no-version", "no-days", "days-list", "bad-day", "rows", "fetched-at",
-         "no-complete", "day-null", "list"],
+    ids=[
+        "version",
+        "no-version",
+        "no-days",
+        "days-list",
+        "bad-day",
+        "rows",
+        "fetched-at",
+        "no-complete",
+        "day-null",
+        "list",
+    ],
 )
 def test_a_record_decoding_refuses_is_refused_when_read_lightly(record: object) -> None:
     raw = json.dumps(record).encode()
@@ -382,8 +435,10 @@ def test_a_record_decoding_refuses_is_refused_when_read_lightly(record: object) 
 def test_light_reading_gives_the_complete_days_of_the_month(days: dict) -> None:
     """Days around July (June's last, August's first) are in the record but not July's."""
     start = date(2025, 6, 1)
-    coverage = [DayCoverage(start + timedelta(days=i), 1, FETCHED, whole, empty)
-                for i, (whole, empty) in days.items()]
+    coverage = [
+        DayCoverage(start + timedelta(days=i), 1, FETCHED, whole, empty)
+        for i, (whole, empty) in days.items()
+    ]
     raw = encode_coverage(coverage)
     complete, no_data = coverage_bits(raw, 2025, 7)
     decoded = decode_coverage(raw)
@@ -399,16 +454,21 @@ def test_light_reading_gives_the_complete_days_of_the_month(days: dict) -> None:
 def good_part(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     """A real part's bytes and its coverage record."""
     root = tmp_path_factory.mktemp("good")
-    [write] = store.write_batch(root, BTC, days_bars(BTC, [JULY_1, JULY_2]), [JULY_1, JULY_2],
-                                fetched_at=FETCHED)
+    [write] = store.write_batch(
+        root, BTC, days_bars(BTC, [JULY_1, JULY_2]), [JULY_1, JULY_2], fetched_at=FETCHED
+    )
     return write.path.read_bytes(), store.read_coverage_record(write.path)
 
 
-@given(cut=st.integers(0, 10**6), flips=st.lists(st.tuples(st.integers(1, 4096),
-                                                            st.integers(1, 255)), max_size=4))
+@given(
+    cut=st.integers(0, 10**6),
+    flips=st.lists(st.tuples(st.integers(1, 4096), st.integers(1, 255)), max_size=4),
+)
 @settings(max_examples=300, deadline=None)
 def test_a_damaged_footer_is_a_corrupt_part_and_nothing_else(
-    good_part: tuple[bytes, bytes], tmp_path_factory: pytest.TempPathFactory, cut: int,
+    good_part: tuple[bytes, bytes],
+    tmp_path_factory: pytest.TempPathFactory,
+    cut: int,
     flips: list[tuple[int, int]],
 ) -> None:
     """Truncated anywhere, or a few bytes of its tail changed (as a torn copy or a bad disk
@@ -453,7 +513,9 @@ def test_a_part_replaced_between_its_stat_and_its_footer_is_read_again(
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {JULY_1: COMPLETE}
     assert replaced
     assert read_day_marks(lake, [ETH], FIRST, LAST, clock=later)[ETH] == {
-        JULY_1: COMPLETE, JULY_2: COMPLETE}
+        JULY_1: COMPLETE,
+        JULY_2: COMPLETE,
+    }
 
 
 def test_a_part_at_a_time_is_read_here_not_by_a_helper_each(lake: Path) -> None:
@@ -471,9 +533,11 @@ def test_a_part_at_a_time_is_read_here_not_by_a_helper_each(lake: Path) -> None:
         ci._read_for_parent = no_helper
         symbols, first = ci.held_scope(Path(sys.argv[1]))
         print(len(symbols), first)
-        """)
-    done = subprocess.run([sys.executable, "-c", code, str(lake)], capture_output=True,
-                          text=True, timeout=20)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(lake)], capture_output=True, text=True, timeout=20
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.split() == ["2", "2025-07-01"]

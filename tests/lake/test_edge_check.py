@@ -28,8 +28,9 @@ START = 20_000  # days since the epoch (2024-10-04)
 THRESHOLDS = EdgeThresholds()
 
 
-def market(seed: int, share: float, n_days: int, *, period: int = 0, phase: int = 0,
-           minute: int = FIRST) -> list[EdgeDay]:
+def market(
+    seed: int, share: float, n_days: int, *, period: int = 0, phase: int = 0, minute: int = FIRST
+) -> list[EdgeDay]:
     """``n_days`` days of a market whose minutes lack a bar with chance ``share``, each at
     random; with ``period``, the request windows of ``period`` days starting on days
     ``phase`` mod ``period`` lost ``minute`` (FIRST: their first day's, LAST: their last's)."""
@@ -44,8 +45,9 @@ def market(seed: int, share: float, n_days: int, *, period: int = 0, phase: int 
             end = (i - phase) % period == period - 1
             first_missing |= minute == FIRST and start
             last_missing |= minute == LAST and end
-        days.append(EdgeDay(START + i, first_missing, int(around[i, 0]), last_missing,
-                            int(around[i, 1])))
+        days.append(
+            EdgeDay(START + i, first_missing, int(around[i, 0]), last_missing, int(around[i, 1]))
+        )
     return days
 
 
@@ -73,25 +75,34 @@ def test_edge_days_reads_each_whole_days_edges_and_their_neighbourhoods():
     # Day A lacks its 00:00 bar and 3 bars after it; day B lacks its 23:59 bar and 2 before
     # it; day C is not whole (not judged); day D is whole but has no bar at all.
     a, b, c, d = START, START + 1, START + 2, START + 3
-    ts = (_ts(a, [m for m in range(1440) if m not in (0, 1, 5, 120)])
-          + _ts(b, [m for m in range(1440) if m not in (1439, 1319, 1438, 700)])
-          + _ts(c, [m for m in range(1, 1440)]))
+    ts = (
+        _ts(a, [m for m in range(1440) if m not in (0, 1, 5, 120)])
+        + _ts(b, [m for m in range(1440) if m not in (1439, 1319, 1438, 700)])
+        + _ts(c, [m for m in range(1, 1440)])
+    )
     got = edge_days(pa.array(ts, pa.int64()), {a, b, d})
     assert got == [EdgeDay(a, True, 3, False, 0), EdgeDay(b, False, 0, True, 2)]
     assert edge_days(pa.array([], pa.int64()), {a}) == []
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(PERIODS), st.integers(0, 9), st.sampled_from([FIRST, LAST]),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.sampled_from(PERIODS),
+    st.integers(0, 9),
+    st.sampled_from([FIRST, LAST]),
+    st.integers(0, 2**32 - 1),
+)
 def test_a_lost_edge_on_one_day_in_n_is_found_on_a_dense_market(period, phase, minute, seed):
     # Two months fetched in windows of ``period`` days, 2% of minutes without trades (the
     # simulator's default).
     days = market(seed, 0.02, 61, period=period, phase=phase % period, minute=minute)
     [loss] = edge_losses(days, THRESHOLDS)
     assert loss.minute == minute
-    lost = {date.fromordinal(date(1970, 1, 1).toordinal() + d.day) for d in days
-            if (d.first_missing if minute == FIRST else d.last_missing)}
+    lost = {
+        date.fromordinal(date(1970, 1, 1).toordinal() + d.day)
+        for d in days
+        if (d.first_missing if minute == FIRST else d.last_missing)
+    }
     assert set(loss.missing) == lost
     assert loss.p_value < THRESHOLDS.alpha
 
@@ -107,8 +118,11 @@ def test_a_market_that_lost_nothing_is_never_called_a_loss(share):
 def test_a_thin_market_is_no_evidence_even_of_a_real_loss(share):
     # One day in 7 lost its first bar, but 90% of minutes have no bar anyway: nothing
     # tells the loss from the market, and nothing is claimed.
-    assert [s for s in range(100) if edge_losses(
-        market(s, share, 61, period=7, minute=FIRST), THRESHOLDS)] == []
+    assert [
+        s
+        for s in range(100)
+        if edge_losses(market(s, share, 61, period=7, minute=FIRST), THRESHOLDS)
+    ] == []
 
 
 def test_too_few_days_are_not_judged():

@@ -20,14 +20,16 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def head(day: date, asked_days_ago: float = 0.0) -> Head:
-    return Head(datetime(day.year, day.month, day.day, tzinfo=UTC),
-                NOW - timedelta(days=asked_days_ago))
+    return Head(
+        datetime(day.year, day.month, day.day, tzinfo=UTC), NOW - timedelta(days=asked_days_ago)
+    )
 
 
 def test_a_symbol_without_a_recorded_head_is_asked_once():
     recorded = {SOL: head(date(2020, 9, 1))}
-    assert heads_to_ask(recorded, [BTC, SOL, BTC, ETH], date(1990, 1, 1), now=NOW,
-                        max_age_days=30) == [BTC, ETH]
+    assert heads_to_ask(
+        recorded, [BTC, SOL, BTC, ETH], date(1990, 1, 1), now=NOW, max_age_days=30
+    ) == [BTC, ETH]
 
 
 def test_an_old_head_is_asked_again_only_when_the_range_starts_before_it():

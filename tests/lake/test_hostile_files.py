@@ -60,8 +60,12 @@ def wrong_types(name: str, lake: Path) -> object:
     return {
         "cache": {"version": 1, "parts": {_cache_key(lake): "abc"}},
         "heads": {"heads": {"BTC-USD": {"head": 5, "asked_at": []}}},
-        "findings": {"findings": {"latency_s": {"value": {"1": "x"}, "checked_at": 7},
-                                  "window_edges": "oops"}},
+        "findings": {
+            "findings": {
+                "latency_s": {"value": {"1": "x"}, "checked_at": 7},
+                "window_edges": "oops",
+            }
+        },
         "sends": [["key", "x"], 5],
     }[name]
 
@@ -70,10 +74,12 @@ def out_of_range(name: str, lake: Path) -> object:
     return {
         # complete -1: every bit set, which plan would read as every day done
         "cache": {"version": 1, "parts": {_cache_key(lake): [*_identity(lake), -1, 0]}},
-        "heads": {"heads": {"BTC-USD": {"head": "0001-01-01T00:00:00+00:00",
-                                        "asked_at": "99999-01-01"}}},
-        "findings": {"findings": {"latency_s": {"value": {"1": 1e300},
-                                                "checked_at": NOW.isoformat()}}},
+        "heads": {
+            "heads": {"BTC-USD": {"head": "0001-01-01T00:00:00+00:00", "asked_at": "99999-01-01"}}
+        },
+        "findings": {
+            "findings": {"latency_s": {"value": {"1": 1e300}, "checked_at": NOW.isoformat()}}
+        },
         "sends": [["key", 1e300], ["key", -1e300]],
     }[name]
 
@@ -105,8 +111,11 @@ def readers(lake: Path) -> None:
     heads = read_heads(lake)
     assert all(h.head.year > 1 for h in heads.values())
     findings = read_findings(lake, HOST, PORT, NOW)
-    assert findings is None or "latency_s" not in findings.fresh or \
-        findings.fresh["latency_s"]["1"] == 1e300  # kept as recorded, refused where used
+    assert (
+        findings is None
+        or "latency_s" not in findings.fresh
+        or findings.fresh["latency_s"]["1"] == 1e300
+    )  # kept as recorded, refused where used
     read_finding(lake, HOST, PORT, "window_edges", NOW)
     assert all(0 <= ago < 1e6 for _, ago in load_recent_sends(lake, BTC, NOW.timestamp()))
 
@@ -133,11 +142,11 @@ def test_a_bad_cache_is_ignored_and_rewritten_pruned(clean_lake: Path, attack: s
 def test_the_cache_keeps_only_parts_that_exist(clean_lake: Path) -> None:
     gone = "symbol=BTC-USD/year=1999/month=01/part-1999-01.parquet"
     cache_path(clean_lake).parent.mkdir(parents=True, exist_ok=True)
-    cache_path(clean_lake).write_text(json.dumps(
-        {"version": 1, "parts": {gone: [1, 2, 3, 4, 2, 0]}}))
+    cache_path(clean_lake).write_text(
+        json.dumps({"version": 1, "parts": {gone: [1, 2, 3, 4, 2, 0]}})
+    )
     read_day_marks(clean_lake, [BTC], D1, D3, clock=lambda: 2**62)
-    assert list(json.loads(cache_path(clean_lake).read_text())["parts"]) == \
-        [_cache_key(clean_lake)]
+    assert list(json.loads(cache_path(clean_lake).read_text())["parts"]) == [_cache_key(clean_lake)]
 
 
 # ---------------------------------------------------------------- footers
@@ -162,7 +171,8 @@ FOOTERS: dict[str, Callable[[Path], bytes]] = {
     "rows-string": lambda p: _record(p, lambda d: d.update(rows="abc")),
     "nan": lambda _: b'{"version":1,"days":{"2025-07-01":{"rows":NaN}}}',
     "fetched-before-utc": lambda p: _record(
-        p, lambda d: d.update(fetched_at="0001-01-01T00:00:00+01:00")),
+        p, lambda d: d.update(fetched_at="0001-01-01T00:00:00+01:00")
+    ),
     "fetched-naive": lambda p: _record(p, lambda d: d.update(fetched_at="2025-07-02T00:00:00")),
     "complete-int": lambda p: _record(p, lambda d: d.update(complete=1)),
 }
@@ -190,8 +200,10 @@ def test_a_nested_provenance_footer_is_untrusted(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Provenance.decode(NESTED.encode())
     path = tmp_path / "part.parquet"
-    pq.write_table(AGGREGATE_SCHEMA.empty_table().replace_schema_metadata(
-        {PROVENANCE_KEY: NESTED.encode()}), path)
+    pq.write_table(
+        AGGREGATE_SCHEMA.empty_table().replace_schema_metadata({PROVENANCE_KEY: NESTED.encode()}),
+        path,
+    )
     assert "malformed provenance" in str(read_provenance(path))
 
 
@@ -199,8 +211,13 @@ def test_a_nested_provenance_footer_is_untrusted(tmp_path: Path) -> None:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "backfill", *args], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "backfill", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.timeout(120)
@@ -212,7 +229,8 @@ def test_plan_verify_aggregate_survive_every_file_attacked(clean_lake: Path, att
     runs.mkdir(exist_ok=True)
     (runs / "20250901T000000Z.jsonl").write_text(
         NESTED + "\n" + '{"event":"budget","at":1,"rate":-5,"reason":"auto start"}\n'
-        '{"event":"budget","at":100,"rate":NaN,"reason":"auto"}\n')
+        '{"event":"budget","at":100,"rate":NaN,"reason":"auto"}\n'
+    )
     os.mkfifo(runs / "20250902T000000Z.jsonl")
     lake = str(clean_lake)
     span = ("--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03")
@@ -231,10 +249,12 @@ def test_plan_verify_aggregate_survive_every_file_attacked(clean_lake: Path, att
 def test_a_run_log_rate_at_or_below_zero_is_ignored(tmp_path: Path) -> None:
     runs = tmp_path / "_runs"
     runs.mkdir()
-    lines = [{"event": "budget", "at": 0.0, "rate": 2.0, "reason": "auto start"},
-             {"event": "budget", "at": 30.0, "rate": 0.0, "reason": "auto"},
-             {"event": "budget", "at": 60.0, "rate": -3.0, "reason": "auto"},
-             {"event": "done", "at": 120.0}]
+    lines = [
+        {"event": "budget", "at": 0.0, "rate": 2.0, "reason": "auto start"},
+        {"event": "budget", "at": 30.0, "rate": 0.0, "reason": "auto"},
+        {"event": "budget", "at": 60.0, "rate": -3.0, "reason": "auto"},
+        {"event": "done", "at": 120.0},
+    ]
     compact = (json.dumps(line, separators=(",", ":")) for line in lines)
     (runs / "r.jsonl").write_text("".join(f"{line}\n" for line in compact))
     measured = measured_rate(tmp_path)
@@ -247,8 +267,11 @@ def test_commands_survive_a_nested_coverage_footer(clean_lake: Path) -> None:
     rewrite_footer(path, NESTED.encode())
     lake = str(clean_lake)
     span = ("--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03")
-    for args in (("plan", "--lake", lake, *span), ("verify", "--lake", lake, *span),
-                 ("aggregate", "--lake", lake, *span, "--tf", "H1")):
+    for args in (
+        ("plan", "--lake", lake, *span),
+        ("verify", "--lake", lake, *span),
+        ("aggregate", "--lake", lake, *span, "--tf", "H1"),
+    ):
         done = cli(*args)
         assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
         assert done.returncode in (0, 1, 2), (args, done.returncode, done.stderr[-500:])

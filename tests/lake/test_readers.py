@@ -60,8 +60,9 @@ def test_read_bars_returns_the_days_asked_by_the_lake_day_rule(lake: Path) -> No
     from backfill import read_bars
 
     # A bar of 08-02 00:00 is the last minute of 08-01's trading but lives in day 08-02.
-    store.write_batch(lake, BTC, day_bars(BTC, date(2025, 8, 2)), [date(2025, 8, 2)],
-                      fetched_at=FETCHED)
+    store.write_batch(
+        lake, BTC, day_bars(BTC, date(2025, 8, 2)), [date(2025, 8, 2)], fetched_at=FETCHED
+    )
     table = read_bars(lake, ["BTC-USD"], date(2025, 7, 31), date(2025, 8, 1))
     assert table.schema.equals(BAR_SCHEMA) and table.schema.metadata is None
     assert table.num_rows == 2 * 1440
@@ -234,10 +235,12 @@ def test_polars_scans_m1(lake: Path) -> None:
 
 
 def test_the_pages_read_bars_block_reads_the_lake(
-    lake: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory,
+    lake: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     page = doc_text("lake.md")
-    after = page[page.index("Read it back with `backfill.read_bars`"):]
+    after = page[page.index("Read it back with `backfill.read_bars`") :]
     code = after.split("```python\n", 1)[1].split("```", 1)[0]
     cwd = tmp_path_factory.mktemp("cwd")
     (cwd / "lake").symlink_to(lake)  # the page reads "lake", relative
@@ -251,13 +254,15 @@ def test_the_pages_read_bars_block_reads_the_lake(
 def _readme_readers() -> str:
     """docs/lake.md's block of readers (the python block after "Other readers")."""
     readme = doc_text("lake.md")
-    after = readme[readme.index("Other readers, one timeframe at a time"):]
+    after = readme[readme.index("Other readers, one timeframe at a time") :]
     return after.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.mark.parametrize("timeframe", ["M1", "H1"])
 def test_readmes_reader_lines_get_one_timeframe_on_a_lake_holding_aggregates(
-    lake: Path, timeframe: str, monkeypatch: pytest.MonkeyPatch,
+    lake: Path,
+    timeframe: str,
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     code = _readme_readers()
@@ -272,8 +277,10 @@ def test_readmes_reader_lines_get_one_timeframe_on_a_lake_holding_aggregates(
     expected = pa.concat_tables(
         pq.read_table(p) for p in sorted(timeframe_dir(lake, timeframe).rglob("part-*.parquet"))
     )
-    per_symbol = {s: expected.filter(pa.compute.equal(expected["symbol"], s)).num_rows
-                  for s in ("BTC-USD", "ETH-USD")}
+    per_symbol = {
+        s: expected.filter(pa.compute.equal(expected["symbol"], s)).num_rows
+        for s in ("BTC-USD", "ETH-USD")
+    }
     assert per_symbol["BTC-USD"] > 0
     assert len(names["btc"]) == per_symbol["BTC-USD"]
     assert list(names["btc"].columns) == schema.names

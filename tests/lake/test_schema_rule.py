@@ -65,8 +65,9 @@ def _with_a_null(table: pa.Table) -> pa.Table:
     table = SCHEMA_VARIANTS["nullable"](table)
     wap = table["wap"].to_pylist()
     wap[5] = None
-    return table.set_column(table.schema.get_field_index("wap"), table.schema.field("wap"),
-                            pa.array(wap, pa.float64()))
+    return table.set_column(
+        table.schema.get_field_index("wap"), table.schema.field("wap"), pa.array(wap, pa.float64())
+    )
 
 
 @pytest.mark.parametrize(
@@ -94,8 +95,22 @@ def test_aggregate_builds_from_a_variant_part(clean_lake: Path) -> None:
 
     rewrite_with_pyarrow(part_path(clean_lake, BTC, JULY), SCHEMA_VARIANTS["nullable"])
     done = subprocess.run(
-        [sys.executable, "-m", "backfill", "aggregate", "--lake", str(clean_lake), "--symbols",
-         "BTC-USD", "--tf", "H1"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "backfill",
+            "aggregate",
+            "--lake",
+            str(clean_lake),
+            "--symbols",
+            "BTC-USD",
+            "--tf",
+            "H1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     h1 = pq.read_table(aggregate_part_path(clean_lake, BTC, "H1", JULY))
     assert h1.num_rows == 3 * 24 - 1  # the last hour of July 3rd ends on the 4th (no M1)

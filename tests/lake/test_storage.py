@@ -153,7 +153,11 @@ def test_local_writers_in_processes_lose_nothing(tmp_path) -> None:
 def test_location_parsing() -> None:
     loc = LakeLocation.parse("s3://bucket/a/b/")
     assert (loc.is_object_store, loc.bucket, loc.prefix, str(loc)) == (
-        True, "bucket", "a/b", "s3://bucket/a/b")
+        True,
+        "bucket",
+        "a/b",
+        "s3://bucket/a/b",
+    )
     assert LakeLocation.parse("s3://bucket").prefix == ""
     assert not LakeLocation.parse("relative/lake").is_object_store
     assert LakeLocation.parse("relative/lake").path.is_absolute()
@@ -181,8 +185,10 @@ def test_unreachable_endpoint_is_store_unavailable(monkeypatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: refused
-    storage = open_storage(LakeLocation.parse("s3://bucket/lake"),
-                           client_options={"timeout": "2s", "connect_timeout": "1s"},
-                           retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=2)})
+    storage = open_storage(
+        LakeLocation.parse("s3://bucket/lake"),
+        client_options={"timeout": "2s", "connect_timeout": "1s"},
+        retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=2)},
+    )
     with pytest.raises(StoreUnavailable):
         storage.head("x")

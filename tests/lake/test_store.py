@@ -216,7 +216,8 @@ def test_coverage_records_every_declared_day_with_counted_rows(tmp_path: Path) -
     }
     # What plan and run read of it: the complete days only.
     assert read_day_marks(tmp_path, [BTC], D1, D3, remember=False)[BTC] == {
-        D1: COMPLETE, D2: COMPLETE
+        D1: COMPLETE,
+        D2: COMPLETE,
     }
 
 
@@ -235,6 +236,7 @@ def test_day_marks_read_only_the_months_asked_and_survive_bad_footers(
     [august] = store.write_batch(
         tmp_path, BTC, day_bars(BTC, august_day), [august_day], fetched_at=FETCHED
     )
+
     def days(symbols: list[Symbol], first: date, last: date) -> dict[Symbol, list[date]]:
         marks = read_day_marks(tmp_path, symbols, first, last, remember=False)
         return {symbol: list(days) for symbol, days in marks.items()}
@@ -288,7 +290,10 @@ def test_a_part_the_run_may_not_read_is_an_error_and_nothing_is_moved(tmp_path: 
     assert str(write.path) in str(error) and "Permission denied" in str(error)
     copy = pickle.loads(pickle.dumps(error))  # it crosses process boundaries intact
     assert (type(copy), copy.path, copy.errno, str(copy)) == (
-        store.PartUnreadable, error.path, error.errno, str(error)
+        store.PartUnreadable,
+        error.path,
+        error.errno,
+        str(error),
     )
     assert write.path.read_bytes() == before
     assert sorted(p.name for p in write.path.parent.iterdir()) == folder  # no _corrupt-, no temp

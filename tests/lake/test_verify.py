@@ -368,15 +368,20 @@ def test_ts_before_the_month(clean_lake: Path) -> None:
     stray = bars_at(BTC, [at(june_30, 23, 58), at(june_30, 23, 59)])
     rewrite(btc_part(clean_lake), lambda t: pa.concat_tables([stray, t]))
     finding = only_error(verify_lake(clean_lake), Kind.TS_OUTSIDE_MONTH)
-    assert (finding.day, finding.minutes) == (june_30, ((at(june_30, 23, 58),
-                                                         at(june_30, 23, 59)),))
+    assert (finding.day, finding.minutes) == (
+        june_30,
+        ((at(june_30, 23, 58), at(june_30, 23, 59)),),
+    )
 
 
 def test_ts_a_microsecond_off_the_minute_on_two_days(clean_lake: Path) -> None:
     def shift(t: pa.Table) -> pa.Table:
         off = timedelta(microseconds=1)
-        return set_rows(t, "ts", {row_of(t, at(D1, 5)): at(D1, 5) + off,
-                                  row_of(t, at(D3, 17)): at(D3, 17) + off})
+        return set_rows(
+            t,
+            "ts",
+            {row_of(t, at(D1, 5)): at(D1, 5) + off, row_of(t, at(D3, 17)): at(D3, 17) + off},
+        )
 
     rewrite(btc_part(clean_lake), shift)
     found = [f for f in errors(verify_lake(clean_lake)) if f.kind is Kind.TS_NOT_MINUTE]
@@ -475,12 +480,14 @@ def test_an_empty_day_alone_is_a_warning(clean_lake: Path) -> None:
 
 def test_a_quarantined_part_beside_another_symbols_part(clean_lake: Path) -> None:
     quarantined = eth_august(clean_lake).with_name(
-        "_corrupt-part-2025-08.parquet.20250901T000000000000Z.bad")
+        "_corrupt-part-2025-08.parquet.20250901T000000000000Z.bad"
+    )
     quarantined.write_bytes(b"junk")
     report = verify_lake(clean_lake, [ETH])
     assert report.ok
-    assert [(f.severity, f.symbol, f.path) for f in report.findings
-            if f.kind is Kind.QUARANTINED] == [(Severity.WARNING, ETH, quarantined)]
+    assert [
+        (f.severity, f.symbol, f.path) for f in report.findings if f.kind is Kind.QUARANTINED
+    ] == [(Severity.WARNING, ETH, quarantined)]
 
 
 def test_a_stale_temp_file_is_told_only_for_a_part_in_scope(clean_lake: Path) -> None:
@@ -491,7 +498,8 @@ def test_a_stale_temp_file_is_told_only_for_a_part_in_scope(clean_lake: Path) ->
     report = verify_lake(clean_lake, [ETH])
     assert report.ok
     assert [(f.severity, f.path) for f in report.findings if f.kind is Kind.STALE_TEMP] == [
-        (Severity.WARNING, stale)]
+        (Severity.WARNING, stale)
+    ]
 
 
 # ------------------------------------------------------------------ JSON shape
@@ -723,8 +731,10 @@ def test_a_finding_names_its_first_ranges_and_says_how_many_there_are(clean_lake
 
 def test_an_error_on_many_minutes_is_cut_the_same_way(clean_lake: Path) -> None:
     bad_rows = {at(D3, 1, m): -1.0 for m in range(0, 60, 2)}  # 30 one-minute runs
-    rewrite(btc_part(clean_lake), lambda t: set_rows(t, "volume", {row_of(t, k): v
-                                                                  for k, v in bad_rows.items()}))
+    rewrite(
+        btc_part(clean_lake),
+        lambda t: set_rows(t, "volume", {row_of(t, k): v for k, v in bad_rows.items()}),
+    )
     [cut] = errors(verify_lake(clean_lake, [BTC]))
     assert (cut.kind, len(cut.minutes), cut.ranges_total, cut.minutes_total) == (
         Kind.NEGATIVE_VOLUME, 5, 30, 30,

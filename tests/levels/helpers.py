@@ -26,12 +26,24 @@ def bars_table(symbol: Symbol, rows: Mapping[datetime, OHLC]) -> pa.Table:
     ts = sorted(rows)
     o, h, lo, c = (list(x) for x in zip(*(rows[t] for t in ts), strict=True)) if ts else ([],) * 4
     n = len(ts)
-    return pa.table({
-        "ts": ts, "open": o, "high": h, "low": lo, "close": c, "volume": [1.0] * n,
-        "source": [SOURCE] * n, "market": [MARKET] * n, "symbol": [str(symbol)] * n,
-        "exchange": [EXCHANGE] * n, "what_to_show": [WHAT_TO_SHOW] * n, "wap": c,
-        "bar_count": [1] * n,
-    }, schema=BAR_SCHEMA)
+    return pa.table(
+        {
+            "ts": ts,
+            "open": o,
+            "high": h,
+            "low": lo,
+            "close": c,
+            "volume": [1.0] * n,
+            "source": [SOURCE] * n,
+            "market": [MARKET] * n,
+            "symbol": [str(symbol)] * n,
+            "exchange": [EXCHANGE] * n,
+            "what_to_show": [WHAT_TO_SHOW] * n,
+            "wap": c,
+            "bar_count": [1] * n,
+        },
+        schema=BAR_SCHEMA,
+    )
 
 
 def flat_days(first: date, last: date, price: float = 100.0) -> dict[datetime, OHLC]:
@@ -41,9 +53,16 @@ def flat_days(first: date, last: date, price: float = 100.0) -> dict[datetime, O
     return {start + timedelta(minutes=i): (price,) * 4 for i in range(n)}
 
 
-def write_lake(lake: Path, rows: Mapping[datetime, OHLC], first: date, last: date, *,
-               symbol: Symbol = BTC, partial: Collection[date] = (),
-               fetched_at: datetime = FETCHED) -> None:
+def write_lake(
+    lake: Path,
+    rows: Mapping[datetime, OHLC],
+    first: date,
+    last: date,
+    *,
+    symbol: Symbol = BTC,
+    partial: Collection[date] = (),
+    fetched_at: datetime = FETCHED,
+) -> None:
     """Record lake days ``first`` … ``last`` holding ``rows``, a month per batch."""
     days = days_between(first, last)
     table = bars_table(symbol, rows)
@@ -52,10 +71,19 @@ def write_lake(lake: Path, rows: Mapping[datetime, OHLC], first: date, last: dat
         lo = datetime(month_days[0].year, month_days[0].month, month_days[0].day, tzinfo=UTC)
         hi = datetime.combine(month_days[-1] + timedelta(days=1), datetime.min.time(), UTC)
         part = table.filter(
-            pa.compute.and_(pa.compute.greater_equal(table["ts"], pa.scalar(lo, table["ts"].type)),
-                            pa.compute.less(table["ts"], pa.scalar(hi, table["ts"].type))))
-        store.write_batch(lake, symbol, part, month_days, fetched_at=fetched_at,
-                          partial_days=[d for d in partial if d in month_days])
+            pa.compute.and_(
+                pa.compute.greater_equal(table["ts"], pa.scalar(lo, table["ts"].type)),
+                pa.compute.less(table["ts"], pa.scalar(hi, table["ts"].type)),
+            )
+        )
+        store.write_batch(
+            lake,
+            symbol,
+            part,
+            month_days,
+            fetched_at=fetched_at,
+            partial_days=[d for d in partial if d in month_days],
+        )
 
 
 def build_child(lake: Path, start, profiles: str) -> None:  # type: ignore[no-untyped-def]

@@ -26,8 +26,13 @@ JULY = Month(2025, 7)
 
 def lake_with(tmp_path: Path, partial=()) -> Path:  # type: ignore[no-untyped-def]
     lake = tmp_path / "lake"
-    write_lake(lake, flat_days(date(2025, 7, 14), date(2025, 7, 17)), date(2025, 7, 14),
-               date(2025, 7, 17), partial=partial)
+    write_lake(
+        lake,
+        flat_days(date(2025, 7, 14), date(2025, 7, 17)),
+        date(2025, 7, 14),
+        date(2025, 7, 17),
+        partial=partial,
+    )
     return lake
 
 
@@ -50,8 +55,7 @@ def test_a_partial_day_makes_exactly_the_windows_touching_it_incomplete(tmp_path
     assert levels_cli(lake).exit_code == 0
     rows = bf.read_levels(lake, "BTC-USD", "2025-07-15", "2025-07-17").to_pylist()
     assert rows and all(r["complete"] for r in rows)
-    assert {(r["session_date"].day, r["level"]) for r in rows} == {
-        k for k, v in got.items() if v}
+    assert {(r["session_date"].day, r["level"]) for r in rows} == {k for k, v in got.items() if v}
 
 
 def test_rerun_writes_nothing_and_a_changed_day_rebuilds_only_its_parts(tmp_path: Path) -> None:
@@ -63,14 +67,20 @@ def test_rerun_writes_nothing_and_a_changed_day_rebuilds_only_its_parts(tmp_path
     again = json.loads(levels_cli(lake, "--profiles", "us_equity_open,asia_open").stdout)
     assert again["totals"]["built"] == 0 and path.stat().st_mtime_ns == stamp
     # One M1 day fetched again: July's parts use it, and only they are rebuilt.
-    write_lake(lake, flat_days(date(2025, 7, 16), date(2025, 7, 16)), date(2025, 7, 16),
-               date(2025, 7, 16), fetched_at=LATER)
+    write_lake(
+        lake,
+        flat_days(date(2025, 7, 16), date(2025, 7, 16)),
+        date(2025, 7, 16),
+        date(2025, 7, 16),
+        fetched_at=LATER,
+    )
     verify = runner.invoke(app, ["verify", "--lake", str(lake), "--json"])
     stale = [f for f in json.loads(verify.stdout)["findings"] if f["kind"] == "levels_stale"]
     assert len(stale) == 4 and "backfill levels --lake" in stale[0]["detail"]
     third = json.loads(levels_cli(lake, "--profiles", "us_equity_open,asia_open").stdout)
     assert {(b["profile"], b["dataset"], b["reason"]) for b in third["built"]} == {
-        (p, d, "stale") for p in ("us_equity_open", "asia_open") for d in ("levels", "br_events")}
+        (p, d, "stale") for p in ("us_equity_open", "asia_open") for d in ("levels", "br_events")
+    }
     assert json.loads(runner.invoke(app, ["verify", "--lake", str(lake), "--json"]).stdout)["ok"]
 
 
@@ -81,15 +91,18 @@ def test_other_parameters_rebuild_the_events_not_the_levels(tmp_path: Path) -> N
     assert [(b["dataset"], b["reason"]) for b in doc["built"]] == [("br_events", "mode")]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--profiles", "london"], "unknown london"),
-    (["--tolerance", "pct:3"], "--tolerance"),
-    (["--retest-unit", "hours"], "--retest-unit"),
-    (["--signal-bar", "later"], "--signal-bar"),
-    (["--scan", "11:30-09:30"], "--scan"),
-    (["--from", "2025-07-20", "--to", "2025-07-10"], "after"),
-    (["--symbols", "ETH-USD"], "no M1 data"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profiles", "london"], "unknown london"),
+        (["--tolerance", "pct:3"], "--tolerance"),
+        (["--retest-unit", "hours"], "--retest-unit"),
+        (["--signal-bar", "later"], "--signal-bar"),
+        (["--scan", "11:30-09:30"], "--scan"),
+        (["--from", "2025-07-20", "--to", "2025-07-10"], "after"),
+        (["--symbols", "ETH-USD"], "no M1 data"),
+    ],
+)
 def test_bad_input_is_one_line_and_nothing_written(tmp_path: Path, args, message) -> None:  # type: ignore[no-untyped-def]
     lake = lake_with(tmp_path)
     result = runner.invoke(app, ["levels", "--lake", str(lake), *args])
@@ -113,11 +126,23 @@ def test_verify_finds_a_window_off_the_profile_rule(tmp_path: Path) -> None:
 
 def test_plan_levels_lists_parts_not_built(tmp_path: Path) -> None:
     lake = lake_with(tmp_path)
-    args = ["plan", "--lake", str(lake), "--symbols", "BTC-USD", "--from", "2025-07-14",
-            "--to", "2025-07-17", "--levels", "--json"]
+    args = [
+        "plan",
+        "--lake",
+        str(lake),
+        "--symbols",
+        "BTC-USD",
+        "--from",
+        "2025-07-14",
+        "--to",
+        "2025-07-17",
+        "--levels",
+        "--json",
+    ]
     doc = json.loads(runner.invoke(app, args).stdout)
-    assert doc["levels"] == [{"symbol": "BTC-USD", "profile": "us_equity_open",
-                              "missing": ["2025-07"], "stale": []}]
+    assert doc["levels"] == [
+        {"symbol": "BTC-USD", "profile": "us_equity_open", "missing": ["2025-07"], "stale": []}
+    ]
     assert levels_cli(lake).exit_code == 0
     assert json.loads(runner.invoke(app, args).stdout)["levels"] == []
 
@@ -125,19 +150,31 @@ def test_plan_levels_lists_parts_not_built(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_run_levels_against_the_simulator_then_verify_clean(sim, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    done = run_backfill(sim, lake, ["ETH-USD"], "2025-07-14", "2025-07-17", "--rate", "50",
-                        "--levels", "--json")
+    done = run_backfill(
+        sim, lake, ["ETH-USD"], "2025-07-14", "2025-07-17", "--rate", "50", "--levels", "--json"
+    )
     assert done.returncode == 0, done.stderr + done.stdout[-2000:]
-    [event] = [json.loads(line) for line in done.stdout.splitlines()
-               if line.startswith('{"event": "levels"')]
+    [event] = [
+        json.loads(line)
+        for line in done.stdout.splitlines()
+        if line.startswith('{"event": "levels"')
+    ]
     assert event["ok"] and event["totals"]["rows"] > 0
     rows = bf.read_levels(lake, "ETH-USD", "2025-07-15", "2025-07-17").to_pylist()
     assert {r["session_date"].day for r in rows} >= {15, 16}
-    verify = subprocess.run(backfill("verify", "--lake", str(lake), "--json"),
-                            capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        backfill("verify", "--lake", str(lake), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(verify.stdout)["ok"], verify.stdout[-2000:]
-    rerun = subprocess.run(backfill("levels", "--lake", str(lake), "--json"),
-                           capture_output=True, text=True, timeout=60)
+    rerun = subprocess.run(
+        backfill("levels", "--lake", str(lake), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(rerun.stdout)["totals"]["built"] == 0
 
 
@@ -160,8 +197,9 @@ def test_verify_finds_an_event_out_of_order(tmp_path: Path) -> None:
     from tests.levels.test_examples import build, example_c
 
     lake = tmp_path / "lake"
-    build(lake, example_c(), date(2025, 7, 14), date(2025, 7, 16),
-          EventParams(Tolerance("consumer")))
+    build(
+        lake, example_c(), date(2025, 7, 14), date(2025, 7, 16), EventParams(Tolerance("consumer"))
+    )
     assert json.loads(runner.invoke(app, ["verify", "--lake", str(lake), "--json"]).stdout)["ok"]
     path = events_part_path(lake, "us_equity_open", "consumer", BTC, JULY)
     table = pq.read_table(path)

@@ -26,8 +26,9 @@ def base() -> dict[datetime, tuple[float, float, float, float]]:
     return rows
 
 
-def build(lake: Path, rows, first: date, last: date, params: EventParams = CONSUMER,
-          **request) -> None:
+def build(
+    lake: Path, rows, first: date, last: date, params: EventParams = CONSUMER, **request
+) -> None:
     write_lake(lake, rows, first, last)
     result = levels_lake(LevelsRequest(lake, symbols=(BTC,), params=params, **request))
     assert result.ok
@@ -47,7 +48,14 @@ def test_base_levels(tmp_path: Path) -> None:
     got = levels_of(tmp_path)
     assert [r for r in got] == ["PDH", "PDL", "PDC", "PMH", "PML", "ORH", "ORL"]
     assert {k: v["value"] for k, v in got.items()} == {
-        "PDH": 110, "PDL": 90, "PDC": 100, "PMH": 105, "PML": 95, "ORH": 101, "ORL": 99}
+        "PDH": 110,
+        "PDL": 90,
+        "PDC": 100,
+        "PMH": 105,
+        "PML": 95,
+        "ORH": 101,
+        "ORL": 99,
+    }
     assert all(r["complete"] for r in got.values())
     assert got["PDH"]["value_ts"] == at("2025-07-14T18:00")
     assert got["ORH"]["value_ts"] == at("2025-07-15T13:31")  # the first bar reaching it
@@ -69,16 +77,32 @@ def test_a_window_edges(tmp_path: Path) -> None:
     build(tmp_path, rows, date(2025, 7, 14), date(2025, 7, 16))
     got = levels_of(tmp_path)
     assert {k: v["value"] for k, v in got.items()} == {
-        "PDH": 112, "PDL": 90, "PDC": 101, "PMH": 106, "PML": 94, "ORH": 101.5, "ORL": 99}
+        "PDH": 112,
+        "PDL": 90,
+        "PDC": 101,
+        "PMH": 106,
+        "PML": 94,
+        "ORH": 101.5,
+        "ORL": 99,
+    }
     pd_, pm, or_ = got["PDH"], got["PMH"], got["ORH"]
     assert (pd_["window_start_utc"], pd_["window_end_utc"], pd_["available_from_utc"]) == (
-        at("2025-07-14T04:00"), at("2025-07-15T04:00"), at("2025-07-15T04:00"))
+        at("2025-07-14T04:00"),
+        at("2025-07-15T04:00"),
+        at("2025-07-15T04:00"),
+    )
     assert (pd_["minutes"], pd_["expected_minutes"]) == (1440, 1440)
     assert (pm["window_start_utc"], pm["window_end_utc"], pm["available_from_utc"]) == (
-        at("2025-07-15T08:00"), at("2025-07-15T13:30"), at("2025-07-15T13:30"))
+        at("2025-07-15T08:00"),
+        at("2025-07-15T13:30"),
+        at("2025-07-15T13:30"),
+    )
     assert pm["expected_minutes"] == 330
     assert (or_["window_start_utc"], or_["available_from_utc"], or_["expected_minutes"]) == (
-        at("2025-07-15T13:30"), at("2025-07-15T13:35"), 5)
+        at("2025-07-15T13:30"),
+        at("2025-07-15T13:35"),
+        5,
+    )
     assert got["PDC"]["value_ts"] == at("2025-07-15T04:00")
     assert got["PML"]["value_ts"] == at("2025-07-15T13:30")
 
@@ -95,17 +119,31 @@ def test_b_spring_forward(tmp_path: Path) -> None:
     build(tmp_path, rows, date(2025, 3, 8), date(2025, 3, 10))
     got = levels_of(tmp_path, date(2025, 3, 9))
     assert {k: v["value"] for k, v in got.items()} == {
-        "PDH": 110, "PDL": 90, "PDC": 100, "PMH": 104, "PML": 96, "ORH": 101, "ORL": 99}
+        "PDH": 110,
+        "PDL": 90,
+        "PDC": 100,
+        "PMH": 104,
+        "PML": 96,
+        "ORH": 101,
+        "ORL": 99,
+    }
     assert (got["PDH"]["window_start_utc"], got["PDH"]["window_end_utc"]) == (
-        at("2025-03-08T05:00"), at("2025-03-09T05:00"))
+        at("2025-03-08T05:00"),
+        at("2025-03-09T05:00"),
+    )
     assert got["PDH"]["expected_minutes"] == 1440
     assert (got["PMH"]["window_start_utc"], got["PMH"]["window_end_utc"]) == (
-        at("2025-03-09T08:00"), at("2025-03-09T13:30"))
+        at("2025-03-09T08:00"),
+        at("2025-03-09T13:30"),
+    )
     assert got["ORH"]["available_from_utc"] == at("2025-03-09T13:35")
     assert got["ORH"]["valid_to_utc"] == at("2025-03-10T04:00")
     nxt = levels_of(tmp_path, date(2025, 3, 10))
     assert (nxt["PDH"]["expected_minutes"], nxt["PDH"]["value"], nxt["PDL"]["value"]) == (
-        1380, 130, 70)
+        1380,
+        130,
+        70,
+    )
 
 
 def example_c() -> dict:
@@ -123,8 +161,13 @@ def example_c() -> dict:
 
 @pytest.mark.parametrize("signal_bar", ["next", "same"])
 def test_c_break_retest_signal(tmp_path: Path, signal_bar: str) -> None:
-    build(tmp_path, example_c(), date(2025, 7, 14), date(2025, 7, 16),
-          EventParams(Tolerance("consumer"), signal_bar=signal_bar))
+    build(
+        tmp_path,
+        example_c(),
+        date(2025, 7, 14),
+        date(2025, 7, 16),
+        EventParams(Tolerance("consumer"), signal_bar=signal_bar),
+    )
     (event,) = events_of(tmp_path)
     signal = at("2025-07-15T13:40") if signal_bar == "next" else at("2025-07-15T13:39")
     assert event["level"] == "ORH" and event["attempt"] == 1 and event["direction"] == "up"
@@ -138,7 +181,10 @@ def test_c_break_retest_signal(tmp_path: Path, signal_bar: str) -> None:
     assert (event["tolerance_spec"], event["tolerance_abs"]) == ("consumer", 0.2)
     assert event["level_value"] == 101 and event["complete"] is True
     assert (event["max_retest_bars"], event["retest_unit"], event["signal_bar"]) == (
-        15, "bars", signal_bar)
+        15,
+        "bars",
+        signal_bar,
+    )
 
 
 def test_d_a_touch_before_the_break_is_not_a_retest(tmp_path: Path) -> None:
@@ -153,12 +199,21 @@ def test_d_a_touch_before_the_break_is_not_a_retest(tmp_path: Path) -> None:
     build(tmp_path, rows, date(2025, 7, 14), date(2025, 7, 16))
     (event,) = events_of(tmp_path)
     assert (event["level"], event["break_ts"], event["retest_ts"], event["signal_ts"]) == (
-        "ORH", at("2025-07-15T13:37"), at("2025-07-15T13:39"), at("2025-07-15T13:40"))
+        "ORH",
+        at("2025-07-15T13:37"),
+        at("2025-07-15T13:39"),
+        at("2025-07-15T13:40"),
+    )
 
 
 def test_default_tolerance_is_relative_and_names_its_folder(tmp_path: Path) -> None:
-    build(tmp_path, example_c(), date(2025, 7, 14), date(2025, 7, 16),
-          EventParams(Tolerance("bps", 5.0)))
+    build(
+        tmp_path,
+        example_c(),
+        date(2025, 7, 14),
+        date(2025, 7, 16),
+        EventParams(Tolerance("bps", 5.0)),
+    )
     (event,) = events_of(tmp_path, tolerance="bps:5")
     assert event["tolerance_spec"] == "bps:5"
     assert event["tolerance_abs"] == pytest.approx(101 * 5 / 10_000)
@@ -166,9 +221,14 @@ def test_default_tolerance_is_relative_and_names_its_folder(tmp_path: Path) -> N
     assert event["outcome"] == "invalidated_time" and event["retest_ts"] is None
     # 15 bars after the break may still retest; the 16th ends the attempt.
     assert (event["end_ts"], event["bars_to_end"], event["minutes_to_end"]) == (
-        at("2025-07-15T13:53"), 16, 16)
-    assert (tmp_path / "br_events/source=ibkr/market=crypto/profile=us_equity_open/"
-            "tolerance=bps:5/symbol=BTC-USD/year=2025/month=07/part-2025-07.parquet").is_file()
+        at("2025-07-15T13:53"),
+        16,
+        16,
+    )
+    assert (
+        tmp_path / "br_events/source=ibkr/market=crypto/profile=us_equity_open/"
+        "tolerance=bps:5/symbol=BTC-USD/year=2025/month=07/part-2025-07.parquet"
+    ).is_file()
 
 
 def test_inside_or_is_strict(tmp_path: Path) -> None:

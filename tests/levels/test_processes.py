@@ -31,8 +31,12 @@ ALL = tuple(PROFILES.values())
 
 
 def lake_of(tmp_path: Path, price: float = 100.0) -> Path:
-    write_lake(tmp_path, flat_days(date(2025, 7, 1), date(2025, 7, 6), price),
-               date(2025, 7, 1), date(2025, 7, 6))
+    write_lake(
+        tmp_path,
+        flat_days(date(2025, 7, 1), date(2025, 7, 6), price),
+        date(2025, 7, 1),
+        date(2025, 7, 6),
+    )
     return tmp_path
 
 
@@ -63,8 +67,13 @@ def test_a_build_killed_before_replace_leaves_the_old_part(tmp_path: Path) -> No
     assert levels_lake(LevelsRequest(lake)).ok
     path = levels_part_path(lake, "us_equity_open", BTC, JULY)
     before = path.read_bytes()
-    write_lake(lake, flat_days(date(2025, 7, 3), date(2025, 7, 3), 200.0),
-               date(2025, 7, 3), date(2025, 7, 3), fetched_at=LATER)
+    write_lake(
+        lake,
+        flat_days(date(2025, 7, 3), date(2025, 7, 3), 200.0),
+        date(2025, 7, 3),
+        date(2025, 7, 3),
+        fetched_at=LATER,
+    )
     paused = CTX.Event()
     child = CTX.Process(target=pause_before_replace_build, args=(lake, paused))
     child.start()

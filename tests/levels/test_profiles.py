@@ -17,7 +17,10 @@ def test_new_york_sessions_are_1380_and_1500_minutes_on_dst_change_days() -> Non
     assert windows(US, date(2025, 3, 9)).session.minutes == 1380
     fall = windows(US, date(2025, 11, 2))
     assert (fall.session.start, fall.session.end, fall.session.minutes) == (
-        at("2025-11-02T04:00"), at("2025-11-03T05:00"), 1500)
+        at("2025-11-02T04:00"),
+        at("2025-11-03T05:00"),
+        1500,
+    )
     assert fall.opening.start == at("2025-11-02T14:30")  # winter: 09:30 is 14:30Z
     assert windows(US, date(2025, 11, 3)).pd.minutes == 1500
 
@@ -30,7 +33,9 @@ def test_asia_open_and_daily_open_utc_windows() -> None:
     assert (w.scan.start, w.scan.end) == (at("2025-07-15T00:00"), at("2025-07-15T02:01"))
     u = windows(UTC_OPEN, date(2025, 7, 15))
     assert u.pm is None and (u.opening.start, u.opening.end) == (
-        at("2025-07-15T00:00"), at("2025-07-15T00:05"))
+        at("2025-07-15T00:00"),
+        at("2025-07-15T00:05"),
+    )
     assert (u.pd.start, u.pd.end) == (at("2025-07-14T00:00"), at("2025-07-15T00:00"))
 
 

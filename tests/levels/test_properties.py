@@ -24,11 +24,14 @@ SESSIONS = days_between(FIRST + timedelta(days=1), LAST - timedelta(days=1))
 WHOLE = set(days_between(FIRST, LAST))
 START_US = int(datetime(FIRST.year, FIRST.month, FIRST.day, tzinfo=UTC).timestamp()) * 10**6
 MINUTES = ((LAST - FIRST).days + 1) * 1440
-PARAMS = [EventParams(Tolerance("bps", 5.0)), EventParams(Tolerance("abs", 0.5), 4, "minutes"),
-          EventParams(Tolerance("consumer"), 2, "bars", "same"),
-          # A scan from midnight: bars before the PM and OR windows end are in it, and must
-          # not be tested against levels not known yet.
-          EventParams(Tolerance("bps", 20.0), 15, "bars", "next", Scan(time(0), time(11, 30)))]
+PARAMS = [
+    EventParams(Tolerance("bps", 5.0)),
+    EventParams(Tolerance("abs", 0.5), 4, "minutes"),
+    EventParams(Tolerance("consumer"), 2, "bars", "same"),
+    # A scan from midnight: bars before the PM and OR windows end are in it, and must
+    # not be tested against levels not known yet.
+    EventParams(Tolerance("bps", 20.0), 15, "bars", "next", Scan(time(0), time(11, 30))),
+]
 
 
 def random_bars(seed: int, density: float) -> Bars:
@@ -75,10 +78,16 @@ def cuts(seed: int, cut: int, profile: str, params: EventParams) -> list[int]:
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=seeds, density=densities, cut=st.integers(0, MINUTES),
-       profile=st.sampled_from(sorted(PROFILES)), params=st.sampled_from(PARAMS))
-def test_no_lookahead(seed: int, density: float, cut: int, profile: str,
-                      params: EventParams) -> None:
+@given(
+    seed=seeds,
+    density=densities,
+    cut=st.integers(0, MINUTES),
+    profile=st.sampled_from(sorted(PROFILES)),
+    params=st.sampled_from(PARAMS),
+)
+def test_no_lookahead(
+    seed: int, density: float, cut: int, profile: str, params: EventParams
+) -> None:
     bars = random_bars(seed, density)
     full_levels, full_events = all_of(bars, profile, params)
     for t in cuts(seed, cut, profile, params):
@@ -86,22 +95,31 @@ def test_no_lookahead(seed: int, density: float, cut: int, profile: str,
         same_known_fields(full_levels, full_events, cut_levels, cut_events, t)
 
 
-def same_known_fields(full_levels: pa.Table, full_events: pa.Table, cut_levels: pa.Table,
-                      cut_events: pa.Table, t: int) -> None:
+def same_known_fields(
+    full_levels: pa.Table, full_events: pa.Table, cut_levels: pa.Table, cut_events: pa.Table, t: int
+) -> None:
     or_known = {
         r["session_date"]: _us(r["available_from_utc"]) <= t
-        for r in full_levels.to_pylist() if r["level"] == "ORH"
+        for r in full_levels.to_pylist()
+        if r["level"] == "ORH"
     }
-    fields = ("value", "value_ts", "minutes", "window_start_utc", "window_end_utc",
-              "available_from_utc", "valid_to_utc", "expected_minutes")
+    fields = (
+        "value",
+        "value_ts",
+        "minutes",
+        "window_start_utc",
+        "window_end_utc",
+        "available_from_utc",
+        "valid_to_utc",
+        "expected_minutes",
+    )
     for full, part in zip(full_levels.to_pylist(), cut_levels.to_pylist(), strict=True):
         assert (full["session_date"], full["level"]) == (part["session_date"], part["level"])
         if _us(full["available_from_utc"]) <= t:
             assert {f: full[f] for f in fields} == {f: part[f] for f in fields}
             if or_known[full["session_date"]]:
                 assert full["inside_or"] == part["inside_or"]
-    cut_by_key = {(e["session_date"], e["level"], e["attempt"]): e
-                  for e in cut_events.to_pylist()}
+    cut_by_key = {(e["session_date"], e["level"], e["attempt"]): e for e in cut_events.to_pylist()}
     seen = set()
     for e in full_events.to_pylist():
         if _us(e["break_ts"]) > t:
@@ -109,13 +127,13 @@ def same_known_fields(full_levels: pa.Table, full_events: pa.Table, cut_levels: 
         key = (e["session_date"], e["level"], e["attempt"])
         seen.add(key)
         c = cut_by_key[key]
-        known = [f for f in e if f.startswith(("prev_", "break_", "level", "direction",
-                                                "tolerance"))]
+        known = [
+            f for f in e if f.startswith(("prev_", "break_", "level", "direction", "tolerance"))
+        ]
         if or_known[e["session_date"]]:  # inside_or is known at the OR's end, not the break's
             known.append("inside_or")
         if e["retest_ts"] is not None and _us(e["retest_ts"]) <= t:
-            known += ["retest_ts", "retest_low", "retest_high", "retest_close",
-                      "bars_to_retest"]
+            known += ["retest_ts", "retest_low", "retest_high", "retest_close", "bars_to_retest"]
         if e["signal_ts"] is not None and _us(e["signal_ts"]) <= t:
             known += ["signal_ts", "signal_close"]
         if e["outcome"] != "open_at_scan_end" and _us(e["end_ts"]) <= t:
@@ -130,14 +148,25 @@ def test_daily_open_utc_and_us_open_agree_with_the_m5_and_d1_aggregates(
     seed: int, density: float
 ) -> None:
     bars = random_bars(seed, density)
-    table = bars_table(BTC, {
-        datetime.fromtimestamp(t / 1e6, UTC): (o, h, lo, c)
-        for t, o, h, lo, c in zip(bars.ts.tolist(), bars.open, bars.high, bars.low, bars.close,
-                                  strict=True)
-    })
+    table = bars_table(
+        BTC,
+        {
+            datetime.fromtimestamp(t / 1e6, UTC): (o, h, lo, c)
+            for t, o, h, lo, c in zip(
+                bars.ts.tolist(), bars.open, bars.high, bars.low, bars.close, strict=True
+            )
+        },
+    )
     far = datetime(2100, 1, 1, tzinfo=UTC)
-    d1, m5 = ({row["ts"]: row for row in buckets.aggregate(
-        table, BY_NAME[tf], WHOLE, far, include_partial=True).to_pylist()} for tf in ("D1", "M5"))
+    d1, m5 = (
+        {
+            row["ts"]: row
+            for row in buckets.aggregate(
+                table, BY_NAME[tf], WHOLE, far, include_partial=True
+            ).to_pylist()
+        }
+        for tf in ("D1", "M5")
+    )
     for profile in ("daily_open_utc", "us_equity_open"):
         levels = compute_levels(bars, "BTC-USD", PROFILES[profile], SESSIONS, WHOLE).to_pylist()
         for row in levels:
@@ -153,15 +182,20 @@ def test_daily_open_utc_and_us_open_agree_with_the_m5_and_d1_aggregates(
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=seeds, density=densities, profile=st.sampled_from(sorted(PROFILES)),
-       params=st.sampled_from(PARAMS))
+@given(
+    seed=seeds,
+    density=densities,
+    profile=st.sampled_from(sorted(PROFILES)),
+    params=st.sampled_from(PARAMS),
+)
 def test_event_order_and_the_break_straddles_the_level(
     seed: int, density: float, profile: str, params: EventParams
 ) -> None:
     bars = random_bars(seed, density)
     levels, events = all_of(bars, profile, params)
-    available = {(r["session_date"], r["level"]): r["available_from_utc"]
-                 for r in levels.to_pylist()}
+    available = {
+        (r["session_date"], r["level"]): r["available_from_utc"] for r in levels.to_pylist()
+    }
     for e in events.to_pylist():
         assert e["prev_ts"] < e["break_ts"] <= e["end_ts"]
         if e["retest_ts"] is not None:

@@ -28,8 +28,13 @@ def readme_block() -> list[str]:
 
 @pytest.fixture
 def lake_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    build(tmp_path / "lake", example_c(), date(2025, 7, 14), date(2025, 7, 16),
-          EventParams(Tolerance("bps", 5.0)))
+    build(
+        tmp_path / "lake",
+        example_c(),
+        date(2025, 7, 14),
+        date(2025, 7, 16),
+        EventParams(Tolerance("bps", 5.0)),
+    )
     monkeypatch.chdir(tmp_path)  # the page's paths are relative: "lake"
     return tmp_path / "lake"
 

@@ -18,19 +18,41 @@ def backfill(*args: str) -> list[str]:
     return [sys.executable, "-m", "backfill", *args]
 
 
-def run_args(gateway, lake: Path, symbols: Sequence[str], first: str, last: str,
-             *extra: str) -> list[str]:
+def run_args(
+    gateway, lake: Path, symbols: Sequence[str], first: str, last: str, *extra: str
+) -> list[str]:
     return backfill(
-        "run", "--gateway", f"{gateway.host}:{gateway.port}", "--lake", str(lake),
-        "--symbols", ",".join(symbols), "--from", first, "--to", last, *FAST_RULES, *extra,
+        "run",
+        "--gateway",
+        f"{gateway.host}:{gateway.port}",
+        "--lake",
+        str(lake),
+        "--symbols",
+        ",".join(symbols),
+        "--from",
+        first,
+        "--to",
+        last,
+        *FAST_RULES,
+        *extra,
     )
 
 
-def run_backfill(gateway, lake: Path, symbols: Sequence[str], first: str, last: str,
-                 *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_backfill(
+    gateway,
+    lake: Path,
+    symbols: Sequence[str],
+    first: str,
+    last: str,
+    *extra: str,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         run_args(gateway, lake, symbols, first, last, *extra),
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 

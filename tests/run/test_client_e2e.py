@@ -20,11 +20,17 @@ BTC = Symbol("BTC", "USD")
 def test_a_run_lands_its_days_and_its_log_names_the_client(sim, lake):
     done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50")
     assert done.returncode == 0, done.stderr + done.stdout
-    assert lake_rows(lake, BTC) == expected_bars(sim.market, BTC, date(2025, 7, 1),
-                                                 date(2025, 7, 2))
+    assert lake_rows(lake, BTC) == expected_bars(
+        sim.market, BTC, date(2025, 7, 1), date(2025, 7, 2)
+    )
     [log] = (lake / "_runs").glob("*.jsonl")
     first = json.loads(log.read_text().splitlines()[0])
-    assert {k: first.get(k) for k in ("event", "symbol", "version", "client",
-                                      "client_version")} == {
-        "event": "run_started", "symbol": "", "version": __version__,
-        "client": client.NAME, "client_version": client.VERSION}
+    assert {
+        k: first.get(k) for k in ("event", "symbol", "version", "client", "client_version")
+    } == {
+        "event": "run_started",
+        "symbol": "",
+        "version": __version__,
+        "client": client.NAME,
+        "client_version": client.VERSION,
+    }

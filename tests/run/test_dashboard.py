@@ -73,8 +73,15 @@ def scripted_events() -> list[ev.Event]:
         ev.RequestDone("BTC-USD", window="2025-07-03", outcome="bars", latency_s=0.3, at=T0 + 12),
         ev.DayFetched("BTC-USD", day=d(3), rows=1440, latency_s=0.3, at=T0 + 12),
         # Days and rows count once written (a flush every minute writes what it holds).
-        ev.PartWritten("BTC-USD", month="2025-07", rows=4317, path="part-2025-07.parquet",
-                       days=3, rows_added=4317, at=T0 + 12),
+        ev.PartWritten(
+            "BTC-USD",
+            month="2025-07",
+            rows=4317,
+            path="part-2025-07.parquet",
+            days=3,
+            rows_added=4317,
+            at=T0 + 12,
+        ),
     ]
 
 
@@ -214,8 +221,20 @@ def test_events_for_an_unplanned_symbol_get_a_row(clock: FakeClock) -> None:
 def test_rows_show_status_client_progress_counts_and_reason(state: RunState) -> None:
     text = render(Dashboard(state))
     header = row(text, "Symbol")
-    assert header == ["Symbol", "Status", "Client", "Progress", "Days", "Rows", "Day",
-                      "Latency", "Retries", "Gap", "days", "Failed"]
+    assert header == [
+        "Symbol",
+        "Status",
+        "Client",
+        "Progress",
+        "Days",
+        "Rows",
+        "Day",
+        "Latency",
+        "Retries",
+        "Gap",
+        "days",
+        "Failed",
+    ]
     assert row(text, "BTC-USD") == [
         "BTC-USD",
         "fetching",
@@ -229,8 +248,19 @@ def test_rows_show_status_client_progress_counts_and_reason(state: RunState) -> 
         "1",  # one day with minutes without a bar
         "0",
     ]
-    assert row(text, "ETH-USD") == ["ETH-USD", "failed", "12", "0%", "0/4", "0", "-", "4.02s",
-                                    "1", "0", "4"]
+    assert row(text, "ETH-USD") == [
+        "ETH-USD",
+        "failed",
+        "12",
+        "0%",
+        "0/4",
+        "0",
+        "-",
+        "4.02s",
+        "1",
+        "0",
+        "4",
+    ]
     # IB text with brackets is shown, not eaten as markup, on a line of its own
     assert "ETH-USD: gateway [disconnected]" in text.splitlines()
     sol = ["SOL-USD", "queued", "-", "0%", "0/4", "0", "-", "-", "0", "0", "0"]
@@ -238,8 +268,11 @@ def test_rows_show_status_client_progress_counts_and_reason(state: RunState) -> 
 
 
 def test_a_stalled_worker_shows_on_its_row_and_in_the_footer(state: RunState) -> None:
-    state.apply(ev.StatusChanged("BTC-USD", status=Status.STALLED, at=T0 + 15,
-                                 detail="no word from its worker for 60s"))
+    state.apply(
+        ev.StatusChanged(
+            "BTC-USD", status=Status.STALLED, at=T0 + 15, detail="no word from its worker for 60s"
+        )
+    )
     text = render(Dashboard(state))
     assert row(text, "BTC-USD")[1] == "stalled"
     assert "1 queued · 1 failed · 1 stalled" in text, text
@@ -264,7 +297,8 @@ def test_budget_change_shows_in_the_footer(state: RunState) -> None:
     assert "ETA 0:00:45" in text
     assert len(state.snapshot().symbols) == rows  # run-wide: no row for it
     assert describe(ev.BudgetChanged("", rate=0.2, reason="stepped down")) == (
-        "budget 0.2 req/s (stepped down)")
+        "budget 0.2 req/s (stepped down)"
+    )
 
 
 def test_footer_shows_why_the_budget_moved_and_latency_of_the_last_minute(
@@ -310,8 +344,9 @@ def test_live_dashboard_leaves_the_last_frame(clock: FakeClock) -> None:
             ev.WorkerStarted("BTC-USD", client_id=11, days_total=1, at=T0),
             ev.RequestDone("BTC-USD", window="2025-07-01", outcome="bars", latency_s=0.2, at=T0),
             ev.DayFetched("BTC-USD", day=d(1), rows=1440, latency_s=0.2, at=T0),
-            ev.PartWritten("BTC-USD", month="2025-07", rows=1440, path="p", days=1,
-                           rows_added=1440, at=T0),
+            ev.PartWritten(
+                "BTC-USD", month="2025-07", rows=1440, path="p", days=1, rows_added=1440, at=T0
+            ),
             ev.WorkerFinished("BTC-USD", days_fetched=1, rows=1440, at=T0),
         ):
             run.apply(event)
@@ -331,7 +366,8 @@ def test_plain_renderer_prints_a_line_per_event_but_answered_requests() -> None:
         renderer.on_event(event)
     lines = out.getvalue().splitlines()
     told_by_day_lines = [
-        e for e in scripted_events()
+        e
+        for e in scripted_events()
         if isinstance(e, ev.RequestDone) and e.outcome in ("bars", "no_data")
     ]
     assert len(lines) == len(scripted_events()) - len(told_by_day_lines)
@@ -340,9 +376,7 @@ def test_plain_renderer_prints_a_line_per_event_but_answered_requests() -> None:
     assert lines[0] == "12:00:00 BTC-USD queued, 4 days"
     assert lines[3] == "12:00:01 BTC-USD started with clientId 11, 4 days"
     assert "12:00:02 BTC-USD day 2025-07-01 fetched 1437 rows in 0.20s" in lines
-    assert (
-        "12:00:02 BTC-USD day 2025-07-01 gap: 3 min missing (00:10..00:12)" in lines
-    )
+    assert "12:00:02 BTC-USD day 2025-07-01 gap: 3 min missing (00:10..00:12)" in lines
     assert "12:00:07 ETH-USD retry #1 day 2025-07-01 in 2.0s: timeout" in lines
     assert "12:00:09 ETH-USD pacing violation (162), backing off 30s" in lines
     assert "12:00:11 ETH-USD failed: gateway [disconnected] (4 days failed)" in lines
@@ -439,21 +473,45 @@ def busy_run(clock: FakeClock) -> RunState:
     for i, name in enumerate(names):
         run.apply(ev.WorkerStarted(name, client_id=100 + i, days_total=3653, at=T0))
     for k in range(40):
-        run.apply(ev.RequestDone("BTC-USD", window="w", outcome="bars", latency_s=12.345,
-                                 at=T0 + k))
+        run.apply(
+            ev.RequestDone("BTC-USD", window="w", outcome="bars", latency_s=12.345, at=T0 + k)
+        )
         run.apply(ev.DayFetched("BTC-USD", day=d(1), rows=1440, latency_s=12.345, at=T0 + k))
-    run.apply(ev.PartWritten("BTC-USD", month="2025-07", rows=1, path="p", days=3600,
-                             rows_added=5_183_999, at=T0 + 40))
+    run.apply(
+        ev.PartWritten(
+            "BTC-USD",
+            month="2025-07",
+            rows=1,
+            path="p",
+            days=3600,
+            rows_added=5_183_999,
+            at=T0 + 40,
+        )
+    )
     for _ in range(1234):
         run.apply(ev.GapFound("BTC-USD", day=d(1), missing_minutes=10, at=T0 + 40))
     run.apply(ev.StatusChanged("MATIC-USD", status=Status.CONNECTING, at=T0 + 40))
-    run.apply(ev.Retry("SOL-USD", reason="timeout: no answer in 30s", attempt=3,
-                       delay_s=12.5, day=d(2), at=T0 + 40))
+    run.apply(
+        ev.Retry(
+            "SOL-USD",
+            reason="timeout: no answer in 30s",
+            attempt=3,
+            delay_s=12.5,
+            day=d(2),
+            at=T0 + 40,
+        )
+    )
     for _ in range(1000):
-        run.apply(ev.DayFailed("DOGE-USD", day=d(3), reason="162: HMDS query returned no data",
-                               at=T0 + 40))
-    run.apply(ev.WorkerFailed("DOGE-USD", reason="162: HMDS query returned no data",
-                              days_failed=1000, at=T0 + 41))
+        run.apply(
+            ev.DayFailed(
+                "DOGE-USD", day=d(3), reason="162: HMDS query returned no data", at=T0 + 40
+            )
+        )
+    run.apply(
+        ev.WorkerFailed(
+            "DOGE-USD", reason="162: HMDS query returned no data", days_failed=1000, at=T0 + 41
+        )
+    )
     clock.now = T0 + 50
     return run
 
@@ -461,14 +519,24 @@ def busy_run(clock: FakeClock) -> RunState:
 @pytest.mark.parametrize("width", [100, 120])
 def test_the_dashboard_fits_100_to_120_columns_whole(clock: FakeClock, width: int) -> None:
     run = busy_run(clock)
-    console = Console(record=True, width=width, height=40, force_terminal=True,
-                      file=io.StringIO())
+    console = Console(record=True, width=width, height=40, force_terminal=True, file=io.StringIO())
     console.print(Dashboard(run))
     text = console.export_text()
     assert "…" not in text, text
     assert all(len(line) <= width for line in text.splitlines())
-    assert row(text, "BTC-USD") == ["BTC-USD", "fetching", "100", "98%", "3600/3653", "5.2M",
-                                    "2025-07-01", "12.35s", "0", "1234", "0"]
+    assert row(text, "BTC-USD") == [
+        "BTC-USD",
+        "fetching",
+        "100",
+        "98%",
+        "3600/3653",
+        "5.2M",
+        "2025-07-01",
+        "12.35s",
+        "0",
+        "1234",
+        "0",
+    ]
     assert row(text, "MATIC-USD")[:2] == ["MATIC-USD", "connecting"]
     assert row(text, "DOGE-USD")[-1] == "1000"
     assert "SOL-USD: timeout: no answer in 30s #3, in 12.5s" in text
@@ -497,8 +565,7 @@ def test_a_short_wait_on_the_in_flight_cap_is_fetching_not_paced(clock: FakeCloc
     text = render(Dashboard(run))
     assert row(text, "BTC-USD")[1] == "paced" and "BTC-USD: in-flight cap" in text
     assert "1 paced" in text
-    run.apply(ev.StatusChanged("BTC-USD", status=Status.PACED, detail="rate wait 1.0s",
-                               at=T0 + 30))
+    run.apply(ev.StatusChanged("BTC-USD", status=Status.PACED, detail="rate wait 1.0s", at=T0 + 30))
     assert row(render(Dashboard(run)), "BTC-USD")[1] == "paced", "other pacing at once"
 
 
@@ -527,6 +594,14 @@ def test_the_summary_is_whole_at_100_columns(clock: FakeClock) -> None:
     text = console.export_text()
     assert "…" not in text, text
     btc = [c.strip() for c in next(ln for ln in text.splitlines() if "BTC-USD" in ln).split("│")]
-    assert btc[1:9] == ["BTC-USD", "fetching (unfinished)", "3600/3653", "5,183,999", "1234",
-                        "12,340", "0", "0"]
+    assert btc[1:9] == [
+        "BTC-USD",
+        "fetching (unfinished)",
+        "3600/3653",
+        "5,183,999",
+        "1234",
+        "12,340",
+        "0",
+        "0",
+    ]
     assert "DOGE-USD: 162: HMDS query returned no data" in text

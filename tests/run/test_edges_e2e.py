@@ -22,8 +22,9 @@ BTC, ETH = Symbol("BTC", "USD"), Symbol("ETH", "USD")
 
 
 def sim_with(make_sim, **switches):
-    config = {k: switches.pop(k) for k in ("timezone", "max_duration_days", "pacing")
-              if k in switches}
+    config = {
+        k: switches.pop(k) for k in ("timezone", "max_duration_days", "pacing") if k in switches
+    }
     config.setdefault("pacing", FAST_PACING)
     return make_sim(behaviour=Behaviour(**switches), keep_requests=True, **config)
 
@@ -34,8 +35,9 @@ def answered(gateway) -> list:
 
 
 def assert_lake_is_the_generator(lake, gateway, symbol, first, last):
-    expected = expected_bars(gateway.market, symbol, date.fromisoformat(first),
-                             date.fromisoformat(last))
+    expected = expected_bars(
+        gateway.market, symbol, date.fromisoformat(first), date.fromisoformat(last)
+    )
     assert lake_rows(lake, symbol) == expected
 
 
@@ -44,16 +46,18 @@ def run_log(lake) -> str:
 
 
 def whole_days(lake, symbol, first, last):
-    coverage = read_coverage(lake, [symbol], date.fromisoformat(first),
-                             date.fromisoformat(last))[symbol]
+    coverage = read_coverage(lake, [symbol], date.fromisoformat(first), date.fromisoformat(last))[
+        symbol
+    ]
     return sorted(d for d, c in coverage.items() if c.complete)
 
 
 @pytest.mark.parametrize("edges", ["[)", "(]", "[]", "()"])
 def test_each_window_edge_rule_is_learned_and_every_day_lands_whole(make_sim, lake, edges):
     gateway = sim_with(make_sim, window_edges=edges, timezone="America/New_York")
-    done = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-03",
-                        "--rate", "50", "--window-days", "2")
+    done = run_backfill(
+        gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-03", "--rate", "50", "--window-days", "2"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert f"Window edges {edges}: learned from the gateway: 2 requests" in done.stdout
     assert_lake_is_the_generator(lake, gateway, BTC, "2025-07-01", "2025-07-03")
@@ -70,8 +74,7 @@ def test_each_window_edge_rule_is_learned_and_every_day_lands_whole(make_sim, la
     assert len([r for r in records if r.kind == "connect" and r.client_id in heads_on]) == 1
     # The next run learns it again (a remembered rule may no longer fit: issue 19), still
     # 2 requests on the preflight connection.
-    again = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-04", "2025-07-04",
-                         "--rate", "50")
+    again = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-04", "2025-07-04", "--rate", "50")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
     assert f"Window edges {edges}: learned from the gateway: 2 requests" in again.stdout
     assert "no longer used" not in again.stdout  # the remembered rule still fits
@@ -81,16 +84,17 @@ def test_each_window_edge_rule_is_learned_and_every_day_lands_whole(make_sim, la
 
 @pytest.mark.parametrize("day_duration", ["calendar", "sessions"])
 @pytest.mark.parametrize("window_days", [1, 7])
-def test_n_d_windows_land_whole_under_either_count_of_days(make_sim, lake, day_duration,
-                                                           window_days):
+def test_n_d_windows_land_whole_under_either_count_of_days(
+    make_sim, lake, day_duration, window_days
+):
     gateway = sim_with(make_sim, day_duration=day_duration)
     first, last = "2025-07-01", "2025-07-14"
-    done = run_backfill(gateway, lake, ["BTC-USD"], first, last, "--rate", "50",
-                        "--window-days", str(window_days))
+    done = run_backfill(
+        gateway, lake, ["BTC-USD"], first, last, "--rate", "50", "--window-days", str(window_days)
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert_lake_is_the_generator(lake, gateway, BTC, first, last)
-    assert whole_days(lake, BTC, first, last) == days_between(date(2025, 7, 1),
-                                                               date(2025, 7, 14))
+    assert whole_days(lake, BTC, first, last) == days_between(date(2025, 7, 1), date(2025, 7, 14))
     # Seven days always hold the weekly break, so "7 D" as sessions serves eight days.
     assert len(answered(gateway)) == 14 // window_days
 
@@ -99,8 +103,9 @@ def test_days_outside_the_window_ib_says_it_served_are_asked_again(make_sim, lak
     # Tue..Thu as "3 D" of sessions: IB serves from Tuesday 00:00, so the bar that starts
     # Monday 23:59 (Tuesday's first) is not in it: Tuesday is asked again, alone.
     gateway = sim_with(make_sim, day_duration="sessions")
-    done = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-03", "--rate", "50",
-                        "--window-days", "3")
+    done = run_backfill(
+        gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-03", "--rate", "50", "--window-days", "3"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "not served whole" in run_log(lake)
     assert [r.duration for r in answered(gateway)] == ["3 D", "86400 S"]
@@ -110,13 +115,23 @@ def test_days_outside_the_window_ib_says_it_served_are_asked_again(make_sim, lak
 @pytest.mark.parametrize("too_long", ["error", pytest.param("hang", marks=pytest.mark.ib)])
 def test_windows_too_long_are_split_whether_ib_refuses_or_hangs(make_sim, lake, too_long):
     gateway = sim_with(make_sim, too_long=too_long, max_duration_days=2)
-    done = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-08", "--rate", "50",
-                        "--window-days", "4", "--request-timeout", "1")
+    done = run_backfill(
+        gateway,
+        lake,
+        ["BTC-USD"],
+        "2025-07-01",
+        "2025-07-08",
+        "--rate",
+        "50",
+        "--window-days",
+        "4",
+        "--request-timeout",
+        "1",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert_lake_is_the_generator(lake, gateway, BTC, "2025-07-01", "2025-07-08")
     # (A pacing refusal under load names its rule in ``detail``: not counted.)
-    durations = [r.duration for r in historical(gateway)
-                 if not (r.error_code == 162 and r.detail)]
+    durations = [r.duration for r in historical(gateway) if not (r.error_code == 162 and r.detail)]
     # Each 4-day window sent fails, once refused or twice hung; then 2-day windows. (The
     # second may go out before the first refusal cuts the window length.)
     assert durations.count("4 D") in ((1, 2) if too_long == "error" else (4,))
@@ -126,8 +141,9 @@ def test_windows_too_long_are_split_whether_ib_refuses_or_hangs(make_sim, lake, 
 @pytest.mark.ib
 def test_a_symbol_without_permission_fails_at_once_and_the_others_go_on(make_sim, lake):
     gateway = sim_with(make_sim, no_permission={"ETH"})
-    done = run_backfill(gateway, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-10",
-                        "--rate", "50")
+    done = run_backfill(
+        gateway, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-10", "--rate", "50"
+    )
     assert done.returncode == 1
     assert "No market data permissions" in done.stdout
     eth = [r for r in historical(gateway) if r.symbol == "ETH"]
@@ -137,10 +153,20 @@ def test_a_symbol_without_permission_fails_at_once_and_the_others_go_on(make_sim
 
 
 def test_a_competing_session_pauses_the_run_until_it_goes(make_sim, lake):
-    gateway = sim_with(make_sim, competing_session_after=3, competing_session_for=2.0,
-                       competing_session_code=10197)
-    done = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-08", "--rate", "50",
-                        "--reconnect-for", "20")
+    gateway = sim_with(
+        make_sim, competing_session_after=3, competing_session_for=2.0, competing_session_code=10197
+    )
+    done = run_backfill(
+        gateway,
+        lake,
+        ["BTC-USD"],
+        "2025-07-01",
+        "2025-07-08",
+        "--rate",
+        "50",
+        "--reconnect-for",
+        "20",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "another session holds" in run_log(lake)
     assert_lake_is_the_generator(lake, gateway, BTC, "2025-07-01", "2025-07-08")
@@ -148,8 +174,17 @@ def test_a_competing_session_pauses_the_run_until_it_goes(make_sim, lake):
 
 def test_a_competing_session_that_stays_ends_the_run_with_exit_1(make_sim, lake):
     gateway = sim_with(make_sim, competing_session_after=3)
-    done = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-08", "--rate", "50",
-                        "--reconnect-for", "3")
+    done = run_backfill(
+        gateway,
+        lake,
+        ["BTC-USD"],
+        "2025-07-01",
+        "2025-07-08",
+        "--rate",
+        "50",
+        "--reconnect-for",
+        "3",
+    )
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr
     assert "another session holds" in run_log(lake)
     recorded = set(whole_days(lake, BTC, "2025-07-01", "2025-07-08"))
@@ -160,8 +195,17 @@ def test_a_competing_session_that_stays_ends_the_run_with_exit_1(make_sim, lake)
 
 def test_a_broken_data_farm_holds_requests_until_it_is_back(make_sim, lake):
     gateway = sim_with(make_sim, farm_down_after=3, farm_down_for=1.5)
-    done = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-08", "--rate", "50",
-                        "--request-timeout", "1")
+    done = run_backfill(
+        gateway,
+        lake,
+        ["BTC-USD"],
+        "2025-07-01",
+        "2025-07-08",
+        "--rate",
+        "50",
+        "--request-timeout",
+        "1",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "2105" in run_log(lake)
     assert_lake_is_the_generator(lake, gateway, BTC, "2025-07-01", "2025-07-08")

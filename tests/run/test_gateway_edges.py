@@ -21,14 +21,19 @@ TODAY = date(2025, 8, 1)
 
 
 def request_for_lake(lake: Path) -> RunRequest:
-    return RunRequest(lake, (BTC,), date(2025, 7, 1), date(2025, 7, 14),
-                      GatewayAddress.parse("127.0.0.1:4002"), RunSettings(window_days=7))
+    return RunRequest(
+        lake,
+        (BTC,),
+        date(2025, 7, 1),
+        date(2025, 7, 14),
+        GatewayAddress.parse("127.0.0.1:4002"),
+        RunSettings(window_days=7),
+    )
 
 
 def learned_nothing(lake: Path, found: Preflight):
     write_finding(lake, "127.0.0.1", 4002, "window_edges", "[)", {}, datetime.now(timezone.utc))
-    write_finding(lake, "127.0.0.1", 4002, "header_clock", "utc", {},
-                  datetime.now(timezone.utc))
+    write_finding(lake, "127.0.0.1", 4002, "header_clock", "utc", {}, datetime.now(timezone.utc))
     request = request_for_lake(lake)
     the_plan = plan_run(request, TODAY)
     probe = edges_to_learn(request, "127.0.0.1", 4002, the_plan, TODAY)

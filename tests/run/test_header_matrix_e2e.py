@@ -46,8 +46,9 @@ def gateways() -> Iterator[dict[str, SimGateway]]:
 
     class Lazy(dict):
         def __missing__(self, zone: str) -> SimGateway:
-            started[zone] = SimGateway(SimConfig(port=0, pacing=FAST_PACING, timezone=zone,
-                                                 keep_requests=True)).start()
+            started[zone] = SimGateway(
+                SimConfig(port=0, pacing=FAST_PACING, timezone=zone, keep_requests=True)
+            ).start()
             return started[zone]
 
     yield Lazy()
@@ -55,31 +56,59 @@ def gateways() -> Iterator[dict[str, SimGateway]]:
         gateway.stop()
 
 
-def run_in_process(gateway: SimGateway, lake: Path, first: date, last: date,
-                   window_days: int):
-    return CliRunner().invoke(app, [
-        "run", "--gateway", f"{gateway.host}:{gateway.port}", "--lake", str(lake),
-        "--symbols", "BTC-USD", "--from", str(first), "--to", str(last), "--rate", "50",
-        "--window-days", str(window_days), *FAST_RULES,
-    ])
+def run_in_process(gateway: SimGateway, lake: Path, first: date, last: date, window_days: int):
+    return CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--gateway",
+            f"{gateway.host}:{gateway.port}",
+            "--lake",
+            str(lake),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            str(first),
+            "--to",
+            str(last),
+            "--rate",
+            "50",
+            "--window-days",
+            str(window_days),
+            *FAST_RULES,
+        ],
+    )
 
 
 def asked_for_days(gateway: SimGateway, since: float) -> list:
     """The run's answered requests for days (learning and refusals under load apart)."""
-    return [r for r in gateway.requests() if r.kind == "historical" and r.received >= since
-            and not learning(r) and r.outcome in ("bars", "no_data")]
+    return [
+        r
+        for r in gateway.requests()
+        if r.kind == "historical"
+        and r.received >= since
+        and not learning(r)
+        and r.outcome in ("bars", "no_data")
+    ]
 
 
-@pytest.mark.parametrize(("form", "zone", "edges", "window_days"), COMBINATIONS,
-                         ids=["-".join(map(str, c)) for c in COMBINATIONS])
+@pytest.mark.parametrize(
+    ("form", "zone", "edges", "window_days"),
+    COMBINATIONS,
+    ids=["-".join(map(str, c)) for c in COMBINATIONS],
+)
 def test_every_header_format_zone_and_rule_lands_the_generators_bars(
-    gateways, tmp_path, form, zone, edges, window_days,
+    gateways,
+    tmp_path,
+    form,
+    zone,
+    edges,
+    window_days,
 ):
     gateway = gateways[zone]
     gateway.set_behaviour(Behaviour(header_format=form, window_edges=edges))
     # 7 days show one request a week; 2 show one a day.
-    first = FIRST_DAY + timedelta(days=7 * COMBINATIONS.index((form, zone, edges,
-                                                               window_days)))
+    first = FIRST_DAY + timedelta(days=7 * COMBINATIONS.index((form, zone, edges, window_days)))
     last = first + timedelta(days=window_days if window_days > 1 else 2) - timedelta(days=1)
     since = time.time()
     done = run_in_process(gateway, tmp_path / "lake", first, last, window_days)
@@ -93,11 +122,12 @@ def test_every_header_format_zone_and_rule_lands_the_generators_bars(
 
 @pytest.mark.parametrize("edges", EDGES)
 def test_a_header_that_lies_by_an_hour_is_untrusted_and_the_run_is_still_whole(
-    gateways, tmp_path, edges,
+    gateways,
+    tmp_path,
+    edges,
 ):
     gateway = gateways["America/New_York"]
-    gateway.set_behaviour(Behaviour(header_format="named", window_edges=edges,
-                                    header_shift_s=3600))
+    gateway.set_behaviour(Behaviour(header_format="named", window_edges=edges, header_shift_s=3600))
     first = FIRST_DAY + timedelta(days=7 * (len(COMBINATIONS) + EDGES.index(edges)))
     last = first + timedelta(days=6)
     since = time.time()
@@ -108,8 +138,7 @@ def test_a_header_that_lies_by_an_hour_is_untrusted_and_the_run_is_still_whole(
     assert lake_rows(tmp_path / "lake", BTC) == expected_bars(gateway.market, BTC, first, last)
     asked = asked_for_days(gateway, since)
     # One day a request, in seconds (taken as served): never "N D", whose extent is IB's.
-    assert sorted(r.duration for r in asked) == [
-        "86400 S" if edges == "[)" else "86460 S"] * 7
+    assert sorted(r.duration for r in asked) == ["86400 S" if edges == "[)" else "86460 S"] * 7
 
 
 def test_a_login_zone_this_machine_cannot_read_is_one_line_naming_tzdata(gateways, tmp_path):
@@ -119,15 +148,36 @@ def test_a_login_zone_this_machine_cannot_read_is_one_line_naming_tzdata(gateway
     gateway.set_behaviour(Behaviour(header_format="login"))
     empty = tmp_path / "no-zones"
     empty.mkdir()
-    code = ("import sys; sys.modules['tzdata'] = None; sys.argv[0] = 'backfill'; "
-            "from backfill.entry import main; main()")
+    code = (
+        "import sys; sys.modules['tzdata'] = None; sys.argv[0] = 'backfill'; "
+        "from backfill.entry import main; main()"
+    )
     first = FIRST_DAY + timedelta(days=7 * (len(COMBINATIONS) + 2))
     done = subprocess.run(
-        [sys.executable, "-c", code, "run", "--gateway", f"{gateway.host}:{gateway.port}",
-         "--lake", str(tmp_path / "lake"), "--symbols", "BTC-USD", "--from", str(first),
-         "--to", str(first), "--rate", "50", *FAST_RULES],
-        env={**os.environ, "PYTHONTZPATH": str(empty)}, capture_output=True, text=True,
-        timeout=60, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            "--gateway",
+            f"{gateway.host}:{gateway.port}",
+            "--lake",
+            str(tmp_path / "lake"),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            str(first),
+            "--to",
+            str(first),
+            "--rate",
+            "50",
+            *FAST_RULES,
+        ],
+        env={**os.environ, "PYTHONTZPATH": str(empty)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr
     lines = done.stderr.strip().splitlines()

@@ -70,13 +70,32 @@ def contacted(server: socket.socket) -> bool:
     return True
 
 
-def run_at(server: socket.socket, lake: Path | bytes, *args: str | bytes,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_at(
+    server: socket.socket, lake: Path | bytes, *args: str | bytes, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     host, port = server.getsockname()
     return subprocess.run(
-        [*backfill("run", "--gateway", f"{host}:{port}", "--symbols", "BTC-USD",
-                   "--from", TWO_DAYS[0], "--to", TWO_DAYS[1]), "--lake", lake, *args],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env,
+        [
+            *backfill(
+                "run",
+                "--gateway",
+                f"{host}:{port}",
+                "--symbols",
+                "BTC-USD",
+                "--from",
+                TWO_DAYS[0],
+                "--to",
+                TWO_DAYS[1],
+            ),
+            "--lake",
+            lake,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 
@@ -97,9 +116,14 @@ def test_the_rerun_hint_is_one_line_at_60_columns_and_runs_as_pasted(sim, lake, 
     assert run_backfill(sim, lake, ["ETH-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
     sim.set_faults(FaultConfig(hang_share=1.0))  # nothing is answered: the run is cut short
     env = {**os.environ, "COLUMNS": "60"}
-    process = subprocess.Popen(run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while not [r for r in historical(sim) if r.outcome == "hung"]:
         assert time.monotonic() < deadline and process.poll() is None, "no request went out"
@@ -118,8 +142,14 @@ def test_the_rerun_hint_is_one_line_at_60_columns_and_runs_as_pasted(sim, lake, 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     sim.set_faults(FaultConfig())
-    again = subprocess.run([sys.executable, "-m", *argv], cwd=elsewhere, capture_output=True,
-                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+    again = subprocess.run(
+        [sys.executable, "-m", *argv],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert again.returncode == 0, again.stderr
     assert list(elsewhere.iterdir()) == []
     assert_lake_equals_simulator(lake, sim, ["BTC-USD"], *TWO_DAYS)
@@ -132,9 +162,22 @@ def test_a_symbols_file_with_a_utf8_bom_is_read(tmp_path):
     listed = tmp_path / "symbols.txt"
     listed.write_bytes("\ufeffBTC-USD\nETH-USD\n".encode())
     done = subprocess.run(
-        backfill("plan", "--symbols-file", str(listed), "--from", "2025-07-01",
-                 "--to", "2025-07-02", "--lake", str(tmp_path / "lake"), "--json"),
-        capture_output=True, text=True, timeout=60)
+        backfill(
+            "plan",
+            "--symbols-file",
+            str(listed),
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-02",
+            "--lake",
+            str(tmp_path / "lake"),
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert '"symbol": "BTC-USD"' in done.stdout and '"symbol": "ETH-USD"' in done.stdout
 
@@ -145,10 +188,27 @@ def test_an_ipv6_gateway_in_brackets(make_sim, lake):
     except OSError as exc:
         pytest.skip(f"no IPv6 loopback here: {exc}")
     done = subprocess.run(
-        backfill("run", "--gateway", f"[::1]:{gateway.port}", "--lake", str(lake),
-                 "--symbols", "BTC-USD", "--from", TWO_DAYS[0], "--to", TWO_DAYS[1],
-                 "--rate", "50", *FAST_RULES),
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        backfill(
+            "run",
+            "--gateway",
+            f"[::1]:{gateway.port}",
+            "--lake",
+            str(lake),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            TWO_DAYS[0],
+            "--to",
+            TWO_DAYS[1],
+            "--rate",
+            "50",
+            *FAST_RULES,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     assert_lake_equals_simulator(lake, gateway, ["BTC-USD"], *TWO_DAYS)
 
@@ -164,25 +224,39 @@ def test_runs_keeps_the_last_n_run_logs_no_op_runs_included(tmp_path):
     for path in old:
         path.write_text('{"event":"queued"}\n')
     # Days after today are never planned: a no-op run that asks no gateway anything.
-    no_op = ("run", "--gateway", "127.0.0.1:1", "--symbols", "BTC-USD", "--from", "2099-01-01",
-             "--to", "2099-01-02", "--lake", str(lake))
+    no_op = (
+        "run",
+        "--gateway",
+        "127.0.0.1:1",
+        "--symbols",
+        "BTC-USD",
+        "--from",
+        "2099-01-01",
+        "--to",
+        "2099-01-02",
+        "--lake",
+        str(lake),
+    )
     done = subprocess.run(backfill(*no_op), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     kept = sorted(p.name for p in runs.iterdir())
     assert len(kept) == 100, "default: the last 100"
     assert kept[:-1] == [p.name for p in old[-99:]] and kept[-1] > old[-1].name
-    done = subprocess.run(backfill(*no_op, "--keep-runs", "3"), capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        backfill(*no_op, "--keep-runs", "3"), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in runs.iterdir())[:2] == kept[-2:]
     assert len(list(runs.iterdir())) == 3
     (runs / "notes.txt").write_text("an operator's file is not a run log")
-    done = subprocess.run(backfill(*no_op, "--keep-runs", "1"), capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        backfill(*no_op, "--keep-runs", "1"), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert (runs / "notes.txt").exists() and len(list(runs.glob("*.jsonl"))) == 1
-    bad = subprocess.run(backfill(*no_op, "--keep-runs", "0"), capture_output=True, text=True,
-                         timeout=60)
+    bad = subprocess.run(
+        backfill(*no_op, "--keep-runs", "0"), capture_output=True, text=True, timeout=60
+    )
     assert_bad_input(bad, "--keep-runs")
 
 
@@ -208,9 +282,23 @@ def _children(pid: int) -> list[str]:
 @pytest.mark.parametrize("when", ["resource_tracker", "forkserver", "gateway"])
 def test_ctrl_c_in_the_first_half_second_prints_no_traceback(lake, when):
     process = subprocess.Popen(
-        backfill("run", "--gateway", "sim", "--symbols", "BTC-USD", "--from", TWO_DAYS[0],
-                 "--to", TWO_DAYS[1], "--lake", str(lake)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        backfill(
+            "run",
+            "--gateway",
+            "sim",
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            TWO_DAYS[0],
+            "--to",
+            TWO_DAYS[1],
+            "--lake",
+            str(lake),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C at a terminal reaches the whole process group
     )
     started = time.monotonic()
@@ -239,14 +327,17 @@ def _group_alive(pgid: int) -> bool:
 # -- client ids ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("base,workers", [
-    ("2147483647", "1"),   # ib_insync sends 2^31-1 as an empty field
-    ("2147483646", "1"),   # the gateway check uses base + workers: 2^31-1 again
-    ("2147483640", "8"),
-    ("4294967396", "1"),   # over 32 bits
-    ("0", "1"),
-    ("-5", "1"),
-])
+@pytest.mark.parametrize(
+    "base,workers",
+    [
+        ("2147483647", "1"),  # ib_insync sends 2^31-1 as an empty field
+        ("2147483646", "1"),  # the gateway check uses base + workers: 2^31-1 again
+        ("2147483640", "8"),
+        ("4294967396", "1"),  # over 32 bits
+        ("0", "1"),
+        ("-5", "1"),
+    ],
+)
 def test_client_ids_outside_ibs_range_are_bad_input(listener, lake, base, workers):
     done = run_at(listener, str(lake), "--client-id-base", base, "--workers", workers)
     assert_bad_input(done, "--client-id-base")
@@ -255,8 +346,18 @@ def test_client_ids_outside_ibs_range_are_bad_input(listener, lake, base, worker
 
 
 def test_the_highest_usable_client_ids_work(sim, lake):
-    done = run_backfill(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50",
-                        "--client-id-base", "2147483645", "--workers", "1")
+    done = run_backfill(
+        sim,
+        lake,
+        ["BTC-USD"],
+        *TWO_DAYS,
+        "--rate",
+        "50",
+        "--client-id-base",
+        "2147483645",
+        "--workers",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
     assert {r.client_id for r in historical(sim)} == {2147483645}
 
@@ -326,10 +427,27 @@ def _events(lines) -> list[dict]:
 
 def test_sigkill_of_the_run_parent_ends_the_simulator_and_the_workers_quietly(lake):
     process = subprocess.Popen(
-        backfill("run", "--gateway", "sim", "--symbols", "BTC-USD,ETH-USD", "--from",
-                 "2025-07-01", "--to", "2025-07-31", "--lake", str(lake), "--rate", "4",
-                 "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        backfill(
+            "run",
+            "--gateway",
+            "sim",
+            "--symbols",
+            "BTC-USD,ETH-USD",
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-31",
+            "--lake",
+            str(lake),
+            "--rate",
+            "4",
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert process.stdout is not None and process.stderr is not None
     workers: dict[str, int] = {}
     fetched: dict[str, set[str]] = {"BTC-USD": set(), "ETH-USD": set()}
@@ -341,8 +459,11 @@ def test_sigkill_of_the_run_parent_ends_the_simulator_and_the_workers_quietly(la
             workers[event["symbol"]] = event["pid"]
         elif event["event"] == "day_fetched":
             fetched[event["symbol"]].add(event["day"])
-    [gateway] = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()
-                 and _is_child(int(e.name), process.pid, "gateway")]
+    [gateway] = [
+        int(e.name)
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and _is_child(int(e.name), process.pid, "gateway")
+    ]
     process.kill()  # SIGKILL: no handler runs in the parent
     process.wait()
     deadline = time.monotonic() + 20
@@ -374,10 +495,27 @@ def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
     # Another run is fetching BTC-USD: this one skips it, and must look at it at its end.
     held = filelock.FileLock(run_lock_path(lake, "BTC-USD"))
     with held:
-        short = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-03",
-                             "--rate", "50", "--wait-for-other-run", "1")
-        whole = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], *TWO_DAYS, "--rate", "50",
-                             "--wait-for-other-run", "1")
+        short = run_backfill(
+            sim,
+            lake,
+            ["BTC-USD", "ETH-USD"],
+            "2025-07-01",
+            "2025-07-03",
+            "--rate",
+            "50",
+            "--wait-for-other-run",
+            "1",
+        )
+        whole = run_backfill(
+            sim,
+            lake,
+            ["BTC-USD", "ETH-USD"],
+            *TWO_DAYS,
+            "--rate",
+            "50",
+            "--wait-for-other-run",
+            "1",
+        )
     assert short.returncode == 1, short.stdout[-2000:] + short.stderr
     line = next(x for x in short.stdout.splitlines() if "BTC-USD" in x and "│" in x)
     assert "skipped" in line and "1 day missing" in short.stdout, short.stdout
@@ -394,7 +532,9 @@ def test_a_symbol_another_run_holds_is_waited_for_and_taken_over_when_it_lets_go
     try:
         process = subprocess.Popen(
             [*run_args(sim, lake, ["BTC-USD", "ETH-USD"], *TWO_DAYS, "--rate", "50"), "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             stdin=subprocess.DEVNULL,
         )
         assert process.stdout is not None
@@ -426,12 +566,27 @@ def test_days_before_a_listing_are_not_asked_and_the_head_is_asked_once(sim, lak
     assert len(asked) == 2 and asked[0].startswith("20200901"), asked
     again = run_backfill(sim, lake, ["SOL-USD"], "1990-01-01", "2020-09-03", "--rate", "50")
     assert again.returncode == 0, again.stderr
-    assert len([r for r in sim.requests() if r.kind == "head_timestamp"]) == 1, \
+    assert len([r for r in sim.requests() if r.kind == "head_timestamp"]) == 1, (
         "the head is recorded in the lake"
+    )
     assert len(historical(sim)) == 3
-    plan = subprocess.run(backfill("plan", "--lake", str(lake), "--symbols", "SOL-USD",
-                                   "--from", "1990-01-01", "--to", "2020-09-03", "--json"),
-                          capture_output=True, text=True, timeout=60)
+    plan = subprocess.run(
+        backfill(
+            "plan",
+            "--lake",
+            str(lake),
+            "--symbols",
+            "SOL-USD",
+            "--from",
+            "1990-01-01",
+            "--to",
+            "2020-09-03",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(plan.stdout)["totals"]["days_missing"] == 0, plan.stdout[:500]
 
 
@@ -446,8 +601,9 @@ def test_rows_and_days_count_when_written_not_when_fetched(sim, lake):
     august = lake / "data/source=ibkr/market=crypto/timeframe=M1/symbol=BTC-USD/year=2025"
     august.mkdir(parents=True)
     (august / "month=08").write_text("in the way")
-    done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-22", "2025-08-10", "--rate", "50",
-                        "--json")
+    done = run_backfill(
+        sim, lake, ["BTC-USD"], "2025-07-22", "2025-08-10", "--rate", "50", "--json"
+    )
     assert done.returncode == 1, done.stderr
     events = _events(done.stdout.splitlines())
     [end] = [e for e in events if e["event"] in ("failed", "finished")]
@@ -458,12 +614,27 @@ def test_rows_and_days_count_when_written_not_when_fetched(sim, lake):
 
 
 def test_rows_count_once_across_a_worker_restart(make_sim, lake):
-    gateway = make_sim(pacing=dataclasses.replace(FAST_PACING, identical_window_s=2.0),
-                       faults=FaultConfig(latency_ms=(40, 80)))
+    gateway = make_sim(
+        pacing=dataclasses.replace(FAST_PACING, identical_window_s=2.0),
+        faults=FaultConfig(latency_ms=(40, 80)),
+    )
     process = subprocess.Popen(
-        run_args(gateway, lake, ["ETH-USD"], "2025-07-01", "2025-07-31", "--rate", "8",
-                 "--ib-identical-s", "2", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run_args(
+            gateway,
+            lake,
+            ["ETH-USD"],
+            "2025-07-01",
+            "2025-07-31",
+            "--rate",
+            "8",
+            "--ib-identical-s",
+            "2",
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     pid = 0
     fetched = 0
@@ -477,12 +648,28 @@ def test_rows_count_once_across_a_worker_restart(make_sim, lake):
     assert "worker process died" in out
     assert _summary_rows(err, "ETH-USD") == len(lake_rows(lake, Symbol("ETH", "USD")))
 
+
 def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim, lake, reap):
     sim.set_faults(FaultConfig(latency_ms=(20, 40)))
     process = subprocess.Popen(
-        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20", "--rate", "4",
-                 "--stall-after", "1", "--stall-restart-after", "4", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run_args(
+            sim,
+            lake,
+            ["BTC-USD", "ETH-USD"],
+            "2025-07-01",
+            "2025-07-20",
+            "--rate",
+            "4",
+            "--stall-after",
+            "1",
+            "--stall-restart-after",
+            "4",
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     reap.append(process)
     assert process.stdout is not None
     pids: dict[str, int] = {}
@@ -494,8 +681,10 @@ def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim,
     os.kill(pids["ETH-USD"], signal.SIGSTOP)
     stopped_at = time.time()
     try:
-        while not any(e["event"] == "status" and e["status"] == "stalled"
-                      and e["symbol"] == "ETH-USD" for e in seen):
+        while not any(
+            e["event"] == "status" and e["status"] == "stalled" and e["symbol"] == "ETH-USD"
+            for e in seen
+        ):
             assert time.time() - stopped_at < 10, "the stall was never shown"
             seen.append(json.loads(process.stdout.readline()))
         stalled_at = seen[-1]["at"]
@@ -516,9 +705,25 @@ def test_a_stopped_worker_is_shown_stalled_loses_its_share_and_is_restarted(sim,
 def test_a_stalled_worker_that_resumes_gets_its_share_back_and_is_not_restarted(sim, lake, reap):
     sim.set_faults(FaultConfig(latency_ms=(20, 40)))
     process = subprocess.Popen(
-        run_args(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20", "--rate", "4",
-                 "--stall-after", "1", "--stall-restart-after", "60", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        run_args(
+            sim,
+            lake,
+            ["BTC-USD", "ETH-USD"],
+            "2025-07-01",
+            "2025-07-20",
+            "--rate",
+            "4",
+            "--stall-after",
+            "1",
+            "--stall-restart-after",
+            "60",
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     reap.append(process)
     assert process.stdout is not None
     seen: list[dict] = []
@@ -534,25 +739,35 @@ def test_a_stalled_worker_that_resumes_gets_its_share_back_and_is_not_restarted(
     until(lambda e: e["event"] == "day_fetched" and e["symbol"] == "ETH-USD")
     os.kill(eth, signal.SIGSTOP)
     try:
-        until(lambda e: e["event"] == "status" and e["symbol"] == "ETH-USD"
-              and e["status"] == "stalled")
+        until(
+            lambda e: (
+                e["event"] == "status" and e["symbol"] == "ETH-USD" and e["status"] == "stalled"
+            )
+        )
     finally:
         os.kill(eth, signal.SIGCONT)
-    resumed = until(lambda e: e["event"] == "status" and e["symbol"] == "ETH-USD"
-                    and e["status"] != "stalled")
+    resumed = until(
+        lambda e: e["event"] == "status" and e["symbol"] == "ETH-USD" and e["status"] != "stalled"
+    )
     assert "resumed" in resumed["detail"], resumed
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert "restarting" not in out and "restarting" not in err
-    assert [e for e in seen if e["event"] == "started" and e["symbol"] == "ETH-USD"] \
-        == [seen[[e.get("pid") for e in seen].index(eth)]], "started once"
+    assert [e for e in seen if e["event"] == "started" and e["symbol"] == "ETH-USD"] == [
+        seen[[e.get("pid") for e in seen].index(eth)]
+    ], "started once"
+
     # Its share came back, taken from BTC: the two share the budget (4/s) again.
     def sent_after(base: str) -> int:
-        return len([r for r in historical(sim) if r.symbol == base
-                    and resumed["at"] + 0.5 <= r.received < resumed["at"] + 2.5])
+        return len(
+            [
+                r
+                for r in historical(sim)
+                if r.symbol == base and resumed["at"] + 0.5 <= r.received < resumed["at"] + 2.5
+            ]
+        )
 
-    assert sent_after("ETH") >= 2 and sent_after("BTC") <= 6, (sent_after("ETH"),
-                                                               sent_after("BTC"))
+    assert sent_after("ETH") >= 2 and sent_after("BTC") <= 6, (sent_after("ETH"), sent_after("BTC"))
     assert_lake_equals_simulator(lake, sim, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-20")
 
 
@@ -561,9 +776,26 @@ def test_a_worker_waiting_on_a_hung_request_is_not_taken_for_stalled(sim, lake, 
     assert run_backfill(sim, lake, ["ETH-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
     sim.set_faults(FaultConfig(hang_share=1.0))  # every request hangs, within its timeout
     process = subprocess.Popen(
-        run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50", "--request-timeout", "30",
-                 "--stall-after", "0.5", "--stall-restart-after", "1", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        run_args(
+            sim,
+            lake,
+            ["BTC-USD"],
+            *TWO_DAYS,
+            "--rate",
+            "50",
+            "--request-timeout",
+            "30",
+            "--stall-after",
+            "0.5",
+            "--stall-restart-after",
+            "1",
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     reap.append(process)
     assert process.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
@@ -591,8 +823,9 @@ def test_a_part_the_run_cannot_read_fails_its_symbol_and_nothing_is_moved(sim, l
     [part] = list(lake.rglob("part-2025-07.parquet"))
     part.unlink()
     part.mkdir()
-    done = run_backfill(sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-03",
-                        "--rate", "50")
+    done = run_backfill(
+        sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-03", "--rate", "50"
+    )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr
     assert "Traceback" not in done.stderr
     hint = next(x for x in done.stdout.splitlines() if x.startswith("Incomplete:"))

@@ -26,10 +26,10 @@ def narrow_run() -> RunState:
     for s in SYMBOLS:
         state.apply(ev.WorkerQueued(s, days_total=2))
     state.apply(ev.WorkerStarted("BTC-USD", client_id=100, days_total=2))
-    state.apply(ev.DayFetched("BTC-USD", day=date(2025, 7, 1),
-                              rows=1440, latency_s=0.2))
-    state.apply(ev.WorkerFailed("ETH-USD", reason="gave up connecting: a long reason " * 3,
-                                days_failed=2))
+    state.apply(ev.DayFetched("BTC-USD", day=date(2025, 7, 1), rows=1440, latency_s=0.2))
+    state.apply(
+        ev.WorkerFailed("ETH-USD", reason="gave up connecting: a long reason " * 3, days_failed=2)
+    )
     return state
 
 
@@ -54,26 +54,46 @@ def test_the_live_table_never_cuts_a_symbol_at_70_columns():
 def test_the_rerun_command_spells_out_a_lake_that_came_from_elsewhere(tmp_path):
     argv = ("run", "--symbols", "BTC-USD", "--from", "2025-07-01")
     assert rerun_command(argv, Path("rel/lake")) == (
-        "backfill", *argv, "--lake", str(Path("rel/lake").absolute()))
+        "backfill",
+        *argv,
+        "--lake",
+        str(Path("rel/lake").absolute()),
+    )
     given = (*argv, "--lake", "./lake")
     assert rerun_command(given, tmp_path) == ("backfill", *given)
     assert rerun_command((*argv, "--lake=x"), tmp_path) == ("backfill", *argv, "--lake=x")
 
 
-@pytest.mark.parametrize("text,host,port", [
-    ("[::1]:4002", "::1", 4002),
-    ("[fe80::1]:7497", "fe80::1", 7497),
-    ("127.0.0.1:4002", "127.0.0.1", 4002),
-    ("gateway.local:7496", "gateway.local", 7496),
-])
+@pytest.mark.parametrize(
+    "text,host,port",
+    [
+        ("[::1]:4002", "::1", 4002),
+        ("[fe80::1]:7497", "fe80::1", 7497),
+        ("127.0.0.1:4002", "127.0.0.1", 4002),
+        ("gateway.local:7496", "gateway.local", 7496),
+    ],
+)
 def test_gateway_addresses(text, host, port):
     address = GatewayAddress.parse(text)
     assert (address.host, address.port) == (host, port)
     assert str(address) == text
 
 
-@pytest.mark.parametrize("text", ["::1:4002", "[::1]", "host", "host:0", "host:65536",
-                                  "host:x", "[::1]:", "user@host:1", "host:1/path", ":4002"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "::1:4002",
+        "[::1]",
+        "host",
+        "host:0",
+        "host:65536",
+        "host:x",
+        "[::1]:",
+        "user@host:1",
+        "host:1/path",
+        ":4002",
+    ],
+)
 def test_bad_gateway_addresses(text):
     with pytest.raises(BadInput, match="--gateway"):
         GatewayAddress.parse(text)
@@ -119,14 +139,16 @@ def test_days_and_rows_count_when_written_and_once_across_a_restart():
     for day in (1, 2, 3):
         state.apply(ev.DayFetched("ETH-USD", day=date(2025, 7, day), rows=1000, latency_s=0.1))
     assert (state.symbol("ETH-USD").days_done, state.symbol("ETH-USD").rows) == (0, 0)
-    state.apply(ev.PartWritten("ETH-USD", month="2025-07", rows=2000, path="p", days=2,
-                               rows_added=2000))
+    state.apply(
+        ev.PartWritten("ETH-USD", month="2025-07", rows=2000, path="p", days=2, rows_added=2000)
+    )
     # Killed holding day 3 unwritten; the restart is given the two days the lake lacks.
     state.apply(ev.WorkerStarted("ETH-USD", client_id=100, days_total=2))
     for day in (3, 4):
         state.apply(ev.DayFetched("ETH-USD", day=date(2025, 7, day), rows=1000, latency_s=0.1))
-    state.apply(ev.PartWritten("ETH-USD", month="2025-07", rows=4000, path="p", days=2,
-                               rows_added=2000))
+    state.apply(
+        ev.PartWritten("ETH-USD", month="2025-07", rows=4000, path="p", days=2, rows_added=2000)
+    )
     state.apply(ev.WorkerFinished("ETH-USD", days_fetched=2, rows=2000, days_written=2))
     eth = state.symbol("ETH-USD")
     assert (eth.days_done, eth.rows, eth.status) == (4, 4000, ev.Status.DONE)

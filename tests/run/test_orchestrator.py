@@ -22,15 +22,18 @@ def orchestrator(
     tmp_path: Path, rate: float = 8.0, session_max: int | None = None
 ) -> tuple[Orchestrator, list[ev.Event]]:
     strict = session_max is not None
-    settings = RunSettings(rate=rate, workers=2, strict_pacing=strict,
-                           ib=IBRules(session_max=session_max or 60))
+    settings = RunSettings(
+        rate=rate, workers=2, strict_pacing=strict, ib=IBRules(session_max=session_max or 60)
+    )
     config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, settings=settings)
     seen: list[ev.Event] = []
     jobs = [plan_symbol(s, JULY_1, JULY_1, {}, window_days=1) for s in (BTC, ETH)]
     # resume(): the lake, as if another run had just fetched the day, lacks nothing.
     fetched = {JULY_1: DayCoverage(JULY_1, 1440, datetime(2025, 7, 2, tzinfo=UTC), True)}
     return Orchestrator(
-        config, jobs, seen.append,
+        config,
+        jobs,
+        seen.append,
         resume=lambda s: plan_symbol(s, JULY_1, JULY_1, fetched, window_days=1),
     ), seen
 
@@ -42,8 +45,11 @@ def test_a_violation_anywhere_pauses_everyone_and_steps_the_rate_down(tmp_path):
     assert list(orch.rates) == [4.0, 4.0]
     before = time.time()
     # A 162 arrives as the request's end, then as the violation that pauses everyone.
-    orch._on_event(ev.RequestDone("BTC-USD", window="2025-07-01", outcome="pacing",
-                                  latency_s=0.1, at=time.time()))
+    orch._on_event(
+        ev.RequestDone(
+            "BTC-USD", window="2025-07-01", outcome="pacing", latency_s=0.1, at=time.time()
+        )
+    )
     orch._on_event(ev.PacingViolation("BTC-USD", backoff_s=2.0))
     assert orch.pause.value >= before + 2.0, "every worker reads this pause"
     assert orch.controller.rate == 4.0
@@ -70,15 +76,18 @@ def test_a_symbol_with_nothing_left_finishes_without_a_process(tmp_path):
     for event in seen:
         state.apply(event)
     assert [(p.symbol, p.status) for p in state.snapshot().symbols] == [
-        ("BTC-USD", ev.Status.DONE), ("ETH-USD", ev.Status.DONE)]
+        ("BTC-USD", ev.Status.DONE),
+        ("ETH-USD", ev.Status.DONE),
+    ]
     assert not state.snapshot().incomplete
     assert [type(e) for e in seen].count(ev.WorkerFinished) == 2
 
 
 def test_strict_mode_grants_sends_across_workers_within_the_session_window(tmp_path):
     orch, _ = orchestrator(tmp_path, session_max=3)
-    workers = [SharedControls(orch.rates, slot, orch.pause, orch.stop, orch.grants)
-               for slot in (0, 1)]
+    workers = [
+        SharedControls(orch.rates, slot, orch.pause, orch.stop, orch.grants) for slot in (0, 1)
+    ]
     active = dict.fromkeys((0, 1))
     sent = 0
     for _ in range(5):  # both workers keep asking; the window allows three sends in all
@@ -106,20 +115,25 @@ def test_strict_mode_a_dead_workers_grant_is_not_inherited(tmp_path):
 
 def shares_seen_by_workers(orch: Orchestrator) -> list[float]:
     """Each slot's rate as its worker reads it: through the controls shared with it."""
-    return [SharedControls(orch.rates, slot, orch.pause, orch.stop).rate()
-            for slot in range(len(orch.rates))]
+    return [
+        SharedControls(orch.rates, slot, orch.pause, orch.stop).rate()
+        for slot in range(len(orch.rates))
+    ]
 
 
 def test_the_run_loop_hands_every_new_share_to_the_workers(sim, tmp_path):
     # Two workers share 8 req/s. BTC has one day, ETH many: when BTC ends, ETH's share must
     # rise to the whole budget; when a 162 halves the budget, ETH's share must follow.
-    days = {BTC: (date(2025, 7, 1),), ETH: tuple(days_between(date(2025, 7, 1),
-                                                              date(2025, 7, 16)))}
+    days = {BTC: (date(2025, 7, 1),), ETH: tuple(days_between(date(2025, 7, 1), date(2025, 7, 16)))}
     settings = RunSettings(
-        rate=8.0, workers=2, client_id_base=100,
+        rate=8.0,
+        workers=2,
+        client_id_base=100,
         rate_hold_s=120.0,  # no climbing back within the test
-        ib=IBRules(identical_s=FAST_PACING.identical_window_s,
-                   contract_window_s=FAST_PACING.contract_window_s),
+        ib=IBRules(
+            identical_s=FAST_PACING.identical_window_s,
+            contract_window_s=FAST_PACING.contract_window_s,
+        ),
     )
     config = RunConfig(lake=tmp_path, host=sim.host, port=sim.port, settings=settings)
 
@@ -127,8 +141,9 @@ def test_the_run_loop_hands_every_new_share_to_the_workers(sim, tmp_path):
         return plan_symbol(symbol, days[symbol][0], days[symbol][-1], {}, window_days=1)
 
     # The gateway turns strict (one request per 5 s) once ETH runs alone: it draws a 162.
-    strict = PacingConfig(identical_window_s=1.5, contract_window_s=5.0, contract_max=1,
-                          soft_rate=None, max_rate=None)
+    strict = PacingConfig(
+        identical_window_s=1.5, contract_window_s=5.0, contract_max=1, soft_rate=None, max_rate=None
+    )
     phase = "both"  # → "alone" once BTC ended → "violated" after the 162
     seen: dict[str, list[list[float]]] = {"both": [], "alone": [], "violated": []}
     events: list[ev.Event] = []

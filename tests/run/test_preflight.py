@@ -20,9 +20,14 @@ BTC = Symbol("BTC", "USD")
 
 
 def preflight(host, port, client_id, symbols):
-    checks.check_gateway(host, port, client_id, symbols,
-                         client_id_tries=SETTINGS.client_id_tries,
-                         timeout_s=SETTINGS.connect_timeout_s)
+    checks.check_gateway(
+        host,
+        port,
+        client_id,
+        symbols,
+        client_id_tries=SETTINGS.client_id_tries,
+        timeout_s=SETTINGS.connect_timeout_s,
+    )
 
 
 def test_a_long_symbol_list_is_checked_within_the_message_rate(make_sim):
@@ -57,8 +62,13 @@ def test_edge_learning_waits_no_longer_than_the_request_timeout(make_sim):
     anchors = (datetime(2025, 7, 12, 12, tzinfo=UTC), datetime(2025, 7, 1, 12, tzinfo=UTC))
     settings = RunSettings(request_timeout_s=0.5)
     found = checks.check_gateway(
-        gateway.host, gateway.port, 900, [BTC], client_id_tries=SETTINGS.client_id_tries,
-        timeout_s=settings.connect_timeout_s, edges_for=checks.EdgeProbe(BTC, anchors),
+        gateway.host,
+        gateway.port,
+        900,
+        [BTC],
+        client_id_tries=SETTINGS.client_id_tries,
+        timeout_s=settings.connect_timeout_s,
+        edges_for=checks.EdgeProbe(BTC, anchors),
         edges_timeout_s=settings.learning_timeout_s,
     )
     assert found.edges is not None and not found.edges.rule.known

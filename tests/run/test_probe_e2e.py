@@ -22,15 +22,27 @@ FAST = ("--pause-s", "0.05", "--batch-gap-s", "0.25")
 
 def sim_with(make_sim, **switches):
     config = {k: switches.pop(k) for k in ("timezone", "max_duration_days") if k in switches}
-    return make_sim(behaviour=Behaviour(**switches), keep_requests=True, pacing=FAST_PACING,
-                    **config)
+    return make_sim(
+        behaviour=Behaviour(**switches), keep_requests=True, pacing=FAST_PACING, **config
+    )
 
 
 def probe(gateway, lake, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     done = subprocess.run(
-        backfill("probe", "--gateway", f"{gateway.host}:{gateway.port}", "--lake", str(lake),
-                 "--json", *FAST, *extra),
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        backfill(
+            "probe",
+            "--gateway",
+            f"{gateway.host}:{gateway.port}",
+            "--lake",
+            str(lake),
+            "--json",
+            *FAST,
+            *extra,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     return done, (json.loads(done.stdout) if done.stdout.strip() else {})
 
@@ -41,11 +53,26 @@ def first_line(output: str) -> str:
 
 def plan(gateway, lake, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        backfill("plan", "--gateway", f"{gateway.host}:{gateway.port}", "--lake", str(lake),
-                 "--from", "2025-07-01", "--to", "2025-07-10", "--rate", "50",
-                 "--max-in-flight", "1", *(extra if "--symbols" in extra
-                                           else ("--symbols", "BTC-USD", *extra))),
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        backfill(
+            "plan",
+            "--gateway",
+            f"{gateway.host}:{gateway.port}",
+            "--lake",
+            str(lake),
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-10",
+            "--rate",
+            "50",
+            "--max-in-flight",
+            "1",
+            *(extra if "--symbols" in extra else ("--symbols", "BTC-USD", *extra)),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -54,10 +81,24 @@ def test_the_probe_document_has_exactly_the_issues_keys(make_sim, lake):
     gateway = sim_with(make_sim)
     done, doc = probe(gateway, lake)
     assert done.returncode == 0, done.stderr
-    assert set(doc) == {"window_edges", "day_duration", "max_window_days", "latency_s",
-                        "future_end", "aggtrades", "header_format", "header_clock",
-                        "gateway", "symbol", "checked_at", "requests", "unanswered",
-                        "evidence", "client", "client_version"}
+    assert set(doc) == {
+        "window_edges",
+        "day_duration",
+        "max_window_days",
+        "latency_s",
+        "future_end",
+        "aggtrades",
+        "header_format",
+        "header_clock",
+        "gateway",
+        "symbol",
+        "checked_at",
+        "requests",
+        "unanswered",
+        "evidence",
+        "client",
+        "client_version",
+    }
     assert (doc["client"], doc["client_version"]) == (client.NAME, client.VERSION)
     assert doc["aggtrades"] == "permitted" and doc["symbol"] == "BTC-USD"
     assert set(doc["latency_s"]) == {"1", "2", "4"}
@@ -82,10 +123,10 @@ def test_probe_finds_the_window_edges_and_the_next_run_uses_them(make_sim, lake,
     assert "no longer used" not in run.stdout
 
 
-@pytest.mark.parametrize(("form", "clock"), [("named", "written"), ("utc-bare", "utc"),
-                                            ("login", "login")])
-def test_probe_reports_the_header_format_and_reads_the_header_by_it(make_sim, lake, form,
-                                                                    clock):
+@pytest.mark.parametrize(
+    ("form", "clock"), [("named", "written"), ("utc-bare", "utc"), ("login", "login")]
+)
+def test_probe_reports_the_header_format_and_reads_the_header_by_it(make_sim, lake, form, clock):
     # New York login zone: a zone-less header read in the wrong zone is off by 4 hours,
     # and "2 D" would look like sessions.
     gateway = sim_with(make_sim, header_format=form, timezone="America/New_York")
@@ -113,14 +154,16 @@ def test_probe_finds_the_longest_window(make_sim, lake, too_long):
     assert doc["max_window_days"] == 3
     assert doc["day_duration"] == "calendar"  # from "2 D" alone: "7 D" is too long here
     # The next run asks no longer windows than the probe found answered.
-    run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-06", "--rate", "50",
-                       "--window-days", "7")
+    run = run_backfill(
+        gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-06", "--rate", "50", "--window-days", "7"
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     assert "windows of 3 day(s), the longest this gateway answered" in first_line(run.stdout)
     runs = [r for r in gateway.requests() if r.kind == "historical" and r.client_id != 99]
     assert sorted(r.duration for r in runs if not learning(r)) == ["3 D", "3 D"]
     assert lake_rows(lake, Symbol("BTC", "USD")) == expected_bars(
-        gateway.market, Symbol("BTC", "USD"), date(2025, 7, 1), date(2025, 7, 6))
+        gateway.market, Symbol("BTC", "USD"), date(2025, 7, 1), date(2025, 7, 6)
+    )
 
 
 def test_a_symbol_without_permission_is_named_and_exits_1(make_sim, lake):
@@ -128,9 +171,15 @@ def test_a_symbol_without_permission_is_named_and_exits_1(make_sim, lake):
     done, doc = probe(gateway, lake)
     assert done.returncode == 1
     assert "No market data permissions" in doc["aggtrades"]
-    assert set(doc["unanswered"]) == {"window_edges", "day_duration", "max_window_days",
-                                      "latency_s", "future_end", "header_format",
-                                      "header_clock"}
+    assert set(doc["unanswered"]) == {
+        "window_edges",
+        "day_duration",
+        "max_window_days",
+        "latency_s",
+        "future_end",
+        "header_format",
+        "header_clock",
+    }
 
 
 def test_a_partial_last_bar_is_seen(make_sim, lake):
@@ -177,8 +226,9 @@ def age_findings(lake, gateway, days: float) -> None:
     path = gateway_facts_path(lake, gateway.host, gateway.port)
     facts = json.loads(path.read_text())
     for finding in facts["findings"].values():
-        finding["checked_at"] = (datetime.fromisoformat(finding["checked_at"])
-                                 - timedelta(days=days)).isoformat()
+        finding["checked_at"] = (
+            datetime.fromisoformat(finding["checked_at"]) - timedelta(days=days)
+        ).isoformat()
     path.write_text(json.dumps(facts))
 
 
@@ -204,20 +254,36 @@ def test_run_rate_auto_starts_from_the_probe(make_sim, lake):
     gateway = sim_with(make_sim)
     done, doc = probe(gateway, lake)
     assert done.returncode == 0, done.stderr
-    run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate",
-                       "auto", "--auto-start-rate", "5")
+    run = run_backfill(
+        gateway,
+        lake,
+        ["BTC-USD"],
+        "2025-07-01",
+        "2025-07-02",
+        "--rate",
+        "auto",
+        "--auto-start-rate",
+        "5",
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     line = first_line(run.stdout)
     assert line.startswith("Gateway findings (backfill probe)")
-    assert (f"--rate auto starts at 5 req/s (the probe measures no sustained rate) with base "
-            f"latency {doc['latency_s']['1']:.3f}s as its first estimate") in line
+    assert (
+        f"--rate auto starts at 5 req/s (the probe measures no sustained rate) with base "
+        f"latency {doc['latency_s']['1']:.3f}s as its first estimate"
+    ) in line
 
 
 def test_probe_prints_readable_lines_and_where_it_recorded_them(make_sim, lake, tmp_path):
     gateway = sim_with(make_sim)
     args = ("probe", "--gateway", f"{gateway.host}:{gateway.port}", *FAST)
-    done = subprocess.run(backfill(*args, "--lake", str(lake)), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        backfill(*args, "--lake", str(lake)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert not [line for line in lines if "{" in line], "no raw Python dicts"
@@ -229,8 +295,13 @@ def test_probe_prints_readable_lines_and_where_it_recorded_them(make_sim, lake, 
     # Measured but not recorded (the lake is a file): no run will use it, so exit 1, said.
     blocked = tmp_path / "a-file"
     blocked.write_text("")
-    failed = subprocess.run(backfill(*args, "--lake", str(blocked)), capture_output=True,
-                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    failed = subprocess.run(
+        backfill(*args, "--lake", str(blocked)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert failed.returncode == 1, failed.stdout
     assert "cannot record the findings" in failed.stderr
     assert "Recorded in" not in failed.stdout
@@ -241,9 +312,9 @@ def test_plan_labels_findings_by_who_learned_them(make_sim, lake):
     run = run_backfill(gateway, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     text = plan(gateway, lake)
-    assert first_line(text.stdout).startswith("Gateway findings (backfill run) from"), \
-        text.stdout
+    assert first_line(text.stdout).startswith("Gateway findings (backfill run) from"), text.stdout
     done, _ = probe(gateway, lake)
     assert done.returncode == 0, done.stderr
     assert first_line(plan(gateway, lake).stdout).startswith(
-        "Gateway findings (backfill probe) from")
+        "Gateway findings (backfill probe) from"
+    )

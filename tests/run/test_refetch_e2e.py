@@ -35,25 +35,46 @@ def lose_through_the_store(lake: Path, symbol: Symbol, lost: list[datetime]) -> 
         with FileLock(lock_path(path)):
             table = store.read_part(path).replace_schema_metadata(None)
             coverage = store.read_part_coverage(path)
-            kept = table.filter(pc.invert(pc.is_in(table["ts"],
-                                                   pa.array(lost, table["ts"].type))))
+            kept = table.filter(pc.invert(pc.is_in(table["ts"], pa.array(lost, table["ts"].type))))
             counts = store.rows_per_day(kept)
-            coverage = {d: DayCoverage(d, counts.get(d, 0), c.fetched_at, c.complete,
-                                             c.no_data) for d, c in coverage.items()}
+            coverage = {
+                d: DayCoverage(d, counts.get(d, 0), c.fetched_at, c.complete, c.no_data)
+                for d, c in coverage.items()
+            }
             store._replace_atomically(path, kept, coverage)
 
 
 def verify(lake: Path) -> tuple[int, dict]:
-    done = subprocess.run(backfill("verify", "--lake", str(lake), "--json"),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        backfill("verify", "--lake", str(lake), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return done.returncode, json.loads(done.stdout)
 
 
 def plan_json(lake: Path, first: str, last: str, *extra: str) -> dict:
-    done = subprocess.run(backfill("plan", "--lake", str(lake), "--symbols", "BTC-USD",
-                                   "--from", first, "--to", last, "--window-days", "3",
-                                   "--json", *extra),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        backfill(
+            "plan",
+            "--lake",
+            str(lake),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            first,
+            "--to",
+            last,
+            "--window-days",
+            "3",
+            "--json",
+            *extra,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["totals"]
 
@@ -66,8 +87,9 @@ def parts_bytes(lake: Path) -> dict[str, bytes]:
 def test_lost_window_edges_are_flagged_and_refetch_repairs_them(make_sim, lake):
     first, last = "2025-07-01", "2025-07-31"
     before = make_sim()  # serves "[)": the lake remembers that rule for its address
-    done = run_backfill(before, lake, ["BTC-USD"], first, last, "--rate", "50",
-                        "--window-days", "3")
+    done = run_backfill(
+        before, lake, ["BTC-USD"], first, last, "--rate", "50", "--window-days", "3"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     # Another gateway behind the same address now serves neither edge: the remembered rule
     # is wrong, and the refetch must not trust it (else it loses the same bars again).
@@ -94,9 +116,21 @@ def test_lost_window_edges_are_flagged_and_refetch_repairs_them(make_sim, lake):
     assert command[:3] == ["backfill", "run", "--refetch"]
     asked = len(historical(sim))
     again = subprocess.run(
-        backfill(*command[1:], "--gateway", f"{sim.host}:{sim.port}", *FAST_RULES,
-                 "--rate", "50", "--window-days", "3"),
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        backfill(
+            *command[1:],
+            "--gateway",
+            f"{sim.host}:{sim.port}",
+            *FAST_RULES,
+            "--rate",
+            "50",
+            "--window-days",
+            "3",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
     assert "Window edges (): learned from the gateway" in again.stdout
     assert len(historical(sim)) - asked == 11  # from the first lost day to the last
@@ -112,13 +146,24 @@ def test_lost_window_edges_are_flagged_and_refetch_repairs_them(make_sim, lake):
 @pytest.mark.e2e
 def test_a_refetch_that_fails_loses_nothing(sim, lake):
     first, last = "2025-07-01", "2025-07-14"
-    done = run_backfill(sim, lake, ["BTC-USD"], first, last, "--rate", "50",
-                        "--window-days", "7")
+    done = run_backfill(sim, lake, ["BTC-USD"], first, last, "--rate", "50", "--window-days", "7")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     before = parts_bytes(lake)
     sim.set_faults(FaultConfig(drop_share=1.0))  # every request drops the connection
-    failed = run_backfill(sim, lake, ["BTC-USD"], first, last, "--rate", "50", "--refetch",
-                          "--window-days", "7", "--reconnect-for", "2")
+    failed = run_backfill(
+        sim,
+        lake,
+        ["BTC-USD"],
+        first,
+        last,
+        "--rate",
+        "50",
+        "--refetch",
+        "--window-days",
+        "7",
+        "--reconnect-for",
+        "2",
+    )
     assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr
     assert [r for r in historical(sim) if r.outcome != "bars"], "the refetch must be asked"
     assert parts_bytes(lake) == before
@@ -127,5 +172,6 @@ def test_a_refetch_that_fails_loses_nothing(sim, lake):
     assert "--refetch" in failed.stdout.split("losing nothing")[1]
     sim.set_faults(FaultConfig())
     assert verify(lake)[0] == 0
-    assert lake_rows(lake, BTC) == expected_bars(sim.market, BTC, date(2025, 7, 1),
-                                                 date(2025, 7, 14))
+    assert lake_rows(lake, BTC) == expected_bars(
+        sim.market, BTC, date(2025, 7, 1), date(2025, 7, 14)
+    )

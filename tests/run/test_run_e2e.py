@@ -76,11 +76,15 @@ def assert_contract_rule_kept(gateway, lake: Path) -> None:
     for times in by_symbol.values():
         times.sort()
         for first, later in zip(times, times[most:], strict=False):
-            assert later - first > FAST_PACING.contract_window_s, \
+            assert later - first > FAST_PACING.contract_window_s, (
                 f"{most + 1} arrivals within {later - first:.3f}s"
+            )
     [log] = (lake / "_runs").glob("*.jsonl")
-    waits = [e for e in map(json.loads, log.read_text().splitlines())
-             if e["event"] == "status" and e["status"] == "paced"]
+    waits = [
+        e
+        for e in map(json.loads, log.read_text().splitlines())
+        if e["event"] == "status" and e["status"] == "paced"
+    ]
     assert any(e["detail"] == "contract" for e in waits), "the contract rule never bound"
 
 
@@ -100,8 +104,21 @@ def test_month_for_one_symbol_lands_complete_and_a_rerun_asks_nothing(sim, lake)
     assert again.returncode == 0, again.stderr
     assert len(sim.requests()) == asked, "a rerun over a complete lake must ask nothing"
     plan = subprocess.run(
-        backfill("plan", "--lake", str(lake), "--symbols", "BTC-USD", "--from", "2025-07-01",
-                 "--to", "2025-08-01", "--json"), capture_output=True, text=True)
+        backfill(
+            "plan",
+            "--lake",
+            str(lake),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-08-01",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+    )
     assert json.loads(plan.stdout)["totals"]["days_missing"] == 0
 
 
@@ -111,15 +128,18 @@ def test_month_for_one_symbol_lands_complete_and_a_rerun_asks_nothing(sim, lake)
         FaultConfig(hang_share=0.2, seed=3),
         FaultConfig(error_share=0.3, seed=4),
         FaultConfig(drop_after=4, seed=5),
-        pytest.param(FaultConfig(latency_ms=(0, 80), hang_share=0.05, error_share=0.1, seed=6),
-                     marks=pytest.mark.ib),
+        pytest.param(
+            FaultConfig(latency_ms=(0, 80), hang_share=0.05, error_share=0.1, seed=6),
+            marks=pytest.mark.ib,
+        ),
     ],
     ids=["hung", "transient", "dropped", "mixed"],
 )
 def test_each_fault_class_ends_with_every_day_fetched(sim, lake, faults):
     sim.set_faults(faults)
-    done = run_backfill(sim, lake, ["ETH-USD"], "2025-07-01", "2025-07-12", "--rate", "50",
-                        "--request-timeout", "1")
+    done = run_backfill(
+        sim, lake, ["ETH-USD"], "2025-07-01", "2025-07-12", "--rate", "50", "--request-timeout", "1"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert_lake_equals_simulator(lake, sim, ["ETH-USD"], "2025-07-01", "2025-07-12")
     outcomes = Counter(r.outcome for r in historical(sim))
@@ -128,11 +148,18 @@ def test_each_fault_class_ends_with_every_day_fetched(sim, lake, faults):
 
 def test_pacing_violations_are_retried_and_slow_everyone(make_sim, lake):
     # The gateway is stricter than the workers believe: they trip its contract rule.
-    gateway = make_sim(pacing=PacingConfig(contract_window_s=0.5, contract_max=3,
-                                           identical_window_s=1.5, soft_rate=None,
-                                           max_rate=None))
-    done = run_backfill(gateway, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-10",
-                        "--rate", "50")
+    gateway = make_sim(
+        pacing=PacingConfig(
+            contract_window_s=0.5,
+            contract_max=3,
+            identical_window_s=1.5,
+            soft_rate=None,
+            max_rate=None,
+        )
+    )
+    done = run_backfill(
+        gateway, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-10", "--rate", "50"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     refused = [r for r in historical(gateway) if r.error_code == 162 and r.outcome == "error"]
     assert refused, "the test must actually trip the gateway's pacing"
@@ -143,18 +170,29 @@ def test_pacing_violations_are_retried_and_slow_everyone(make_sim, lake):
     assert budgets[0]["rate"] == 50.0
     assert any(b["rate"] == 25.0 and "pacing violation" in b["reason"] for b in budgets)
     assert "budget 25 req/s (pacing violation (162): stepped down)" in done.stdout
-    assert_lake_equals_simulator(lake, gateway, ["BTC-USD", "ETH-USD"], "2025-07-01",
-                                 "2025-07-10")
+    assert_lake_equals_simulator(lake, gateway, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-10")
 
 
 def test_strict_pacing_keeps_the_session_rule_across_all_workers(make_sim, lake):
     # IB's 60-in-10-minutes scaled to 5 in 2 s, counted across every client by the gateway.
-    gateway = make_sim(pacing=dataclasses.replace(
-        FAST_PACING, strict=True, session_max=5, session_window_s=2.0))
+    gateway = make_sim(
+        pacing=dataclasses.replace(FAST_PACING, strict=True, session_max=5, session_window_s=2.0)
+    )
     symbols = ["BTC-USD", "ETH-USD", "SOL-USD"]
-    done = run_backfill(gateway, lake, symbols, "2025-07-01", "2025-07-05", "--rate", "50",
-                        "--strict-pacing", "--ib-session-max", "5",
-                        "--ib-session-window-s", "2")
+    done = run_backfill(
+        gateway,
+        lake,
+        symbols,
+        "2025-07-01",
+        "2025-07-05",
+        "--rate",
+        "50",
+        "--strict-pacing",
+        "--ib-session-max",
+        "5",
+        "--ib-session-window-s",
+        "2",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     asked = historical(gateway)
     assert not [r for r in asked if r.error_code == 162], "the session rule was broken"
@@ -185,8 +223,9 @@ def test_days_before_listing_are_not_asked_and_a_rerun_asks_nothing(sim, lake):
     # SOL lists on 2020-09-01 in the simulator: its head timestamp says so, once.
     done = run_backfill(sim, lake, ["SOL-USD"], "2020-08-29", "2020-09-02", "--rate", "50")
     assert done.returncode == 0, done.stderr
-    coverage = read_coverage(lake, [Symbol("SOL", "USD")], date(2020, 8, 29),
-                             date(2020, 9, 2))[Symbol("SOL", "USD")]
+    coverage = read_coverage(lake, [Symbol("SOL", "USD")], date(2020, 8, 29), date(2020, 9, 2))[
+        Symbol("SOL", "USD")
+    ]
     assert sorted(coverage) == [date(2020, 9, 1), date(2020, 9, 2)]
     assert coverage[date(2020, 9, 1)].rows > 1000
     assert [r.outcome for r in historical(sim)] == ["bars", "bars"]
@@ -220,25 +259,58 @@ def test_bad_input_exits_2_and_writes_nothing(sim, tmp_path):
     for args, words in cases:
         done = subprocess.run(
             backfill("run", "--gateway", f"{sim.host}:{sim.port}", "--lake", str(lake), *args),
-            capture_output=True, text=True, timeout=60)
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 2, (args, done.stderr)
         assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
         assert not lake.exists()
     unreachable = subprocess.run(
-        backfill("run", "--gateway", "127.0.0.1:1", "--lake", str(lake), "--symbols", "BTC-USD",
-                 "--from", "2025-07-01", "--to", "2025-07-02"),
-        capture_output=True, text=True, timeout=60)
+        backfill(
+            "run",
+            "--gateway",
+            "127.0.0.1:1",
+            "--lake",
+            str(lake),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-02",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unreachable.returncode == 2 and "127.0.0.1:1" in unreachable.stderr
     assert not lake.exists()
     a_file = lake.parent / "a-file"
     a_file.write_text("not a folder")
     under_a_file = subprocess.run(
-        backfill("run", "--gateway", f"{sim.host}:{sim.port}", "--lake", str(a_file / "lake"),
-                 "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-02"),
-        capture_output=True, text=True, timeout=60)
+        backfill(
+            "run",
+            "--gateway",
+            f"{sim.host}:{sim.port}",
+            "--lake",
+            str(a_file / "lake"),
+            "--symbols",
+            "BTC-USD",
+            "--from",
+            "2025-07-01",
+            "--to",
+            "2025-07-02",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert under_a_file.returncode == 2
-    assert under_a_file.stderr.strip() == f"backfill: error: --lake {a_file / 'lake'}: " \
+    assert (
+        under_a_file.stderr.strip() == f"backfill: error: --lake {a_file / 'lake'}: "
         f"{a_file} is not a folder"
+    )
     assert not historical(sim), "bad input asks the gateway nothing"
 
 
@@ -260,8 +332,12 @@ def _wait_for_lines(process: subprocess.Popen, predicate, timeout: float = 60) -
 def start_json_run(gateway, lake: Path, symbols, *extra: str, **popen) -> subprocess.Popen:
     """A ``backfill run --json`` over July in the background, its NDJSON on a pipe."""
     popen.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen(run_args(gateway, lake, symbols, *JULY, "--json", *extra),
-                            stdout=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        run_args(gateway, lake, symbols, *JULY, "--json", *extra),
+        stdout=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def assert_a_rerun_completes_the_lake(gateway, lake: Path, symbols) -> None:
@@ -292,8 +368,9 @@ def test_a_gateway_restart_mid_run_is_ridden_out(make_sim, lake):
 def test_sigkill_of_the_whole_run_then_rerun_gives_the_undisturbed_lake(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
     symbols = ["BTC-USD", "ETH-USD"]
-    process = start_json_run(sim, lake, symbols, "--rate", "20", stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    process = start_json_run(
+        sim, lake, symbols, "--rate", "20", stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         _wait_for_lines(process, lambda line, lines: sum('"day_fetched"' in x for x in lines) > 12)
     finally:
@@ -335,8 +412,10 @@ def test_sigint_flushes_exits_130_and_a_rerun_completes(sim, lake):
 def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(make_sim, lake):
     # IB forgets a request after 15 s (here 4 s); the killed worker's unflushed days are
     # asked again by its successor, which must wait that long first.
-    gateway = make_sim(pacing=dataclasses.replace(FAST_PACING, identical_window_s=4.0),
-                       faults=FaultConfig(latency_ms=(40, 80)))
+    gateway = make_sim(
+        pacing=dataclasses.replace(FAST_PACING, identical_window_s=4.0),
+        faults=FaultConfig(latency_ms=(40, 80)),
+    )
     symbols = ["BTC-USD", "ETH-USD"]
     process = start_json_run(gateway, lake, symbols, "--rate", "16", "--ib-identical-s", "4")
     pids: dict[str, int] = {}
@@ -345,8 +424,9 @@ def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(make_sim, lake):
         event = json.loads(line) if line.startswith("{") else {}
         if event.get("event") == "started":
             pids[event["symbol"]] = event["pid"]
-        return "ETH-USD" in pids and sum('"day_fetched"' in x and "ETH-USD" in x
-                                         for x in lines) >= 4
+        return (
+            "ETH-USD" in pids and sum('"day_fetched"' in x and "ETH-USD" in x for x in lines) >= 4
+        )
 
     _wait_for_lines(process, started)
     os.kill(pids["ETH-USD"], signal.SIGKILL)
@@ -356,15 +436,18 @@ def test_a_worker_killed_mid_run_is_restarted_in_the_same_run(make_sim, lake):
     assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
     # The identical rule is what a restart risks; the per-contract rule (scaled to 0.2 s,
     # timed on arrival) is guarded where it binds, not here under a loaded machine's jitter.
-    assert not [r for r in historical(gateway)
-                if r.error_code == 162 and r.detail == "identical"], "IB said: identical"
+    assert not [
+        r for r in historical(gateway) if r.error_code == 162 and r.detail == "identical"
+    ], "IB said: identical"
 
 
 def test_a_rerun_right_after_ctrl_c_does_not_repeat_what_ib_remembers(make_sim, lake):
     # IB refuses an identical request within 15 s (here 10 s). Requests still unanswered at
     # Ctrl-C are dropped; the next run, started at once, must not repeat them yet.
-    gateway = make_sim(pacing=dataclasses.replace(FAST_PACING, identical_window_s=10.0),
-                       faults=FaultConfig(latency_ms=(40, 80)))
+    gateway = make_sim(
+        pacing=dataclasses.replace(FAST_PACING, identical_window_s=10.0),
+        faults=FaultConfig(latency_ms=(40, 80)),
+    )
     flags = ("--ib-identical-s", "10", "--rate", "20", "--request-timeout", "5")
     symbols = ["BTC-USD"]
     process = start_json_run(gateway, lake, symbols, *flags)
@@ -381,17 +464,26 @@ def test_a_rerun_right_after_ctrl_c_does_not_repeat_what_ib_remembers(make_sim, 
     assert again.returncode == 0, again.stderr
     # The identical rule is what a restart risks; the per-contract rule (scaled to 0.2 s,
     # timed on arrival) is guarded where it binds, not here under a loaded machine's jitter.
-    assert not [r for r in historical(gateway)
-                if r.error_code == 162 and r.detail == "identical"], "IB said: identical"
+    assert not [
+        r for r in historical(gateway) if r.error_code == 162 and r.detail == "identical"
+    ], "IB said: identical"
     assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
 
 
 def test_two_concurrent_runs_over_overlapping_symbols_fetch_each_day_once(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(20, 60)))
-    first = subprocess.Popen(run_args(sim, lake, ["BTC-USD", "ETH-USD"], *JULY, "--rate", "20"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(run_args(sim, lake, ["ETH-USD", "SOL-USD"], *JULY, "--rate", "20"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        run_args(sim, lake, ["BTC-USD", "ETH-USD"], *JULY, "--rate", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second = subprocess.Popen(
+        run_args(sim, lake, ["ETH-USD", "SOL-USD"], *JULY, "--rate", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, err1 = first.communicate(timeout=120)
     _, err2 = second.communicate(timeout=120)
     assert first.returncode == 0, err1
@@ -402,22 +494,52 @@ def test_two_concurrent_runs_over_overlapping_symbols_fetch_each_day_once(sim, l
 
 
 def test_eight_symbols_with_faults_complete_within_the_rules(make_sim, lake):
-    gateway = make_sim(pacing=FAST_PACING, faults=FaultConfig(
-        # Each worker's connection is dropped once, late (30 of its 31+ requests served):
-        # every drop steps the global rate down, so earlier drops only make the run longer.
-        latency_ms=(0, 120), hang_share=0.02, error_share=0.04, drop_after=30, seed=11))
-    symbols = ["BTC-USD", "ETH-USD", "LTC-USD", "BCH-USD", "SOL-USD", "AVAX-USD", "LINK-USD",
-               "DOGE-USD"]
+    gateway = make_sim(
+        pacing=FAST_PACING,
+        faults=FaultConfig(
+            # Each worker's connection is dropped once, late (30 of its 31+ requests served):
+            # every drop steps the global rate down, so earlier drops only make the run longer.
+            latency_ms=(0, 120),
+            hang_share=0.02,
+            error_share=0.04,
+            drop_after=30,
+            seed=11,
+        ),
+    )
+    symbols = [
+        "BTC-USD",
+        "ETH-USD",
+        "LTC-USD",
+        "BCH-USD",
+        "SOL-USD",
+        "AVAX-USD",
+        "LINK-USD",
+        "DOGE-USD",
+    ]
     rate = 40.0
     # The gateway times IB's identical rule on arrival; on a loaded 2-core machine a send
     # can reach it a few hundred ms late, more than the scaled rule's margin (a retry then
     # draws a 162 whose own retry lands inside the scaled 1.5 s). The workers keep 2 s.
-    done = run_backfill(gateway, lake, symbols, *JULY, "--rate", str(rate),
-                        "--request-timeout", "3", "--ib-identical-s", "2.0", timeout=240)
+    done = run_backfill(
+        gateway,
+        lake,
+        symbols,
+        *JULY,
+        "--rate",
+        str(rate),
+        "--request-timeout",
+        "3",
+        "--ib-identical-s",
+        "2.0",
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert_lake_equals_simulator(lake, gateway, symbols, *JULY)
-    verify = subprocess.run(backfill("verify", "--lake", str(lake), "--from", JULY[0],
-                                     "--to", JULY[1]), capture_output=True, text=True)
+    verify = subprocess.run(
+        backfill("verify", "--lake", str(lake), "--from", JULY[0], "--to", JULY[1]),
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     records = historical(gateway)
     outcomes = Counter(r.outcome for r in records)
@@ -434,7 +556,7 @@ def test_eight_symbols_with_faults_complete_within_the_rules(make_sim, lake):
     # The global rate: no 1 s window holds more than rate + one token per worker.
     times = sorted(r.received for r in records)
     for i, t in enumerate(times):
-        in_window = sum(1 for u in times[i:i + int(rate) + 20] if u - t < 1.0)
+        in_window = sum(1 for u in times[i : i + int(rate) + 20] if u - t < 1.0)
         assert in_window <= rate + len(symbols)
     # IB's identical-request rule: the same window never twice within its interval.
     asked_at = defaultdict(list)
@@ -442,8 +564,7 @@ def test_eight_symbols_with_faults_complete_within_the_rules(make_sim, lake):
         asked_at[(r.symbol, r.end, r.duration)].append(r.received)
     for times in asked_at.values():
         times.sort()
-        assert all(b - a >= FAST_PACING.identical_window_s * 0.9
-                   for a, b in pairwise(times))
+        assert all(b - a >= FAST_PACING.identical_window_s * 0.9 for a, b in pairwise(times))
     # No window asked again once the client had its answer (a request the client gave up
     # on and cancelled, as ib_insync does on its timeout, may be asked again).
     cancelled = {(r.client_id, r.req_id) for r in gateway.requests() if r.kind == "cancel"}
@@ -469,8 +590,9 @@ def test_a_corrupt_part_is_moved_aside_and_its_days_fetched_again(sim, lake):
     assert [m.read_bytes() for m in moved] == [torn], "the corrupt part is kept, untouched"
     assert "moved aside" in done.stdout
     assert_lake_equals_simulator(lake, sim, ["BTC-USD"], first, last)
-    verify = subprocess.run(backfill("verify", "--lake", str(lake), "--json"),
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        backfill("verify", "--lake", str(lake), "--json"), capture_output=True, text=True
+    )
     report = json.loads(verify.stdout)
     assert verify.returncode == 0 and report["ok"]
     assert any(f["kind"] == "quarantined" for f in report["findings"])
@@ -498,8 +620,18 @@ def test_today_is_fetched_as_a_partial_day_and_fetched_again_next_run(sim, lake)
 
 def test_windows_too_long_for_the_gateway_are_halved_by_the_worker(make_sim, lake):
     gateway = make_sim(max_duration_days=2)
-    done = run_backfill(gateway, lake, ["ETH-USD"], "2025-07-01", "2025-07-16", "--rate", "50",
-                        "--window-days", "8", "--verbose")  # a request's retries: --verbose
+    done = run_backfill(
+        gateway,
+        lake,
+        ["ETH-USD"],
+        "2025-07-01",
+        "2025-07-16",
+        "--rate",
+        "50",
+        "--window-days",
+        "8",
+        "--verbose",
+    )  # a request's retries: --verbose
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert "duration too long" in done.stdout
     durations = Counter(r.duration for r in successes(gateway))
@@ -509,8 +641,9 @@ def test_windows_too_long_for_the_gateway_are_halved_by_the_worker(make_sim, lak
 
 def test_a_worker_that_keeps_dying_fails_its_symbol_and_the_others_finish(sim, lake):
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
-    process = start_json_run(sim, lake, ["BTC-USD", "ETH-USD"], "--rate", "10",
-                             "--max-restarts", "0")
+    process = start_json_run(
+        sim, lake, ["BTC-USD", "ETH-USD"], "--rate", "10", "--max-restarts", "0"
+    )
     pids: dict[str, int] = {}
 
     def started(line: str, lines: list[str]) -> bool:
@@ -531,9 +664,10 @@ def test_a_worker_that_keeps_dying_fails_its_symbol_and_the_others_finish(sim, l
 
 def most_open_at_once(records) -> int:
     """The most requests the gateway held open at one instant (received .. answered)."""
-    edges = sorted([(r.received, 1) for r in records] +
-                   [(r.answered or r.received, -1) for r in records],
-                   key=lambda edge: (edge[0], edge[1]))
+    edges = sorted(
+        [(r.received, 1) for r in records] + [(r.answered or r.received, -1) for r in records],
+        key=lambda edge: (edge[0], edge[1]),
+    )
     most = open_now = 0
     for _, step in edges:
         open_now += step
@@ -545,8 +679,9 @@ def test_the_in_flight_cap_holds_across_all_workers(sim, lake):
     # 4 workers that would keep 4 requests open each at 50 req/s; answers take 150-250 ms.
     sim.set_faults(FaultConfig(latency_ms=(150, 250), seed=8))
     symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "LTC-USD"]
-    done = run_backfill(sim, lake, symbols, "2025-07-01", "2025-07-06", "--rate", "50",
-                        "--max-in-flight-total", "3")
+    done = run_backfill(
+        sim, lake, symbols, "2025-07-01", "2025-07-06", "--rate", "50", "--max-in-flight-total", "3"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     records = historical(sim)
     assert most_open_at_once(records) <= 3

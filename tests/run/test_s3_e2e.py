@@ -70,8 +70,14 @@ def objects(lake: str) -> list[str]:
 
 
 def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(backfill(*args), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env)
+    return subprocess.run(
+        backfill(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 # ---------------------------------------------------------------- both backends
@@ -81,8 +87,9 @@ def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess
 def test_run_rerun_verify_aggregate_levels_plan_on_both_backends(sim, any_lake):
     days = ("2025-07-01", "2025-07-03")
     # One process runs, then aggregates and builds levels, as `aggregate` and `levels` do.
-    done = run_backfill(sim, any_lake, ["BTC-USD"], *days, "--rate", "50",
-                        "--aggregate", "H1,D1", "--levels")
+    done = run_backfill(
+        sim, any_lake, ["BTC-USD"], *days, "--rate", "50", "--aggregate", "H1,D1", "--levels"
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     lake = lake_path(any_lake)
     assert_lake_equals_simulator(lake, sim, ["BTC-USD"], *days)
@@ -95,8 +102,18 @@ def test_run_rerun_verify_aggregate_levels_plan_on_both_backends(sim, any_lake):
     report = json.loads(checked.stdout)
     assert not [f for f in report["findings"] if f["severity"] == "error"]
     assert report["parts"] >= 5  # M1, H1, D1, levels and events, all verified
-    plan = cli("plan", "--lake", any_lake, "--symbols", "BTC-USD", "--from", days[0],
-               "--to", days[1], "--json")
+    plan = cli(
+        "plan",
+        "--lake",
+        any_lake,
+        "--symbols",
+        "BTC-USD",
+        "--from",
+        days[0],
+        "--to",
+        days[1],
+        "--json",
+    )
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["totals"]["days_missing"] == 0
 
@@ -109,12 +126,27 @@ def _july_bars(days: list[date]) -> pa.Table:
 
     ts = [datetime(d.year, d.month, d.day, h, tzinfo=UTC) for d in days for h in (1, 2)]
     n = len(ts)
-    return pa.table({
-        "ts": ts, "open": [1.0] * n, "high": [2.0] * n, "low": [0.5] * n, "close": [1.5] * n,
-        "volume": [1.0] * n, "wap": [1.2] * n, "bar_count": [3] * n,
-        "source": ["ibkr"] * n, "market": ["crypto"] * n, "symbol": ["BTC-USD"] * n,
-        "exchange": ["PAXOS"] * n, "what_to_show": ["AGGTRADES"] * n,
-    }).select(BAR_SCHEMA.names).cast(BAR_SCHEMA)
+    return (
+        pa.table(
+            {
+                "ts": ts,
+                "open": [1.0] * n,
+                "high": [2.0] * n,
+                "low": [0.5] * n,
+                "close": [1.5] * n,
+                "volume": [1.0] * n,
+                "wap": [1.2] * n,
+                "bar_count": [3] * n,
+                "source": ["ibkr"] * n,
+                "market": ["crypto"] * n,
+                "symbol": ["BTC-USD"] * n,
+                "exchange": ["PAXOS"] * n,
+                "what_to_show": ["AGGTRADES"] * n,
+            }
+        )
+        .select(BAR_SCHEMA.names)
+        .cast(BAR_SCHEMA)
+    )
 
 
 def test_a_write_between_read_and_put_is_merged_not_lost(s3_lake, monkeypatch):
@@ -126,8 +158,7 @@ def test_a_write_between_read_and_put_is_merged_not_lost(s3_lake, monkeypatch):
     def put_after_a_competitor(storage, key, data, version):
         if not injected:  # another writer commits between our read and our put
             injected.append(key)
-            store.write_batch(lake, BTC, _july_bars(theirs), theirs,
-                              fetched_at=datetime.now(UTC))
+            store.write_batch(lake, BTC, _july_bars(theirs), theirs, fetched_at=datetime.now(UTC))
         return real_put(storage, key, data, version)
 
     monkeypatch.setattr(store, "_put", put_after_a_competitor)
@@ -204,8 +235,11 @@ def test_a_lease_is_taken_over_only_after_its_etag_stood_still_for_its_ttl():
     now[0] += 29.0
     with pytest.raises(LeaseHeld):
         taker.acquire()
-    holder._version = path.storage.put(path.key, holder._body(),  # a renewal: new ETag
-                                       Version(holder._version)).version
+    holder._version = path.storage.put(
+        path.key,
+        holder._body(),  # a renewal: new ETag
+        Version(holder._version),
+    ).version
     now[0] += 29.0  # 58 s since the first look, but the ETag changed: the count restarts
     with pytest.raises(LeaseHeld):
         taker.acquire()
@@ -229,18 +263,25 @@ def test_two_runs_at_once_on_one_s3_lake_fetch_each_day_once(sim, s3_lake):
     from backfill.sim import FaultConfig
 
     sim.set_faults(FaultConfig(latency_ms=(20, 60)))
-    first = subprocess.Popen(run_args(sim, s3_lake, ["BTC-USD", "ETH-USD"], *WEEK, "--rate", "20"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(run_args(sim, s3_lake, ["ETH-USD", "SOL-USD"], *WEEK, "--rate", "20"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        run_args(sim, s3_lake, ["BTC-USD", "ETH-USD"], *WEEK, "--rate", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second = subprocess.Popen(
+        run_args(sim, s3_lake, ["ETH-USD", "SOL-USD"], *WEEK, "--rate", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, err1 = first.communicate(timeout=120)
     _, err2 = second.communicate(timeout=120)
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
     asked = Counter((r.symbol, r.end) for r in successes(sim))
     assert asked and max(asked.values()) == 1, "a day was fetched twice"
-    assert_lake_equals_simulator(lake_path(s3_lake), sim, ["BTC-USD", "ETH-USD", "SOL-USD"],
-                                 *WEEK)
+    assert_lake_equals_simulator(lake_path(s3_lake), sim, ["BTC-USD", "ETH-USD", "SOL-USD"], *WEEK)
 
 
 @pytest.mark.e2e
@@ -252,10 +293,13 @@ def test_sigkill_mid_run_then_the_dead_runs_lease_is_taken_over_after_its_ttl(
     monkeypatch.setenv("BACKFILL_LEASE_TTL_S", "2")
     sim.set_faults(FaultConfig(latency_ms=(40, 80)))
     symbols = ["BTC-USD", "ETH-USD"]
-    process = subprocess.Popen(run_args(sim, s3_lake, symbols, "2025-07-01", "2025-07-12",
-                                        "--json", "--rate", "20"),
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        run_args(sim, s3_lake, symbols, "2025-07-01", "2025-07-12", "--json", "--rate", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert process.stdout is not None
         written = 0
@@ -268,8 +312,7 @@ def test_sigkill_mid_run_then_the_dead_runs_lease_is_taken_over_after_its_ttl(
         process.wait()
     leases = [k for k in objects(s3_lake) if k.endswith(".lease")]
     assert leases, "the killed run held leases"
-    done = run_backfill(sim, s3_lake, symbols, "2025-07-01", "2025-07-12", "--rate", "50",
-                        "--json")
+    done = run_backfill(sim, s3_lake, symbols, "2025-07-01", "2025-07-12", "--rate", "50", "--json")
     assert done.returncode == 0, done.stderr + done.stdout
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     waited = [e for e in events if e.get("status") == "waiting"]
@@ -294,8 +337,16 @@ def test_a_store_that_ignores_preconditions_is_refused_unless_single_writer(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert objects(lake) == [], "nothing written"
         assert not sim.requests(), "the gateway was asked nothing"
-        done = run_backfill(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-02", "--rate", "50",
-                            "--unsafe-single-writer")
+        done = run_backfill(
+            sim,
+            lake,
+            ["BTC-USD"],
+            "2025-07-01",
+            "2025-07-02",
+            "--rate",
+            "50",
+            "--unsafe-single-writer",
+        )
         assert done.returncode == 0, done.stderr + done.stdout
         assert done.stdout.splitlines()[0].startswith("warning: --unsafe-single-writer")
         [log] = [k for k in objects(lake) if k.startswith("_runs/")]
@@ -325,9 +376,18 @@ def test_an_unusable_store_is_one_line_exit_2_nothing_written(s3_env, case, tmp_
         expected = "cannot be reached"
     if case == "no obstore":
         done = subprocess.run(
-            [sys.executable, "-c", "import sys; sys.modules['obstore'] = None; "
-             "from backfill.entry import main; sys.argv[0] = 'backfill'; main()", *args],
-            capture_output=True, text=True, timeout=60, env=env)
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.modules['obstore'] = None; "
+                "from backfill.entry import main; sys.argv[0] = 'backfill'; main()",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         expected = "an s3:// lake needs obstore: pip install 'backfill[s3]'"
     else:
         done = cli(*args, env=env, timeout=60)
@@ -354,12 +414,14 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
 
     # docs/lake.md's block, as written but for the bucket and the endpoint (keys from AWS_*)
     page = doc_text("lake.md")
-    after = page[page.index("Reading the lake where it lies"):]
+    after = page[page.index("Reading the lake where it lies") :]
     code = after.split("```python\n", 1)[1].split("```", 1)[0]
     assert code.count("bucket/prefix") == 1 and code.count("http://minio:9000") == 2
     names: dict = {}
-    exec(code.replace("bucket/prefix", bucket_and_prefix)
-         .replace("http://minio:9000", endpoint), names)
+    exec(
+        code.replace("bucket/prefix", bucket_and_prefix).replace("http://minio:9000", endpoint),
+        names,
+    )
     assert names["table"].num_rows == 4
     assert names["frame"].height == 4
 
@@ -369,12 +431,15 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
         duckdb.sql("LOAD httpfs")
     except duckdb.Error as exc:  # INSTALL httpfs downloads it: this machine has no network
         pytest.skip(f"DuckDB's httpfs extension is not installed here: {str(exc)[:60]}")
-    duckdb.sql(f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', "
-               f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
-               f"ENDPOINT '{endpoint.removeprefix('http://')}', URL_STYLE 'path', "
-               "USE_SSL false)")
-    rows = duckdb.sql(f"select count(*) from read_parquet('s3://{m1}/**/*.parquet', "
-                      "hive_partitioning=true)").fetchone()
+    duckdb.sql(
+        f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', "
+        f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
+        f"ENDPOINT '{endpoint.removeprefix('http://')}', URL_STYLE 'path', "
+        "USE_SSL false)"
+    )
+    rows = duckdb.sql(
+        f"select count(*) from read_parquet('s3://{m1}/**/*.parquet', hive_partitioning=true)"
+    ).fetchone()
     assert rows == (4,)
 
 
@@ -382,15 +447,19 @@ def test_lake_root_and_backfill_toml_name_an_s3_lake(s3_lake, tmp_path):
     lake = lake_path(s3_lake)
     days = [date(2025, 7, 1), date(2025, 7, 2)]
     store.write_batch(lake, BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
-    plan = ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03",
-            "--json"]
+    plan = ["plan", "--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03", "--json"]
     by_env = cli(*plan, env={**os.environ, "LAKE_ROOT": s3_lake})
     assert by_env.returncode == 0, by_env.stderr
     assert json.loads(by_env.stdout)["totals"]["days_missing"] == 1
     (tmp_path / "backfill.toml").write_text(f'lake = "{s3_lake}"\n')
-    by_file = subprocess.run(backfill(*plan), capture_output=True, text=True, timeout=60,
-                             cwd=tmp_path, env={k: v for k, v in os.environ.items()
-                                                if k != "LAKE_ROOT"})
+    by_file = subprocess.run(
+        backfill(*plan),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "LAKE_ROOT"},
+    )
     assert by_file.returncode == 0, by_file.stderr
     assert json.loads(by_file.stdout)["totals"]["days_missing"] == 1
 
@@ -405,8 +474,9 @@ def test_plan_cache_on_s3_is_keyed_by_etag_and_size(s3_lake, monkeypatch):
 
     footers = []
     real = footer_reader._read_object_footer
-    monkeypatch.setattr(footer_reader, "_read_object_footer",
-                        lambda p: footers.append(p) or real(p))
+    monkeypatch.setattr(
+        footer_reader, "_read_object_footer", lambda p: footers.append(p) or real(p)
+    )
 
     def marks() -> list[date]:
         return sorted(read_day_marks(lake, [BTC], date(2025, 7, 1), date(2025, 9, 30))[BTC])

@@ -24,16 +24,26 @@ BTC = Symbol("BTC", "USD")
 
 def test_a_remembered_rule_that_no_longer_fits_loses_no_bar(make_sim, lake):
     gateway = sim_with(make_sim, window_edges="()")
-    write_finding(lake, gateway.host, gateway.port, "window_edges", "[)",
-                  {"symbol": "BTC-USD"}, datetime.now(timezone.utc))
-    write_finding(lake, gateway.host, gateway.port, "header_format", "login", {},
-                  datetime.now(timezone.utc))  # the simulator writes "named"
+    write_finding(
+        lake,
+        gateway.host,
+        gateway.port,
+        "window_edges",
+        "[)",
+        {"symbol": "BTC-USD"},
+        datetime.now(timezone.utc),
+    )
+    write_finding(
+        lake, gateway.host, gateway.port, "header_format", "login", {}, datetime.now(timezone.utc)
+    )  # the simulator writes "named"
     first, last = "2025-05-01", "2025-06-30"
-    done = run_backfill(gateway, lake, ["BTC-USD"], first, last, "--rate", "50",
-                        "--window-days", "7")
+    done = run_backfill(
+        gateway, lake, ["BTC-USD"], first, last, "--rate", "50", "--window-days", "7"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    expected = expected_bars(gateway.market, BTC, date.fromisoformat(first),
-                             date.fromisoformat(last))
+    expected = expected_bars(
+        gateway.market, BTC, date.fromisoformat(first), date.fromisoformat(last)
+    )
     got = lake_rows(lake, BTC)
     assert len(got) == len(expected)
     assert got == expected

@@ -18,8 +18,9 @@ BTC, ETH = Symbol("BTC", "USD"), Symbol("ETH", "USD")
 
 
 def request(lake: Path, gateway: str, first: date, last: date) -> RunRequest:
-    return RunRequest(lake, (BTC, ETH), first, last, GatewayAddress.parse(gateway),
-                      RunSettings(rate=20.0))
+    return RunRequest(
+        lake, (BTC, ETH), first, last, GatewayAddress.parse(gateway), RunSettings(rate=20.0)
+    )
 
 
 def test_start_up_learns_everything_on_one_connection_and_writes_nothing(make_sim, tmp_path):
@@ -28,8 +29,12 @@ def test_start_up_learns_everything_on_one_connection_and_writes_nothing(make_si
     now = datetime(2025, 8, 1, 12, tzinfo=UTC)
     said: list[str] = []
     with contextlib.ExitStack() as stack:
-        startup = start_up(request(lake, f"{sim.host}:{sim.port}", date(2025, 7, 1),
-                                   date(2025, 7, 3)), stack, said.append, now=now)
+        startup = start_up(
+            request(lake, f"{sim.host}:{sim.port}", date(2025, 7, 1), date(2025, 7, 3)),
+            stack,
+            said.append,
+            now=now,
+        )
     assert not lake.exists() and said == []  # no lake made, no line said: record() does
     assert startup.contracts_ok and startup.today == date(2025, 8, 1)
     assert set(startup.answers) == {BTC, ETH}  # the heads, asked now
@@ -50,8 +55,9 @@ def test_start_up_learns_everything_on_one_connection_and_writes_nothing(make_si
 def test_nothing_to_fetch_asks_the_gateway_nothing(tmp_path):
     # Days after today are never planned: nothing to ask, so the (absent) gateway is not.
     today = date.today()
-    ahead = request(tmp_path / "lake", "127.0.0.1:1", today + timedelta(days=2),
-                    today + timedelta(days=3))
+    ahead = request(
+        tmp_path / "lake", "127.0.0.1:1", today + timedelta(days=2), today + timedelta(days=3)
+    )
     with contextlib.ExitStack() as stack:
         startup = start_up(ahead, stack, print)
     assert startup.plan.requests == 0 and startup.edges is None and not startup.contracts_ok
@@ -61,8 +67,14 @@ def test_nothing_to_fetch_asks_the_gateway_nothing(tmp_path):
 def test_an_unknown_symbol_is_bad_input_before_anything_is_written(make_sim, tmp_path):
     sim = make_sim()
     lake = tmp_path / "lake"
-    asked = RunRequest(lake, (Symbol("NOPE", "USD"),), date(2025, 7, 1), date(2025, 7, 1),
-                       GatewayAddress.parse(f"{sim.host}:{sim.port}"), RunSettings())
+    asked = RunRequest(
+        lake,
+        (Symbol("NOPE", "USD"),),
+        date(2025, 7, 1),
+        date(2025, 7, 1),
+        GatewayAddress.parse(f"{sim.host}:{sim.port}"),
+        RunSettings(),
+    )
     with contextlib.ExitStack() as stack, pytest.raises(BadInput, match="unknown symbol"):
         start_up(asked, stack, print, now=datetime(2025, 8, 1, tzinfo=UTC))
     assert not lake.exists()

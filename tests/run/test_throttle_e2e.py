@@ -27,8 +27,7 @@ CAPACITY = 10.0
 @pytest.fixture
 def throttled(make_sim):
     return make_sim(
-        pacing=dataclasses.replace(FAST_PACING, soft_rate=CAPACITY, soft_burst=3,
-                                   max_rate=None),
+        pacing=dataclasses.replace(FAST_PACING, soft_rate=CAPACITY, soft_burst=3, max_rate=None),
         behaviour=Behaviour(overload="disconnect", overload_after_s=6.0),
         faults=FaultConfig(latency_ms=(50, 150), seed=11),
     )
@@ -44,8 +43,19 @@ def budgets(lake) -> list[dict]:
 
 
 def test_auto_finds_the_capacity_without_a_dropped_connection(throttled, lake):
-    done = run_backfill(throttled, lake, SYMBOLS, "2025-07-01", "2025-07-31", "--rate", "auto",
-                        "--auto-start-rate", "5", "--max-rate", "40")
+    done = run_backfill(
+        throttled,
+        lake,
+        SYMBOLS,
+        "2025-07-01",
+        "2025-07-31",
+        "--rate",
+        "auto",
+        "--auto-start-rate",
+        "5",
+        "--max-rate",
+        "40",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert not dropped(throttled), "auto overloaded the gateway into a disconnect"
     moves = budgets(lake)
@@ -60,13 +70,21 @@ def test_a_fixed_rate_far_above_capacity_draws_drops_and_survives_them(make_sim,
     # slowed for a second, drop the connection. The in-flight cap keeps the queue at IB short,
     # so against `throttled` a fixed rate may never be dropped; here it is, at once.
     touchy = make_sim(
-        pacing=dataclasses.replace(FAST_PACING, soft_rate=CAPACITY, soft_burst=3,
-                                   max_rate=None),
+        pacing=dataclasses.replace(FAST_PACING, soft_rate=CAPACITY, soft_burst=3, max_rate=None),
         behaviour=Behaviour(overload="disconnect", overload_queue=2, overload_after_s=1.0),
         faults=FaultConfig(latency_ms=(50, 150), seed=11),
     )
-    done = run_backfill(touchy, lake, SYMBOLS, "2025-07-01", "2025-07-15", "--rate", "40",
-                        "--max-in-flight-total", "40")
+    done = run_backfill(
+        touchy,
+        lake,
+        SYMBOLS,
+        "2025-07-01",
+        "2025-07-15",
+        "--rate",
+        "40",
+        "--max-in-flight-total",
+        "40",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert dropped(touchy), "the test must overload the gateway"
     assert any("connection dropped" in m["reason"] for m in budgets(lake))

@@ -30,10 +30,15 @@ FAST_IB = IBRules(identical_s=1.5, contract_window_s=0.2)
 def config(gateway, lake: Path, days: list[date], **settings) -> WorkerConfig:
     """A worker for ``days`` of ETH, with the run's ``settings`` given as keywords."""
     run_settings = RunSettings(ib=FAST_IB, **settings)
-    return WorkerConfig(lake=lake, symbol=ETH,
-                        windows=tuple(group_windows(days, run_settings.window_days)),
-                        host=gateway.host, port=gateway.port, client_id=7,
-                        settings=run_settings)
+    return WorkerConfig(
+        lake=lake,
+        symbol=ETH,
+        windows=tuple(group_windows(days, run_settings.window_days)),
+        host=gateway.host,
+        port=gateway.port,
+        client_id=7,
+        settings=run_settings,
+    )
 
 
 def when_days_fetched(n: int, action: Callable[[], object]) -> Callable[[ev.Event], None]:
@@ -60,7 +65,9 @@ def test_events_tell_the_whole_story_of_a_month_boundary(sim, tmp_path):
     assert sorted(e.day for e in events if isinstance(e, ev.DayFetched)) == days
     assert Counter(e.outcome for e in events if isinstance(e, ev.RequestDone)) == {"bars": 4}
     assert sorted(e.month for e in events if isinstance(e, ev.PartWritten)) == [
-        "2025-07", "2025-08"]
+        "2025-07",
+        "2025-08",
+    ]
     rows = sum(e.rows for e in events if isinstance(e, ev.DayFetched))
     assert rows == outcome.rows == len(expected_bars(sim.market, ETH, days[0], days[-1]))
     assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[-1])
@@ -70,8 +77,9 @@ def test_retries_are_events_with_their_reason(sim, tmp_path):
     sim.set_faults(FaultConfig(error_share=0.5, seed=2))
     days = days_between(date(2025, 7, 1), date(2025, 7, 8))
     events: list[ev.Event] = []
-    outcome = run_worker(config(sim, tmp_path, days, retry_base_s=0.05), events.append,
-                         LocalControls(50.0))
+    outcome = run_worker(
+        config(sim, tmp_path, days, retry_base_s=0.05), events.append, LocalControls(50.0)
+    )
     assert outcome.days_fetched == 8 and not outcome.days_failed
     retries = [e for e in events if isinstance(e, ev.Retry)]
     assert retries and all("162" in e.reason and e.attempt >= 1 for e in retries)
@@ -92,8 +100,9 @@ def test_a_stop_request_ends_the_worker_without_failing_days(sim, tmp_path):
     outcome = run_worker(config(sim, tmp_path, days), stop_after_three_days, controls)
     assert outcome.interrupted and not outcome.days_failed
     assert 3 <= outcome.days_fetched < 31
-    stopped = [e for e in events if isinstance(e, ev.StatusChanged)
-               and e.status is ev.Status.STOPPED]
+    stopped = [
+        e for e in events if isinstance(e, ev.StatusChanged) and e.status is ev.Status.STOPPED
+    ]
     left = 31 - outcome.days_fetched
     assert stopped and f"{left} day{'s' * (left != 1)} left" in stopped[-1].detail
     assert len({r[0].date() for r in lake_rows(tmp_path, ETH)}) == outcome.days_fetched
@@ -113,21 +122,23 @@ def test_many_disconnects_over_a_long_run_do_not_fail_it(make_sim, tmp_path):
     gateway = make_sim(faults=FaultConfig(drop_after=3))
     days = days_between(date(2025, 7, 1), date(2025, 7, 31))
     events: list[ev.Event] = []
-    outcome = run_worker(config(gateway, tmp_path, days, retry_base_s=0.02), events.append,
-                         LocalControls(50.0))
+    outcome = run_worker(
+        config(gateway, tmp_path, days, retry_base_s=0.02), events.append, LocalControls(50.0)
+    )
     assert not outcome.failure and outcome.days_fetched == 31
     assert sum(isinstance(e, ev.Retry) and e.reason == "disconnected" for e in events) >= 9
     assert lake_rows(tmp_path, ETH) == expected_bars(gateway.market, ETH, days[0], days[-1])
 
 
-def test_a_gateway_gone_for_good_fails_the_worker_after_the_reconnect_window(
-    make_sim, tmp_path
-):
+def test_a_gateway_gone_for_good_fails_the_worker_after_the_reconnect_window(make_sim, tmp_path):
     gateway = make_sim()
     days = days_between(date(2025, 7, 1), date(2025, 7, 10))
     started = time.monotonic()
-    outcome = run_worker(config(gateway, tmp_path, days, retry_base_s=0.2, reconnect_for_s=2.0),
-                         when_days_fetched(2, gateway.stop), LocalControls(50.0))
+    outcome = run_worker(
+        config(gateway, tmp_path, days, retry_base_s=0.2, reconnect_for_s=2.0),
+        when_days_fetched(2, gateway.stop),
+        LocalControls(50.0),
+    )
     assert "giving up" in outcome.failure
     assert time.monotonic() - started < 30
     assert 2 <= outcome.days_fetched < 10
@@ -150,13 +161,15 @@ def test_ib_connectivity_loss_holds_requests_and_costs_no_attempts(sim, tmp_path
         if fetched == 3 and not outage:
             outage.append(time.time())
             sim.lose_upstream()
-            restore = threading.Timer(2.0, lambda: (outage.append(time.time()),
-                                                    sim.restore_upstream()))
+            restore = threading.Timer(
+                2.0, lambda: (outage.append(time.time()), sim.restore_upstream())
+            )
             restore.start()
 
     outcome = run_worker(
         config(sim, tmp_path, days, max_attempts=1, request_timeout_s=1.0, max_in_flight=2),
-        lose_upstream_after_three_days, LocalControls(10.0),
+        lose_upstream_after_three_days,
+        LocalControls(10.0),
     )
     assert not outcome.failure and not outcome.days_failed
     assert outcome.days_fetched == 12
@@ -173,8 +186,13 @@ def test_a_stop_is_heard_while_every_request_hangs(sim, tmp_path):
     controls = LocalControls(50.0)
     threading.Timer(1.0, lambda: setattr(controls, "stop", True)).start()
     started = time.monotonic()
-    outcome = run_worker(config(sim, tmp_path, days_between(date(2025, 7, 1), date(2025, 7, 8)),
-                                request_timeout_s=30.0), lambda e: None, controls)
+    outcome = run_worker(
+        config(
+            sim, tmp_path, days_between(date(2025, 7, 1), date(2025, 7, 8)), request_timeout_s=30.0
+        ),
+        lambda e: None,
+        controls,
+    )
     # One second, then at most the two-second grace for requests in flight: not 30 s.
     assert time.monotonic() - started < 6.0
     assert outcome.interrupted and not outcome.days_failed and not outcome.failure
@@ -187,14 +205,17 @@ def test_a_stop_while_reconnecting_is_an_interruption_not_a_failure(make_sim, tm
 
     def stop_the_gateway_then_the_worker(event: ev.Event) -> None:
         events.append(event)
-        if sum(isinstance(e, ev.DayFetched) for e in events) == 2 and \
-                isinstance(event, ev.DayFetched):
+        if sum(isinstance(e, ev.DayFetched) for e in events) == 2 and isinstance(
+            event, ev.DayFetched
+        ):
             gateway.stop()
             threading.Timer(1.0, lambda: setattr(controls, "stop", True)).start()
 
-    outcome = run_worker(config(gateway, tmp_path, days_between(date(2025, 7, 1),
-                                                                date(2025, 7, 10))),
-                         stop_the_gateway_then_the_worker, controls)
+    outcome = run_worker(
+        config(gateway, tmp_path, days_between(date(2025, 7, 1), date(2025, 7, 10))),
+        stop_the_gateway_then_the_worker,
+        controls,
+    )
     assert outcome.interrupted and not outcome.failure and not outcome.days_failed
     assert not [e for e in events if isinstance(e, (ev.DayFailed, ev.WorkerFailed))]
     final = [e for e in events if isinstance(e, ev.StatusChanged)][-1]
@@ -210,8 +231,11 @@ def test_a_dying_event_sink_never_leaves_a_day_recorded_without_its_bars(sim, tm
         raise BrokenPipeError("the orchestrator is gone")
 
     with pytest.raises(BrokenPipeError):
-        run_worker(config(sim, tmp_path, days, window_days=2), when_days_fetched(2, parent_gone),
-                   LocalControls(50.0))
+        run_worker(
+            config(sim, tmp_path, days, window_days=2),
+            when_days_fetched(2, parent_gone),
+            LocalControls(50.0),
+        )
     coverage = read_coverage(tmp_path, [ETH], days[0], days[-1])[ETH]
     assert coverage, "the window was taken in before the sink failed"
     for day, record in coverage.items():
@@ -221,8 +245,9 @@ def test_a_dying_event_sink_never_leaves_a_day_recorded_without_its_bars(sim, tm
 def test_a_day_asked_right_after_it_ended_stays_partial(sim, tmp_path):
     # A settle time longer than the time since yesterday ended stands for a run at 00:01.
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
-    outcome = run_worker(config(sim, tmp_path, [yesterday], settle_s=2 * 86_400),
-                         lambda e: None, LocalControls(50.0))
+    outcome = run_worker(
+        config(sim, tmp_path, [yesterday], settle_s=2 * 86_400), lambda e: None, LocalControls(50.0)
+    )
     assert outcome.days_fetched == 1
     record = read_coverage(tmp_path, [ETH], yesterday, yesterday)[ETH][yesterday]
     assert not record.complete and record.rows > 0
@@ -236,8 +261,11 @@ def test_ib_connectivity_lost_for_good_fails_every_day_left_none_forgotten(sim, 
         sim.set_faults(FaultConfig(hang_share=1.0))
         threading.Timer(0.3, sim.lose_upstream).start()
 
-    outcome = run_worker(config(sim, tmp_path, days, reconnect_for_s=1.0, max_in_flight=4),
-                         when_days_fetched(2, hang_then_lose_upstream), LocalControls(50.0))
+    outcome = run_worker(
+        config(sim, tmp_path, days, reconnect_for_s=1.0, max_in_flight=4),
+        when_days_fetched(2, hang_then_lose_upstream),
+        LocalControls(50.0),
+    )
     assert "1100" in outcome.failure
     # Requests out when the worker gave up are failed with the rest, not lost track of.
     assert outcome.days_fetched + len(outcome.days_failed) == len(days)
@@ -249,8 +277,11 @@ def test_a_lake_it_cannot_write_fails_the_worker_with_the_reason(sim, tmp_path):
     in_the_way = symbol_dir(tmp_path, ETH)
     in_the_way.parent.mkdir(parents=True)
     in_the_way.write_text("not a folder")
-    outcome = run_worker(config(sim, tmp_path, [date(2025, 7, 1), date(2025, 7, 2)]),
-                         lambda e: None, LocalControls(50.0))
+    outcome = run_worker(
+        config(sim, tmp_path, [date(2025, 7, 1), date(2025, 7, 2)]),
+        lambda e: None,
+        LocalControls(50.0),
+    )
     assert outcome.failure.startswith("cannot write the lake:")
     assert in_the_way.read_text() == "not a folder"
 
@@ -268,16 +299,25 @@ def test_a_day_whose_every_attempt_timed_out_is_failed_and_never_recorded(sim, t
         hang_from_now(event)
 
     outcome = run_worker(
-        config(sim, tmp_path, days, max_in_flight=1, max_attempts=2, request_timeout_s=0.3,
-               retry_base_s=0.05),
-        sink, LocalControls(50.0),
+        config(
+            sim,
+            tmp_path,
+            days,
+            max_in_flight=1,
+            max_attempts=2,
+            request_timeout_s=0.3,
+            retry_base_s=0.05,
+        ),
+        sink,
+        LocalControls(50.0),
     )
     assert outcome.days_fetched == 1 and outcome.days_failed == tuple(days[1:])
     failed = [e for e in events if isinstance(e, ev.DayFailed)]
     assert sorted(e.day for e in failed) == days[1:]
     assert all(e.reason.startswith("timeout") for e in failed)
-    timeouts = Counter(e.window for e in events
-                       if isinstance(e, ev.RequestDone) and e.outcome == "timeout")
+    timeouts = Counter(
+        e.window for e in events if isinstance(e, ev.RequestDone) and e.outcome == "timeout"
+    )
     assert sorted(timeouts.values()) == [2, 2], "each hung day had all its attempts"
     coverage = read_coverage(tmp_path, [ETH], days[0], days[-1])[ETH]
     assert list(coverage) == [days[0]], "only the day answered is recorded"

@@ -11,7 +11,9 @@ def start_gateway(*flags: str) -> tuple[subprocess.Popen[str], int]:
     """``backfill gateway --port 0 FLAGS``, once it listens: the process and its port."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "backfill", "gateway", "--port", "0", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()

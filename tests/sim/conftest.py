@@ -39,4 +39,3 @@ def connect() -> Iterator[Callable[..., IB]]:
     yield make
     for ib in clients:
         ib.disconnect()
-

@@ -14,9 +14,21 @@ from backfill.sim import NO_PACING, bars_between
 from tests.sim.helpers import UTC, crypto
 
 END = datetime(2024, 3, 4, tzinfo=UTC)  # a 2-day window: 2024-03-02 and 03 (UTC)
-SIZES = {"2 mins": 2, "3 mins": 3, "5 mins": 5, "10 mins": 10, "15 mins": 15, "20 mins": 20,
-         "30 mins": 30, "1 hour": 60, "2 hours": 120, "3 hours": 180, "4 hours": 240,
-         "8 hours": 480, "1 day": 1440}
+SIZES = {
+    "2 mins": 2,
+    "3 mins": 3,
+    "5 mins": 5,
+    "10 mins": 10,
+    "15 mins": 15,
+    "20 mins": 20,
+    "30 mins": 30,
+    "1 hour": 60,
+    "2 hours": 120,
+    "3 hours": 180,
+    "4 hours": 240,
+    "8 hours": 480,
+    "1 day": 1440,
+}
 
 
 def expected(minutes: int, zone: str = "UTC", start=END - timedelta(days=2), end=END):
@@ -35,8 +47,18 @@ def expected(minutes: int, zone: str = "UTC", start=END - timedelta(days=2), end
         begin = begin_utc.astimezone(tz)
         volume = sum(b.volume for b in bars)
         wap = sum(b.wap * b.volume for b in bars) / volume
-        out.append((begin, bars[0].open, max(b.high for b in bars), min(b.low for b in bars),
-                    bars[-1].close, volume, wap, sum(b.bar_count for b in bars)))
+        out.append(
+            (
+                begin,
+                bars[0].open,
+                max(b.high for b in bars),
+                min(b.low for b in bars),
+                bars[-1].close,
+                volume,
+                wap,
+                sum(b.bar_count for b in bars),
+            )
+        )
     return out
 
 
@@ -49,7 +71,13 @@ def same(bars, oracle, *, daily: bool = False) -> None:
     for bar, (begin, o, h, lo, c, v, w, n) in zip(bars, oracle, strict=True):
         when = begin.date() if daily else begin
         assert (bar.date, bar.open, bar.high, bar.low, bar.close, bar.barCount) == (
-            when, o, h, lo, c, n)
+            when,
+            o,
+            h,
+            lo,
+            c,
+            n,
+        )
         assert bar.volume == pytest.approx(v, abs=1e-7)
         assert bar.average == pytest.approx(w, abs=0.011)  # wap is rounded to the cent
 
@@ -98,17 +126,25 @@ def test_buckets_across_a_25_hour_day(make_sim, connect, size, count) -> None:
 def test_a_bucket_without_a_trade_has_no_bar(make_sim, connect) -> None:
     ib = connect(make_sim(pacing=NO_PACING, no_trade_share=0.9))
     bars = fetch(ib, "2 mins", duration="3600 S")
-    starts = {b.start.replace(minute=b.start.minute // 2 * 2)
-              for b in bars_between(0, "BTC", END - timedelta(hours=1), END,
-                                    no_trade_share=0.9)}
+    starts = {
+        b.start.replace(minute=b.start.minute // 2 * 2)
+        for b in bars_between(0, "BTC", END - timedelta(hours=1), END, no_trade_share=0.9)
+    }
     assert 0 < len(bars) == len(starts) < 30
     assert {b.date for b in bars} == starts
 
 
 @pytest.mark.parametrize(
     ("size", "code"),
-    [("5 secs", 162), ("30 secs", 162), ("1 week", 162), ("1 month", 162),
-     ("7 mins", 321), ("1 year", 321), ("45 mins", 321)],
+    [
+        ("5 secs", 162),
+        ("30 secs", 162),
+        ("1 week", 162),
+        ("1 month", 162),
+        ("7 mins", 321),
+        ("1 year", 321),
+        ("45 mins", 321),
+    ],
 )
 def test_other_sizes_are_refused_at_once(make_sim, connect, size, code) -> None:
     ib = connect(make_sim(pacing=NO_PACING))

@@ -26,8 +26,11 @@ MINUTE = timedelta(minutes=1)
 def sim_with(make_sim, **switches):
     """A simulator with every minute traded (counts are exact) and the given switches."""
     switches.setdefault("no_trade_share", 0.0)
-    config = {k: switches.pop(k) for k in ("no_trade_share", "clock", "timezone", "pacing",
-                                           "faults", "max_duration_days") if k in switches}
+    config = {
+        k: switches.pop(k)
+        for k in ("no_trade_share", "clock", "timezone", "pacing", "faults", "max_duration_days")
+        if k in switches
+    }
     config.setdefault("pacing", NO_PACING)
     return make_sim(behaviour=Behaviour(**switches), **config)
 
@@ -46,10 +49,10 @@ def headers(ib) -> list[tuple[str, str]]:
     return seen
 
 
-def fetch(ib, end=MIDNIGHT, duration: str = "86400 S", symbol: str = "BTC", fmt: int = 2,
-          **kwargs):
-    return ib.reqHistoricalData(crypto(symbol), end, duration, "1 min", "AGGTRADES", False,
-                                fmt, **kwargs)
+def fetch(ib, end=MIDNIGHT, duration: str = "86400 S", symbol: str = "BTC", fmt: int = 2, **kwargs):
+    return ib.reqHistoricalData(
+        crypto(symbol), end, duration, "1 min", "AGGTRADES", False, fmt, **kwargs
+    )
 
 
 def wait_for(ib, predicate, timeout: float = 3.0) -> None:
@@ -62,10 +65,12 @@ def wait_for(ib, predicate, timeout: float = 3.0) -> None:
 # --- window edges ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("edges", "first", "last", "count"),
-    [("[)", MIDNIGHT - timedelta(days=1), MIDNIGHT - MINUTE, 1440),
-     ("(]", MIDNIGHT - timedelta(days=1) + MINUTE, MIDNIGHT, 1440),
-     ("[]", MIDNIGHT - timedelta(days=1), MIDNIGHT, 1441),
-     ("()", MIDNIGHT - timedelta(days=1) + MINUTE, MIDNIGHT - MINUTE, 1439)],
+    [
+        ("[)", MIDNIGHT - timedelta(days=1), MIDNIGHT - MINUTE, 1440),
+        ("(]", MIDNIGHT - timedelta(days=1) + MINUTE, MIDNIGHT, 1440),
+        ("[]", MIDNIGHT - timedelta(days=1), MIDNIGHT, 1441),
+        ("()", MIDNIGHT - timedelta(days=1) + MINUTE, MIDNIGHT - MINUTE, 1439),
+    ],
 )
 def test_window_edges(make_sim, connect, edges, first, last, count) -> None:
     ib = connect(sim_with(make_sim, window_edges=edges))
@@ -73,7 +78,8 @@ def test_window_edges(make_sim, connect, edges, first, last, count) -> None:
     assert (len(bars), bars[0].date, bars[-1].date) == (count, first, last)
     oracle = bars_between(0, "BTC", first, last + MINUTE, no_trade_share=0.0)
     assert [(b.date, b.close, b.volume) for b in bars] == [
-        (b.start, b.close, b.volume) for b in oracle]
+        (b.start, b.close, b.volume) for b in oracle
+    ]
 
 
 def test_served_interval_is_half_open_in_bar_starts() -> None:
@@ -91,11 +97,14 @@ def test_header_is_the_window_in_the_login_zone(make_sim, connect, caplog) -> No
     assert fetch(ib) and fetch(ib, MIDNIGHT - timedelta(days=1), "2 D", fmt=1)
     # Midnight UTC is 19:00 the day before in New York (EST, UTC-5); current gateways
     # name the zone after one space (the default, --header-format named).
-    assert seen == [("20240229 19:00:00 America/New_York", "20240301 19:00:00 America/New_York"),
-                    ("20240227 19:00:00 America/New_York", "20240229 19:00:00 America/New_York")]
+    assert seen == [
+        ("20240229 19:00:00 America/New_York", "20240301 19:00:00 America/New_York"),
+        ("20240227 19:00:00 America/New_York", "20240229 19:00:00 America/New_York"),
+    ]
     # The handshake's connection time names the zone a client reads the header in.
-    greeting = next(r.message for r in caplog.records
-                    if re.match(r"<<< \d+,\d{8} \d\d:\d\d:\d\d ", r.message))
+    greeting = next(
+        r.message for r in caplog.records if re.match(r"<<< \d+,\d{8} \d\d:\d\d:\d\d ", r.message)
+    )
     assert greeting.endswith(" America/New_York")
 
 
@@ -113,9 +122,11 @@ MONDAY = datetime(2024, 3, 4, tzinfo=UTC)
 
 @pytest.mark.parametrize(
     ("switch", "first", "header_start"),
-    [("calendar", datetime(2024, 3, 2, tzinfo=UTC), "20240302 00:00:00 UTC"),
-     # Sunday counts, Saturday is the weekly break, Friday is the second session.
-     ("sessions", datetime(2024, 3, 1, tzinfo=UTC), "20240301 00:00:00 UTC")],
+    [
+        ("calendar", datetime(2024, 3, 2, tzinfo=UTC), "20240302 00:00:00 UTC"),
+        # Sunday counts, Saturday is the weekly break, Friday is the second session.
+        ("sessions", datetime(2024, 3, 1, tzinfo=UTC), "20240301 00:00:00 UTC"),
+    ],
 )
 def test_day_duration(make_sim, connect, switch, first, header_start) -> None:
     ib = connect(sim_with(make_sim, day_duration=switch))
@@ -133,11 +144,11 @@ def test_sessions_break_is_configurable_and_counts_in_the_login_zone() -> None:
     weekend = session_window_start(MONDAY, 1, UTC, frozenset({"sat", "sun"}))
     assert weekend == datetime(2024, 3, 1, tzinfo=UTC)
     mid_day = datetime(2024, 3, 5, 12, tzinfo=UTC)  # a session counts whole
-    assert session_window_start(mid_day, 1, UTC, frozenset()) == datetime(2024, 3, 5,
-                                                                           tzinfo=UTC)
+    assert session_window_start(mid_day, 1, UTC, frozenset()) == datetime(2024, 3, 5, tzinfo=UTC)
     new_york = ZoneInfo("America/New_York")
     assert session_window_start(mid_day, 1, new_york, frozenset()) == datetime(
-        2024, 3, 5, 5, tzinfo=UTC)
+        2024, 3, 5, 5, tzinfo=UTC
+    )
 
 
 # --- too long ----------------------------------------------------------------------------
@@ -171,12 +182,15 @@ def test_no_permission_for_some_symbols(make_sim, connect) -> None:
 
 @pytest.mark.parametrize(
     ("code", "text"),
-    [(162, "Trading TWS session is connected from a different IP address"),
-     (10197, "No market data during competing live session")],
+    [
+        (162, "Trading TWS session is connected from a different IP address"),
+        (10197, "No market data during competing live session"),
+    ],
 )
 def test_competing_session_after_n_requests(make_sim, connect, code, text) -> None:
-    sim = sim_with(make_sim, competing_session_after=2, competing_session_code=code,
-                   competing_session_for=0.5)
+    sim = sim_with(
+        make_sim, competing_session_after=2, competing_session_code=code, competing_session_for=0.5
+    )
     ib = connect(sim)
     assert fetch(ib) and fetch(ib, symbol="ETH")
     began = time.monotonic()
@@ -213,8 +227,9 @@ def test_farm_down_and_up_from_python(make_sim, connect) -> None:
     sim = sim_with(make_sim)
     ib = connect(sim)
     sim.farm_down()
-    task = asyncio.ensure_future(ib.reqHistoricalDataAsync(
-        crypto(), MIDNIGHT, "3600 S", "1 min", "AGGTRADES", False, 2))
+    task = asyncio.ensure_future(
+        ib.reqHistoricalDataAsync(crypto(), MIDNIGHT, "3600 S", "1 min", "AGGTRADES", False, 2)
+    )
     wait_for(ib, lambda: sim.open_requests() == 1)  # it reached the gateway and is held
     assert not task.done()
     sim.farm_up()
@@ -229,7 +244,8 @@ def test_cancel_answered_366(make_sim, connect) -> None:
     assert list(fetch(ib, timeout=0.1)) == []  # ib_insync times out and cancels
     wait_for(ib, lambda: codes == [366])
     assert [(r.outcome, r.error_code) for r in sim.requests() if r.kind == "historical"] == [
-        ("cancelled", 366)]
+        ("cancelled", 366)
+    ]
 
 
 # --- the minute still forming ------------------------------------------------------------------
@@ -238,8 +254,7 @@ def test_partial_last_bar(make_sim, connect, partial: bool) -> None:
     now = datetime(2024, 3, 1, 12, 30, 40, tzinfo=UTC)
     ib = connect(sim_with(make_sim, clock=now.timestamp, partial_last_bar=partial))
     bars = fetch(ib)
-    oracle = bars_between(0, "BTC", MIDNIGHT - timedelta(days=1), MIDNIGHT,
-                          no_trade_share=0.0)
+    oracle = bars_between(0, "BTC", MIDNIGHT - timedelta(days=1), MIDNIGHT, no_trade_share=0.0)
     done = [b for b in oracle if b.start + MINUTE <= now]
     assert [(b.date, b.close) for b in bars[: len(done)]] == [(b.start, b.close) for b in done]
     if not partial:
@@ -249,8 +264,12 @@ def test_partial_last_bar(make_sim, connect, partial: bool) -> None:
     forming, final = bars[-1], oracle[len(done)]
     assert forming.date == datetime(2024, 3, 1, 12, 30, tzinfo=UTC)
     assert forming.open == final.open and 0 < forming.volume < final.volume
-    assert forming.low <= min(forming.open, forming.close) <= max(
-        forming.open, forming.close) <= forming.high
+    assert (
+        forming.low
+        <= min(forming.open, forming.close)
+        <= max(forming.open, forming.close)
+        <= forming.high
+    )
 
 
 def test_forming_row_is_part_of_the_final_bar() -> None:

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 
 def fetch(ib, symbol: str = "BTC", **kwargs):
-    return ib.reqHistoricalData(crypto(symbol), DAY_END, "3600 S", "1 min", "AGGTRADES",
-                                False, 2, **kwargs)
+    return ib.reqHistoricalData(
+        crypto(symbol), DAY_END, "3600 S", "1 min", "AGGTRADES", False, 2, **kwargs
+    )
 
 
 def wait_until(ib, predicate, timeout: float = 3.0) -> None:
@@ -67,7 +68,9 @@ def test_drop_after_n_requests(make_sim, connect) -> None:
         fetch(ib, "LTC")
     assert lost == [True] and not ib.isConnected()
     assert [r.outcome for r in sim.requests() if r.kind == "historical"] == [
-        "bars", "bars", "dropped"
+        "bars",
+        "bars",
+        "dropped",
     ]
     # The clientId is free again at once: a reconnect gets a fresh allowance.
     ib2 = connect(sim, client_id=1)
@@ -83,8 +86,9 @@ def test_drop_connections_now(sim, connect) -> None:
 
 
 def test_random_drops_are_reproducible() -> None:
-    config = FaultConfig(drop_share=0.3, hang_share=0.2, error_share=0.2, seed=42,
-                         latency_ms=(1, 50))
+    config = FaultConfig(
+        drop_share=0.3, hang_share=0.2, error_share=0.2, seed=42, latency_ms=(1, 50)
+    )
     first = [decide(config, 5, n) for n in range(1, 200)]
     assert first == [decide(config, 5, n) for n in range(1, 200)]
     assert first != [decide(FaultConfig(drop_share=0.3, seed=43), 5, n) for n in range(1, 200)]

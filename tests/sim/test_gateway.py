@@ -36,44 +36,48 @@ def test_qualify_known_and_unknown(sim: SimGateway, connect) -> None:
 
 def test_full_day_of_aggtrades(sim: SimGateway, connect) -> None:
     ib = connect(sim)
-    bars = ib.reqHistoricalData(crypto(), DAY_END, "86400 S", "1 min", "AGGTRADES",
-                                useRTH=False, formatDate=2, timeout=10)
+    bars = ib.reqHistoricalData(
+        crypto(), DAY_END, "86400 S", "1 min", "AGGTRADES", useRTH=False, formatDate=2, timeout=10
+    )
     window_start = DAY_END - timedelta(days=1)
     assert 1300 < len(bars) <= 1440
     starts = [b.date for b in bars]
     assert starts == sorted(set(starts))
     assert all(window_start <= s < DAY_END for s in starts)
     # bar END = start + 1 min: the day ending at 2024-03-02 00:00 holds exactly these bars.
-    assert all(datetime(2024, 3, 1, tzinfo=UTC) <= s + timedelta(minutes=1) <= DAY_END
-               + timedelta(minutes=1) for s in starts)
+    assert all(
+        datetime(2024, 3, 1, tzinfo=UTC)
+        <= s + timedelta(minutes=1)
+        <= DAY_END + timedelta(minutes=1)
+        for s in starts
+    )
     for bar in bars:
         assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
         assert bar.low <= bar.average <= bar.high
         assert bar.volume > 0 and isinstance(bar.barCount, int) and bar.barCount >= 1
     assert any(b.volume != int(b.volume) for b in bars)
-    oracle = bars_between(sim.config.seed, "BTC", window_start, DAY_END,
-                          no_trade_share=sim.config.no_trade_share)
-    assert [(b.start, b.open, b.high, b.low, b.close, b.volume, b.wap, b.bar_count)
-            for b in oracle] == [
-        (b.date, b.open, b.high, b.low, b.close, b.volume, b.average, b.barCount) for b in bars
-    ]
+    oracle = bars_between(
+        sim.config.seed, "BTC", window_start, DAY_END, no_trade_share=sim.config.no_trade_share
+    )
+    assert [
+        (b.start, b.open, b.high, b.low, b.close, b.volume, b.wap, b.bar_count) for b in oracle
+    ] == [(b.date, b.open, b.high, b.low, b.close, b.volume, b.average, b.barCount) for b in bars]
 
 
 def test_same_window_twice_is_identical(make_sim, connect) -> None:
     sim = make_sim(pacing=NO_PACING)
     ib = connect(sim)
-    first = ib.reqHistoricalData(crypto("ETH"), DAY_END, "86400 S", "1 min", "AGGTRADES",
-                                 False, 2)
-    second = ib.reqHistoricalData(crypto("ETH"), DAY_END, "86400 S", "1 min", "AGGTRADES",
-                                  False, 2)
+    first = ib.reqHistoricalData(crypto("ETH"), DAY_END, "86400 S", "1 min", "AGGTRADES", False, 2)
+    second = ib.reqHistoricalData(crypto("ETH"), DAY_END, "86400 S", "1 min", "AGGTRADES", False, 2)
     assert first and list(first) == list(second)
 
 
 def test_overlapping_windows_agree(sim: SimGateway, connect) -> None:
     ib = connect(sim)
     a = ib.reqHistoricalData(crypto("SOL"), DAY_END, "86400 S", "1 min", "AGGTRADES", False, 2)
-    b = ib.reqHistoricalData(crypto("SOL"), DAY_END + timedelta(hours=7), "2 D", "1 min",
-                             "AGGTRADES", False, 2)
+    b = ib.reqHistoricalData(
+        crypto("SOL"), DAY_END + timedelta(hours=7), "2 D", "1 min", "AGGTRADES", False, 2
+    )
     common = {bar.date for bar in a} & {bar.date for bar in b}
     assert len(common) == len(a)
     by_date = {bar.date: bar for bar in b}
@@ -82,13 +86,16 @@ def test_overlapping_windows_agree(sim: SimGateway, connect) -> None:
 
 def test_format_date_1_is_session_time(sim: SimGateway, connect) -> None:
     ib = connect(sim)
-    bars = ib.reqHistoricalData(crypto(), "20240301 12:00:00 UTC", "3600 S", "1 min",
-                                "AGGTRADES", False, formatDate=1)
+    bars = ib.reqHistoricalData(
+        crypto(), "20240301 12:00:00 UTC", "3600 S", "1 min", "AGGTRADES", False, formatDate=1
+    )
     # "20240301 11:00:00 UTC": the login zone's wall clock and name (tests/sim/
     # test_header_format.py has the other zones and renderings).
     assert bars and all(b.date.tzinfo is not None for b in bars)
-    assert all(datetime(2024, 3, 1, 11, tzinfo=UTC) <= b.date < datetime(2024, 3, 1, 12,
-                                                                         tzinfo=UTC) for b in bars)
+    assert all(
+        datetime(2024, 3, 1, 11, tzinfo=UTC) <= b.date < datetime(2024, 3, 1, 12, tzinfo=UTC)
+        for b in bars
+    )
 
 
 def test_trades_refused_with_10299(sim: SimGateway, connect) -> None:
@@ -126,18 +133,25 @@ def test_before_listing_is_no_data(make_sim, connect) -> None:
     sim = make_sim(listings={"BTC": datetime(2024, 1, 1, tzinfo=UTC)})
     ib = connect(sim)
     with pytest.raises(RequestError) as err:
-        ib.reqHistoricalData(crypto(), "20231201 00:00:00 UTC", "86400 S", "1 min",
-                             "AGGTRADES", False, 2)
+        ib.reqHistoricalData(
+            crypto(), "20231201 00:00:00 UTC", "86400 S", "1 min", "AGGTRADES", False, 2
+        )
     assert err.value.code == 162
     assert err.value.message.endswith("HMDS query returned no data: BTC.USD@PAXOS AggTrades")
     first = ib.reqHeadTimeStamp(crypto(), "AGGTRADES", useRTH=False, formatDate=2)
     assert first == min(
-        b.start for b in bars_between(0, "BTC", datetime(2024, 1, 1, tzinfo=UTC),
-                                      datetime(2024, 1, 2, tzinfo=UTC),
-                                      listing=datetime(2024, 1, 1, tzinfo=UTC))
+        b.start
+        for b in bars_between(
+            0,
+            "BTC",
+            datetime(2024, 1, 1, tzinfo=UTC),
+            datetime(2024, 1, 2, tzinfo=UTC),
+            listing=datetime(2024, 1, 1, tzinfo=UTC),
+        )
     )
-    straddle = ib.reqHistoricalData(crypto(), "20240101 12:00:00 UTC", "86400 S", "1 min",
-                                    "AGGTRADES", False, 2)
+    straddle = ib.reqHistoricalData(
+        crypto(), "20240101 12:00:00 UTC", "86400 S", "1 min", "AGGTRADES", False, 2
+    )
     assert straddle and straddle[0].date >= datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -175,8 +189,7 @@ def test_request_log_matches_what_was_sent(make_sim, connect, tmp_path) -> None:
     sent = []
     for symbol, days in (("BTC", 0), ("ETH", 1), ("LTC", 2)):
         end = DAY_END - timedelta(days=days)
-        bars = ib.reqHistoricalData(crypto(symbol), end, "86400 S", "1 min", "AGGTRADES",
-                                    False, 2)
+        bars = ib.reqHistoricalData(crypto(symbol), end, "86400 S", "1 min", "AGGTRADES", False, 2)
         sent.append((symbol, end, len(bars)))
     records = [r for r in sim.requests() if r.kind == "historical"]
     assert read_log(log_path) == sim.requests()

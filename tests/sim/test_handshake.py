@@ -44,8 +44,7 @@ def test_gateway_process_logs_no_traceback_for_a_bad_client_id() -> None:
             assert refused_codes("127.0.0.1", port, client_id) == [320]
         ib = new_ib()  # and the gateway still serves a good client
         ib.connect("127.0.0.1", port, clientId=2**31 - 2, timeout=5)
-        assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES",
-                                    False, 2)
+        assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES", False, 2)
         ib.disconnect()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -72,8 +71,15 @@ def test_unreadable_message_gets_320_and_the_connection_goes_on(sim, connect) ->
 
 @pytest.mark.parametrize(
     ("host", "warned"),
-    [("127.0.0.1", False), ("::1", False), ("localhost", False), ("0.0.0.0", True),
-     ("::", True), ("192.168.1.5", True), ("gateway.example", True)],
+    [
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("192.168.1.5", True),
+        ("gateway.example", True),
+    ],
 )
 def test_exposure_warning(host: str, warned: bool) -> None:
     assert (exposure_warning(host) is not None) == warned
@@ -84,11 +90,14 @@ def test_gateway_on_a_network_address_warns_on_start() -> None:
     # the test never listens beyond loopback.
     result = subprocess.run(
         [sys.executable, "-m", "backfill", "gateway", "--host", "192.0.2.1", "--port", "0"],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("backfill: warning: the simulator listens on 192.0.2.1 with "
-                               "no authentication")
+    assert lines[0].startswith(
+        "backfill: warning: the simulator listens on 192.0.2.1 with no authentication"
+    )
     assert result.returncode == 1
     quiet = start_gateway()[0]
     quiet.send_signal(signal.SIGTERM)

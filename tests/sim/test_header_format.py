@@ -86,15 +86,16 @@ def test_header_across_a_dst_change_keeps_each_end_in_its_own_offset(make_sim, c
 
 @pytest.mark.parametrize(
     ("form", "expected"),
-    [("dashed", ("2024-03-01 00:00:00.0 UTC", "2024-03-01 12:30:30.0 UTC")),
-     ("epoch", ("1709251200", "1709296230"))],
+    [
+        ("dashed", ("2024-03-01 00:00:00.0 UTC", "2024-03-01 12:30:30.0 UTC")),
+        ("epoch", ("1709251200", "1709296230")),
+    ],
 )
 def test_a_header_end_in_the_future_is_now_truncated_to_the_second(
     make_sim, connect, form, expected
 ) -> None:
     now = datetime(2024, 3, 1, 12, 30, 30, 900000, tzinfo=UTC)
-    sim = make_sim(behaviour=Behaviour(header_format=form), clock=now.timestamp,
-                   pacing=NO_PACING)
+    sim = make_sim(behaviour=Behaviour(header_format=form), clock=now.timestamp, pacing=NO_PACING)
     ib = connect(sim)
     seen = headers(ib)
     assert fetch(ib, END)
@@ -103,14 +104,15 @@ def test_a_header_end_in_the_future_is_now_truncated_to_the_second(
 
 @pytest.mark.parametrize(
     ("form", "lie"),
-    [("named", (f"20240229 20:00:00 {NY}", f"20240301 20:00:00 {NY}")),
-     ("utc-dash", ("20240301-01:00:00", "20240302-01:00:00")),
-     ("epoch", ("1709254800", "1709341200"))],
+    [
+        ("named", (f"20240229 20:00:00 {NY}", f"20240301 20:00:00 {NY}")),
+        ("utc-dash", ("20240301-01:00:00", "20240302-01:00:00")),
+        ("epoch", ("1709254800", "1709341200")),
+    ],
 )
 def test_a_lying_header_is_shifted_and_the_bars_are_not(make_sim, connect, form, lie) -> None:
     honest = connect(gateway(make_sim, NY, header_format=form), client_id=1)
-    lying = connect(gateway(make_sim, NY, header_format=form, header_shift_s=3600),
-                    client_id=2)
+    lying = connect(gateway(make_sim, NY, header_format=form, header_shift_s=3600), client_id=2)
     told, lied = headers(honest), headers(lying)
     assert list(fetch(honest)) == list(fetch(lying))
     assert told == [EXPECTED[form, NY]] and lied == [lie]
@@ -121,8 +123,9 @@ def test_a_lying_header_is_shifted_and_the_bars_are_not(make_sim, connect, form,
 def test_format_date_1_names_the_login_zone(make_sim, connect, form) -> None:
     ib = connect(gateway(make_sim, NY, header_format=form))
     bars = fetch(ib, datetime(2024, 3, 1, 15, tzinfo=UTC), "3600 S", fmt=1)
-    oracle = bars_between(0, "BTC", datetime(2024, 3, 1, 14, tzinfo=UTC),
-                          datetime(2024, 3, 1, 15, tzinfo=UTC))
+    oracle = bars_between(
+        0, "BTC", datetime(2024, 3, 1, 14, tzinfo=UTC), datetime(2024, 3, 1, 15, tzinfo=UTC)
+    )
     # Either client (ib_insync, ib_async) reads "20240301 09:00:00 America/New_York" as an
     # aware time in that zone.
     assert [b.date for b in bars] == [o.start.astimezone(ZoneInfo(NY)) for o in oracle]

@@ -48,18 +48,19 @@ def gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("parent_code", [LIFELINE_ONLY, AS_THE_RUN_DOES],
-                         ids=["lifeline", "embedded"])
+@pytest.mark.parametrize(
+    "parent_code", [LIFELINE_ONLY, AS_THE_RUN_DOES], ids=["lifeline", "embedded"]
+)
 def test_gateway_ends_when_its_parent_is_killed(parent_code: str) -> None:
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE,
-                              text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True
+    )
     assert parent.stdout is not None
     child_pid, port = map(int, parent.stdout.readline().split())
     try:
         ib = new_ib()  # serving while its parent lives
         ib.connect("127.0.0.1", port, clientId=1, timeout=5)
-        assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES",
-                                    False, 2)
+        assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES", False, 2)
         ib.disconnect()
         assert not gone(child_pid)
         parent.send_signal(signal.SIGKILL)
@@ -74,8 +75,9 @@ def test_gateway_ends_when_its_parent_is_killed(parent_code: str) -> None:
 
 
 def test_lifeline_to_a_process_that_exits() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                            stdin=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
     line = Lifeline.to(proc.pid)
     assert line.alive() and not line.was_parent
     assert proc.stdin is not None

@@ -18,8 +18,9 @@ def test_bars_are_window_independent() -> None:
     part = bars_between(3, "ETH", START - timedelta(minutes=7), START + timedelta(hours=5))
     assert part and part == [b for b in whole if b.start in {p.start for p in part}]
     assert [b.start for b in part] == [
-        b.start for b in whole if START - timedelta(minutes=7) <= b.start < START
-        + timedelta(hours=5)
+        b.start
+        for b in whole
+        if START - timedelta(minutes=7) <= b.start < START + timedelta(hours=5)
     ]
 
 

@@ -51,8 +51,9 @@ def test_gateway_serves_a_month_within_its_cache_budget(make_sim, connect) -> No
 
 
 def test_request_records_are_kept_in_memory_only_when_asked(tmp_path) -> None:
-    record = RequestRecord(received=1.0, answered=2.0, client_id=1, req_id=1,
-                           kind="historical", outcome="bars", bars=3)
+    record = RequestRecord(
+        received=1.0, answered=2.0, client_id=1, req_id=1, kind="historical", outcome="bars", bars=3
+    )
     path = tmp_path / "log.jsonl"
     log = RequestLog(path)
     for _ in range(3):
@@ -71,8 +72,7 @@ def test_simulator_keeps_no_records_by_default(tmp_path, connect) -> None:
     path = tmp_path / "requests.jsonl"
     with SimGateway(SimConfig(port=0, log_path=path)) as sim:
         ib = connect(sim)
-        assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES",
-                                    False, 2)
+        assert ib.reqHistoricalData(crypto(), DAY_END, "3600 S", "1 min", "AGGTRADES", False, 2)
         ib.disconnect()
         with pytest.raises(RuntimeError):
             sim.requests()

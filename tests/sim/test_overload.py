@@ -15,14 +15,18 @@ from tests.sim.helpers import DAY_END, crypto
 pytestmark = pytest.mark.ib  # exercises the IB client: run under both (.ci/run)
 
 # Only the soft throttle: 10 req/s after a burst of one, so each request waits 0.1 s more.
-THROTTLE = PacingConfig(soft_rate=10.0, soft_burst=1, max_rate=None, contract_max=1000,
-                        identical_window_s=0.0)
+THROTTLE = PacingConfig(
+    soft_rate=10.0, soft_burst=1, max_rate=None, contract_max=1000, identical_window_s=0.0
+)
 
 
 def ask(ib, n: int):
     """Request ``n`` (distinct hours, so no two are identical), without waiting for it."""
-    return asyncio.ensure_future(ib.reqHistoricalDataAsync(
-        crypto(), DAY_END - timedelta(hours=n), "3600 S", "1 min", "AGGTRADES", False, 2))
+    return asyncio.ensure_future(
+        ib.reqHistoricalDataAsync(
+            crypto(), DAY_END - timedelta(hours=n), "3600 S", "1 min", "AGGTRADES", False, 2
+        )
+    )
 
 
 def settle(ib, tasks, timeout: float = 5.0) -> None:
@@ -61,17 +65,18 @@ def test_a_deep_queue(make_sim, connect, mode: str) -> None:
     # The dropped client's waiting requests left the queue with it: a reconnect is served
     # without waiting behind them (they held the throttle until about 0.4 s after the burst).
     again = connect(sim, client_id=2)
-    assert again.reqHistoricalData(crypto("ETH"), DAY_END, "3600 S", "1 min", "AGGTRADES",
-                                   False, 2)
+    assert again.reqHistoricalData(crypto("ETH"), DAY_END, "3600 S", "1 min", "AGGTRADES", False, 2)
     last = sim.requests()[-1]
     assert last.outcome == "bars" and last.answered - last.received < 0.2
 
 
 def test_slowed_for_too_long(make_sim, connect) -> None:
-    sim = make_sim(pacing=PacingConfig(soft_rate=5.0, soft_burst=1, max_rate=None,
-                                       contract_max=1000, identical_window_s=0.0),
-                   behaviour=Behaviour(overload="disconnect", overload_queue=1000,
-                                       overload_after_s=0.3))
+    sim = make_sim(
+        pacing=PacingConfig(
+            soft_rate=5.0, soft_burst=1, max_rate=None, contract_max=1000, identical_window_s=0.0
+        ),
+        behaviour=Behaviour(overload="disconnect", overload_queue=1000, overload_after_s=0.3),
+    )
     ib = connect(sim)
     tasks = []
     began = time.monotonic()

@@ -19,8 +19,9 @@ QUIET = PacingConfig(soft_rate=None, max_rate=None)
 
 def fetch(ib, symbol: str = "BTC", days_back: int = 0, **kwargs):
     end = DAY_END - timedelta(days=days_back)
-    return ib.reqHistoricalData(crypto(symbol), end, "86400 S", "1 min", "AGGTRADES",
-                                False, 2, **kwargs)
+    return ib.reqHistoricalData(
+        crypto(symbol), end, "86400 S", "1 min", "AGGTRADES", False, 2, **kwargs
+    )
 
 
 def assert_paced(ib, symbol: str = "BTC", days_back: int = 0) -> None:
@@ -62,8 +63,9 @@ def test_six_requests_for_one_contract(make_sim, connect) -> None:
 
 
 def test_sixty_in_ten_minutes_strict(make_sim, connect) -> None:
-    pacing = PacingConfig(strict=True, session_max=4, session_window_s=60, soft_rate=None,
-                          max_rate=None)
+    pacing = PacingConfig(
+        strict=True, session_max=4, session_window_s=60, soft_rate=None, max_rate=None
+    )
     sim = make_sim(pacing=pacing)
     ib = connect(sim)
     for i, symbol in enumerate(("BTC", "ETH", "LTC", "BCH")):
@@ -98,8 +100,12 @@ def test_soft_throttle_delays_answers(make_sim, connect) -> None:
 
     async def burst() -> list[object]:
         return await asyncio.gather(
-            *(ib.reqHistoricalDataAsync(crypto(s), DAY_END, "3600 S", "1 min", "AGGTRADES",
-                                        False, 2) for s in ("BTC", "ETH", "LTC", "BCH", "SOL"))
+            *(
+                ib.reqHistoricalDataAsync(
+                    crypto(s), DAY_END, "3600 S", "1 min", "AGGTRADES", False, 2
+                )
+                for s in ("BTC", "ETH", "LTC", "BCH", "SOL")
+            )
         )
 
     assert all(ib.run(burst()))
@@ -112,14 +118,20 @@ def test_soft_throttle_delays_answers(make_sim, connect) -> None:
 
 
 def test_more_than_max_open_requests_refused(make_sim, connect) -> None:
-    sim = make_sim(pacing=PacingConfig(max_open=2, soft_rate=None, max_rate=None),
-                   faults=FaultConfig(hang_share=1.0))
+    sim = make_sim(
+        pacing=PacingConfig(max_open=2, soft_rate=None, max_rate=None),
+        faults=FaultConfig(hang_share=1.0),
+    )
     ib = connect(sim)
 
     async def three() -> list[object]:
         return await asyncio.gather(
-            *(ib.reqHistoricalDataAsync(crypto(s), DAY_END, "86400 S", "1 min", "AGGTRADES",
-                                        False, 2, timeout=1.0) for s in ("BTC", "ETH", "LTC")),
+            *(
+                ib.reqHistoricalDataAsync(
+                    crypto(s), DAY_END, "86400 S", "1 min", "AGGTRADES", False, 2, timeout=1.0
+                )
+                for s in ("BTC", "ETH", "LTC")
+            ),
             return_exceptions=True,
         )
 

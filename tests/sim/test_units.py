@@ -30,8 +30,9 @@ def test_end_datetime(text: str, expected: datetime) -> None:
     assert p.parse_end_datetime(text, NOW) == expected
 
 
-@pytest.mark.parametrize("text", ["2024-03-01", "20240301 25:00:00 UTC", "x y z w",
-                                  "20240301 10:00:00 Mars/Base"])
+@pytest.mark.parametrize(
+    "text", ["2024-03-01", "20240301 25:00:00 UTC", "x y z w", "20240301 10:00:00 Mars/Base"]
+)
 def test_bad_end_datetime(text: str) -> None:
     with pytest.raises(p.ProtocolError):
         p.parse_end_datetime(text, NOW)
@@ -84,8 +85,7 @@ def test_session_rule_scope() -> None:
     assert rules.check(10.0, key("X", bar=60)).allowed  # 1-minute bars: not this rule
     assert rules.check(11.0, key("Y", bar=30)).rule is Rule.SESSION
     assert rules.check(611.0, key("Y", bar=30)).allowed
-    strict = PacingRules(PacingConfig(session_max=1, strict=True, soft_rate=None,
-                                      max_rate=None))
+    strict = PacingRules(PacingConfig(session_max=1, strict=True, soft_rate=None, max_rate=None))
     assert strict.check(0.0, key("A")).allowed
     assert strict.check(1.0, key("B")).rule is Rule.SESSION
 

@@ -77,8 +77,7 @@ def test_market_data_is_not_subscribed(sim, connect) -> None:
 
 def test_lists_without_a_request_id_are_answered_empty(sim, connect) -> None:
     ib = connect(sim)
-    for ask in (ib.reqMktDepthExchangesAsync, ib.reqNewsProvidersAsync,
-                ib.reqAllOpenOrdersAsync):
+    for ask in (ib.reqMktDepthExchangesAsync, ib.reqNewsProvidersAsync, ib.reqAllOpenOrdersAsync):
         # None of them has a timeout of its own: bound the wait here.
         assert ib.run(asyncio.wait_for(ask(), 2)) == []
 
@@ -96,11 +95,17 @@ def test_bars_are_still_served_after_refusals(sim, connect) -> None:
 # --- 2174: an end without a zone ---------------------------------------------------------
 @pytest.mark.parametrize(
     ("end", "warned"),
-    [("20240301 12:00:00", True), ("20240301", True), ("20240301 17:00:00 UTC", False),
-     ("20240301-17:00:00", False), (datetime(2024, 3, 1, 17, tzinfo=UTC), False)],
+    [
+        ("20240301 12:00:00", True),
+        ("20240301", True),
+        ("20240301 17:00:00 UTC", False),
+        ("20240301-17:00:00", False),
+        (datetime(2024, 3, 1, 17, tzinfo=UTC), False),
+    ],
 )
-def test_a_zone_less_end_is_warned_2174_then_read_in_the_login_zone(make_sim, connect, end,
-                                                                     warned) -> None:
+def test_a_zone_less_end_is_warned_2174_then_read_in_the_login_zone(
+    make_sim, connect, end, warned
+) -> None:
     ib = connect(make_sim(pacing=NO_PACING, timezone="America/New_York"))
     seen = errors(ib)
     bars = ib.reqHistoricalData(crypto(), end, "3600 S", "1 min", "AGGTRADES", False, 2)
