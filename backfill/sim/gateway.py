@@ -480,7 +480,7 @@ class _Connection:
             # Refused with the request's own id, so the client's request ends now.
             _name, pos, code = p.UNSERVED.get(msg_id, ("", -1, 322))
             req_id = p.parse_int(fields[pos]) if 0 < pos < len(fields) else -1
-            self.send_error(req_id, code, p.unserved_text(msg_id, code, req_id))
+            # Recorded before it is answered: whoever sees the answer finds the record.
             self._record(
                 kind="unsupported",
                 req_id=req_id,
@@ -488,6 +488,7 @@ class _Connection:
                 error_code=code,
                 detail=f"msg_id={msg_id}",
             )
+            self.send_error(req_id, code, p.unserved_text(msg_id, code, req_id))
         await self._drain()
 
     def _handlers(self) -> dict[int, Callable[[list[str]], Awaitable[None]]]:
