@@ -45,7 +45,7 @@ def test_an_order_is_rejected_at_once_and_its_trade_ends(sim, connect) -> None:
     deadline = time.monotonic() + 10
     while not trade.isDone():
         assert time.monotonic() < deadline, "the order was left open"
-        ib.sleep(0.01)
+        ib.waitOnUpdate(timeout=0.5)  # the client's next message, not a fixed nap
     assert trade.orderStatus.status == "Cancelled"
     assert seen == [(trade.order.orderId, 201, seen[0][2])]
     assert seen[0][2].startswith("Order rejected - reason:")
@@ -58,7 +58,7 @@ def test_cancelling_an_unknown_order_is_10147(sim, connect) -> None:
     deadline = time.monotonic() + 10
     while not seen:
         assert time.monotonic() < deadline
-        ib.sleep(0.01)
+        ib.waitOnUpdate(timeout=0.5)  # the client's next message, not a fixed nap
     assert seen == [(77, 10147, "OrderId 77 that needs to be cancelled is not found.")]
 
 
@@ -71,7 +71,7 @@ def test_market_data_is_not_subscribed(sim, connect) -> None:
     deadline = time.monotonic() + 10
     while not seen:
         assert time.monotonic() < deadline
-        ib.sleep(0.01)
+        ib.waitOnUpdate(timeout=0.5)  # the client's next message, not a fixed nap
     assert seen[0][:2] == (ib.wrapper.ticker2ReqId["mktData"][ticker], 354)
 
 
