@@ -220,24 +220,22 @@ def verify_aggregates(
                 parts += 1
                 if coverage is None:
                     coverage = read_m1_coverage(lake, symbol)[0]
-                try:
-                    table = pq.read_table(arrow_source(path))
-                except (OSError, ValueError, pa.ArrowException) as exc:
-                    findings.append(
-                        Finding(
-                            Severity.ERROR,
-                            Kind.UNREADABLE,
-                            symbol,
-                            path,
-                            None,
-                            f"cannot read: {exc}",
-                        )
-                    )
+                table = read_derived_part(path, symbol)
+                if isinstance(table, Finding):
+                    findings.append(table)
                     continue
                 findings += check_aggregate_part(
                     table, lake, symbol, tf, month, path, coverage, now
                 )
     return parts, findings
+
+
+def read_derived_part(path: Path, symbol: Symbol) -> pa.Table | Finding:
+    """A derived part (aggregate, levels, events) whole, or the ``unreadable`` finding."""
+    try:
+        return pq.read_table(arrow_source(path))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return Finding(Severity.ERROR, Kind.UNREADABLE, symbol, path, None, f"cannot read: {exc}")
 
 
 def _us(when: datetime) -> int:

@@ -11,12 +11,11 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from backfill.aggregate.build import read_m1_coverage
 from backfill.domain import Month, Symbol
-from backfill.lake.objpath import arrow_source
 from backfill.lake.verify import Finding, Kind, Severity
+from backfill.lake.verify_aggregates import read_derived_part
 from backfill.levels.build import EVENTS, LEVELS
 from backfill.levels.compute import session_windows
 from backfill.levels.paths import (
@@ -225,19 +224,9 @@ def verify_levels(
                     parts += 1
                     if coverage is None:
                         coverage = read_m1_coverage(lake, symbol)[0]
-                    try:
-                        table = pq.read_table(arrow_source(path))
-                    except (OSError, ValueError, pa.ArrowException) as exc:
-                        findings.append(
-                            Finding(
-                                Severity.ERROR,
-                                Kind.UNREADABLE,
-                                symbol,
-                                path,
-                                None,
-                                f"cannot read: {exc}",
-                            )
-                        )
+                    table = read_derived_part(path, symbol)
+                    if isinstance(table, Finding):
+                        findings.append(table)
                         continue
                     findings += check_part(
                         table, kind, lake, symbol, profile, month, path, coverage
