@@ -37,7 +37,7 @@ import os
 import shlex
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -787,12 +787,13 @@ def _stream(
     from backfill.lake.heads import listing_days, read_heads
 
     with listed_once(lake):  # an object store lake: one listing, not one per folder
+        listing = listing_days(read_heads(lake))
         yield from _stream_listed(
-            lake, symbols, first, last, gaps, minute_thresholds, today, listing_days, read_heads
+            lake, symbols, first, last, gaps, minute_thresholds, today, listing
         )
 
 
-def _stream_listed(  # type: ignore[no-untyped-def]
+def _stream_listed(
     lake: Path,
     symbols: Sequence[Symbol] | None,
     first: date | None,
@@ -800,13 +801,11 @@ def _stream_listed(  # type: ignore[no-untyped-def]
     gaps: bool,
     minute_thresholds: MinuteCheckThresholds,
     today: date,
-    listing_days,
-    read_heads,
+    listing: Mapping[Symbol, date],
 ) -> Iterator[Item]:
     yield from _strays_outside_symbols(lake)
     asked = symbols is not None
     chosen = list(symbols) if symbols is not None else lake_symbols(lake)
-    listing = listing_days(read_heads(lake))
     parts = 0
     for symbol in chosen:
         for item in _verify_symbol(
