@@ -41,7 +41,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -88,120 +87,24 @@ from backfill.lake.schema import (
 )
 from backfill.lake.storage import StorageError
 from backfill.lake.store import rows_per_day
+from backfill.lake.verify_aggregates import verify_aggregates
+from backfill.lake.verify_findings import (
+    EPOCH,
+    MAX_RANGES,
+    DayGaps,
+    Finding,
+    Kind,
+    MinuteRange,
+    MinuteRun,
+    Severity,
+    finding,
+)
+from backfill.lake.verify_levels import verify_levels
 
 JSON_VERSION = 2
-MAX_RANGES = 5  # runs of minutes a finding names unless every one is asked for (--gaps)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_MINUTE = 60_000_000
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _PRICE_COLUMNS = ("open", "high", "low", "close", "wap", "volume")
-
-
-class Severity(str, Enum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-class Kind(str, Enum):
-    """What a finding is about; the value is the stable name used in JSON."""
-
-    UNREADABLE = "unreadable"
-    SCHEMA = "schema"
-    SCHEMA_VARIANT = "schema_variant"
-    NULLS = "nulls"
-    TS_UNSORTED = "ts_unsorted"
-    TS_DUPLICATE = "ts_duplicate"
-    TS_OUTSIDE_MONTH = "ts_outside_month"
-    TS_NOT_MINUTE = "ts_not_minute"
-    NOT_FINITE = "not_finite"
-    OHLC = "ohlc"
-    NEGATIVE_VOLUME = "negative_volume"
-    PARTITION = "partition"
-    NOT_CONSTANT = "not_constant"
-    COVERAGE_MISSING = "coverage_missing"
-    COVERAGE_MALFORMED = "coverage_malformed"
-    COVERAGE_OUTSIDE_MONTH = "coverage_outside_month"
-    COVERAGE_ROWS = "coverage_rows"
-    UNCOVERED_ROWS = "uncovered_rows"
-    NOT_FETCHED = "not_fetched"
-    NO_DATA = "no_data"
-    STRAY_FILE = "stray_file"
-    GAP = "gap"
-    PARTIAL_DAY = "partial_day"
-    EMPTY_DAY = "empty_day"
-    MINUTE_MISSING_DAILY = "minute_missing_daily"
-    EDGE_MINUTE_MISSING = "edge_minute_missing"
-    QUARANTINED = "quarantined"
-    STALE_TEMP = "stale_temp"
-    NO_PARTS = "no_parts"
-    # aggregate parts (backfill/lake/verify_aggregates.py)
-    BUCKET_MISALIGNED = "bucket_misaligned"
-    BUCKET_MINUTES = "bucket_minutes"
-    PROVENANCE_MISSING = "provenance_missing"
-    AGGREGATE_STALE = "aggregate_stale"
-    # levels and B&R event parts (backfill/lake/verify_levels.py)
-    LEVELS_WINDOW = "levels_window"
-    EVENT_ORDER = "event_order"
-    LEVELS_STALE = "levels_stale"
-    AGGREGATE_ORPHAN = "aggregate_orphan"
-    BUCKET_INCOMPLETE = "bucket_incomplete"
-
-
-MinuteRange = tuple[datetime, datetime]
-_Run = tuple[int, int]  # inclusive run of minute numbers (minutes since the epoch)
-
-
-@dataclass(frozen=True)
-class DayGaps:
-    """How many minutes of a day had no bar, in how many runs."""
-
-    day: date
-    gap_minutes: int
-    gaps: int
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing wrong (error) or worth knowing (warning) about one file, day or symbol.
-
-    ``minutes`` may be the first runs only: ``ranges_total`` runs (``minutes_total`` minutes)
-    were found in all.
-    """
-
-    severity: Severity
-    kind: Kind
-    symbol: Symbol | None
-    path: Path | None
-    day: date | None
-    detail: str
-    minutes: tuple[MinuteRange, ...] = ()
-    ranges_total: int = 0
-    minutes_total: int = 0
-    days: tuple[DayGaps, ...] = ()  # a symbol's gap warning: the counts of each day
-
-    @property
-    def truncated(self) -> bool:
-        return self.ranges_total > len(self.minutes)
-
-
-def finding(
-    severity: Severity,
-    kind: Kind,
-    symbol: Symbol | None,
-    path: Path | None,
-    day: date | None,
-    detail: str,
-    runs: Sequence[_Run] = (),
-    max_ranges: int | None = MAX_RANGES,
-) -> Finding:
-    """A finding naming the first ``max_ranges`` of ``runs`` (all of them if None)."""
-    shown = runs if max_ranges is None else runs[:max_ranges]
-    return Finding(
-        severity, kind, symbol, path, day, detail,
-        minutes=tuple((minute_of(a), minute_of(b)) for a, b in shown),
-        ranges_total=len(runs),
-        minutes_total=sum(b - a + 1 for a, b in runs),
-    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -376,11 +279,6 @@ def finding_json(lake: Path, f: Finding) -> dict[str, Any]:
 # ---------------------------------------------------------------- pure checks
 
 
-def minute_of(minute: int) -> datetime:
-    """The bar-end timestamp of a minute number (minutes since the epoch)."""
-    return _EPOCH + timedelta(minutes=minute)
-
-
 def day_of_minute(minute: int) -> date:
     return date.fromordinal(_EPOCH_DAY + minute // MINUTES_PER_DAY)
 
@@ -432,17 +330,17 @@ class _Part:
         kind: Kind,
         detail: str,
         day: date | None = None,
-        runs: Sequence[_Run] = (),
+        runs: Sequence[MinuteRun] = (),
     ) -> Finding:
         return finding(severity, kind, self.symbol, self.path, day, detail, runs, self.max_ranges)
 
     def error(
-        self, kind: Kind, detail: str, day: date | None = None, runs: Sequence[_Run] = ()
+        self, kind: Kind, detail: str, day: date | None = None, runs: Sequence[MinuteRun] = ()
     ) -> Finding:
         return self.finding(Severity.ERROR, kind, detail, day, runs)
 
     def warning(
-        self, kind: Kind, detail: str, day: date | None = None, runs: Sequence[_Run] = ()
+        self, kind: Kind, detail: str, day: date | None = None, runs: Sequence[MinuteRun] = ()
     ) -> Finding:
         return self.finding(Severity.WARNING, kind, detail, day, runs)
 
@@ -691,7 +589,7 @@ def _check_gaps(
         stop_us = start_us + MINUTES_PER_DAY * _US_PER_MINUTE
         if not record.complete:
             # Only minutes that had ended when the day was fetched are expected.
-            fetched_minute = int((record.fetched_at - _EPOCH).total_seconds() // 60)
+            fetched_minute = int((record.fetched_at - EPOCH).total_seconds() // 60)
             stop_us = min(stop_us, fetched_minute * _US_PER_MINUTE)
             findings.append(
                 part.warning(
@@ -814,16 +712,12 @@ def _stream_listed(
             if isinstance(item, SymbolSummary):
                 parts += item.parts
             yield item
-    from backfill.lake.verify_aggregates import verify_aggregates  # it imports this module
-
     aggregate_parts, aggregate_findings = verify_aggregates(
         lake, chosen, first, last, orphans=not asked
     )
     yield AggregatesChecked(aggregate_parts)
     yield from aggregate_findings
     parts += aggregate_parts
-    from backfill.lake.verify_levels import verify_levels
-
     levels_parts, levels_findings = verify_levels(lake, chosen, first, last)
     yield AggregatesChecked(levels_parts)
     yield from levels_findings

@@ -22,7 +22,7 @@ from backfill.domain import UTC, DayCoverage, Month, Symbol, day_start
 from backfill.lake.objpath import arrow_source
 from backfill.lake.paths import aggregate_symbols, iter_aggregate_parts, symbol_dir
 from backfill.lake.schema import AGGREGATE_SCHEMA, PROVENANCE_KEY
-from backfill.lake.verify import Finding, Kind, Severity
+from backfill.lake.verify_findings import Finding, Kind, Severity
 
 _SHOWN = 3
 

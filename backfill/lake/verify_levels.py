@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from backfill.aggregate.build import read_m1_coverage
 from backfill.domain import Month, Symbol
-from backfill.lake.verify import Finding, Kind, Severity
 from backfill.lake.verify_aggregates import read_derived_part
+from backfill.lake.verify_findings import Finding, Kind, Severity
 from backfill.levels.build import EVENTS, LEVELS
 from backfill.levels.compute import session_windows
 from backfill.levels.paths import (
