@@ -224,7 +224,8 @@ class VerifyReport:
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document; its shape is documented in this module's docstring."""
         tally = Tally(self.lake, self.first, self.last)
-        for item in (*self.findings, *self.symbols):
+        items: tuple[Item, ...] = (*self.findings, *self.symbols)
+        for item in items:
             tally.add(item)
         tally.parts = self.parts  # aggregate parts included
         return {
@@ -257,7 +258,7 @@ def symbol_json(s: SymbolSummary) -> dict[str, Any]:
 
 
 def finding_json(lake: Path, f: Finding) -> dict[str, Any]:
-    document = {
+    document: dict[str, Any] = {
         "severity": f.severity.value,
         "kind": f.kind.value,
         "symbol": None if f.symbol is None else str(f.symbol),
