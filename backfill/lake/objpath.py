@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from backfill.lake.storage import (
     OVERWRITE,
@@ -406,3 +406,39 @@ def arrow_source(path: Path | ObjectPath) -> Any:
 
         return pa.BufferReader(path.read_bytes())
     return path
+
+
+# ------------------------------------------------------------------ walking a lake (verify)
+
+_Place = TypeVar("_Place", Path, ObjectPath)
+
+
+def walk_lake_files(
+    root: _Place, skip: set[_Place] | frozenset[_Place] = frozenset()
+) -> Iterator[_Place]:
+    """Every file below ``root``, hidden folders too (DuckDB enters them), in a stable order,
+    but none below a folder of ``skip``. A store: one listing of the prefix (none within
+    ``listed_once``), sorted by key; a folder: ``os.walk``, each folder's files (sorted) before
+    its folders (sorted)."""
+    if isinstance(root, ObjectPath):
+        for path, _ in sorted(root.walk_files()):
+            if not any(path.is_relative_to(folder) for folder in skip):
+                yield path
+        return
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if here / d not in skip)
+        for name in sorted(files):
+            yield here / name
+
+
+def is_regular_file(path: Path | ObjectPath) -> bool:
+    """Whether reading ``path`` returns bytes and ends: an object does (it is bytes, never a
+    FIFO); a local path only if it is a regular file, links followed (opening a FIFO blocks
+    until a writer comes). Asked just before the read, not by the walk: what lies there then
+    is what is read. ``OSError`` as ``stat`` raises it (gone, a dangling link)."""
+    if isinstance(path, ObjectPath):
+        return True
+    import stat
+
+    return stat.S_ISREG(path.stat().st_mode)

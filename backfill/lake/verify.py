@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import bisect
 import errno
-import os
 import shlex
-import stat
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,7 +62,7 @@ from backfill.domain import (
 )
 from backfill.lake.edge_check import EdgeDay, EdgeThresholds, edge_days, edge_losses
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
-from backfill.lake.objpath import ObjectPath, arrow_source, listed_once
+from backfill.lake.objpath import arrow_source, is_regular_file, listed_once, walk_lake_files
 from backfill.lake.paths import (
     dataset_root,
     is_quarantined,
@@ -743,20 +741,6 @@ class _SymbolFiles:
     others: list[Finding]  # stray files (errors), quarantined parts and stale temps (warnings)
 
 
-def _walk(root: Path, skip: set[Path] | frozenset[Path] = frozenset()) -> Iterator[Path]:
-    """Every file under ``root`` (hidden folders too: DuckDB enters them), sorted."""
-    if isinstance(root, ObjectPath):  # one listing of the prefix, not a walk per folder
-        for path, _ in sorted(root.walk_files()):
-            if not any(path.is_relative_to(folder) for folder in skip):
-                yield path  # type: ignore[misc]
-        return
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if here / d not in skip)
-        for name in sorted(files):
-            yield here / name
-
-
 def _stray(lake: Path, symbol: Symbol | None, path: Path) -> Finding | None:
     readers = readers_of(lake, path)
     if readers is None:
@@ -772,7 +756,7 @@ def _symbol_files(
 ) -> _SymbolFiles:
     parts: list[tuple[Month, Path]] = []
     others: list[Finding] = []
-    for path in _walk(symbol_dir(lake, symbol)):
+    for path in walk_lake_files(symbol_dir(lake, symbol)):
         place = locate(lake, path)
         if place.month is not None and not _in_scope(place.month, first, last):
             continue
@@ -803,7 +787,7 @@ def _strays_outside_symbols(lake: Path) -> Iterator[Finding]:
     from backfill.aggregate.timeframes import BY_NAME
 
     symbol_dirs = {symbol_dir(lake, s) for s in lake_symbols(lake)}
-    for path in _walk(dataset_root(lake), skip=symbol_dirs):
+    for path in walk_lake_files(dataset_root(lake), skip=symbol_dirs):
         names = path.relative_to(dataset_root(lake)).parts
         timeframe = names[2].removeprefix("timeframe=") if len(names) > 2 else ""
         place = locate(lake, path, timeframe) if timeframe in BY_NAME else None
@@ -847,7 +831,7 @@ _READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checki
 
 def _read(path: Path) -> pa.Table | Exception:
     try:
-        if not isinstance(path, ObjectPath) and not stat.S_ISREG(path.stat().st_mode):
+        if not is_regular_file(path):
             raise OSError(errno.EINVAL, "not a regular file", str(path))  # a FIFO blocks
         return pq.ParquetFile(arrow_source(path)).read()
     except (OSError, ValueError, pa.ArrowException, StorageError) as exc:
