@@ -35,7 +35,7 @@ import bisect
 import errno
 import shlex
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from backfill.aggregate.timeframes import BY_NAME
 from backfill.domain import (
     MARKET,
     MINUTES_PER_DAY,
@@ -61,6 +62,7 @@ from backfill.domain import (
     missing_minute_ranges,
 )
 from backfill.lake.edge_check import EdgeDay, EdgeThresholds, edge_days, edge_losses
+from backfill.lake.heads import listing_days, read_heads
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
 from backfill.lake.objpath import arrow_source, is_regular_file, listed_once, walk_lake_files
 from backfill.lake.paths import (
@@ -681,46 +683,30 @@ def _stream(
     minute_thresholds: MinuteCheckThresholds,
     today: date,
 ) -> Iterator[Item]:
-    from backfill.lake.heads import listing_days, read_heads
-
     with listed_once(lake):  # an object store lake: one listing, not one per folder
         listing = listing_days(read_heads(lake))
-        yield from _stream_listed(
-            lake, symbols, first, last, gaps, minute_thresholds, today, listing
+        yield from _strays_outside_symbols(lake)
+        asked = symbols is not None
+        chosen = list(symbols) if symbols is not None else lake_symbols(lake)
+        parts = 0
+        for symbol in chosen:
+            judged = (listing.get(symbol), today)
+            for item in _verify_symbol(
+                lake, symbol, first, last, asked, gaps, minute_thresholds, judged
+            ):
+                if isinstance(item, SymbolSummary):
+                    parts += item.parts
+                yield item
+        aggregate_parts, aggregate_findings = verify_aggregates(
+            lake, chosen, first, last, orphans=not asked
         )
-
-
-def _stream_listed(
-    lake: Path,
-    symbols: Sequence[Symbol] | None,
-    first: date | None,
-    last: date | None,
-    gaps: bool,
-    minute_thresholds: MinuteCheckThresholds,
-    today: date,
-    listing: Mapping[Symbol, date],
-) -> Iterator[Item]:
-    yield from _strays_outside_symbols(lake)
-    asked = symbols is not None
-    chosen = list(symbols) if symbols is not None else lake_symbols(lake)
-    parts = 0
-    for symbol in chosen:
-        for item in _verify_symbol(
-            lake, symbol, first, last, asked, gaps, minute_thresholds, (listing.get(symbol), today)
-        ):
-            if isinstance(item, SymbolSummary):
-                parts += item.parts
-            yield item
-    aggregate_parts, aggregate_findings = verify_aggregates(
-        lake, chosen, first, last, orphans=not asked
-    )
-    yield AggregatesChecked(aggregate_parts)
-    yield from aggregate_findings
-    parts += aggregate_parts
-    levels_parts, levels_findings = verify_levels(lake, chosen, first, last)
-    yield AggregatesChecked(levels_parts)
-    yield from levels_findings
-    parts += levels_parts
+        yield AggregatesChecked(aggregate_parts)
+        yield from aggregate_findings
+        parts += aggregate_parts
+        levels_parts, levels_findings = verify_levels(lake, chosen, first, last)
+        yield AggregatesChecked(levels_parts)
+        yield from levels_findings
+        parts += levels_parts
     if parts == 0:
         yield Finding(
             Severity.WARNING, Kind.NO_PARTS, None, None, None,
@@ -784,8 +770,6 @@ def _symbol_files(
 def _strays_outside_symbols(lake: Path) -> Iterator[Finding]:
     """Files readers would read that lie outside every well-named M1 symbol folder and are
     not aggregate parts (``verify_aggregates`` checks those)."""
-    from backfill.aggregate.timeframes import BY_NAME
-
     symbol_dirs = {symbol_dir(lake, s) for s in lake_symbols(lake)}
     for path in walk_lake_files(dataset_root(lake), skip=symbol_dirs):
         names = path.relative_to(dataset_root(lake)).parts
