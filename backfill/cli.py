@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -41,8 +41,14 @@ from backfill.settings import (
 try:  # typer >= 0.23 vendors click; earlier versions depend on it
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import UsageError
+    # The checker reads the installed typer; this other click's class has another type.
+    from click.exceptions import UsageError  # type: ignore[assignment]
 from typer.core import TyperCommand, TyperGroup
+
+if TYPE_CHECKING:  # the installed typer's (0.2x) own click and coercion, as it types them
+    from typer._click.core import Context
+    from typer._coercion import RuntimeParam, TypeDescriptor
+    from typer.core import _TyperParameter
 
 # typer (0.2x) coerces every option's value through a pydantic TypeAdapter, built when the
 # option is first parsed: pydantic's import and a dozen adapters are 0.15-0.25 s of a 0.5 s
@@ -67,8 +73,11 @@ _PATH_DEFAULTS = {
 class _PlainCoercion:
     """typer's runtime coercion of one option, without pydantic for a plain value."""
 
-    def __init__(self, descriptor: Any, build: Callable[[Any], Any]) -> None:
-        self.descriptor, self.build, self.typers = descriptor, build, None
+    def __init__(
+        self, descriptor: TypeDescriptor, build: Callable[[TypeDescriptor], RuntimeParam]
+    ) -> None:
+        self.descriptor, self.build = descriptor, build
+        self.typers: RuntimeParam | None = None
         info = descriptor.parameter_info
         kind = descriptor.annotation
         plain = descriptor.file_annotation is None and all(
@@ -81,7 +90,7 @@ class _PlainCoercion:
             )
         self.kind = kind if plain and kind in (str, int, float, Path) else None
 
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+    def coerce(self, value: Any, param: _TyperParameter, ctx: Context) -> Any:
         if value is None:  # as typer's: nothing given, nothing to coerce
             return () if param.multiple or param.nargs == -1 else None
         if self.kind is not None and not (param.multiple or param.nargs != 1):
@@ -104,7 +113,13 @@ def _coerce_without_pydantic() -> None:
 
     build = getattr(typer_core, "build_runtime_param", None)
     if build is not None:  # else another typer: its own coercion throughout
-        typer_core.build_runtime_param = lambda descriptor: _PlainCoercion(descriptor, build)
+
+        def plain_first(descriptor: TypeDescriptor) -> RuntimeParam:
+            # typer types the answer as its RuntimeParam (an ABC) but calls only ``coerce``
+            # on it (typer/core.py, get_runtime_param), which _PlainCoercion has.
+            return _PlainCoercion(descriptor, build)  # type: ignore[return-value]
+
+        typer_core.build_runtime_param = plain_first
 
 
 _coerce_without_pydantic()
@@ -122,10 +137,10 @@ class _FlagsTakeNoValue(TyperGroup):
     metavar replaces its type there, so flags get an empty one: here, for every command
     at once (their ``--help`` included), since typer builds the options itself."""
 
-    def get_params(self, ctx: typer.Context) -> list[Any]:
+    def get_params(self, ctx: Context) -> list[Any]:
         return _without_flag_metavar(super().get_params(ctx))
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+    def get_command(self, ctx: Context, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             _without_flag_metavar(command.get_params(ctx))  # the options help will show
@@ -1491,7 +1506,7 @@ def probe(
 class _OneLineUsageErrors(TyperCommand):
     """A command whose bad flags get the project's answer: one line on stderr, exit 2."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
         except UsageError as exc:

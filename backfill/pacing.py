@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping, Set
+from collections.abc import Callable, Hashable, Mapping, Sequence, Set
 from enum import Enum
 from typing import TypeVar
 
@@ -210,7 +210,7 @@ class ContractRules:
         sent = sorted((t, k) for k, t in self._last_sent.items() if now - t < horizon)
         return [(key, now - t) for t, key in sent]
 
-    def restore(self, recent: list[tuple[Hashable, float]]) -> None:
+    def restore(self, recent: Sequence[tuple[Hashable, float]]) -> None:
         """Take on a predecessor's ``recent`` sends (before this one sends anything)."""
         now = self._clock()
         for key, ago in sorted(recent, key=lambda entry: -entry[1]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from backfill.ib.choice import chosen
 
@@ -20,11 +21,18 @@ NAME = chosen()
 _lib = importlib.import_module(NAME)
 _wrapper = importlib.import_module(f"{NAME}.wrapper")
 
-IB = _lib.IB
-BarDataList = _lib.BarDataList
-Contract = _lib.Contract
-MarketOrder = _lib.MarketOrder  # the tests' order, which the simulator refuses
-RequestError = _wrapper.RequestError
+if TYPE_CHECKING:
+    # The checker sees ib_insync's own annotations (it ships py.typed); ib_async is its fork
+    # with the same names and signatures. Where ib_insync is not installed (Python 3.14)
+    # these are Any and the uses below go unchecked.
+    from ib_insync import IB, BarDataList, Contract, MarketOrder
+    from ib_insync.wrapper import RequestError
+else:
+    IB = _lib.IB
+    BarDataList = _lib.BarDataList
+    Contract = _lib.Contract
+    MarketOrder = _lib.MarketOrder  # the tests' order, which the simulator refuses
+    RequestError = _wrapper.RequestError
 try:
     VERSION = metadata.version(NAME)
 except metadata.PackageNotFoundError:  # imported from a source tree, not installed

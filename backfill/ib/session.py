@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from backfill.domain import EXCHANGE, MARKET, SOURCE, UTC, WHAT_TO_SHOW, Symbol, Window
@@ -197,6 +197,14 @@ def classify_error(code: int, text: str, *, bars: bool = False) -> IBSessionErro
     return IBError(code, text)
 
 
+def _minute_time(when: date) -> datetime:
+    """A minute bar's time as the client gives it: a datetime (typed ``date | datetime``
+    because daily bars carry a plain date, which no request here asks for)."""
+    if not isinstance(when, datetime):
+        raise IBError(0, f"unexpected bar time {when!r} for a 1-minute bar")
+    return when
+
+
 def _too_long(lowered: str) -> bool:
     return any(k in lowered for k in ("time length exceed", "invalid step", "duration"))
 
@@ -361,9 +369,9 @@ class IBSession:
             if exc.code == 200:
                 raise UnknownSymbol(symbol) from None
             raise
-        if not details:
+        contract = details[0].contract if details else None
+        if contract is None:  # typed Optional by the client; IB always fills it in
             raise UnknownSymbol(symbol)
-        contract = details[0].contract
         self._contracts[symbol] = contract
         return contract
 
@@ -417,14 +425,15 @@ class IBSession:
         finally:
             header = self._served.pop(req_id, None)
         served = self.header_clock.read(*header, self.login_zone) if header else None
-        starts = [b.date if b.date.tzinfo else b.date.replace(tzinfo=UTC) for b in container]
+        times = [_minute_time(b.date) for b in container]
+        starts = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in times]
         return Answer(
             starts,
             served,
             time.monotonic() - sent_at,
             time.time(),
             no_data,
-            [(b.date, float(b.volume), int(b.barCount)) for b in container[-1:]],
+            [(times[-1], float(b.volume), int(b.barCount)) for b in container[-1:]],
             header,
         )
 

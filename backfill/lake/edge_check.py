@@ -180,7 +180,7 @@ def _judge(days: Sequence[EdgeDay], minute: int, thresholds: EdgeThresholds) -> 
     if best is None or best[0] * tried >= thresholds.alpha:
         return None
     p_value, period, phase, k, x, expected = best
-    missing = tuple(date.fromordinal(_EPOCH_ORDINAL + day) for day, m, _ in marks if m)
+    missing_days = tuple(date.fromordinal(_EPOCH_ORDINAL + day) for day, m, _ in marks if m)
     return EdgeLoss(
         minute,
         period,
@@ -190,7 +190,7 @@ def _judge(days: Sequence[EdgeDay], minute: int, thresholds: EdgeThresholds) -> 
         expected,
         min(1.0, p_value * tried),
         len(marks),
-        tuple(sorted(missing)),
+        tuple(sorted(missing_days)),
     )
 
 

@@ -11,7 +11,7 @@ import time as clock
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from backfill.levels.tolerance import Tolerance
 
 LEVELS, EVENTS = "levels", "events"
 _THREADS = 4
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # datetime.UTC is 3.11+; we run on 3.10
 _COLUMNS = ("ts", "open", "high", "low", "close")  # all levels and events read of M1
 _BARS = pa.schema([BAR_SCHEMA.field(name) for name in _COLUMNS])
 DEFAULT_PARAMS = EventParams(Tolerance("bps", 5.0))
@@ -331,7 +331,8 @@ class _M1Cache:
         months = months_between(first, last)
         for old in [m for m in self.parts if m < months[0]]:
             del self.parts[old]  # months are built in order: older ones are done with
-        tables, coverage = [], {}
+        tables: list[pa.Table] = []
+        coverage: dict[date, DayCoverage] = {}
         for month in months:
             if month not in self.parts:
                 path = part_path(self.lake, self.symbol, month)

@@ -136,7 +136,7 @@ def compute_levels(
         starts = np.array([us(w.start) for w in ws], dtype=np.int64)
         ends = np.array([us(w.end) for w in ws], dtype=np.int64)
         s = stats[kind] = window_stats(bars, starts, ends)
-        common = {
+        common: dict[str, np.ndarray] = {
             "window_start_utc": starts,
             "window_end_utc": ends,
             "available_from_utc": ends,

@@ -84,10 +84,9 @@ class SymbolProgress:
 
     def apply(self, event: ev.Event) -> SymbolProgress:
         """The progress after ``event``; events of other kinds leave it unchanged."""
-        handler = _SYMBOL_HANDLERS.get(type(event))
-        if handler is None:
+        after = _handle(self, event)
+        if after is None:
             return self
-        after = handler(self, event)
         if (after.status, after.detail) != (self.status, self.detail):
             after = replace(after, since=event.at)
         return after
@@ -207,21 +206,38 @@ def _finished(p: SymbolProgress, e: ev.WorkerFinished) -> SymbolProgress:
     return replace(p, status=status, detail="", days_failed=days_failed)
 
 
-_SYMBOL_HANDLERS: dict[type, Callable[[SymbolProgress, ev.Event], SymbolProgress]] = {
-    ev.WorkerQueued: _queued,
-    ev.WorkerStarted: _started,
-    ev.StatusChanged: _status,
-    ev.DayFetched: _day_fetched,
-    ev.RequestDone: _request,
-    ev.Retry: _retry,
-    ev.GapFound: _gap,
-    ev.Paced: _paced,
-    ev.PacingViolation: _violation,
-    ev.PartWritten: _part_written,
-    ev.DayFailed: _day_failed,
-    ev.WorkerFailed: _worker_failed,
-    ev.WorkerFinished: _finished,
-}
+def _handle(p: SymbolProgress, e: ev.Event) -> SymbolProgress | None:
+    """``p`` after ``e``, or None for an event of a kind no symbol's progress folds (a
+    ``match`` rather than a table by type, so each handler is checked against its kind)."""
+    match e:
+        case ev.WorkerQueued():
+            return _queued(p, e)
+        case ev.WorkerStarted():
+            return _started(p, e)
+        case ev.StatusChanged():
+            return _status(p, e)
+        case ev.DayFetched():
+            return _day_fetched(p, e)
+        case ev.RequestDone():
+            return _request(p, e)
+        case ev.Retry():
+            return _retry(p, e)
+        case ev.GapFound():
+            return _gap(p, e)
+        case ev.Paced():
+            return _paced(p, e)
+        case ev.PacingViolation():
+            return _violation(p, e)
+        case ev.PartWritten():
+            return _part_written(p, e)
+        case ev.DayFailed():
+            return _day_failed(p, e)
+        case ev.WorkerFailed():
+            return _worker_failed(p, e)
+        case ev.WorkerFinished():
+            return _finished(p, e)
+        case _:
+            return None
 
 
 @dataclass(frozen=True)

@@ -550,9 +550,9 @@ class Worker:
             latency_s=round(result.latency_s, 4),
         )
         self.outage_since, self.reconnects = None, 0  # the gateway answers: any outage is over
-        result = self._served_whole(result, job)
-        if result is not None:
-            self._accept(result, job.sent_wall)
+        whole = self._served_whole(result, job)
+        if whole is not None:
+            self._accept(whole, job.sent_wall)
 
     def _on_error(self, job: _Job, exc: IBSessionError) -> None:
         if isinstance(exc, (UnknownSymbol, NoPermission)):

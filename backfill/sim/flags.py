@@ -87,8 +87,15 @@ class GatewayFlags:
     def to_config(self) -> SimConfig:
         """Build the config; the first flag typer could not check raises BadInput."""
         # Imported here: the CLI imports this module for its option types on every command.
-        from backfill.sim.behaviour import Behaviour
-        from backfill.sim.config import SimConfig
+        from backfill.sim.behaviour import (
+            Behaviour,
+            DayDuration,
+            HeaderFormat,
+            Overload,
+            TooLong,
+            WindowEdges,
+        )
+        from backfill.sim.config import DEFAULT_SYMBOLS, SimConfig
         from backfill.sim.faults import FaultConfig
         from backfill.sim.pacing import PacingConfig
 
@@ -123,14 +130,14 @@ class GatewayFlags:
             drop_share=self.drop_share,
             seed=self.seed,
         )
-        extra = {} if symbols is None else {"symbols": symbols}
         session_break = "" if self.session_break.strip().lower() == "none" else self.session_break
         try:
+            # A name no member has raises ValueError here, as Behaviour would (same order).
             behaviour = Behaviour(
-                window_edges=self.window_edges,
-                day_duration=self.day_duration,
+                window_edges=WindowEdges(self.window_edges),
+                day_duration=DayDuration(self.day_duration),
                 session_break=frozenset(d for d in session_break.split(",") if d.strip()),
-                too_long=self.too_long,
+                too_long=TooLong(self.too_long),
                 no_permission=frozenset(_bases(self.no_permission or "")),
                 competing_session_after=self.competing_session_after,
                 competing_session_for=self.competing_session_for,
@@ -139,16 +146,17 @@ class GatewayFlags:
                 farm_down_for=self.farm_down_for,
                 partial_last_bar=self.partial_last_bar,
                 cancel_answer=self.cancel_answer,
-                overload=self.overload,
+                overload=Overload(self.overload),
                 overload_queue=self.overload_queue,
                 overload_after_s=self.overload_after,
-                header_format=self.header_format,
+                header_format=HeaderFormat(self.header_format),
                 header_shift_s=self.header_shift_s,
             )
             return SimConfig(
                 host=self.host,
                 port=self.port,
                 seed=self.seed,
+                symbols=DEFAULT_SYMBOLS if symbols is None else symbols,
                 pacing=pacing,
                 faults=faults,
                 log_path=self.log,
@@ -156,7 +164,6 @@ class GatewayFlags:
                 no_trade_share=self.no_trade_share,
                 timezone=self.timezone,
                 behaviour=behaviour,
-                **extra,
             )
         except ValueError as exc:
             # Messages start with the field's name, the flag's but for dashes.
