@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backfill.domain import MARKET, SOURCE, TIMEFRAME, UTC, BadInput, Month, Symbol
-from backfill.lake.objpath import lake_path
+from backfill.lake.objpath import LakePath, lake_path
 
 DATA_DIR = "data"
 PART_SUFFIX = ".parquet"
@@ -60,12 +60,12 @@ def part_below_symbol(month: Month) -> str:
 LOCKS_DIR = "_locks"  # per-symbol run locks, and what each symbol's last worker sent
 
 
-def run_lock_path(lake: Path, symbol: object) -> Path:
+def run_lock_path(lake: LakePath, symbol: object) -> LakePath:
     """The lock a run holds while it fetches ``symbol``: one run per symbol at a time."""
     return lake_path(lake) / LOCKS_DIR / f"{symbol}.run.lock"
 
 
-def recent_sends_path(lake: Path, symbol: object) -> Path:
+def recent_sends_path(lake: LakePath, symbol: object) -> LakePath:
     """What the last worker for ``symbol`` sent in its final seconds (IB still counts it)."""
     return lake_path(lake) / LOCKS_DIR / f"{symbol}.sends.json"
 
