@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from backfill.domain import Month, Symbol, months_between
 from backfill.lake.lakeio import concurrent_reads, file_listing, presence, write_small
-from backfill.lake.objpath import ObjectPath, lake_path
+from backfill.lake.objpath import LakePath, ObjectPath, lake_path
 from backfill.lake.paths import (
     DATA_DIR,
     lake_symbols,
@@ -86,7 +86,7 @@ class PartMarks:
     no_data: int
 
 
-def cache_path(lake: Path) -> Path:
+def cache_path(lake: LakePath) -> LakePath:
     return lake_path(lake) / CACHE_DIR / CACHE_NAME
 
 
@@ -113,7 +113,7 @@ def rememberable(identity: Identity, now_ns: int) -> bool:
 
 
 def read_day_marks(
-    lake: Path,
+    lake: LakePath,
     symbols: Iterable[Symbol],
     first: date,
     last: date,
@@ -217,7 +217,7 @@ def read_footers(misses: list[Miss]) -> list[PartMarks]:
     try:
         for _ in range(helpers):
             receiver, sender = context.Pipe(duplex=False)
-            helper = context.Process(
+            helper: BaseProcess = context.Process(
                 target=_read_for_parent, args=(misses, taken, sender), daemon=True
             )
             started.append((helper, receiver))
@@ -316,7 +316,7 @@ def _read_marks(miss: Miss) -> PartMarks:
     return PartMarks(miss.identity, complete, no_data)
 
 
-def _load(lake: Path) -> dict[str, PartMarks]:
+def _load(lake: LakePath) -> dict[str, PartMarks]:
     """The cache, or nothing if it is missing, unreadable, of another version or malformed
     in any entry (it is input: ``safe_json`` bounds its size and nesting, and each entry is
     checked for type and range, so ``complete: -1`` never marks a month done)."""
@@ -356,7 +356,7 @@ def _cache_entry(entry: object) -> PartMarks:
 
 
 def _save(
-    lake: Path, known: dict[str, PartMarks], learned: dict[str, PartMarks | None], now_ns: int
+    lake: LakePath, known: dict[str, PartMarks], learned: dict[str, PartMarks | None], now_ns: int
 ) -> None:
     """Write the merged cache atomically; any OS error leaves the cache as it was."""
     if not (lake / DATA_DIR).is_dir():

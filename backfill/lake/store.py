@@ -38,6 +38,7 @@ from backfill.lake.footers import _as_path, read_coverage_record
 from backfill.lake.footers import read_footer as read_footer  # re-exported: the store's API
 from backfill.lake.footers import read_schema as read_schema
 from backfill.lake.lakeio import footer_source, refuse_special, storage_target
+from backfill.lake.objpath import LakePath
 from backfill.lake.paths import part_path, quarantine_path
 from backfill.lake.schema import (
     BAR_SCHEMA,
@@ -94,7 +95,7 @@ class PartUnreadable(StoreError, OSError):
     code that handles a lake it cannot write handles a lake it cannot read the same way.
     """
 
-    def __init__(self, path: Path, cause: OSError) -> None:
+    def __init__(self, path: LakePath, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror or str(cause), str(path))
         self.path = path
 
@@ -106,7 +107,7 @@ class PartUnreadable(StoreError, OSError):
         return (_part_unreadable, (self.path, self.errno, self.strerror))
 
 
-def _part_unreadable(path: Path, errno_: int | None, strerror: str) -> PartUnreadable:
+def _part_unreadable(path: LakePath, errno_: int | None, strerror: str) -> PartUnreadable:
     return PartUnreadable(path, OSError(errno_, strerror))
 
 
@@ -160,7 +161,7 @@ def write_batch(
     return writes
 
 
-def read_part(path: Path) -> pa.Table:
+def read_part(path: LakePath) -> pa.Table:
     """A part's rows and footer metadata.
 
     Raises ``CorruptPart`` if it was read and breaks the contract, ``PartUnreadable`` if the
@@ -170,7 +171,7 @@ def read_part(path: Path) -> pa.Table:
     return table
 
 
-def read_part_coverage(path: Path | str) -> dict[date, DayCoverage]:
+def read_part_coverage(path: LakePath | str) -> dict[date, DayCoverage]:
     """A part's coverage record, from its footer only; raises ``CorruptPart``."""
     return _decode(path, read_coverage_record(path))
 
@@ -344,14 +345,14 @@ def _move_aside(storage: Storage, key: str, path: Path) -> Path:
     return destination
 
 
-def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
+def _read_checked(path: LakePath) -> tuple[pa.Table, dict[date, DayCoverage]]:
     # Read the bytes ourselves: an OSError here is the OS refusing (permissions, too many
     # open files, I/O error), never a verdict on the file. pyarrow reports bad Parquet as
     # OSError too ("Couldn't deserialize thrift"), so only after this can it mean corrupt.
     return _decode_part(path, _read_bytes(path))
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: LakePath) -> bytes:
     try:
         refuse_special(path)  # a FIFO would block the read forever
         return path.read_bytes()
@@ -361,7 +362,7 @@ def _read_bytes(path: Path) -> bytes:
         raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
 
 
-def _decode_part(path: Path, data: bytes) -> tuple[pa.Table, dict[date, DayCoverage]]:
+def _decode_part(path: LakePath, data: bytes) -> tuple[pa.Table, dict[date, DayCoverage]]:
     try:
         table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
@@ -376,7 +377,7 @@ def _decode_part(path: Path, data: bytes) -> tuple[pa.Table, dict[date, DayCover
     return table, coverage
 
 
-def _decode(path: Path | str, raw: bytes | None) -> dict[date, DayCoverage]:
+def _decode(path: LakePath | str, raw: bytes | None) -> dict[date, DayCoverage]:
     if raw is None:
         raise CorruptPart(_as_path(path), "no coverage record in the footer")
     try:
@@ -560,7 +561,7 @@ def write_derived(
 
 
 def read_part_columns(
-    path: Path, columns: Sequence[str], dictionary: Collection[str] = ()
+    path: LakePath, columns: Sequence[str], dictionary: Collection[str] = ()
 ) -> tuple[pa.Table, dict[date, DayCoverage]]:
     """Some columns of a part, and its coverage, from one read of the file (levels need
     five of the thirteen: a third of ``read_part``'s time). Raises like ``read_part``.

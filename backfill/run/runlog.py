@@ -117,7 +117,8 @@ class MeasuredRate:
 def measured_rate(lake_root: LakePath, min_held_s: float = 60.0) -> MeasuredRate | None:
     """What the newest ``--rate auto`` run on this lake held (time-weighted), if any ran
     for ``min_held_s`` or more; what ``plan --rate auto`` estimates with."""
-    runs = sorted((lake_path(lake_root) / RUNS_DIR).glob("*.jsonl"), reverse=True)
+    # By name, newest first: run ids sort by time.
+    runs = sorted((lake_path(lake_root) / RUNS_DIR).glob("*.jsonl"), key=_name, reverse=True)
     for path in runs:
         changes: list[tuple[float, float]] = []
         auto = False
@@ -147,6 +148,10 @@ def measured_rate(lake_root: LakePath, min_held_s: float = 60.0) -> MeasuredRate
         if held is not None and last_at - changes[0][0] >= min_held_s:
             return MeasuredRate(held, path.stem, last_at - changes[0][0])
     return None
+
+
+def _name(path: LakePath) -> str:
+    return path.name
 
 
 _LINE_MAX_BYTES = 64 << 10  # a run-log line is a few hundred bytes

@@ -474,9 +474,7 @@ def test_plan_cache_on_s3_is_keyed_by_etag_and_size(s3_lake, monkeypatch):
 
     footers = []
     real = footer_reader._object_tail
-    monkeypatch.setattr(
-        footer_reader, "_object_tail", lambda p: footers.append(p) or real(p)
-    )
+    monkeypatch.setattr(footer_reader, "_object_tail", lambda p: footers.append(p) or real(p))
 
     def marks() -> list[date]:
         return sorted(read_day_marks(lake, [BTC], date(2025, 7, 1), date(2025, 9, 30))[BTC])
