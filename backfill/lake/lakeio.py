@@ -23,7 +23,6 @@ Run locks (a file lock or a lease) are ``backfill.lake.lease.run_lock``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import stat
@@ -432,6 +431,8 @@ class _ObjectListing:
 
 
 def _etag_digest(etag: str) -> int:
+    import hashlib  # a store's plan only: not on every command's start-up
+
     return int.from_bytes(hashlib.blake2b(etag.encode(), digest_size=7).digest(), "big")
 
 
