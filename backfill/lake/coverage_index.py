@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from backfill.domain import Month, Symbol, months_between
 from backfill.lake.lakeio import concurrent_reads, file_listing, presence, write_small
-from backfill.lake.objpath import LakePath, ObjectPath, lake_path
+from backfill.lake.objpath import LakePath, lake_path
 from backfill.lake.paths import (
     DATA_DIR,
     lake_symbols,
@@ -185,7 +185,7 @@ def read_day_marks(
 class Miss:
     """A part whose footer must be read: where, which month, and its identity before."""
 
-    path: str | ObjectPath  # a local file's path, or an object (``lakeio.file_listing``)
+    path: str | LakePath  # what ``lakeio.file_listing`` named it: a local path, or an object
     month: Month
     identity: Identity
 
