@@ -235,16 +235,11 @@ def resolve_lake(flag: Path | None, env: Mapping[str, str] | None = None) -> Pat
 def lake_root(raw: str | os.PathLike[str]) -> Path:
     """A lake root from what the user gave: a folder, or an object store lake (opened and
     listed once, so a missing extra, bucket, credential or endpoint is one line, exit 2)."""
-    from backfill.lake.objpath import ObjectPath
+    from backfill.lake.objpath import open_lake
 
-    if isinstance(raw, ObjectPath):
-        return raw  # type: ignore[return-value]
-    text = os.fspath(raw)
-    if text.startswith("s3:/"):  # a typer Path option folds s3://b/p into s3:/b/p
-        from backfill.lake.objpath import open_object_lake
-
-        return open_object_lake("s3://" + text[4:].lstrip("/"))  # type: ignore[return-value]
-    return Path(text)
+    # Typed Path for the commands (cli.py); an s3:// lake is an ObjectPath answering
+    # Path's questions (lake/objpath.py).
+    return open_lake(raw)  # type: ignore[return-value]
 
 
 CONFIG_FILE = "backfill.toml"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -91,6 +91,7 @@ class MonthFailed:
 
 
 Event = Planned | PartBuilt | MonthFailed
+Built = PartBuilt | MonthFailed  # what building a part ends in
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,9 @@ class _Crashed:
 _DONE = object()
 
 
-def _build_jobs(request: AggregateRequest, jobs: list[_Job], now: datetime) -> Iterator[Event]:
+def _build_jobs(
+    request: AggregateRequest, jobs: list[_Job], now: datetime
+) -> Generator[Built, None, None]:
     """Every job's events, in job order (as one thread would give them), built in threads.
 
     Each symbol's parts are built by one thread, in month order, so each part is built as
@@ -349,7 +352,7 @@ def _build_symbol(
     job: _Job,
     now: datetime,
     stop: threading.Event | None = None,
-) -> Iterator[Event]:
+) -> Iterator[Built]:
     symbol, unreadable = job.symbol, job.unreadable
     by_month: dict[Month, list[PartPlan]] = {}
     for plan in job.todo:
@@ -407,7 +410,7 @@ def _build_month(
     before: _Loaded,
     current: _Loaded,
     now: datetime,
-) -> Iterator[Event]:
+) -> Iterator[Built]:
     start = day_start(month.first_day)
     stop = day_start(month.next.first_day)
     tail_from = buckets._us(start - timedelta(days=1))

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +32,8 @@ from time import time_ns
 from typing import TYPE_CHECKING
 
 from backfill.domain import Month, Symbol, months_between
-from backfill.lake.objpath import is_object, lake_path, write_whole
+from backfill.lake.lakeio import concurrent_reads, file_listing, presence, write_small
+from backfill.lake.objpath import LakePath, lake_path
 from backfill.lake.paths import (
     DATA_DIR,
     lake_symbols,
@@ -86,7 +86,7 @@ class PartMarks:
     no_data: int
 
 
-def cache_path(lake: Path) -> Path:
+def cache_path(lake: LakePath) -> LakePath:
     return lake_path(lake) / CACHE_DIR / CACHE_NAME
 
 
@@ -113,7 +113,7 @@ def rememberable(identity: Identity, now_ns: int) -> bool:
 
 
 def read_day_marks(
-    lake: Path,
+    lake: LakePath,
     symbols: Iterable[Symbol],
     first: date,
     last: date,
@@ -129,26 +129,23 @@ def read_day_marks(
     (nanoseconds since the epoch, default the system's) judges which parts are old enough
     to remember.
     """
-    if is_object(lake):
-        return _object_day_marks(lake, list(dict.fromkeys(symbols)), first, last, remember=remember)
-    lake = Path(lake)
+    lake = lake_path(lake)
     symbols = list(dict.fromkeys(symbols))
     known = _load(lake) if remember else {}
     months = months_between(first, last)
-    # First every part's identity (a stat each), then the footers not remembered, read at once.
-    # Each part found: its marks if remembered, else the index of its footer in ``misses``.
+    # First every part's identity (a stat each in a folder, one listing per symbol on a
+    # store), then the footers not remembered, read at once. Each part found: its marks if
+    # remembered, else the index of its footer in ``misses``.
     found: list[tuple[Symbol, str, Month, PartMarks | int]] = []
     misses: list[Miss] = []
     learned: dict[str, PartMarks | None] = {}
     for symbol in symbols:
-        folder = str(symbol_dir(lake, symbol))
+        listing = file_listing(symbol_dir(lake, symbol))
         prefix = f"symbol={symbol}/"
         for month in months:
             below = part_below_symbol(month)
-            # Strings: 6,000 pathlib joins cost as much as the rest of a warm plan.
-            path = os.path.join(folder, below)
             key = prefix + below
-            identity = _identity(path)
+            identity, path = listing.identity(below)
             if identity is None:  # not there (or not stat-able): nothing covered
                 if key in known:
                     learned[key] = None
@@ -159,7 +156,14 @@ def read_day_marks(
             else:
                 found.append((symbol, key, month, len(misses)))
                 misses.append(Miss(path, month, identity))
-    read = read_footers(misses)
+    width = concurrent_reads(lake)
+    if width > 1:  # each read waits on a round trip: several in flight, on threads
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            read = list(pool.map(_read_marks, misses))
+    else:
+        read = read_footers(misses)
     out: dict[Symbol, dict[date, DayMark]] = {symbol: {} for symbol in symbols}
     for symbol, key, month, entry in found:
         if isinstance(entry, int):
@@ -177,65 +181,11 @@ def read_day_marks(
     return out
 
 
-def _object_day_marks(
-    lake: Path, symbols: list[Symbol], first: date, last: date, *, remember: bool
-) -> dict[Symbol, dict[date, DayMark]]:
-    """``read_day_marks`` on an object store: one listing per symbol prefix gives every
-    part's (key, ETag, size); the cache answers for those unchanged, and the rest have their
-    footers fetched (a ranged get of the tail each), several at once (network-bound)."""
-    known = _load(lake) if remember else {}
-    months = set(months_between(first, last))
-    found: list[tuple[Symbol, str, Month, PartMarks | int]] = []
-    misses: list[Miss] = []
-    learned: dict[str, PartMarks | None] = {}
-    for symbol in symbols:
-        prefix = f"symbol={symbol}/"
-        listed = {p.key: meta for p, meta in symbol_dir(lake, symbol).walk_files()}
-        for month in sorted(months):
-            below = part_below_symbol(month)
-            path = symbol_dir(lake, symbol) / below
-            key = prefix + below
-            meta = listed.get(path.key)
-            if meta is None:
-                if key in known:
-                    learned[key] = None
-                continue
-            # An ETag changes whenever the bytes do: no racy window, no stamps needed. It is
-            # kept as a 56-bit digest, where a local part keeps its inode.
-            identity = (_etag_digest(meta.version), meta.size, 0, 0)
-            marks = known.get(key)
-            if marks is not None and tuple(marks.identity) == identity:
-                found.append((symbol, key, month, marks))
-            else:
-                found.append((symbol, key, month, len(misses)))
-                misses.append(Miss(path, month, identity))  # type: ignore[arg-type]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        read = list(pool.map(_read_marks, misses))
-    out: dict[Symbol, dict[date, DayMark]] = {symbol: {} for symbol in symbols}
-    for symbol, key, month, entry in found:
-        if isinstance(entry, int):
-            entry = learned[key] = read[entry]
-        days = days_in_range(month, entry.complete, first, last)
-        for day in days:
-            out[symbol][day] = COMPLETE_NO_DATA if entry.no_data >> day.day & 1 else COMPLETE
-    if remember and learned:
-        _save(lake, known, learned, time_ns())
-    return out
-
-
-def _etag_digest(etag: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.blake2b(etag.encode(), digest_size=7).digest(), "big")
-
-
 @dataclass(frozen=True, slots=True)
 class Miss:
     """A part whose footer must be read: where, which month, and its identity before."""
 
-    path: str
+    path: str | LakePath  # what ``lakeio.file_listing`` named it: a local path, or an object
     month: Month
     identity: Identity
 
@@ -267,7 +217,7 @@ def read_footers(misses: list[Miss]) -> list[PartMarks]:
     try:
         for _ in range(helpers):
             receiver, sender = context.Pipe(duplex=False)
-            helper = context.Process(
+            helper: BaseProcess = context.Process(
                 target=_read_for_parent, args=(misses, taken, sender), daemon=True
             )
             started.append((helper, receiver))
@@ -349,16 +299,6 @@ def _single_threaded() -> bool:
         return False
 
 
-def _identity(path: str) -> Identity | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None  # a FIFO or a folder in a part's place holds no coverage (nor blocks)
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _read_marks(miss: Miss) -> PartMarks:
     """A part's marks from its footer (no coverage if it cannot be read)."""
     # pyarrow is imported on a miss only: a warm plan does without it (0.2 s of start-up);
@@ -376,7 +316,7 @@ def _read_marks(miss: Miss) -> PartMarks:
     return PartMarks(miss.identity, complete, no_data)
 
 
-def _load(lake: Path) -> dict[str, PartMarks]:
+def _load(lake: LakePath) -> dict[str, PartMarks]:
     """The cache, or nothing if it is missing, unreadable, of another version or malformed
     in any entry (it is input: ``safe_json`` bounds its size and nesting, and each entry is
     checked for type and range, so ``complete: -1`` never marks a month done)."""
@@ -416,20 +356,15 @@ def _cache_entry(entry: object) -> PartMarks:
 
 
 def _save(
-    lake: Path, known: dict[str, PartMarks], learned: dict[str, PartMarks | None], now_ns: int
+    lake: LakePath, known: dict[str, PartMarks], learned: dict[str, PartMarks | None], now_ns: int
 ) -> None:
     """Write the merged cache atomically; any OS error leaves the cache as it was."""
     if not (lake / DATA_DIR).is_dir():
         return  # a lake with no parts: plan creates nothing
     # Only parts that exist are kept (a cache copied from another lake, or grown by hand,
     # shrinks back to this lake's parts the first time it is written).
-    below = str(market_dir(lake))  # strings: 6,000 pathlib joins cost more than the stats
-    # (On an object store a part gone is found by the listing of its symbol, as None.)
-    parts = {
-        key: marks
-        for key, marks in known.items()
-        if key in learned or is_object(lake) or os.path.exists(os.path.join(below, key))
-    }
+    there = presence(market_dir(lake))  # a stat each in a folder; a store's listing says
+    parts = {key: marks for key, marks in known.items() if key in learned or there(key)}
     for key, marks in learned.items():
         if marks and rememberable(marks.identity, now_ns):
             parts[key] = marks
@@ -441,19 +376,10 @@ def _save(
         "version": CACHE_VERSION,
         "parts": {key: [*m.identity, m.complete, m.no_data] for key, m in sorted(parts.items())},
     }
-    target = cache_path(lake)
-    if is_object(lake):
-        with contextlib.suppress(StorageError):  # best effort, as on a read-only folder
-            write_whole(target, json.dumps(record, separators=(",", ":")).encode())
-        return
-    temp = target.with_name(f".{CACHE_NAME}.{os.getpid()}.tmp")
-    try:
-        target.parent.mkdir(exist_ok=True)
-        temp.write_text(json.dumps(record, separators=(",", ":")))
-        os.replace(temp, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError, StorageError):  # best effort: a read-only lake plans
+        write_small(
+            cache_path(lake), json.dumps(record, separators=(",", ":")).encode(), durable=False
+        )
 
 
 def held_scope(lake: Path) -> tuple[list[Symbol], date | None]:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backfill.lake.objpath import LakePath
 
 
 class StoreError(Exception):
@@ -13,7 +16,7 @@ class StoreError(Exception):
 class CorruptPart(StoreError):
     """A part that cannot be read, or breaks the data contract."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: LakePath, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")

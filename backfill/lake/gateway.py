@@ -7,14 +7,13 @@ value, when it was checked and its evidence, so a finding past its age is checke
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from backfill.domain import UTC
-from backfill.lake.objpath import is_object, lake_path, update_whole
+from backfill.lake.lakeio import update_small
+from backfill.lake.objpath import LakePath, lake_path
 from backfill.lake.safe_json import (
     SMALL_FILE_MAX_BYTES,
     expect_dict,
@@ -30,13 +29,13 @@ FINDING_MAX_AGE = RunSettings().finding_max_age
 OLD_SOURCE = "backfill probe or run"
 
 
-def gateway_facts_path(lake: Path, host: str, port: int) -> Path:
+def gateway_facts_path(lake: LakePath, host: str, port: int) -> LakePath:
     safe_host = "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
     return lake_path(lake) / GATEWAY_DIR / f"{safe_host}-{port}.json"
 
 
 def read_finding(
-    lake: Path,
+    lake: LakePath,
     host: str,
     port: int,
     key: str,
@@ -54,7 +53,7 @@ def read_finding(
     return finding
 
 
-def _recorded(lake: Path, host: str, port: int) -> dict[str, Any]:
+def _recorded(lake: LakePath, host: str, port: int) -> dict[str, Any]:
     """The findings recorded for the gateway (each a dict with a ``checked_at`` string;
     unknown keys are kept, for findings a newer version writes); ``KeyError`` if there is
     no file, ``BadJson`` if it is not usable (a FIFO, too large, too deep, another shape)."""
@@ -76,7 +75,7 @@ class GatewayFindings:
     """What ``backfill probe`` recorded for one gateway, split by age: ``fresh`` findings
     (key -> value) are used; ``stale`` ones (older than the age) are named and ignored."""
 
-    path: Path
+    path: LakePath
     fresh: dict[str, Any] = field(default_factory=dict)
     stale: tuple[str, ...] = ()
     checked_at: datetime | None = None  # the oldest fresh finding's check
@@ -115,7 +114,7 @@ class GatewayFindings:
 
 
 def read_findings(
-    lake: Path,
+    lake: LakePath,
     host: str,
     port: int,
     now: datetime,
@@ -166,7 +165,7 @@ def read_findings(
 
 
 def write_finding(
-    lake: Path,
+    lake: LakePath,
     host: str,
     port: int,
     key: str,
@@ -174,7 +173,7 @@ def write_finding(
     evidence: dict[str, Any],
     checked_at: datetime,
     source: str = "backfill run",
-) -> Path:
+) -> LakePath:
     """Record one finding, keeping the others; atomic (a reader never sees half a file).
     ``source`` names who learned it (``probe`` passes "backfill probe")."""
     path = gateway_facts_path(lake, host, port)
@@ -200,24 +199,13 @@ def write_finding(
                 {"gateway": facts["gateway"], "findings": {key: entry}}, indent=1, sort_keys=True
             )
 
-    if is_object(path):
-        # Two probes at once: compare-and-swap, so neither loses the other's finding.
-        def change(old: bytes | None) -> bytes:
-            try:
-                facts = parse_json(old, SMALL_FILE_MAX_BYTES) if old is not None else None
-            except ValueError:
-                facts = None
-            return recorded(facts).encode()
+    # Two probes at once: neither loses the other's finding (``update_small``).
+    def change(old: bytes | None) -> bytes:
+        try:
+            facts = parse_json(old, SMALL_FILE_MAX_BYTES) if old is not None else None
+        except ValueError:  # not usable: written afresh
+            facts = None
+        return recorded(facts).encode()
 
-        update_whole(path, change)
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        facts = read_json_file(path, SMALL_FILE_MAX_BYTES)
-    except ValueError:  # not usable: written afresh
-        facts = None
-    text = recorded(facts)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    update_small(path, change, max_bytes=SMALL_FILE_MAX_BYTES)
     return path

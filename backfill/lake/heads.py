@@ -10,26 +10,21 @@ IB rarely moves a head earlier (history added later). A head recorded more than
 before it: days the new head adds are then missing, and fetched.
 
 The decisions (``listing_days``, ``heads_to_ask``) are pure; ``read_heads`` and
-``record_heads`` are the file's I/O (written whole: temp file, fsync, ``os.replace``, under
-a file lock so two runs merge their answers).
+``record_heads`` are the file's I/O (written whole by ``lakeio.update_small``: under a file
+lock in a folder, by compare-and-swap on a store, so two runs merge their answers).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
-
-import filelock
 
 from backfill.domain import UTC, Symbol
 from backfill.lake.gateway import GATEWAY_DIR  # beside what the lake knows of each gateway
-from backfill.lake.objpath import is_object, update_whole
+from backfill.lake.lakeio import update_small
+from backfill.lake.objpath import LakePath
 from backfill.lake.safe_json import (
     SMALL_FILE_MAX_BYTES,
     expect_dict,
@@ -53,7 +48,7 @@ class Head:
         return self.head.astimezone(UTC).date()
 
 
-def heads_path(lake: Path) -> Path:
+def heads_path(lake: LakePath) -> LakePath:
     return lake / GATEWAY_DIR / HEADS_FILE
 
 
@@ -88,7 +83,7 @@ def heads_to_ask(
     return ask
 
 
-def read_heads(lake: Path) -> dict[Symbol, Head]:
+def read_heads(lake: LakePath) -> dict[Symbol, Head]:
     """The recorded heads; an absent or unreadable file is an empty record (it is only a
     saving: what is not recorded is asked again)."""
     try:
@@ -109,42 +104,21 @@ def _heads_of(raw: object) -> dict[Symbol, Head]:
     }
 
 
-def record_heads(lake: Path, answers: Mapping[Symbol, Head]) -> None:
-    """Add ``answers`` to the lake's record (OSError if it cannot be written)."""
+def record_heads(lake: LakePath, answers: Mapping[Symbol, Head]) -> None:
+    """Add ``answers`` to the lake's record (OSError if it cannot be written; two runs at
+    once merge their answers: ``update_small``)."""
     if not answers:
         return
-    path = heads_path(lake)
-    if is_object(path):
-        update_whole(
-            path,
-            lambda old: json.dumps(
-                _heads_document({**_parse_heads(old), **answers}), indent=1
-            ).encode(),
-        )
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(path.with_name(f".{HEADS_FILE}.lock")):
-        heads = {**read_heads(lake), **answers}
-        document = {
-            "heads": {
-                str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}
-                for symbol, h in sorted(heads.items(), key=lambda item: str(item[0]))
-            }
-        }
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{HEADS_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump(document, file, indent=1)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+    update_small(
+        heads_path(lake),
+        lambda old: json.dumps(
+            _heads_document({**_parse_heads(old), **answers}), indent=1
+        ).encode(),
+        max_bytes=SMALL_FILE_MAX_BYTES,
+    )
 
 
-def _heads_document(heads: Mapping[Symbol, Head]) -> dict:
+def _heads_document(heads: Mapping[Symbol, Head]) -> dict[str, object]:
     return {
         "heads": {
             str(symbol): {"head": h.head.isoformat(), "asked_at": h.asked_at.isoformat()}

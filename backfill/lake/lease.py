@@ -1,4 +1,6 @@
-"""Run leases on an object store: one run per symbol at a time, without locks or clocks.
+"""Run locks: one run per symbol at a time. ``run_lock`` gives a symbol's, whichever backend
+the lake has: a file lock in a folder, a lease on an object store, both taken with
+``acquire()`` (``RunLockHeld`` at once if another run holds it) and given back by ``release()``.
 
 A local lake keeps its file locks (``_locks/<symbol>.run.lock``). An object store has no
 locks, so a run holds ``_locks/<symbol>.lease`` instead: taken with a create-only put,
@@ -20,8 +22,9 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-from backfill.lake.objpath import ObjectPath
+from backfill.lake.objpath import LakePath, ObjectPath
 from backfill.lake.storage import CREATE, NotFound, StorageError, Version, WriteConflict
 
 LEASE_SUFFIX = ".lease"
@@ -36,8 +39,48 @@ def lease_ttl() -> float:
         return DEFAULT_TTL_S
 
 
-class LeaseHeld(Exception):
+class RunLockHeld(Exception):
+    """Another run holds the symbol's run lock."""
+
+
+class LeaseHeld(RunLockHeld):
     """Another run holds the lease (and has renewed it within its TTL)."""
+
+
+class RunLock(Protocol):
+    def acquire(self) -> None:
+        """Take it without waiting (``RunLockHeld`` if another run has it)."""
+        ...
+
+    def release(self) -> None: ...
+
+
+def run_lock(lake: LakePath, symbol: object) -> RunLock:
+    """The per-symbol run lock: a file lock in a local lake, a lease on an object store."""
+    from backfill.lake.paths import LOCKS_DIR, run_lock_path
+
+    if isinstance(lake, ObjectPath):
+        return ObjectLease(lake / LOCKS_DIR / f"{symbol}{LEASE_SUFFIX}")
+    return _FileRunLock(run_lock_path(lake, symbol))
+
+
+class _FileRunLock:
+    """A file lock taken without waiting."""
+
+    def __init__(self, path: LakePath) -> None:
+        import filelock
+
+        self._timeout = filelock.Timeout
+        self._lock = filelock.FileLock(str(path), timeout=0)
+
+    def acquire(self) -> None:
+        try:
+            self._lock.acquire()
+        except self._timeout as exc:
+            raise RunLockHeld(f"{exc}") from exc
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 @dataclass

@@ -331,7 +331,25 @@ def open_object_lake(url: str) -> ObjectPath:
     return root
 
 
-def lake_path(text: str | os.PathLike[str]) -> Path | ObjectPath:
+def open_lake(raw: str | os.PathLike[str] | ObjectPath) -> LakePath:
+    """A lake root from what the user gave (``--lake``, ``LAKE_ROOT``, ``backfill.toml``): a
+    folder, or an object store lake, opened and listed once, so that a missing extra,
+    bucket, credential or endpoint is ``BadInput`` (one line, exit 2)."""
+    if isinstance(raw, ObjectPath):
+        return raw
+    text = os.fspath(raw)
+    if text.startswith("s3:/"):  # a typer Path option folds s3://b/p into s3:/b/p
+        return open_object_lake("s3://" + text[4:].lstrip("/"))
+    return Path(text)
+
+
+# A place in a lake, whichever backend holds it: what the modules above the storage layer
+# take and hand on (they ask it ``Path``'s questions; ``backfill.lake.lakeio`` does what the
+# backends do differently).
+LakePath = Path | ObjectPath
+
+
+def lake_path(text: str | os.PathLike[str] | ObjectPath) -> LakePath:
     """A lake root from what the user typed: a ``Path`` for a folder, an ``ObjectPath`` for
     ``s3://bucket/prefix``."""
     if isinstance(text, ObjectPath):
@@ -346,9 +364,10 @@ def is_object(path: object) -> bool:
     return isinstance(path, ObjectPath)
 
 
-def write_whole(path: Path | ObjectPath, data: bytes) -> None:
+def write_whole(path: LakePath, data: bytes, *, durable: bool = True) -> None:
     """Replace a small lake file whole (JSON records, caches): readers see the old bytes or the
-    new, never half. Local: temp file, fsync, ``os.replace``; object store: one put."""
+    new, never half. Local: temp file, fsync (unless not ``durable``: a cache can be lost to
+    a power cut), ``os.replace``; object store: one put."""
     if isinstance(path, ObjectPath):
         path.write_bytes(data)
         return
@@ -359,15 +378,16 @@ def write_whole(path: Path | ObjectPath, data: bytes) -> None:
     try:
         with open(temp, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temp, path)
     finally:
         if temp.exists():
             temp.unlink()
 
 
-def write_json(path: Path | ObjectPath, document: Any, **dumps: Any) -> None:
+def write_json(path: LakePath, document: Any, **dumps: Any) -> None:
     write_whole(path, json.dumps(document, **dumps).encode("utf-8"))
 
 

@@ -14,7 +14,6 @@ import errno
 from collections.abc import Iterable
 from datetime import date, datetime
 from os import PathLike
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,7 +32,7 @@ from backfill.domain import (
     parse_day,
     parse_symbols,
 )
-from backfill.lake.objpath import lake_path
+from backfill.lake.objpath import LakePath, lake_path
 from backfill.lake.paths import aggregate_part_path, aggregate_symbols, lake_symbols, part_path
 from backfill.lake.schema import AGGREGATE_SCHEMA, TS_TYPE, empty_bars
 from backfill.lake.storage import StorageError
@@ -104,7 +103,7 @@ def read_bars(
     return pa.concat_tables(tables).combine_chunks()
 
 
-def _read_aggregate(path: Path) -> pa.Table:
+def _read_aggregate(path: LakePath) -> pa.Table:
     """An aggregate part, held to the aggregate schema as ``read_part`` holds M1's."""
     try:
         data = path.read_bytes()
@@ -131,7 +130,7 @@ def _day(value: object, name: str) -> date:
     raise BadInput(f"{name}: give a day (date or 'YYYY-MM-DD'), not {type(value).__name__}")
 
 
-def _symbols(lake: Path, symbols: SymbolsArg, timeframe: str | None = None) -> list[Symbol]:
+def _symbols(lake: LakePath, symbols: SymbolsArg, timeframe: str | None = None) -> list[Symbol]:
     """The symbols asked, each held in the lake (at ``timeframe``, when one is given)."""
     present = lake_symbols(lake) if timeframe is None else aggregate_symbols(lake, [timeframe])
     if symbols is None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from backfill.lake.objpath import LakePath
 
 # Size caps per kind: far above what the tool writes, far below what would hurt to parse.
 CACHE_MAX_BYTES = 32 << 20  # coverage.json: ~80 bytes a part, 400,000 parts
@@ -29,7 +29,7 @@ class BadJson(ValueError):
     """A file or record that is not the JSON it should be; the message says why, briefly."""
 
 
-def read_json_file(path: Path | str, max_bytes: int) -> Any | None:
+def read_json_file(path: LakePath | str, max_bytes: int) -> Any | None:
     """The parsed JSON of ``path``, or None if there is no such file.
 
     Raises ``BadJson`` for anything else that is wrong: not a regular file, larger than
@@ -40,85 +40,20 @@ def read_json_file(path: Path | str, max_bytes: int) -> Any | None:
     return None if raw is None else parse_json(raw, max_bytes)
 
 
-def read_regular_file(path: Path | str, max_bytes: int) -> bytes | None:
+def read_regular_file(path: LakePath | str, max_bytes: int) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; None if there
-    is no such file; else ``BadJson`` (never blocks on a FIFO, never reads past the cap).
-    On an object store: its size from a head, then one get; a store that fails is BadJson."""
-    if _is_object(path):
-        return _read_object(path, max_bytes)
-    try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise BadJson(f"cannot open: {exc.strerror}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BadJson("not a regular file")
-        if info.st_size > max_bytes:
-            raise BadJson(f"{info.st_size} bytes, more than {max_bytes}")
-        chunks, total = [], 0
-        while total <= max_bytes:  # the size can grow after fstat: read one byte past it
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > max_bytes:
-            raise BadJson(f"more than {max_bytes} bytes")
-    except OSError as exc:
-        raise BadJson(f"cannot read: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+    is no such file; else ``BadJson`` (never blocks on a FIFO, never reads past the cap)."""
+    from backfill.lake.lakeio import read_bounded
+
+    return read_bounded(path, max_bytes)
 
 
-def open_regular(path: Path | str) -> BinaryIO:
+def open_regular(path: LakePath | str) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (a FIFO is refused without
     blocking); ``FileNotFoundError`` if absent, ``BadJson`` if not a regular file."""
-    if _is_object(path):
-        import io
+    from backfill.lake.lakeio import open_bounded
 
-        data = _read_object(path, 1 << 40)
-        if data is None:
-            raise FileNotFoundError(str(path))
-        return io.BytesIO(data)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BadJson("not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _is_object(path: object) -> bool:
-    from backfill.lake.objpath import ObjectPath
-
-    return isinstance(path, ObjectPath)
-
-
-def _read_object(path: Any, max_bytes: int) -> bytes | None:
-    from backfill.lake.storage import StorageError
-
-    try:
-        meta = path.head()
-        if meta is None:
-            return None
-        if meta.size > max_bytes:
-            raise BadJson(f"{meta.size} bytes, more than {max_bytes}")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except (OSError, StorageError) as exc:
-        raise BadJson(f"cannot read: {exc}") from exc
-    if len(data) > max_bytes:
-        raise BadJson(f"more than {max_bytes} bytes")
-    return data
+    return open_bounded(path)
 
 
 def bounded_lines(file: BinaryIO, max_bytes: int) -> Iterator[bytes]:

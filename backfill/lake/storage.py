@@ -97,7 +97,29 @@ class Storage(Protocol):
 
     def list(self, prefix: str) -> Iterator[ObjectMeta]: ...
 
-    def put(self, key: str, data: bytes, mode: PutMode = OVERWRITE) -> ObjectMeta: ...
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        mode: PutMode = OVERWRITE,
+        before_replace: Any = None,
+        held: bool = False,
+    ) -> ObjectMeta:
+        """``data`` (bytes, or a buffer such as pyarrow's) at ``key`` if ``mode`` allows.
+        ``held``: the caller holds ``key``'s exclusion already (``exclusive``);
+        ``before_replace``: a test seam called with the temp file before it replaces the
+        key (a backend with no temp file never calls it)."""
+        ...
+
+    def exclusive(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Held across a whole read-merge-put: a local lake's writers queue on a file lock;
+        a store's do not (their conditional puts retry instead)."""
+        ...
+
+    def surely_absent(self, key: str) -> bool:
+        """True when ``key`` is known absent without a request (a local folder that does
+        not exist); a store cannot know without asking: False."""
+        ...
 
     def delete(self, key: str) -> None: ...
 
@@ -236,12 +258,20 @@ class LocalStorage:
             finally:
                 self._held.discard(key)
 
+    def surely_absent(self, key: str) -> bool:
+        return not self._path(key).parent.is_dir()
+
     def put(
-        self, key: str, data: bytes, mode: PutMode = OVERWRITE, before_replace: Any = None
+        self,
+        key: str,
+        data: bytes,
+        mode: PutMode = OVERWRITE,
+        before_replace: Any = None,
+        held: bool = False,
     ) -> ObjectMeta:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        held = key in self._held
+        held = held or key in self._held
         with contextlib.nullcontext() if held else self._lock(path):
             current = self.head(key)
             if mode is CREATE and current is not None:
@@ -378,8 +408,24 @@ class ObjectStorage:
         except Exception as exc:
             raise _translate(exc, prefix) from exc
 
-    def put(self, key: str, data: bytes, mode: PutMode = OVERWRITE) -> ObjectMeta:
+    def exclusive(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # no lock: a lost race is a WriteConflict, retried
+
+    def surely_absent(self, key: str) -> bool:
+        return False
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        mode: PutMode = OVERWRITE,
+        before_replace: Any = None,  # no temp file: a put is whole or absent
+        held: bool = False,  # no lock to hold
+    ) -> ObjectMeta:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        if not isinstance(data, bytes):
+            data = bytes(memoryview(data))  # a pyarrow buffer: obstore takes bytes
 
         if mode is CREATE:
             wire: Any = "create"

@@ -12,7 +12,6 @@ part intact.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import random
 import time
@@ -35,15 +34,11 @@ from backfill.domain import (
     day_start,
 )
 from backfill.lake.errors import CorruptPart, NonConformingPart, StoreError
-from backfill.lake.footers import (
-    _as_path,
-    _read_object_footer,
-    _refuse_special,
-    read_coverage_record,
-)
+from backfill.lake.footers import _as_path, read_coverage_record
 from backfill.lake.footers import read_footer as read_footer  # re-exported: the store's API
 from backfill.lake.footers import read_schema as read_schema
-from backfill.lake.objpath import ObjectPath
+from backfill.lake.lakeio import footer_source, refuse_special, storage_target
+from backfill.lake.objpath import LakePath
 from backfill.lake.paths import part_path, quarantine_path
 from backfill.lake.schema import (
     BAR_SCHEMA,
@@ -61,8 +56,6 @@ from backfill.lake.schema import (
 from backfill.lake.storage import (
     CREATE,
     OVERWRITE,
-    LakeLocation,
-    LocalStorage,
     NotFound,
     ObjectMeta,
     Storage,
@@ -102,7 +95,7 @@ class PartUnreadable(StoreError, OSError):
     code that handles a lake it cannot write handles a lake it cannot read the same way.
     """
 
-    def __init__(self, path: Path, cause: OSError) -> None:
+    def __init__(self, path: LakePath, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror or str(cause), str(path))
         self.path = path
 
@@ -114,7 +107,7 @@ class PartUnreadable(StoreError, OSError):
         return (_part_unreadable, (self.path, self.errno, self.strerror))
 
 
-def _part_unreadable(path: Path, errno_: int | None, strerror: str) -> PartUnreadable:
+def _part_unreadable(path: LakePath, errno_: int | None, strerror: str) -> PartUnreadable:
     return PartUnreadable(path, OSError(errno_, strerror))
 
 
@@ -168,7 +161,7 @@ def write_batch(
     return writes
 
 
-def read_part(path: Path) -> pa.Table:
+def read_part(path: LakePath) -> pa.Table:
     """A part's rows and footer metadata.
 
     Raises ``CorruptPart`` if it was read and breaks the contract, ``PartUnreadable`` if the
@@ -178,7 +171,7 @@ def read_part(path: Path) -> pa.Table:
     return table
 
 
-def read_part_coverage(path: Path | str) -> dict[date, DayCoverage]:
+def read_part_coverage(path: LakePath | str) -> dict[date, DayCoverage]:
     """A part's coverage record, from its footer only; raises ``CorruptPart``."""
     return _decode(path, read_coverage_record(path))
 
@@ -237,10 +230,10 @@ def _write_month(
     no_data: set[date] = frozenset(),  # type: ignore[assignment]
 ) -> PartWrite:
     path = part_path(lake, symbol, month)
-    storage, key = _target(path)
+    storage, key = storage_target(path)
     new = _dedupe_keep_last(rows)
     quarantined: Path | None = None
-    with _exclusive(storage, key):
+    with storage.exclusive(key):
         for attempt in range(COMMIT_ATTEMPTS):
             # Read with its version, merge, put only if it is still that version: a writer
             # that got there first makes this one read again and merge again (nothing lost).
@@ -295,25 +288,9 @@ def _back_off(attempt: int, exc: WriteConflict) -> None:
     time.sleep(random.uniform(0, _BACKOFF_BASE * 2**attempt))
 
 
-def _target(path: Path | ObjectPath) -> tuple[Storage, str]:
-    """The storage holding ``path`` and its key there. A local part is the key of its own
-    folder: same lock and temp names as ever, no lake root needed."""
-    if isinstance(path, ObjectPath):
-        return path.storage, path.key
-    return LocalStorage(LakeLocation(str(path.parent))), path.name
-
-
-def _exclusive(storage: Storage, key: str) -> contextlib.AbstractContextManager[None]:
-    if isinstance(storage, LocalStorage):
-        return storage.exclusive(key)
-    return contextlib.nullcontext()
-
-
 def _put(storage: Storage, key: str, data: pa.Buffer, version: str | None) -> int:
     mode = CREATE if version is None else Version(version)
-    if isinstance(storage, LocalStorage):
-        return storage.put(key, data, mode, before_replace=_before_replace).size
-    return storage.put(key, data.to_pybytes(), mode).size
+    return storage.put(key, data, mode, before_replace=_before_replace).size
 
 
 def _encode(table: pa.Table, options: dict | None = None) -> pa.Buffer:
@@ -326,7 +303,7 @@ def _get(storage: Storage, key: str, path: Path) -> tuple[bytes, str] | None:
     """A part's bytes and version; None if there is none. The OS or the store refusing is
     ``PartUnreadable``, never a verdict on the part."""
     try:
-        _refuse_special(path)  # a FIFO would block the read forever
+        refuse_special(path)  # a FIFO would block the read forever
         data, meta = storage.get(key)
     except NotFound:
         return None
@@ -368,16 +345,16 @@ def _move_aside(storage: Storage, key: str, path: Path) -> Path:
     return destination
 
 
-def _read_checked(path: Path) -> tuple[pa.Table, dict[date, DayCoverage]]:
+def _read_checked(path: LakePath) -> tuple[pa.Table, dict[date, DayCoverage]]:
     # Read the bytes ourselves: an OSError here is the OS refusing (permissions, too many
     # open files, I/O error), never a verdict on the file. pyarrow reports bad Parquet as
     # OSError too ("Couldn't deserialize thrift"), so only after this can it mean corrupt.
     return _decode_part(path, _read_bytes(path))
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: LakePath) -> bytes:
     try:
-        _refuse_special(path)  # a FIFO would block the read forever
+        refuse_special(path)  # a FIFO would block the read forever
         return path.read_bytes()
     except OSError as exc:
         raise PartUnreadable(path, exc) from exc
@@ -385,7 +362,7 @@ def _read_bytes(path: Path) -> bytes:
         raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
 
 
-def _decode_part(path: Path, data: bytes) -> tuple[pa.Table, dict[date, DayCoverage]]:
+def _decode_part(path: LakePath, data: bytes) -> tuple[pa.Table, dict[date, DayCoverage]]:
     try:
         table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
@@ -400,7 +377,7 @@ def _decode_part(path: Path, data: bytes) -> tuple[pa.Table, dict[date, DayCover
     return table, coverage
 
 
-def _decode(path: Path | str, raw: bytes | None) -> dict[date, DayCoverage]:
+def _decode(path: LakePath | str, raw: bytes | None) -> dict[date, DayCoverage]:
     if raw is None:
         raise CorruptPart(_as_path(path), "no coverage record in the footer")
     try:
@@ -462,10 +439,9 @@ def rows_per_day(table: pa.Table) -> dict[date, int]:
 def _replace_atomically(path: Path, table: pa.Table, coverage: dict[date, DayCoverage]) -> int:
     """Replace a part whole, unconditionally, by a caller that holds its lock (tools, tests)."""
     table = table.replace_schema_metadata({COVERAGE_KEY: encode_coverage(coverage.values())})
-    storage, key = _target(path)
-    if isinstance(storage, LocalStorage):
-        storage._held.add(key)  # the caller holds the file lock: do not wait on it
-    return storage.put(key, _encode(table).to_pybytes(), OVERWRITE).size
+    storage, key = storage_target(path)
+    # The caller holds the file lock: do not wait on it.
+    return storage.put(key, _encode(table).to_pybytes(), OVERWRITE, held=True).size
 
 
 # ---------------------------------------------------------------- aggregate parts
@@ -518,10 +494,10 @@ def remove_aggregate(lake: Path, symbol: Symbol, timeframe: str, month: Month) -
     from backfill.lake.paths import aggregate_part_path
 
     path = aggregate_part_path(lake, symbol, timeframe, month)
-    if not isinstance(path, ObjectPath) and not path.parent.is_dir():
+    storage, key = storage_target(path)
+    if storage.surely_absent(key):  # no folder made for a lock on nothing
         return False
-    storage, key = _target(path)
-    with _exclusive(storage, key):
+    with storage.exclusive(key):
         if _head(storage, key, path) is None:
             return False
         storage.delete(key)
@@ -531,10 +507,10 @@ def remove_aggregate(lake: Path, symbol: Symbol, timeframe: str, month: Month) -
 def _replace_derived(path: Path, table: pa.Table, options: dict | None) -> tuple[int, Path | None]:
     """Put a derived part whole (aggregates, levels, events: rebuilt, never merged), by a
     conditional put on the version seen; an unreadable part there is moved aside first."""
-    storage, key = _target(path)
+    storage, key = storage_target(path)
     data = _encode(table, options)
     quarantined = None
-    with _exclusive(storage, key):
+    with storage.exclusive(key):
         for attempt in range(COMMIT_ATTEMPTS):
             meta = _head(storage, key, path)
             version = None
@@ -562,17 +538,9 @@ def _head(storage: Storage, key: str, path: Path) -> ObjectMeta | None:
 def _footer_is_corrupt(path: Path) -> bool:
     # An OSError opening it is the OS refusing, not a verdict on the file: it propagates.
     # Only a footer read and found bad makes the part corrupt.
-    if isinstance(path, ObjectPath):
+    with footer_source(path) as source:
         try:
-            _read_object_footer(path)
-        except (FileNotFoundError, PartUnreadable):
-            raise
-        except (OSError, ValueError, pa.ArrowException):
-            return True
-        return False
-    with open(path, "rb") as handle:
-        try:
-            pq.read_metadata(handle)
+            pq.read_metadata(source)
         except (OSError, ValueError, pa.ArrowException):
             return True
     return False
@@ -593,7 +561,7 @@ def write_derived(
 
 
 def read_part_columns(
-    path: Path, columns: Sequence[str], dictionary: Collection[str] = ()
+    path: LakePath, columns: Sequence[str], dictionary: Collection[str] = ()
 ) -> tuple[pa.Table, dict[date, DayCoverage]]:
     """Some columns of a part, and its coverage, from one read of the file (levels need
     five of the thirteen: a third of ``read_part``'s time). Raises like ``read_part``.

@@ -22,8 +22,8 @@ from backfill import __version__
 from backfill import plan as planning
 from backfill.domain import BadInput, Symbol
 from backfill.ib import client as ib_client
-from backfill.lake.objpath import is_object
-from backfill.lake.storage import StorageError, honours_conditions
+from backfill.lake.lakeio import conditional_writes_honoured
+from backfill.lake.storage import StorageError
 from backfill.run import events as ev
 from backfill.run.request import RunRequest
 from backfill.run.runlog import RUNS_DIR, RunLog
@@ -56,13 +56,12 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def check_conditional_writes(lake: Path, unsafe_single_writer: bool) -> str:
-    """On an object store, write a probe object twice with create-only: a store that lets the
-    second put through ignores preconditions, and two writers would lose each other's bars.
-    BadInput then, unless ``unsafe_single_writer`` (the returned note says so; '' if fine)."""
-    if not is_object(lake):
-        return ""
+    """Whether the lake honours conditional writes (on an object store, a probe object is
+    written twice with create-only): a store that lets the second put through ignores them,
+    and two writers would lose each other's bars. BadInput then, unless
+    ``unsafe_single_writer`` (the returned note says so; '' if fine)."""
     try:
-        honoured = honours_conditions(lake.storage)  # type: ignore[attr-defined]
+        honoured = conditional_writes_honoured(lake)
     except StorageError as exc:
         raise BadInput(f"--lake {lake}: {exc}") from None
     if honoured:

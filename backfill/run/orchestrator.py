@@ -21,8 +21,6 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from pathlib import Path
 
-import filelock
-
 from backfill.congestion import (
     IB_MAX_IN_FLIGHT,
     RateChange,
@@ -32,9 +30,7 @@ from backfill.congestion import (
 )
 from backfill.domain import Symbol
 from backfill.edges import DEFAULT_RULE
-from backfill.lake.lease import LEASE_SUFFIX, LeaseHeld, ObjectLease
-from backfill.lake.objpath import is_object
-from backfill.lake.paths import LOCKS_DIR, run_lock_path
+from backfill.lake.lease import RunLock, RunLockHeld, run_lock
 from backfill.pacing import Budget, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
 from backfill.run import events as ev
@@ -208,21 +204,13 @@ class _Active:
     slot: int
     process: mp.process.BaseProcess
     conn: Connection
-    lock: filelock.BaseFileLock
+    lock: RunLock
     outcome: WorkerOutcome | None = None
     started: float = field(default_factory=time.monotonic)
     # Its last status (what a stall hides, shown again when it resumes), and why it was
     # killed if the orchestrator killed it.
     status: ev.StatusChanged | None = None
     killed: str = ""
-
-
-def run_lock(lake: Path, symbol: Symbol) -> filelock.BaseFileLock:
-    """The per-symbol run lock: a file lock in a local lake, a lease on an object store
-    (``backfill.lake.lease``). Both ``acquire()`` without waiting and ``release()``."""
-    if is_object(lake):
-        return ObjectLease(lake / LOCKS_DIR / f"{symbol}{LEASE_SUFFIX}")  # type: ignore[return-value,operator]
-    return filelock.FileLock(run_lock_path(lake, symbol), timeout=0)
 
 
 class Orchestrator:
@@ -362,7 +350,7 @@ class Orchestrator:
             lock = run_lock(self.config.lake, job.symbol)
             try:
                 lock.acquire()
-            except (filelock.Timeout, LeaseHeld):
+            except RunLockHeld:
                 # Another run is fetching it: wait, and take over if that run stops early
                 # (the lake, read under the lock, then says what is still missing).
                 if job.symbol not in self.waiting:
@@ -413,7 +401,7 @@ class Orchestrator:
                 )
             )
 
-    def _spawn(self, job: SymbolPlan, slot: int, lock: filelock.BaseFileLock) -> _Active:
+    def _spawn(self, job: SymbolPlan, slot: int, lock: RunLock) -> _Active:
         settings = self.settings
         config = WorkerConfig(
             lake=self.config.lake,

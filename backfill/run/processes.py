@@ -17,7 +17,7 @@ from backfill.ib.choice import chosen
 PRELOAD = ["backfill.run.worker", "backfill.run.warmup"]
 
 
-def worker_context() -> mp.context.BaseContext:
+def worker_context() -> mp.context.SpawnContext | mp.context.ForkServerContext:
     """Workers fork from a server process that imported them once: a fast start without
     forking the orchestrator itself (its dashboard thread makes a plain fork unsafe)."""
     if "forkserver" not in mp.get_all_start_methods():

@@ -8,10 +8,9 @@ were in flight and draw pacing violations.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
-from backfill.lake.objpath import is_object, write_whole
+from backfill.lake.lakeio import write_small
+from backfill.lake.objpath import LakePath
 from backfill.lake.paths import recent_sends_path
 from backfill.lake.safe_json import (
     SMALL_FILE_MAX_BYTES,
@@ -24,19 +23,14 @@ from backfill.lake.safe_json import (
 Recent = list[tuple[str, float]]  # (request key, seconds ago)
 
 
-def save_recent_sends(lake: Path, symbol: object, recent: Recent, now_wall: float) -> None:
+def save_recent_sends(lake: LakePath, symbol: object, recent: Recent, now_wall: float) -> None:
     """Write ``recent`` as wall-clock times, atomically (a reader never sees half a file)."""
-    path = recent_sends_path(lake, symbol)
-    if is_object(path):
-        write_whole(path, json.dumps([[key, now_wall - ago] for key, ago in recent]).encode())
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps([[key, now_wall - ago] for key, ago in recent]))
-    os.replace(temp, path)
+    document = json.dumps([[key, now_wall - ago] for key, ago in recent])
+    # Not durable: losing it to a power cut costs a few seconds of pacing care, no data.
+    write_small(recent_sends_path(lake, symbol), document.encode(), durable=False)
 
 
-def load_recent_sends(lake: Path, symbol: object, now_wall: float) -> Recent:
+def load_recent_sends(lake: LakePath, symbol: object, now_wall: float) -> Recent:
     """The last worker's sends as (key, seconds ago); nothing if there is no usable record."""
     try:
         entries = expect_list(

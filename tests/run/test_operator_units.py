@@ -123,7 +123,7 @@ def test_a_run_log_write_that_fails_leaves_whole_lines_and_says_why(tmp_path):
     log.on_event(ev.WorkerQueued("BTC-USD", days_total=1))
     # /dev/full fails every write with ENOSPC: swap it in under the open log.
     with open("/dev/full", "wb") as full:
-        os.dup2(full.fileno(), log._fd)  # type: ignore[arg-type]
+        os.dup2(full.fileno(), log._sink._fd)  # type: ignore[attr-defined]
     log.on_event(ev.WorkerQueued("ETH-USD", days_total=1))
     assert "No space left on device" in log.failure
     log.on_event(ev.WorkerQueued("SOL-USD", days_total=1))  # ignored, no raise

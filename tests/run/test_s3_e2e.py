@@ -470,13 +470,11 @@ def test_plan_cache_on_s3_is_keyed_by_etag_and_size(s3_lake, monkeypatch):
     lake = lake_path(s3_lake)
     for day in (date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1)):
         store.write_batch(lake, BTC, _july_bars([day]), [day], fetched_at=datetime.now(UTC))
-    from backfill.lake import footers as footer_reader
+    from backfill.lake import lakeio as footer_reader
 
     footers = []
-    real = footer_reader._read_object_footer
-    monkeypatch.setattr(
-        footer_reader, "_read_object_footer", lambda p: footers.append(p) or real(p)
-    )
+    real = footer_reader._object_tail
+    monkeypatch.setattr(footer_reader, "_object_tail", lambda p: footers.append(p) or real(p))
 
     def marks() -> list[date]:
         return sorted(read_day_marks(lake, [BTC], date(2025, 7, 1), date(2025, 9, 30))[BTC])
