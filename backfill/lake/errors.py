@@ -9,6 +9,10 @@ if TYPE_CHECKING:
     from backfill.lake.objpath import LakePath
 
 
+class BadJson(ValueError):
+    """A file or record that is not the JSON it should be; the message says why, briefly."""
+
+
 class StoreError(Exception):
     """Base of the lake store's errors."""
 

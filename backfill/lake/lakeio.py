@@ -32,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from backfill.lake.errors import BadJson
 from backfill.lake.objpath import LakePath, ObjectPath, update_whole, write_whole
-from backfill.lake.safe_json import BadJson
 from backfill.lake.storage import (
     LakeLocation,
     LocalStorage,

@@ -16,6 +16,9 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from backfill.lake.errors import BadJson
+from backfill.lake.lakeio import open_bounded, read_bounded
+
 if TYPE_CHECKING:
     from backfill.lake.objpath import LakePath
 
@@ -23,10 +26,6 @@ if TYPE_CHECKING:
 CACHE_MAX_BYTES = 32 << 20  # coverage.json: ~80 bytes a part, 400,000 parts
 SMALL_FILE_MAX_BYTES = 1 << 20  # heads.json, a gateway's findings, a symbol's sends
 FOOTER_MAX_BYTES = 1 << 20  # a part's coverage or provenance record (a month: ~3 KB)
-
-
-class BadJson(ValueError):
-    """A file or record that is not the JSON it should be; the message says why, briefly."""
 
 
 def read_json_file(path: LakePath | str, max_bytes: int) -> Any | None:
@@ -43,16 +42,12 @@ def read_json_file(path: LakePath | str, max_bytes: int) -> Any | None:
 def read_regular_file(path: LakePath | str, max_bytes: int) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; None if there
     is no such file; else ``BadJson`` (never blocks on a FIFO, never reads past the cap)."""
-    from backfill.lake.lakeio import read_bounded
-
     return read_bounded(path, max_bytes)
 
 
 def open_regular(path: LakePath | str) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (a FIFO is refused without
     blocking); ``FileNotFoundError`` if absent, ``BadJson`` if not a regular file."""
-    from backfill.lake.lakeio import open_bounded
-
     return open_bounded(path)
 
 
