@@ -30,7 +30,9 @@ from backfill.settings import (
     DEFAULT_GATEWAY,
     GatewayAddress,
     IBRules,
+    ObjectConfigFile,
     RunSettings,
+    config_relative,
     default_workers,
     find_config_file,
     parse_rate,
@@ -372,7 +374,7 @@ def _config_file_options(
     return found
 
 
-def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
+def _config_value(path: Path | ObjectConfigFile, key: str, value: Any, hint: Any) -> Any:
     """``value`` as the option ``key`` takes it (of type ``hint``), or BadInput."""
     kind, info = typing.get_args(hint)[:2]
     if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
@@ -409,7 +411,7 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
     if kind is Path and value.startswith("s3://"):
         return value  # an object store lake: not a folder below the file's
     if kind is Path:
-        return path.parent / value  # relative to the file's folder
+        return config_relative(path, value)  # relative to the file's folder
     if kind in (int, float):
         value = kind(value)
         if info.min is not None and value < info.min:
