@@ -32,7 +32,6 @@ from backfill.settings import (
     IBRules,
     ObjectConfigFile,
     RunSettings,
-    config_relative,
     default_workers,
     find_config_file,
     parse_rate,
@@ -410,8 +409,11 @@ def _config_value(path: Path | ObjectConfigFile, key: str, value: Any, hint: Any
         raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
     if kind is Path and value.startswith("s3://"):
         return value  # an object store lake: not a folder below the file's
+    if kind is Path and Path(value).is_absolute():
+        return Path(value)  # a local file, whichever lake's file names it
     if kind is Path:
-        return config_relative(path, value)  # relative to the file's folder
+        # Relative to the file's folder (an s3:// lake's file: an object beside it).
+        return path.parent / value
     if kind in (int, float):
         value = kind(value)
         if info.min is not None and value < info.min:

@@ -321,19 +321,6 @@ def _object_config(url: str, named_by: str) -> ObjectConfigFile | None:
     return ObjectConfigFile(path, raw)
 
 
-def config_relative(config: Path | ObjectConfigFile, value: str) -> Path:
-    """A path a ``backfill.toml`` names, relative to the file's folder. An ``s3://`` lake's
-    file has no local folder: a relative path there is BadInput."""
-    if isinstance(config, ObjectConfigFile):
-        if not Path(value).is_absolute():
-            raise BadInput(
-                f"{config}: {value!r} is relative, and an s3:// lake's file has no "
-                "local folder; give an absolute path"
-            )
-        return Path(value)
-    return config.parent / value
-
-
 def read_config_file(path: Path | ObjectConfigFile) -> dict[str, Any]:
     """The settings a ``backfill.toml`` holds (BadInput if it cannot be read or parsed)."""
     from backfill.lake.safe_json import BadJson, read_regular_file
