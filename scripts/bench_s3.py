@@ -4,13 +4,23 @@ Figures, each for both lakes, whole CLI processes timed from start to end:
 
 - ``run``: ``--symbols`` symbols × July 2025 (31 days) against a fresh in-process simulator
   (same seed, latency and rate for both), wall time and the efficiency local/S3;
-- ``plan`` over a thin lake (``--thin-symbols`` × ``--thin-months`` parts, written through
-  the store): cold (no cache: every footer read; on S3 one ranged get each) and cached;
-- ``verify`` of the run's lake and of the thin lake;
-- requests made to the store per part written (puts, gets, heads), counted in-process over
-  the thin lake's writes.
+- ``verify`` of the run's lake;
+- requests made to the store per part written (puts, gets, heads), counted in-process while
+  ``--write-symbols`` × ``--write-months`` thin parts are written through the store;
+- ``plan`` over the thin lake of ``scripts/bench_thin_lake.py`` (``--thin-symbols`` ×
+  ``--thin-months``, 100 × 60 = 6,000 parts): cold (no cache: every footer read; on S3 one
+  ranged get each) and cached (best of 3);
+- ``verify`` of the M1 lake of ``scripts/bench_aggregate.py`` (``--verify-symbols`` ×
+  ``--verify-months``, 20 × 12, about 10 M rows).
 
-Usage: python scripts/bench_s3.py [--symbols 8] [--thin-symbols 20] [--thin-months 24]
+The two big lakes are built once locally (cached in the temp folder, as their own scripts
+do) and uploaded to the S3 server object by object, same bytes. ``--smoke`` sets every
+scale small (a check that the script works, in about a minute). The machine's load
+(``uptime``) is printed at the start and the end.
+
+Usage: python scripts/bench_s3.py [--smoke] [--symbols 8] [--rate 20] [--write-symbols 20]
+[--write-months 24] [--thin-symbols 100] [--thin-months 60] [--verify-symbols 20]
+[--verify-months 12]
 moto is a Python server: its figures bound a real store's from above for small objects
 (its per-request cost is a few ms on this machine), not from below.
 """
@@ -25,12 +35,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from bench_thin_lake import months, symbols, write_symbol  # noqa: E402
+from bench_aggregate import build_m1_lake  # noqa: E402
+from bench_thin_lake import build_lake, months, symbols, write_symbol  # noqa: E402
 
 from backfill.lake.objpath import lake_path  # noqa: E402
 from backfill.lake.storage import ObjectStorage  # noqa: E402
@@ -99,70 +111,135 @@ def count_requests() -> Counter:
     return calls
 
 
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def upload(local: Path, lake: str) -> int:
+    """Every part below ``local``'s ``data/`` put to the S3 lake as it is (same bytes, same
+    keys): the big lakes are built once locally, not written again through the store."""
+    import obstore
+
+    store = lake_path(lake).storage
+    assert isinstance(store, ObjectStorage)
+    files = sorted((local / "data").rglob("*.parquet"))
+
+    def put(path: Path) -> None:
+        obstore.put(store.store, path.relative_to(local).as_posix(), path.read_bytes())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, files))
+    return len(files)
+
+
+def plan_args(count: int, month_count: int, listing: Path) -> list[str]:
+    listing.write_text("".join(f"{s}\n" for s in symbols(count)))
+    chosen = months(month_count)
+    return [
+        "--symbols-file",
+        str(listing),
+        "--from",
+        str(chosen[0].first_day),
+        "--to",
+        str(chosen[-1].last_day),
+        "--json",
+    ]
+
+
+SMOKE = {
+    "symbols": 2,
+    "write_symbols": 2,
+    "write_months": 3,
+    "thin_symbols": 10,
+    "thin_months": 6,
+    "verify_symbols": 2,
+    "verify_months": 2,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="every scale small")
     parser.add_argument("--symbols", type=int, default=8, choices=range(1, 9))
     parser.add_argument("--rate", default="20")
-    parser.add_argument("--thin-symbols", type=int, default=20)
-    parser.add_argument("--thin-months", type=int, default=24)
+    parser.add_argument("--write-symbols", type=int, default=20)
+    parser.add_argument("--write-months", type=int, default=24)
+    parser.add_argument("--thin-symbols", type=int, default=100)
+    parser.add_argument("--thin-months", type=int, default=60)
+    parser.add_argument("--verify-symbols", type=int, default=20)
+    parser.add_argument("--verify-months", type=int, default=12)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
+    cache = Path(tempfile.gettempdir())
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+    print(f"load at start: {uptime()}")
     try:
+        # The big local lakes first (cached, as their own scripts keep them).
+        thin_local = cache / f"backfill-bench-thin-{args.thin_symbols}x{args.thin_months}"
+        build_lake(thin_local, args.thin_symbols, args.thin_months)
+        m1_local = cache / "backfill-bench-s3" / f"m1-{args.verify_symbols}x{args.verify_months}"
+        build_m1_lake(m1_local, args.verify_symbols, args.verify_months)
         with running_s3_server() as server:
             os.environ.update(server.env())
-            s3_run = f"s3://{server.new_bucket()}/lake"
-            s3_thin = f"s3://{server.new_bucket()}/thin"
-            lakes = {"local": (str(work / "run"), str(work / "thin")), "s3": (s3_run, s3_thin)}
+            s3 = {name: f"s3://{server.new_bucket()}/{name}" for name in ("run", "w", "thin", "m1")}
+            run_lakes = {"local": str(work / "run"), "s3": s3["run"]}
 
             print(f"run: {args.symbols} symbols x 31 days at --rate {args.rate}")
             walls = {
-                kind: run_once(run_lake, args.symbols, args.rate)
-                for kind, (run_lake, _) in lakes.items()
+                kind: run_once(lake, args.symbols, args.rate) for kind, lake in run_lakes.items()
             }
             for kind, wall in walls.items():
                 print(f"  {kind:6} {wall:6.2f} s")
-            print(f"  efficiency (local/S3) {walls['local'] / walls['s3']:.2f}")
-
+            print(f"  S3/local {walls['s3'] / walls['local']:.2f}x (goal: within 1.1x)")
             print("verify of the run's lake")
-            for kind, (run_lake, _) in lakes.items():
-                print(f"  {kind:6} {timed('verify', '--lake', run_lake):6.2f} s")
+            for kind, lake in run_lakes.items():
+                print(f"  {kind:6} {timed('verify', '--lake', lake):6.2f} s")
 
-            parts = args.thin_symbols * args.thin_months
-            print(f"thin lake: {parts} parts written through the store")
+            parts = args.write_symbols * args.write_months
+            print(f"{parts} thin parts written through the store (in this process)")
+            write_lakes = {"local": str(work / "written"), "s3": s3["w"]}
             calls = count_requests()
-            for kind, (_, thin) in lakes.items():
+            for kind, lake in write_lakes.items():
                 started = time.perf_counter()
                 written = sum(
-                    write_symbol(lake_path(thin), symbol, args.thin_months, seed)
-                    for seed, symbol in enumerate(symbols(args.thin_symbols))
+                    write_symbol(lake_path(lake), symbol, args.write_months, seed)
+                    for seed, symbol in enumerate(symbols(args.write_symbols))
                 )
                 print(f"  {kind:6} {time.perf_counter() - started:6.2f} s ({written} parts)")
             per_part = {name: n / parts for name, n in sorted(calls.items())}
             print(
                 "  S3 requests per part written: "
                 + ", ".join(f"{name} {n:.2f}" for name, n in per_part.items())
+                + " (goal: one put per part per flush)"
             )
 
-            first, last = months(args.thin_months)[0], months(args.thin_months)[-1]
-            plan = [
-                "--symbols",
-                ",".join(str(s) for s in symbols(args.thin_symbols)),
-                "--from",
-                str(first.first_day),
-                "--to",
-                str(last.last_day),
-                "--json",
-            ]
+            started = time.perf_counter()
+            uploaded = upload(thin_local, s3["thin"])
+            print(f"thin lake: {uploaded} parts ({time.perf_counter() - started:.0f} s upload)")
+            plan = plan_args(args.thin_symbols, args.thin_months, work / "symbols.txt")
             print("plan over the thin lake")
-            for kind, (_, thin) in lakes.items():
-                cold = timed("plan", "--lake", thin, *plan)  # the first plan writes the cache
-                cached = min(timed("plan", "--lake", thin, *plan) for _ in range(3))
-                print(f"  {kind:6} cold {cold:5.2f} s, cached {cached:5.2f} s (best of 3)")
-            print("verify of the thin lake")
-            for kind, (_, thin) in lakes.items():
-                print(f"  {kind:6} {timed('verify', '--lake', thin):6.2f} s")
+            plans = {}
+            for kind, lake in {"local": str(thin_local), "s3": s3["thin"]}.items():
+                if kind == "local":  # the local lake is cached between runs: so is its cache
+                    shutil.rmtree(thin_local / "_cache", ignore_errors=True)
+                cold = timed("plan", "--lake", lake, *plan)  # the first plan writes the cache
+                cached = min(timed("plan", "--lake", lake, *plan) for _ in range(3))
+                plans[kind] = cached
+                print(f"  {kind:6} cold {cold:6.2f} s, cached {cached:5.2f} s (best of 3)")
+            print(f"  cached S3/local {plans['s3'] / plans['local']:.2f}x (goal: within 1.5x)")
+
+            started = time.perf_counter()
+            uploaded = upload(m1_local, s3["m1"])
+            print(
+                f"verify of the {args.verify_symbols} x {args.verify_months} months M1 lake: "
+                f"{uploaded} parts ({time.perf_counter() - started:.0f} s upload)"
+            )
+            for kind, lake in {"local": str(m1_local), "s3": s3["m1"]}.items():
+                print(f"  {kind:6} {timed('verify', '--lake', lake):6.2f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        print(f"load at end: {uptime()}")
 
 
 if __name__ == "__main__":
