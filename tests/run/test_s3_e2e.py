@@ -402,6 +402,23 @@ def test_an_unusable_store_is_one_line_exit_2_nothing_written(s3_env, case, tmp_
 # ------------------------------------------------------ readers (docs/lake.md's lines)
 
 
+def load_httpfs(con) -> None:
+    """``LOAD httpfs`` as docs/lake.md says: from DuckDB's own extension folder (after an
+    ``INSTALL httpfs``), else from the duckdb-ext-httpfs package's folder when it was built
+    for this DuckDB (``SET extension_directory``; no network either way)."""
+    import importlib.util
+
+    import duckdb
+
+    spec = importlib.util.find_spec("duckdb_ext")
+    for folder in spec.submodule_search_locations if spec else ():
+        extensions = Path(folder) / "extensions"
+        if (extensions / f"v{duckdb.__version__}").is_dir():
+            con.execute("SET extension_directory = ?", [str(extensions)])
+    con.execute("SET autoinstall_known_extensions = false")  # never a download in a test
+    con.sql("LOAD httpfs")
+
+
 def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     from backfill.lake.read import read_bars
 
@@ -410,7 +427,6 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     store.write_batch(lake, BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
     assert read_bars(s3_lake, "BTC-USD", "2025-07-01", "2025-07-31").num_rows == 4
     endpoint, bucket_and_prefix = s3_env.endpoint, s3_lake.removeprefix("s3://")
-    m1 = f"{bucket_and_prefix}/data/source=ibkr/market=crypto/timeframe=M1"
 
     # docs/lake.md's block, as written but for the bucket and the endpoint (keys from AWS_*)
     page = doc_text("lake.md")
@@ -427,19 +443,28 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
 
     import duckdb
 
+    con = duckdb.connect()
     try:
-        duckdb.sql("LOAD httpfs")
-    except duckdb.Error as exc:  # INSTALL httpfs downloads it: this machine has no network
-        pytest.skip(f"DuckDB's httpfs extension is not installed here: {str(exc)[:60]}")
-    duckdb.sql(
-        f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', "
-        f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
-        f"ENDPOINT '{endpoint.removeprefix('http://')}', URL_STYLE 'path', "
-        "USE_SSL false)"
+        load_httpfs(con)
+    except duckdb.Error as exc:
+        pytest.skip(
+            f"DuckDB {duckdb.__version__} has no httpfs extension here (INSTALL httpfs "
+            "downloads it, and this machine has no network; the duckdb-ext-httpfs package "
+            f"ships it for DuckDB 1.4.4 only): {str(exc)[:60]}"
+        )
+    # docs/lake.md's DuckDB block, as written but for the keys, the endpoint and the bucket
+    sql = after.split("```sql\n", 1)[1].split("```", 1)[0]
+    assert sql.count("'...'") == 2 and sql.count("minio:9000") == 1
+    sql = (
+        sql.replace("KEY_ID '...'", f"KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}'")
+        .replace("SECRET '...'", f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}'")
+        .replace("minio:9000", endpoint.removeprefix("http://"))
+        .replace("bucket/prefix", bucket_and_prefix)
     )
-    rows = duckdb.sql(
-        f"select count(*) from read_parquet('s3://{m1}/**/*.parquet', hive_partitioning=true)"
-    ).fetchone()
+    *setup, query = [statement for statement in sql.split(";") if statement.strip()]
+    for statement in setup:
+        con.execute(statement)
+    rows = con.sql(query).fetchone()
     assert rows == (4,)
 
 
