@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
@@ -25,6 +25,9 @@ else:  # pragma: no cover - Python 3.10
 
 from backfill.congestion import CongestionConfig
 from backfill.domain import BadInput
+
+if TYPE_CHECKING:
+    from backfill.lake.objpath import ObjectPath
 
 DEFAULT_GATEWAY = "127.0.0.1:7497"
 # Without --workers: one worker per symbol, at most this many (one gateway serves only so
@@ -280,11 +283,11 @@ def _lake_config(lake: Path, named_by: str) -> Path | ObjectConfigFile | None:
 class ObjectConfigFile:
     """An ``s3://`` lake's ``backfill.toml`` and the bytes the one GET that found it read."""
 
-    path: Any  # an ObjectPath: ``<lake>/backfill.toml``
+    path: ObjectPath  # ``<lake>/backfill.toml``
     raw: bytes = field(repr=False)
 
     @property
-    def parent(self) -> Any:
+    def parent(self) -> ObjectPath:
         return self.path.parent
 
     def __str__(self) -> str:
