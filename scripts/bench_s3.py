@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -116,10 +117,24 @@ def count_requests() -> Counter:
     return calls
 
 
+def recorded(text: str) -> Iterator[dict]:
+    """moto's recording: JSON objects, each followed by a newline written apart from it, so
+    concurrent requests can put two objects on one line: decoded one object at a time."""
+    import json
+
+    decoder, at = json.JSONDecoder(), 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return
+        entry, at = decoder.raw_decode(text, at)
+        yield entry
+
+
 def recorded_run(server_endpoint: str, lake: str, count: int, rate: str, log: Path) -> None:
     """The same run again on a fresh S3 lake with moto recording every request it serves
     (a separate, untimed run: recording costs time): requests per part written."""
-    import json
     import urllib.request
 
     def recorder(action: str) -> None:
@@ -134,8 +149,7 @@ def recorded_run(server_endpoint: str, lake: str, count: int, rate: str, log: Pa
         recorder("stop-recording")
     written = sum('"part_written"' in line for line in out.splitlines())
     kinds: Counter = Counter()
-    for line in log.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in recorded(log.read_text()):
         path = entry["url"].split("?", 1)[0]
         query = entry["url"].partition("?")[2]
         what = "part" if path.endswith(".parquet") and "/data/" in path else "other"

@@ -441,17 +441,6 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     assert names["table"].num_rows == 4
     assert names["frame"].height == 4
 
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        load_httpfs(con)
-    except duckdb.Error as exc:
-        pytest.skip(
-            f"DuckDB {duckdb.__version__} has no httpfs extension here (INSTALL httpfs "
-            "downloads it, and this machine has no network; the duckdb-ext-httpfs package "
-            f"ships it for DuckDB 1.4.4 only): {str(exc)[:60]}"
-        )
     # docs/lake.md's DuckDB block, as written but for the keys, the endpoint and the bucket
     sql = after.split("```sql\n", 1)[1].split("```", 1)[0]
     assert sql.count("'...'") == 2 and sql.count("minio:9000") == 1
@@ -461,6 +450,17 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
         .replace("minio:9000", endpoint.removeprefix("http://"))
         .replace("bucket/prefix", bucket_and_prefix)
     )
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        load_httpfs(con)
+    except duckdb.Error as exc:
+        pytest.skip(
+            f"DuckDB {duckdb.__version__} has no httpfs extension installed (INSTALL httpfs "
+            "downloads it from DuckDB's servers, which a test never does; the "
+            f"duckdb-ext-httpfs package ships it for DuckDB 1.4.4 only): {str(exc)[:60]}"
+        )
     *setup, query = [statement for statement in sql.split(";") if statement.strip()]
     for statement in setup:
         con.execute(statement)
