@@ -571,6 +571,16 @@ def test_an_s3_lakes_own_backfill_toml_is_read_as_a_folders_is(s3_lake, tmp_path
     )
     listed = plan_in(tmp_path, "--lake", s3_lake, "--json")
     assert [s["symbol"] for s in json.loads(listed.stdout)["symbols"]] == ["SOL-USD"]
+    (tmp_path / "mine.txt").write_text("DOGE-USD\n")  # an absolute path: a local file
+    (lake_path(s3_lake) / "backfill.toml").write_text(
+        S3_DAILY.replace(
+            'symbols = ["BTC-USD", "ETH-USD"]', f'symbols-file = "{tmp_path}/mine.txt"'
+        )
+    )
+    listed = plan_in(tmp_path, "--lake", s3_lake, "--json")
+    assert [s["symbol"] for s in json.loads(listed.stdout)["symbols"]] == ["DOGE-USD"]
+    (tmp_path / "mine.txt").unlink()
+    (lake_path(s3_lake) / "backfill.toml").write_text(S3_DAILY)
     # The working folder's file is read when the lake has none.
     (tmp_path / "backfill.toml").write_text(S3_DAILY.replace("rate = 2", "rate = 3"))
     assert json.loads(plan_in(tmp_path, "--lake", s3_lake, "--json").stdout)["rate"] == 2.0
