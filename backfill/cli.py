@@ -30,6 +30,7 @@ from backfill.settings import (
     DEFAULT_GATEWAY,
     GatewayAddress,
     IBRules,
+    ObjectConfigFile,
     RunSettings,
     default_workers,
     find_config_file,
@@ -387,7 +388,7 @@ def _config_file_options(
     return found
 
 
-def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
+def _config_value(path: Path | ObjectConfigFile, key: str, value: Any, hint: Any) -> Any:
     """``value`` as the option ``key`` takes it (of type ``hint``), or BadInput."""
     kind, info = typing.get_args(hint)[:2]
     if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
@@ -423,8 +424,11 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
         raise BadInput(f"{path}: {key} = {value!r}: expected {what}")
     if kind is Path and value.startswith("s3://"):
         return value  # an object store lake: not a folder below the file's
+    if kind is Path and Path(value).is_absolute():
+        return Path(value)  # a local file, whichever lake's file names it
     if kind is Path:
-        return path.parent / value  # relative to the file's folder
+        # Relative to the file's folder (an s3:// lake's file: an object beside it).
+        return path.parent / value
     if kind in (int, float):
         value = kind(value)
         if info.min is not None and value < info.min:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
@@ -25,6 +25,9 @@ else:  # pragma: no cover - Python 3.10
 
 from backfill.congestion import CongestionConfig
 from backfill.domain import BadInput
+
+if TYPE_CHECKING:
+    from backfill.lake.objpath import ObjectPath
 
 DEFAULT_GATEWAY = "127.0.0.1:7497"
 # Without --workers: one worker per symbol, at most this many (one gateway serves only so
@@ -247,37 +250,87 @@ CONFIG_FILE = "backfill.toml"
 
 def find_config_file(
     cwd: Path, lake_flag: Path | None, env: Mapping[str, str] | None = None
-) -> Path | None:
+) -> Path | ObjectConfigFile | None:
     """The one ``backfill.toml`` a command reads: the folder of an explicit ``--lake``'s,
     else the current folder's, else ``LAKE_ROOT``'s; None when none has one. A lake named
-    on the command line carries its own settings: they beat whatever folder one is in."""
+    on the command line carries its own settings: they beat whatever folder one is in. An
+    ``s3://`` lake's file is ``<lake>/backfill.toml`` in the store, fetched by one GET (an
+    ``ObjectConfigFile``; missing is none)."""
     env = os.environ if env is None else env
-    if lake_flag is not None and (lake_flag / CONFIG_FILE).is_file():
-        return lake_flag / CONFIG_FILE
+    if lake_flag is not None and (found := _lake_config(lake_flag, "--lake")) is not None:
+        return found
     here = cwd / CONFIG_FILE
     if here.is_file():
         return here
-    lake = (
-        lake_flag
-        if lake_flag is not None
-        else (Path(env["LAKE_ROOT"]) if env.get("LAKE_ROOT") else None)
-    )
-    if lake is not None and os.fspath(lake).startswith("s3:/"):
-        return None  # an object store lake's settings come from the folder the run starts in
-    if lake is not None and (lake / CONFIG_FILE).is_file():
-        return lake / CONFIG_FILE
+    if lake_flag is None and env.get("LAKE_ROOT"):
+        return _lake_config(Path(env["LAKE_ROOT"]), "LAKE_ROOT")
     return None
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def _lake_config(lake: Path, named_by: str) -> Path | ObjectConfigFile | None:
+    text = os.fspath(lake)
+    if text.startswith("s3:/"):  # a typer Path option folds s3://b/p into s3:/b/p
+        return _object_config("s3://" + text[4:].lstrip("/"), named_by)
+    return lake / CONFIG_FILE if (lake / CONFIG_FILE).is_file() else None
+
+
+@dataclass(frozen=True)
+class ObjectConfigFile:
+    """An ``s3://`` lake's ``backfill.toml`` and the bytes the one GET that found it read."""
+
+    path: ObjectPath  # ``<lake>/backfill.toml``
+    raw: bytes = field(repr=False)
+
+    @property
+    def parent(self) -> ObjectPath:
+        return self.path.parent
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def _object_config(url: str, named_by: str) -> ObjectConfigFile | None:
+    """``<url>/backfill.toml`` from the store, None if there is none; a store that cannot be
+    used is BadInput (one line, no secret), as the command itself would say."""
+    from backfill.lake.objpath import ObjectPath
+    from backfill.lake.storage import LakeLocation, MissingExtra, StorageError, StoreUnavailable
+
+    try:
+        path = ObjectPath.root(LakeLocation.parse(url)) / CONFIG_FILE
+        try:
+            # A ranged GET of the last CONFIG_MAX_BYTES + 1 bytes: the whole of any file
+            # this may read, and the size of one too big, in one request.
+            raw, size = path.read_tail(CONFIG_MAX_BYTES + 1)
+        except StoreUnavailable:
+            raise
+        except StorageError:  # an empty object has no suffix range (416): read it whole
+            raw = path.read_bytes()
+            size = len(raw)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise BadInput(f"{named_by} {exc}") from None
+    except MissingExtra as exc:
+        raise BadInput(str(exc)) from None
+    except StorageError as exc:
+        raise BadInput(f"{named_by} {url}: {exc}") from None
+    if size > CONFIG_MAX_BYTES:
+        raise BadInput(f"{path}: {size} bytes, more than {CONFIG_MAX_BYTES}")
+    return ObjectConfigFile(path, raw)
+
+
+def read_config_file(path: Path | ObjectConfigFile) -> dict[str, Any]:
     """The settings a ``backfill.toml`` holds (BadInput if it cannot be read or parsed)."""
     from backfill.lake.safe_json import BadJson, read_regular_file
 
-    try:
-        # A lake's file is input too: a FIFO or /dev/zero in its place is refused, not read.
-        raw = read_regular_file(path, CONFIG_MAX_BYTES)
-    except BadJson as exc:
-        raise BadInput(f"{path}: {exc}") from None
+    if isinstance(path, ObjectConfigFile):
+        raw: bytes | None = path.raw
+    else:
+        try:
+            # A lake's file is input too: a FIFO or /dev/zero in its place is refused.
+            raw = read_regular_file(path, CONFIG_MAX_BYTES)
+        except BadJson as exc:
+            raise BadInput(f"{path}: {exc}") from None
     if raw is None:
         raise BadInput(f"{path}: No such file or directory")
     try:

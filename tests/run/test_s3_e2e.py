@@ -402,6 +402,23 @@ def test_an_unusable_store_is_one_line_exit_2_nothing_written(s3_env, case, tmp_
 # ------------------------------------------------------ readers (docs/lake.md's lines)
 
 
+def load_httpfs(con) -> None:
+    """``LOAD httpfs`` as docs/lake.md says: from DuckDB's own extension folder (after an
+    ``INSTALL httpfs``), else from the duckdb-ext-httpfs package's folder when it was built
+    for this DuckDB (``SET extension_directory``; no network either way)."""
+    import importlib.util
+
+    import duckdb
+
+    spec = importlib.util.find_spec("duckdb_ext")
+    for folder in spec.submodule_search_locations if spec else ():
+        extensions = Path(folder) / "extensions"
+        if (extensions / f"v{duckdb.__version__}").is_dir():
+            con.execute("SET extension_directory = ?", [str(extensions)])
+    con.execute("SET autoinstall_known_extensions = false")  # never a download in a test
+    con.sql("LOAD httpfs")
+
+
 def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     from backfill.lake.read import read_bars
 
@@ -410,7 +427,6 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     store.write_batch(lake, BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
     assert read_bars(s3_lake, "BTC-USD", "2025-07-01", "2025-07-31").num_rows == 4
     endpoint, bucket_and_prefix = s3_env.endpoint, s3_lake.removeprefix("s3://")
-    m1 = f"{bucket_and_prefix}/data/source=ibkr/market=crypto/timeframe=M1"
 
     # docs/lake.md's block, as written but for the bucket and the endpoint (keys from AWS_*)
     page = doc_text("lake.md")
@@ -425,21 +441,30 @@ def test_readers_read_the_lake_where_it_lies(s3_lake, s3_env):
     assert names["table"].num_rows == 4
     assert names["frame"].height == 4
 
+    # docs/lake.md's DuckDB block, as written but for the keys, the endpoint and the bucket
+    sql = after.split("```sql\n", 1)[1].split("```", 1)[0]
+    assert sql.count("'...'") == 2 and sql.count("minio:9000") == 1
+    sql = (
+        sql.replace("KEY_ID '...'", f"KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}'")
+        .replace("SECRET '...'", f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}'")
+        .replace("minio:9000", endpoint.removeprefix("http://"))
+        .replace("bucket/prefix", bucket_and_prefix)
+    )
     import duckdb
 
+    con = duckdb.connect()
     try:
-        duckdb.sql("LOAD httpfs")
-    except duckdb.Error as exc:  # INSTALL httpfs downloads it: this machine has no network
-        pytest.skip(f"DuckDB's httpfs extension is not installed here: {str(exc)[:60]}")
-    duckdb.sql(
-        f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', "
-        f"SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
-        f"ENDPOINT '{endpoint.removeprefix('http://')}', URL_STYLE 'path', "
-        "USE_SSL false)"
-    )
-    rows = duckdb.sql(
-        f"select count(*) from read_parquet('s3://{m1}/**/*.parquet', hive_partitioning=true)"
-    ).fetchone()
+        load_httpfs(con)
+    except duckdb.Error as exc:
+        pytest.skip(
+            f"DuckDB {duckdb.__version__} has no httpfs extension installed (INSTALL httpfs "
+            "downloads it from DuckDB's servers, which a test never does; the "
+            f"duckdb-ext-httpfs package ships it for DuckDB 1.4.4 only): {str(exc)[:60]}"
+        )
+    *setup, query = [statement for statement in sql.split(";") if statement.strip()]
+    for statement in setup:
+        con.execute(statement)
+    rows = con.sql(query).fetchone()
     assert rows == (4,)
 
 
@@ -499,3 +524,189 @@ def test_a_corrupt_part_on_s3_is_moved_aside_not_overwritten(s3_lake):
     assert write.quarantined.name.endswith(".bad")
     assert write.quarantined.read_bytes() == b"not parquet"
     assert store.read_part(path).num_rows == 2
+
+
+# ------------------------------------------------------ an s3 lake's own backfill.toml
+
+S3_DAILY = """\
+symbols = ["BTC-USD", "ETH-USD"]
+from = 2025-07-01
+to = "2025-07-04"
+rate = 2
+window-days = 2
+"""
+
+
+def plan_in(folder: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        backfill("plan", *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=folder,
+        stdin=subprocess.DEVNULL,
+        env=env or {k: v for k, v in os.environ.items() if k != "LAKE_ROOT"},
+    )
+
+
+@pytest.mark.e2e
+def test_an_s3_lakes_own_backfill_toml_is_read_as_a_folders_is(s3_lake, tmp_path):
+    (lake_path(s3_lake) / "backfill.toml").write_text(S3_DAILY)
+    by_flag = plan_in(tmp_path, "--lake", s3_lake, "--json")
+    by_env = plan_in(tmp_path, "--json", env={**os.environ, "LAKE_ROOT": s3_lake})
+    for done in (by_flag, by_env):
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert [s["symbol"] for s in doc["symbols"]] == ["BTC-USD", "ETH-USD"]
+        assert (doc["rate"], doc["window_days"], doc["last"]) == (2.0, 2, "2025-07-04")
+        assert done.stderr.strip() == f"backfill: settings from {s3_lake}/backfill.toml"
+    flag_wins = plan_in(tmp_path, "--lake", s3_lake, "--rate", "5", "--json")
+    assert json.loads(flag_wins.stdout)["rate"] == 5.0, "a flag beats the file"
+    # A path the file names is relative to the file's folder: the object beside it.
+    (lake_path(s3_lake) / "symbols.txt").write_text("SOL-USD\n")
+    (lake_path(s3_lake) / "backfill.toml").write_text(
+        S3_DAILY.replace('symbols = ["BTC-USD", "ETH-USD"]', 'symbols-file = "symbols.txt"')
+    )
+    listed = plan_in(tmp_path, "--lake", s3_lake, "--json")
+    assert [s["symbol"] for s in json.loads(listed.stdout)["symbols"]] == ["SOL-USD"]
+    (tmp_path / "mine.txt").write_text("DOGE-USD\n")  # an absolute path: a local file
+    (lake_path(s3_lake) / "backfill.toml").write_text(
+        S3_DAILY.replace(
+            'symbols = ["BTC-USD", "ETH-USD"]', f'symbols-file = "{tmp_path}/mine.txt"'
+        )
+    )
+    listed = plan_in(tmp_path, "--lake", s3_lake, "--json")
+    assert [s["symbol"] for s in json.loads(listed.stdout)["symbols"]] == ["DOGE-USD"]
+    (tmp_path / "mine.txt").unlink()
+    (lake_path(s3_lake) / "backfill.toml").write_text(S3_DAILY)
+    # The working folder's file is read when the lake has none.
+    (tmp_path / "backfill.toml").write_text(S3_DAILY.replace("rate = 2", "rate = 3"))
+    assert json.loads(plan_in(tmp_path, "--lake", s3_lake, "--json").stdout)["rate"] == 2.0
+    lake_path(s3_lake).joinpath("backfill.toml").unlink()
+    mine = plan_in(tmp_path, "--lake", s3_lake, "--json")
+    assert json.loads(mine.stdout)["rate"] == 3.0
+    assert mine.stderr.strip() == f"backfill: settings from {tmp_path / 'backfill.toml'}"
+    (tmp_path / "backfill.toml").unlink()
+    none = plan_in(tmp_path, "--lake", s3_lake, "--symbols", "BTC-USD", "--from", "2025-07-01")
+    assert none.returncode == 0, none.stderr
+    assert "settings from" not in none.stderr
+
+
+def test_an_s3_lakes_file_is_one_get(s3_lake, monkeypatch):
+    import obstore
+
+    from backfill.settings import find_config_file, read_config_file
+
+    (lake_path(s3_lake) / "backfill.toml").write_text(S3_DAILY)
+    asked = Counter()
+    for name in ("get", "head", "list", "list_with_delimiter", "put"):
+        real = getattr(obstore, name)
+        monkeypatch.setattr(
+            obstore,
+            name,
+            lambda *a, _real=real, _name=name, **k: asked.update([_name]) or _real(*a, **k),
+        )
+    found = find_config_file(Path("/nonexistent"), Path(s3_lake))
+    assert found is not None and str(found) == f"{s3_lake}/backfill.toml"
+    assert read_config_file(found)["rate"] == 2
+    assert asked == {"get": 1}, asked
+    lake_path(s3_lake).joinpath("backfill.toml").write_bytes(b"")  # empty: no settings
+    found = find_config_file(Path("/nonexistent"), Path(s3_lake))
+    assert found is not None and read_config_file(found) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("rate = \n", "backfill.toml: not valid TOML"),
+        ("bogus = 1\n", "unknown setting 'bogus'"),
+        ('lake = "/elsewhere"\n', "cannot name another lake"),
+    ],
+)
+def test_a_bad_s3_lake_file_is_one_line_exit_2_nothing_written(s3_lake, tmp_path, text, says):
+    (lake_path(s3_lake) / "backfill.toml").write_text(
+        'from = 2025-07-01\nsymbols = "BTC-USD"\n' + text
+    )
+    for command in ("plan", "run"):
+        done = subprocess.run(
+            backfill(command, "--lake", s3_lake, "--gateway", "127.0.0.1:9"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 2, (command, done.stderr + done.stdout)
+        assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr, done.stderr
+        assert f"{s3_lake}/backfill.toml" in done.stderr
+    assert objects(s3_lake) == ["backfill.toml"], "nothing written"
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------ probe on an s3 lake
+
+
+@pytest.mark.e2e
+def test_probe_records_its_findings_in_the_s3_lake_and_the_next_run_uses_them(make_sim, s3_lake):
+    from backfill.lake.gateway import gateway_facts_path
+    from tests.run.test_probe_e2e import first_line, probe, sim_with
+    from tests.run.test_run_e2e import learning
+
+    gateway = sim_with(make_sim, too_long="error", max_duration_days=3)
+    done, doc = probe(gateway, s3_lake, "--request-timeout", "1")
+    assert done.returncode == 0, done.stderr
+    assert doc["max_window_days"] == 3
+    lake = lake_path(s3_lake)
+    facts = json.loads(gateway_facts_path(lake, gateway.host, gateway.port).read_text())
+    assert facts["findings"]["max_window_days"]["value"] == 3
+    assert [k for k in objects(s3_lake) if not k.startswith("_gateway/")] == []
+    run = run_backfill(
+        gateway,
+        s3_lake,
+        ["BTC-USD"],
+        "2025-07-01",
+        "2025-07-06",
+        "--rate",
+        "50",
+        "--window-days",
+        "7",
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert "windows of 3 day(s), the longest this gateway answered" in first_line(run.stdout)
+    assert f"from {gateway_facts_path(lake, gateway.host, gateway.port)}" in first_line(run.stdout)
+    runs = [r for r in gateway.requests() if r.kind == "historical" and r.client_id != 99]
+    assert sorted(r.duration for r in runs if not learning(r)) == ["3 D", "3 D"]
+    assert_lake_equals_simulator(lake, gateway, ["BTC-USD"], "2025-07-01", "2025-07-06")
+
+
+# ------------------------------------------------------ wrong credentials
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("wrong", ["secret", "key id"])
+def test_wrong_credentials_are_one_line_exit_2_nothing_written_no_secret(
+    sim, s3_env, monkeypatch, wrong
+):
+    lake = f"s3://{s3_env.new_bucket()}/lake"
+    with s3_env.checking_signatures() as good:
+        for name, value in good.items():
+            monkeypatch.setenv(name, value)
+        assert objects(lake) == [], "the right key is served: signatures are checked"
+        if wrong == "secret":
+            bad = {**os.environ, "AWS_SECRET_ACCESS_KEY": "not-the-secret-0123456789abcdef"}
+        else:
+            bad = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000"}
+        secrets = {good["AWS_SECRET_ACCESS_KEY"], bad["AWS_SECRET_ACCESS_KEY"]}
+        for args in (
+            backfill("verify", "--lake", lake),
+            run_args(sim, lake, ["BTC-USD"], *WEEK, "--rate", "50"),
+        ):
+            done = subprocess.run(
+                args, capture_output=True, text=True, timeout=60, env=bad, stdin=subprocess.DEVNULL
+            )
+            assert done.returncode == 2, done.stderr + done.stdout
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+            assert "the store refused the credentials" in done.stderr, done.stderr
+            assert not any(s in done.stderr + done.stdout for s in secrets)
+        assert objects(lake) == [], "nothing written"
+        assert not sim.requests(), "the gateway was asked nothing"
