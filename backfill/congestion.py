@@ -26,6 +26,7 @@ Slot = TypeVar("Slot", bound=Hashable)
 
 DEFAULT_RATE = 0.7  # requests/s across all workers: the figure IB users know as safe for M1
 IB_MAX_IN_FLIGHT = 50  # IB: at most 50 historical requests open at once (a ceiling)
+KEEPING_UP = 0.8  # delivered at least this share of the rate: IB keeps up (no queue grows)
 
 
 class Signal(str, Enum):
@@ -442,7 +443,11 @@ class RateController:
         # Of every recent answer, whatever its pace: a slow start (auto probing every 2 s)
         # holds too few answers at one pace before the rate is past a soft throttle's.
         recent = sorted(lat for _, _, lat in self._recent)
-        if len(recent) >= 20:  # fewer: the p95 is the maximum, or a lucky low one
+        delivered = self.delivered()
+        # Only while IB keeps up with the rate: below it a queue stands at IB and every
+        # answer waits in it (a fixed rate above its capacity queues from the first).
+        keeping_up = delivered is not None and delivered >= KEEPING_UP * self._rate
+        if len(recent) >= 20 and keeping_up:  # fewer: the p95 is the maximum, or a low one
             self._base_p95.add(recent[round(0.95 * (len(recent) - 1))])
         queued = self._queued_above()
         if (

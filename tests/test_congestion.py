@@ -574,6 +574,18 @@ def test_a_fixed_rate_above_capacity_is_stepped_down_to_it() -> None:
     assert max_queue_s < 10.0
 
 
+def test_a_fixed_rate_queued_from_its_first_request_never_makes_ib_drop_the_connection() -> None:
+    # bench_throttle.py's fixed --rate 10 row against a 3 req/s soft throttle: the rate
+    # queues at IB from its first requests, so no p95 of those answers is an unqueued IB's;
+    # the in-flight cap sized from one (1.4 s) let 15 wait at IB, where 10 drop the
+    # connection (the simulator's --overload disconnect; 3-5 drops a run on the bench).
+    for seed in range(5):
+        share, _, cap_broken, ctl = drive(CongestionConfig(rate=10.0), 3.0, 248, 8, seed)
+        gateway = drive.gateway  # type: ignore[attr-defined]
+        assert gateway.max_waiting < 10 and gateway.max_slowed_s < 20.0, seed
+        assert not cap_broken and share >= 0.85 and ctl.rate < 10.0
+
+
 # --- the in-flight cap -------------------------------------------------------------------
 
 
