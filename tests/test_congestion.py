@@ -586,6 +586,32 @@ def test_a_fixed_rate_queued_from_its_first_request_never_makes_ib_drop_the_conn
         assert not cap_broken and share >= 0.85 and ctl.rate < 10.0
 
 
+def test_a_fixed_rate_on_an_unqueued_slow_gateway_is_not_held_by_the_in_flight_cap() -> None:
+    # --rate 50 on a gateway answering in 50-400 ms with no limit: Little's law needs ~11
+    # in flight. A cap kept at its floor (one per worker, 8: 35 req/s) until IB "keeps up"
+    # never saw it keep up, and held the run at 0.66 of its rate.
+    clock = FakeClock(0.0)
+    rng = random.Random(0)
+    ctl = RateController(CongestionConfig(rate=50.0), clock=clock)
+    answers: list[tuple[float, float, float]] = []
+    next_send, sent, done = 0.0, 0, 0
+    while done < 496:
+        due = answers[0][0] if answers else math.inf
+        if sent < 496 and len(answers) < ctl.in_flight_cap(8) and next_send <= due:
+            clock.now = next_send
+            latency = rng.uniform(0.05, 0.4)
+            heapq.heappush(answers, (clock.now + latency, clock.now, latency))
+            sent += 1
+            next_send = clock.now + 1 / ctl.rate
+        else:
+            clock.now, sent_at, latency = heapq.heappop(answers)
+            ctl.observe(Signal.ANSWERED, sent_at, latency)
+            done += 1
+            next_send = max(next_send, clock.now)
+        ctl.tick()
+    assert 496 / clock.now >= 0.9 * 50.0
+
+
 # --- the in-flight cap -------------------------------------------------------------------
 
 
