@@ -13,6 +13,7 @@ clock and for the ``sent_at`` of the samples fed in).
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import deque
@@ -442,7 +443,12 @@ class RateController:
         # Of every recent answer, whatever its pace: a slow start (auto probing every 2 s)
         # holds too few answers at one pace before the rate is past a soft throttle's.
         recent = sorted(lat for _, _, lat in self._recent)
-        if len(recent) >= 20:  # fewer: the p95 is the maximum, or a lucky low one
+        # Not while the last answers waited in a queue at IB: every p95 of them is the
+        # queue's (a fixed rate above IB's capacity queues from its first requests).
+        enough = self.config.min_samples
+        last = [lat for _, _, lat in itertools.islice(reversed(self._recent), enough)]
+        queue = self._zone_of(last, enough) in (Zone.QUEUE, Zone.CONGESTED)
+        if len(recent) >= 20 and not queue:  # fewer: the p95 is the maximum, or a low one
             self._base_p95.add(recent[round(0.95 * (len(recent) - 1))])
         queued = self._queued_above()
         if (

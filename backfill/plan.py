@@ -198,7 +198,8 @@ def refetch_coverage(
 
 def missing_days(days: Iterable[date], coverage: Mapping[date, RecordedDay]) -> list[date]:
     """Days with no coverage record, or only a partial one (fetched before the day ended)."""
-    return [d for d in days if not (d in coverage and coverage[d].complete)]
+    recorded = coverage.get  # one lookup a day: plan walks 180,000 days over 6,000 parts
+    return [d for d in days if (r := recorded(d)) is None or not r.complete]
 
 
 def plan_symbol(
@@ -237,7 +238,7 @@ def plan_symbol(
         windows=tuple(group_windows(missing, window_days)),
         eta_seconds=0.0,
         days_no_data=tuple(
-            d for d in days if d in coverage and coverage[d].complete and coverage[d].no_data
+            d for d in days if (r := coverage.get(d)) is not None and r.complete and r.no_data
         ),
         head=listing,
         days_before_listing=len(before),

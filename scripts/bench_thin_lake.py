@@ -121,8 +121,11 @@ def backfill_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "backfill"]
 
 
-def timed(command: list[str], stdout: int | object = subprocess.DEVNULL) -> tuple[float, int, int]:
-    """Wall seconds, exit code and peak RSS (KiB) of one child process."""
+def timed(
+    command: list[str], stdout: int | object = subprocess.DEVNULL
+) -> tuple[float, int, int, float]:
+    """Wall seconds, exit code, peak RSS (KiB) and CPU seconds (user + system, with the
+    helpers it waited for) of one child process."""
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE)  # type: ignore[arg-type]
     _, status, usage = os.wait4(child.pid, 0)
@@ -130,13 +133,19 @@ def timed(command: list[str], stdout: int | object = subprocess.DEVNULL) -> tupl
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode not in (0, 1) and child.stderr is not None:
         sys.stderr.write(child.stderr.read().decode())
-    return seconds, child.returncode, usage.ru_maxrss
+    return seconds, child.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
-def run_plan(command: list[str]) -> float:
-    seconds, code, _ = timed(command)
+def run_plan(command: list[str], cpu: list[float] | None = None) -> float:
+    seconds, code, _, cpu_s = timed(command)
     assert code == 0, f"plan exited {code}"
+    if cpu is not None:
+        cpu.append(cpu_s)
     return seconds
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def replace_in_place(part: Path) -> None:
@@ -177,11 +186,15 @@ def main() -> None:
     last_month = months(args.months)[-1]
     touched = [part_path(lake, s, last_month) for s in symbols(args.symbols)]
     cold_s, warm_s, touched_s, duck_s = [], [], [], []
+    cold_cpu, warm_cpu, duck_cpu = [], [], []
+    print(f"load average      {load()} (1, 5, 15 min) before")
     for _ in range(args.repeat):  # interleaved, so a busy moment hurts all alike
         cache.unlink(missing_ok=True)
-        cold_s.append(run_plan(plan))  # every footer parsed (and remembered)
-        warm_s.append(run_plan(plan))  # every part stat'ed, no footer parsed
-        duck_s.append(timed(duck)[0])
+        cold_s.append(run_plan(plan, cold_cpu))  # every footer parsed (and remembered)
+        warm_s.append(run_plan(plan, warm_cpu))  # every part stat'ed, no footer parsed
+        seconds, _, _, cpu_s = timed(duck)
+        duck_s.append(seconds)
+        duck_cpu.append(cpu_s)
     # Apart: a part replaced less than 3 s ago is not remembered (coverage_index.RACY_NS), so
     # these would make the next rounds' cached plans parse its footer again.
     for _ in range(args.repeat):
@@ -196,9 +209,18 @@ def main() -> None:
     ]:
         print(f"{name:<18}{summary(values)}  {statistics.median(values) / duck_median:.2f}x duckdb")
     print(f"duckdb kv scan    {summary(duck_s)}")
+    # On a shared machine wall time follows the load; CPU time (user + system, the plan's
+    # helpers and DuckDB's threads included) says what each costs whatever the load.
+    duck_cpu_median = statistics.median(duck_cpu)
+    for name, values in [("no cache", cold_cpu), ("cached", warm_cpu), ("duckdb", duck_cpu)]:
+        print(
+            f"cpu, {name:<13}median {statistics.median(values):.2f} s  "
+            f"{statistics.median(values) / duck_cpu_median:.2f}x duckdb"
+        )
+    print(f"load average      {load()} (1, 5, 15 min) after")
 
     with tempfile.TemporaryFile() as out:
-        seconds, code, rss = timed(
+        seconds, code, rss, _ = timed(
             [*backfill_command(), "verify", "--lake", str(lake), "--json"], out
         )
         size = out.tell()
@@ -207,7 +229,7 @@ def main() -> None:
         f"{size / 1e6:.1f} MB of JSON"
     )
     with tempfile.TemporaryFile() as out:
-        seconds, code, rss = timed([*backfill_command(), "verify", "--lake", str(lake)], out)
+        seconds, code, rss, _ = timed([*backfill_command(), "verify", "--lake", str(lake)], out)
         out.seek(0)
         lines = out.read().count(b"\n")
     print(

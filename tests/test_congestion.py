@@ -574,6 +574,44 @@ def test_a_fixed_rate_above_capacity_is_stepped_down_to_it() -> None:
     assert max_queue_s < 10.0
 
 
+def test_a_fixed_rate_queued_from_its_first_request_never_makes_ib_drop_the_connection() -> None:
+    # bench_throttle.py's fixed --rate 10 row against a 3 req/s soft throttle: the rate
+    # queues at IB from its first requests, so no p95 of those answers is an unqueued IB's;
+    # the in-flight cap sized from one (1.4 s) let 15 wait at IB, where 10 drop the
+    # connection (the simulator's --overload disconnect; 3-5 drops a run on the bench).
+    for seed in range(5):
+        share, _, cap_broken, ctl = drive(CongestionConfig(rate=10.0), 3.0, 248, 8, seed)
+        gateway = drive.gateway  # type: ignore[attr-defined]
+        assert gateway.max_waiting < 10 and gateway.max_slowed_s < 20.0, seed
+        assert not cap_broken and share >= 0.85 and ctl.rate < 10.0
+
+
+def test_a_fixed_rate_on_an_unqueued_slow_gateway_is_not_held_by_the_in_flight_cap() -> None:
+    # --rate 50 on a gateway answering in 50-400 ms with no limit: Little's law needs ~11
+    # in flight. A cap kept at its floor (one per worker, 8: 35 req/s) until IB "keeps up"
+    # never saw it keep up, and held the run at 0.66 of its rate.
+    clock = FakeClock(0.0)
+    rng = random.Random(0)
+    ctl = RateController(CongestionConfig(rate=50.0), clock=clock)
+    answers: list[tuple[float, float, float]] = []
+    next_send, sent, done = 0.0, 0, 0
+    while done < 496:
+        due = answers[0][0] if answers else math.inf
+        if sent < 496 and len(answers) < ctl.in_flight_cap(8) and next_send <= due:
+            clock.now = next_send
+            latency = rng.uniform(0.05, 0.4)
+            heapq.heappush(answers, (clock.now + latency, clock.now, latency))
+            sent += 1
+            next_send = clock.now + 1 / ctl.rate
+        else:
+            clock.now, sent_at, latency = heapq.heappop(answers)
+            ctl.observe(Signal.ANSWERED, sent_at, latency)
+            done += 1
+            next_send = max(next_send, clock.now)
+        ctl.tick()
+    assert 496 / clock.now >= 0.9 * 50.0
+
+
 # --- the in-flight cap -------------------------------------------------------------------
 
 

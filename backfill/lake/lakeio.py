@@ -401,11 +401,11 @@ def file_listing(folder: LakePath) -> FileListing:
 
 class _LocalListing:
     def __init__(self, folder: str) -> None:
-        self.folder = folder
+        self.folder = os.path.join(folder, "")
 
     def identity(self, below: str) -> tuple[Identity | None, str]:
         # Strings: 6,000 pathlib joins cost as much as the rest of a warm plan.
-        path = os.path.join(self.folder, below)
+        path = self.folder + below
         try:
             st = os.stat(path)
         except OSError:
