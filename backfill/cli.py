@@ -18,6 +18,7 @@ import typer
 
 from backfill import __version__
 from backfill.aggregate.timeframes import parse_timeframes
+from backfill.cli_exit import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, fail_bad_input
 from backfill.domain import (
     BadInput,
     Symbol,
@@ -165,10 +166,6 @@ app = typer.Typer(
     help="Backfill 1-minute crypto bars from Interactive Brokers into a Parquet lake.",
 )
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 # Options shared by plan, run and verify: the same name means the same thing everywhere.
 LakeOpt = Annotated[
@@ -307,12 +304,6 @@ def _root(
     ] = False,
 ) -> None:
     """Backfill 1-minute crypto bars from Interactive Brokers into a Parquet lake."""
-
-
-def fail_bad_input(message: str) -> None:
-    """One line on stderr and exit code 2: the documented answer to bad input."""
-    typer.echo(f"backfill: error: {message}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 # Commands whose options a backfill.toml may set: its keys are their option names. Every

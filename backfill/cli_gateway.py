@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from backfill.cli_exit import EXIT_FAILED, fail_bad_input
 from backfill.domain import BadInput
 from backfill.sim.behaviour import DayDuration, HeaderFormat, Overload, TooLong, WindowEdges
 from backfill.sim.flags import GatewayFlags, MsRange, exposure_warning
@@ -286,7 +287,6 @@ def gateway(
     header_shift_s: HeaderShiftSOpt = 0,
 ) -> None:
     """Run the embedded IB Gateway simulator in the foreground until Ctrl-C or SIGTERM."""
-    from backfill.cli import EXIT_FAILED, fail_bad_input  # at run time: cli imports this
     from backfill.sim.gateway import run_forever
     from backfill.sim.lifeline import Lifeline
 
