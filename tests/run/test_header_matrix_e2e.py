@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -113,7 +114,10 @@ def test_every_header_format_zone_and_rule_lands_the_generators_bars(
     since = time.time()
     done = run_in_process(gateway, tmp_path / "lake", first, last, window_days)
     assert done.exit_code == 0, done.output[-3000:]
-    assert f"Window edges {edges}: learned from the gateway: 2 requests" in done.output
+    # 2 requests; 3 when the pair sent with the survey lacks a bar (tests/run/test_edges_e2e).
+    assert re.search(
+        rf"Window edges {re.escape(edges)}: learned from the gateway: [23] requests", done.output
+    )
     assert f"Served-window header ({form}): " in done.output  # trusted: no "untrusted"
     assert lake_rows(tmp_path / "lake", BTC) == expected_bars(gateway.market, BTC, first, last)
     days = (last - first).days + 1

@@ -72,9 +72,30 @@ def test_edge_learning_waits_no_longer_than_the_request_timeout(make_sim):
         edges_timeout_s=settings.learning_timeout_s,
     )
     assert found.edges is not None and not found.edges.rule.known
-    first, second = [r for r in gateway.requests() if r.kind == "historical"]  # an anchor each
+    # An anchor each; the first with the pair sent beside its survey.
+    first, _pair, second = [r for r in gateway.requests() if r.kind == "historical"]
     [cancel, *_] = [r for r in gateway.requests() if r.kind == "cancel"]
     assert cancel.req_id == first.req_id
     # Given up on (cancelled, the next anchor asked) after about 0.5 s, not 10.
     assert cancel.received - first.received < 3.0
     assert second.received - first.received < 3.0
+
+
+def test_the_edge_pair_goes_out_with_the_survey(make_sim):
+    """The run's start waits for the learning: its second request (the pair a survey with
+    every minute served picks) is sent with the survey, not after its answer."""
+    gateway = make_sim(faults=FaultConfig(latency_ms=(200.0, 200.0), seed=1))
+    anchors = (datetime(2025, 7, 3, 12, tzinfo=UTC),)  # 11:31 and 11:41 have bars
+    found = checks.check_gateway(
+        gateway.host,
+        gateway.port,
+        900,
+        [BTC],
+        client_id_tries=SETTINGS.client_id_tries,
+        timeout_s=SETTINGS.connect_timeout_s,
+        edges_for=checks.EdgeProbe(BTC, anchors),
+    )
+    assert found.edges is not None and found.edges.rule.known and found.edges.requests == 2
+    survey, pair = [r for r in gateway.requests() if r.kind == "historical"]
+    assert (survey.duration, pair.duration) == ("1800 S", "600 S")
+    assert survey.answered is not None and pair.received < survey.answered
