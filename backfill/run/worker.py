@@ -62,13 +62,7 @@ from backfill.ib.session import (
 )
 from backfill.lake.schema import empty_bars
 from backfill.lake.storage import StorageError
-from backfill.lake.store import (
-    CommitConflict,
-    NonConformingPart,
-    PartUnreadable,
-    PartWrite,
-    write_batch,
-)
+from backfill.lake.store import CommitConflict, NonConformingPart, PartUnreadable, write_batch
 from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -194,10 +188,6 @@ class _MonthBuffer:
     fetched_at: datetime | None = None
 
 
-# A month's part write: its buffer, its bars, and the parts written or why it failed.
-_Written = tuple[_MonthBuffer, pa.Table, list[PartWrite] | Exception]
-
-
 class Worker:
     """Fetch every given day of one symbol; see the module docstring."""
 
@@ -234,10 +224,6 @@ class Worker:
             month = Month.of(day)
             self.days_left_in_month[month] = self.days_left_in_month.get(month, 0) + 1
         self.buffers: dict[Month, _MonthBuffer] = {}
-        # Months whose every day is in, written one at a time on a thread while requests
-        # go on (a month's part write stalled every worker's sends at the boundary).
-        self.complete: deque[Month] = deque()
-        self.writing: asyncio.Future[_Written] | None = None
         self.last_flush = time.monotonic()
         self.days_fetched = 0
         self.days_written = 0
@@ -284,10 +270,6 @@ class Worker:
             failure = str(exc)
         finally:
             beat.cancel()
-            try:
-                await self._finish_writing()
-            except _LakeUnwritable as exc:
-                failure = failure or str(exc)
             try:
                 self._flush_all()
             except _LakeUnwritable as exc:
@@ -425,7 +407,6 @@ class Worker:
                     self._settle(task, in_flight.pop(task))
             else:
                 await self._sleep(wait)
-            self._pump_writes()
             self._maybe_flush()
         if self.controls.stop_requested() and in_flight:
             # Ctrl-C: give the requests in flight a moment, then drop them; their days
@@ -759,34 +740,10 @@ class Worker:
             month = Month.of(day)
             self.days_left_in_month[month] -= 1
             if self.days_left_in_month[month] == 0:
-                self.complete.append(month)
-        self._pump_writes()
-
-    def _pump_writes(self) -> None:
-        """Settle the part write that ended; start the next complete month's, if any."""
-        if self.writing is not None and self.writing.done():
-            writing, self.writing = self.writing, None
-            self._written(*writing.result())  # a failure raises _LakeUnwritable here
-        while self.writing is None and self.complete:
-            taken = self._take(self.complete.popleft())
-            if taken is not None:
-                buffer, bars = taken
-                self.writing = asyncio.ensure_future(
-                    asyncio.to_thread(self._write_caught, buffer, bars)
-                )
-
-    async def _finish_writing(self) -> None:
-        """Wait for the complete months' part writes (their days are recorded only then)."""
-        while self.writing is not None:
-            await asyncio.wait([self.writing])
-            self._pump_writes()
+                self._flush(month)
 
     def _maybe_flush(self) -> None:
-        # Not while a part is written: the buffers then wait for the next look (or the end).
-        if (
-            self.writing is None
-            and time.monotonic() - self.last_flush >= self.settings.flush_interval_s
-        ):
+        if time.monotonic() - self.last_flush >= self.settings.flush_interval_s:
             self._flush_all()
 
     def _flush_all(self) -> None:
@@ -802,19 +759,10 @@ class Worker:
             raise first
 
     def _flush(self, month: Month) -> None:
-        taken = self._take(month)
-        if taken is not None:
-            self._written(*self._write_caught(*taken))
-
-    def _take(self, month: Month) -> tuple[_MonthBuffer, pa.Table] | None:
         buffer = self.buffers.pop(month, None)
         if buffer is None or not buffer.days:
-            return None
+            return
         bars = pa.concat_tables(buffer.tables) if buffer.tables else empty_bars()
-        return buffer, bars
-
-    def _write_caught(self, buffer: _MonthBuffer, bars: pa.Table) -> _Written:
-        """The part write (no event: it may run on a thread), or what it failed with."""
         assert buffer.fetched_at is not None
         try:
             writes = write_batch(
@@ -827,15 +775,6 @@ class Worker:
                 no_data_days=buffer.no_data,
             )
         except (OSError, NonConformingPart, CommitConflict, StorageError) as exc:
-            return buffer, bars, exc
-        return buffer, bars, writes
-
-    def _written(
-        self, buffer: _MonthBuffer, bars: pa.Table, writes: list[PartWrite] | Exception
-    ) -> None:
-        """The events of a part write, or its failure (``_LakeUnwritable``)."""
-        if isinstance(writes, Exception):
-            exc = writes
             # Disk full, permissions, a path in the way: no restart would fix it. The days
             # stay missing in the lake (nothing half-written), fetched but not written: they
             # count as failed, and the run says why. An unreadable part (EACCES, EIO, a

@@ -14,7 +14,6 @@ import pytest
 from backfill.domain import Symbol, days_between, group_windows
 from backfill.lake.paths import symbol_dir
 from backfill.run import events as ev
-from backfill.run import worker as worker_module
 from backfill.run.worker import LocalControls, WorkerConfig, run_worker
 from backfill.settings import IBRules, RunSettings
 from backfill.sim import FaultConfig
@@ -71,30 +70,6 @@ def test_events_tell_the_whole_story_of_a_month_boundary(sim, tmp_path):
     ]
     rows = sum(e.rows for e in events if isinstance(e, ev.DayFetched))
     assert rows == outcome.rows == len(expected_bars(sim.market, ETH, days[0], days[-1]))
-    assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[-1])
-
-
-def test_requests_go_on_while_a_complete_month_is_written(sim, tmp_path, monkeypatch):
-    """A complete month's part is written on a thread: the next month's requests go out
-    meanwhile (written on the event loop, it held up the worker's sends at the boundary)."""
-    days = days_between(date(2025, 7, 30), date(2025, 8, 3))
-    august = threading.Event()
-    answered_while_writing: list[bool] = []
-    real = worker_module.write_batch
-
-    def slow_write(lake, symbol, bars, days, **kwargs):
-        if days[0].month == 7:  # one request at a time: no August day is in yet
-            answered_while_writing.append(august.wait(timeout=5.0))
-        return real(lake, symbol, bars, days, **kwargs)
-
-    def sink(event: ev.Event) -> None:
-        if isinstance(event, ev.DayFetched) and event.day.month == 8:
-            august.set()
-
-    monkeypatch.setattr(worker_module, "write_batch", slow_write)
-    outcome = run_worker(config(sim, tmp_path, days, max_in_flight=1), sink, LocalControls(50.0))
-    assert answered_while_writing == [True]
-    assert outcome.days_fetched == 5 and not outcome.days_failed and not outcome.failure
     assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[-1])
 
 
