@@ -491,7 +491,8 @@ def _is_child(pid: int, parent: int, word: str) -> bool:
 
 def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
     assert run_backfill(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
-    # Another run is fetching BTC-USD: this one skips it, and must look at it at its end.
+    # Another run is fetching BTC-USD: this one skips it, and must look at it at its end
+    # (with nothing else to do, at once: --wait-for-other-run 0).
     held = filelock.FileLock(run_lock_path(lake, "BTC-USD"))
     with held:
         short = run_backfill(
@@ -503,7 +504,7 @@ def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
             "--rate",
             "50",
             "--wait-for-other-run",
-            "1",
+            "0",
         )
         whole = run_backfill(
             sim,
@@ -513,7 +514,7 @@ def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
             "--rate",
             "50",
             "--wait-for-other-run",
-            "1",
+            "0",
         )
     assert short.returncode == 1, short.stdout[-2000:] + short.stderr
     line = next(x for x in short.stdout.splitlines() if "BTC-USD" in x and "│" in x)
