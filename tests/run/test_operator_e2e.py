@@ -111,13 +111,12 @@ def assert_bad_input(done: subprocess.CompletedProcess[str], *words: str) -> Non
 
 
 def test_the_rerun_hint_is_one_line_at_60_columns_and_runs_as_pasted(sim, lake, tmp_path):
-    # The gateway's window edges are learned (and remembered in the lake) by a first run, so
-    # the cut-short run below does not spend its start waiting for hung learning requests.
-    assert run_backfill(sim, lake, ["ETH-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
     sim.set_faults(FaultConfig(hang_share=1.0))  # nothing is answered: the run is cut short
     env = {**os.environ, "COLUMNS": "60"}
     process = subprocess.Popen(
-        run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50"),
+        # Every run learns the gateway's window edges first: its two learning requests hang
+        # too, each for the --request-timeout (10 s by default) before the day requests go out.
+        run_args(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50", "--request-timeout", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -492,7 +491,8 @@ def _is_child(pid: int, parent: int, word: str) -> bool:
 
 def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
     assert run_backfill(sim, lake, ["BTC-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
-    # Another run is fetching BTC-USD: this one skips it, and must look at it at its end.
+    # Another run is fetching BTC-USD: this one skips it, and must look at it at its end
+    # (with nothing else to do, at once: --wait-for-other-run 0).
     held = filelock.FileLock(run_lock_path(lake, "BTC-USD"))
     with held:
         short = run_backfill(
@@ -504,7 +504,7 @@ def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
             "--rate",
             "50",
             "--wait-for-other-run",
-            "1",
+            "0",
         )
         whole = run_backfill(
             sim,
@@ -514,7 +514,7 @@ def test_a_skipped_symbol_left_incomplete_fails_the_run(sim, lake):
             "--rate",
             "50",
             "--wait-for-other-run",
-            "1",
+            "0",
         )
     assert short.returncode == 1, short.stdout[-2000:] + short.stderr
     line = next(x for x in short.stdout.splitlines() if "BTC-USD" in x and "│" in x)
@@ -772,8 +772,6 @@ def test_a_stalled_worker_that_resumes_gets_its_share_back_and_is_not_restarted(
 
 
 def test_a_worker_waiting_on_a_hung_request_is_not_taken_for_stalled(sim, lake, reap):
-    # Edges learned first (remembered in the lake): the run below goes straight to its worker.
-    assert run_backfill(sim, lake, ["ETH-USD"], *TWO_DAYS, "--rate", "50").returncode == 0
     sim.set_faults(FaultConfig(hang_share=1.0))  # every request hangs, within its timeout
     process = subprocess.Popen(
         run_args(
@@ -783,8 +781,10 @@ def test_a_worker_waiting_on_a_hung_request_is_not_taken_for_stalled(sim, lake, 
             *TWO_DAYS,
             "--rate",
             "50",
+            # Longer than the quiet 3 s below; the run's two learning requests hang first,
+            # each for this long (every run learns the gateway's window edges).
             "--request-timeout",
-            "30",
+            "4",
             "--stall-after",
             "0.5",
             "--stall-restart-after",

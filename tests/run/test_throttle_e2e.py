@@ -22,6 +22,9 @@ pytestmark = pytest.mark.e2e
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "LTC-USD"]
 CAPACITY = 10.0
+# 80 requests: auto climbs past the capacity, reads the slowdown and settles near it within
+# some 50 (about 6 s); the rest are sent at the settled rate. (Its next climb is 20 s away.)
+AUTO_LAST = "2025-07-20"
 
 
 @pytest.fixture
@@ -48,7 +51,7 @@ def test_auto_finds_the_capacity_without_a_dropped_connection(throttled, lake):
         lake,
         SYMBOLS,
         "2025-07-01",
-        "2025-07-31",
+        AUTO_LAST,
         "--rate",
         "auto",
         "--auto-start-rate",
@@ -62,7 +65,7 @@ def test_auto_finds_the_capacity_without_a_dropped_connection(throttled, lake):
     assert moves[0]["rate"] == 5.0 and moves[0]["reason"].startswith("auto")
     assert max(m["rate"] for m in moves) > CAPACITY, "it never probed past the capacity"
     assert any(m["reason"].startswith("latency p50") for m in moves), "nor read the slowdown"
-    assert_lake_equals_simulator(lake, throttled, SYMBOLS, "2025-07-01", "2025-07-31")
+    assert_lake_equals_simulator(lake, throttled, SYMBOLS, "2025-07-01", AUTO_LAST)
 
 
 def test_a_fixed_rate_far_above_capacity_draws_drops_and_survives_them(make_sim, lake):
