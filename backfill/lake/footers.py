@@ -110,4 +110,4 @@ def _bar_parquet_schema() -> pq.ParquetSchema:
     """The Parquet schema every part has (as written from ``BAR_SCHEMA``)."""
     sink = pa.BufferOutputStream()
     pq.ParquetWriter(sink, BAR_SCHEMA, **PART_WRITE_OPTIONS).close()  # no rows: no pandas import
-    return pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    return pq.read_metadata(sink.getvalue()).schema  # an Arrow buffer: no Python object held
