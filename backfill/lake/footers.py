@@ -84,9 +84,9 @@ def _footer_castable(path: LakePath, metadata: pq.FileMetaData) -> None:
     contract's that holds sub-microsecond values is found only when the rows are read.)"""
     try:
         schema = metadata.schema.to_arrow_schema()
+        verdict = conformance(schema)  # decodes the names: one not UTF-8 raises here
     except (ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable footer schema: {exc}") from exc
-    verdict = conformance(schema)
     if verdict.problem is not None:
         raise NonConformingPart(path, f"schema differs from the bar schema: {verdict.problem}")
     for group in range(metadata.num_row_groups):
