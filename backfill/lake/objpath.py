@@ -466,15 +466,3 @@ def walk_lake_files(
         dirs[:] = sorted(d for d in dirs if here / d not in skip)
         for name in sorted(files):
             yield here / name
-
-
-def is_regular_file(path: Path | ObjectPath) -> bool:
-    """Whether reading ``path`` returns bytes and ends: an object does (it is bytes, never a
-    FIFO); a local path only if it is a regular file, links followed (opening a FIFO blocks
-    until a writer comes). Asked just before the read, not by the walk: what lies there then
-    is what is read. ``OSError`` as ``stat`` raises it (gone, a dangling link)."""
-    if isinstance(path, ObjectPath):
-        return True
-    import stat
-
-    return stat.S_ISREG(path.stat().st_mode)
