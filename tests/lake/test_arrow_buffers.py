@@ -5,9 +5,10 @@ the GIL. Arrow's pool threads that decode a Parquet file may drop the last refer
 source after ``read()`` returned; when that lands while the interpreter finalises, CPython
 ends the thread inside the C++ destructor and the process aborts (SIGABRT, "terminate called
 without an active exception") after printing its whole report: ``verify --lake s3://…`` did
-so in about 1 run in 5 on a loaded machine, ``read_bars`` in about 1 in 20. The race needs a
-descheduled pool thread, so a test cannot provoke it in seconds; these tests hold the cause
-instead: the readers take a copy in Arrow's own memory, and no other reader is built."""
+so in 1 to 6 runs out of 10 on this machine, ``read_bars`` in about 1 in 20. How often comes
+and goes with the load; these tests hold the cause (the readers take a copy in Arrow's own
+memory, and no other reader is built), ``test_verify_on_s3_exits_cleanly_every_time`` the
+symptom."""
 
 from __future__ import annotations
 
