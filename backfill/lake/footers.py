@@ -84,9 +84,9 @@ def _footer_castable(path: LakePath, metadata: pq.FileMetaData) -> None:
     contract's that holds sub-microsecond values is found only when the rows are read.)"""
     try:
         schema = metadata.schema.to_arrow_schema()
+        verdict = conformance(schema)  # decodes the names: one not UTF-8 raises here
     except (ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable footer schema: {exc}") from exc
-    verdict = conformance(schema)
     if verdict.problem is not None:
         raise NonConformingPart(path, f"schema differs from the bar schema: {verdict.problem}")
     for group in range(metadata.num_row_groups):
@@ -110,4 +110,4 @@ def _bar_parquet_schema() -> pq.ParquetSchema:
     """The Parquet schema every part has (as written from ``BAR_SCHEMA``)."""
     sink = pa.BufferOutputStream()
     pq.ParquetWriter(sink, BAR_SCHEMA, **PART_WRITE_OPTIONS).close()  # no rows: no pandas import
-    return pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    return pq.read_metadata(sink.getvalue()).schema  # an Arrow buffer: no Python object held

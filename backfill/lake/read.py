@@ -32,7 +32,7 @@ from backfill.domain import (
     parse_day,
     parse_symbols,
 )
-from backfill.lake.objpath import LakePath, lake_path
+from backfill.lake.objpath import LakePath, bytes_reader, lake_path
 from backfill.lake.paths import aggregate_part_path, aggregate_symbols, lake_symbols, part_path
 from backfill.lake.schema import AGGREGATE_SCHEMA, TS_TYPE, empty_bars
 from backfill.lake.storage import StorageError
@@ -112,7 +112,7 @@ def _read_aggregate(path: LakePath) -> pa.Table:
     except StorageError as exc:
         raise PartUnreadable(path, OSError(errno.EIO, str(exc))) from exc
     try:
-        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        table = pq.ParquetFile(bytes_reader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable: {exc}") from exc
     if not table.schema.remove_metadata().equals(AGGREGATE_SCHEMA):

@@ -38,7 +38,7 @@ from backfill.lake.footers import _as_path, read_coverage_record
 from backfill.lake.footers import read_footer as read_footer  # re-exported: the store's API
 from backfill.lake.footers import read_schema as read_schema
 from backfill.lake.lakeio import footer_source, refuse_special, storage_target
-from backfill.lake.objpath import LakePath
+from backfill.lake.objpath import LakePath, bytes_reader
 from backfill.lake.paths import part_path, quarantine_path
 from backfill.lake.schema import (
     BAR_SCHEMA,
@@ -364,7 +364,7 @@ def _read_bytes(path: LakePath) -> bytes:
 
 def _decode_part(path: LakePath, data: bytes) -> tuple[pa.Table, dict[date, DayCoverage]]:
     try:
-        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        table = pq.ParquetFile(bytes_reader(data)).read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CorruptPart(path, f"unreadable: {exc}") from exc
     coverage = _decode(path, (table.schema.metadata or {}).get(COVERAGE_KEY))
@@ -570,7 +570,7 @@ def read_part_columns(
     constant text columns to one string a row is most of a whole part's read time."""
     data = _read_bytes(path)
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(dictionary) or None)
+        parquet = pq.ParquetFile(bytes_reader(data), read_dictionary=list(dictionary) or None)
         # Judged as stored (``schema_arrow`` names the columns read as dictionaries so).
         stored = parquet.metadata.schema.to_arrow_schema() if dictionary else parquet.schema_arrow
         verdict = conformance(stored)

@@ -32,7 +32,6 @@ Version 1 listed every run and had no ``ranges_total``/``minutes_total``/``trunc
 from __future__ import annotations
 
 import bisect
-import errno
 import shlex
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -63,8 +62,9 @@ from backfill.domain import (
 )
 from backfill.lake.edge_check import EdgeDay, EdgeThresholds, edge_days, edge_losses
 from backfill.lake.heads import listing_days, read_heads
+from backfill.lake.lakeio import refuse_special
 from backfill.lake.minute_check import MinuteCheckThresholds, MinuteTally, missing_every_day
-from backfill.lake.objpath import arrow_source, is_regular_file, listed_once, walk_lake_files
+from backfill.lake.objpath import arrow_source, listed_once, walk_lake_files
 from backfill.lake.paths import (
     dataset_root,
     is_quarantined,
@@ -815,8 +815,7 @@ _READ_AHEAD = 4  # parts read while one is checked: overlaps reading with checki
 
 def _read(path: Path) -> pa.Table | Exception:
     try:
-        if not is_regular_file(path):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))  # a FIFO blocks
+        refuse_special(path)  # a FIFO blocks; asked just before the read, not by the walk
         return pq.ParquetFile(arrow_source(path)).read()
     except (OSError, ValueError, pa.ArrowException, StorageError) as exc:
         return exc

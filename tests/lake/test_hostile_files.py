@@ -175,6 +175,7 @@ FOOTERS: dict[str, Callable[[Path], bytes]] = {
     ),
     "fetched-naive": lambda p: _record(p, lambda d: d.update(fetched_at="2025-07-02T00:00:00")),
     "complete-int": lambda p: _record(p, lambda d: d.update(complete=1)),
+    "not-utf8": lambda _: b'{"version":1,"days":{"2025-07-01":{"rows":"\xff"}}}',
 }
 
 
@@ -275,6 +276,43 @@ def test_commands_survive_a_nested_coverage_footer(clean_lake: Path) -> None:
         done = cli(*args)
         assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
         assert done.returncode in (0, 1, 2), (args, done.returncode, done.stderr[-500:])
+
+
+def _patch_footer(path: Path, old: bytes, new: bytes) -> None:
+    """Swap bytes inside the footer for as many others (Thrift strings carry their length;
+    a footer has no checksum): the file stays a Parquet file pyarrow opens."""
+    data = path.read_bytes()
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    at = data.index(old, start)
+    assert len(new) == len(old)
+    path.write_bytes(data[:at] + new + data[at + len(old) :])
+
+
+@pytest.mark.timeout(120)
+def test_a_footer_whose_column_name_is_not_utf8_is_a_corrupt_part(clean_lake: Path) -> None:
+    path = part_path(clean_lake, BTC, JULY)
+    _patch_footer(path, b"symbol", b"symb\xffl")  # the first is the Parquet schema's column
+    with pytest.raises(store.CorruptPart):
+        store.read_part_coverage(path)
+    with pytest.raises(store.CorruptPart):
+        read_bars(clean_lake, "BTC-USD", D1, D3)
+    assert read_day_marks(clean_lake, [BTC], D1, D3, remember=False)[BTC] == {}
+    assert Kind.UNREADABLE in {f.kind for f in verify_lake(clean_lake).findings}
+    lake = str(clean_lake)
+    span = ("--symbols", "BTC-USD", "--from", "2025-07-01", "--to", "2025-07-03")
+    for args in (
+        ("verify", "--lake", lake, *span),
+        ("aggregate", "--lake", lake, *span, "--tf", "H1"),
+        ("levels", "--lake", lake, *span),
+    ):
+        done = cli(*args)
+        assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
+        assert done.returncode in (0, 1), (args, done.returncode, done.stderr[-500:])
+    damaged = path.read_bytes()
+    [write] = store.write_batch(clean_lake, BTC, day_bars(BTC, D1), [D1], fetched_at=NOW)
+    assert write.quarantined is not None  # run moves it aside, as any corrupt part
+    assert write.quarantined.read_bytes() == damaged
+    assert list(store.read_part_coverage(path)) == [D1]
 
 
 @pytest.mark.timeout(30, method="thread")  # a hang is in C (pyarrow's open): no signal reaches it

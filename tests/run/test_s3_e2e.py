@@ -710,3 +710,26 @@ def test_wrong_credentials_are_one_line_exit_2_nothing_written_no_secret(
             assert not any(s in done.stderr + done.stdout for s in secrets)
         assert objects(lake) == [], "nothing written"
         assert not sim.requests(), "the gateway was asked nothing"
+
+
+# ------------------------------------------------------ exit after the report
+
+
+@pytest.mark.e2e
+def test_verify_on_s3_exits_cleanly_every_time(s3_lake):
+    """Arrow's pool threads once freed the Python buffer holding a part's bytes while the
+    interpreter finalised: SIGABRT ("terminate called without an active exception") after
+    the full report, in 1 to 6 runs out of 10 on this machine (tests/lake/test_arrow_buffers.py
+    holds the cause). Five runs over M1, aggregate and levels parts: every one exits 0."""
+    days = [date(2025, 7, d) for d in range(1, 8)]
+    store.write_batch(lake_path(s3_lake), BTC, _july_bars(days), days, fetched_at=datetime.now(UTC))
+    for built in (
+        cli("aggregate", "--lake", s3_lake, "--tf", "H1,D1"),
+        cli("levels", "--lake", s3_lake),
+    ):
+        assert built.returncode == 0, built.stderr + built.stdout
+    for _ in range(5):
+        checked = cli("verify", "--lake", s3_lake, "--json")
+        assert "terminate called" not in checked.stderr, checked.stderr
+        assert checked.returncode == 0, checked.stderr + checked.stdout
+        assert json.loads(checked.stdout)["parts"] >= 3
