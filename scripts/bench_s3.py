@@ -46,6 +46,7 @@ from bench_aggregate import build_m1_lake  # noqa: E402
 from bench_thin_lake import build_lake, months, symbols, write_symbol  # noqa: E402
 
 from backfill.lake.objpath import lake_path  # noqa: E402
+from backfill.lake.paths import symbol_dir  # noqa: E402
 from backfill.lake.storage import ObjectStorage  # noqa: E402
 from backfill.sim import FaultConfig, PacingConfig, SimConfig, SimGateway  # noqa: E402
 from tests.s3server import running_s3_server  # noqa: E402
@@ -194,6 +195,24 @@ def upload(local: Path, lake: str) -> int:
     return len(files)
 
 
+def bare_listing(lake: str, count: int) -> float:
+    """The store's floor under a cached plan: one listing per symbol prefix, 16 at once (as
+    plan asks them), with nothing done with the answers; the best of 3, in seconds."""
+    root = lake_path(lake)
+
+    def listed(symbol: str) -> int:
+        return sum(1 for _ in symbol_dir(root, symbol).walk_files())
+
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            keys = sum(pool.map(listed, symbols(count)))
+        best = min(best, time.perf_counter() - started)
+    print(f"  the store's listing alone: {keys} keys in {best:.2f} s (best of 3)")
+    return best
+
+
 def plan_args(count: int, month_count: int, listing: Path) -> list[str]:
     listing.write_text("".join(f"{s}\n" for s in symbols(count)))
     chosen = months(month_count)
@@ -300,6 +319,11 @@ def main() -> None:
                 plans[kind] = cached
                 print(f"  {kind:6} cold {cold:6.2f} s, cached {cached:5.2f} s (best of 3)")
             print(f"  cached S3/local {plans['s3'] / plans['local']:.2f}x (goal: within 1.5x)")
+            floor = bare_listing(s3["thin"], args.thin_symbols)
+            print(
+                f"  cached plan on S3 beyond the store's listing: {plans['s3'] - floor:.2f} s "
+                f"({max(plans['s3'] - floor, 0) / plans['local']:.2f}x local's whole cached plan)"
+            )
 
             started = time.perf_counter()
             uploaded = upload(m1_local, s3["m1"])
