@@ -660,7 +660,8 @@ def verify_stream(
     ``last``; never writes.
     """
     if not lake.is_dir():
-        raise BadInput(f"lake folder {lake} does not exist")
+        what = "is not a folder" if lake.exists() else "does not exist"
+        raise BadInput(f"lake folder {lake} {what}")
     if first is not None and last is not None:
         check_range(first, last)
     return _stream(

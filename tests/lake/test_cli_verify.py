@@ -273,3 +273,12 @@ def test_days_before_listing_and_after_today_are_not_missing(clean_lake: Path) -
     assert btc["days_missing"] == days_to_today, "days after today are not missing"
     text = runner.invoke(app, [*args[:-1], "--from", "1990-01-01", "--to", "2025-07-03"]).stdout
     assert "before listing (head 2025-07-01)" in text, text
+
+
+def test_a_lake_that_is_a_file_exits_2_saying_so(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    lake.write_text("not a lake")
+    result = runner.invoke(app, ["verify", "--lake", str(lake)])
+    assert result.exit_code == 2
+    assert result.stderr == f"backfill: error: lake folder {lake} is not a folder\n"
+    assert lake.read_text() == "not a lake"
