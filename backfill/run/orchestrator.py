@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import random
 import signal
 import time
@@ -174,6 +175,9 @@ def _worker_main(
 ) -> None:
     """Entry point of a worker process."""
     controls = SharedControls(rates, slot, pause, stop, grants, in_flight)
+    if config.settings.worker_niceness > 0 and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):  # a nicer process is a wish, never a failure
+            os.nice(config.settings.worker_niceness)
 
     def request_stop(signum: int, frame: object) -> None:
         controls.signalled = True

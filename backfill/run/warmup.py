@@ -7,6 +7,7 @@ bunches with the one after, and the pair can break IB's per-contract rule on arr
 
 from __future__ import annotations
 
+import filelock  # noqa: F401  (a part's first write takes its lock: ~0.3 s of imports in a worker)
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq

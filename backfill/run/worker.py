@@ -16,10 +16,11 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,7 +63,13 @@ from backfill.ib.session import (
 )
 from backfill.lake.schema import empty_bars
 from backfill.lake.storage import StorageError
-from backfill.lake.store import CommitConflict, NonConformingPart, PartUnreadable, write_batch
+from backfill.lake.store import (
+    CommitConflict,
+    NonConformingPart,
+    PartUnreadable,
+    PartWrite,
+    write_batch,
+)
 from backfill.pacing import Pacer, Rule, worker_rules
 from backfill.run import events as ev
 from backfill.run.sendlog import load_recent_sends, save_recent_sends
@@ -224,6 +231,9 @@ class Worker:
             month = Month.of(day)
             self.days_left_in_month[month] = self.days_left_in_month.get(month, 0) + 1
         self.buffers: dict[Month, _MonthBuffer] = {}
+        self.months_due: deque[Month] = deque()  # every day resolved, not yet written
+        self.writing: asyncio.Task[None] | None = None  # the due months' write, off the loop
+        self.writer: ThreadPoolExecutor | None = None
         self.last_flush = time.monotonic()
         self.days_fetched = 0
         self.days_written = 0
@@ -270,6 +280,10 @@ class Worker:
             failure = str(exc)
         finally:
             beat.cancel()
+            try:
+                await self._finish_writing()
+            except _LakeUnwritable as exc:
+                failure = failure or str(exc)
             try:
                 self._flush_all()
             except _LakeUnwritable as exc:
@@ -369,6 +383,7 @@ class Worker:
         in_flight: dict[asyncio.Task[WindowBars], _Job] = {}
         try:
             await self._fetch_loop(in_flight)
+            await self._finish_writing()
         finally:
             # Whatever ends the loop (a stop, or giving up on the gateway), a request still
             # out is dropped and its days go back to the queue: reported, never forgotten.
@@ -391,6 +406,7 @@ class Worker:
                     raise _Stopped
                 await self._connect()
                 continue
+            self._check_writing()
             self.controls.note_in_flight(len(in_flight))
             wait = self._dispatch_wait(len(in_flight))
             if wait == 0.0:
@@ -398,6 +414,10 @@ class Worker:
                 self._send(job, in_flight)
                 self.controls.note_in_flight(len(in_flight))
                 continue
+            if self.months_due and self.writing is None:
+                # Only now, when the loop would wait: the next send is already out, and
+                # the write runs off the loop, so no send waits for it.
+                self.writing = asyncio.ensure_future(self._write_due())
             if in_flight:
                 # Bounded, so a stop request is seen while every request hangs.
                 done, _ = await asyncio.wait(
@@ -740,9 +760,48 @@ class Worker:
             month = Month.of(day)
             self.days_left_in_month[month] -= 1
             if self.days_left_in_month[month] == 0:
-                self._flush(month)
+                # Written once the next request is out (``_flush_due``): a part's write
+                # must not hold back a send the pacing already allows.
+                self.months_due.append(month)
+
+    async def _write_due(self) -> None:
+        """Write the months whose every day is resolved, one by one, on the writer thread.
+
+        pyarrow and the disk let go of the GIL while a part is encoded and written, so the
+        loop goes on sending at its pace; the events are told from the loop, as always.
+        """
+        if self.writer is None:
+            self.writer = ThreadPoolExecutor(1, thread_name_prefix="part-writer")
+        loop = asyncio.get_running_loop()
+        while self.months_due:
+            taken = self._take(self.months_due.popleft())
+            if taken is None:
+                continue
+            buffer, bars = taken
+            try:
+                writes = await loop.run_in_executor(self.writer, self._write, buffer, bars)
+            except _WRITE_ERRORS as exc:
+                self._write_failed(buffer, exc)
+            self._written(buffer, bars, writes)
+
+    def _check_writing(self) -> None:
+        """Forget a finished write; raise what made it fail (``_LakeUnwritable``)."""
+        if self.writing is not None and self.writing.done():
+            task, self.writing = self.writing, None
+            task.result()
+
+    async def _finish_writing(self) -> None:
+        """Wait for the write in progress, if any (a part is never left half-told)."""
+        if self.writing is not None:
+            task, self.writing = self.writing, None
+            await task
+        if self.writer is not None:
+            self.writer.shutdown(wait=True)
+            self.writer = None
 
     def _maybe_flush(self) -> None:
+        if self.writing is not None:
+            return  # the write in progress ends first; the next loop flushes
         if time.monotonic() - self.last_flush >= self.settings.flush_interval_s:
             self._flush_all()
 
@@ -759,38 +818,56 @@ class Worker:
             raise first
 
     def _flush(self, month: Month) -> None:
+        taken = self._take(month)
+        if taken is None:
+            return
+        buffer, bars = taken
+        try:
+            writes = self._write(buffer, bars)
+        except _WRITE_ERRORS as exc:
+            self._write_failed(buffer, exc)
+        self._written(buffer, bars, writes)
+
+    def _take(self, month: Month) -> tuple[_MonthBuffer, pa.Table] | None:
+        """A month's buffer, out of ``buffers`` (a write owns it), with its bars as one table."""
         buffer = self.buffers.pop(month, None)
         if buffer is None or not buffer.days:
-            return
+            return None
         bars = pa.concat_tables(buffer.tables) if buffer.tables else empty_bars()
+        return buffer, bars
+
+    def _write(self, buffer: _MonthBuffer, bars: pa.Table) -> list[PartWrite]:
+        """Merge a month's bars into the lake (no events: may run on the writer thread)."""
         assert buffer.fetched_at is not None
-        try:
-            writes = write_batch(
-                self.config.lake,
-                self.symbol,
-                bars,
-                buffer.days,
-                fetched_at=buffer.fetched_at,
-                partial_days=buffer.partial,
-                no_data_days=buffer.no_data,
-            )
-        except (OSError, NonConformingPart, CommitConflict, StorageError) as exc:
-            # Disk full, permissions, a path in the way: no restart would fix it. The days
-            # stay missing in the lake (nothing half-written), fetched but not written: they
-            # count as failed, and the run says why. An unreadable part (EACCES, EIO, a
-            # folder in its place) is not corruption, nor is a readable part that does not
-            # conform (its days may be good): the store moved nothing.
-            # On an object store: other writers kept winning the part (CommitConflict), or
-            # the store failed; their bars are in the part, these days a rerun fetches.
-            reason = (
-                str(exc)
-                if isinstance(exc, (PartUnreadable, NonConformingPart, CommitConflict))
-                else f"cannot write the lake: {exc}"
-            )
-            for day in sorted(buffer.days):
-                self.days_failed.append(day)
-                self.emit(ev.DayFailed, day=day, reason=reason)
-            raise _LakeUnwritable(reason) from exc
+        return write_batch(
+            self.config.lake,
+            self.symbol,
+            bars,
+            buffer.days,
+            fetched_at=buffer.fetched_at,
+            partial_days=buffer.partial,
+            no_data_days=buffer.no_data,
+        )
+
+    def _write_failed(self, buffer: _MonthBuffer, exc: Exception) -> NoReturn:
+        # Disk full, permissions, a path in the way: no restart would fix it. The days
+        # stay missing in the lake (nothing half-written), fetched but not written: they
+        # count as failed, and the run says why. An unreadable part (EACCES, EIO, a
+        # folder in its place) is not corruption, nor is a readable part that does not
+        # conform (its days may be good): the store moved nothing.
+        # On an object store: other writers kept winning the part (CommitConflict), or
+        # the store failed; their bars are in the part, these days a rerun fetches.
+        reason = (
+            str(exc)
+            if isinstance(exc, (PartUnreadable, NonConformingPart, CommitConflict))
+            else f"cannot write the lake: {exc}"
+        )
+        for day in sorted(buffer.days):
+            self.days_failed.append(day)
+            self.emit(ev.DayFailed, day=day, reason=reason)
+        raise _LakeUnwritable(reason) from exc
+
+    def _written(self, buffer: _MonthBuffer, bars: pa.Table, writes: list[PartWrite]) -> None:
         self.rows_written += bars.num_rows
         self.days_written += len(buffer.days)
         for write in writes:
@@ -873,6 +950,9 @@ class Worker:
 
 class _LakeUnwritable(Exception):
     """The lake store could not write a part (an OSError underneath)."""
+
+
+_WRITE_ERRORS = (OSError, NonConformingPart, CommitConflict, StorageError)
 
 
 class _Stopped(Exception):
