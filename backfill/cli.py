@@ -643,7 +643,7 @@ def run(
         )
         settings.check()
         # The workers' server imports ib_insync and pyarrow while this process does too.
-        start_worker_server()
+        start_worker_server(settings.worker_niceness)
         from backfill.run.launch import RunRequest, execute_run
 
         request = RunRequest(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import random
 import signal
 import time
@@ -35,7 +34,12 @@ from backfill.lake.lease import RunLock, RunLockHeld, run_lock
 from backfill.pacing import Budget, SessionGrants, staggered_start
 from backfill.plan import SymbolPlan
 from backfill.run import events as ev
-from backfill.run.processes import unblock_interrupts, worker_context
+from backfill.run.processes import (
+    become_nicer,
+    current_niceness,
+    unblock_interrupts,
+    worker_context,
+)
 from backfill.run.stall import StallWatch, Verdict
 from backfill.run.worker import WorkerConfig, WorkerOutcome, run_worker
 from backfill.settings import RunSettings
@@ -175,9 +179,7 @@ def _worker_main(
 ) -> None:
     """Entry point of a worker process."""
     controls = SharedControls(rates, slot, pause, stop, grants, in_flight)
-    if config.settings.worker_niceness > 0 and hasattr(os, "nice"):
-        with contextlib.suppress(OSError):  # a nicer process is a wish, never a failure
-            os.nice(config.settings.worker_niceness)
+    become_nicer(config.niceness)  # its forkserver may have made it so already
 
     def request_stop(signum: int, frame: object) -> None:
         controls.signalled = True
@@ -238,6 +240,10 @@ class Orchestrator:
         self.emit = emit
         self.resume = resume
         self.ctx = worker_context()
+        run_niceness = current_niceness()
+        self.worker_niceness = (
+            None if run_niceness is None else run_niceness + max(0, self.settings.worker_niceness)
+        )
         n = max(1, settings.workers)
         self.rates = self.ctx.Array("d", n, lock=False)
         self.pause = self.ctx.Value("d", 0.0, lock=False)
@@ -420,6 +426,7 @@ class Orchestrator:
             header_clock=self.config.header_clock,
             seed=self.rng.randrange(1 << 30),
             initial_tokens=staggered_start(slot, max(1, settings.workers), self.controller.rate),
+            niceness=self.worker_niceness,
         )
         parent_conn, child_conn = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(

@@ -216,7 +216,7 @@ def start_up(
             findings_line=line,
             marks=tuple(marks),
         )
-    start_worker_server()
+    start_worker_server(request.settings.worker_niceness)
     host, port = stack.enter_context(serving(request.gateway, EMBEDDED_SIM_ARGS))
     settings = request.settings
     # Where each symbol's history starts, asked once for the life of the lake: no request

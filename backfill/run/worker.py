@@ -158,6 +158,8 @@ class WorkerConfig:
     # asked in seconds and the asked window is taken as served).
     header_clock: str = "login"
     seed: int = 0
+    # The niceness it runs at (the run's plus ``worker_niceness``; None: as it started).
+    niceness: int | None = None
 
     @property
     def days(self) -> list[date]:
