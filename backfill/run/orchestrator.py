@@ -15,7 +15,7 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
@@ -350,9 +350,10 @@ class Orchestrator:
         free_slots: list[int],
         now: float,
     ) -> None:
+        starting: list[tuple[SymbolPlan, int, RunLock]] = []
         for _ in range(len(queue)):
             if not free_slots:
-                return
+                break
             job, not_before = queue.popleft()
             if not_before > now:
                 queue.append((job, not_before))
@@ -387,6 +388,13 @@ class Orchestrator:
                 continue
             slot = free_slots.pop(0)
             self._apply(self.budget.start(slot))
+            starting.append((fresh, slot, lock))
+        # Each worker's share of the in-flight cap before any starts: one that found none
+        # would poll until the next split, one in a reused slot would take what the slot's
+        # last worker held.
+        if starting:
+            self._split_in_flight([*active, *(slot for _, slot, _ in starting)])
+        for fresh, slot, lock in starting:
             active[slot] = self._spawn(fresh, slot, lock)
 
     def _give_up_waiting(
@@ -532,10 +540,10 @@ class Orchestrator:
             ev.BudgetChanged("", at=time.time(), rate=round(change.rate, 4), reason=change.reason)
         )
 
-    def _split_in_flight(self, active: dict[int, _Active]) -> None:
-        """Share the global in-flight cap among the active workers (cuts first)."""
-        counts = {slot: int(self.in_flight.counts[slot]) for slot in active}
-        cap = self.controller.in_flight_cap(workers=len(active))
+    def _split_in_flight(self, slots: Collection[int]) -> None:
+        """Share the global in-flight cap among the active workers' slots (cuts first)."""
+        counts = {slot: int(self.in_flight.counts[slot]) for slot in slots}
+        cap = self.controller.in_flight_cap(workers=len(counts))
         self._split_turn += 1
         self._allowance = split_in_flight(cap, counts, self._allowance, turn=self._split_turn)
         for slot, allowance in self._allowance.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import date, datetime
 from pathlib import Path
 
@@ -180,3 +181,31 @@ def test_the_run_loop_hands_every_new_share_to_the_workers(sim, tmp_path):
     assert budgets[0] == 8.0 and 4.0 in budgets
     for shares in (*seen["both"], *seen["alone"], *seen["violated"]):
         assert sum(shares) <= 8.0 + 1e-9
+
+
+def test_a_worker_has_its_in_flight_share_before_its_process_starts(tmp_path):
+    # Measured: workers that found no share waited 50 ms polls before their first send; one
+    # in a reused slot would have read what the slot's last worker held.
+    orch, _ = orchestrator(tmp_path)
+    orch.resume = lambda s: plan_symbol(s, JULY_1, JULY_1, {}, window_days=1)  # all missing
+    orch.in_flight.allowance[1] = 7  # what a finished worker in slot 1 was last given
+    seen_at_start: dict[int, int] = {}
+
+    def spawn(job, slot, lock):
+        # What the worker reads first, through the controls shared with it.
+        controls = SharedControls(
+            orch.rates, slot, orch.pause, orch.stop, orch.grants, orch.in_flight
+        )
+        seen_at_start[slot] = controls.in_flight_allowance()
+        lock.release()
+        return object()
+
+    orch._spawn = spawn  # type: ignore[method-assign]
+    queue = deque((job, 0.0) for job in orch.jobs)
+    active: dict = {}
+    orch._start_ready(queue, active, [0, 1], time.monotonic())
+    cap = orch.controller.in_flight_cap(workers=2)
+    assert set(seen_at_start) == {0, 1}
+    assert all(share >= 1 for share in seen_at_start.values()), seen_at_start
+    assert sum(seen_at_start.values()) <= max(cap, orch.controller.in_flight_cap(workers=1))
+    assert seen_at_start[1] <= cap, "the slot's last worker's share is not inherited"
