@@ -103,6 +103,20 @@ class Controls(Protocol):
         ...
 
 
+def claim_in_flight_room(controls: Controls, open_now: int) -> bool:
+    """Claim room for one more request (True: send it now); False withdraws the claim.
+
+    Claimed first, the share read after: the orchestrator splits the cap by what workers
+    claim, so room a worker is about to use is never also handed to another one (read
+    first, a cut and a second split could land before the count was told).
+    """
+    controls.note_in_flight(open_now + 1)
+    if open_now < controls.in_flight_allowance():
+        return True
+    controls.note_in_flight(open_now)
+    return False
+
+
 @dataclass
 class LocalControls:
     """Controls for a worker run alone in this process at a fixed rate (the tests)."""
@@ -412,6 +426,8 @@ class Worker:
             self.controls.note_in_flight(len(in_flight))
             wait = self._dispatch_wait(len(in_flight))
             if wait == 0.0:
+                if not claim_in_flight_room(self.controls, len(in_flight)):
+                    continue  # cut meanwhile: the loop's next look waits for room
                 job = self.pending.popleft()
                 self._send(job, in_flight)
                 self.controls.note_in_flight(len(in_flight))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from datetime import date, datetime
@@ -12,6 +13,7 @@ from backfill.plan import plan_symbol
 from backfill.run import events as ev
 from backfill.run.orchestrator import Orchestrator, RunConfig, SharedControls
 from backfill.run.state import RunState
+from backfill.run.worker import claim_in_flight_room
 from backfill.settings import IBRules, RunSettings
 from backfill.sim import FAST_PACING, PacingConfig
 
@@ -209,3 +211,50 @@ def test_a_worker_has_its_in_flight_share_before_its_process_starts(tmp_path):
     assert all(share >= 1 for share in seen_at_start.values()), seen_at_start
     assert sum(seen_at_start.values()) <= max(cap, orch.controller.in_flight_cap(workers=1))
     assert seen_at_start[1] <= cap, "the slot's last worker's share is not inherited"
+
+
+class _SplitAnyMoment(SharedControls):
+    """A worker's controls between whose every read and write of the shared counts the
+    orchestrator may split the cap (the interleavings two processes can give)."""
+
+    def __init__(self, orch: Orchestrator, slot: int, rng: random.Random) -> None:
+        super().__init__(orch.rates, slot, orch.pause, orch.stop, orch.grants, orch.in_flight)
+        self.orch, self.rng = orch, rng
+
+    def _maybe_split(self) -> None:
+        for _ in range(self.rng.choice((0, 0, 1, 2))):  # the run loop may go round twice
+            self.orch._split_in_flight([0, 1, 2])
+
+    def in_flight_allowance(self) -> int:
+        self._maybe_split()
+        return super().in_flight_allowance()
+
+    def note_in_flight(self, count: int) -> None:
+        self._maybe_split()
+        super().note_in_flight(count)
+
+
+def test_workers_claiming_room_never_hold_more_than_the_cap_whatever_the_interleaving(tmp_path):
+    # Measured: under load, a worker read its share, two splits (the shares rotate when the
+    # cap is below the workers) gave its room away before it told its count: 4 open, cap 3.
+    settings = RunSettings(rate=50.0, workers=3, max_in_flight_total=2)
+    config = RunConfig(lake=tmp_path, host="127.0.0.1", port=1, settings=settings)
+    orch = Orchestrator(config, [], lambda e: None, resume=lambda s: None)  # type: ignore[arg-type,return-value]
+    cap = orch.controller.in_flight_cap(workers=3)
+    for seed in range(200):
+        rng = random.Random(seed)
+        workers = [_SplitAnyMoment(orch, slot, rng) for slot in range(3)]
+        open_now = [0, 0, 0]
+        orch._allowance = {}
+        for slot in range(3):
+            orch.in_flight.counts[slot] = orch.in_flight.allowance[slot] = 0
+        for _ in range(300):
+            slot = rng.randrange(3)
+            if open_now[slot] and rng.random() < 0.4:  # an answer came back
+                open_now[slot] -= 1
+                workers[slot].note_in_flight(open_now[slot])
+            elif claim_in_flight_room(workers[slot], open_now[slot]):
+                open_now[slot] += 1  # sent
+                assert sum(open_now) <= cap, (seed, open_now, cap)
+            if rng.random() < 0.5:
+                orch._split_in_flight([0, 1, 2])
