@@ -82,28 +82,40 @@ class _PlainCoercion:
         self.typers: RuntimeParam | None = None
         info = descriptor.parameter_info
         kind = descriptor.annotation
-        plain = descriptor.file_annotation is None and all(
-            getattr(info, name, "?") is None for name in ("parser", "min", "max")
-        )
+        plain = descriptor.file_annotation is None and getattr(info, "parser", "?") is None
         plain = plain and getattr(info, "clamp", True) is False
+        # A number's bounds: a value inside them is typer's answer too; one outside goes to
+        # typer, whose message it is.
+        self.low, self.high = getattr(info, "min", "?"), getattr(info, "max", "?")
+        if kind not in (int, float):
+            plain = plain and self.low is None and self.high is None
         if kind is Path:
             plain = plain and all(
                 getattr(info, name, "?") == default for name, default in _PATH_DEFAULTS.items()
             )
         self.kind = kind if plain and kind in (str, int, float, Path) else None
 
+    def _within(self, value: Any) -> bool:
+        if self.kind not in (int, float):
+            return True
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
     def coerce(self, value: Any, param: _TyperParameter, ctx: Context) -> Any:
         if value is None:  # as typer's: nothing given, nothing to coerce
             return () if param.multiple or param.nargs == -1 else None
         if self.kind is not None and not (param.multiple or param.nargs != 1):
-            if type(value) is self.kind:
+            if type(value) is self.kind and self._within(value):
                 return value
             if type(value) is str:
                 if self.kind is Path and value and "\0" not in value:
                     return Path(value)
-                if self.kind is int and _PLAIN_INT.fullmatch(value):
+                if self.kind is int and _PLAIN_INT.fullmatch(value) and self._within(int(value)):
                     return int(value)
-                if self.kind is float and _PLAIN_FLOAT.fullmatch(value):
+                if (
+                    self.kind is float
+                    and _PLAIN_FLOAT.fullmatch(value)
+                    and self._within(float(value))
+                ):
                     return float(value)
         if self.typers is None:
             self.typers = self.build(self.descriptor)

@@ -132,3 +132,23 @@ def test_a_bad_value_gets_typers_message(tmp_path: Path, value: str) -> None:
     )
     assert done.returncode == 2
     assert "valid integer" in done.stderr
+
+
+def test_run_parses_its_bounded_options_without_pydantic(tmp_path: Path) -> None:
+    # run's options with bounds (--request-timeout >= 1 ...) sent every value through
+    # typer's coercion, and typer's coercion imports pydantic: 0.1 s before the first request.
+    code = (
+        "import sys\nfrom backfill.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('pydantic' in sys.modules)"
+    )
+    args = ["--symbols", "BTC-USD", "--from", "2025-01-09", "--to", "2025-01-01"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, "run", *args, "--request-timeout", "12.5", "--lake", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert "is after --to" in done.stderr, done.stderr  # parsed through, then refused
+    assert done.stdout.splitlines()[-1] == "False", done.stdout + done.stderr
