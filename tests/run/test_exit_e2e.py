@@ -11,9 +11,10 @@ from tests.run.conftest import run_backfill
 pytestmark = pytest.mark.e2e
 
 
-def test_a_piped_run_says_everything_before_its_fast_exit(sim, lake):
-    # --json to a pipe: block-buffered, so an exit that skipped the flush would cut the
-    # last kilobytes (the last events) and leave a torn line.
+def test_a_piped_run_says_everything_before_its_fast_exit(sim, lake, monkeypatch):
+    # --json to a pipe: block-buffered (as in a user's shell, so not PYTHONUNBUFFERED), so
+    # an exit that skipped the flush would cut the last kilobytes and leave a torn line.
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
     done = run_backfill(
         sim, lake, ["BTC-USD", "ETH-USD"], "2025-07-01", "2025-07-07", "--json", "--rate", "50"
     )
