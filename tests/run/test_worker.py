@@ -323,3 +323,72 @@ def test_a_day_whose_every_attempt_timed_out_is_failed_and_never_recorded(sim, t
     assert list(coverage) == [days[0]], "only the day answered is recorded"
     assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[0])
     assert not any(isinstance(e, ev.DayFetched) and e.day in days[1:] for e in events)
+
+
+def test_no_send_waits_for_a_months_write(sim, tmp_path, monkeypatch):
+    # July is done after two days; while its part is being written (held here until the
+    # gateway has seen three more requests), the worker goes on asking for August.
+    import backfill.run.worker as worker_module
+
+    real_write = worker_module.write_batch
+    sent_while_writing: list[bool] = []
+
+    def historical() -> int:
+        return sum(1 for r in sim.requests() if r.kind == "historical")
+
+    def slow_write(lake, symbol, bars, days, **kwargs):
+        if days[0].month == 7:
+            before, deadline = historical(), time.monotonic() + 5.0
+            while historical() < before + 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling the gateway's log, bounded by the deadline
+            sent_while_writing.append(historical() >= before + 3)
+        return real_write(lake, symbol, bars, days, **kwargs)
+
+    monkeypatch.setattr(worker_module, "write_batch", slow_write)
+    days = days_between(date(2025, 7, 30), date(2025, 8, 10))
+    events: list[ev.Event] = []
+    outcome = run_worker(config(sim, tmp_path, days), events.append, LocalControls(5.0))
+    assert sent_while_writing == [True], "the sends stopped while July was written"
+    assert outcome.days_fetched == len(days) and not outcome.days_failed and not outcome.failure
+    assert sorted(e.month for e in events if isinstance(e, ev.PartWritten)) == [
+        "2025-07",
+        "2025-08",
+    ]
+    assert lake_rows(tmp_path, ETH) == expected_bars(sim.market, ETH, days[0], days[-1])
+
+
+def test_a_stop_during_a_months_write_waits_for_it_and_tells_it(sim, tmp_path, monkeypatch):
+    # Ctrl-C arrives while July's part is being written: the worker ends only once the part
+    # is written whole, and says so, before it says it stopped.
+    import backfill.run.worker as worker_module
+
+    real_write = worker_module.write_batch
+    controls = LocalControls(5.0)
+    events: list[ev.Event] = []
+
+    def stopped() -> bool:
+        return any(
+            isinstance(e, ev.StatusChanged) and e.status is ev.Status.STOPPED for e in events
+        )
+
+    def write_through_a_stop(lake, symbol, bars, days, **kwargs):
+        if days[0].month == 7:
+            controls.stop = True
+            deadline = time.monotonic() + 1.0  # a worker that did not wait says it stopped
+            while not stopped() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return real_write(lake, symbol, bars, days, **kwargs)
+
+    monkeypatch.setattr(worker_module, "write_batch", write_through_a_stop)
+    days = days_between(date(2025, 7, 30), date(2025, 8, 10))
+    outcome = run_worker(config(sim, tmp_path, days), events.append, controls)
+    assert outcome.interrupted and not outcome.days_failed
+    kinds = [(type(e), getattr(e, "month", None)) for e in events]
+    assert (ev.PartWritten, "2025-07") in kinds, "July's write was not waited for"
+    assert kinds.index((ev.PartWritten, "2025-07")) < next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, ev.StatusChanged) and e.status is ev.Status.STOPPED
+    )
+    july = [d for d in days if d.month == 7]
+    assert {r[0].date() for r in lake_rows(tmp_path, ETH)} >= set(july)
