@@ -547,6 +547,16 @@ def run(
             help="Times a crashed worker is restarted before its symbol fails.",
         ),
     ] = _RUN.max_restarts,
+    worker_niceness: Annotated[
+        int,
+        typer.Option(
+            "--worker-niceness",
+            min=0,
+            max=19,
+            help="How much nicer than the run its workers run, so that a gateway on the same "
+            "host gets the CPU first while they write parts (0: as the run).",
+        ),
+    ] = _RUN.worker_niceness,
     keep_runs: Annotated[
         int,
         typer.Option(
@@ -640,6 +650,7 @@ def run(
             reconnect_for_s=reconnect_for,
             client_id_base=client_id_base,
             max_restarts=max_restarts,
+            worker_niceness=worker_niceness,
             keep_runs=keep_runs,
             max_attempts=max_attempts,
             stall_after_s=stall_after,

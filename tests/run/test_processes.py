@@ -66,14 +66,18 @@ def test_a_workers_first_part_write_imports_nothing(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no niceness on this OS")
-def test_workers_run_nicer_than_the_run(sim, lake):
+@pytest.mark.parametrize("flag", [None, "0", "2"])
+def test_workers_run_nicer_than_the_run(sim, lake, flag):
     # Their part writes must not starve a gateway on the same host, which would then read
     # their requests late and bunched. Read while the worker runs: its pid is in the run's
     # "started" event; the answers take 0.2 s, so it lives for seconds.
     sim.set_faults(FaultConfig(latency_ms=(200, 200)))
-    worker_niceness = RunSettings().worker_niceness
-    assert worker_niceness > 0
-    args = run_args(sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-08", "--json", "--rate", "50")
+    worker_niceness = RunSettings().worker_niceness if flag is None else int(flag)
+    assert flag is not None or worker_niceness > 0
+    extra = () if flag is None else ("--worker-niceness", flag)
+    args = run_args(
+        sim, lake, ["BTC-USD"], "2025-07-01", "2025-07-08", "--json", "--rate", "50", *extra
+    )
     with subprocess.Popen(args, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL) as run:
         assert run.stdout is not None
         seen = None
