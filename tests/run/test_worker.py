@@ -392,3 +392,27 @@ def test_a_stop_during_a_months_write_waits_for_it_and_tells_it(sim, tmp_path, m
     )
     july = [d for d in days if d.month == 7]
     assert {r[0].date() for r in lake_rows(tmp_path, ETH)} >= set(july)
+
+
+def test_a_months_write_that_fails_off_the_loop_fails_its_days_with_the_reason(
+    sim, tmp_path, monkeypatch
+):
+    import backfill.run.worker as worker_module
+
+    real_write = worker_module.write_batch
+
+    def july_disk_full(lake, symbol, bars, days, **kwargs):
+        if days[0].month == 7:
+            raise OSError("disk full")
+        return real_write(lake, symbol, bars, days, **kwargs)
+
+    monkeypatch.setattr(worker_module, "write_batch", july_disk_full)
+    days = days_between(date(2025, 7, 30), date(2025, 8, 10))
+    events: list[ev.Event] = []
+    outcome = run_worker(config(sim, tmp_path, days), events.append, LocalControls(5.0))
+    assert outcome.failure == "cannot write the lake: disk full"
+    july = [d for d in days if d.month == 7]
+    assert set(july) <= set(outcome.days_failed)
+    reasons = {e.day: e.reason for e in events if isinstance(e, ev.DayFailed)}
+    assert all(reasons[d] == "cannot write the lake: disk full" for d in july)
+    assert not any(r[0].month == 7 for r in lake_rows(tmp_path, ETH))
