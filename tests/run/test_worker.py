@@ -327,27 +327,33 @@ def test_a_day_whose_every_attempt_timed_out_is_failed_and_never_recorded(sim, t
 
 def test_no_send_waits_for_a_months_write(sim, tmp_path, monkeypatch):
     # July is done after two days; while its part is being written (held here until the
-    # gateway has seen three more requests), the worker goes on asking for August.
+    # worker has told three more days fetched), the worker goes on asking for August.
     import backfill.run.worker as worker_module
 
     real_write = worker_module.write_batch
     sent_while_writing: list[bool] = []
+    events: list[ev.Event] = []
+    fetched = threading.Condition()
 
-    def historical() -> int:
-        return sum(1 for r in sim.requests() if r.kind == "historical")
+    def sink(event: ev.Event) -> None:
+        with fetched:
+            events.append(event)
+            fetched.notify_all()
+
+    def days_fetched() -> int:
+        return sum(isinstance(e, ev.DayFetched) for e in events)
 
     def slow_write(lake, symbol, bars, days, **kwargs):
         if days[0].month == 7:
-            before, deadline = historical(), time.monotonic() + 5.0
-            while historical() < before + 3 and time.monotonic() < deadline:
-                time.sleep(0.01)  # polling the gateway's log, bounded by the deadline
-            sent_while_writing.append(historical() >= before + 3)
+            with fetched:
+                before = days_fetched()
+                came = fetched.wait_for(lambda: days_fetched() >= before + 3, timeout=5.0)
+            sent_while_writing.append(came)
         return real_write(lake, symbol, bars, days, **kwargs)
 
     monkeypatch.setattr(worker_module, "write_batch", slow_write)
     days = days_between(date(2025, 7, 30), date(2025, 8, 10))
-    events: list[ev.Event] = []
-    outcome = run_worker(config(sim, tmp_path, days), events.append, LocalControls(5.0))
+    outcome = run_worker(config(sim, tmp_path, days), sink, LocalControls(5.0))
     assert sent_while_writing == [True], "the sends stopped while July was written"
     assert outcome.days_fetched == len(days) and not outcome.days_failed and not outcome.failure
     assert sorted(e.month for e in events if isinstance(e, ev.PartWritten)) == [
@@ -366,22 +372,22 @@ def test_a_stop_during_a_months_write_waits_for_it_and_tells_it(sim, tmp_path, m
     controls = LocalControls(5.0)
     events: list[ev.Event] = []
 
-    def stopped() -> bool:
-        return any(
-            isinstance(e, ev.StatusChanged) and e.status is ev.Status.STOPPED for e in events
-        )
+    said_stopped = threading.Event()
+
+    def sink(event: ev.Event) -> None:
+        events.append(event)
+        if isinstance(event, ev.StatusChanged) and event.status is ev.Status.STOPPED:
+            said_stopped.set()
 
     def write_through_a_stop(lake, symbol, bars, days, **kwargs):
         if days[0].month == 7:
             controls.stop = True
-            deadline = time.monotonic() + 1.0  # a worker that did not wait says it stopped
-            while not stopped() and time.monotonic() < deadline:
-                time.sleep(0.01)
+            said_stopped.wait(1.0)  # a worker that did not wait for the write says so now
         return real_write(lake, symbol, bars, days, **kwargs)
 
     monkeypatch.setattr(worker_module, "write_batch", write_through_a_stop)
     days = days_between(date(2025, 7, 30), date(2025, 8, 10))
-    outcome = run_worker(config(sim, tmp_path, days), events.append, controls)
+    outcome = run_worker(config(sim, tmp_path, days), sink, controls)
     assert outcome.interrupted and not outcome.days_failed
     kinds = [(type(e), getattr(e, "month", None)) for e in events]
     assert (ev.PartWritten, "2025-07") in kinds, "July's write was not waited for"
