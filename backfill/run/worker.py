@@ -399,7 +399,6 @@ class Worker:
         in_flight: dict[asyncio.Task[WindowBars], _Job] = {}
         try:
             await self._fetch_loop(in_flight)
-            await self._finish_writing()
         finally:
             # Whatever ends the loop (a stop, or giving up on the gateway), a request still
             # out is dropped and its days go back to the queue: reported, never forgotten.
@@ -778,7 +777,7 @@ class Worker:
             month = Month.of(day)
             self.days_left_in_month[month] -= 1
             if self.days_left_in_month[month] == 0:
-                # Written once the next request is out (``_flush_due``): a part's write
+                # Written once the next request is out (``_write_due``): a part's write
                 # must not hold back a send the pacing already allows.
                 self.months_due.append(month)
 
