@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from backfill.sim import FAST_PACING, SimConfig, SimGateway
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_left_as_found() -> Iterator[None]:
+    """A test leaves the process's Ctrl-C as it found it: handled, and not blocked.
+
+    Processes the suite starts inherit both; one that started with SIGINT blocked or
+    ignored never hears the Ctrl-C an operator test sends it, and runs on to exit 0.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    assert signal.getsignal(signal.SIGINT) == handler, "the test left SIGINT's handler changed"
+    now_blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert now_blocked == blocked, "the test left SIGINT blocked"
 
 
 @pytest.fixture

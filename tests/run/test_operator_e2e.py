@@ -280,26 +280,27 @@ def _children(pid: int) -> list[str]:
 # simulator starts.
 @pytest.mark.parametrize("when", ["resource_tracker", "forkserver", "gateway"])
 def test_ctrl_c_in_the_first_half_second_prints_no_traceback(lake, when):
-    process = subprocess.Popen(
-        backfill(
-            "run",
-            "--gateway",
-            "sim",
-            "--symbols",
-            "BTC-USD",
-            "--from",
-            TWO_DAYS[0],
-            "--to",
-            TWO_DAYS[1],
-            "--lake",
-            str(lake),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C at a terminal reaches the whole process group
-    )
+    with _ctrl_c_heard():
+        process = subprocess.Popen(
+            backfill(
+                "run",
+                "--gateway",
+                "sim",
+                "--symbols",
+                "BTC-USD",
+                "--from",
+                TWO_DAYS[0],
+                "--to",
+                TWO_DAYS[1],
+                "--lake",
+                str(lake),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C at a terminal reaches the whole process group
+        )
     started = time.monotonic()
     while not any(when in c for c in _children(process.pid)) and process.poll() is None:
         assert time.monotonic() - started < 10, "the run never started its helpers"
@@ -313,6 +314,21 @@ def test_ctrl_c_in_the_first_half_second_prints_no_traceback(lake, when):
     while _group_alive(process.pid):
         assert time.monotonic() < deadline, "a helper process outlived the run"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _ctrl_c_heard() -> Iterator[None]:
+    """Processes started inside hear Ctrl-C, whatever this one inherited.
+
+    A suite started in the background by a script (``pytest &``) runs with SIGINT ignored,
+    and its children inherit that: the run would never hear the Ctrl-C, and exit 0. A
+    handler is reset to the default across exec, so the child starts with the default.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _group_alive(pgid: int) -> bool:
