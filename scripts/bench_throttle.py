@@ -21,7 +21,7 @@ Each row runs ``--reps`` times (default 2), then a summary line per row and capa
 spread of the efficiency.
 
 Usage: python scripts/bench_throttle.py [--days 31] [--slow-days 8] [--rows auto,0.7,3,10]
-[--capacity 3[,1.5,5]] [--reps 2] [--lift-cap]
+[--capacity 3[,1.5,5]] [--latency-ms 50-150] [--reps 2] [--lift-cap]
 (``--slow-days``: the 0.7 row fetches fewer days, or it takes 6 minutes; said in its row.)
 """
 
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 CAPACITY = 3.0  # the default hidden capacity (--capacity)
+LATENCY_MS = "50-150"  # the default gateway latency (--latency-ms)
 SYMBOLS = "BTC-USD,ETH-USD,LTC-USD,BCH-USD,SOL-USD,AVAX-USD,LINK-USD,DOGE-USD"
 FIRST = date(2025, 7, 1)
 
@@ -75,6 +76,7 @@ def bench_row(
     extra: tuple[str, ...] = (),
     capacity: float = CAPACITY,
     rep: int = 1,
+    latency_ms: str = LATENCY_MS,
 ) -> dict[str, Any]:
     name = f"{rate}-c{capacity:g}-r{rep}"
     lake, log = work / f"lake-{name}", work / f"gateway-{name}.jsonl"
@@ -92,7 +94,7 @@ def bench_row(
             "--overload",
             "disconnect",
             "--latency-ms",
-            "50-150",
+            latency_ms,
             "--log",
             str(log),
             "--symbols",
@@ -179,6 +181,11 @@ def main() -> None:
         help="the gateway's hidden soft rate(s), req/s, comma-separated",
     )
     parser.add_argument("--reps", type=int, default=2, help="runs of each row")
+    parser.add_argument(
+        "--latency-ms",
+        default=LATENCY_MS,
+        help="the gateway's answer latency, MIN-MAX ms (users report IB's at 0.6 s and more)",
+    )
     parser.add_argument("--keep", type=Path, help="keep lakes and gateway logs here")
     parser.add_argument(
         "--lift-cap",
@@ -198,7 +205,18 @@ def main() -> None:
                 days = args.slow_days if rate == "0.7" else args.days
                 rows = []
                 for rep in range(1, args.reps + 1):
-                    rows.append(bench_row(rate, days, work, args.gateway_src, extra, capacity, rep))
+                    rows.append(
+                        bench_row(
+                            rate,
+                            days,
+                            work,
+                            args.gateway_src,
+                            extra,
+                            capacity,
+                            rep,
+                            args.latency_ms,
+                        )
+                    )
                     print(json.dumps(rows[-1]), flush=True)
                 shares = [r["efficiency"] for r in rows]
                 print(
@@ -206,6 +224,7 @@ def main() -> None:
                         {
                             "summary": rate,
                             "capacity": capacity,
+                            "latency_ms": args.latency_ms,
                             "reps": len(rows),
                             "efficiency": [min(shares), max(shares)],
                             **{
