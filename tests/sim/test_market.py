@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import time
 from datetime import date, datetime, timedelta
 
+import pytest
+
+from backfill.sim import market as market_module
 from backfill.sim.market import Market, bars_between, day_bars
 from backfill.sim.protocol import fmt_float
 from tests.sim.helpers import UTC
@@ -59,13 +61,22 @@ def test_no_trade_share_and_listing() -> None:
     assert bars_between(0, "SOL", START - timedelta(days=5), listing, listing=listing) == []
 
 
-def test_one_day_is_fast_once_cached() -> None:
+def test_a_day_once_made_is_served_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[date] = []
+    make = market_module.day_rows
+
+    def counted(seed: int, symbol: str, day: date, *, no_trade_share: float) -> tuple:
+        made.append(day)
+        return make(seed, symbol, day, no_trade_share=no_trade_share)
+
+    monkeypatch.setattr(market_module, "day_rows", counted)
     market = Market(0)
-    market.bars("LINK", START, START + timedelta(days=1))
-    began = time.perf_counter()
+    span = (START - timedelta(minutes=1), START + timedelta(days=1))
+    first = market.bars("LINK", *span)
+    assert sorted(made) == [START.date() - timedelta(days=1), START.date()]
     for _ in range(20):
-        market.bars("LINK", START - timedelta(minutes=1), START + timedelta(days=1))
-    assert (time.perf_counter() - began) / 20 < 0.005
+        assert market.bars("LINK", *span) == first
+    assert len(made) == 2, "a cached day was made again"
 
 
 def test_first_bar_is_head_timestamp() -> None:
