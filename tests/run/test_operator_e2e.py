@@ -39,6 +39,13 @@ pytestmark = pytest.mark.e2e
 TWO_DAYS = ("2025-07-01", "2025-07-02")
 
 
+def run_two_days(gateway: str, lake: str | bytes | Path, *args: str | bytes) -> list:
+    """``backfill run`` of BTC-USD over ``TWO_DAYS`` against ``gateway`` into ``lake``
+    (bytes where a test hands it a path that is not text)."""
+    days = ("--symbols", "BTC-USD", "--from", TWO_DAYS[0], "--to", TWO_DAYS[1])
+    return [*backfill("run", "--gateway", gateway, *days), "--lake", lake, *args]
+
+
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
     """A bare listening socket posing as a gateway: any connection attempt is queued."""
@@ -75,22 +82,7 @@ def run_at(
 ) -> subprocess.CompletedProcess[str]:
     host, port = server.getsockname()
     return subprocess.run(
-        [
-            *backfill(
-                "run",
-                "--gateway",
-                f"{host}:{port}",
-                "--symbols",
-                "BTC-USD",
-                "--from",
-                TWO_DAYS[0],
-                "--to",
-                TWO_DAYS[1],
-            ),
-            "--lake",
-            lake,
-            *args,
-        ],
+        run_two_days(f"{host}:{port}", lake, *args),
         capture_output=True,
         text=True,
         timeout=60,
@@ -282,19 +274,7 @@ def _children(pid: int) -> list[str]:
 def test_ctrl_c_in_the_first_half_second_prints_no_traceback(lake, when):
     with _ctrl_c_heard():
         process = subprocess.Popen(
-            backfill(
-                "run",
-                "--gateway",
-                "sim",
-                "--symbols",
-                "BTC-USD",
-                "--from",
-                TWO_DAYS[0],
-                "--to",
-                TWO_DAYS[1],
-                "--lake",
-                str(lake),
-            ),
+            run_two_days("sim", lake),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
